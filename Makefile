@@ -1,0 +1,58 @@
+# CharacterFlywheel: `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export FLYWHEEL_HOME ?= $(CURDIR)/data
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export GX_ANALYTICS_ENABLED ?= false
+export DAGSTER_DISABLE_TELEMETRY ?= 1
+
+.PHONY: install demo test ui validate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+# torch first, and never a CUDA build on a machine without a GPU: on such a machine the CPU wheel
+# index is used when it can be reached; otherwise pip's own configuration decides.
+$(VENV)/.torch: | $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	elif $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	else \
+	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e '.[dev,onnx]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m assets.demo $(DEMO_ARGS)
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+validate: install
+	$(BIN)/dagster definitions validate -m assets.definitions
+
+ui: install
+	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
+
+bench: install
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf data dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules .pytest_cache

@@ -1,0 +1,106 @@
+"""Ingest assets: one day of traffic into `conversations` and `quarantine`."""
+
+
+from datetime import date
+
+import dagster as dg
+
+from assets.metadata import counts_table, md_table
+from assets.partitions import daily
+from assets.resources import FlywheelSettings
+from pipeline import schema
+from pipeline.ingest import ingest_day
+from pipeline.sources import read_day
+
+GROUP = "ingest"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "conversations",
+            group_name=GROUP,
+            description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
+            kinds={"polars", "parquet"},
+        ),
+        dg.AssetSpec(
+            "quarantine",
+            group_name=GROUP,
+            description="Every rejected input record of the day, with its reason code, detail, payload and location.",
+            kinds={"polars", "parquet"},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "conservation",
+            asset="conversations",
+            blocking=True,
+            description="Records read = accepted + quarantined, counted from what landed in the lake.",
+        )
+    ],
+    partitions_def=daily,
+    # `--select conversations` alone must work: both tables come from one read of the source, so
+    # both are always written (conservation needs both); only the selected ones are reported.
+    can_subset=True,
+)
+def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+    day = date.fromisoformat(context.partition_key)
+    source = settings.source_config()
+    lake = settings.lake()
+    result = ingest_day(read_day(source, day), day, settings.ingest_config(), settings.hasher())
+    lake.write("conversations", day, result.conversations)
+    lake.write("quarantine", day, result.quarantine)
+    lake.write("ingest_stats", day, result.stats(source.kind))
+    context.log.info(
+        f"{day}: read {result.records_read} records, accepted {result.conversations.height}, "
+        f"quarantined {result.quarantine.height}"
+    )
+
+    selected = context.selected_asset_keys
+    conv = result.conversations
+    if dg.AssetKey("conversations") in selected:
+        yield dg.MaterializeResult(
+            asset_key="conversations",
+            metadata={
+                "dagster/row_count": conv.height,
+                "records_read": result.records_read,
+                "conversations": conv["conversation_id"].n_unique() if conv.height else 0,
+                "users": conv["user_hash"].n_unique() if conv.height else 0,
+                "roles": counts_table(dict(conv.group_by("role").len().iter_rows()) if conv.height else {}, key="role"),
+                "source": source.kind,
+                "path": dg.MetadataValue.path(str(lake.partition_dir("conversations", day))),
+                "preview": md_table(conv.select("conversation_id", "turn_index", "role", "text", "ts", "character_id")),
+            },
+        )
+    reasons = result.reason_counts()
+    if dg.AssetKey("quarantine") in selected:
+        yield dg.MaterializeResult(
+            asset_key="quarantine",
+            metadata={
+                "dagster/row_count": result.quarantine.height,
+                "quarantine_rate": round(result.quarantine.height / max(result.records_read, 1), 5),
+                "by_reason": counts_table(reasons, total=result.records_read),
+                "path": dg.MetadataValue.path(str(lake.partition_dir("quarantine", day))),
+                "preview": md_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
+            },
+        )
+    if dg.AssetCheckKey(dg.AssetKey("conversations"), "conservation") in context.selected_asset_check_keys:
+        yield conservation_check(lake, day)
+
+
+def conservation_check(lake, day: date) -> dg.AssetCheckResult:
+    stats = lake.read("ingest_stats", day, schema.INGEST_STATS)
+    read = int(stats["records_read"].sum())
+    accepted = lake.query(
+        "SELECT count(*) AS n FROM conversations WHERE day = ?", [day]
+    )["n"][0] if lake.exists("conversations", day) else 0
+    quarantined = lake.query(
+        "SELECT count(*) AS n FROM quarantine WHERE day = ?", [day]
+    )["n"][0] if lake.exists("quarantine", day) else 0
+    return dg.AssetCheckResult(
+        check_name="conservation",
+        asset_key="conversations",
+        passed=bool(read == accepted + quarantined),
+        metadata={"records_read": read, "accepted": int(accepted), "quarantined": int(quarantined),
+                  "missing": int(read - accepted - quarantined)},
+    )

@@ -1,0 +1,385 @@
+"""Ingest: turn a day's input records into `conversations` rows, or `quarantine` rows with a reason.
+
+Nothing is lost: a *record* is one input message, or one input line/row that could not be read as
+messages at all (bad JSON, bad UTF-8, a conversation whose `messages` is not a list...). Every record
+ends in exactly one of the two tables, so ``records_read == accepted + quarantined`` always holds,
+and the counts are kept by the reader, not derived from the outputs.
+
+Reason codes (the `quarantine.reason_code` column):
+
+==========================  ==========================================================================
+invalid_json                the line is not valid JSON
+invalid_utf8                the line is not valid UTF-8
+missing_field               a required field is absent (conversation_id, role, text/content, ts)
+wrong_type                  a field has the wrong type (text not a string, unparseable timestamp, ...)
+bad_value                   a field is outside its value set (source, feedback, negative turn_index)
+unknown_role                role is not one of user / assistant / system
+empty_conversation          a conversation record with an empty `messages` list
+empty_text                  text is empty or whitespace only
+control_chars               text holds NUL or another control character (tab/newline/CR are fine)
+text_too_long               text is longer than `max_text_chars`
+duplicate_message_id        a message id already seen in the same conversation (the first one is kept)
+ts_out_of_order             a timestamp earlier than the previous accepted message of its conversation
+ts_outside_day              a timestamp outside the partition's day (plus `late_grace_minutes` after it)
+no_user_turn                a conversation none of whose accepted messages is from the user
+==========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import PurePath
+from typing import Any
+
+import polars as pl
+
+from pipeline import schema
+from pipeline.sources import Record, SourceConfig, stable_unit
+
+REASON_CODES = (
+    "invalid_json",
+    "invalid_utf8",
+    "missing_field",
+    "wrong_type",
+    "bad_value",
+    "unknown_role",
+    "empty_conversation",
+    "empty_text",
+    "control_chars",
+    "text_too_long",
+    "duplicate_message_id",
+    "ts_out_of_order",
+    "ts_outside_day",
+    "no_user_turn",
+)
+
+_ALLOWED_CONTROL = {"\t", "\n", "\r"}
+_RAW_LIMIT = 20_000  # quarantine keeps the payload, cut to a size a report can show
+
+
+@dataclass
+class IngestConfig:
+    max_text_chars: int = field(default=20_000, metadata={"help": "longer messages are quarantined (text_too_long)"})
+    late_grace_minutes: int = field(
+        default=120,
+        metadata={"help": "messages up to this long after midnight still belong to the day (conversations that cross it)"},
+    )
+    internal_user_fraction: float = field(
+        default=0.1, metadata={"help": "share of users counted as `internal` when a record names no source"}
+    )
+    default_surface: str = field(default="chat", metadata={"help": "surface recorded when a record names none"})
+    default_served_by: str = field(default="gen-0", metadata={"help": "served_by recorded when a record names none"})
+
+    def __post_init__(self) -> None:
+        if self.max_text_chars < 1:
+            raise ValueError(f"ingest `max_text_chars` must be >= 1, got {self.max_text_chars}")
+        if self.late_grace_minutes < 0:
+            raise ValueError(f"ingest `late_grace_minutes` must be >= 0, got {self.late_grace_minutes}")
+
+    @classmethod
+    def for_source(cls, source: SourceConfig, **kw: Any) -> "IngestConfig":
+        return cls(
+            internal_user_fraction=source.internal_user_fraction,
+            default_surface=source.surface,
+            default_served_by=source.served_by,
+            **kw,
+        )
+
+
+@dataclass
+class IngestResult:
+    day: date
+    conversations: pl.DataFrame
+    quarantine: pl.DataFrame
+    records_read: int
+
+    def stats(self, source_kind: str) -> pl.DataFrame:
+        row = {
+            "day": self.day,
+            "source_kind": source_kind,
+            "records_read": self.records_read,
+            "accepted": self.conversations.height,
+            "quarantined": self.quarantine.height,
+        }
+        return pl.DataFrame([row], schema=schema.INGEST_STATS, orient="row")
+
+    def reason_counts(self) -> dict[str, int]:
+        if not self.quarantine.height:
+            return {}
+        counts = self.quarantine.group_by("reason_code").len().sort("len", descending=True)
+        return dict(zip(counts["reason_code"].to_list(), counts["len"].to_list()))
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _raw(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= _RAW_LIMIT else text[:_RAW_LIMIT] + f"... [{len(text) - _RAW_LIMIT} more chars]"
+
+
+def _parse_ts(value: Any, field_name: str) -> datetime:
+    if isinstance(value, bool):
+        raise _Reject("wrong_type", f"`{field_name}` is a boolean, expected an ISO-8601 string or epoch seconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise _Reject("wrong_type", f"`{field_name}` is not a finite number")
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise _Reject("wrong_type", f"`{field_name}` {value!r} is out of range for epoch seconds") from None
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _Reject("wrong_type", f"`{field_name}` {value[:60]!r} is not an ISO-8601 timestamp") from None
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    raise _Reject("wrong_type", f"`{field_name}` is {type(value).__name__}, expected an ISO-8601 string or epoch seconds")
+
+
+def _str_field(obj: dict, name: str, *, required: bool, aliases: tuple[str, ...] = ()) -> str | None:
+    for key in (name, *aliases):
+        if key in obj and obj[key] is not None:
+            v = obj[key]
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise _Reject("wrong_type", f"`{key}` is {type(v).__name__}, expected a string")
+            return str(v)
+    if required:
+        raise _Reject("missing_field", f"required field `{name}` is missing")
+    return None
+
+
+def _check_text(text: Any, key: str, max_chars: int) -> str:
+    if not isinstance(text, str):
+        raise _Reject("wrong_type", f"`{key}` is {type(text).__name__}, expected a string")
+    if not text.strip():
+        raise _Reject("empty_text", "text is empty or whitespace only")
+    bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROL), None)
+    if bad is not None:
+        raise _Reject("control_chars", f"text holds control character U+{ord(bad):04X} at offset {text.index(bad)}")
+    if len(text) > max_chars:
+        raise _Reject("text_too_long", f"text has {len(text)} characters, the limit is {max_chars} (max_text_chars)")
+    return text
+
+
+class _DayIngest:
+    """Validates one day's records; collects accepted candidates and quarantine rows."""
+
+    def __init__(self, day: date, cfg: IngestConfig, hasher: schema.UserHasher):
+        self.day = day
+        self.cfg = cfg
+        self.hasher = hasher
+        self.start = datetime.combine(day, time.min).replace(tzinfo=timezone.utc)
+        self.end = self.start + timedelta(days=1, minutes=cfg.late_grace_minutes)
+        self.records_read = 0
+        self.quarantine: list[dict] = []
+        # conversation_id -> list of (order, candidate row, record) in input order
+        self.conversations: dict[str, list[tuple[int, dict, Record, str]]] = {}
+        self._order = 0
+
+    def reject(self, rec: Record, code: str, detail: str, raw: str | None = None) -> None:
+        self.quarantine.append(
+            {
+                "day": self.day,
+                "source_file": rec.source_file,
+                "line": rec.line,
+                "reason_code": code,
+                "detail": detail,
+                "raw": raw if raw is not None else (rec.raw or _raw(rec.value)),
+            }
+        )
+
+    # -- per record ----------------------------------------------------------------------------
+    def add(self, rec: Record) -> None:
+        if rec.error is not None:
+            self.records_read += 1
+            self.reject(rec, *rec.error)
+            return
+        value = rec.value
+        if not isinstance(value, dict):
+            self.records_read += 1
+            self.reject(rec, "wrong_type", f"record is a JSON {type(value).__name__}, expected an object")
+            return
+        if "messages" in value:
+            self._add_conversation(rec, value)
+        else:
+            self.records_read += 1
+            self._add_message(rec, value, value, position=None, raw=rec.raw or _raw(value))
+
+    def _add_conversation(self, rec: Record, conv: dict) -> None:
+        messages = conv["messages"]
+        if not isinstance(messages, list):
+            self.records_read += 1
+            self.reject(rec, "wrong_type", f"`messages` is {type(messages).__name__}, expected a list")
+            return
+        if not messages:
+            self.records_read += 1
+            self.reject(rec, "empty_conversation", "`messages` is an empty list")
+            return
+        meta = {k: v for k, v in conv.items() if k != "messages"}
+        if "conversation_id" not in meta and "id" not in meta:
+            stem = PurePath(rec.source_file).name.split(".")[0]
+            meta["conversation_id"] = f"{stem}:{rec.line}"
+        for i, m in enumerate(messages):
+            self.records_read += 1
+            if not isinstance(m, dict):
+                self.reject(rec, "wrong_type", f"message {i} is a JSON {type(m).__name__}, expected an object", _raw(m))
+                continue
+            self._add_message(rec, m, meta, position=i, raw=_raw(m))
+
+    def _add_message(self, rec: Record, m: dict, meta: dict, position: int | None, raw: str) -> None:
+        where = f"message {position}: " if position is not None else ""
+        try:
+            cand = self._candidate(m, meta, position)
+        except _Reject as r:
+            self.reject(rec, r.code, where + r.detail, raw)
+            return
+        except Exception as e:  # a bad record never fails the run, whatever slipped past the checks
+            self.reject(rec, "wrong_type", f"{where}unreadable message ({type(e).__name__}: {e})", raw)
+            return
+        self._order += 1
+        self.conversations.setdefault(cand["conversation_id"], []).append((self._order, cand, rec, raw))
+
+    def _candidate(self, m: dict, meta: dict, position: int | None) -> dict:
+        def pick(name: str) -> str | None:
+            # a message's own field wins over its conversation's metadata
+            v = _str_field(m, name, required=False)
+            return v if v is not None or m is meta else _str_field(meta, name, required=False)
+
+        if m is meta:
+            conversation_id = _str_field(m, "conversation_id", required=True)
+        else:  # a message inside a conversation record; the record's id was defaulted if absent
+            conversation_id = _str_field(meta, "conversation_id", required=False, aliases=("id",))
+        role = _str_field(m, "role", required=True)
+        if role not in schema.ROLES:
+            raise _Reject("unknown_role", f"role {role!r} is not one of {schema.ROLES}")
+        text_key = "text" if "text" in m else "content"
+        if text_key not in m or m[text_key] is None:
+            raise _Reject("missing_field", "required field `text` (or `content`) is missing")
+        text = _check_text(m[text_key], text_key, self.cfg.max_text_chars)
+
+        ts_value = next((m[k] for k in ("ts", "timestamp", "created_at") if m.get(k) is not None), None)
+        if ts_value is None:
+            ts_value = next((meta[k] for k in ("ts", "timestamp", "created_at") if meta.get(k) is not None), None)
+        if ts_value is None:
+            raise _Reject("missing_field", "required field `ts` is missing (on the message or its conversation)")
+        ts = _parse_ts(ts_value, "ts")
+        if not (self.start <= ts < self.end):
+            raise _Reject(
+                "ts_outside_day",
+                f"ts {ts.isoformat()} is outside {self.day.isoformat()} "
+                f"(+{self.cfg.late_grace_minutes} min grace, late_grace_minutes)",
+            )
+
+        turn_index: int | None = None
+        if "turn_index" in m and m["turn_index"] is not None:
+            ti = m["turn_index"]
+            if isinstance(ti, bool) or not isinstance(ti, int):
+                raise _Reject("wrong_type", f"`turn_index` is {type(ti).__name__}, expected an integer")
+            if ti < 0:
+                raise _Reject("bad_value", f"`turn_index` {ti} is negative")
+            turn_index = ti
+        elif position is not None:
+            turn_index = position
+
+        source = pick("source")
+        if source is not None and source not in schema.SOURCES:
+            raise _Reject("bad_value", f"source {source!r} is not one of {schema.SOURCES}")
+        feedback = _str_field(m, "feedback", required=False)
+        if feedback is not None and feedback not in schema.FEEDBACK:
+            raise _Reject("bad_value", f"feedback {feedback!r} is not one of {schema.FEEDBACK}")
+
+        user_id = pick("user_id") or conversation_id  # no user id: each conversation counts as its own user
+        user_hash = self.hasher(user_id)
+        if source is None:
+            source = "internal" if stable_unit(user_hash) < self.cfg.internal_user_fraction else "external"
+        return {
+            "message_id": _str_field(m, "message_id", required=False, aliases=("id",)),
+            "conversation_id": conversation_id,
+            "turn_index": turn_index,
+            "role": role,
+            "text": text,
+            "ts": ts,
+            "user_hash": user_hash,
+            "character_id": pick("character_id") or "default",
+            "source": source,
+            "served_by": (pick("served_by") or self.cfg.default_served_by) if role == "assistant" else None,
+            "surface": pick("surface") or self.cfg.default_surface,
+            "feedback": feedback,
+            "day": self.day,
+        }
+
+    # -- per conversation ----------------------------------------------------------------------
+    def finish(self) -> IngestResult:
+        accepted: list[dict] = []
+        for cid, items in self.conversations.items():
+            # canonical message lines may arrive in any order: order them by turn_index, then input
+            items.sort(key=lambda it: (it[1]["turn_index"] if it[1]["turn_index"] is not None else 1 << 40, it[0]))
+            next_index = 0
+            seen_ids: set[str] = set()
+            kept: list[tuple[dict, Record, str]] = []
+            last_ts: datetime | None = None
+            for _, cand, rec, raw in items:
+                if cand["turn_index"] is None:
+                    cand["turn_index"] = next_index
+                next_index = cand["turn_index"] + 1
+                if cand["message_id"] is None:
+                    cand["message_id"] = f"{cid}:{cand['turn_index']}"
+                mid = cand["message_id"]
+                if mid in seen_ids:
+                    self.reject(rec, "duplicate_message_id", f"message id {mid!r} repeats in conversation {cid!r}", raw)
+                    continue
+                seen_ids.add(mid)
+                if last_ts is not None and cand["ts"] < last_ts:
+                    self.reject(
+                        rec, "ts_out_of_order",
+                        f"ts {cand['ts'].isoformat()} is earlier than the previous message's {last_ts.isoformat()}", raw,
+                    )
+                    continue
+                last_ts = cand["ts"]
+                kept.append((cand, rec, raw))
+            if kept and not any(c["role"] == "user" for c, _, _ in kept):
+                for _, rec, raw in kept:
+                    self.reject(rec, "no_user_turn", f"conversation {cid!r} has no accepted user message", raw)
+                continue
+            accepted.extend(c for c, _, _ in kept)
+
+        conversations = (
+            pl.DataFrame(accepted, schema=schema.CONVERSATIONS, orient="row")
+            if accepted
+            else schema.empty(schema.CONVERSATIONS)
+        ).sort(["conversation_id", "turn_index"])
+        quarantine = (
+            pl.DataFrame(self.quarantine, schema=schema.QUARANTINE, orient="row")
+            if self.quarantine
+            else schema.empty(schema.QUARANTINE)
+        ).sort(["source_file", "line", "reason_code", "detail"], maintain_order=True)
+        return IngestResult(self.day, conversations, quarantine, self.records_read)
+
+
+def ingest_day(
+    records: Iterable[Record], day: date, config: IngestConfig | None = None, hasher: schema.UserHasher | None = None
+) -> IngestResult:
+    """Validate a day's records into accepted conversation rows and quarantine rows."""
+    job = _DayIngest(day, config or IngestConfig(), hasher or schema.UserHasher.from_settings())
+    for rec in records:
+        job.add(rec)
+    result = job.finish()
+    if result.records_read != result.conversations.height + result.quarantine.height:
+        raise RuntimeError(
+            f"ingest of {day} lost records: read {result.records_read}, accepted {result.conversations.height}, "
+            f"quarantined {result.quarantine.height}"
+        )
+    return result

@@ -1,0 +1,156 @@
+"""Table contracts of the lake as explicit polars schemas.
+
+A table's schema is the contract between stages: columns may be added, never silently changed.
+`conform` casts a frame onto a schema (and fails loudly on a missing column), so every writer
+produces exactly the declared types whatever path built the frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+import polars as pl
+
+ROLES = ("user", "assistant", "system")
+SOURCES = ("internal", "external")
+FEEDBACK = ("up", "down", "love", "regenerate", "report")
+
+TS = pl.Datetime("us", "UTC")
+
+CONVERSATIONS = pl.Schema(
+    {
+        "message_id": pl.Utf8,
+        "conversation_id": pl.Utf8,
+        "turn_index": pl.Int32,
+        "role": pl.Utf8,
+        "text": pl.Utf8,
+        "ts": TS,
+        "user_hash": pl.Utf8,
+        "character_id": pl.Utf8,
+        "source": pl.Utf8,
+        "served_by": pl.Utf8,
+        "surface": pl.Utf8,
+        # Explicit signal the product logged on this message, if any (one of FEEDBACK).
+        "feedback": pl.Utf8,
+        "day": pl.Date,
+    }
+)
+
+QUARANTINE = pl.Schema(
+    {
+        "day": pl.Date,
+        "source_file": pl.Utf8,
+        "line": pl.Int64,
+        "reason_code": pl.Utf8,
+        "detail": pl.Utf8,
+        "raw": pl.Utf8,
+    }
+)
+
+# One row per ingested partition: the reader's own count of records, so that conservation
+# (read = accepted + quarantined) is checked against a number the writers did not produce.
+INGEST_STATS = pl.Schema(
+    {
+        "day": pl.Date,
+        "source_kind": pl.Utf8,
+        "records_read": pl.Int64,
+        "accepted": pl.Int64,
+        "quarantined": pl.Int64,
+    }
+)
+
+
+def conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """Select and cast `df` to `schema`, in schema order; a missing column is an error."""
+    missing = [c for c in schema.names() if c not in df.columns]
+    if missing:
+        raise ValueError(f"frame is missing columns {missing} of the contract {list(schema.names())}")
+    return df.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
+
+
+def empty(schema: pl.Schema) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+DEMO_SALT = "characterflywheel-demo-salt"
+SALT_ENV = "FLYWHEEL_USER_SALT"
+
+
+class SaltError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UserHasher:
+    """Replaces raw user ids with a keyed hash (HMAC-SHA256), so raw ids never reach the lake.
+
+    The salt is a secret: with it, a known id can be linked to its hash; without it, nobody can.
+    """
+
+    salt: str
+
+    @classmethod
+    def from_settings(cls, salt: str | None = None, *, production: bool = False) -> "UserHasher":
+        salt = salt or os.environ.get(SALT_ENV)
+        if not salt:
+            if production:
+                raise SaltError(
+                    f"no user-id salt configured: set the environment variable {SALT_ENV} "
+                    "(or the `user_salt` setting) to a long random secret; "
+                    "the built-in demo salt is refused when `production` is true"
+                )
+            salt = DEMO_SALT
+        elif production and salt == DEMO_SALT:
+            raise SaltError(f"{SALT_ENV} is the public demo salt; production needs a secret of its own")
+        return cls(salt)
+
+    def __call__(self, raw_user_id: str) -> str:
+        digest = hmac.new(self.salt.encode(), str(raw_user_id).encode(), hashlib.sha256)
+        return "u_" + digest.hexdigest()[:24]
+
+
+MESSAGE = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
+
+# A static prompt: a conversation cut at a user turn. Consecutive messages of one role are merged
+# into one turn (joined by a newline), so `history` alternates roles and ends with a user turn.
+PROMPTS = pl.Schema(
+    {
+        "prompt_id": pl.Utf8,
+        "conversation_id": pl.Utf8,
+        # turn_index (in `conversations`) of the last user message inside the history
+        "cut_turn": pl.Int32,
+        "history": pl.List(MESSAGE),
+        "system": pl.Utf8,
+        "character_id": pl.Utf8,
+        "user_hash": pl.Utf8,
+        "source": pl.Utf8,
+        # the whole history rendered as "role: content" lines: what dedup and embedding read
+        "text": pl.Utf8,
+        "last_user": pl.Utf8,
+        "served_response": pl.Utf8,
+        "served_by": pl.Utf8,
+        # engagement labels of the served response
+        "continued": pl.Boolean,
+        "reply_len": pl.Int32,
+        "depth_after": pl.Int32,
+        "thumbs": pl.Int8,
+        "day": pl.Date,
+    }
+)
+
+# One row per row a step removed: what it was, which step, and why. Every step writes its drops
+# here, so a report can account for each row between two tables.
+DROPS = pl.Schema(
+    {
+        "day": pl.Date,
+        "stage": pl.Utf8,
+        "row_id": pl.Utf8,
+        "reason_code": pl.Utf8,
+        # the kept row this one duplicates, for dedup drops
+        "kept_id": pl.Utf8,
+        "detail": pl.Utf8,
+    }
+)

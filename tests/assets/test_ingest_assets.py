@@ -1,0 +1,78 @@
+import json
+from datetime import date
+
+import dagster as dg
+import pytest
+
+from assets.definitions import defs
+from assets.ingest import ingest
+from assets.resources import FlywheelSettings
+from pipeline.lake import Lake
+
+DAY = "2026-01-05"
+
+
+def test_definitions_load_and_name_the_job_and_schedule():
+    job = defs.resolve_job_def("consolidation")
+    assert job.partitions_def is not None
+    schedule = defs.resolve_schedule_def("consolidation_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"conversations", "quarantine"} <= keys
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name and node.description, key
+
+
+def _folder(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = [
+        {"conversation_id": "c1", "role": "user", "text": "hello", "ts": f"{DAY}T08:00:00Z", "user_id": "alice"},
+        {"conversation_id": "c1", "role": "assistant", "text": "hi!", "ts": f"{DAY}T08:00:05Z"},
+        {"conversation_id": "c2", "role": "bot", "text": "??", "ts": f"{DAY}T08:00:05Z"},
+    ]
+    (src / f"{DAY}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    return src
+
+
+def test_ingest_materializes_one_partition_with_metadata_and_check(tmp_path):
+    settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(_folder(tmp_path)))
+    result = dg.materialize([ingest], partition_key=DAY, resources={"settings": settings})
+    assert result.success
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    conv_meta = mats["conversations"].materialization.metadata
+    assert conv_meta["dagster/row_count"].value == 2
+    quar_meta = mats["quarantine"].materialization.metadata
+    assert quar_meta["dagster/row_count"].value == 2
+    assert "unknown_role" in quar_meta["by_reason"].value and "invalid_json" in quar_meta["by_reason"].value
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("conservation", True)]
+    lake = Lake(tmp_path / "home")
+    assert lake.read("conversations", date.fromisoformat(DAY)).height == 2
+
+    # re-materializing replaces the partition rather than appending
+    assert dg.materialize([ingest], partition_key=DAY, resources={"settings": settings}).success
+    assert lake.query("SELECT count(*) AS n FROM conversations")["n"][0] == 2
+
+
+def test_conversations_alone_can_be_selected(tmp_path):
+    settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(_folder(tmp_path)))
+    result = dg.materialize([ingest], selection="conversations", partition_key=DAY, resources={"settings": settings})
+    assert result.success
+    assert [m.asset_key.to_user_string() for m in result.get_asset_materialization_events()] == ["conversations"]
+
+
+def test_default_chitchat_partition_in_process(tmp_path):
+    settings = FlywheelSettings(home=str(tmp_path / "home"))
+    result = dg.materialize([ingest], partition_key="2026-01-13", resources={"settings": settings})
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert Lake(tmp_path / "home").read("conversations", date(2026, 1, 13)).height > 1000
+
+
+def test_bad_setting_fails_fast_naming_it(tmp_path):
+    settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(tmp_path / "nope"))
+    with pytest.raises(Exception, match="source `path`"):
+        dg.materialize([ingest], partition_key=DAY, resources={"settings": settings})

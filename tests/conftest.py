@@ -1,0 +1,25 @@
+"""Shared fixtures. Real public data in ../shared/data is optional: tests that need it skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (a fresh clone has none): this test reads real public data from it")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh FLYWHEEL_HOME for one test."""
+    h = tmp_path / "flywheel"
+    monkeypatch.setenv("FLYWHEEL_HOME", str(h))
+    return h
