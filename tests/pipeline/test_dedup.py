@@ -1,0 +1,458 @@
+"""Exact and near dedup: normalization, the planted duplicate set (P/R), cross-day index and re-runs.
+
+Run with `pytest -s` to see the precision/recall figures.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import minhash, schema
+from pipeline.dedup import (
+    EXACT_DUPLICATE,
+    NEAR_DUPLICATE,
+    SEEN_PREFIX,
+    STAGE_EXACT,
+    STAGE_NEAR,
+    ExactDedupConfig,
+    NearDedupConfig,
+    exact_dedup,
+    near_dedup,
+    normalize_text,
+    text_hash,
+)
+from pipeline.planted import (
+    EXACT,
+    NEAR,
+    NEIGHBOUR,
+    ORIGINAL,
+    PlantedConfig,
+    build_planted_duplicates,
+    score_drops,
+)
+
+D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+
+# Used when ../shared/data is absent: distinct chat lines, paired into two-turn histories below.
+FALLBACK_LINES = [
+    "Hey, how was your weekend at the lake with your cousins?",
+    "It was great, we went kayaking and saw a family of otters near the dock.",
+    "I just finished reading that mystery novel you recommended last month.",
+    "Did you guess who the culprit was before the big reveal at the end?",
+    "My roommate keeps leaving dirty dishes in the sink and it drives me crazy.",
+    "Maybe put up a chore chart on the fridge so everyone knows their turn.",
+    "Do you want to grab lunch after the chemistry lab tomorrow afternoon?",
+    "Sure, the new ramen place on fifth street has really good reviews.",
+    "The hike up to the waterfall was much harder than I expected it to be.",
+    "Bring more water next time, that trail gets really hot by noon.",
+    "I think the second season of that space show is better than the first.",
+    "The villain finally has a believable reason for what he is doing.",
+    "We should totally plan a road trip along the coast this summer.",
+    "Only if we stop at every weird roadside attraction along the way.",
+    "My sister just got engaged, so the whole family is planning a party.",
+    "Congratulations to her, do you know when the wedding is going to be?",
+    "What kind of music have you been listening to while you study lately?",
+    "Mostly instrumental jazz, lyrics distract me when I am writing essays.",
+    "I tried baking sourdough bread for the first time and it came out flat.",
+    "Your starter probably needed a few more days to get strong enough.",
+    "The library is eerily quiet during finals week, nobody even whispers.",
+    "I always end up on the top floor where the old maps are stored.",
+    "Have you ever been skiing up in the canyon resorts during a storm?",
+    "Once, and I could not see my own skis for most of the afternoon.",
+    "I am thinking about switching my major from biology to statistics.",
+    "Statistics jobs pay well and you can still work on biology problems.",
+    "That documentary about deep sea creatures had an amazing soundtrack.",
+    "The glowing squid scene gave me chills, it looked like another planet.",
+    "My dog learned how to open the back door all by himself last week.",
+    "You should get a lock for it before he lets himself into the pantry.",
+    "It rained all weekend so we stayed inside and played board games.",
+    "Which game won, I am guessing the one with the trains and tickets.",
+    "I need a better strategy for waking up early for my eight o'clock class.",
+    "Put your alarm across the room so you have to stand up to turn it off.",
+    "The concert last night was incredibly loud but so much fun overall.",
+    "My ears are still ringing, I should have brought the foam earplugs.",
+    "Would you rather live by the ocean or up in the quiet mountains?",
+    "Mountains for sure, I burn way too easily to live near a beach.",
+    "I started running again and my legs are sore from the first mile.",
+    "Stretch before bed and it will feel better in a couple of days.",
+    "We are having a potluck dinner on Sunday evening if you want to come.",
+    "I will bring my grandmother's famous lemon bars, they always disappear.",
+    "My favorite holiday is probably Thanksgiving because of all the pie.",
+    "Pumpkin or pecan, because that question has ended friendships before.",
+    "I keep forgetting to water my houseplants and they look really sad.",
+    "Succulents are hard to kill, maybe start with a couple of those.",
+    "The professor gave us an extra week for the group project, thankfully.",
+    "Good, because our group has not even picked a topic yet, honestly.",
+    "I have never tried sushi but everyone keeps saying I absolutely should.",
+    "Start with a cooked roll, the spicy shrimp ones are a safe first step.",
+    "Our intramural team finally won a game after losing five in a row.",
+    "The secret was that our best player finally showed up on time.",
+    "Sometimes I just want to sit outside under a tree and read for hours.",
+    "The botanical garden has benches in the shade that are perfect for it.",
+    "Send me the details of the apartment and I will take a look tonight.",
+    "The rent is fair but the landlord only answers emails on Tuesdays.",
+    "Did you see the meteor shower last night from the observatory hill?",
+    "We counted twenty shooting stars before the clouds rolled in at two.",
+    "I am learning to play the ukulele from videos and my fingers hurt.",
+    "Calluses take a couple of weeks, after that the chords get easier.",
+]
+
+
+def _histories_from_lines(lines: list[str]) -> list[str]:
+    return [f"user: {lines[i]}\nassistant: {lines[i + 1]}" for i in range(0, len(lines) - 1, 2)]
+
+
+def _histories_from_shared(data_dir: Path, seed: int = 0) -> list[str]:
+    """Prompt-like rendered histories: the first k messages of each real conversation."""
+    with gzip.open(data_dir / "chitchat_dataset.json.gz", "rt") as f:
+        convs = json.load(f)
+    rng = random.Random(seed)
+    out = []
+    for conv in convs.values():
+        msgs = [m["text"] for turn in conv["messages"] for m in turn]
+        k = rng.randint(1, min(len(msgs), 10))
+        out.append("\n".join(("user: " if i % 2 == 0 else "assistant: ") + m for i, m in enumerate(msgs[:k])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_histories(shared_data: Path) -> list[str]:
+    return _histories_from_shared(shared_data)
+
+
+# --- normalization and hashing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw,norm",
+    [
+        ("Hello,   World!", "hello world"),
+        ("Ｈｅｌｌｏ ｗｏｒｌｄ", "hello world"),  # fullwidth folds under NFKC
+        ("Don’t STOP… believing!!", "dont stop believing"),
+        ("  tabs\tand\nnew lines  ", "tabs and new lines"),
+        ("Straße", "strasse"),  # casefold, not just lower
+        ("ﬁne", "fine"),  # ligature
+        ("i ❤ pizza 🍕", "i ❤ pizza 🍕"),  # symbols and emoji carry meaning: kept
+        ("...", ""),
+        (None, ""),
+    ],
+)
+def test_normalize_text(raw: str | None, norm: str) -> None:
+    assert normalize_text(raw) == norm
+    assert normalize_text(normalize_text(raw)) == norm
+
+
+def test_text_hash_is_stable_and_normalized() -> None:
+    h = text_hash("Hello, World!")
+    assert (
+        h == "e9a804b2e527fd3601d2ffc0bb023cd6"
+    )  # blake2b-128 of "hello world": fixed across runs and versions
+    assert text_hash("  HELLO world ") == h and text_hash("hello word") != h
+
+
+# --- exact -------------------------------------------------------------------------------------------------
+
+
+def _frame(rows: list[tuple[str, str]], day: date = D1, **extra: list) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"prompt_id": [r[0] for r in rows], "text": [r[1] for r in rows], "day": [day] * len(rows), **extra}
+    )
+
+
+def test_exact_dedup_keeps_first_by_id_and_reports_drops() -> None:
+    df = _frame(
+        [
+            ("p3", "Hi there, friend!"),
+            ("p1", "hi there friend"),
+            ("p2", "something else"),
+            ("p4", "HI THERE FRIEND"),
+        ]
+    )
+    res = exact_dedup(df)
+    assert res.kept["prompt_id"].to_list() == ["p1", "p2"]  # input order kept, p1 first by id
+    assert res.drops.schema == schema.DROPS
+    assert sorted(res.drops["row_id"].to_list()) == ["p3", "p4"]
+    assert set(res.drops["kept_id"]) == {"p1"}
+    assert set(res.drops["reason_code"]) == {EXACT_DUPLICATE} and set(res.drops["stage"]) == {STAGE_EXACT}
+    assert res.hashes.columns == ["text_hash", "prompt_id", "day"]
+    assert res.hashes["text_hash"].to_list() == [text_hash("hi there friend"), text_hash("something else")]
+    assert res.stats == {
+        "rows_in": 4,
+        "rows_kept": 2,
+        "exact_within": 2,
+        "exact_cross_day": 0,
+        "exact_dup_rate": 0.5,
+    }
+    raw = exact_dedup(df, config=ExactDedupConfig(normalize=False))
+    assert raw.kept.height == 4
+
+
+def test_exact_dedup_cross_day_and_rerun() -> None:
+    day1 = _frame([("a1", "good morning everyone"), ("a2", "what is for lunch")], D1)
+    r1 = exact_dedup(day1)
+    day2 = _frame([("b1", "Good morning, everyone!"), ("b2", "brand new text"), ("b3", "brand new text")], D2)
+    # `seen` as a plain set of hashes of earlier days
+    r2 = exact_dedup(day2, seen=set(r1.hashes["text_hash"]))
+    assert r2.kept["prompt_id"].to_list() == ["b2"]
+    drops = {r["row_id"]: r for r in r2.drops.iter_rows(named=True)}
+    assert drops["b1"]["kept_id"] == SEEN_PREFIX + text_hash("good morning everyone")
+    assert drops["b3"]["kept_id"] == "b2"
+    assert r2.stats["exact_cross_day"] == 1 and r2.stats["exact_within"] == 1
+    # the persisted hash table holds day 2 after its first run; a re-run of day 2 must ignore it
+    table = pl.concat([r1.hashes, r2.hashes])
+    again = exact_dedup(day2, seen=table)
+    assert again.kept.equals(r2.kept) and again.drops.equals(r2.drops)
+    assert exact_dedup(day2, seen=table["text_hash"]).kept.height == 0  # a bare Series cannot tell days apart
+
+
+def test_exact_dedup_bad_rows_and_columns() -> None:
+    df = _frame([("x1", None), ("x2", "!!!"), ("x3", "ok")])  # type: ignore[list-item]
+    res = exact_dedup(df)
+    # null and punctuation-only texts normalize to "" and collapse into one kept row
+    assert res.kept["prompt_id"].to_list() == ["x1", "x3"]
+    with pytest.raises(ValueError, match="id_col"):
+        exact_dedup(df, id_col="message_id")
+    nodays = exact_dedup(df.drop("day"), day_col=None)
+    assert nodays.drops["day"].null_count() == 1
+
+
+# --- near: unit behaviour ---------------------------------------------------------------------------------
+
+BASE = "user: I spent the whole weekend hiking in the mountains with my brother and it was great"
+
+
+def test_near_dedup_merges_variants_keeps_distinct_and_skips_short() -> None:
+    df = _frame(
+        [
+            ("n2", BASE),
+            ("n1", BASE.replace("whole", "hole")),
+            ("n3", BASE.replace("hiking", "really hiking")),
+            ("n4", "user: my favourite food is definitely pizza with extra cheese and olives"),
+            ("n5", "user: hi"),
+            ("n6", "user: hi!"),
+        ]
+    )
+    res = near_dedup(df)
+    assert res.kept["prompt_id"].to_list() == ["n1", "n4", "n5", "n6"]
+    assert res.drops.schema == schema.DROPS
+    assert set(res.drops["kept_id"]) == {"n1"} and set(res.drops["reason_code"]) == {NEAR_DUPLICATE}
+    assert set(res.drops["stage"]) == {STAGE_NEAR}
+    s = res.stats
+    assert s["skipped_short"] == 2 and s["groups"] == 1 and s["largest_group"] == 3 and s["near_within"] == 2
+    longest = near_dedup(df, NearDedupConfig(keep="longest"))
+    assert set(longest.drops["kept_id"]) == {"n3"}
+
+
+def test_near_dedup_never_merges_cuts_of_one_conversation() -> None:
+    df = _frame([("c1", BASE), ("c2", BASE + " again"), ("c3", BASE + " !")], conversation_id=["k", "k", "z"])
+    res = near_dedup(df)
+    # c1 and c2 share a conversation, c3 does not: c3 joins the group, c1 and c2 are never merged
+    # directly, and chaining through c3 puts all three in one group
+    assert res.stats["same_source_pairs"] == 1
+    assert near_dedup(df, NearDedupConfig(same_source_col=None)).stats["same_source_pairs"] == 0
+    alone = df.filter(pl.col("prompt_id") != "c3")
+    assert near_dedup(alone).kept.height == 2
+    assert near_dedup(alone, NearDedupConfig(same_source_col=None)).kept.height == 1
+
+
+def test_backends_agree_on_estimates() -> None:
+    texts = [
+        normalize_text(BASE),
+        normalize_text(BASE.replace("brother", "sister")),
+        "a completely unrelated sentence about tax forms",
+    ]
+    true = []
+    sets = [minhash.shingles(t, "char", 4) for t in texts]
+    for j in (1, 2):
+        true.append(len(sets[0] & sets[j]) / len(sets[0] | sets[j]))
+    for backend in ("rensa", "datasketch"):
+        sig = NearDedupConfig(backend=backend, num_perm=256).signatures(texts)
+        est = minhash.estimated_jaccard(sig, np.array([[0, 1], [0, 2]]))
+        assert abs(est[0] - true[0]) < 0.1 and est[1] < 0.15, (backend, est, true)
+
+
+def test_char_shingle_hashes_match_sets() -> None:
+    texts = ["abcabcab", "xyz", "abcab"]
+    hashes, offsets = minhash.char_shingle_hashes(texts, 3)
+    assert offsets.tolist() == [0, 6, 7, 10]
+    rows = [set(hashes[offsets[i] : offsets[i + 1]].tolist()) for i in range(3)]
+    assert len(rows[0]) == 3  # abc, bca, cab
+    assert rows[2] == rows[0]  # same 3-gram set
+    assert not rows[1] & rows[0]
+
+
+def test_lsh_bands_reach_the_recall_target() -> None:
+    for t in (0.6, 0.8, 0.9):
+        b, r = minhash.lsh_bands(t, 128, 0.99)
+        assert b * r <= 128 and 1 - (1 - t**r) ** b >= 0.99
+        assert 1 - (1 - t ** (r + 1)) ** (128 // (r + 1)) < 0.99  # and no more rows per band would do
+
+
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        ({"threshold": 0.0}, "threshold"),
+        ({"num_perm": 8}, "num_perm"),
+        ({"shingle": "byte"}, "shingle"),
+        ({"shingle_size": 0}, "shingle_size"),
+        ({"min_chars": 2}, "min_chars"),
+        ({"keep": "random"}, "keep"),
+        ({"backend": "faiss"}, "backend"),
+        ({"lsh_recall": 1.0}, "lsh_recall"),
+        ({"index_days": -1}, "index_days"),
+    ],
+)
+def test_bad_near_config_names_the_setting(kwargs: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        NearDedupConfig(**kwargs)
+
+
+# --- planted set: precision and recall ----------------------------------------------------------------------
+
+
+def _measure(planted: pl.DataFrame, backend: str) -> dict[str, dict[str, float]]:
+    ex = exact_dedup(planted)
+    nd = near_dedup(ex.kept, NearDedupConfig(backend=backend))
+    return {
+        "exact": score_drops(planted, ex.drops, truth_col="exact_group"),
+        "near": score_drops(ex.kept, nd.drops),
+        "pipeline": score_drops(planted, pl.concat([ex.drops, nd.drops])),
+    }
+
+
+def _report(title: str, planted: pl.DataFrame, results: dict[str, dict[str, dict[str, float]]]) -> None:
+    kinds = dict(planted.group_by("kind").len().iter_rows())
+    print(f"\n{title}: {kinds}")
+    for backend, res in results.items():
+        for stage, m in res.items():
+            print(
+                f"  {backend:<10} {stage:<8} precision {m['precision']:.3f} recall {m['recall']:.3f} "
+                f"({m['correct']}/{m['expected']} expected, {m['drops']} drops)"
+            )
+
+
+def _assert_targets(res: dict[str, dict[str, float]]) -> None:
+    assert res["exact"]["precision"] >= 0.99 and res["exact"]["recall"] >= 0.99
+    assert res["near"]["precision"] >= 0.95 and res["near"]["recall"] >= 0.95
+    assert res["pipeline"]["precision"] >= 0.95 and res["pipeline"]["recall"] >= 0.95
+
+
+def test_planted_fallback() -> None:
+    texts = _histories_from_lines(FALLBACK_LINES)
+    planted = build_planted_duplicates(
+        texts, PlantedConfig(n_originals=12, near_variants=3, exact_variants=2)
+    )
+    res = _measure(planted, "rensa")
+    _report("planted set (built-in texts)", planted, {"rensa": res})
+    _assert_targets(res)
+
+
+def test_planted_real(real_histories: list[str]) -> None:
+    planted = build_planted_duplicates(real_histories, PlantedConfig(n_originals=300))
+    assert planted.filter(pl.col("kind") == NEAR).height == 600
+    results = {b: _measure(planted, b) for b in ("rensa", "datasketch")}
+    _report("planted set (real chat histories)", planted, results)
+    for res in results.values():
+        _assert_targets(res)
+
+
+def test_planted_builder_is_deterministic_with_truth(real_histories: list[str]) -> None:
+    cfg = PlantedConfig(n_originals=40, seed=5)
+    a, b = build_planted_duplicates(real_histories, cfg), build_planted_duplicates(real_histories, cfg)
+    assert a.equals(b)
+    assert set(a["kind"]) == {ORIGINAL, EXACT, NEAR, NEIGHBOUR}
+    assert a["prompt_id"].n_unique() == a.height
+    norm = a.with_columns(n=pl.col("text").map_elements(normalize_text, return_dtype=pl.Utf8))
+    originals = dict(norm.filter(pl.col("kind") == ORIGINAL).select("truth_group", "n").iter_rows())
+    for row in norm.filter(pl.col("kind") != ORIGINAL).iter_rows(named=True):
+        if row["kind"] == EXACT:
+            assert row["n"] == originals[row["truth_group"]]
+        elif row["kind"] == NEAR:
+            assert row["n"] != originals[row["truth_group"]]
+        else:
+            assert row["truth_group"] not in originals  # a neighbour is a group of its own
+    with pytest.raises(ValueError, match="n_originals"):
+        build_planted_duplicates(real_histories[:10], cfg)
+
+
+# --- cross-day ----------------------------------------------------------------------------------------------
+
+
+def _split_days(planted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    day1 = planted.filter(pl.col("kind").is_in([ORIGINAL, NEIGHBOUR])).with_columns(day=pl.lit(D1))
+    day2 = planted.filter(pl.col("kind").is_in([EXACT, NEAR])).with_columns(day=pl.lit(D2))
+    return day1, day2
+
+
+def _run_day(df: pl.DataFrame, seen: pl.DataFrame, index: Path) -> tuple:
+    ex = exact_dedup(df, seen=seen)
+    nd = near_dedup(ex.kept, index_path=index)
+    return ex, nd
+
+
+def test_cross_day_index_and_idempotent_rerun(tmp_path: Path) -> None:
+    planted = build_planted_duplicates(
+        _histories_from_lines(FALLBACK_LINES), PlantedConfig(n_originals=12, near_variants=2)
+    )
+    day1, day2 = _split_days(planted)
+    index = tmp_path / "near_index"
+    hashes = pl.DataFrame(schema={"text_hash": pl.Utf8, "prompt_id": pl.Utf8, "day": pl.Date})
+
+    ex1, nd1 = _run_day(day1, hashes, index)
+    assert nd1.drops.height == 0  # originals and neighbours are all distinct
+    hashes = pl.concat([hashes, ex1.hashes])
+    assert sorted(p.name for p in index.iterdir()) == ["day=2024-03-01.parquet"]
+
+    ex2, nd2 = _run_day(day2, hashes, index)
+    hashes = pl.concat([hashes, ex2.hashes])
+    # every exact variant matches a day-1 hash, every near variant a day-1 signature
+    assert ex2.stats["exact_cross_day"] == day2.filter(pl.col("kind") == EXACT).height
+    assert set(ex2.drops["kept_id"].str.slice(0, len(SEEN_PREFIX))) == {SEEN_PREFIX}
+    truth = dict(zip(planted["prompt_id"], planted["truth_group"]))
+    assert nd2.stats["near_cross_day"] >= 0.95 * day2.filter(pl.col("kind") == NEAR).height
+    cross = nd2.drops.filter(pl.col("detail").str.contains(str(D1)))
+    assert all(truth[r] == truth[k] for r, k in zip(cross["row_id"], cross["kept_id"]))
+    assert set(cross["kept_id"]) <= set(day1["prompt_id"])
+
+    # re-running day 2 sees exactly what the first run saw: same drops, same index file
+    before = pl.read_parquet(index / "day=2024-03-02.parquet")
+    ex2b, nd2b = _run_day(day2, hashes, index)
+    assert ex2b.drops.equals(ex2.drops) and nd2b.drops.equals(nd2.drops) and nd2b.kept.equals(nd2.kept)
+    assert pl.read_parquet(index / "day=2024-03-02.parquet").equals(before)
+    # re-running day 1 afterwards does not see day 2
+    ex1b, nd1b = _run_day(day1, hashes, index)
+    assert ex1b.kept.height == day1.height and nd1b.drops.height == 0
+
+    # day 2 re-materialized with other content replaces its file (not appended to it); a text first
+    # seen there and repeated with an edit on day 3 is matched through that file
+    novel = "user: " + " ".join(FALLBACK_LINES[-4:])
+    nd2c = near_dedup(_frame([("new2", novel)], D2), index_path=index)
+    assert nd2c.kept.height == 1
+    day3 = _frame([("new3", novel.replace("meteor", "meteors"))], D3)
+    nd3 = near_dedup(day3, index_path=index)
+    assert nd3.drops["kept_id"].to_list() == ["new2"] and nd3.stats["near_cross_day"] == 1
+    day1_rows = pl.read_parquet(index / "day=2024-03-01.parquet").height
+    assert nd3.stats["index_rows"] == day1_rows + 1
+    assert near_dedup(day3, NearDedupConfig(index_days=1), index_path=index).stats["index_rows"] == 1
+
+
+def test_index_from_another_sketch_is_refused(tmp_path: Path) -> None:
+    df = _frame([("x1", BASE)], D1)
+    near_dedup(df, index_path=tmp_path)
+    later = _frame([("y1", BASE + " too")], D2)
+    with pytest.raises(ValueError, match="num_perm"):
+        near_dedup(later, NearDedupConfig(num_perm=64), index_path=tmp_path)
+    with pytest.raises(ValueError, match="day"):
+        near_dedup(later.drop("day"), index_path=tmp_path)
+    assert (
+        near_dedup(later, NearDedupConfig(backend="datasketch"), index_path=tmp_path / "other").kept.height
+        == 1
+    )
