@@ -7,7 +7,7 @@ from assets.partitions import daily
 
 consolidation_job = dg.define_asset_job(
     "consolidation",
-    selection=dg.AssetSelection.groups("ingest"),
+    selection=dg.AssetSelection.groups("ingest", "curation", "quality"),
     partitions_def=daily,
     description="The daily data consolidation: ingest, then every curation step of the day.",
 )

@@ -366,3 +366,23 @@ def summarize(prompts: pl.DataFrame, drops: pl.DataFrame) -> dict[str, object]:
         "with_thumbs": int(prompts["thumbs"].is_not_null().sum()),
         "mean_history_turns": float(prompts["history"].list.len().mean()) if prompts.height else None,
     }
+
+
+def tail_text(prompts: pl.DataFrame, turns: int = 3, max_chars: int = 1000) -> pl.Series:
+    """The last `turns` turns of each history rendered as "role: content" lines.
+
+    This is what a prompt *means* for embedding, semantic dedup and topics: a sentence encoder reads
+    only its first few hundred tokens, and the head of a long history (the greeting) says little
+    about what the user is asking now.
+    """
+    if turns < 1:
+        raise ValueError(f"tail_text `turns`={turns} must be >= 1")
+    rendered = prompts.select(
+        pl.col("history")
+        .list.tail(turns)
+        .list.eval(pl.element().struct.field("role") + pl.lit(": ") + pl.element().struct.field("content"))
+        .list.join("\n")
+        .str.slice(-max_chars if max_chars else 0)
+        .alias("tail_text")
+    )
+    return rendered["tail_text"]

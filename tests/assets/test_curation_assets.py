@@ -1,0 +1,123 @@
+"""In-process runs of the consolidation assets on a small folder of real-looking traffic."""
+
+import json
+from datetime import date
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets.curation import CURATION_ASSETS, CurationSettings, scrubbed_conversations, static_prompts
+from assets.ingest import ingest
+from assets.report import quality_report
+from assets.resources import FlywheelSettings
+from pipeline import schema
+from pipeline.lake import Lake
+
+DAY = "2026-01-05"
+
+
+def write_traffic(folder, n_conversations=60, max_messages=8, day=DAY, offset=0):
+    """Real conversations of the packaged Chit-Chat corpus, as one day of folder traffic."""
+    from pipeline.sources import SourceConfig, _load_json_corpus, chitchat_path
+
+    corpus = _load_json_corpus(str(chitchat_path(SourceConfig())))
+    rows = []
+    picked = [c for c in corpus.values() if len(c["messages"]) >= 4][offset:offset + n_conversations]
+    for c, conv in enumerate(picked):
+        msgs = [m for turn in conv["messages"] for m in turn][:max_messages]
+        first = msgs[0]["sender"]
+        for i, m in enumerate(msgs):
+            text = m["text"] + (" write to me at jane.doe@example.com" if c == 3 and i == 0 else "")
+            rows.append({"conversation_id": f"conv-{c}", "turn_index": i, "text": text,
+                         "role": "user" if m["sender"] == first else "assistant", "user_id": f"user-{c % 15}",
+                         "ts": f"{day}T{8 + c % 10:02d}:{i:02d}:00Z",
+                         "source": "internal" if c % 15 < 4 else "external"})
+    (folder / f"{day}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+@pytest.fixture()
+def resources(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_traffic(src)
+    return {
+        "settings": FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src)),
+        "curation": CurationSettings(topics=3, retain_fraction=0.8, eval_fraction=0.3),
+    }
+
+
+@pytest.mark.integration
+def test_consolidation_day_end_to_end(resources, tmp_path):
+    result = dg.materialize([ingest, *CURATION_ASSETS], partition_key=DAY, resources=resources)
+    assert result.success
+    checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+    failed = {k: c.description for k, c in checks.items()
+              if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR}
+    assert not failed, failed
+    assert ("prompts", "split_disjoint") in checks and ("unique_prompts", "conservation") in checks
+
+    lake = Lake(tmp_path / "home")
+    day = date.fromisoformat(DAY)
+    pool = lake.read("prompts", day)
+    assert pool.height > 0
+    assert set(pool["split"].unique()) <= {"train", "eval_internal", "eval_user"}
+    assert pool["cluster_id"].null_count() == 0
+    assert not pool["text"].str.contains("jane.doe@example.com").any()  # PII never reaches prompts
+    # every static prompt is in the pool or dropped with a reason
+    static = lake.read("static_prompts", day)
+    drops = lake.read("drops", day)
+    accounted = set(pool["prompt_id"]) | set(drops.filter(pl.col("stage") != "prompts")["row_id"])
+    assert set(static["prompt_id"]) <= accounted
+    assert lake.read("clusters", day).height == 3
+    assert (tmp_path / "home" / "reports" / "topics" / f"{DAY}.png").stat().st_size > 1000
+
+    # the day's quality report renders offline from the lake
+    report = tmp_path / "home" / "reports" / "quality" / DAY / "index.html"
+    assert dg.materialize([quality_report], partition_key=DAY, resources=resources).success
+    html = report.read_text()
+    assert "Pipeline flow" in html and "semantic_dedup" in html and "http://" not in html
+
+    # a second run re-embeds nothing and gives the same pool
+    again = dg.materialize([ingest, *CURATION_ASSETS], partition_key=DAY, resources=resources)
+    emb = [m for m in again.get_asset_materialization_events() if m.asset_key.to_user_string() == "prompt_embeddings"]
+    meta = emb[0].materialization.metadata
+    encoded = [v.value for k, v in meta.items() if k == "encoded"]
+    assert encoded and encoded[0] == 0, meta
+    assert lake.read("prompts", day).equals(pool)
+
+
+def test_failing_blocking_check_stops_downstream(resources, tmp_path):
+    lake = Lake(tmp_path / "home")
+    day = date.fromisoformat(DAY)
+    bad = pl.DataFrame([{
+        "message_id": "m", "conversation_id": "c", "turn_index": 0, "role": "wizard", "text": None,
+        "ts": None, "user_hash": "u", "character_id": "x", "source": "elsewhere", "served_by": None,
+        "surface": "chat", "feedback": None, "day": day,
+    }] * 3, schema=schema.CONVERSATIONS)
+    lake.write("conversations", day, bad)  # a corrupted upstream partition
+    result = dg.materialize([scrubbed_conversations, static_prompts], partition_key=DAY, resources=resources,
+                            raise_on_error=False)
+    checks = result.get_asset_check_evaluations()
+    suite = [c for c in checks if c.asset_key.to_user_string() == "scrubbed_conversations"][0]
+    assert not suite.passed and suite.severity == dg.AssetCheckSeverity.ERROR
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert "static_prompts" not in materialized
+    assert not lake.exists("static_prompts", day)
+
+
+@pytest.mark.integration
+def test_second_day_dedups_across_days_and_reports_drift(resources, tmp_path):
+    src = tmp_path / "src"
+    day2 = "2026-01-06"
+    write_traffic(src, n_conversations=40, day=day2, offset=30)  # 30 conversations repeat day 1's
+    everything = [ingest, *CURATION_ASSETS, quality_report]
+    for day in (DAY, day2):
+        assert dg.materialize(everything, partition_key=day, resources=resources).success
+    lake = Lake(tmp_path / "home")
+    drops = lake.read("drops", date.fromisoformat(day2))
+    cross = drops.filter(pl.col("kept_id").str.starts_with("seen:"))
+    assert cross.height > 0  # prompts already seen on day 1 are dropped on day 2
+    summary = (tmp_path / "home" / "reports" / "quality" / day2 / "summary.md").read_text()
+    assert "Length PSI" in summary and "| Length PSI | — |" not in summary
+    assert "| Cluster PSI | — |" not in summary
