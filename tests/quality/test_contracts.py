@@ -170,3 +170,10 @@ def test_ingest_stats(make):
     outcome = check_ingest_stats(skewed)
     assert not outcome.passed and outcome.metadata["unbalanced_stats_rows"] == 2
     assert not check_ingest_stats(stats.drop("accepted")).passed
+
+
+def test_split_check_allows_one_user_in_two_eval_slices():
+    frame = pl.DataFrame({"user_hash": ["u1", "u1", "u2"], "split": ["eval_internal", "eval_user", "train"]})
+    assert check_split_disjoint(frame).passed
+    leak = frame.with_columns(pl.Series("split", ["eval_internal", "train", "train"]))
+    assert not check_split_disjoint(leak).passed
