@@ -34,7 +34,7 @@ $(VENV)/.torch: | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e '.[dev,onnx]'
+	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -42,6 +42,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
 
+test: export OMP_NUM_THREADS ?= 1
 test: install
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

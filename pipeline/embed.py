@@ -320,8 +320,12 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = num_threads
         providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            else:
+                log.warning("device %s requested but this onnxruntime has no CUDA provider: running on CPU "
+                            "(install onnxruntime-gpu, or use backend='torch' on GPUs)", device)
         session = ort.InferenceSession(str(path), options, providers=providers)
         return cls(session, st.tokenizer, pooling, int(st.max_seq_length), _embedding_dim(st))
 

@@ -23,7 +23,6 @@ rewordings. (SemDeDup's paper uses 0.07-0.3 to thin web-scale pretraining data.)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -38,8 +37,6 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.lake import atomic_write_parquet, atomic_write_text
-
-log = logging.getLogger(__name__)
 
 KEEP_POLICIES = ("centroid", "first", "longest")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -427,7 +424,9 @@ def _build_index(x: np.ndarray, config: SemDedupConfig):
         index.add(x)
         return index, "flat"
     quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    # fp16 codes: half the memory and about half the scan time of IVFFlat; cosine error ~1e-4,
+    # far below any useful eps (8-bit codes err by ~1e-2, too close to the threshold)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter = 10
     index.cp.seed = config.seed
     rng = np.random.default_rng(config.seed)
