@@ -41,7 +41,8 @@ class CurationSettings(dg.ConfigurableResource):
 
     embed_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2",
                              description="sentence-transformers model name or path (default: the packaged copy)")
-    embed_backend: str = Field(default="torch", description="torch, onnx or onnx-int8 (fastest on CPU)")
+    embed_backend: str = Field(default="auto", description="auto (torch on a GPU, onnx-int8 on a CPU), onnx-int8 "
+                               "(fastest on CPU; cosine >= 0.99 to torch), onnx (fp32) or torch")
     embed_device: str = Field(default="auto", description="auto (cuda when present), cpu, cuda")
     embed_turns: int = Field(default=3, description="last turns of a history that are embedded")
     near_threshold: float = Field(default=0.8, description="MinHash Jaccard threshold of near duplicates")
@@ -52,7 +53,12 @@ class CurationSettings(dg.ConfigurableResource):
     eval_fraction: float = Field(default=0.1, description="share of users held out for evaluation")
 
     def embed_config(self, home: Path) -> EmbedConfig:
-        return EmbedConfig(model=self.embed_model, backend=self.embed_backend, device=self.embed_device,
+        backend = self.embed_backend
+        if backend == "auto":
+            import torch
+
+            backend = "torch" if torch.cuda.is_available() else "onnx-int8"
+        return EmbedConfig(model=self.embed_model, backend=backend, device=self.embed_device,
                            model_dir=str(home / "models" / "embedding"), progress=True)
 
     def near_config(self) -> NearDedupConfig:

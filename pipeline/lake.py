@@ -274,3 +274,30 @@ class Lake:
             log.warning("catalog lock %s.lock not acquired in %ss; views not refreshed", self.catalog_path, timeout_s)
             return False
         return True
+
+
+def replace_dir(src: Path, dst: Path) -> Path:
+    """Move a fully written folder `src` into place as `dst`, replacing what was there.
+
+    The old folder is renamed aside first and removed last, so a crash leaves either the old or
+    the new folder under `dst` (plus a stale `.old-*` folder that the next replace removes).
+    """
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
+def staging_dir(dst: Path) -> Path:
+    """A fresh temporary folder beside `dst` (same file system, so `replace_dir` is a rename)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex}")
+    tmp.mkdir()
+    return tmp

@@ -1,0 +1,150 @@
+"""What every per-generation asset shares: its settings, the plan of the generation in progress,
+and where its artifacts live.
+
+A generation is one turn of the flywheel: reward models, datasets, checkpoints, evaluation, gates
+and the A/B readout, built from a window of recent days. The generation assets are not partitioned:
+each run of the generation job works on *the generation in progress*, which `generation_plan`
+names (gen-1, gen-2, ...) and describes (window days, parent policy). The plan is replaced, not
+advanced, until `generation_record` records the generation, so re-running any step re-does the
+same generation; the run after a recorded one starts the next. Every artifact carries its
+generation's name, and the `generations` table keeps the lineage of all of them.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.resources import FlywheelSettings
+from pipeline.lake import Lake, Partition, atomic_write_text
+
+GROUP_PRE = "pre_herding"
+GROUP_HERD = "herding"
+GROUP_RELEASE = "release"
+BASE = "gen-0"
+
+
+class GenerationSettings(dg.ConfigurableResource):
+    """Sizes of one generation; the defaults run a tiny model end to end on a 2-core laptop in minutes."""
+
+    window_days: int = Field(default=7, description="recent days of curated prompts a generation learns from")
+    policy_model: str | None = Field(
+        default=None, description="causal LM name or path of gen-0; None builds the tiny offline Llama from the traffic")
+    use_lora: bool = Field(default=False, description="train LoRA adapters (for large policies on a GPU)")
+    reward_train_rows: int = Field(default=3000, description="served responses a pointwise reward model trains on")
+    pair_mining_rows: int = Field(default=12_000, description="prompts searched for engagement-derived preference pairs")
+    pretrain_steps: int = Field(default=200, description="pre-training steps of the tiny gen-0 policy")
+    candidate_prompts: int = Field(default=96, description="train prompts that get sampled candidates")
+    samples_per_prompt: int = Field(default=4, description="candidates per prompt (rejection sampling N)")
+    max_new_tokens: int = Field(default=48, description="longest sampled reply, in tokens")
+    sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
+    dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
+    grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
+    eval_prompts: int = Field(default=64, description="held-out prompts per slice judged in offline evaluation")
+    annotations_path: str | None = Field(
+        default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)")
+    min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
+
+
+@dataclass
+class GenerationPlan:
+    generation: str
+    number: int
+    parent: str
+    days: list[str]
+    created_at: str
+
+    @property
+    def day_dates(self) -> list[date]:
+        return [date.fromisoformat(d) for d in self.days]
+
+
+def models_dir(settings: FlywheelSettings, generation: str) -> Path:
+    return Path(settings.home) / "models" / generation
+
+
+def plan_path(settings: FlywheelSettings) -> Path:
+    return Path(settings.home) / "state" / "generation_plan.json"
+
+
+def recorded_generations(lake: Lake) -> pl.DataFrame:
+    return lake.scan("generations").collect() if lake.exists("generations") else pl.DataFrame()
+
+
+def next_plan(settings: FlywheelSettings, gen: GenerationSettings, now: str) -> GenerationPlan:
+    lake = settings.lake()
+    days = lake.days("prompts")
+    if not days:
+        raise ValueError(
+            "no curated prompts in the lake yet: materialize the consolidation job for some days first "
+            "(make demo, or the `consolidation` job in the UI)"
+        )
+    recorded = recorded_generations(lake)
+    number = (int(recorded["number"].max()) + 1) if recorded.height else 1
+    window = days[-gen.window_days:]
+    return GenerationPlan(f"gen-{number}", number, f"gen-{number - 1}", [d.isoformat() for d in window], now)
+
+
+def save_plan(settings: FlywheelSettings, plan: GenerationPlan) -> Path:
+    return atomic_write_text(plan_path(settings), json.dumps(asdict(plan), indent=2))
+
+
+def current_plan(settings: FlywheelSettings) -> GenerationPlan:
+    path = plan_path(settings)
+    if not path.is_file():
+        raise ValueError("no generation in progress: materialize `generation_plan` first (the `generation` job does)")
+    return GenerationPlan(**json.loads(path.read_text()))
+
+
+def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
+    parts = [lake.read(table, d) for d in plan.day_dates if lake.exists(table, d)]
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+
+
+def write_generation_table(lake: Lake, table: str, plan: GenerationPlan, df: pl.DataFrame) -> Path:
+    return lake.write(table, Partition.generation(plan.generation), df.with_columns(
+        pl.lit(plan.generation).alias("generation")))
+
+
+@dg.asset(
+    group_name=GROUP_PRE,
+    kinds={"json"},
+    deps=["prompts"],
+    description="The generation in progress: its name, parent policy and window of curated days.",
+)
+def generation_plan(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
+    plan = next_plan(settings, generation, _now())
+    save_plan(settings, plan)
+    context.log.info(f"{plan.generation}: parent {plan.parent}, days {plan.days[0]} .. {plan.days[-1]}")
+    return dg.MaterializeResult(metadata={
+        "generation": plan.generation,
+        "parent": plan.parent,
+        "window": dg.MetadataValue.json(plan.days),
+        "path": dg.MetadataValue.path(str(plan_path(settings))),
+    })
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def policy_dir(settings: FlywheelSettings, generation: str) -> Path:
+    """The policy a generation ends with (what it serves): gen-0's base model, else its GRPO checkpoint."""
+    root = models_dir(settings, generation)
+    return root / ("base" if generation == BASE else "grpo")
+
+
+def reward_model_dir(settings: FlywheelSettings, generation: str, kind: str) -> Path:
+    """kind: 'pointwise' or 'pairwise'."""
+    return models_dir(settings, generation) / f"reward_{kind}"
+
+
+def dataset_dir(settings: FlywheelSettings, generation: str, name: str) -> Path:
+    """name: 'sft', 'preference' or 'rl'."""
+    return models_dir(settings, generation) / "datasets" / name

@@ -1,0 +1,284 @@
+"""Herding assets: the gen-0 policy, candidates and rejection sampling, the SFT / preference / RL
+datasets, and SFT -> DPO -> GRPO checkpoints.
+
+Training runs as a subprocess through Dagster Pipes (`python -m training.sft|dpo|grpo`): the same
+asset runs the script on this machine, or, with another Pipes client, on a GPU box or cluster. The
+scripts report their metrics back as the asset's materialization metadata.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from assets.generation import (
+    BASE,
+    GROUP_HERD,
+    GenerationPlan,
+    GenerationSettings,
+    current_plan,
+    dataset_dir,
+    models_dir,
+    policy_dir,
+    read_window,
+    reward_model_dir,
+    write_generation_table,
+)
+from assets.metadata import counts_table, md_table
+from assets.pre_herding import load_scorer, training_prompts
+from assets.resources import FlywheelSettings
+from pipeline.lake import Partition, replace_dir, staging_dir
+from training.candidates import CandidateConfig, generate_candidates
+from training.datasets_build import (
+    PreferenceBuildConfig,
+    SFTBuildConfig,
+    build_preference_dataset,
+    build_sft_dataset,
+    privacy_pii_check,
+)
+from training.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
+from training.rl_pool import RLPoolConfig, select_rl_prompts
+
+
+def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
+    """Where the policy this generation starts from lives (a folder, or a configured model name)."""
+    if plan.parent == BASE and generation.policy_model:
+        return generation.policy_model
+    return str(policy_dir(settings, plan.parent))
+
+
+@dg.asset(
+    deps=["generation_plan"],
+    group_name=GROUP_HERD,
+    kinds={"pytorch", "huggingface"},
+    description="gen-0, the policy the flywheel starts from: a small Llama-architecture model built offline "
+    "(byte-level BPE tokenizer and weights pre-trained on the traffic), or the configured `policy_model`.",
+)
+def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    if generation.policy_model:
+        return dg.MaterializeResult(metadata={"policy": generation.policy_model, "built": False})
+    target = policy_dir(settings, BASE)
+    manifest_path = target / "policy_manifest.json"
+    if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
+        manifest = json.loads(manifest_path.read_text())
+        return dg.MaterializeResult(metadata={"policy": str(target), "built": False,
+                                              "n_params": int(manifest.get("n_params", 0))})
+    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
+    tmp = staging_dir(target)
+    manifest = build_tiny_policy(corpus, tmp, TinyLlamaConfig(pretrain_steps=generation.pretrain_steps))
+    replace_dir(tmp, target)
+    pre = manifest.get("pretrain", {})
+    return dg.MaterializeResult(metadata={
+        "policy": dg.MetadataValue.path(str(target)),
+        "built": True,
+        "n_params": int(manifest.get("n_params", 0)),
+        "vocab_size": int(manifest.get("vocab_size", 0)),
+        "pretrain_tokens_per_s": float(pre.get("tokens_per_s") or 0.0),
+        "pretrain_first_loss": float((pre.get("loss_curve") or [0.0])[0]),
+        "pretrain_final_loss": float((pre.get("loss_curve") or [0.0])[-1]),
+    })
+
+
+def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = "train") -> pl.DataFrame:
+    pool = read_window(settings.lake(), "prompts", plan)
+    return pool.filter(pl.col("split") == split) if pool.height else pool
+
+
+@dg.asset(
+    deps=["policy_base", "reward_model_pointwise"],
+    group_name=GROUP_HERD,
+    kinds={"pytorch", "parquet"},
+    description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
+    "reward model, with its style features (length, emoji, lists).",
+)
+def candidates(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    train = pool_prompts(settings, plan)
+    if train.height > generation.candidate_prompts:
+        train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
+    scorer = load_scorer(settings, plan.generation, "pointwise")
+    generators = {plan.parent: parent_policy(settings, generation, plan)}
+    res = generate_candidates(train, generators, scorer.score, None,
+                              CandidateConfig(num_samples=generation.samples_per_prompt,
+                                              max_new_tokens=generation.max_new_tokens, seed=plan.number))
+    write_generation_table(lake, "candidates", plan, res.frame)
+    write_generation_table(lake, "candidate_prompts", plan, train)
+    lake.write("drops", Partition.generation(plan.generation), res.drops, part="candidates", replace=False)
+    frame = res.frame
+    return dg.MaterializeResult(metadata={
+        "generation": plan.generation,
+        "dagster/row_count": frame.height,
+        "prompts": train.height,
+        "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
+        "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
+        "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
+        "preview": md_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
+    })
+
+
+def _save_build(build, target: Path) -> Path:
+    tmp = staging_dir(target)
+    build.save(tmp)
+    return replace_dir(tmp, target)
+
+
+def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
+    m = build.manifest
+    reasons = {}
+    if build.drops.height:
+        reasons = dict(build.drops.group_by("reason_code").len().sort("len", descending=True).iter_rows())
+    return {
+        "generation": plan.generation,
+        "dagster/row_count": len(build.dataset),
+        "content_hash": str(m.get("content_hash")),
+        "drops_by_reason": counts_table(reasons),
+        "path": dg.MetadataValue.path(str(target)),
+    }
+
+
+def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataFrame]:
+    lake = settings.lake()
+    part = Partition.generation(plan.generation)
+    return lake.read("candidate_prompts", part), lake.read("candidates", part)
+
+
+@dg.asset(
+    deps=["candidates"],
+    group_name=GROUP_HERD,
+    kinds={"huggingface"},
+    description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
+    "(rejection sampling), mixed with engaged served replies; TRL's conversational format with a manifest.",
+)
+def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+    plan = current_plan(settings)
+    prompts, cands = _candidate_inputs(settings, plan)
+    served = pool_prompts(settings, plan)
+    build = build_sft_dataset(pl.concat([prompts, served], how="diagonal_relaxed").unique("prompt_id"), cands,
+                              SFTBuildConfig(), pii_check=privacy_pii_check(),
+                              parents={"candidates": plan.generation, "window": ",".join(plan.days)})
+    target = _save_build(build, dataset_dir(settings, plan.generation, "sft"))
+    meta = _dataset_meta(build, target, plan)
+    meta["ratios_achieved"] = dg.MetadataValue.json(build.manifest.get("ratios_achieved", {}))
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    deps=["candidates"],
+    group_name=GROUP_HERD,
+    kinds={"huggingface"},
+    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs), without pairs whose "
+    "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
+)
+def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings,
+                       generation: GenerationSettings):
+    plan = current_plan(settings)
+    prompts, cands = _candidate_inputs(settings, plan)
+    annotation_pairs = None
+    if generation.annotations_path:
+        from training.annotations import read_annotations
+
+        annotation_pairs = read_annotations(generation.annotations_path).pairs
+    build = build_preference_dataset(prompts, cands, PreferenceBuildConfig(), annotation_pairs=annotation_pairs,
+                                     pii_check=privacy_pii_check(), parents={"candidates": plan.generation})
+    target = _save_build(build, dataset_dir(settings, plan.generation, "preference"))
+    return dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+
+
+@dg.asset(
+    deps=["candidates"],
+    group_name=GROUP_HERD,
+    kinds={"huggingface"},
+    description="Near-policy RL prompts (served by the parent generation, recent days) whose candidates earn a "
+    "low mean reward or a high reward variance.",
+)
+def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+    plan = current_plan(settings)
+    prompts, cands = _candidate_inputs(settings, plan)
+    build = select_rl_prompts(prompts, cands, RLPoolConfig(), parents={"candidates": plan.generation})
+    target = _save_build(build, dataset_dir(settings, plan.generation, "rl"))
+    return dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+
+
+# ---- training through Pipes -------------------------------------------------------------------
+
+
+def _run_stage(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient, settings: FlywheelSettings,
+               module: str, config: dict) -> dg.MaterializeResult:
+    env = {**os.environ, "FLYWHEEL_HOME": str(Path(settings.home).resolve()), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    invocation = pipes.run(
+        command=[sys.executable, "-m", module],
+        context=context,
+        extras={"config": config},
+        env=env,
+    )
+    return invocation.get_materialize_result()
+
+
+def _stage_dirs(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> str:
+    return str(models_dir(settings, plan.generation) / stage)
+
+
+@dg.asset(
+    deps=["sft_dataset", "policy_base"],
+    group_name=GROUP_HERD,
+    kinds={"pytorch", "trl"},
+    description="Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
+)
+def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
+                   pipes: dg.PipesSubprocessClient):
+    plan = current_plan(settings)
+    return _run_stage(context, pipes, settings, "training.sft", {
+        "model_name_or_path": parent_policy(settings, generation, plan),
+        "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
+        "output_dir": _stage_dirs(settings, plan, "sft"),
+        "max_steps": generation.sft_steps,
+        "use_lora": generation.use_lora,
+    })
+
+
+@dg.asset(
+    deps=["sft_checkpoint", "preference_dataset"],
+    group_name=GROUP_HERD,
+    kinds={"pytorch", "trl"},
+    description="A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
+)
+def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
+                   pipes: dg.PipesSubprocessClient):
+    plan = current_plan(settings)
+    return _run_stage(context, pipes, settings, "training.dpo", {
+        "model_name_or_path": _stage_dirs(settings, plan, "sft"),
+        "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
+        "output_dir": _stage_dirs(settings, plan, "dpo"),
+        "max_steps": generation.dpo_steps,
+        "use_lora": generation.use_lora,
+    })
+
+
+@dg.asset(
+    deps=["dpo_checkpoint", "rl_prompts", "reward_model_pointwise"],
+    group_name=GROUP_HERD,
+    kinds={"pytorch", "trl"},
+    description="Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
+    "reward model, with TRL. The generation's final policy.",
+)
+def grpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
+                    pipes: dg.PipesSubprocessClient):
+    plan = current_plan(settings)
+    return _run_stage(context, pipes, settings, "training.grpo", {
+        "model_name_or_path": _stage_dirs(settings, plan, "dpo"),
+        "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
+        "output_dir": str(policy_dir(settings, plan.generation)),
+        "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+        "max_steps": generation.grpo_steps,
+        "max_completion_length": generation.max_new_tokens,
+        "use_lora": generation.use_lora,
+    })
+
+
+HERDING_ASSETS = [policy_base, candidates, sft_dataset, preference_dataset, rl_prompts, sft_checkpoint,
+                  dpo_checkpoint, grpo_checkpoint]

@@ -1,0 +1,257 @@
+"""Pre-herding assets: engagement labels, and the two reward models with their validation report."""
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets.checks import result
+from assets.generation import (
+    GROUP_PRE,
+    GenerationPlan,
+    GenerationSettings,
+    current_plan,
+    read_window,
+    reward_model_dir,
+    write_generation_table,
+)
+from assets.metadata import md_table
+from assets.resources import FlywheelSettings
+from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
+from pipeline.lake import Lake, replace_dir, staging_dir
+from pipeline.sampling import SamplingConfig, assign_split
+from quality.outcomes import WARNING, CheckOutcome
+from training.annotations import read_annotations
+from training.engagement import check_labels, user_day_engagement
+from training.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
+from training.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
+from training.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
+
+
+def cached_embed_fn(settings: FlywheelSettings):
+    """The pipeline's embedder behind its text-hash cache: reward features are embedded once, ever."""
+    config = EmbedConfig(model_dir=str(Path(settings.home) / "models" / "embedding"), progress=False)
+    lake = settings.lake()
+    cache = EmbeddingCache(lake.table_dir("embeddings"), config.model_id)
+    return lambda texts: embed_texts(list(texts), config, cache)
+
+
+def load_scorer(settings: FlywheelSettings, generation: str, kind: str):
+    return load_reward_model(reward_model_dir(settings, generation, kind), embed_fn=cached_embed_fn(settings))
+
+
+def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0) -> pl.DataFrame:
+    """The window's unique prompts of training users only (held-out users never teach a reward model),
+    with their topic, capped to `cap` rows by a seeded sample spread over the days."""
+    prompts = read_window(lake, "unique_prompts", plan)
+    if prompts.is_empty():
+        raise ValueError(f"no unique_prompts for the days {plan.days}: materialize the consolidation job for them")
+    topics = read_window(lake, "topic_assignments", plan)
+    if topics.height:
+        prompts = prompts.join(topics.select(pl.col("row_id").alias("prompt_id"), "cluster_id"),
+                               on="prompt_id", how="left")
+    split = assign_split(prompts["user_hash"], prompts["source"], SamplingConfig())
+    prompts = prompts.filter(split == "train")
+    if prompts.height > cap:
+        prompts = prompts.sample(cap, seed=seed).sort("day", "prompt_id")
+    return prompts
+
+
+@dg.asset(
+    deps=["generation_plan"],
+    group_name=GROUP_PRE,
+    kinds={"polars", "parquet"},
+    description="Engagement per user and day over the generation's window: engaged (breadth) and messages "
+    "sent (depth); served-turn labels validated against the prompts.",
+)
+def engagement_labels(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    per_user = user_day_engagement(read_window(lake, "conversations", plan))
+    write_generation_table(lake, "engagement_labels", plan, per_user)
+    _, bad = check_labels(read_window(lake, "unique_prompts", plan))
+    per_day = per_user.group_by("day").agg(
+        pl.len().alias("users"),
+        pl.col("engaged").mean().round(4).alias("breadth"),
+        pl.col("messages_sent").filter(pl.col("engaged")).mean().round(2).alias("depth"),
+    ).sort("day")
+    return dg.MaterializeResult(metadata={
+        "generation": plan.generation,
+        "dagster/row_count": per_user.height,
+        "breadth": float(per_user["engaged"].mean() or 0.0),
+        "depth": float(per_user.filter(pl.col("engaged"))["messages_sent"].mean() or 0.0),
+        "label_violations": bad.height,
+        "per_day": md_table(per_day, max_rows=30),
+    })
+
+
+def _save(model, target: Path) -> Path:
+    tmp = staging_dir(target)
+    model.save(tmp)
+    return replace_dir(tmp, target)
+
+
+def _eval_dir(settings: FlywheelSettings, plan: GenerationPlan, kind: str) -> Path:
+    return Path(settings.home) / "reports" / "reward_models" / plan.generation / kind
+
+
+def _write_metrics(lake: Lake, plan: GenerationPlan, kind: str, metrics: pl.DataFrame) -> None:
+    lake.write("reward_model_metrics", _gen_partition(plan),
+               metrics.with_columns(pl.lit(kind).alias("model"), pl.lit(plan.generation).alias("generation")),
+               part=kind, replace=False)
+
+
+def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
+    row = _metric(metrics, section, metric)
+    if row is None or row["value"] is None:
+        return {}
+    return {f"held_out_{metric}": float(row["value"]),
+            f"length_baseline_{metric}": float(row["length_baseline"]) if row["length_baseline"] is not None else 0.0}
+
+
+@dg.asset(
+    deps=["engagement_labels"],
+    group_name=GROUP_PRE,
+    kinds={"pytorch"},
+    description="Pointwise engagement reward model: p(continue) and expected reply length of a response in its "
+    "context, trained on the window's served responses, validated on the last day (held out).",
+    check_specs=[dg.AssetCheckSpec("beats_length_baseline", asset="reward_model_pointwise", blocking=True,
+                                   description="Held-out AUC above a length-only model's.")],
+)
+def reward_model_pointwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
+                           generation: GenerationSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    prompts = training_prompts(lake, plan, generation.reward_train_rows)
+    if prompts["day"].n_unique() > 1:
+        train, held_out = split_by_day(prompts, eval_days=1)
+    else:  # a one-day window: hold out a seeded fifth instead
+        mask = pl.Series(np.random.default_rng(0).random(prompts.height) < 0.2)
+        train, held_out = prompts.filter(~mask), prompts.filter(mask)
+    # without style features: with them the head learns to pay for emoji and lists (the probe flags it)
+    model = EmbeddingRewardModel.fit_pointwise(train, EmbeddingHeadConfig(kind="pointwise", use_style=False),
+                                               embed_fn=cached_embed_fn(settings))
+    target = _save(model, reward_model_dir(settings, plan.generation, "pointwise"))
+    metrics = evaluate_reward_model(model, eval_prompts=held_out, train_prompts=train,
+                                    out_dir=_eval_dir(settings, plan, "pointwise"), config=RewardEvalConfig())
+    _write_metrics(lake, plan, "pointwise", metrics)
+    yield dg.MaterializeResult(metadata={
+        "generation": plan.generation,
+        "train_rows": int(model.metadata.get("n_train", train.height)),
+        "held_out_rows": held_out.height,
+        "positive_rate": float(model.metadata.get("positive_rate", 0.0)),
+        **_headline(metrics, "pointwise", "auc"),
+        "path": dg.MetadataValue.path(str(target)),
+    })
+    yield result("reward_model_pointwise", "beats_length_baseline",
+                 beats_length(metrics, "pointwise", "auc", "beats_length_baseline"))
+
+
+@dg.asset(
+    deps=["engagement_labels"],
+    group_name=GROUP_PRE,
+    kinds={"pytorch"},
+    description="Pairwise Bradley-Terry preference model, trained on engagement-derived pairs (responses to "
+    "near-identical prompts with clearly different engagement) and human annotation pairs; validated on "
+    "held-out pairs.",
+    check_specs=[dg.AssetCheckSpec("beats_length_baseline", asset="reward_model_pairwise", blocking=True,
+                                   description="Held-out pair accuracy above 'the longer reply wins'.")],
+)
+def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
+                          generation: GenerationSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
+    prompts = training_prompts(lake, plan, generation.pair_mining_rows).drop("cluster_id", strict=False)
+    pairs = engagement_pairs(prompts, EngagementPairsConfig())
+    sources = {"engagement": pairs.height}
+    annotations = None
+    if generation.annotations_path:
+        annotations = read_annotations(generation.annotations_path)
+        sources["annotation"] = annotations.pairs.height
+        pairs = pl.concat([pairs, annotations.pairs], how="diagonal_relaxed")
+    if pairs.height < 10:
+        raise ValueError(
+            f"only {pairs.height} preference pairs in the window {plan.days}: widen `window_days` or add "
+            "annotation pairs (`annotations_path`)"
+        )
+    train, held_out = split_pairs(pairs, eval_fraction=0.2)
+    model = EmbeddingRewardModel.fit_pairwise(train, EmbeddingHeadConfig(kind="pairwise", use_style=False),
+                                              embed_fn=cached_embed_fn(settings))
+    target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
+    metrics = evaluate_reward_model(model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"),
+                                    config=RewardEvalConfig())
+    _write_metrics(lake, plan, "pairwise", metrics)
+    meta = {
+        "generation": plan.generation,
+        "pairs_by_source": dg.MetadataValue.json(sources),
+        "train_pairs": train.height,
+        "held_out_pairs": held_out.height,
+        "train_pair_accuracy": float(model.metadata.get("train_pair_accuracy", 0.0)),
+        **_headline(metrics, "pairwise", "pair_accuracy"),
+        "path": dg.MetadataValue.path(str(target)),
+    }
+    if annotations is not None:
+        meta["annotation_quarantine"] = annotations.quarantine.height
+    yield dg.MaterializeResult(metadata=meta)
+    yield result("reward_model_pairwise", "beats_length_baseline",
+                 beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline"))
+
+
+def _metric(frame: pl.DataFrame, section: str, metric: str) -> dict | None:
+    rows = frame.filter((pl.col("section") == section) & (pl.col("metric") == metric))
+    return rows.row(0, named=True) if rows.height else None
+
+
+def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> CheckOutcome:
+    row = _metric(frame, section, metric)
+    if row is None or row["value"] is None or row["length_baseline"] is None:
+        return CheckOutcome(name, False, f"no held-out {metric} to compare with the length-only baseline")
+    passed = row["value"] > row["length_baseline"]
+    return CheckOutcome(
+        name, bool(passed),
+        f"held-out {metric} {row['value']:.3f} vs length-only {row['length_baseline']:.3f} "
+        f"(random {row['random_baseline'] if row['random_baseline'] is not None else float('nan'):.3f}, n={row['n']})",
+        metadata={"value": row["value"], "length_baseline": row["length_baseline"],
+                  "random_baseline": row["random_baseline"], "n": row["n"]},
+    )
+
+
+@dg.asset(
+    deps=["reward_model_pointwise", "reward_model_pairwise"],
+    group_name=GROUP_PRE,
+    kinds={"polars"},
+    description="Validation report of both reward models: AUC, accuracy, calibration (ECE and reliability plot), "
+    "pair accuracy against length-only and random baselines, and the artifact-sensitivity probe.",
+    check_specs=[dg.AssetCheckSpec("no_artifact_reward", asset="reward_model_report", blocking=False,
+                                   description="Neither model pays for emoji, exclamation marks, lists or padding.")],
+)
+def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+    plan, lake = current_plan(settings), settings.lake()
+    metrics = lake.read("reward_model_metrics", _gen_partition(plan))
+    plots = sorted((Path(settings.home) / "reports" / "reward_models" / plan.generation).rglob("*.png"))
+    meta = {
+        "generation": plan.generation,
+        "metrics": md_table(metrics.select("model", "section", "metric", pl.col("value").round(4),
+                                           pl.col("length_baseline").round(4), pl.col("random_baseline").round(4),
+                                           "n", "flag"), max_rows=80),
+    }
+    if plots:
+        from assets.curation import _png_markdown
+
+        meta["reliability"] = _png_markdown(plots[0])
+        meta["plots"] = dg.MetadataValue.json([str(p) for p in plots])
+    yield dg.MaterializeResult(metadata=meta)
+    flagged = metrics.filter((pl.col("section") == "summary") & pl.col("flag"))
+    yield result("reward_model_report", "no_artifact_reward", CheckOutcome(
+        "no_artifact_reward", flagged.is_empty(),
+        "no artifact raises scores beyond tolerance" if flagged.is_empty()
+        else "pays for artifacts: " + "; ".join(f"{m}: {d}" for m, d in flagged.select("model", "detail").iter_rows()),
+        severity=WARNING))
+
+
+def _gen_partition(plan: GenerationPlan):
+    from pipeline.lake import Partition
+
+    return Partition.generation(plan.generation)
+
+
+PRE_HERDING_ASSETS = [engagement_labels, reward_model_pointwise, reward_model_pairwise, reward_model_report]
