@@ -1,16 +1,18 @@
-"""`make demo`: materialize the daily consolidation job for the default days of the embedded data.
+"""`make demo`: the daily consolidation job for the default days of the embedded data, then one
+generation of the tiny model on them.
 
 Runs go into the local Dagster instance (DAGSTER_HOME), so `make ui` shows them afterwards.
 
-    python -m assets.demo                 # the last 3 replayed days
-    python -m assets.demo --days all     # every replayed day
-    python -m assets.demo --days 2026-01-13 2026-01-14
+    python -m assets.demo                       # the last 3 replayed days, then a generation
+    python -m assets.demo --days all            # every replayed day
+    python -m assets.demo --days 2026-01-13 2026-01-14 --no-generation
 """
 
 import argparse
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
@@ -30,6 +32,7 @@ def _days(arg: list[str], settings: FlywheelSettings) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", nargs="*", default=[], help="days to materialize (YYYY-MM-DD), or 'all'")
+    parser.add_argument("--no-generation", action="store_true", help="only consolidate the days")
     args = parser.parse_args(argv)
     settings = FlywheelSettings()
     days = _days(args.days, settings)
@@ -43,10 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         if not result.success:
             return 1
     lake = settings.lake()
+    if not args.no_generation:
+        t0 = time.perf_counter()
+        result = defs.resolve_job_def("generation").execute_in_process(instance=instance, raise_on_error=False)
+        print(f"generation: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s "
+              f"(run {result.run_id})")
+        failed = [f"{c.asset_key.to_user_string()}:{c.check_name}: {c.description}"
+                  for c in result.get_asset_check_evaluations() if not c.passed]
+        for line in failed:
+            print(f"  check not passed: {line}")
+        if not result.success:
+            return 1
     print()
     print(f"lake:    {lake.root.resolve()}")
     print(f"catalog: {lake.catalog_path.resolve()}  (duckdb; one view per table)")
-    print(f"reports: {settings.reports_dir.resolve()}")
+    print(f"reports: {settings.reports_dir.resolve()}  (quality/<day>/index.html, generations/index.html)")
+    print(f"models:  {(Path(settings.home) / 'models').resolve()}")
     print(lake.query(
         "SELECT day, records_read, accepted, quarantined FROM ingest_stats ORDER BY day"
     ))

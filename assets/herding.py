@@ -179,9 +179,9 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
     prompts, cands = _candidate_inputs(settings, plan)
     annotation_pairs = None
     if generation.annotations_path:
-        from training.annotations import read_annotations
+        from training.annotations import read_annotation_source
 
-        annotation_pairs = read_annotations(generation.annotations_path).pairs
+        annotation_pairs = read_annotation_source(generation.annotations_path).pairs
     build = build_preference_dataset(prompts, cands, PreferenceBuildConfig(), annotation_pairs=annotation_pairs,
                                      pii_check=privacy_pii_check(), parents={"candidates": plan.generation})
     target = _save_build(build, dataset_dir(settings, plan.generation, "preference"))

@@ -22,7 +22,7 @@ from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
-from training.annotations import read_annotations
+from training.annotations import read_annotation_source
 from training.engagement import check_labels, user_day_engagement
 from training.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
 from training.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
@@ -165,7 +165,7 @@ def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelS
     sources = {"engagement": pairs.height}
     annotations = None
     if generation.annotations_path:
-        annotations = read_annotations(generation.annotations_path)
+        annotations = read_annotation_source(generation.annotations_path)
         sources["annotation"] = annotations.pairs.height
         pairs = pl.concat([pairs, annotations.pairs], how="diagonal_relaxed")
     if pairs.height < 10:

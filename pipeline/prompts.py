@@ -44,7 +44,8 @@ STAGE = "prompts"
 NO_ASSISTANT_TURN = "no_assistant_turn"
 NO_RESPONSE = "no_response"
 PROMPT_TOO_LONG = "prompt_too_long"
-TURN_DROP_REASONS = (NO_ASSISTANT_TURN, NO_RESPONSE, PROMPT_TOO_LONG)
+RESPONSE_TOO_LONG = "response_too_long"
+TURN_DROP_REASONS = (NO_ASSISTANT_TURN, NO_RESPONSE, PROMPT_TOO_LONG, RESPONSE_TOO_LONG)
 
 # drops whose unit is a message (row_id = message_id)
 INVALID_MESSAGE = "invalid_message"
@@ -70,6 +71,14 @@ class PromptConfig:
             "help": "Longest rendered history (`text`, role labels and newlines included). Oldest turns "
             "are left out until it fits; a prompt whose last user turn alone is longer is dropped "
             "(`prompt_too_long`). 0 disables the limit."
+        },
+    )
+    max_response_chars: int = field(
+        default=4000,
+        metadata={
+            "help": "Longest served response (its merged messages). A longer one is a monologue, not a reply "
+            "(real logs have bursts of hundreds of messages without an answer): its prompt is dropped "
+            "(`response_too_long`). 0 disables the limit."
         },
     )
     keep_unanswered: bool = field(
@@ -99,6 +108,10 @@ class PromptConfig:
             raise ValueError(
                 f"max_history_turns={self.max_history_turns} is negative: use 0 for the whole history "
                 "or a positive number of turns"
+            )
+        if self.max_response_chars < 0:
+            raise ValueError(
+                f"max_response_chars={self.max_response_chars} is negative: use 0 for no limit or a positive length"
             )
         if self.max_text_chars < 0:
             raise ValueError(
@@ -318,6 +331,9 @@ def cut_prompts(
         .then(pl.lit(NO_ASSISTANT_TURN))
         .when(pl.col("served_response").is_null() & ~pl.lit(config.keep_unanswered))
         .then(pl.lit(NO_RESPONSE))
+        .when(pl.lit(config.max_response_chars > 0)
+              & (pl.col("served_response").str.len_chars() > config.max_response_chars))
+        .then(pl.lit(RESPONSE_TOO_LONG))
     )
     labelled = labelled.with_columns(reason.alias("_reason"))
     kept = labelled.filter(pl.col("_reason").is_null())

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.lake import Lake
+from pipeline.prompts import TURN_DROP_REASONS
 from quality.contracts import (
     check_ingest_stats,
     check_prompt_history,
@@ -81,7 +82,7 @@ def stage_counts(lake: Lake, day: date) -> tuple[list[StageCount], dict[str, flo
         if name == "prompts":
             # the unit of this stage is a user turn; messages are its input table
             rows_in = None if rows_out is None else rows_out + sum(
-                v for k, v in reasons.items() if k in ("no_assistant_turn", "no_response", "prompt_too_long"))
+                v for k, v in reasons.items() if k in TURN_DROP_REASONS)
         if rows_in is None and rows_out is None:
             continue
         out.append(StageCount(name, rows_in, rows_out, reasons))

@@ -463,3 +463,33 @@ def read_hh_rlhf(
         quarantine=pl.DataFrame(bad, schema=schema.QUARANTINE),
         records_read=read,
     )
+
+
+def _first_record(path: Path) -> dict | None:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return obj if isinstance(obj, dict) else None
+    return None
+
+
+def read_annotation_source(source: str | Path) -> AnnotationSet:
+    """Every annotation file of `source` (a file, or a folder of `*.jsonl` / `*.jsonl.gz`), each read in
+    its own format: the annotation JSONL above, or HH-RLHF transcripts (records with `chosen` and
+    `rejected` and no `kind`)."""
+    root = Path(source)
+    if not root.exists():
+        raise ValueError(f"annotations path {str(source)!r} does not exist: point `annotations_path` at a JSONL "
+                         "file or a folder of them")
+    files = sorted(p for p in root.rglob("*") if p.name.endswith((".jsonl", ".jsonl.gz"))) if root.is_dir() else [root]
+    sets = []
+    for path in files:
+        first = _first_record(path)
+        is_hh = first is not None and "kind" not in first and {"chosen", "rejected"} <= set(first)
+        sets.append(read_hh_rlhf(path) if is_hh else read_annotations(path))
+    return AnnotationSet.concat(sets) if sets else AnnotationSet()

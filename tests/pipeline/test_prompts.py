@@ -367,3 +367,21 @@ def test_real_corpus_conservation_labels_and_speed(chitchat):
     assert checked > 1000
     # generous bound on a shared 2-core machine; the full corpus cuts in about a second
     assert elapsed < 30
+
+
+def test_monologue_responses_are_dropped_with_a_reason():
+    from datetime import date
+
+    from pipeline.prompts import RESPONSE_TOO_LONG, PromptConfig, cut_prompts
+
+    rows = [("user", "hi"), ("assistant", "x" * 300), ("user", "ok"), ("assistant", "fine")]
+    conv = pl.DataFrame({
+        "message_id": [f"m{i}" for i in range(4)], "conversation_id": ["c"] * 4, "turn_index": list(range(4)),
+        "role": [r for r, _ in rows], "text": [t for _, t in rows], "user_hash": ["u"] * 4,
+        "character_id": ["x"] * 4, "source": ["external"] * 4, "served_by": [None, "g", None, "g"],
+        "feedback": [None] * 4, "day": [date(2026, 1, 1)] * 4,
+    }, schema_overrides={"feedback": pl.Utf8, "served_by": pl.Utf8})
+    prompts, drops = cut_prompts(conv, PromptConfig(max_response_chars=100))
+    assert prompts["last_user"].to_list() == ["ok"]
+    assert drops["reason_code"].to_list() == [RESPONSE_TOO_LONG]
+    assert cut_prompts(conv, PromptConfig(max_response_chars=0))[0].height == 2

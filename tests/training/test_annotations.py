@@ -176,3 +176,18 @@ def test_resolve_prompts_fills_from_the_prompts_table():
     assert drops.select("row_id", "reason_code").rows() == [("annotation:k2", "unknown_prompt_id")]
     points, _ = resolve_prompts(read_annotations([json.dumps(GOOD[1])]).pointwise, prompts)
     assert points.height == 0
+
+
+def test_read_annotation_source_detects_each_format(tmp_path):
+    from training.annotations import read_annotation_source
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({
+        "kind": "pairwise", "prompt": "hi!", "response_a": "Hey there!", "response_b": "Hello.", "preferred": "a"}) + "\n")
+    (tmp_path / "hh.jsonl").write_text(json.dumps({
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello, how can I help?",
+        "rejected": "\n\nHuman: hi\n\nAssistant: go away"}) + "\n")
+    got = read_annotation_source(tmp_path)
+    assert got.pairs.height == 2
+    assert sorted(got.pairs["chosen"].to_list()) == ["Hey there!", "hello, how can I help?"]
+    with pytest.raises(ValueError, match="annotations_path"):
+        read_annotation_source(tmp_path / "missing.jsonl")
