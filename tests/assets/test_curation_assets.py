@@ -43,7 +43,7 @@ def resources(tmp_path):
     write_traffic(src)
     return {
         "settings": FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src)),
-        "curation": CurationSettings(topics=3, retain_fraction=0.8, eval_fraction=0.3),
+        "curation": CurationSettings(topics=3, retain_fraction=0.8, eval_fraction=0.3, embed_backend="torch"),
     }
 
 

@@ -1,0 +1,257 @@
+"""In-process runs of the release assets on a tiny generation faked upstream: a two-day pool, tiny
+policies, reward models on a hashing embedder, and the SFT rows the train/eval gate reads."""
+
+import json
+import os
+import shutil
+import zlib
+from datetime import date
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from tests.training.tiny_policy import TOPICS, one_cpu_thread, tiny_policy_dir  # noqa: F401
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from assets import release  # noqa: E402
+from assets.generation import (  # noqa: E402
+    GenerationPlan,
+    GenerationSettings,
+    dataset_dir,
+    next_plan,
+    policy_dir,
+    reward_model_dir,
+    save_plan,
+)
+from assets.resources import FlywheelSettings  # noqa: E402
+from pipeline import schema  # noqa: E402
+from pipeline.lake import Lake, Partition  # noqa: E402
+from training.annotations import PAIRS  # noqa: E402
+from training.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel  # noqa: E402
+from training.reward_model import load_reward_model  # noqa: E402
+
+DAYS = ["2026-01-04", "2026-01-05"]
+SPLITS = ("train", "eval_internal", "eval_user")
+UPSTREAM = ["grpo_checkpoint", "reward_model_pointwise", "reward_model_pairwise", "sft_dataset",
+            "preference_dataset", "rl_prompts", "reward_model_report"]
+
+
+def hashing_embed(texts: list[str]) -> np.ndarray:
+    """Character trigrams hashed into 32 buckets: a deterministic stand-in for the sentence embedder."""
+    out = np.full((len(texts), 32), 1e-3, dtype=np.float32)
+    for i, t in enumerate(texts):
+        for j in range(max(len(t) - 2, 0)):
+            out[i, zlib.crc32(t[j:j + 3].encode()) % 32] += 1.0
+    return out
+
+
+def _pool(day: str) -> pl.DataFrame:
+    rows = []
+    for i in range(12):
+        topic = TOPICS[i % len(TOPICS)]
+        question = f"do you like {topic}? asking on {day}, number {i}"
+        history = [{"role": "user", "content": question}]
+        rows.append({
+            "prompt_id": f"{day}-p{i}", "conversation_id": f"{day}-c{i}", "cut_turn": 0, "history": history,
+            "system": None, "character_id": "robin", "user_hash": f"u{i}", "source": "internal" if i % 3 == 1
+            else "external", "text": f"user: {question}", "last_user": question,
+            "served_response": f"I like {topic}!" if i % 2 else "ok.", "served_by": "gen-0", "continued": bool(i % 2),
+            "reply_len": 20 * (i % 2), "depth_after": 3 * (i % 2), "thumbs": None, "day": date.fromisoformat(day),
+        })
+    frame = pl.DataFrame(rows, schema=schema.PROMPTS)
+    return frame.with_columns(pl.Series("split", [SPLITS[i % 3] for i in range(12)]), pl.lit(0).alias("cluster_id"))
+
+
+def _reward_models(pool: pl.DataFrame, settings: FlywheelSettings) -> None:
+    cfg = dict(epochs=5, hidden=8, device="cpu", batch_size=16)
+    point = EmbeddingRewardModel.fit_pointwise(pool, EmbeddingHeadConfig(kind="pointwise", **cfg), hashing_embed)
+    point.save(reward_model_dir(settings, "gen-1", "pointwise"))
+    good, bad = pool.filter(pl.col("continued")), pool.filter(~pl.col("continued"))
+    pairs = pl.DataFrame({
+        "pair_id": [f"x{i}" for i in range(good.height)], "prompt_id": good["prompt_id"], "prompt": good["history"],
+        "chosen": good["served_response"], "rejected": bad["served_response"], "source": ["engagement"] * good.height,
+        "margin": [0.5] * good.height, "day": good["day"],
+    }).cast(dict(PAIRS))
+    pair = EmbeddingRewardModel.fit_pairwise(pairs, EmbeddingHeadConfig(kind="pairwise", **cfg), hashing_embed)
+    pair.save(reward_model_dir(settings, "gen-1", "pairwise"))
+
+
+def build_generation(home, plant_eval_prompt: bool = False) -> FlywheelSettings:
+    """gen-1 in progress with everything offline_eval and generation_record read from upstream."""
+    settings = FlywheelSettings(home=str(home))
+    lake = Lake(home)
+    pools = [_pool(d) for d in DAYS]
+    for d, p in zip(DAYS, pools):
+        lake.write("prompts", date.fromisoformat(d), p)
+    pool = pl.concat(pools)
+    save_plan(settings, GenerationPlan("gen-1", 1, "gen-0", DAYS, "2026-01-06T06:00:00+00:00"))
+    # the new policy is a copy of its parent: identical weights and seeds give identical replies
+    for gen in ("gen-0", "gen-1"):
+        shutil.copytree(tiny_policy_dir(), policy_dir(settings, gen))
+    _reward_models(pool, settings)
+    train = pool.filter(pl.col("split") == "train")
+    planted = release.select_eval_prompts(pool, per_slice=3)[0]["prompt_id"][0]  # one that is evaluated
+    sft_ids = train["prompt_id"].to_list() + ([planted] if plant_eval_prompt else [])
+    sft = dataset_dir(settings, "gen-1", "sft")
+    sft.mkdir(parents=True)
+    pl.DataFrame({"row_id": [f"{p}/served" for p in sft_ids], "prompt_id": sft_ids,
+                  "source": ["served_engaged"] * len(sft_ids)}).write_parquet(sft / "rows.parquet")
+    (sft / "manifest.json").write_text(json.dumps({"kind": "sft", "rows": len(sft_ids), "content_hash": "c0ffee" * 8}))
+    gen = Partition.generation("gen-1")
+    lake.write("candidate_prompts", gen, train.with_columns(pl.lit("gen-1").alias("generation")))
+    lake.write("reward_model_metrics", gen, pl.DataFrame({
+        "section": ["pointwise", "pairwise", "summary"], "metric": ["auc", "pair_accuracy", "pays_for_artifacts"],
+        "value": [0.71, 0.64, 0.0], "model": ["pointwise", "pairwise", "pointwise"], "generation": ["gen-1"] * 3}))
+    return settings
+
+
+def _resources(settings: FlywheelSettings, **ab) -> dict:
+    return {
+        "settings": settings,
+        "generation": GenerationSettings(eval_prompts=3, max_new_tokens=6),
+        "release": release.ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
+        "ab": release.AbSettings(**{"simulated_users": 4000, "n_bootstrap": 200, **ab}),
+    }
+
+
+def _materialize(settings: FlywheelSettings, **ab) -> dg.ExecuteInProcessResult:
+    stubs = [dg.AssetSpec(key) for key in UPSTREAM]
+    return dg.materialize([*stubs, *release.RELEASE_ASSETS], selection=release.RELEASE_ASSETS,
+                          resources=_resources(settings, **ab), raise_on_error=False)
+
+
+@pytest.fixture(autouse=True)
+def hashing_scorers(monkeypatch):
+    monkeypatch.setattr(release, "load_scorer", lambda settings, gen, kind: load_reward_model(
+        reward_model_dir(settings, gen, kind), embed_fn=hashing_embed))
+
+
+def _checks(result) -> dict:
+    return {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+
+
+def _materialized(result) -> set[str]:
+    return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+
+
+@pytest.mark.integration
+def test_release_records_a_generation_and_reports_it(tmp_path):
+    settings = build_generation(tmp_path / "home")
+    result = _materialize(settings)
+    assert result.success
+    assert _materialized(result) == {"offline_eval", "ab_readout", "generation_record", "generation_report"}
+    checks = _checks(result)
+    assert {name for (asset, name) in checks if asset == "offline_eval"} == set(release.GATE_CHECKS)
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
+
+    lake = Lake(tmp_path / "home")
+    gen = Partition.generation("gen-1")
+    # identical policies: every pair is a tie for both judges on both slices
+    wr = lake.read("eval_win_rates", gen)
+    assert wr.height == 4 and wr["win_rate"].to_list() == [0.5] * 4 and (wr["ties"] == wr["n"]).all()
+    assert set(wr["n"]) == {3}  # eval_prompts per slice
+    records = lake.read("eval_records", gen)
+    assert set(records["slice"]) == {"eval_internal", "eval_user", "steerability"}
+    assert {"winrate/pointwise", "winrate/pairwise", "rm_pointwise", "style/n_chars",
+            "steerability/all_followed"} <= set(records["metric"])
+    assert set(records["policy"]) == {"gen-0", "gen-1"} and set(records["generation"]) == {"gen-1"}
+    responses = lake.read("eval_responses", gen)
+    assert responses.filter(pl.col("slice") == "steerability").height == 2 * 50
+
+    record = lake.read("generations", gen).row(0, named=True)
+    assert (record["number"], record["parent"], record["gate"]) == (1, "gen-0", "passed")
+    assert record["window_end"] == date(2026, 1, 5)
+    metrics, inputs = json.loads(record["metrics"]), json.loads(record["inputs"])
+    assert metrics["reward_models"] == {"pointwise": {"auc": 0.71}, "pairwise": {"pair_accuracy": 0.64}}
+    assert metrics["ab"]["simulated"] and record["ab_source"] == "simulate"
+    assert record["ab_verdict"] == metrics["ab"]["verdict"] in release.VERDICTS
+    assert inputs["datasets"]["sft"] == "c0ffee" * 8
+    assert len(inputs["window"]["prompts_sha256"]["2026-01-04"]) == 64
+    assert len(inputs["reward_models"]["pairwise"]["sha256"]) == 64
+    # the simulated logs are in the lake, marked as such
+    assert lake.read("ab_exposures", gen)["simulated"].all()
+
+    # recording the generation is what starts the next one
+    assert next_plan(settings, GenerationSettings(), "now").generation == "gen-2"
+    html = (tmp_path / "home" / "reports" / "generations" / "index.html").read_text()
+    assert "gen-1" in html and "Simulated A/B" in html and "http://" not in html
+
+
+@pytest.mark.integration
+def test_an_eval_prompt_in_the_sft_rows_blocks_the_record(tmp_path):
+    settings = build_generation(tmp_path / "home", plant_eval_prompt=True)
+    result = _materialize(settings)
+    assert not result.success
+    gate = _checks(result)[("offline_eval", "train_eval_disjoint")]
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert gate.metadata["n_overlap_by_id"].value == 1
+    assert _materialized(result) == {"offline_eval"}
+    lake = Lake(tmp_path / "home")
+    assert not lake.exists("generations")
+    assert lake.read("release_gates", Partition.generation("gen-1")).filter(
+        pl.col("severity") == "error")["gate"].to_list() == ["train_eval_disjoint"]
+    # materialized on its own, the record still refuses a generation that failed its gates
+    alone = dg.materialize([*[dg.AssetSpec(k) for k in UPSTREAM + ["offline_eval", "ab_readout"]],
+                            release.generation_record], selection=[release.generation_record],
+                           resources=_resources(settings), raise_on_error=False)
+    assert not alone.success and not lake.exists("generations")
+    assert "failed its release gates" in alone.failure_data_for_node("generation_record").error.to_string()
+    assert next_plan(settings, GenerationSettings(), "now").generation == "gen-1"
+
+
+def test_ab_readout_from_lake_logs_fails_the_sample_ratio_check(tmp_path):
+    settings = FlywheelSettings(home=str(tmp_path / "home"))
+    save_plan(settings, GenerationPlan("gen-1", 1, "gen-0", DAYS, "2026-01-06T06:00:00+00:00"))
+    lake = Lake(tmp_path / "home")
+    users = [f"u{i}" for i in range(1000)]
+    arms = ["control" if i < 600 else "treatment" for i in range(1000)]  # planned 50/50, logged 60/40
+    day = date(2026, 1, 6)
+    gen = Partition.generation("gen-1")
+    lake.write("ab_exposures", gen, pl.DataFrame({"user_hash": users, "arm": arms, "day": [day] * 1000}))
+    lake.write("ab_events", gen, pl.DataFrame({"user_hash": users[::2], "day": [day] * 500,
+                                               "messages": [3] * 500}))
+    stubs = [dg.AssetSpec(k) for k in UPSTREAM + ["offline_eval"]]
+    result = dg.materialize([*stubs, release.ab_readout, release.generation_record],
+                            selection=[release.ab_readout, release.generation_record],
+                            resources=_resources(settings, source="lake"), raise_on_error=False)
+    srm = _checks(result)[("ab_readout", "sample_ratio")]
+    assert not srm.passed and srm.severity == dg.AssetCheckSeverity.ERROR
+    assert _materialized(result) == {"ab_readout"}
+    lifts = lake.read("ab_lifts", gen)
+    assert lifts["verdict"].to_list() == ["invalid", "invalid"] and not lifts["simulated"].any()
+    arms_table = lake.read("ab_arms", gen)
+    assert arms_table["users"].to_list() == [600, 400] and arms_table["model"].to_list() == ["gen-0", "gen-1"]
+
+
+def _lifts(rows: list[tuple[str, float, float, float | None, float | None]]) -> pl.DataFrame:
+    return pl.DataFrame([{"metric": m, "delta_ci_low": lo, "delta_ci_high": hi, "boot_ci_low": blo,
+                          "boot_ci_high": bhi} for m, lo, hi, blo, bhi in rows])
+
+
+def test_ab_decision_rules():
+    ok = pl.DataFrame({"srm": [False], "p_value": [0.4]})
+    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.012, 0.05), ("depth", -0.01, 0.02, -0.01, 0.02)]),
+                               ok)[0] == "ship"
+    # the bootstrap interval must agree with the delta-method one
+    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, -0.001, 0.05)]), ok)[0] == "inconclusive"
+    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, None, None), ("depth", -0.05, -0.01, None, None)]),
+                               ok)[0] == "no-ship"
+    assert release.ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
+    bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
+    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
+
+
+def test_eval_prompts_are_capped_per_slice_and_stable():
+    pool = pl.concat([_pool(d) for d in DAYS])
+    broken = pool.head(1).with_columns(prompt_id=pl.lit("broken"), split=pl.lit("eval_user"), history=pl.lit(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], dtype=pl.List(schema.MESSAGE)))
+    chosen, drops = release.select_eval_prompts(pl.concat([pool, broken]), per_slice=5, seed=0)
+    assert chosen.group_by("split").len().sort("split")["len"].to_list() == [5, 5]
+    assert "train" not in set(chosen["split"])
+    assert drops["row_id"].to_list() == ["broken"] and drops["reason_code"].to_list() == ["not_ending_in_user"]
+    again, _ = release.select_eval_prompts(pool.reverse(), per_slice=5, seed=0)
+    assert again["prompt_id"].to_list() == chosen["prompt_id"].to_list()
+    other, _ = release.select_eval_prompts(pool, per_slice=5, seed=1)
+    assert other["prompt_id"].to_list() != chosen["prompt_id"].to_list()
