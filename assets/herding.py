@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from assets.curation import CurationSettings
 from assets.generation import (
     BASE,
     GROUP_HERD,
@@ -95,12 +96,13 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
     "reward model, with its style features (length, emoji, lists).",
 )
-def candidates(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
+def candidates(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
+               curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
         train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
-    scorer = load_scorer(settings, plan.generation, "pointwise")
+    scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     res = generate_candidates(train, generators, scorer.score, None,
                               CandidateConfig(num_samples=generation.samples_per_prompt,

@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 
 from assets.checks import result
+from assets.curation import CurationSettings
 from assets.generation import (
     GROUP_PRE,
     GenerationPlan,
@@ -29,16 +30,30 @@ from training.reward_eval import RewardEvalConfig, evaluate_reward_model, split_
 from training.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
 
 
-def cached_embed_fn(settings: FlywheelSettings):
+def embed_config(settings: FlywheelSettings, curation: CurationSettings | None = None) -> EmbedConfig:
+    """The embedder of reward-model features: the curation's (int8 ONNX on a CPU, torch on a GPU by
+    default). A subprocess (GRPO's reward) rebuilds the same one from the model's recorded backend."""
+    config = (curation or CurationSettings()).embed_config(Path(settings.home))
+    return EmbedConfig(model=config.model, backend=config.backend, device=config.device,
+                       model_dir=config.model_dir, progress=False)
+
+
+def head_config(settings: FlywheelSettings, curation: CurationSettings, kind: str) -> EmbeddingHeadConfig:
+    # without style features: with them the head learns to pay for emoji and lists (the probe flags it)
+    return EmbeddingHeadConfig(kind=kind, use_style=False, embedding_backend=embed_config(settings, curation).backend)
+
+
+def cached_embed_fn(settings: FlywheelSettings, curation: CurationSettings | None = None):
     """The pipeline's embedder behind its text-hash cache: reward features are embedded once, ever."""
-    config = EmbedConfig(model_dir=str(Path(settings.home) / "models" / "embedding"), progress=False)
+    config = embed_config(settings, curation)
     lake = settings.lake()
     cache = EmbeddingCache(lake.table_dir("embeddings"), config.model_id)
     return lambda texts: embed_texts(list(texts), config, cache)
 
 
-def load_scorer(settings: FlywheelSettings, generation: str, kind: str):
-    return load_reward_model(reward_model_dir(settings, generation, kind), embed_fn=cached_embed_fn(settings))
+def load_scorer(settings: FlywheelSettings, generation: str, kind: str, curation: CurationSettings | None = None):
+    return load_reward_model(reward_model_dir(settings, generation, kind),
+                             embed_fn=cached_embed_fn(settings, curation))
 
 
 def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0) -> pl.DataFrame:
@@ -119,7 +134,7 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
                                    description="Held-out AUC above a length-only model's.")],
 )
 def reward_model_pointwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
-                           generation: GenerationSettings):
+                          generation: GenerationSettings, curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
     prompts = training_prompts(lake, plan, generation.reward_train_rows)
     if prompts["day"].n_unique() > 1:
@@ -127,9 +142,8 @@ def reward_model_pointwise(context: dg.AssetExecutionContext, settings: Flywheel
     else:  # a one-day window: hold out a seeded fifth instead
         mask = pl.Series(np.random.default_rng(0).random(prompts.height) < 0.2)
         train, held_out = prompts.filter(~mask), prompts.filter(mask)
-    # without style features: with them the head learns to pay for emoji and lists (the probe flags it)
-    model = EmbeddingRewardModel.fit_pointwise(train, EmbeddingHeadConfig(kind="pointwise", use_style=False),
-                                               embed_fn=cached_embed_fn(settings))
+    model = EmbeddingRewardModel.fit_pointwise(train, head_config(settings, curation, "pointwise"),
+                                               embed_fn=cached_embed_fn(settings, curation))
     target = _save(model, reward_model_dir(settings, plan.generation, "pointwise"))
     metrics = evaluate_reward_model(model, eval_prompts=held_out, train_prompts=train,
                                     out_dir=_eval_dir(settings, plan, "pointwise"), config=RewardEvalConfig())
@@ -157,7 +171,7 @@ def reward_model_pointwise(context: dg.AssetExecutionContext, settings: Flywheel
                                    description="Held-out pair accuracy above 'the longer reply wins'.")],
 )
 def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
-                          generation: GenerationSettings):
+                          generation: GenerationSettings, curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
     # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
     prompts = training_prompts(lake, plan, generation.pair_mining_rows).drop("cluster_id", strict=False)
@@ -174,8 +188,8 @@ def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelS
             "annotation pairs (`annotations_path`)"
         )
     train, held_out = split_pairs(pairs, eval_fraction=0.2)
-    model = EmbeddingRewardModel.fit_pairwise(train, EmbeddingHeadConfig(kind="pairwise", use_style=False),
-                                              embed_fn=cached_embed_fn(settings))
+    model = EmbeddingRewardModel.fit_pairwise(train, head_config(settings, curation, "pairwise"),
+                                              embed_fn=cached_embed_fn(settings, curation))
     target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
     metrics = evaluate_reward_model(model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"),
                                     config=RewardEvalConfig())

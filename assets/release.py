@@ -17,6 +17,7 @@ the next `generation_plan` start the next generation.
 
 import hashlib
 import json
+import math
 import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -74,6 +75,9 @@ class ReleaseSettings(dg.ConfigurableResource):
         default=4, description="replies per steerability prompt and policy (more = a less noisy rate)")
     steerability_suite: str | None = Field(default=None, description="suite JSON; None uses the shipped suite")
     bootstrap_resamples: int = Field(default=2000, description="bootstrap resamples of each win-rate interval")
+    cpu_threads: int | None = Field(
+        default=None, description="torch CPU threads while sampling; None keeps torch's default (1 is fastest for the "
+        "tiny policy on a busy machine)")
     ifeval_path: str | None = Field(
         default=None, description="IFEval input JSONL to score both policies on; None skips it (a tiny model "
         "cannot follow IFEval's instructions)")
@@ -94,7 +98,7 @@ class ReleaseSettings(dg.ConfigurableResource):
         if self.steerability_samples < 1:
             raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 4)")
         return CandidateConfig(num_samples=1, max_new_tokens=generation.max_new_tokens, temperature=self.temperature,
-                               seed=self.seed)
+                               seed=self.seed, cpu_threads=self.cpu_threads)
 
 
 class AbSettings(dg.ConfigurableResource):
@@ -140,6 +144,19 @@ def _gen_table(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
     return lake.read(table, part) if lake.exists(table, part) else pl.DataFrame()
 
 
+def _json(value) -> str:
+    """JSON that any reader parses: NaN and infinities (an interval of one prompt) become null."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), sort_keys=True, default=str)
+
+
 def _write_drops(lake: Lake, plan: GenerationPlan, part: str, drops: pl.DataFrame) -> None:
     lake.write("drops", Partition.generation(plan.generation), drops, part=part, replace=False)
 
@@ -162,7 +179,8 @@ def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tu
 
 
 def _replies(policy: str, contexts: list[list[dict]], cfg: CandidateConfig) -> tuple[list[str], dict]:
-    texts, _, stats = sample_replies(PolicyConfig(model_name_or_path=policy, device=cfg.device), contexts, cfg)
+    texts, _, stats = sample_replies(PolicyConfig(model_name_or_path=policy, device=cfg.device,
+                                                  cpu_threads=cfg.cpu_threads), contexts, cfg)
     return [t[0] for t in texts], stats
 
 
@@ -201,9 +219,9 @@ def training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPla
     return frame.join(known, on="prompt_id", how="left")
 
 
-def _style_rows(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:
     rows = []
-    for role, frame in frames.items():
+    for role, frame in sides.items():
         mon = style_monitor.monitor(frame)
         fr, _ = style_monitor.false_refusal_rate(frame, prompt_col="prompt")
         rows.append(pl.concat([mon, fr.select("false_refusal_rate", "n_benign")], how="horizontal")
@@ -211,13 +229,121 @@ def _style_rows(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(rows)
 
 
-def _per_response_records(frame: pl.DataFrame, scores: dict[str, list[float]]) -> pl.DataFrame:
-    feats = style_monitor.response_features(frame["response"].to_list())
-    base = frame.select("slice", "prompt_id", "policy")
-    cols = {"style/n_chars": feats["n_chars"], "style/n_emoji": feats["n_emoji"],
-            "style/has_list": feats["has_list"], "style/is_refusal": feats["is_refusal"], **scores}
-    return pl.concat([base.with_columns(pl.lit(m).alias("metric"), pl.Series("value", v).cast(pl.Float64))
-                      for m, v in cols.items()])
+def _gap_intervals(outcomes: pl.DataFrame) -> dict[str, list[float] | None]:
+    """Normal-approximation 95% interval of win rate(eval_user) - win rate(eval_internal) per judge, shown
+    next to the divergence gate so a reader sees how much of a gap the slice sizes alone can produce."""
+    out = {}
+    for (judge,), o in outcomes.group_by("judge", maintain_order=True):
+        stats = {s: o.filter(pl.col("slice") == s)["outcome"] for s in SLICES}
+        if min(len(v) for v in stats.values()) < 2:
+            out[judge] = None
+            continue
+        gap = stats[SLICES[1]].mean() - stats[SLICES[0]].mean()
+        se = sum(float(v.var()) / len(v) for v in stats.values()) ** 0.5
+        out[judge] = [round(gap - 1.96 * se, 4), round(gap + 1.96 * se, 4)]
+    return out
+
+
+class Evaluation:
+    """Everything offline_eval measured, before it is written and gated."""
+
+    def __init__(self, plan: GenerationPlan, evals: pl.DataFrame, steer: pl.DataFrame,
+                 replies: dict[str, list[str]], names: dict[str, str]):
+        self.plan, self.evals, self.steer, self.names = plan, evals, steer, names
+        n_eval, n_steer = evals.height, steer.height
+        ctx = [json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
+               for r in evals.select("system", "history").iter_rows(named=True)]
+        self.sides = {role: evals.select("prompt_id", pl.col("split").alias("slice"),
+                                         pl.col("last_user").alias("prompt")).with_columns(
+            pl.Series("context", ctx, dtype=pl.Utf8), pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
+            pl.lit(names[role]).alias("policy")) for role, texts in replies.items()}
+        self.steer_replies = {role: texts[n_eval:n_eval + n_steer] for role, texts in replies.items()}
+        self.extra_replies = {role: texts[n_eval + n_steer:] for role, texts in replies.items()}
+
+    def judge(self, pointwise, pairwise, release: "ReleaseSettings") -> None:
+        self.wr = winrate.win_rate(
+            self.sides["new"], self.sides["parent"], pointwise={"pointwise": _pointwise_judge(pointwise)},
+            pairwise={"pairwise": _utility_judge(pairwise)},
+            config=winrate.WinRateConfig(slices=SLICES, pairwise_output="utilities",
+                                         n_resamples=release.bootstrap_resamples, seed=release.seed))
+        self.scored = {role: steerability.score_responses(self.steer.with_columns(
+            pl.Series("response", texts, dtype=pl.Utf8))) for role, texts in self.steer_replies.items()}
+        self.style = _style_rows(self.sides)
+        self.steer_summary = pl.concat([s.summary.with_columns(pl.lit(r).alias("role"),
+                                                               pl.lit(self.names[r]).alias("policy"))
+                                        for r, s in self.scored.items()])
+
+    def gates(self, training: pl.DataFrame, config: release_gates.GateConfig) -> dict[str, release_gates.GateResult]:
+        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
+        gates = {
+            "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config),
+            "slice_divergence": release_gates.slice_divergence(self.wr.summary, config),
+            "steerability_regression": release_gates.steerability_regression(
+                self.scored["new"].summary, self.scored["parent"].summary, config),
+            "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
+            "train_eval_disjoint": release_gates.train_eval_disjoint(
+                training, self.evals.select("prompt_id", "text"), config),
+        }
+        gates["slice_divergence"].metadata.update(
+            n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
+            gap_ci95=_gap_intervals(self.wr.outcomes))
+        return gates
+
+    def records(self) -> pl.DataFrame:
+        """eval_records rows per prompt and policy (the win-rate outcomes belong to the new generation)."""
+        gen = self.plan.generation
+        pw = self.wr.outcomes.filter(pl.col("judge") == "pointwise")
+        parts = [winrate.eval_records(self.wr.outcomes, gen).with_columns(pl.lit(gen).alias("policy"))]
+        for role, side in self.sides.items():
+            score = dict(zip(pw["prompt_id"], pw["score_new" if role == "new" else "score_prev"]))
+            feats = style_monitor.response_features(side["response"].to_list())
+            cols = {"rm_pointwise": [score.get(p) for p in side["prompt_id"]], "style/n_chars": feats["n_chars"],
+                    "style/n_emoji": feats["n_emoji"], "style/has_list": feats["has_list"],
+                    "style/is_refusal": feats["is_refusal"]}
+            parts += [side.select("slice", "prompt_id", "policy").with_columns(
+                pl.lit(metric).alias("metric"), pl.Series("value", values).cast(pl.Float64))
+                for metric, values in cols.items()]
+            steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
+                pl.col("prompt_id").str.replace(r"#\d+$", ""))  # samples of one prompt share its id
+            parts.append(steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
+                         .agg(pl.col("value").mean()).with_columns(pl.lit(self.names[role]).alias("policy")))
+        return pl.concat([p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy")
+                          for p in parts])
+
+    def responses(self) -> pl.DataFrame:
+        steer = [self.steer.select("prompt_id", pl.lit("steerability").alias("slice"),
+                                   pl.lit(self.names[r]).alias("policy"), pl.lit(None, pl.Utf8).alias("context"),
+                                   pl.Series("response", texts, dtype=pl.Utf8))
+                 for r, texts in self.steer_replies.items()]
+        return pl.concat([s.select("prompt_id", "slice", "policy", "context", "response")
+                          for s in self.sides.values()] + steer)
+
+    def metadata(self, gates: dict[str, release_gates.GateResult]) -> dict:
+        decision = release_gates.release_decision(list(gates.values()))
+        summary = self.wr.summary
+        overall = {r["role"]: r for r in self.steer_summary.filter(pl.col("level") == "overall").iter_rows(named=True)}
+        rates = ("following_rate", "violation_rate")
+        by_instruction = self.steer_summary.filter(pl.col("level") == "instruction").pivot(
+            "role", index="key", values="violation_rate").rename({"key": "instruction"})
+        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
+        meta = {
+            "generation": self.plan.generation, "parent": self.plan.parent,
+            "release": dg.MetadataValue.md(f"**{decision.severity}**: {decision.detail}"),
+            "eval_prompts": dg.MetadataValue.json({s: int((self.evals["split"] == s).sum()) for s in SLICES}),
+            "win_rates": md_table(summary.with_columns(pl.col("win_rate", "ci_low", "ci_high").round(3))),
+            "steerability": md_table(_compare(overall["new"], overall["parent"], rates).with_columns(
+                pl.col("parent", "new", "delta").round(3))),
+            "violation_rate_by_instruction": md_table(by_instruction.with_columns(pl.col(pl.Float64).round(3)), 20),
+            "style": md_table(_compare(style["new"], style["parent"],
+                                       [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]).with_columns(
+                pl.col("parent", "new", "delta").round(4)), 20),
+            "examples": md_table(self.sides["new"].select("slice", "prompt", pl.col("response").alias("new"))
+                                 .with_columns(self.sides["parent"]["response"].alias("parent")), max_rows=6),
+            "following_rate/new": float(overall["new"]["following_rate"]),
+        }
+        for r in summary.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
+            meta[f"win_rate/{r['slice']}/{r['judge']}"] = float(r["win_rate"])
+        return meta
 
 
 def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResult:
@@ -225,8 +351,10 @@ def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResul
             for k, v in gate.metadata.items() if v is not None}
     return dg.AssetCheckResult(
         asset_key="offline_eval", check_name=name, passed=gate.severity == "ok",
-        severity=dg.AssetCheckSeverity.ERROR if gate.severity == "error" else dg.AssetCheckSeverity.WARN,
-        description=f"{gate.severity}: {gate.detail}", metadata=meta)
+        severity=dg.AssetCheckSeverity.WARN if gate.severity == "warn" else dg.AssetCheckSeverity.ERROR,
+        description=f"{gate.severity}: {gate.detail}" + (
+            f" (prompts per slice: {gate.metadata['n_per_slice']})" if "n_per_slice" in gate.metadata else ""),
+        metadata=meta)
 
 
 def _compare(new: dict, parent: dict, keys) -> pl.DataFrame:
@@ -234,6 +362,13 @@ def _compare(new: dict, parent: dict, keys) -> pl.DataFrame:
                           "delta": (new[k] - parent[k]) if new.get(k) is not None and parent.get(k) is not None
                           else None} for k in keys],
                         schema={"metric": pl.Utf8, "parent": pl.Float64, "new": pl.Float64, "delta": pl.Float64})
+
+
+def _steerability_prompts(release: "ReleaseSettings") -> pl.DataFrame:
+    """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
+    base = steerability.build_prompts(steerability.load_suite(release.steerability_suite))
+    return pl.concat([base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
+                      for k in range(release.steerability_samples)])
 
 
 @dg.asset(
@@ -249,16 +384,18 @@ def _compare(new: dict, parent: dict, keys) -> pl.DataFrame:
 def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
                  release: ReleaseSettings):
     plan, lake = current_plan(settings), settings.lake()
-    cfg, gate_cfg = release.sampling(generation), release.gate_config()
+    cfg = release.sampling(generation)
     pool = read_window(lake, "prompts", plan)
     if pool.is_empty():
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
     evals, drops = select_eval_prompts(pool, generation.eval_prompts, release.seed)
-    contexts = [chat_messages(r["system"], r["history"]) for r in evals.select("system", "history").iter_rows(named=True)]
-    steer = steerability.build_prompts(steerability.load_suite(release.steerability_suite))
-    steer = pl.concat([steer.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
-                       for k in range(release.steerability_samples)])
-    steer_ctx = [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
+    if evals.is_empty():
+        raise ValueError(f"no held-out ({' / '.join(SLICES)}) prompts in the pool of {plan.days}: widen "
+                         "`window_days` or raise the eval fraction of the consolidation's sampling")
+    steer = _steerability_prompts(release)
+    contexts = [chat_messages(r["system"], r["history"])
+                for r in evals.select("system", "history").iter_rows(named=True)]
+    contexts += [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
     ifeval_inputs = None
     if release.ifeval_path:
         from training.ifeval import read_inputs
@@ -266,118 +403,49 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
         ifeval_inputs, ifeval_drops = read_inputs(release.ifeval_path)
         ifeval_inputs = ifeval_inputs.head(release.ifeval_max_prompts)
         drops = pl.concat([drops, ifeval_drops])
-    extra = [[{"role": "user", "content": p}] for p in (ifeval_inputs["prompt"] if ifeval_inputs is not None else [])]
+        contexts += [[{"role": "user", "content": p}] for p in ifeval_inputs["prompt"]]
 
     policies = {"new": str(policy_dir(settings, plan.generation)), "parent": parent_policy(settings, generation, plan)}
-    names = {"new": plan.generation, "parent": plan.parent}
     replies, speed = {}, {}
     for role, path in policies.items():  # one model load per policy, same seed: paired samples
-        replies[role], stats = _replies(path, contexts + steer_ctx + extra, cfg)
+        replies[role], stats = _replies(path, contexts, cfg)
         speed[role] = stats.get("tokens_per_s")
-    n_eval, n_steer = len(contexts), len(steer_ctx)
+    ev = Evaluation(plan, evals, steer, replies, {"new": plan.generation, "parent": plan.parent})
+    ev.judge(load_scorer(settings, plan.generation, "pointwise"), load_scorer(settings, plan.generation, "pairwise"),
+             release)
+    gates = ev.gates(training_prompts(settings, lake, plan), release.gate_config())
 
-    ctx_json = [json.dumps(c, ensure_ascii=False) for c in contexts]
-    sides = {role: evals.select("prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt"))
-             .with_columns(pl.Series("context", ctx_json, dtype=pl.Utf8),
-                           pl.Series("response", replies[role][:n_eval], dtype=pl.Utf8),
-                           pl.lit(names[role]).alias("policy")) for role in policies}
-    pointwise = load_scorer(settings, plan.generation, "pointwise")
-    pairwise = load_scorer(settings, plan.generation, "pairwise")
-    wr = winrate.win_rate(sides["new"], sides["parent"], pointwise={"pointwise": _pointwise_judge(pointwise)},
-                          pairwise={"pairwise": _utility_judge(pairwise)},
-                          config=winrate.WinRateConfig(slices=SLICES, pairwise_output="utilities",
-                                                       n_resamples=release.bootstrap_resamples, seed=release.seed))
-    drops = pl.concat([drops, wr.drops])
-
-    scored = {role: steerability.score_responses(steer.with_columns(
-        pl.Series("response", replies[role][n_eval:n_eval + n_steer], dtype=pl.Utf8))) for role in policies}
-    style = _style_rows(sides)
-    style_by_role = {r["role"]: r for r in style.iter_rows(named=True)}
-    gates = {
-        "win_rate_ceiling": release_gates.win_rate_ceiling(wr.summary, gate_cfg),
-        "slice_divergence": release_gates.slice_divergence(wr.summary, gate_cfg),
-        "steerability_regression": release_gates.steerability_regression(
-            scored["new"].summary, scored["parent"].summary, gate_cfg),
-        "artifact_drift": release_gates.artifact_drift(style_by_role["new"], style_by_role["parent"], gate_cfg),
-        "train_eval_disjoint": release_gates.train_eval_disjoint(
-            training_prompts(settings, lake, plan), evals.select("prompt_id", "text"), gate_cfg),
-    }
-
-    # eval_records: per prompt and policy; win-rate outcomes belong to the new generation
-    pw = wr.outcomes.filter(pl.col("judge") == "pointwise")
-    score_of = {role: dict(zip(pw["prompt_id"], pw["score_new" if role == "new" else "score_prev"]))
-                for role in policies}
-    records = [winrate.eval_records(wr.outcomes, plan.generation).with_columns(pl.lit(plan.generation).alias("policy"))]
-    for role, side in sides.items():
-        records.append(_per_response_records(side, {"rm_pointwise": [score_of[role].get(p) for p in side["prompt_id"]]}))
-        steer_rec = steerability.eval_records(scored[role].rows, plan.generation).with_columns(
-            pl.col("prompt_id").str.replace(r"#\d+$", ""))
-        records.append(steer_rec.group_by("slice", "prompt_id", "metric", maintain_order=True)
-                       .agg(pl.col("value").mean()).with_columns(pl.lit(names[role]).alias("policy")))
-    ifeval_summary = None
+    records = ev.records()
+    meta = ev.metadata(gates)
     if ifeval_inputs is not None:
-        ifeval_summary, ifeval_records = _score_ifeval(ifeval_inputs, replies, names, n_eval + n_steer)
-        records.append(ifeval_records)
-        write_generation_table(lake, "eval_ifeval", plan, ifeval_summary)
-    eval_records = pl.concat([r.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy")
-                              for r in records], how="vertical_relaxed")
-
-    write_generation_table(lake, "eval_records", plan, eval_records)
-    write_generation_table(lake, "eval_responses", plan, pl.concat(
-        [s.select("prompt_id", "slice", "policy", "context", "response") for s in sides.values()]
-        + [steer.select("prompt_id", pl.lit("steerability").alias("slice"), pl.lit(names[r]).alias("policy"),
-                        pl.lit(None, pl.Utf8).alias("context"),
-                        pl.Series("response", replies[r][n_eval:n_eval + n_steer], dtype=pl.Utf8))
-           for r in policies]))
-    write_generation_table(lake, "eval_win_rates", plan, wr.summary)
-    steer_summary = pl.concat([scored[r].summary.with_columns(pl.lit(r).alias("role"), pl.lit(names[r]).alias("policy"))
-                               for r in policies])
-    write_generation_table(lake, "eval_steerability", plan, steer_summary)
-    write_generation_table(lake, "eval_style", plan, style)
-    gate_rows = pl.DataFrame([{"gate": name, "passed": g.passed, "severity": g.severity, "detail": g.detail,
-                               "metadata": json.dumps(g.metadata, default=str)} for name, g in gates.items()])
-    write_generation_table(lake, "release_gates", plan, gate_rows)
-    drops = pl.concat([drops, *(s.drops for s in scored.values())])
+        summary, ifeval_records = _score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
+        records = pl.concat([records, ifeval_records])
+        write_generation_table(lake, "eval_ifeval", plan, summary)
+        meta["ifeval"] = md_table(summary)
+    write_generation_table(lake, "eval_records", plan, records)
+    write_generation_table(lake, "eval_responses", plan, ev.responses())
+    write_generation_table(lake, "eval_win_rates", plan, ev.wr.summary)
+    write_generation_table(lake, "eval_steerability", plan, ev.steer_summary)
+    write_generation_table(lake, "eval_style", plan, ev.style)
+    write_generation_table(lake, "release_gates", plan, pl.DataFrame(
+        [{"gate": name, "passed": g.passed, "severity": g.severity, "detail": g.detail,
+          "metadata": _json(g.metadata)} for name, g in gates.items()]))
+    drops = pl.concat([drops, ev.wr.drops, *(s.drops for s in ev.scored.values())])
     _write_drops(lake, plan, STAGE, drops)
-
-    decision = release_gates.release_decision(list(gates.values()))
-    overall = {r["role"]: r for r in steer_summary.filter(pl.col("level") == "overall").iter_rows(named=True)}
-    per_instruction = steer_summary.filter(pl.col("level") == "instruction").pivot(
-        "role", index="key", values="violation_rate").rename({"key": "instruction"})
-    meta = {
-        "generation": plan.generation, "parent": plan.parent,
-        "release": dg.MetadataValue.md(f"**{decision.severity}**: {decision.detail}"),
-        "eval_prompts": dg.MetadataValue.json({s: int((evals["split"] == s).sum()) for s in SLICES}),
-        "win_rates": md_table(wr.summary.with_columns(pl.col(c).round(3) for c in ("win_rate", "ci_low", "ci_high"))),
-        "steerability": md_table(_compare({k: overall["new"][k] for k in ("following_rate", "violation_rate")},
-                                          {k: overall["parent"][k] for k in ("following_rate", "violation_rate")},
-                                          ("following_rate", "violation_rate")).with_columns(
-            pl.col("parent", "new", "delta").round(3))),
-        "violation_rate_by_instruction": md_table(per_instruction.with_columns(pl.col(pl.Float64).round(3)), 20),
-        "style": md_table(_compare(style_by_role["new"], style_by_role["parent"],
-                                   [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]).with_columns(
-            pl.col("parent", "new", "delta").round(4)), 20),
-        "drops_by_reason": counts_table(dict(drops.group_by("reason_code").len().iter_rows()) if drops.height else {}),
-        "examples": md_table(sides["new"].select("slice", "prompt", pl.col("response").alias("new")).with_columns(
-            sides["parent"]["response"].alias("parent")), max_rows=6),
-        "tokens_per_s": dg.MetadataValue.json(speed),
-    }
-    for r in wr.summary.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
-        meta[f"win_rate/{r['slice']}/{r['judge']}"] = float(r["win_rate"])
-    meta["following_rate/new"] = float(overall["new"]["following_rate"])
-    if ifeval_summary is not None:
-        meta["ifeval"] = md_table(ifeval_summary)
+    meta["drops_by_reason"] = counts_table(dict(drops.group_by("reason_code").len().iter_rows()) if drops.height
+                                           else {})
+    meta["tokens_per_s"] = dg.MetadataValue.json(speed)
     yield dg.MaterializeResult(metadata=meta)
     for name, gate in gates.items():
         yield _gate_check(name, gate)
 
 
-def _score_ifeval(inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str], offset: int):
+def _score_ifeval(inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str]):
     from training.ifeval import score_ifeval
 
     summaries, records = [], []
     for role, texts in replies.items():
-        res = score_ifeval(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts[offset:]}))
+        res = score_ifeval(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts}))
         summaries.append(res.summary.with_columns(pl.lit(role).alias("role"), pl.lit(names[role]).alias("policy")))
         records.append(res.rows.select(pl.lit("ifeval").alias("slice"), pl.col("key").cast(pl.Utf8).alias("prompt_id"),
                                        pl.lit("ifeval/prompt_strict").alias("metric"),
@@ -606,13 +674,13 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
         "generation": plan.generation, "number": plan.number, "parent": plan.parent, "created_at": plan.created_at,
         "recorded_at": _now(), "window_start": date.fromisoformat(plan.days[0]),
         "window_end": date.fromisoformat(plan.days[-1]), "days": plan.days,
-        "inputs": json.dumps(lineage_inputs(settings, generation, plan), sort_keys=True, default=str),
-        "checkpoints": json.dumps({"policy": str(policy_dir(settings, plan.generation)), "sft": str(root / "sft"),
+        "inputs": _json(lineage_inputs(settings, generation, plan)),
+        "checkpoints": _json({"policy": str(policy_dir(settings, plan.generation)), "sft": str(root / "sft"),
                                    "dpo": str(root / "dpo"), "grpo": str(root / "grpo"),
                                    "parent": parent_policy(settings, generation, plan)}),
-        "metrics": json.dumps(metrics, sort_keys=True, default=str),
+        "metrics": _json(metrics),
         "gate": "passed_with_warnings" if warned.height else "passed",
-        "gate_detail": json.dumps(gates.select("gate", "severity", "detail").to_dicts()),
+        "gate_detail": _json(gates.select("gate", "severity", "detail").to_dicts()),
         "ab_verdict": ab["verdict"], "ab_source": ab["source"],
     }
     path = lake.write("generations", Partition.generation(plan.generation), pl.DataFrame([row], schema=GENERATIONS))

@@ -45,6 +45,7 @@ WEIGHTS_FILE = "head.safetensors"
 
 def sentence_embedder(
     model: str = DEFAULT_EMBEDDING_MODEL, *, cache_dir: str | Path | None = None, device: str = "auto",
+    backend: str = "torch",
 ) -> EmbedFn:
     """The pipeline's embedder (`pipeline.embed`, torch backend) as a plain `list[str] -> array` callable.
 
@@ -53,7 +54,7 @@ def sentence_embedder(
     """
     from pipeline.embed import EmbedConfig, get_embedder
 
-    config = EmbedConfig(model=model, device=device, progress=False,
+    config = EmbedConfig(model=model, backend=backend, device=device, progress=False,
                          model_dir=str(cache_dir) if cache_dir is not None else None)
     return get_embedder(config).encode
 
@@ -81,6 +82,10 @@ class EmbeddingHeadConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and shuffling."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda'."})
+    embedding_backend: str = field(
+        default="torch",
+        metadata={"help": "Backend of the embedder rebuilt on load (torch, onnx, onnx-int8): the one trained with."},
+    )
     embedding_model: str = field(
         default=DEFAULT_EMBEDDING_MODEL,
         metadata={"help": "Name recorded with the model, used to rebuild the embedder on load when none is passed."},
@@ -211,7 +216,7 @@ class EmbeddingRewardModel:
             config.device = device
         head = _Head(meta["feature_dim"], meta["n_style"], config.hidden, config.dropout, meta["n_out"])
         head.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-        return cls(head, config, embed_fn or sentence_embedder(config.embedding_model, device=config.device), meta)
+        return cls(head, config, embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend), meta)
 
     # -- training -------------------------------------------------------------------------------
     @classmethod
@@ -265,7 +270,7 @@ class EmbeddingRewardModel:
         usable = prompts.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
         if usable.height < 2 or usable["continued"].n_unique() < 2:
             raise ValueError("pointwise training needs at least one continued and one not-continued response")
-        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device)
+        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend)
         contexts, responses = prompt_contexts(usable), usable["served_response"].to_list()
         y = usable["continued"].cast(pl.Float32).to_numpy()
         reply = usable["reply_len"].fill_null(0).clip(0, None) if "reply_len" in usable.columns else pl.Series(
@@ -305,7 +310,7 @@ class EmbeddingRewardModel:
             raise ValueError("fit_pairwise needs EmbeddingHeadConfig(kind='pairwise')")
         if pairs.height < 1:
             raise ValueError("pairwise training needs at least one pair")
-        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device)
+        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend)
         contexts, chosen, rejected, margins = pairs_to_lists(pairs)
         n = len(chosen)
         probe = np.asarray(embed_fn(chosen[:1]), dtype=np.float32)
