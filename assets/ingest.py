@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from assets.checks import SUITE, run_suite, suite_spec
 from assets.metadata import counts_table, md_table
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
@@ -36,7 +37,9 @@ GROUP = "ingest"
             asset="conversations",
             blocking=True,
             description="Records read = accepted + quarantined, counted from what landed in the lake.",
-        )
+        ),
+        suite_spec("conversations", "conversations", blocking=True),
+        suite_spec("quarantine", "quarantine", blocking=False),
     ],
     partitions_def=daily,
     # `--select conversations` alone must work: both tables come from one read of the source, so
@@ -84,8 +87,17 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
                 "preview": md_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
             },
         )
-    if dg.AssetCheckKey(dg.AssetKey("conversations"), "conservation") in context.selected_asset_check_keys:
+    checks = context.selected_asset_check_keys
+    if dg.AssetCheckKey(dg.AssetKey("conversations"), "conservation") in checks:
         yield conservation_check(lake, day)
+    for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
+        if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
+            yield run_suite(table, table, df, _previous_rows(lake, table, day))[1]
+
+
+def _previous_rows(lake, table: str, day: date) -> int | None:
+    earlier = [d for d in lake.days(table) if d < day]
+    return lake.read(table, earlier[-1]).height if earlier else None
 
 
 def conservation_check(lake, day: date) -> dg.AssetCheckResult:
