@@ -103,6 +103,12 @@ class SamplingConfig:
         default=0.1,
         metadata={"help": "Fraction of users held out for evaluation (0 <= f < 1), chosen by user hash."},
     )
+    internal_eval_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Fraction of internal users (staff testers, a small group) held out for the "
+                  "eval_internal slice; a larger share than `eval_fraction` keeps that slice big enough to "
+                  "compare with eval_user."},
+    )
     split_salt: str = field(
         default="flywheel-split-v1",
         metadata={"help": "Salt of the user split. Changing it reshuffles every user between train and eval: "
@@ -122,6 +128,8 @@ class SamplingConfig:
             raise ValueError(f"max_pool_size={self.max_pool_size} is negative: use 0 for no bound")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
+        if not 0.0 <= self.internal_eval_fraction < 1.0:
+            raise ValueError(f"internal_eval_fraction={self.internal_eval_fraction} must be in [0, 1)")
         if self.on_shortfall not in SHORTFALLS:
             raise ValueError(f"on_shortfall={self.on_shortfall!r} is unknown: use one of {SHORTFALLS}")
         if self.max_rake_iterations < 1:
@@ -154,11 +162,20 @@ def _uniform(keys: list[str | None], salt: str) -> np.ndarray:
 
 
 def assign_split(user_hash: pl.Series, source: pl.Series, config: SamplingConfig) -> pl.Series:
-    """train / eval_internal / eval_user per row, from the user hash alone (source picks the eval slice)."""
+    """train / eval_internal / eval_user per row, from the user hash and whether the user is internal
+    (`internal_eval_fraction` of internal users, `eval_fraction` of the others, are held out)."""
     users = user_hash.cast(pl.Utf8)
-    uniq = users.drop_nulls().unique().sort()
-    u = _uniform(uniq.to_list(), config.split_salt)
-    held = pl.DataFrame({"_user": uniq, "_held": u < config.eval_fraction})
+    # a user with any internal traffic is an internal user: the held-out share depends on it
+    kinds = (
+        pl.DataFrame({"_user": users, "_internal": source.cast(pl.Utf8) == "internal"})
+        .drop_nulls("_user")
+        .group_by("_user")
+        .agg(pl.col("_internal").fill_null(False).any())
+        .sort("_user")
+    )
+    u = _uniform(kinds["_user"].to_list(), config.split_salt)
+    threshold = np.where(kinds["_internal"].to_numpy(), config.internal_eval_fraction, config.eval_fraction)
+    held = pl.DataFrame({"_user": kinds["_user"], "_held": u < threshold})
     flags = pl.DataFrame({"_user": users}).join(held, on="_user", how="left", maintain_order="left")["_held"]
     frame = pl.DataFrame({"_held": flags.fill_null(False), "_source": source.cast(pl.Utf8)})
     return frame.select(

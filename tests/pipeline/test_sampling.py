@@ -166,7 +166,7 @@ def test_deterministic_order_free_and_seeded():
 
 def test_no_user_on_both_sides_and_eval_slices_follow_source():
     frame = prompts_frame([2000, 1000], n_users=2000, seed=9)
-    pool, _, report = sample_pool(frame, SamplingConfig(retain_fraction=1.0, eval_fraction=0.2))
+    pool, _, report = sample_pool(frame, SamplingConfig(retain_fraction=1.0, eval_fraction=0.2, internal_eval_fraction=0.2))
     sides = pool.group_by("user_hash").agg((pl.col("split") == "train").n_unique().alias("sides"))
     assert sides["sides"].max() == 1
     held = pool.filter(pl.col("split") != "train")
@@ -180,7 +180,7 @@ def test_no_user_on_both_sides_and_eval_slices_follow_source():
 def test_user_split_is_stable_across_days_and_monotone_in_eval_fraction():
     day1 = prompts_frame([500], n_users=300, seed=1)
     day2 = prompts_frame([700], n_users=300, seed=2).with_columns(pl.lit(DAY + dt.timedelta(days=1)).alias("day"))
-    config = SamplingConfig(retain_fraction=1.0)
+    config = SamplingConfig(retain_fraction=1.0, internal_eval_fraction=0.1)  # synthetic source varies per row
     s1 = sample_pool(day1, config)[0].select("user_hash", held=pl.col("split") != "train").unique()
     s2 = sample_pool(day2, config)[0].select("user_hash", held=pl.col("split") != "train").unique()
     both = s1.join(s2, on="user_hash")
@@ -189,8 +189,8 @@ def test_user_split_is_stable_across_days_and_monotone_in_eval_fraction():
 
     users = pl.Series([f"u_{i}" for i in range(1000)])
     source = pl.Series(["external"] * 1000)
-    small = assign_split(users, source, SamplingConfig(eval_fraction=0.1)) != "train"
-    large = assign_split(users, source, SamplingConfig(eval_fraction=0.3)) != "train"
+    small = assign_split(users, source, SamplingConfig(eval_fraction=0.1, internal_eval_fraction=0.1)) != "train"
+    large = assign_split(users, source, SamplingConfig(eval_fraction=0.3, internal_eval_fraction=0.3)) != "train"
     assert (~small | large).all() and large.sum() > small.sum()
     salted = assign_split(users, source, SamplingConfig(eval_fraction=0.1, split_salt="other")) != "train"
     assert not (salted == small).all()
@@ -298,3 +298,13 @@ def test_real_prompts_cluster_balanced_flattens_topics(chitchat_prompts):
     after = pool["cluster_id"].value_counts()["count"]
     # equal shares: the spread of topic sizes shrinks (small topics are kept whole)
     assert after.std() / after.mean() < 0.5 * before.std() / before.mean()
+
+
+def test_internal_users_are_held_out_at_their_own_rate():
+    users = pl.Series([f"u{i}" for i in range(4000)])
+    source = pl.Series(["internal" if i % 10 == 0 else "external" for i in range(4000)])
+    split = assign_split(users, source, SamplingConfig(eval_fraction=0.1, internal_eval_fraction=0.5))
+    frame = pl.DataFrame({"source": source, "held": split != "train"})
+    rates = dict(frame.group_by("source").agg(pl.col("held").mean()).iter_rows())
+    assert rates["internal"] == pytest.approx(0.5, abs=0.06)
+    assert rates["external"] == pytest.approx(0.1, abs=0.02)
