@@ -14,11 +14,13 @@ from assets.jobs import (
     weekly_generation_schedule,
 )
 from assets.pre_herding import PRE_HERDING_ASSETS
+from assets.release import RELEASE_ASSETS, RELEASE_RESOURCES
 from assets.report import quality_report
 from assets.resources import FlywheelSettings
 
 defs = dg.Definitions(
-    assets=[ingest, *CURATION_ASSETS, quality_report, generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS],
+    assets=[ingest, *CURATION_ASSETS, quality_report, generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS,
+            *RELEASE_ASSETS],
     jobs=[consolidation_job, generation_job],
     schedules=[consolidation_schedule, weekly_generation_schedule],
     sensors=[fresh_prompts_sensor],
@@ -27,5 +29,6 @@ defs = dg.Definitions(
         "curation": CurationSettings(),
         "generation": GenerationSettings(),
         "pipes": dg.PipesSubprocessClient(),
+        **RELEASE_RESOURCES,
     },
 )

@@ -56,7 +56,8 @@ def load_scorer(settings: FlywheelSettings, generation: str, kind: str, curation
                              embed_fn=cached_embed_fn(settings, curation))
 
 
-def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0) -> pl.DataFrame:
+def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0,
+                     sampling: SamplingConfig | None = None) -> pl.DataFrame:
     """The window's unique prompts of training users only (held-out users never teach a reward model),
     with their topic, capped to `cap` rows by a seeded sample spread over the days."""
     prompts = read_window(lake, "unique_prompts", plan)
@@ -66,7 +67,7 @@ def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0) 
     if topics.height:
         prompts = prompts.join(topics.select(pl.col("row_id").alias("prompt_id"), "cluster_id"),
                                on="prompt_id", how="left")
-    split = assign_split(prompts["user_hash"], prompts["source"], SamplingConfig())
+    split = assign_split(prompts["user_hash"], prompts["source"], sampling or SamplingConfig())
     prompts = prompts.filter(split == "train")
     if prompts.height > cap:
         prompts = prompts.sample(cap, seed=seed).sort("day", "prompt_id")
@@ -136,7 +137,7 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
 def reward_model_pointwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
                           generation: GenerationSettings, curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
-    prompts = training_prompts(lake, plan, generation.reward_train_rows)
+    prompts = training_prompts(lake, plan, generation.reward_train_rows, sampling=curation.sampling_config())
     if prompts["day"].n_unique() > 1:
         train, held_out = split_by_day(prompts, eval_days=1)
     else:  # a one-day window: hold out a seeded fifth instead
@@ -174,7 +175,8 @@ def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelS
                           generation: GenerationSettings, curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
     # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
-    prompts = training_prompts(lake, plan, generation.pair_mining_rows).drop("cluster_id", strict=False)
+    prompts = training_prompts(lake, plan, generation.pair_mining_rows,
+                               sampling=curation.sampling_config()).drop("cluster_id", strict=False)
     pairs = engagement_pairs(prompts, EngagementPairsConfig())
     sources = {"engagement": pairs.height}
     annotations = None

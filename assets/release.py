@@ -26,6 +26,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets.curation import CurationSettings
 from assets.generation import (
     GROUP_RELEASE,
     GenerationPlan,
@@ -76,8 +77,8 @@ class ReleaseSettings(dg.ConfigurableResource):
     steerability_suite: str | None = Field(default=None, description="suite JSON; None uses the shipped suite")
     bootstrap_resamples: int = Field(default=2000, description="bootstrap resamples of each win-rate interval")
     cpu_threads: int | None = Field(
-        default=None, description="torch CPU threads while sampling; None keeps torch's default (1 is fastest for the "
-        "tiny policy on a busy machine)")
+        default=None, description="torch CPU threads while sampling; None: one for the tiny built-in policy (fastest, "
+        "and no thread spinning on a busy machine), torch's default for a configured `policy_model`")
     ifeval_path: str | None = Field(
         default=None, description="IFEval input JSONL to score both policies on; None skips it (a tiny model "
         "cannot follow IFEval's instructions)")
@@ -97,8 +98,9 @@ class ReleaseSettings(dg.ConfigurableResource):
     def sampling(self, generation: GenerationSettings) -> CandidateConfig:
         if self.steerability_samples < 1:
             raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 4)")
+        threads = self.cpu_threads if self.cpu_threads is not None else (1 if generation.policy_model is None else None)
         return CandidateConfig(num_samples=1, max_new_tokens=generation.max_new_tokens, temperature=self.temperature,
-                               seed=self.seed, cpu_threads=self.cpu_threads)
+                               seed=self.seed, cpu_threads=threads)
 
 
 class AbSettings(dg.ConfigurableResource):
@@ -382,7 +384,7 @@ def _steerability_prompts(release: "ReleaseSettings") -> pl.DataFrame:
                  for name, desc in GATE_CHECKS.items()],
 )
 def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-                 release: ReleaseSettings):
+                 release: ReleaseSettings, curation: CurationSettings):
     plan, lake = current_plan(settings), settings.lake()
     cfg = release.sampling(generation)
     pool = read_window(lake, "prompts", plan)
@@ -411,8 +413,9 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
         replies[role], stats = _replies(path, contexts, cfg)
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(plan, evals, steer, replies, {"new": plan.generation, "parent": plan.parent})
-    ev.judge(load_scorer(settings, plan.generation, "pointwise"), load_scorer(settings, plan.generation, "pairwise"),
-             release)
+    # the judges embed with the embedder their features were trained on (the curation's)
+    ev.judge(load_scorer(settings, plan.generation, "pointwise", curation),
+             load_scorer(settings, plan.generation, "pairwise", curation), release)
     gates = ev.gates(training_prompts(settings, lake, plan), release.gate_config())
 
     records = ev.records()

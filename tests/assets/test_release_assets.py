@@ -16,6 +16,7 @@ from tests.training.tiny_policy import TOPICS, one_cpu_thread, tiny_policy_dir  
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assets import release  # noqa: E402
+from assets.curation import CurationSettings  # noqa: E402
 from assets.generation import (  # noqa: E402
     GenerationPlan,
     GenerationSettings,
@@ -110,6 +111,7 @@ def build_generation(home, plant_eval_prompt: bool = False) -> FlywheelSettings:
 def _resources(settings: FlywheelSettings, **ab) -> dict:
     return {
         "settings": settings,
+        "curation": CurationSettings(),
         "generation": GenerationSettings(eval_prompts=3, max_new_tokens=6),
         "release": release.ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
         "ab": release.AbSettings(**{"simulated_users": 4000, "n_bootstrap": 200, **ab}),
@@ -124,7 +126,7 @@ def _materialize(settings: FlywheelSettings, **ab) -> dg.ExecuteInProcessResult:
 
 @pytest.fixture(autouse=True)
 def hashing_scorers(monkeypatch):
-    monkeypatch.setattr(release, "load_scorer", lambda settings, gen, kind: load_reward_model(
+    monkeypatch.setattr(release, "load_scorer", lambda settings, gen, kind, curation=None: load_reward_model(
         reward_model_dir(settings, gen, kind), embed_fn=hashing_embed))
 
 
@@ -170,6 +172,9 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert inputs["datasets"]["sft"] == "c0ffee" * 8
     assert len(inputs["window"]["prompts_sha256"]["2026-01-04"]) == 64
     assert len(inputs["reward_models"]["pairwise"]["sha256"]) == 64
+    # the catalog's view parses the JSON columns
+    via_sql = lake.query("SELECT generation, metrics->>'$.ab.verdict' AS verdict FROM generations").row(0)
+    assert via_sql == ("gen-1", record["ab_verdict"])
     # the simulated logs are in the lake, marked as such
     assert lake.read("ab_exposures", gen)["simulated"].all()
 
@@ -241,6 +246,10 @@ def test_ab_decision_rules():
     assert release.ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
     bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
     assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
+
+
+def test_json_documents_hold_no_nan():
+    assert release._json({"b": [float("inf"), 1.0], "a": float("nan")}) == '{"a": null, "b": [null, 1.0]}'
 
 
 def test_eval_prompts_are_capped_per_slice_and_stable():
