@@ -85,8 +85,16 @@ def next_plan(settings: FlywheelSettings, gen: GenerationSettings, now: str) -> 
         )
     recorded = recorded_generations(lake)
     number = (int(recorded["number"].max()) + 1) if recorded.height else 1
+    # the parent is the newest generation the A/B test did not reject: a no-ship is not built upon
+    parent = BASE
+    if recorded.height:
+        usable = recorded
+        if "ab_verdict" in recorded.columns:
+            usable = recorded.filter(~pl.col("ab_verdict").fill_null("").str.starts_with("no-ship"))
+        if usable.height:
+            parent = str(usable.sort("number")["generation"][-1])
     window = days[-gen.window_days:]
-    return GenerationPlan(f"gen-{number}", number, f"gen-{number - 1}", [d.isoformat() for d in window], now)
+    return GenerationPlan(f"gen-{number}", number, parent, [d.isoformat() for d in window], now)
 
 
 def save_plan(settings: FlywheelSettings, plan: GenerationPlan) -> Path:

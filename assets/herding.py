@@ -106,7 +106,9 @@ def candidates(context: dg.AssetExecutionContext, settings: FlywheelSettings, ge
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     res = generate_candidates(train, generators, scorer.score, None,
                               CandidateConfig(num_samples=generation.samples_per_prompt,
-                                              max_new_tokens=generation.max_new_tokens, seed=plan.number))
+                                              max_new_tokens=generation.max_new_tokens, seed=plan.number,
+                                              # a tiny model's threads mostly wait on each other
+                                              cpu_threads=None if generation.policy_model else 1))
     write_generation_table(lake, "candidates", plan, res.frame)
     write_generation_table(lake, "candidate_prompts", plan, train)
     lake.write("drops", Partition.generation(plan.generation), res.drops, part="candidates", replace=False)

@@ -264,3 +264,22 @@ def test_eval_prompts_are_capped_per_slice_and_stable():
     assert again["prompt_id"].to_list() == chosen["prompt_id"].to_list()
     other, _ = release.select_eval_prompts(pool, per_slice=5, seed=1)
     assert other["prompt_id"].to_list() != chosen["prompt_id"].to_list()
+
+
+def test_next_plan_builds_on_the_newest_generation_the_ab_test_did_not_reject(tmp_path):
+    from datetime import date
+
+    import polars as pl
+
+    from assets.generation import GenerationSettings, next_plan
+    from assets.resources import FlywheelSettings
+    from pipeline.lake import Lake, Partition
+
+    settings = FlywheelSettings(home=str(tmp_path / "home"))
+    lake = Lake(tmp_path / "home")
+    lake.write("prompts", date(2026, 1, 5), pl.DataFrame({"prompt_id": ["p"], "day": [date(2026, 1, 5)]}))
+    for n, verdict in ((1, "ship (simulated)"), (2, "no-ship (simulated)")):
+        lake.write("generations", Partition.generation(f"gen-{n}"),
+                   pl.DataFrame({"generation": [f"gen-{n}"], "number": [n], "ab_verdict": [verdict]}))
+    plan = next_plan(settings, GenerationSettings(), "now")
+    assert (plan.generation, plan.parent, plan.days) == ("gen-3", "gen-1", ["2026-01-05"])
