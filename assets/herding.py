@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from assets.checks import run_suite, suite_spec
 from assets.curation import CurationSettings
 from assets.generation import (
     BASE,
@@ -144,6 +145,15 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
     }
 
 
+def sft_rows(build) -> pl.DataFrame:
+    """The SFT build's kept rows with their `messages` (the frame keeps ids only; the dataset has the texts)."""
+    messages = build.dataset.to_polars().get_column("messages")
+    if messages.len() != build.frame.height:
+        raise ValueError(f"SFT build has {messages.len()} examples but {build.frame.height} frame rows")
+    # both come from the same sorted rows, so they line up row by row
+    return build.frame.with_columns(messages)
+
+
 def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataFrame]:
     lake = settings.lake()
     part = Partition.generation(plan.generation)
@@ -156,6 +166,7 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     kinds={"huggingface"},
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
     "(rejection sampling), mixed with engaged served replies; TRL's conversational format with a manifest.",
+    check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
 )
 def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan = current_plan(settings)
@@ -167,7 +178,9 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     target = _save_build(build, dataset_dir(settings, plan.generation, "sft"))
     meta = _dataset_meta(build, target, plan)
     meta["ratios_achieved"] = dg.MetadataValue.json(build.manifest.get("ratios_achieved", {}))
-    return dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(metadata=meta)
+    _, check = run_suite("sft_dataset", "sft_examples", sft_rows(build))
+    yield check
 
 
 @dg.asset(
@@ -176,6 +189,7 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     kinds={"huggingface"},
     description="Preference pairs (best vs worst candidate by reward, plus annotation pairs), without pairs whose "
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
+    check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
 )
 def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings,
                        generation: GenerationSettings):
@@ -189,7 +203,10 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
     build = build_preference_dataset(prompts, cands, PreferenceBuildConfig(), annotation_pairs=annotation_pairs,
                                      pii_check=privacy_pii_check(), parents={"candidates": plan.generation})
     target = _save_build(build, dataset_dir(settings, plan.generation, "preference"))
-    return dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+    yield dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+    # dropped pairs stay in the frame for the record; DPO trains on the kept ones only
+    _, check = run_suite("preference_dataset", "preference_pairs", build.frame.filter(pl.col("drop_reason").is_null()))
+    yield check
 
 
 @dg.asset(
