@@ -197,7 +197,7 @@ def _utility_judge(model):
     return judge
 
 
-def training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan) -> pl.DataFrame:
+def trained_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan) -> pl.DataFrame:
     """(prompt_id, text) of everything this generation trained on: SFT, preference and RL rows and the
     candidate prompts; texts come from the window's pool and the candidate prompts."""
     ids: set[str] = set()
@@ -416,7 +416,7 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
     # the judges embed with the embedder their features were trained on (the curation's)
     ev.judge(load_scorer(settings, plan.generation, "pointwise", curation),
              load_scorer(settings, plan.generation, "pairwise", curation), release)
-    gates = ev.gates(training_prompts(settings, lake, plan), release.gate_config())
+    gates = ev.gates(trained_prompts(settings, lake, plan), release.gate_config())
 
     records = ev.records()
     meta = ev.metadata(gates)
