@@ -44,7 +44,7 @@ class GenerationSettings(dg.ConfigurableResource):
     sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
     dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
     grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
-    eval_prompts: int = Field(default=64, description="held-out prompts per slice judged in offline evaluation")
+    eval_prompts: int = Field(default=150, description="held-out prompts per slice judged in offline evaluation")
     annotations_path: str | None = Field(
         default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)")
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
