@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.checks import conservation, conservation_spec, result, run_suite, suite_spec
-from assets.metadata import counts_table, md_table
+from assets.metadata import counts_table, md_table, png_markdown
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from pipeline import schema
@@ -83,12 +83,6 @@ def _write_drops(lake: Lake, day: date, stage: str, drops: pl.DataFrame) -> None
     lake.write("drops", day, schema.conform(drops, schema.DROPS), part=stage, replace=False)
 
 
-def _previous_rows(lake: Lake, table: str, day: date) -> int | None:
-    earlier = [d for d in lake.days(table) if d < day]
-    if not earlier:
-        return None
-    return lake.read(table, earlier[-1]).height
-
 
 def _reasons(drops: pl.DataFrame) -> dict[str, int]:
     if drops.is_empty():
@@ -126,7 +120,7 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         "pii_by_type": counts_table(by_type, key="pii_type"),
     })
     _, check = run_suite("scrubbed_conversations", "conversations", scrubbed.drop("pii_types"),
-                         _previous_rows(lake, "scrubbed_conversations", day))
+                         lake.previous_rows("scrubbed_conversations", day))
     yield check
 
 
@@ -156,7 +150,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
         "drops_by_reason": counts_table(summary["drops_by_reason"]),
         "preview": md_table(prompts.select("prompt_id", "last_user", "served_response", "continued", "depth_after")),
     })
-    _, check = run_suite("static_prompts", "prompts", prompts, _previous_rows(lake, "static_prompts", day))
+    _, check = run_suite("static_prompts", "prompts", prompts, lake.previous_rows("static_prompts", day))
     yield check
     turn_drops = drops.filter(pl.col("reason_code").is_in(TURN_DROP_REASONS))
     outcome = check_stage_conservation("prompts", rows_in=int(summary["user_turns"]), rows_out=prompts.height,
@@ -296,13 +290,6 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
 # ---- topics -----------------------------------------------------------------------------------
 
 
-def _png_markdown(path: Path) -> dg.MetadataValue:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![topic map](data:image/png;base64,{data})")
-
-
 @dg.asset(
     deps=["unique_prompts"],
     partitions_def=daily,
@@ -331,7 +318,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
         "prompts": int(assignments.height),
         "largest_share": float(clusters["share"].max() or 0.0),
         "clusters": md_table(table.sort("size", descending=True), max_rows=50),
-        "map": _png_markdown(png),
+        "map": png_markdown(png, "topic map"),
         "map_path": dg.MetadataValue.path(str(png)),
     })
     _, check = run_suite("topics", "clusters", clusters)
@@ -372,7 +359,7 @@ def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curat
         "shares": md_table(report.filter(pl.col("dimension") != "split"), max_rows=30),
         "preview": md_table(pool.select("prompt_id", "cluster_id", "split", "last_user")),
     })
-    _, check = run_suite("prompts", "prompts", pool, _previous_rows(lake, "prompts", day))
+    _, check = run_suite("prompts", "prompts", pool, lake.previous_rows("prompts", day))
     yield check
     yield conservation("prompts", "sampling", frame, pool, drops, "prompt_id")
     yield result("prompts", "split_disjoint", check_split_disjoint(pool))

@@ -92,12 +92,8 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
         yield conservation_check(lake, day)
     for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
-            yield run_suite(table, table, df, _previous_rows(lake, table, day))[1]
+            yield run_suite(table, table, df, lake.previous_rows(table, day))[1]
 
-
-def _previous_rows(lake, table: str, day: date) -> int | None:
-    earlier = [d for d in lake.days(table) if d < day]
-    return lake.read(table, earlier[-1]).height if earlier else None
 
 
 def conservation_check(lake, day: date) -> dg.AssetCheckResult:

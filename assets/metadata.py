@@ -30,3 +30,12 @@ def counts_table(counts: dict[str, int], key: str = "reason", total: int | None 
     if total:
         frame = frame.with_columns((pl.col("rows") / total * 100).round(2).alias("% of records"))
     return md_table(frame, max_rows=50)
+
+
+def png_markdown(path, alt: str = "plot") -> dg.MetadataValue:
+    """A PNG inlined into a markdown metadata entry, so the UI shows the picture itself."""
+    import base64
+    from pathlib import Path
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")

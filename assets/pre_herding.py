@@ -17,7 +17,7 @@ from assets.generation import (
     reward_model_dir,
     write_generation_table,
 )
-from assets.metadata import md_table
+from assets.metadata import md_table, png_markdown
 from assets.resources import FlywheelSettings
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, replace_dir, staging_dir
@@ -251,9 +251,7 @@ def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSet
                                            "n", "flag"), max_rows=80),
     }
     if plots:
-        from assets.curation import _png_markdown
-
-        meta["reliability"] = _png_markdown(plots[0])
+        meta["reliability"] = png_markdown(plots[0], "reliability")
         meta["plots"] = dg.MetadataValue.json([str(p) for p in plots])
     yield dg.MaterializeResult(metadata=meta)
     flagged = metrics.filter((pl.col("section") == "summary") & pl.col("flag"))

@@ -44,10 +44,6 @@ def _read(lake: Lake, table: str, day: date) -> pl.DataFrame | None:
     return lake.read(table, day) if lake.exists(table, day) else None
 
 
-def _previous_day(lake: Lake, table: str, day: date) -> date | None:
-    earlier = [d for d in lake.days(table) if d < day]
-    return earlier[-1] if earlier else None
-
 
 def _reasons(df: pl.DataFrame | None, column: str = "reason_code") -> dict[str, int]:
     if df is None or df.is_empty():
@@ -105,7 +101,7 @@ def cluster_shares(
         return None, None
     labels = [f"{cid}: {label}" for cid, label in zip(clusters["cluster_id"].to_list(), clusters["label"].to_list())]
     shares = dict(zip(labels, (float(s) for s in clusters["share"].to_list())))
-    prev = _previous_day(lake, "unique_prompts", day)
+    prev = lake.previous_day("unique_prompts", day)
     if prev is None or vectors_of is None or "centroid" not in clusters.columns:
         return shares, None
     _, vectors = vectors_of(prev)
@@ -122,7 +118,7 @@ def text_lengths(lake: Lake, day: date) -> tuple[np.ndarray | None, np.ndarray |
         df = _read(lake, "conversations", d) if d is not None else None
         return None if df is None else df["text"].str.len_chars().to_numpy()
 
-    return lengths(day), lengths(_previous_day(lake, "conversations", day))
+    return lengths(day), lengths(lake.previous_day("conversations", day))
 
 
 def checks(lake: Lake, day: date) -> list[SuiteResult | CheckOutcome]:
@@ -132,8 +128,7 @@ def checks(lake: Lake, day: date) -> list[SuiteResult | CheckOutcome]:
         df = _read(lake, table, day)
         if df is None:
             continue
-        prev = _previous_day(lake, table, day)
-        out.append(validate_table(suite, df, previous_rows=lake.read(table, prev).height if prev else None))
+        out.append(validate_table(suite, df, previous_rows=lake.previous_rows(table, day)))
     stats = _read(lake, "ingest_stats", day)
     if stats is not None:
         out.append(check_ingest_stats(stats, quarantine=_read(lake, "quarantine", day)))

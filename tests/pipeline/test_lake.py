@@ -132,3 +132,13 @@ def test_catalog_held_by_another_process_does_not_fail_writes(tmp_path):
 def test_default_home_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv(lake_mod.HOME_ENV, str(tmp_path / "h"))
     assert Lake().home == tmp_path / "h"
+
+
+def test_previous_day_and_rows(tmp_path):
+    lake = Lake(tmp_path)
+    for i, n in ((1, 3), (3, 7)):
+        d = date(2026, 1, i)
+        lake.write("t", d, frame(d, n))
+    assert lake.previous_day("t", date(2026, 1, 5)) == date(2026, 1, 3)
+    assert lake.previous_rows("t", date(2026, 1, 3)) == 3
+    assert lake.previous_rows("t", date(2026, 1, 1)) is None
