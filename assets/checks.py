@@ -6,12 +6,15 @@ guarding anything that feeds training are blocking, so a failure (severity ERROR
 downstream asset of the run.
 """
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from pipeline.lake import Lake
 from quality.contracts import check_stage_conservation
+from quality.daily import save_suite_result
 from quality.outcomes import CheckOutcome, SuiteResult
 from quality.suites import validate_table
 
@@ -62,9 +65,14 @@ def conservation_spec(asset: str) -> dg.AssetCheckSpec:
 
 
 def run_suite(
-    asset: str, table: str, df: pl.DataFrame, previous_rows: int | None = None
+    asset: str, table: str, df: pl.DataFrame, previous_rows: int | None = None,
+    *, lake: Lake | None = None, day: date | None = None, lake_table: str | None = None,
 ) -> tuple[SuiteResult, dg.AssetCheckResult]:
+    """Validate `df` with the suite `table`; with `lake` and `day`, keep the result for the day's
+    report (`lake_table` names the partition it describes, default `table`)."""
     outcome = validate_table(table, df, previous_rows=previous_rows)
+    if lake is not None and day is not None:
+        save_suite_result(lake, lake_table or table, day, outcome)
     return outcome, result(asset, SUITE, outcome)
 
 

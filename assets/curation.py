@@ -321,7 +321,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
         "map": png_markdown(png, "topic map"),
         "map_path": dg.MetadataValue.path(str(png)),
     })
-    _, check = run_suite("topics", "clusters", clusters)
+    _, check = run_suite("topics", "clusters", clusters, lake=lake, day=day)
     yield check
 
 
@@ -359,7 +359,7 @@ def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curat
         "shares": md_table(report.filter(pl.col("dimension") != "split"), max_rows=30),
         "preview": md_table(pool.select("prompt_id", "cluster_id", "split", "last_user")),
     })
-    _, check = run_suite("prompts", "prompts", pool, lake.previous_rows("prompts", day))
+    _, check = run_suite("prompts", "prompts", pool, lake.previous_rows("prompts", day), lake=lake, day=day)
     yield check
     yield conservation("prompts", "sampling", frame, pool, drops, "prompt_id")
     yield result("prompts", "split_disjoint", check_split_disjoint(pool))

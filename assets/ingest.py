@@ -92,7 +92,7 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
         yield conservation_check(lake, day)
     for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
-            yield run_suite(table, table, df, lake.previous_rows(table, day))[1]
+            yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
 
 
 

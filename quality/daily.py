@@ -11,10 +11,12 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import pickle
+
 import numpy as np
 import polars as pl
 
-from pipeline.lake import Lake
+from pipeline.lake import Lake, atomic_write_bytes
 from pipeline.prompts import TURN_DROP_REASONS
 from quality.contracts import (
     check_ingest_stats,
@@ -38,6 +40,30 @@ STAGES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 # suites run for the report: (suite name, lake table)
 SUITES = (("conversations", "conversations"), ("quarantine", "quarantine"), ("prompts", "prompts"),
           ("clusters", "clusters"))
+
+
+def suite_result_path(lake: Lake, table: str, day: date) -> Path:
+    return lake.home / "state" / "suite_results" / table / f"day={day.isoformat()}.pkl"
+
+
+def save_suite_result(lake: Lake, table: str, day: date, result: SuiteResult) -> None:
+    """Keep the result of a suite run on a lake partition, so the report need not validate it again."""
+    atomic_write_bytes(suite_result_path(lake, table, day), pickle.dumps(result))
+
+
+def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.DataFrame) -> SuiteResult:
+    """The suite's result on a partition: the one saved when the partition was checked, if it is newer
+    than the partition's files, else a fresh validation."""
+    path = suite_result_path(lake, table, day)
+    files = lake.files(table, day)
+    if path.is_file() and files and path.stat().st_mtime >= max(f.stat().st_mtime for f in files):
+        try:
+            cached = pickle.loads(path.read_bytes())
+            if isinstance(cached, SuiteResult) and cached.table == suite:
+                return cached
+        except Exception:  # written by another version of the code: validate again
+            pass
+    return validate_table(suite, df, previous_rows=lake.previous_rows(table, day))
 
 
 def _read(lake: Lake, table: str, day: date) -> pl.DataFrame | None:
@@ -128,7 +154,7 @@ def checks(lake: Lake, day: date) -> list[SuiteResult | CheckOutcome]:
         df = _read(lake, table, day)
         if df is None:
             continue
-        out.append(validate_table(suite, df, previous_rows=lake.previous_rows(table, day)))
+        out.append(validate_partition(lake, suite, table, day, df))
     stats = _read(lake, "ingest_stats", day)
     if stats is not None:
         out.append(check_ingest_stats(stats, quarantine=_read(lake, "quarantine", day)))
