@@ -240,7 +240,7 @@ def _run_stage(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClien
     return invocation.get_materialize_result()
 
 
-def _stage_dirs(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> str:
+def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> str:
     return str(models_dir(settings, plan.generation) / stage)
 
 
@@ -256,7 +256,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
     return _run_stage(context, pipes, settings, "training.sft", {
         "model_name_or_path": parent_policy(settings, generation, plan),
         "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
-        "output_dir": _stage_dirs(settings, plan, "sft"),
+        "output_dir": _stage_dir(settings, plan, "sft"),
         "max_steps": generation.sft_steps,
         "use_lora": generation.use_lora,
     })
@@ -272,9 +272,9 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
                    pipes: dg.PipesSubprocessClient):
     plan = current_plan(settings)
     return _run_stage(context, pipes, settings, "training.dpo", {
-        "model_name_or_path": _stage_dirs(settings, plan, "sft"),
+        "model_name_or_path": _stage_dir(settings, plan, "sft"),
         "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
-        "output_dir": _stage_dirs(settings, plan, "dpo"),
+        "output_dir": _stage_dir(settings, plan, "dpo"),
         "max_steps": generation.dpo_steps,
         "use_lora": generation.use_lora,
     })
@@ -291,7 +291,7 @@ def grpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSetting
                     pipes: dg.PipesSubprocessClient):
     plan = current_plan(settings)
     return _run_stage(context, pipes, settings, "training.grpo", {
-        "model_name_or_path": _stage_dirs(settings, plan, "dpo"),
+        "model_name_or_path": _stage_dir(settings, plan, "dpo"),
         "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
         "output_dir": str(policy_dir(settings, plan.generation)),
         "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),

@@ -20,7 +20,7 @@ from assets.generation import (
 from assets.metadata import md_table, png_markdown
 from assets.resources import FlywheelSettings
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
-from pipeline.lake import Lake, replace_dir, staging_dir
+from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
 from training.annotations import read_annotation_source
@@ -112,7 +112,7 @@ def _eval_dir(settings: FlywheelSettings, plan: GenerationPlan, kind: str) -> Pa
 
 
 def _write_metrics(lake: Lake, plan: GenerationPlan, kind: str, metrics: pl.DataFrame) -> None:
-    lake.write("reward_model_metrics", _gen_partition(plan),
+    lake.write("reward_model_metrics", Partition.generation(plan.generation),
                metrics.with_columns(pl.lit(kind).alias("model"), pl.lit(plan.generation).alias("generation")),
                part=kind, replace=False)
 
@@ -242,7 +242,7 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
 )
 def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan, lake = current_plan(settings), settings.lake()
-    metrics = lake.read("reward_model_metrics", _gen_partition(plan))
+    metrics = lake.read("reward_model_metrics", Partition.generation(plan.generation))
     plots = sorted((Path(settings.home) / "reports" / "reward_models" / plan.generation).rglob("*.png"))
     meta = {
         "generation": plan.generation,
@@ -260,12 +260,6 @@ def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSet
         "no artifact raises scores beyond tolerance" if flagged.is_empty()
         else "pays for artifacts: " + "; ".join(f"{m}: {d}" for m, d in flagged.select("model", "detail").iter_rows()),
         severity=WARNING))
-
-
-def _gen_partition(plan: GenerationPlan):
-    from pipeline.lake import Partition
-
-    return Partition.generation(plan.generation)
 
 
 PRE_HERDING_ASSETS = [engagement_labels, reward_model_pointwise, reward_model_pairwise, reward_model_report]
