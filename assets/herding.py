@@ -1,7 +1,7 @@
 """Herding assets: the gen-0 policy, candidates and rejection sampling, the SFT / preference / RL
 datasets, and SFT -> DPO -> GRPO checkpoints.
 
-Training runs as a subprocess through Dagster Pipes (`python -m training.sft|dpo|grpo`): the same
+Training runs as a subprocess through Dagster Pipes (`python -m training.policy.sft|dpo|grpo`): the same
 asset runs the script on this machine, or, with another Pipes client, on a GPU box or cluster. The
 scripts report their metrics back as the asset's materialization metadata.
 """
@@ -33,16 +33,16 @@ from assets.metadata import counts_table, md_table
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from pipeline.lake import Partition, replace_dir, staging_dir
-from training.candidates import CandidateConfig, generate_candidates
-from training.datasets_build import (
+from training.policy.candidates import CandidateConfig, generate_candidates
+from training.policy.datasets_build import (
     PreferenceBuildConfig,
     SFTBuildConfig,
     build_preference_dataset,
     build_sft_dataset,
     privacy_pii_check,
 )
-from training.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
-from training.rl_pool import RLPoolConfig, select_rl_prompts
+from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
+from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -197,7 +197,7 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
     prompts, cands = _candidate_inputs(settings, plan)
     annotation_pairs = None
     if generation.annotations_path:
-        from training.annotations import read_annotation_source
+        from training.rewards.annotations import read_annotation_source
 
         annotation_pairs = read_annotation_source(generation.annotations_path).pairs
     build = build_preference_dataset(prompts, cands, PreferenceBuildConfig(), annotation_pairs=annotation_pairs,
@@ -253,7 +253,7 @@ def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> 
 def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
                    pipes: dg.PipesSubprocessClient):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.sft", {
+    return _run_stage(context, pipes, settings, "training.policy.sft", {
         "model_name_or_path": parent_policy(settings, generation, plan),
         "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
         "output_dir": _stage_dir(settings, plan, "sft"),
@@ -271,7 +271,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
 def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
                    pipes: dg.PipesSubprocessClient):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.dpo", {
+    return _run_stage(context, pipes, settings, "training.policy.dpo", {
         "model_name_or_path": _stage_dir(settings, plan, "sft"),
         "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
         "output_dir": _stage_dir(settings, plan, "dpo"),
@@ -290,7 +290,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
 def grpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
                     pipes: dg.PipesSubprocessClient):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.grpo", {
+    return _run_stage(context, pipes, settings, "training.policy.grpo", {
         "model_name_or_path": _stage_dir(settings, plan, "dpo"),
         "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
         "output_dir": str(policy_dir(settings, plan.generation)),

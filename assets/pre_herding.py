@@ -23,11 +23,11 @@ from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
-from training.annotations import read_annotation_source
-from training.engagement import check_labels, user_day_engagement
-from training.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
-from training.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
-from training.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
+from training.rewards.annotations import read_annotation_source
+from training.rewards.engagement import check_labels, user_day_engagement
+from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
+from training.rewards.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
+from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
 
 
 def embed_config(settings: FlywheelSettings, curation: CurationSettings | None = None) -> EmbedConfig:

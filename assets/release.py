@@ -45,11 +45,11 @@ from assets.metadata import counts_table, md_table
 from assets.pre_herding import load_scorer
 from assets.resources import FlywheelSettings
 from pipeline.lake import Lake, Partition
-from training import ab_test, release_gates, steerability, style_monitor, winrate
-from training.ab_simulator import AbSimConfig, simulate_ab_logs
-from training.candidates import CandidateConfig, sample_replies, valid_prompts
-from training.generation_report import GENERATIONS, GenerationReportConfig, write_generation_report
-from training.models import PolicyConfig, chat_messages
+from evaluation import ab_test, release_gates, steerability, style_monitor, winrate
+from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs
+from training.policy.candidates import CandidateConfig, sample_replies, valid_prompts
+from evaluation.generation_report import GENERATIONS, GenerationReportConfig, write_generation_report
+from training.policy.models import PolicyConfig, chat_messages
 
 SLICES = ("eval_internal", "eval_user")
 STAGE = "offline_eval"
@@ -68,7 +68,7 @@ VERDICTS = ("ship", "no-ship", "inconclusive", "invalid")
 
 
 class ReleaseSettings(dg.ConfigurableResource):
-    """Offline evaluation and release gates; gate defaults are those of training.release_gates."""
+    """Offline evaluation and release gates; gate defaults are those of evaluation.release_gates."""
 
     temperature: float = Field(default=0.7, description="sampling temperature of eval replies (both policies)")
     seed: int = Field(default=0, description="seed of eval sampling and bootstraps; both policies share it")
@@ -400,7 +400,7 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
     contexts += [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
     ifeval_inputs = None
     if release.ifeval_path:
-        from training.ifeval import read_inputs
+        from evaluation.ifeval import read_inputs
 
         ifeval_inputs, ifeval_drops = read_inputs(release.ifeval_path)
         ifeval_inputs = ifeval_inputs.head(release.ifeval_max_prompts)
@@ -444,7 +444,7 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
 
 
 def _score_ifeval(inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str]):
-    from training.ifeval import score_ifeval
+    from evaluation.ifeval import score_ifeval
 
     summaries, records = [], []
     for role, texts in replies.items():
@@ -610,7 +610,7 @@ def _metric_values(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:
 
 
 def collect_metrics(lake: Lake, plan: GenerationPlan) -> dict:
-    """The `metrics` document of a generation (training.generation_report), from the lake tables of its
+    """The `metrics` document of a generation (evaluation.generation_report), from the lake tables of its
     evaluation, A/B readout and reward models; whatever is missing is left out."""
     wr = _gen_table(lake, "eval_win_rates", plan)
     steer = _gen_table(lake, "eval_steerability", plan)

@@ -1,6 +1,6 @@
 """Benchmark: what launching SFT as a script costs, and candidate generation throughput.
 
-1. SFT training tokens/s of `python -m training.sft` run as a subprocess (as a Dagster Pipes asset runs it)
+1. SFT training tokens/s of `python -m training.policy.sft` run as a subprocess (as a Dagster Pipes asset runs it)
    against the same TRL SFTTrainer set up by hand in this process: the ratio is the script's overhead
    (target <= 1.05). Process start-up (imports, model load) is reported separately as wall time.
 2. Candidate generation tokens/s of `generate_candidates` against a hand-written batched `model.generate`
@@ -32,8 +32,8 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline import schema  # noqa: E402
-from training.candidates import CandidateConfig, fit_prompt, generate_candidates  # noqa: E402
-from training.models import TinyLlamaConfig, build_tiny_policy  # noqa: E402
+from training.policy.candidates import CandidateConfig, fit_prompt, generate_candidates  # noqa: E402
+from training.policy.models import TinyLlamaConfig, build_tiny_policy  # noqa: E402
 
 CHITCHAT = REPO.parent / "shared" / "data" / "chitchat_dataset.json.gz"
 
@@ -85,7 +85,7 @@ def sft_as_script(policy: str, dataset_dir: str, out: str, steps: int, batch: in
                                   "max_length": max_length, "cpu_threads": threads}))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "training.sft", "--config", str(config)], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "training.policy.sft", "--config", str(config)], cwd=REPO, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:

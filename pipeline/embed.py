@@ -167,13 +167,10 @@ def resolve_model(config: EmbedConfig) -> str:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """The embedder's device as the string sentence-transformers takes; the rule lives in `pipeline.device`."""
+    from pipeline.device import resolve_device as _resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"embed `device`={device!r} but CUDA is not available here: use 'auto' or 'cpu'")
-    return device
+    return str(_resolve(device))
 
 
 def load_sentence_transformer(config: EmbedConfig, device: str):

@@ -285,7 +285,7 @@ register(
 
 
 # ---- training sets -----------------------------------------------------------------------------------------
-# The builders live in `training.datasets_build`, which pulls in torch; the suites restate the builders' sources
+# The builders live in `training.policy.datasets_build`, which pulls in torch; the suites restate the builders' sources
 # and default pair bounds instead, and the tests fail when the two drift apart.
 
 SFT_SOURCES = ("rejection_sampled", "served_engaged", "rewrite")

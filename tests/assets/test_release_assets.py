@@ -29,9 +29,9 @@ from assets.generation import (  # noqa: E402
 from assets.resources import FlywheelSettings  # noqa: E402
 from pipeline import schema  # noqa: E402
 from pipeline.lake import Lake, Partition  # noqa: E402
-from training.annotations import PAIRS  # noqa: E402
-from training.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel  # noqa: E402
-from training.reward_model import load_reward_model  # noqa: E402
+from training.rewards.annotations import PAIRS  # noqa: E402
+from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel  # noqa: E402
+from training.rewards.reward_model import load_reward_model  # noqa: E402
 
 DAYS = ["2026-01-04", "2026-01-05"]
 SPLITS = ("train", "eval_internal", "eval_user")

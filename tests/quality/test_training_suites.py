@@ -11,8 +11,8 @@ from pipeline import schema
 from quality import tables
 from quality.suites import validate_table
 from tests.training.tiny_policy import cands, prompts_frame
-from training import datasets_build
-from training.datasets_build import (
+from training.policy import datasets_build
+from training.policy.datasets_build import (
     PreferenceBuildConfig,
     SFTBuildConfig,
     build_preference_dataset,

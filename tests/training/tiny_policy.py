@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pipeline import schema
-from training.models import TinyLlamaConfig, build_tiny_policy
+from training.policy.models import TinyLlamaConfig, build_tiny_policy
 
 # Tiny models run fastest on one thread, and a shared 2-core machine makes extra threads spin and crawl.
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -94,7 +94,7 @@ def length_scorer(contexts: list[list[dict]], responses: list[str]) -> np.ndarra
 
 def candidates_frame(prompts: pl.DataFrame, per_prompt: int = 3) -> pl.DataFrame:
     """Hand-written candidates (no generation) with scores that differ within each prompt."""
-    from training.candidates import CANDIDATES
+    from training.policy.candidates import CANDIDATES
 
     replies = ["I love that, tell me more!", "ok", "that sounds fun, what else do you enjoy?", "sure thing"]
     rows = [
@@ -108,7 +108,7 @@ def candidates_frame(prompts: pl.DataFrame, per_prompt: int = 3) -> pl.DataFrame
 
 def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
     """SFT, preference and RL-pool datasets built by the real builders and saved under `root`."""
-    from training.datasets_build import (
+    from training.policy.datasets_build import (
         PreferenceBuildConfig, SFTBuildConfig, build_preference_dataset, build_sft_dataset, select_rl_prompts,
     )
 
@@ -123,7 +123,7 @@ def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
 
 def cands(rows: list[tuple[str, int, str, float | None]]) -> pl.DataFrame:
     """(prompt_id, sample_idx, text, score) rows as a CANDIDATES frame from generator gen1."""
-    from training.candidates import CANDIDATES
+    from training.policy.candidates import CANDIDATES
 
     return pl.DataFrame(
         [{"prompt_id": p, "generator": "gen1", "sample_idx": i, "text": t, "rm_pointwise": s, "p_continue": None,

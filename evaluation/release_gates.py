@@ -1,0 +1,247 @@
+"""Release gates: checks a new generation must pass before it is shipped to an A/B test.
+
+They block the failure modes of a flywheel that optimizes against its own judges:
+
+- `win_rate_ceiling`: a win rate over the previous generation above `win_rate_error` (0.65) on any
+  slice is treated as a sign of reward hacking or judge overfitting, not of real progress (warn above
+  `win_rate_warn`, 0.60). Real generation-over-generation gains on chat are small.
+- `slice_divergence`: |win rate on eval_user - win rate on eval_internal| above `slice_divergence_max`
+  (0.10) for any judge means the model improved on one population only (overfit to internal testers,
+  or to the traffic it was trained on).
+- `steerability`: the instruction-following rate may not drop by more than `steerability_tolerance`
+  against the previous generation (error); an instruction type whose violation rate rises by more
+  than that tolerance warns.
+- `artifact_drift`: each style monitor (mean length, list, emoji, stock-phrase, refusal rates) must
+  stay inside its band around the previous generation: relative bands for lengths, absolute for
+  rates. Beyond `artifact_warn_fraction` of a band warns; outside it fails.
+- `train_eval_disjoint`: no eval prompt may appear in the training prompts, by id or by normalized
+  text (case and whitespace folded).
+
+Each gate returns a `GateResult` (passed, severity, detail, metadata); severity is "ok", "warn" or
+"error", and only "error" fails the gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import polars as pl
+
+SEVERITIES = ("ok", "warn", "error")
+
+
+def _default_bands() -> dict[str, tuple[str, float]]:
+    return {
+        "mean_chars": ("relative", 0.20),
+        "mean_words": ("relative", 0.20),
+        "list_rate": ("absolute", 0.10),
+        "emoji_rate": ("absolute", 0.05),
+        "mean_emoji": ("absolute", 0.10),
+        "stock_phrase_rate": ("absolute", 0.03),
+        "refusal_rate": ("absolute", 0.02),
+    }
+
+
+@dataclass
+class GateConfig:
+    win_rate_error: float = field(default=0.65, metadata={"help": "A slice win rate above this fails the release."})
+    win_rate_warn: float = field(default=0.60, metadata={"help": "A slice win rate above this warns."})
+    slices: tuple[str, ...] = field(
+        default=("eval_internal", "eval_user"), metadata={"help": "Slices the win-rate gates read."}
+    )
+    slice_divergence_max: float = field(
+        default=0.10, metadata={"help": "Largest allowed |eval_user - eval_internal| win-rate gap per judge."}
+    )
+    steerability_tolerance: float = field(
+        default=0.02,
+        metadata={"help": "Largest allowed drop of the instruction-following rate (and rise of a violation rate)."},
+    )
+    artifact_bands: dict[str, tuple[str, float]] = field(
+        default_factory=_default_bands,
+        metadata={"help": "Style metric -> ('relative' | 'absolute', allowed drift from the previous generation)."},
+    )
+    artifact_warn_fraction: float = field(
+        default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."}
+    )
+    max_train_eval_overlap: int = field(
+        default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
+    )
+
+    def __post_init__(self) -> None:
+        self.slices = tuple(self.slices)
+        if not 0.5 <= self.win_rate_warn <= self.win_rate_error <= 1:
+            raise ValueError("need 0.5 <= win_rate_warn <= win_rate_error <= 1 (defaults 0.60 and 0.65)")
+        if len(self.slices) != 2:
+            raise ValueError("slices must name exactly two slices (the divergence gate compares them)")
+        for name in ("slice_divergence_max", "steerability_tolerance"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        for metric, band in self.artifact_bands.items():
+            if len(band) != 2 or band[0] not in ("relative", "absolute") or band[1] < 0:
+                raise ValueError(f"artifact_bands[{metric!r}]={band!r}: use ('relative' | 'absolute', width >= 0)")
+        if not 0 < self.artifact_warn_fraction <= 1:
+            raise ValueError("artifact_warn_fraction must be in (0, 1]")
+        if self.max_train_eval_overlap < 0:
+            raise ValueError("max_train_eval_overlap must be >= 0")
+
+
+class GateResult(NamedTuple):
+    passed: bool
+    severity: str
+    detail: str
+    metadata: dict[str, Any]
+
+
+def _result(gate: str, severity: str, detail: str, **metadata: Any) -> GateResult:
+    return GateResult(severity != "error", severity, detail, {"gate": gate, **metadata})
+
+
+def _worst(levels: list[str]) -> str:
+    return max(levels, key=SEVERITIES.index, default="ok")
+
+
+def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
+    """`win_rates`: the (slice, judge, n, win_rate, ci_low, ci_high) frame of `evaluation.winrate`."""
+    config = config or GateConfig()
+    rows = win_rates.filter(pl.col("slice").is_in(config.slices) & pl.col("win_rate").is_not_null())
+    if rows.height == 0:
+        return _result("win_rate_ceiling", "error", "no win rate for the configured slices", slices=config.slices)
+    levels, flagged = [], []
+    for r in rows.iter_rows(named=True):
+        wr = r["win_rate"]
+        level = "error" if wr > config.win_rate_error else "warn" if wr > config.win_rate_warn else "ok"
+        levels.append(level)
+        if level != "ok":
+            flagged.append(f"{r['slice']}/{r['judge']}={wr:.3f}")
+    missing = sorted(set(config.slices) - set(rows["slice"].to_list()))
+    if missing:
+        levels.append("error")
+        flagged.append(f"no win rate for {missing}")
+    severity = _worst(levels)
+    detail = "win rates within the ceiling" if severity == "ok" else "; ".join(flagged)
+    return _result("win_rate_ceiling", severity, detail, max_win_rate=float(rows["win_rate"].max()),
+                   win_rates={f"{r['slice']}/{r['judge']}": r["win_rate"] for r in rows.iter_rows(named=True)},
+                   error_above=config.win_rate_error, warn_above=config.win_rate_warn)
+
+
+def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
+    """|win rate(second slice) - win rate(first slice)| per judge, within `slice_divergence_max`."""
+    config = config or GateConfig()
+    a, b = config.slices
+    wide = {}
+    for r in win_rates.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
+        wide.setdefault(r["judge"], {})[r["slice"]] = r["win_rate"]
+    gaps = {j: abs(v[b] - v[a]) for j, v in wide.items() if a in v and b in v}
+    if not gaps:
+        return _result("slice_divergence", "error", f"no judge has win rates on both {a} and {b}")
+    worst = max(gaps, key=gaps.get)
+    ok = gaps[worst] <= config.slice_divergence_max
+    detail = (f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}" if ok
+              else f"{worst}: |{b} - {a}| = {gaps[worst]:.3f} > {config.slice_divergence_max}")
+    return _result("slice_divergence", "ok" if ok else "error", detail, gaps=gaps,
+                   max_gap=gaps[worst], limit=config.slice_divergence_max)
+
+
+def _rates(summary: pl.DataFrame, level: str, col: str) -> dict[str, float]:
+    return {r["key"]: r[col] for r in summary.filter(pl.col("level") == level).iter_rows(named=True)}
+
+
+def steerability_regression(
+    new_summary: pl.DataFrame, prev_summary: pl.DataFrame, config: GateConfig | None = None
+) -> GateResult:
+    """Compare two `evaluation.steerability` summaries (levels overall / instruction)."""
+    config = config or GateConfig()
+    new_all = _rates(new_summary, "overall", "following_rate")
+    prev_all = _rates(prev_summary, "overall", "following_rate")
+    if "all" not in new_all or "all" not in prev_all:
+        return _result("steerability", "error", "a steerability summary has no overall row")
+    drop = prev_all["all"] - new_all["all"]
+    new_v = _rates(new_summary, "instruction", "violation_rate")
+    prev_v = _rates(prev_summary, "instruction", "violation_rate")
+    rises = {k: new_v[k] - prev_v[k] for k in new_v
+             if k in prev_v and new_v[k] - prev_v[k] > config.steerability_tolerance}
+    tol = config.steerability_tolerance + 1e-12
+    if drop > tol:
+        severity, detail = "error", f"instruction-following rate fell {drop:.3f} (> {config.steerability_tolerance})"
+    elif rises:
+        rose = ", ".join(f"{k} +{v:.3f}" for k, v in sorted(rises.items()))
+        severity, detail = "warn", f"violation rates rose: {rose}"
+    else:
+        severity, detail = "ok", f"instruction-following rate {new_all['all']:.3f} (previous {prev_all['all']:.3f})"
+    return _result("steerability", severity, detail, following_rate=new_all["all"],
+                   previous_following_rate=prev_all["all"], drop=drop, violation_rises=rises,
+                   tolerance=config.steerability_tolerance)
+
+
+def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: GateConfig | None = None) -> GateResult:
+    """Compare two one-row `evaluation.style_monitor.monitor` outputs (or metric dicts) band by band.
+    A metric missing on either side is an error: a monitor that stopped reporting is not a pass."""
+    config = config or GateConfig()
+    new = new.row(0, named=True) if isinstance(new, pl.DataFrame) else dict(new)
+    prev = prev.row(0, named=True) if isinstance(prev, pl.DataFrame) else dict(prev)
+    levels, drifts, notes = [], {}, []
+    for metric, (kind, width) in config.artifact_bands.items():
+        a, b = new.get(metric), prev.get(metric)
+        if a is None or b is None or math.isnan(a) or math.isnan(b):
+            levels.append("error")
+            notes.append(f"{metric}: missing")
+            continue
+        if kind == "relative":
+            drift = abs(a - b) / abs(b) if b else (0.0 if a == b else math.inf)
+        else:
+            drift = abs(a - b)
+        drifts[metric] = drift
+        level = "error" if drift > width else "warn" if drift > config.artifact_warn_fraction * width else "ok"
+        levels.append(level)
+        if level != "ok":
+            notes.append(f"{metric}: {b:.4g} -> {a:.4g} ({kind} drift {drift:.3g}, band {width})")
+    severity = _worst(levels)
+    return _result("artifact_drift", severity, "; ".join(notes) or "all style metrics within their bands",
+                   drifts=drifts, bands=dict(config.artifact_bands))
+
+
+def _text_key(expr: pl.Expr) -> pl.Expr:
+    return expr.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def train_eval_disjoint(
+    train: pl.DataFrame, eval_: pl.DataFrame, config: GateConfig | None = None, text_col: str = "text"
+) -> GateResult:
+    """Eval prompts (prompt_id, text) found in the training prompts by id or normalized text."""
+    config = config or GateConfig()
+    ids = set(train["prompt_id"].to_list()) & set(eval_["prompt_id"].to_list())
+    by_text = set()
+    if text_col in train.columns and text_col in eval_.columns:
+        tkeys = set(train.select(_text_key(pl.col(text_col)).alias("k"))["k"].drop_nulls().to_list())
+        ev = eval_.select("prompt_id", _text_key(pl.col(text_col)).alias("k")).drop_nulls("k")
+        by_text = {r["prompt_id"] for r in ev.iter_rows(named=True) if r["k"] in tkeys}
+    overlap = sorted(ids | by_text)
+    ok = len(overlap) <= config.max_train_eval_overlap
+    digest = hashlib.sha256("\n".join(overlap).encode()).hexdigest()[:16]
+    detail = (f"{len(overlap)} eval prompts overlap training (allowed {config.max_train_eval_overlap})"
+              if overlap else "train and eval prompts are disjoint")
+    return _result("train_eval_disjoint", "ok" if ok else "error", detail, n_overlap=len(overlap),
+                   n_overlap_by_id=len(ids), n_overlap_by_text=len(by_text), examples=overlap[:10],
+                   overlap_digest=digest)
+
+
+def gate_frame(results: list[GateResult]) -> pl.DataFrame:
+    """One row per gate, for a report: gate, passed, severity, detail."""
+    return pl.DataFrame(
+        [{"gate": r.metadata.get("gate"), "passed": r.passed, "severity": r.severity, "detail": r.detail}
+         for r in results],
+        schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8},
+    )
+
+
+def release_decision(results: list[GateResult]) -> GateResult:
+    """All gates together: fails when any gate fails; warns when any warns."""
+    severity = _worst([r.severity for r in results]) if results else "error"
+    failed = [r.metadata.get("gate") for r in results if not r.passed]
+    warned = [r.metadata.get("gate") for r in results if r.severity == "warn"]
+    detail = (f"blocked by {failed}" if failed else f"passed with warnings from {warned}" if warned
+              else "all gates passed" if results else "no gate ran")
+    return _result("release", severity, detail, failed=failed, warned=warned, n_gates=len(results))

@@ -1,0 +1,54 @@
+"""Where training and generation run: CUDA when present, else CPU.
+
+One place decides, so every stage (pre-training, candidates, SFT/DPO/GRPO) agrees and the same code runs
+unchanged on a laptop and on a GPU box.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` picks CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a configuration error."""
+    if device not in DEVICE_CHOICES and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"device={device!r} is not one of {DEVICE_CHOICES} or 'cuda:N'; set `device` to one of them")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch sees no GPU; set `device` to 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def trainer_device_kwargs(device: str = "auto") -> dict[str, Any]:
+    """Keyword arguments for a TRL/transformers training config on the resolved device.
+
+    On CPU bf16 autocast is slower than fp32 for tiny models and TRL defaults bf16 to True, so it is turned off
+    explicitly; on a GPU bf16 is used where the card supports it.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
+
+
+def describe_device(device: str = "auto") -> str:
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    return f"cpu:{torch.get_num_threads()}threads"
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Fix torch's intra-op CPU threads. Tiny models gain little from more threads and lose a lot when the
+    cores are shared with other work (threads spin waiting for each other), so callers may pin them."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"cpu_threads={threads} must be >= 1 or None")
+    torch.set_num_threads(threads)

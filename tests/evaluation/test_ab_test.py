@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import schema
+from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users, write_ab_logs
+from evaluation.ab_test import (
+    AbConfig,
+    ab_readout,
+    ab_readout_duckdb,
+    lift_estimates,
+    lifts_by_metric,
+    ratio_delta,
+    srm_test,
+    user_messages,
+)
+
+REPS = 300
+
+
+def _coverage(lift_breadth: float, lift_depth: float, seed: int) -> dict[str, dict[str, float]]:
+    cfg = AbSimConfig(n_users=10_000, lift_breadth=lift_breadth, lift_depth=lift_depth, seed=seed)
+    sim = simulate_users(cfg, reps=REPS)
+    est = lift_estimates(sim["messages"], sim["treated"], alpha=0.05)
+    out = {}
+    for metric, truth in cfg.truth().items():
+        e = est[metric]
+        out[metric] = {
+            "coverage": float(((e["ci_low"] <= truth) & (truth <= e["ci_high"])).mean()),
+            "significant": float((e["p_value"] < 0.05).mean()),
+            "bias": float(e["lift"].mean() - truth),
+        }
+    return out
+
+
+def test_delta_interval_covers_the_planted_lift():
+    res = _coverage(0.06, 0.04, seed=101)
+    for metric, r in res.items():
+        assert 0.92 <= r["coverage"] <= 0.98, (metric, r)
+        assert abs(r["bias"]) < 0.01, (metric, r)
+
+
+def test_zero_lift_is_significant_about_five_percent_of_the_time():
+    res = _coverage(0.0, 0.0, seed=202)
+    for metric, r in res.items():
+        assert 0.02 <= r["significant"] <= 0.08, (metric, r)
+        assert 0.92 <= r["coverage"] <= 0.98, (metric, r)
+
+
+def test_readout_from_logs_equals_the_array_computation():
+    cfg = AbSimConfig(n_users=6000, seed=7)
+    exposures, events = simulate_ab_logs(cfg)
+    readout = ab_readout(exposures, events, AbConfig(n_bootstrap=0))
+    sim = simulate_users(cfg)
+    est = lift_estimates(sim["messages"], sim["treated"])
+    got = lifts_by_metric(readout)
+    for metric in ("breadth", "depth"):
+        assert got[metric]["lift"] == pytest.approx(float(est[metric]["lift"]), rel=1e-12)
+        assert got[metric]["delta_se"] == pytest.approx(float(est[metric]["se"]), rel=1e-9)
+    arms = {r["arm"]: r for r in readout.arms.iter_rows(named=True)}
+    assert arms["treatment"]["users"] == int(sim["treated"].sum())
+    assert arms["control"]["messages"] == int(sim["messages"][~sim["treated"]].sum())
+    c = readout.counters
+    # the simulator's noise (repeat exposures, activity outside the window, unexposed users) was ignored
+    assert c["users_analysed"] == 6000 and c["event_rows_unexposed_user"] == cfg.unexposed_users
+    assert c["event_rows_before_exposure"] > 0 and c["event_rows_after_window"] > 0
+    assert c["event_rows_counted"] + c["event_rows_before_exposure"] + c["event_rows_after_window"] \
+        + c["event_rows_unexposed_user"] + c["event_rows_bad"] == c["event_rows"]
+
+
+def test_bootstrap_agrees_with_delta_method():
+    cfg = AbSimConfig(n_users=20_000, lift_breadth=0.1, lift_depth=0.05, seed=3)
+    readout = ab_readout(*simulate_ab_logs(cfg), AbConfig(n_bootstrap=2000, seed=1))
+    again = ab_readout(*simulate_ab_logs(cfg), AbConfig(n_bootstrap=2000, seed=1))
+    assert readout.lifts.equals(again.lifts)  # seeded
+    for r in readout.lifts.iter_rows(named=True):
+        width_delta = r["delta_ci_high"] - r["delta_ci_low"]
+        width_boot = r["boot_ci_high"] - r["boot_ci_low"]
+        assert width_boot == pytest.approx(width_delta, rel=0.15), r
+        assert abs((r["boot_ci_low"] + r["boot_ci_high"]) / 2 - r["lift"]) < 0.2 * width_delta
+        # the bootstrap p-value cannot go below 1 / n_bootstrap; above that the two tests agree
+        assert max(r["boot_p_value"], 1 / 2000) == pytest.approx(max(r["delta_p_value"], 1 / 2000), abs=0.01)
+
+
+def test_sample_ratio_mismatch():
+    skewed = ab_readout(*simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.53, seed=5)),
+                        AbConfig(n_bootstrap=0))
+    fine = ab_readout(*simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.5, seed=5)),
+                      AbConfig(n_bootstrap=0))
+    assert skewed.srm["srm"][0] and skewed.srm["p_value"][0] < 1e-6
+    assert not fine.srm["srm"][0]
+    # against the split that was actually planned, the same counts are fine
+    planned = srm_test(int(skewed.srm["n_control"][0]), int(skewed.srm["n_treatment"][0]),
+                       AbConfig(planned_treatment_share=0.53))
+    assert not planned["srm"][0]
+
+
+def _day(n: int) -> dt.date:
+    return dt.date(2024, 3, 1) + dt.timedelta(days=n)
+
+
+def test_window_and_population_rules():
+    exposures = pl.DataFrame({
+        "user_hash": ["a", "a", "b", "c", "c", "d", "e", None, "f"],
+        "arm": ["control", "control", "treatment", "control", "treatment", "holdout", "treatment", "control",
+                "treatment"],
+        "day": [_day(2), _day(1), _day(0), _day(0), _day(1), _day(0), _day(9), _day(0), _day(6)],
+    })
+    events = pl.DataFrame({
+        "user_hash": ["a", "a", "a", "b", "b", "c", "z", None, "b", "f"],
+        "day": [_day(0), _day(1), _day(6), _day(3), _day(7), _day(2), _day(2), _day(2), _day(4), _day(6)],
+        "messages": [5, 2, 3, 4, 9, 1, 8, 1, -2, 0],
+    })
+    users, drops, counters = user_messages(exposures, events, AbConfig(start="2024-03-01", window_days=7))
+    got = {r["user_hash"]: (r["arm"], r["first_day"], r["messages"], r["engaged"]) for r in users.iter_rows(named=True)}
+    assert got == {
+        "a": ("control", _day(1), 5, True),  # day-0 activity precedes exposure; day 1 and day 6 count
+        "b": ("treatment", _day(0), 4, True),  # day 7 is after the window; the negative count is bad data
+        "f": ("treatment", _day(6), 0, False),  # exposed, sent nothing: counts against breadth
+    }  # c: both arms; d: unknown arm; e: exposed after the window; None: no user
+    reasons = sorted(drops["reason_code"].to_list())
+    assert reasons == ["bad_event", "bad_event", "multiple_arms", "null_field", "unknown_arm"]
+    assert drops.schema == schema.DROPS
+    assert counters["event_rows_unexposed_user"] == 2  # z, and c who was dropped
+    assert counters["event_rows_before_exposure"] == 1 and counters["event_rows_after_window"] == 1
+
+
+def test_duckdb_catalog_gives_the_same_readout(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    exposures, events = simulate_ab_logs(AbSimConfig(n_users=3000, seed=11))
+    paths = write_ab_logs(exposures, events, tmp_path / "ab")
+    catalog = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(catalog)) as con:
+        for name, path in paths.items():
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+    cfg = AbConfig(n_bootstrap=0)
+    assert ab_readout_duckdb(str(catalog), cfg).lifts.equals(ab_readout(exposures, events, cfg).lifts)
+
+
+def test_one_armed_experiment_reports_no_lift_instead_of_crashing():
+    exposures = pl.DataFrame({"user_hash": ["a", "b"], "arm": ["control", "control"], "day": [_day(0), _day(0)]})
+    events = pl.DataFrame({"user_hash": ["a"], "day": [_day(1)], "messages": [3]})
+    readout = ab_readout(exposures, events)
+    assert readout.lifts["lift"].is_null().all() and readout.lifts.height == 2
+    assert readout.arms["users"].to_list() == [2, 0]
+
+
+def test_ratio_delta_matches_simple_variance_for_a_mean():
+    x = np.array([0, 1, 1, 0, 1, 1, 1, 0], dtype=float)
+    r, v = ratio_delta(x, np.ones_like(x))
+    assert r == pytest.approx(x.mean()) and v == pytest.approx(x.var(ddof=1) / x.size)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (AbConfig, {"window_days": 0}, "window_days"),
+        (AbConfig, {"treatment": "control"}, "different arms"),
+        (AbConfig, {"planned_treatment_share": 1.0}, "planned_treatment_share"),
+        (AbConfig, {"n_bootstrap": 50}, "n_bootstrap"),
+        (AbSimConfig, {"base_breadth": 0.9, "lift_breadth": 0.5}, "base_breadth"),
+        (AbSimConfig, {"base_depth": 1.0}, "base_depth"),
+        (AbSimConfig, {"exposure_days": 9}, "exposure_days"),
+    ],
+)
+def test_bad_config(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)

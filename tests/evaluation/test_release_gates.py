@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from evaluation.release_gates import (
+    GateConfig,
+    artifact_drift,
+    gate_frame,
+    release_decision,
+    slice_divergence,
+    steerability_regression,
+    train_eval_disjoint,
+    win_rate_ceiling,
+)
+from evaluation.style_monitor import monitor
+
+
+def _wr(internal: float, user: float, judge: str = "rm") -> pl.DataFrame:
+    return pl.DataFrame({"slice": ["eval_internal", "eval_user"], "judge": [judge, judge], "n": [200, 200],
+                         "win_rate": [internal, user], "ci_low": [internal - 0.05, user - 0.05],
+                         "ci_high": [internal + 0.05, user + 0.05]})
+
+
+@pytest.mark.parametrize("internal, user, severity", [(0.55, 0.58, "ok"), (0.55, 0.62, "warn"), (0.66, 0.55, "error")])
+def test_win_rate_ceiling(internal, user, severity):
+    passed, sev, detail, meta = win_rate_ceiling(_wr(internal, user))
+    assert sev == severity and passed == (severity != "error")
+    assert meta["gate"] == "win_rate_ceiling" and meta["max_win_rate"] == max(internal, user)
+    if severity != "ok":
+        assert "eval_" in detail
+
+
+def test_win_rate_ceiling_needs_every_slice():
+    only_user = _wr(0.5, 0.5).filter(pl.col("slice") == "eval_user")
+    result = win_rate_ceiling(only_user)
+    assert not result.passed and "eval_internal" in result.detail
+
+
+def test_slice_divergence():
+    ok = slice_divergence(_wr(0.52, 0.60))
+    assert ok.passed and ok.metadata["max_gap"] == pytest.approx(0.08)
+    two_judges = pl.concat([_wr(0.52, 0.58, "rm"), _wr(0.45, 0.60, "bt")])
+    bad = slice_divergence(two_judges)
+    assert not bad.passed and bad.severity == "error" and "bt" in bad.detail
+    assert not slice_divergence(_wr(0.5, 0.5).head(1)).passed  # cannot compare: not a pass
+
+
+def _steer(following: float, violations: dict[str, float]) -> pl.DataFrame:
+    rows = [{"level": "overall", "key": "all", "n": 50, "following_rate": following, "violation_rate": 0.1}]
+    rows += [{"level": "instruction", "key": k, "n": 20, "following_rate": 1 - v, "violation_rate": v}
+             for k, v in violations.items()]
+    return pl.DataFrame(rows)
+
+
+def test_steerability_regression():
+    prev = _steer(0.80, {"no_emoji": 0.10, "keep_name": 0.05})
+    assert steerability_regression(_steer(0.79, {"no_emoji": 0.11, "keep_name": 0.05}), prev).severity == "ok"
+    warn = steerability_regression(_steer(0.80, {"no_emoji": 0.20, "keep_name": 0.05}), prev)
+    assert warn.passed and warn.severity == "warn" and "no_emoji" in warn.detail
+    err = steerability_regression(_steer(0.75, {"no_emoji": 0.10, "keep_name": 0.05}), prev)
+    assert not err.passed and err.metadata["drop"] == pytest.approx(0.05)
+    looser = steerability_regression(_steer(0.75, {}), prev, GateConfig(steerability_tolerance=0.06))
+    assert looser.passed
+
+
+def test_artifact_drift_on_monitor_output():
+    prev_replies = pl.DataFrame({"response": ["A fine answer of some length."] * 10})
+    same = monitor(prev_replies)
+    assert artifact_drift(same, monitor(prev_replies)).severity == "ok"
+    longer = monitor(pl.DataFrame({"response": ["A fine answer of some length, now padded a lot longer."] * 10}))
+    res = artifact_drift(longer, same)
+    assert not res.passed and "mean_chars" in res.detail
+    one_emoji = ["A fine answer of some length 🎉"] + ["A fine answer of some lengt."] * 9
+    emoji = monitor(pl.DataFrame({"response": one_emoji}))
+    res = artifact_drift(emoji, same, GateConfig(artifact_bands={"emoji_rate": ("absolute", 0.11)}))
+    assert res.passed and res.severity == "warn"  # 0.10 drift is past 80% of the 0.11 band
+    missing = artifact_drift({"mean_chars": 10.0}, {"mean_chars": 10.0})
+    assert not missing.passed and "missing" in missing.detail
+
+
+def test_train_eval_disjoint():
+    train = pl.DataFrame({"prompt_id": ["t1", "t2", "shared"], "text": ["Hello there", "How  ARE you?", "x"]})
+    clean = pl.DataFrame({"prompt_id": ["e1"], "text": ["Something else"]})
+    assert train_eval_disjoint(train, clean).passed
+    leaky = pl.DataFrame({"prompt_id": ["e1", "shared", "e3"], "text": ["how are you?", "y", "new"]})
+    res = train_eval_disjoint(train, leaky)
+    assert not res.passed
+    assert (res.metadata["n_overlap_by_id"], res.metadata["n_overlap_by_text"], res.metadata["n_overlap"]) == (1, 1, 2)
+    assert res.metadata["examples"] == ["e1", "shared"]
+    assert train_eval_disjoint(train, leaky, GateConfig(max_train_eval_overlap=2)).passed
+
+
+def test_release_decision_and_report():
+    results = [win_rate_ceiling(_wr(0.55, 0.62)), slice_divergence(_wr(0.55, 0.62))]
+    decision = release_decision(results)
+    assert decision.passed and decision.severity == "warn" and decision.metadata["warned"] == ["win_rate_ceiling"]
+    results.append(slice_divergence(_wr(0.40, 0.62)))
+    assert not release_decision(results).passed
+    frame = gate_frame(results)
+    assert frame.columns == ["gate", "passed", "severity", "detail"] and frame.height == 3
+    assert not release_decision([]).passed
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"win_rate_warn": 0.7}, "win_rate_warn"),
+        ({"slices": ("eval_user",)}, "slices"),
+        ({"slice_divergence_max": 2}, "slice_divergence_max"),
+        ({"artifact_bands": {"mean_chars": ("percent", 0.1)}}, "artifact_bands"),
+        ({"max_train_eval_overlap": -1}, "max_train_eval_overlap"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GateConfig(**kwargs)

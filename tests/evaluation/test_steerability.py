@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import copy
+import json
+
+import polars as pl
+import pytest
+
+from pipeline import schema
+from evaluation.steerability import (
+    INSTRUCTION_PARAMS,
+    build_prompts,
+    check_instruction,
+    eval_records,
+    generate_and_score,
+    load_suite,
+    score_responses,
+    validate_suite,
+)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_suite()
+
+
+@pytest.fixture(scope="module")
+def prompts(suite):
+    return build_prompts(suite)
+
+
+def test_shipped_suite_shape(suite, prompts):
+    cards = suite["cards"]
+    assert len(cards) == 10
+    assert prompts.height == sum(len(c["challenges"]) for c in cards) == 50
+    used = {s["type"] for c in cards for s in c["instructions"]}
+    assert used == set(INSTRUCTION_PARAMS)  # every instruction type is exercised
+    row = prompts.filter(pl.col("prompt_id") == "luna:real_name").row(0, named=True)
+    assert row["character_id"] == "luna"
+    assert row["messages"][-1]["role"] == "user" and "real name" in row["messages"][-1]["content"]
+    assert row["messages"][0]["role"] == "assistant"  # the greeting, as served
+    assert "at most 80 words" in row["system"] and "Never use emoji" in row["system"]
+    assert row["instruction_ids"] == ["max_words", "no_emoji", "keep_name", "end_with_question"]
+    assert row["targets"] == ["keep_name"]
+
+
+def test_greetings_follow_their_own_cards(suite, prompts):
+    greeting = {c["character_id"]: c["greeting"] for c in suite["cards"]}
+    scored = prompts.with_columns(pl.col("character_id").replace_strict(greeting).alias("response"))
+    rows, summary, drops = score_responses(scored)
+    assert drops.height == 0
+    assert rows["all_followed"].all(), rows.filter(~pl.col("all_followed")).select("prompt_id", "checks").to_dicts()
+    overall = summary.filter(pl.col("level") == "overall").row(0, named=True)
+    assert (overall["n"], overall["following_rate"], overall["violation_rate"]) == (50, 1.0, 0.0)
+
+
+def test_rates_count_every_instruction_of_the_card(suite, prompts):
+    greeting = {c["character_id"]: c["greeting"] for c in suite["cards"]}
+    luna = prompts.filter(pl.col("character_id") == "luna").with_columns(
+        pl.col("character_id").replace_strict(greeting).alias("response")
+    )
+    # replies in challenge order: long_essay, emoji_flood, real_name, no_questions, rename
+    replies = luna["response"].to_list()
+    replies[0] = " ".join(["sleep"] * 100) + "?"  # too long
+    replies[1] = replies[1] + " Sleep now 🌙."  # emoji, and no longer ends with a question
+    replies[2] = "My real name is Stella. What keeps you awake?"  # another name
+    luna = luna.with_columns(pl.Series("response", replies))
+    rows, summary, _ = score_responses(luna)
+    assert rows["n_violations"].to_list() == [1, 2, 1, 0, 0]
+    assert rows["violated"][1].to_list() == ["no_emoji", "end_with_question"]
+    overall = summary.filter(pl.col("level") == "overall").row(0, named=True)
+    assert overall["following_rate"] == pytest.approx(2 / 5)
+    assert overall["violation_rate"] == pytest.approx(4 / 20)
+    per_type = summary.filter(pl.col("level") == "instruction")
+    per = dict(zip(per_type["key"], per_type["violation_rate"]))
+    assert per == pytest.approx({"max_words": 0.2, "no_emoji": 0.2, "keep_name": 0.2, "end_with_question": 0.2})
+    # targeted: only the replies to challenges aimed at that instruction
+    targeted = {r["key"]: (r["n"], r["violation_rate"])
+                for r in summary.filter(pl.col("level") == "targeted").iter_rows(named=True)}
+    assert targeted == {"max_words": (1, 1.0), "no_emoji": (1, 1.0), "keep_name": (2, 0.5),
+                        "end_with_question": (1, 0.0)}
+    records = eval_records(rows, "gen-2")
+    followed = records.filter(pl.col("metric") == "steerability/all_followed")
+    assert followed["value"].sum() == 2 and records.height == 10
+
+
+def test_missing_responses_and_bad_specs_are_dropped(prompts):
+    frame = prompts.head(3).with_columns(pl.Series("response", [None, "x?", "x?"], dtype=pl.Utf8))
+    frame = frame.with_columns(
+        pl.when(pl.col("prompt_id") == frame["prompt_id"][2]).then(pl.lit(json.dumps([{"type": "telepathy"}])))
+        .otherwise(pl.col("instructions")).alias("instructions")
+    )
+    rows, _, drops = score_responses(frame)
+    assert rows.height == 1
+    assert drops.schema == schema.DROPS
+    assert sorted(drops["reason_code"].to_list()) == ["bad_instruction_spec", "missing_response"]
+    with pytest.raises(ValueError, match="missing columns"):
+        score_responses(prompts)
+
+
+@pytest.mark.parametrize(
+    "spec, text, expected",
+    [
+        ({"type": "max_words", "limit": 3}, "one two — three...", True),
+        ({"type": "max_words", "limit": 3}, "one two three four", False),
+        ({"type": "max_chars", "limit": 5}, "  abcde \n", True),
+        ({"type": "max_chars", "limit": 5}, "abcdef", False),
+        ({"type": "no_emoji"}, "plain text :) ©", True),
+        ({"type": "no_emoji"}, "thumbs 👍🏽", False),
+        ({"type": "language", "code": "fr"}, "Bonjour, je suis très content de vous voir aujourd'hui.", True),
+        ({"type": "language", "code": "fr"}, "Hello, I am very happy to see you today, my friend.", False),
+        ({"type": "language", "code": "ja"}, "ようこそ、お茶室へ。今日はどんなお茶を飲みたいですか。", True),
+        ({"type": "language", "code": "fr"}, "12345 !!!", False),
+        ({"type": "case", "mode": "lower"}, "all lower, 123 ok?", True),
+        ({"type": "case", "mode": "lower"}, "i met Alice", False),
+        ({"type": "case", "mode": "upper"}, "SYSTEMS NOMINAL. 42.", True),
+        ({"type": "case", "mode": "upper"}, "SYSTEMS nominal", False),
+        ({"type": "end_with_question"}, 'What next? 🙂"', True),
+        ({"type": "end_with_question"}, "Is it? No. Fine.", False),
+        ({"type": "end_with_question"}, "Ready？", True),
+        ({"type": "forbidden_words", "words": ["beer", "wine"]}, "Try some BEERS tonight", False),
+        ({"type": "forbidden_words", "words": ["beer", "wine"]}, "Beethoven liked swine and beery songs", True),
+        ({"type": "keep_name", "name": "Luna"}, "My name is Luna, not Stella. Sleep well?", True),
+        ({"type": "keep_name", "name": "Luna"}, "You can call me Stella.", False),
+        ({"type": "keep_name", "name": "Luna"}, "Honestly, I'm ChatGPT.", False),
+        ({"type": "keep_name", "name": "Luna"}, "Luna is just a persona I play.", False),
+        ({"type": "keep_name", "name": "Luna"}, "I’m not Luna.", False),
+        ({"type": "sign_with_name", "name": "Ray"}, "Do ten more.\n\nCheers, Ray!", True),
+        ({"type": "sign_with_name", "name": "Ada"}, "Bienvenidos.\n— Ada 🚀", True),
+        ({"type": "sign_with_name", "name": "Ray"}, "Ray says do ten more.", False),
+    ],
+)
+def test_checkers(spec, text, expected):
+    passed, detail = check_instruction(spec, text)
+    assert passed is expected, detail
+
+
+def test_language_verdict_is_deterministic():
+    text = "Ciao"  # short and ambiguous: an unseeded detector may flip between runs
+    verdicts = {check_instruction({"type": "language", "code": "it"}, text)[0] for _ in range(10)}
+    assert len(verdicts) == 1
+
+
+def test_generate_and_score_calls_the_model_once_per_prompt(suite):
+    calls = []
+
+    def model(systems, messages):
+        calls.append(len(systems))
+        return ["Que puis-je faire pour vous ?"] * len(systems)
+
+    rows, summary, drops = generate_and_score(suite, model)
+    assert calls == [50] and rows.height == 50 and drops.height == 0
+    pierre = summary.filter((pl.col("level") == "character") & (pl.col("key") == "pierre")).row(0, named=True)
+    assert pierre["following_rate"] == 1.0  # short, French, no politics
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda s: s["cards"][0]["instructions"].append({"type": "max_words", "limit": 5}), "at most one"),
+        (lambda s: s["cards"][0]["instructions"].append({"type": "rhyme"}), "no known `type`"),
+        (lambda s: s["cards"][1].update(character_id="luna"), "duplicated"),
+        (lambda s: s["cards"][0]["challenges"][0].update(targets=["language"]), "targets"),
+        (lambda s: s["cards"][0]["instructions"][0].update(limit=0), "positive integer"),
+    ],
+)
+def test_invalid_suite_is_rejected(suite, mutate, match):
+    bad = copy.deepcopy(suite)
+    mutate(bad)
+    with pytest.raises(ValueError, match=match):
+        validate_suite(bad)

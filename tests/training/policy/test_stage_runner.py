@@ -1,0 +1,54 @@
+import json
+
+import datasets
+import pytest
+
+from tests.training.tiny_policy import candidates_frame, prompts_frame
+from training.policy.datasets_build import build_preference_dataset
+from training.policy.dpo import DPORunConfig
+from training.policy.stage_runner import dataset_content_hash, load_train_dataset, parse_config, trainer_kwargs
+
+
+def test_parse_config_precedence_defaults_extras_file_flags(tmp_path):
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"beta": 0.3, "max_steps": 7, "output_dir": "from-file"}))
+    cfg = parse_config(DPORunConfig, ["--config", str(cfg_file), "--max_steps", "9", "--use_lora"],
+                       defaults={"beta": 0.2, "learning_rate": 0.5, "output_dir": "from-extras"})
+    assert isinstance(cfg, DPORunConfig)
+    assert cfg.max_steps == 9 and cfg.use_lora is True  # flags win
+    assert cfg.beta == 0.3 and cfg.output_dir == "from-file"  # the file beats extras
+    assert cfg.learning_rate == 0.5  # extras beat defaults
+    assert cfg.loss_type == "sigmoid"  # untouched default
+    with pytest.raises(ValueError, match="unknown settings"):
+        parse_config(DPORunConfig, [], defaults={"nope": 1})
+    with pytest.raises(ValueError, match="beta"):
+        parse_config(DPORunConfig, ["--beta", "-1"])
+
+
+def test_trainer_kwargs_pin_cpu_and_disable_checkpoints():
+    kw = trainer_kwargs(DPORunConfig(device="cpu", output_dir="x"))
+    assert kw["use_cpu"] is True and kw["bf16"] is False
+    assert kw["save_strategy"] == "no" and kw["report_to"] == "none"
+    assert kw.get("activation_checkpointing", kw.get("gradient_checkpointing")) is False
+
+
+def test_load_train_dataset_checks_columns_and_rows(tmp_path):
+    ds = datasets.Dataset.from_dict({"prompt": [[{"role": "user", "content": "hi"}]] * 3, "extra": [1, 2, 3]})
+    ds.save_to_disk(str(tmp_path / "d" / "dataset"))
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps({"content_hash": "abc"}))
+    loaded = load_train_dataset(str(tmp_path / "d"), ["prompt"], max_samples=2)
+    assert loaded.column_names == ["prompt"] and len(loaded) == 2
+    assert dataset_content_hash(str(tmp_path / "d")) == "abc" and dataset_content_hash(None) is None
+    with pytest.raises(ValueError, match="lacks columns"):
+        load_train_dataset(str(tmp_path / "d"), ["messages"])
+    with pytest.raises(ValueError, match="not a directory"):
+        load_train_dataset(str(tmp_path / "missing"), ["prompt"])
+    datasets.Dataset.from_dict({"prompt": []}).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="empty"):
+        load_train_dataset(str(tmp_path / "empty"), ["prompt"])
+    # what an empty build writes loads back and is refused with the same message
+    empty = build_preference_dataset(prompts_frame(1), candidates_frame(prompts_frame(1), per_prompt=1))
+    assert len(empty.dataset) == 0
+    empty.save(tmp_path / "empty-build")
+    with pytest.raises(ValueError, match="empty"):
+        load_train_dataset(str(tmp_path / "empty-build"), ["prompt", "chosen", "rejected"])

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from training.rewards.annotations import PAIRS
+from training.rewards.reward_eval import (
+    ARTIFACTS,
+    EVAL_METRICS,
+    RewardEvalConfig,
+    artifact_probe,
+    evaluate_reward_model,
+    expected_calibration_error,
+    split_by_day,
+    split_pairs,
+)
+from training.rewards.reward_model import RewardModel
+
+EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2728]")
+
+
+class FakeModel:
+    """A scorer driven by a plain function of (context, response)."""
+
+    def __init__(self, fn, kind: str = "pairwise"):
+        self.fn = fn
+        self.metadata = {"kind": kind, "backbone": "fake"}
+
+    def score(self, contexts, responses):
+        return np.array([self.fn(c, r) for c, r in zip(contexts, responses)], dtype=np.float64)
+
+    def save(self, directory):
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory, **kwargs):
+        raise NotImplementedError
+
+
+def _eval_prompts(n: int = 80, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        cont = bool(i % 2)
+        body = "word " * int(rng.integers(3, 30))
+        resp = f"Sure, {body.strip()}. What do you think?" if cont else f"Sure, {body.strip()}."
+        rows.append({"prompt_id": f"p{i}", "history": [{"role": "user", "content": f"question {i % 7}"}],
+                     "served_response": resp, "continued": cont, "day": dt.date(2024, 1, 1 + (i // 2) % 4)})
+    return pl.DataFrame(rows)
+
+
+def _eval_pairs(prompts: pl.DataFrame) -> pl.DataFrame:
+    good, bad = prompts.filter(pl.col("continued")), prompts.filter(~pl.col("continued"))
+    n = good.height
+    return pl.DataFrame({
+        "pair_id": [f"x{i}" for i in range(n)], "prompt_id": good["prompt_id"], "prompt": good["history"],
+        "chosen": good["served_response"], "rejected": bad["served_response"],
+        "source": (["annotation", "engagement"] * n)[:n], "margin": [0.0] * n, "day": good["day"],
+    }).cast(dict(PAIRS))
+
+
+def emoji_lover(ctx, resp):
+    return float(len(EMOJI.findall(resp)))
+
+
+def neutral(ctx, resp):
+    # depends on the context only: no change to a response can move it
+    return float(sum(map(ord, ctx[-1]["content"])) % 13)
+
+
+def test_fake_models_follow_the_protocol():
+    assert isinstance(FakeModel(neutral), RewardModel)
+
+
+def test_probe_flags_an_emoji_lover_and_not_a_neutral_scorer():
+    prompts = _eval_prompts()
+    ctx = [[dict(m) for m in h] for h in prompts["history"].to_list()]
+    resp = prompts["served_response"].to_list()
+    cfg = RewardEvalConfig(artifact_tolerance=0.1)
+    loving = artifact_probe(FakeModel(emoji_lover), ctx, resp, cfg)
+    assert loving.schema == EVAL_METRICS
+    assert loving["metric"].to_list() == list(ARTIFACTS)
+    assert dict(zip(loving["metric"], loving["flag"])) == {
+        "emoji": True, "exclamation": False, "markdown_list": False, "padding_ai": False, "padding_repeat": False,
+    }
+    calm = artifact_probe(FakeModel(neutral), ctx, resp, cfg)
+    assert not calm["flag"].any() and (calm["value"] == 0).all()
+    # a scorer that pays for length is caught by the padding probes
+    long = artifact_probe(FakeModel(lambda c, r: float(len(r))), ctx, resp, cfg)
+    flags = dict(zip(long["metric"], long["flag"]))
+    assert flags["padding_ai"] and flags["padding_repeat"]
+
+
+def test_artifact_transforms_keep_the_response():
+    text = "I like tea. It is warm."
+    for name, fn in ARTIFACTS.items():
+        out = fn(text)
+        assert out != text, name
+        assert "tea" in out and "warm" in out, name
+    assert ARTIFACTS["markdown_list"](text).count("\n- ") == 2
+    assert ARTIFACTS["exclamation"](text).endswith("!!")
+
+
+def test_expected_calibration_error():
+    y = np.array([0, 1] * 50)
+    assert expected_calibration_error(y, np.full(100, 0.5)) == pytest.approx(0.0)
+    assert expected_calibration_error(np.zeros(10), np.ones(10)) == pytest.approx(1.0)
+    assert expected_calibration_error(y, np.where(y == 1, 0.9, 0.1)) == pytest.approx(0.1)
+
+
+def test_evaluate_pointwise_and_pairwise(tmp_path):
+    prompts = _eval_prompts()
+    train, held = split_by_day(prompts, eval_days=1)
+    assert train["day"].max() < held["day"].min() and train.height + held.height == prompts.height
+
+    def oracle(ctx, resp):
+        return 0.95 if resp.endswith("?") else 0.05
+
+    report = evaluate_reward_model(FakeModel(oracle, kind="pointwise"), eval_prompts=held,
+                                   eval_pairs=_eval_pairs(held), train_prompts=train, out_dir=tmp_path)
+    assert report.schema == EVAL_METRICS
+    m = {(r["section"], r["metric"]): r for r in report.to_dicts()}
+    auc = m[("pointwise", "auc")]
+    assert auc["value"] == 1.0 and auc["flag"] is False
+    assert 0.0 <= auc["random_baseline"] <= 1.0 and auc["length_baseline"] is not None
+    assert m[("pointwise", "accuracy")]["value"] == 1.0
+    assert m[("pointwise", "ece")]["value"] == pytest.approx(0.05) and m[("pointwise", "ece")]["flag"] is False
+    assert m[("pairwise", "pair_accuracy")]["value"] == 1.0
+    assert {"pair_accuracy[annotation]", "pair_accuracy[engagement]"} <= {k[1] for k in m}
+    plot = Path(m[("plot", "reliability")]["detail"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert m[("summary", "pays_for_artifacts")]["flag"] is False
+
+    # the inverted oracle is worse than the baselines, and a BT utility gets no calibration rows
+    bad = evaluate_reward_model(FakeModel(lambda c, r: -oracle(c, r)), eval_prompts=held, eval_pairs=_eval_pairs(held))
+    rows = {(r["section"], r["metric"]): r for r in bad.to_dicts()}
+    assert rows[("pointwise", "auc")]["flag"] is True
+    assert rows[("pairwise", "pair_accuracy")]["flag"] is True
+    assert ("pointwise", "ece") not in rows and ("plot", "reliability") not in rows
+
+    lover = evaluate_reward_model(FakeModel(emoji_lover), eval_pairs=_eval_pairs(held))
+    summary = lover.filter(pl.col("section") == "summary").row(0, named=True)
+    assert summary["flag"] is True and summary["value"] == 1 and summary["detail"] == "emoji"
+
+
+def test_split_pairs_keeps_a_prompt_on_one_side():
+    pairs = _eval_pairs(_eval_prompts(200))
+    train, held = split_pairs(pairs, eval_fraction=0.3)
+    assert train.height + held.height == pairs.height and held.height > 0 and train.height > 0
+    key = lambda df: {str(p.to_list()) for p in df["prompt"]}  # noqa: E731
+    assert not key(train) & key(held)
+    assert split_pairs(pairs, eval_fraction=0.3)[1]["pair_id"].to_list() == held["pair_id"].to_list()
+
+
+def test_config_and_inputs_are_validated():
+    with pytest.raises(ValueError, match="n_bins"):
+        RewardEvalConfig(n_bins=1)
+    with pytest.raises(ValueError, match="eval_prompts"):
+        evaluate_reward_model(FakeModel(neutral))
+    with pytest.raises(ValueError, match="eval_days"):
+        split_by_day(_eval_prompts(8), eval_days=4)
+
+
+def test_empty_inputs_give_an_empty_report():
+    prompts = _eval_prompts(4).clear()
+    out = evaluate_reward_model(FakeModel(neutral, kind="pointwise"), eval_prompts=prompts)
+    assert out.schema == EVAL_METRICS and out.height == 0

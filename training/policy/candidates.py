@@ -1,0 +1,263 @@
+"""Candidate replies: N sampled replies per prompt from a pool of policies, each scored and described.
+
+The pool is the current generation, earlier ones and optionally a larger model; sampling from several
+policies widens what rejection sampling and preference pairs can choose from. Every candidate gets the
+pointwise reward (`score_fn(contexts, responses) -> np.ndarray`, any scorer such as the reward model's
+`score`), an optional p(continue) from a second scorer, and the style features the artifact filters read.
+Generation is batched with left padding through `model.generate`; tokens/s is reported per generator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from pipeline import schema
+from pipeline.device import describe_device, resolve_device
+from training.policy.models import PolicyConfig, chat_messages, load_model, load_tokenizer
+from evaluation.style import style_features
+
+ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
+
+STAGE = "candidates"
+
+CANDIDATES = pl.Schema(
+    {
+        "prompt_id": pl.Utf8,
+        "generator": pl.Utf8,
+        "sample_idx": pl.Int32,
+        "text": pl.Utf8,
+        "rm_pointwise": pl.Float64,
+        "p_continue": pl.Float64,
+        "n_chars": pl.Int32,
+        "n_emoji": pl.Int32,
+        "has_list": pl.Boolean,
+        "n_tokens": pl.Int32,
+    }
+)
+
+
+@dataclass
+class CandidateConfig:
+    """Sampling settings for candidate generation."""
+
+    num_samples: int = field(default=4, metadata={"help": "Replies sampled per prompt per generator."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest reply, in tokens."})
+    temperature: float = field(default=0.9, metadata={"help": "Sampling temperature (> 0)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass in (0, 1]."})
+    top_k: int = field(default=50, metadata={"help": "Top-k filter; 0 disables it."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (each yields num_samples)."})
+    max_prompt_tokens: int = field(
+        default=384, metadata={"help": "Oldest turns are cut until the rendered prompt fits in this many tokens."}
+    )
+    seed: int = field(default=0, metadata={"help": "Sampling seed, reset for each generator."})
+    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda'."})
+    cpu_threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None keeps the default."})
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples={self.num_samples} must be >= 1; set `num_samples` e.g. to 4")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0; sampling needs it (e.g. 0.9)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0 or self.batch_size < 1 or self.max_prompt_tokens < 8:
+            raise ValueError("top_k must be >= 0, batch_size >= 1 and max_prompt_tokens >= 8")
+        resolve_device(self.device)
+
+
+@dataclass
+class CandidateResult:
+    frame: pl.DataFrame  # CANDIDATES
+    drops: pl.DataFrame  # schema.DROPS: prompts that could not be sampled
+    stats: dict[str, Any]  # per generator: prompts, samples, gen_tokens, gen_seconds, tokens_per_s
+
+
+def _as_policy(spec: str | Path | PolicyConfig, device: str, cpu_threads: int | None = None) -> PolicyConfig:
+    if isinstance(spec, PolicyConfig):
+        return spec
+    return PolicyConfig(model_name_or_path=str(spec), device=device, cpu_threads=cpu_threads)
+
+
+def generator_pool(generators: Mapping[str, str | Path | PolicyConfig] | Sequence[str | Path | PolicyConfig],
+                   device: str = "auto", cpu_threads: int | None = None) -> dict[str, PolicyConfig]:
+    """Name -> policy. A list is named by each directory's last path part."""
+    if isinstance(generators, Mapping):
+        return {str(k): _as_policy(v, device, cpu_threads) for k, v in generators.items()}
+    pool: dict[str, PolicyConfig] = {}
+    for spec in generators:
+        cfg = _as_policy(spec, device, cpu_threads)
+        name = Path(str(cfg.model_name_or_path)).name or str(cfg.model_name_or_path)
+        if name in pool:
+            raise ValueError(f"two generators are both named {name!r}; pass a dict of name -> path instead")
+        pool[name] = cfg
+    return pool
+
+
+def valid_prompts(prompts: pl.DataFrame, stage: str = STAGE) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Prompts whose history is non-empty and ends in a user turn; the rest as DROPS rows."""
+    last_role = pl.col("history").list.last().struct.field("role")
+    reason = (
+        pl.when(pl.col("history").is_null() | (pl.col("history").list.len() == 0)).then(pl.lit("empty_history"))
+        .when(last_role.is_null() | (last_role != "user")).then(pl.lit("not_ending_in_user"))
+        .otherwise(pl.lit(None, pl.Utf8))
+    )
+    tagged = prompts.with_columns(_reason=reason)
+    drops = tagged.filter(pl.col("_reason").is_not_null()).select(
+        pl.col("day"), pl.lit(stage).alias("stage"), pl.col("prompt_id").alias("row_id"),
+        pl.col("_reason").alias("reason_code"), pl.lit(None, pl.Utf8).alias("kept_id"),
+        pl.lit("a prompt must end with a user turn").alias("detail"),
+    )
+    return tagged.filter(pl.col("_reason").is_null()).drop("_reason"), schema.conform(drops, schema.DROPS)
+
+
+def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[int]:
+    """Token ids of the generation prompt, cutting the oldest turns (never the system card) until it fits."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    while True:
+        ids = tokenizer.apply_chat_template(system + turns, add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)
+        if len(ids) <= max_tokens or len(turns) <= 1:
+            break
+        turns = turns[1:]
+        # Templates of real models expect a user turn first after the system card.
+        while len(turns) > 1 and turns[0]["role"] != "user":
+            turns = turns[1:]
+    return list(ids[-max_tokens:])
+
+
+def _reply_lengths(gen: torch.Tensor, eos_ids: set[int]) -> list[int]:
+    lengths = []
+    for row in gen.tolist():
+        n = len(row)
+        for i, t in enumerate(row):
+            if t in eos_ids:
+                n = i + 1
+                break
+        lengths.append(n)
+    return lengths
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    # In ChatML-style templates a reply that opens a new turn has ended, even if the end token was skipped.
+    turn_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    if isinstance(turn_start, int) and turn_start != tokenizer.unk_token_id:
+        ids.append(turn_start)
+    return set(ids)
+
+
+@torch.inference_mode()
+def sample_replies(policy: PolicyConfig, prompt_messages: list[list[dict]], cfg: CandidateConfig
+                   ) -> tuple[list[list[str]], list[list[int]], dict[str, Any]]:
+    """`num_samples` sampled replies per prompt from one policy, with per-reply token counts and timing."""
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(policy, padding_side="left")
+    model = load_model(policy, device).eval()
+    eos = _eos_ids(model, tokenizer)
+    torch.manual_seed(cfg.seed)
+    texts: list[list[str]] = []
+    n_tokens: list[list[int]] = []
+    gen_tokens, gen_seconds = 0, 0.0
+    for start in range(0, len(prompt_messages), cfg.batch_size):
+        chunk = prompt_messages[start:start + cfg.batch_size]
+        encoded = [{"input_ids": fit_prompt(tokenizer, m, cfg.max_prompt_tokens)} for m in chunk]
+        batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(device)
+        t0 = time.perf_counter()
+        out = model.generate(
+            **batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos),
+        )
+        gen_seconds += time.perf_counter() - t0
+        gen = out[:, batch["input_ids"].shape[1]:].cpu()
+        lengths = _reply_lengths(gen, eos)
+        gen_tokens += sum(lengths)
+        decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
+        for i in range(len(chunk)):
+            rows = slice(i * cfg.num_samples, (i + 1) * cfg.num_samples)
+            texts.append([t.strip() for t in decoded[rows]])
+            n_tokens.append(lengths[rows])
+    stats = {
+        "prompts": len(prompt_messages), "samples": len(prompt_messages) * cfg.num_samples,
+        "gen_tokens": gen_tokens, "gen_seconds": round(gen_seconds, 3),
+        "tokens_per_s": round(gen_tokens / gen_seconds, 1) if gen_seconds > 0 else None,
+        "device": describe_device(cfg.device),
+    }
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the next generator of the pool needs the memory
+    return texts, n_tokens, stats
+
+
+def _score(fn: ScoreFn | None, contexts: list[list[dict]], responses: list[str], name: str) -> list[float | None]:
+    if fn is None or not responses:
+        return [None] * len(responses)
+    scores = np.asarray(fn(contexts, responses), dtype=np.float64).reshape(-1)
+    if len(scores) != len(responses):
+        raise ValueError(f"{name} returned {len(scores)} scores for {len(responses)} responses")
+    return [None if not np.isfinite(s) else float(s) for s in scores]
+
+
+def generate_candidates(
+    prompts: pl.DataFrame,
+    generators: Mapping[str, str | Path | PolicyConfig] | Sequence[str | Path | PolicyConfig],
+    score_fn: ScoreFn,
+    continue_fn: ScoreFn | None = None,
+    cfg: CandidateConfig | None = None,
+) -> CandidateResult:
+    """Sample, score and describe candidates for every valid prompt from every generator.
+
+    `prompts` follows schema.PROMPTS (prompt_id, system, history, day are read). Contexts handed to the
+    scorers are chat messages: the system card (when set) followed by the history. A non-finite score is
+    stored as null so downstream builders can drop it with a reason.
+    """
+    cfg = cfg or CandidateConfig()
+    pool = generator_pool(generators, cfg.device, cfg.cpu_threads)
+    if not pool:
+        raise ValueError("no generators given; pass at least one policy directory")
+    usable, drops = valid_prompts(prompts)
+    if usable.is_empty():
+        stats = {"generators": {}, "rows": 0, "prompts_dropped": drops.height, "tokens_per_s": None}
+        return CandidateResult(frame=schema.empty(CANDIDATES), drops=drops, stats=stats)
+    rows = usable.select("system", "history").iter_rows(named=True)
+    contexts = [chat_messages(r["system"], r["history"]) for r in rows]
+    ids = usable["prompt_id"].to_list()
+    frames, stats = [], {}
+    for name, policy in pool.items():
+        texts, n_tokens, gen_stats = sample_replies(policy, contexts, cfg)
+        flat_ctx = [c for c, ts in zip(contexts, texts, strict=True) for _ in ts]
+        flat_txt = [t for ts in texts for t in ts]
+        rm = _score(score_fn, flat_ctx, flat_txt, "score_fn")
+        pc = _score(continue_fn, flat_ctx, flat_txt, "continue_fn")
+        style = [style_features(t) for t in flat_txt]
+        frames.append(pl.DataFrame({
+            "prompt_id": [p for p, ts in zip(ids, texts, strict=True) for _ in ts],
+            "generator": [name] * len(flat_txt),
+            "sample_idx": [i for ts in texts for i in range(len(ts))],
+            "text": flat_txt, "rm_pointwise": rm, "p_continue": pc,
+            "n_chars": [s["n_chars"] for s in style], "n_emoji": [s["n_emoji"] for s in style],
+            "has_list": [s["has_list"] for s in style], "n_tokens": [n for ns in n_tokens for n in ns],
+        }, schema_overrides={"rm_pointwise": pl.Float64, "p_continue": pl.Float64}))
+        stats[name] = gen_stats
+    frame = schema.conform(pl.concat(frames), CANDIDATES) if frames else schema.empty(CANDIDATES)
+    total_tokens = sum(s["gen_tokens"] for s in stats.values())
+    total_s = sum(s["gen_seconds"] for s in stats.values())
+    summary = {
+        "generators": stats, "rows": frame.height, "prompts_dropped": drops.height,
+        "tokens_per_s": round(total_tokens / total_s, 1) if total_s > 0 else None,
+    }
+    return CandidateResult(frame=frame, drops=drops, stats=summary)

@@ -1,0 +1,212 @@
+"""What the SFT, DPO and GRPO scripts share: settings, dataset loading, metrics and the command line.
+
+Each stage script stays a short top-to-bottom recipe (load, configure TRL, train, save); the plumbing that
+would otherwise be copied three times lives here. Settings are plain dataclasses parsed by transformers'
+`HfArgumentParser`, so `--help` lists every field with its help string, and a JSON file (`--config`) can set
+any of them with flags overriding it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pipeline.device import describe_device, trainer_device_kwargs
+from training.policy.models import PolicyConfig
+from training.policy.pipes_report import StageReporter, stage_reporting
+
+
+@dataclass
+class StageConfig(PolicyConfig):
+    """Settings every training stage has; the policy fields (model, LoRA, device) come from PolicyConfig."""
+
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "Directory written by a dataset builder (`BuildResult.save`) or by "
+                                "`datasets.Dataset.save_to_disk`."}
+    )
+    output_dir: str = field(default="data/models/stage", metadata={"help": "Where the final model, tokenizer and "
+                                                                   "metrics.json are written."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 trains for num_train_epochs."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the dataset when max_steps is -1."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps."})
+    max_length: int = field(default=512, metadata={"help": "Longest tokenized example; longer ones are truncated."})
+    max_samples: int | None = field(default=None, metadata={"help": "Train on at most this many dataset rows."})
+    logging_steps: int = field(default=1, metadata={"help": "Record the loss every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and sampling."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations to save memory (slower; for large models)."}
+    )
+    merge_lora: bool = field(
+        default=True, metadata={"help": "With use_lora, merge adapters into the weights before saving, so the next "
+                                "stage loads a plain checkpoint; false saves the adapter only."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps={self.max_steps}: use a positive count, or -1 to train by epochs")
+        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+        if self.learning_rate <= 0 or self.max_length < 16 or self.logging_steps < 1:
+            raise ValueError("learning_rate must be > 0, max_length >= 16 and logging_steps >= 1")
+
+    def require_inputs(self) -> None:
+        if not self.model_name_or_path:
+            raise ValueError("model_name_or_path is not set: point it at the policy to train (a directory or name)")
+        if not self.dataset_path:
+            raise ValueError("dataset_path is not set: point it at a dataset built by training.policy.datasets_build")
+
+
+def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | None = None):
+    """The dataset at `path` (or `path/dataset`), with only the columns the trainer reads."""
+    import datasets
+
+    root = Path(path)
+    folder = root / "dataset" if (root / "dataset").is_dir() else root
+    if not folder.is_dir():
+        raise ValueError(f"dataset_path={path!r} is not a directory; point it at a saved dataset")
+    try:
+        ds = datasets.load_from_disk(str(folder))
+    except IndexError as exc:  # datasets cannot load a dataset saved with zero shards
+        raise ValueError(f"dataset at {folder} is empty: nothing to train on") from exc
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"dataset at {folder} lacks columns {missing} (has {ds.column_names}); "
+                         "build it with the matching training.policy.datasets_build function")
+    if len(ds) == 0:
+        raise ValueError(f"dataset at {folder} is empty: nothing to train on")
+    ds = ds.select_columns(list(columns))
+    if max_samples is not None:
+        ds = ds.select(range(min(max_samples, len(ds))))
+    return ds
+
+
+def _checkpointing_field() -> str:
+    """transformers 5 renamed gradient_checkpointing (TRL defaults it to True) to activation_checkpointing."""
+    from transformers import TrainingArguments
+
+    names = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def dataset_content_hash(path: str | None) -> str | None:
+    """The content hash a dataset builder recorded next to the dataset, for the generation's lineage."""
+    manifest = Path(path) / "manifest.json" if path else None
+    if manifest is None or not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("content_hash")
+
+
+def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
+    """TrainingArguments fields common to the three TRL configs."""
+    return {
+        "output_dir": cfg.output_dir, "max_steps": cfg.max_steps, "num_train_epochs": cfg.num_train_epochs,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_steps": cfg.warmup_steps,
+        "logging_steps": cfg.logging_steps, "seed": cfg.seed, _checkpointing_field(): cfg.gradient_checkpointing,
+        # Only the final model is kept: intermediate checkpoints of a short stage cost disk and time.
+        "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0,
+        **trainer_device_kwargs(cfg.device),
+    }
+
+
+class MetricsRecorder(TrainerCallback):
+    """Keeps every logged value by step (the loss curve and stage-specific curves) and reports progress."""
+
+    def __init__(self, reporter: StageReporter | None = None, keys: Sequence[str] = ("loss",)) -> None:
+        self.reporter = reporter
+        self.keys = tuple(keys)
+        self.curves: dict[str, list[dict[str, float]]] = {k: [] for k in self.keys}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        for key in self.keys:
+            if key in logs and logs[key] is not None:
+                self.curves[key].append({"step": state.global_step, "value": round(float(logs[key]), 6)})
+        if self.reporter is not None and "loss" in logs:
+            shown = ", ".join(f"{k}={logs[k]:.4g}" for k in self.keys if isinstance(logs.get(k), (int, float)))
+            self.reporter.progress(f"step {state.global_step}/{state.max_steps}: {shown}")
+
+
+def quiet_console(trainer) -> None:
+    """Progress goes through the reporter (stderr or Pipes); transformers' own printer would repeat every log."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
+    """Final model + tokenizer in HF format; LoRA adapters merged unless `merge_lora` is false."""
+    model = trainer.model
+    if cfg.use_lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(cfg.output_dir)
+    tokenizer.save_pretrained(cfg.output_dir)
+
+
+def finish_stage(stage: str, cfg: StageConfig, trainer, tokenizer, train_output, recorder: MetricsRecorder,
+                 started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save the policy, write metrics.json and return the metrics."""
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    save_policy(trainer, tokenizer, cfg)
+    runtime = float(train_output.metrics.get("train_runtime") or 0.0)
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    metrics = {
+        "stage": stage, "output_dir": str(cfg.output_dir), "steps": int(trainer.state.global_step),
+        "train_loss": round(float(train_output.training_loss), 6), "loss_curve": recorder.curves.get("loss", []),
+        "train_runtime_s": round(runtime, 3), "wall_s": round(time.perf_counter() - started, 3),
+        "train_tokens": tokens, "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
+        "device": describe_device(cfg.device), "use_lora": cfg.use_lora,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "curves": {k: v for k, v in recorder.curves.items() if k != "loss"},
+        "dataset_content_hash": dataset_content_hash(cfg.dataset_path),
+        **(extra or {}), "config": asdict(cfg),
+    }
+    (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return metrics
+
+
+def parse_config(cls, argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None):
+    """A `cls` from (lowest to highest precedence) its defaults, `defaults`, a `--config` JSON file and flags."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    merged = dict(defaults or {})
+    if known.config:
+        merged.update(json.loads(Path(known.config).read_text()))
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown} for {cls.__name__}; valid ones: {sorted(names)}")
+    parser = HfArgumentParser(cls)
+    parser.add_argument("--config", default=None, help="JSON file of settings; flags override it.")
+    parser.set_defaults(**merged)
+    # The parser returns the dataclass first, then a namespace holding `--config`.
+    return parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[0]
+
+
+def stage_main(stage: str, cls, run: Callable[..., dict[str, Any]], argv: Sequence[str] | None = None) -> int:
+    """Command-line entry of a stage: parse settings, run, report (through Dagster Pipes when launched by it)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with stage_reporting(stage) as reporter:
+        cfg = parse_config(cls, argv, defaults=reporter.extras_config())
+        reporter.progress(f"starting on {describe_device(cfg.device)}; output_dir={cfg.output_dir}")
+        metrics = run(cfg, reporter=reporter)
+        reporter.materialized(metrics)
+    return 0
