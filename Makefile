@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install demo test ui validate bench clean
+.PHONY: install demo test lint ui validate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,12 @@ demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
-test: install
+test: install lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 validate: install
 	$(BIN)/dagster definitions validate -m assets.definitions

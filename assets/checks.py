@@ -59,14 +59,22 @@ def suite_spec(asset: str, table: str, blocking: bool) -> dg.AssetCheckSpec:
 
 def conservation_spec(asset: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        "conservation", asset=asset, blocking=True,
+        "conservation",
+        asset=asset,
+        blocking=True,
         description="Rows in = rows out + rows dropped with a reason code, id by id.",
     )
 
 
 def run_suite(
-    asset: str, table: str, df: pl.DataFrame, previous_rows: int | None = None,
-    *, lake: Lake | None = None, day: date | None = None, lake_table: str | None = None,
+    asset: str,
+    table: str,
+    df: pl.DataFrame,
+    previous_rows: int | None = None,
+    *,
+    lake: Lake | None = None,
+    day: date | None = None,
+    lake_table: str | None = None,
 ) -> tuple[SuiteResult, dg.AssetCheckResult]:
     """Validate `df` with the suite `table`; with `lake` and `day`, keep the result for the day's
     report (`lake_table` names the partition it describes, default `table`)."""
@@ -76,7 +84,8 @@ def run_suite(
     return outcome, result(asset, SUITE, outcome)
 
 
-def conservation(asset: str, stage: str, rows_in: pl.DataFrame, rows_out: pl.DataFrame, drops: pl.DataFrame,
-                 id_column: str) -> dg.AssetCheckResult:
+def conservation(
+    asset: str, stage: str, rows_in: pl.DataFrame, rows_out: pl.DataFrame, drops: pl.DataFrame, id_column: str
+) -> dg.AssetCheckResult:
     outcome = check_stage_conservation(stage, rows_in=rows_in, rows_out=rows_out, drops=drops, id_column=id_column)
     return result(asset, "conservation", outcome)

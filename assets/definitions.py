@@ -19,8 +19,15 @@ from assets.report import quality_report
 from assets.resources import FlywheelSettings
 
 defs = dg.Definitions(
-    assets=[ingest, *CURATION_ASSETS, quality_report, generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS,
-            *RELEASE_ASSETS],
+    assets=[
+        ingest,
+        *CURATION_ASSETS,
+        quality_report,
+        generation_plan,
+        *PRE_HERDING_ASSETS,
+        *HERDING_ASSETS,
+        *RELEASE_ASSETS,
+    ],
     jobs=[consolidation_job, generation_job],
     schedules=[consolidation_schedule, weekly_generation_schedule],
     sensors=[fresh_prompts_sensor],

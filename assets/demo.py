@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"catalog: {lake.catalog_path.resolve()}  (duckdb; one view per table)")
     print(f"reports: {settings.reports_dir.resolve()}  (quality/<day>/index.html, generations/index.html)")
     print(f"models:  {(Path(settings.home) / 'models').resolve()}")
-    print(lake.query(
-        "SELECT day, records_read, accepted, quarantined FROM ingest_stats ORDER BY day"
-    ))
+    print(lake.query("SELECT day, records_read, accepted, quarantined FROM ingest_stats ORDER BY day"))
     print("browse the runs and assets: make ui  (http://127.0.0.1:3000)")
     return 0
 

@@ -12,7 +12,7 @@ generation's name, and the `generations` table keeps the lineage of all of them.
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 import dagster as dg
@@ -33,10 +33,13 @@ class GenerationSettings(dg.ConfigurableResource):
 
     window_days: int = Field(default=7, description="recent days of curated prompts a generation learns from")
     policy_model: str | None = Field(
-        default=None, description="causal LM name or path of gen-0; None builds the tiny offline Llama from the traffic")
+        default=None, description="causal LM name or path of gen-0; None builds the tiny offline Llama from the traffic"
+    )
     use_lora: bool = Field(default=False, description="train LoRA adapters (for large policies on a GPU)")
     reward_train_rows: int = Field(default=3000, description="served responses a pointwise reward model trains on")
-    pair_mining_rows: int = Field(default=12_000, description="prompts searched for engagement-derived preference pairs")
+    pair_mining_rows: int = Field(
+        default=12_000, description="prompts searched for engagement-derived preference pairs"
+    )
     pretrain_steps: int = Field(default=200, description="pre-training steps of the tiny gen-0 policy")
     candidate_prompts: int = Field(default=96, description="train prompts that get sampled candidates")
     samples_per_prompt: int = Field(default=4, description="candidates per prompt (rejection sampling N)")
@@ -46,7 +49,8 @@ class GenerationSettings(dg.ConfigurableResource):
     grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
     eval_prompts: int = Field(default=150, description="held-out prompts per slice judged in offline evaluation")
     annotations_path: str | None = Field(
-        default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)")
+        default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)"
+    )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
 
 
@@ -93,7 +97,7 @@ def next_plan(settings: FlywheelSettings, gen: GenerationSettings, now: str) -> 
             usable = recorded.filter(~pl.col("ab_verdict").fill_null("").str.starts_with("no-ship"))
         if usable.height:
             parent = str(usable.sort("number")["generation"][-1])
-    window = days[-gen.window_days:]
+    window = days[-gen.window_days :]
     return GenerationPlan(f"gen-{number}", number, parent, [d.isoformat() for d in window], now)
 
 
@@ -114,8 +118,9 @@ def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
 
 
 def write_generation_table(lake: Lake, table: str, plan: GenerationPlan, df: pl.DataFrame) -> Path:
-    return lake.write(table, Partition.generation(plan.generation), df.with_columns(
-        pl.lit(plan.generation).alias("generation")))
+    return lake.write(
+        table, Partition.generation(plan.generation), df.with_columns(pl.lit(plan.generation).alias("generation"))
+    )
 
 
 @dg.asset(
@@ -128,18 +133,20 @@ def generation_plan(context: dg.AssetExecutionContext, settings: FlywheelSetting
     plan = next_plan(settings, generation, _now())
     save_plan(settings, plan)
     context.log.info(f"{plan.generation}: parent {plan.parent}, days {plan.days[0]} .. {plan.days[-1]}")
-    return dg.MaterializeResult(metadata={
-        "generation": plan.generation,
-        "parent": plan.parent,
-        "window": dg.MetadataValue.json(plan.days),
-        "path": dg.MetadataValue.path(str(plan_path(settings))),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "parent": plan.parent,
+            "window": dg.MetadataValue.json(plan.days),
+            "path": dg.MetadataValue.path(str(plan_path(settings))),
+        }
+    )
 
 
 def _now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def policy_dir(settings: FlywheelSettings, generation: str) -> Path:

@@ -67,22 +67,25 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     manifest_path = target / "policy_manifest.json"
     if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
         manifest = json.loads(manifest_path.read_text())
-        return dg.MaterializeResult(metadata={"policy": str(target), "built": False,
-                                              "n_params": int(manifest.get("n_params", 0))})
+        return dg.MaterializeResult(
+            metadata={"policy": str(target), "built": False, "n_params": int(manifest.get("n_params", 0))}
+        )
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
     manifest = build_tiny_policy(corpus, tmp, TinyLlamaConfig(pretrain_steps=generation.pretrain_steps))
     replace_dir(tmp, target)
     pre = manifest.get("pretrain", {})
-    return dg.MaterializeResult(metadata={
-        "policy": dg.MetadataValue.path(str(target)),
-        "built": True,
-        "n_params": int(manifest.get("n_params", 0)),
-        "vocab_size": int(manifest.get("vocab_size", 0)),
-        "pretrain_tokens_per_s": float(pre.get("tokens_per_s") or 0.0),
-        "pretrain_first_loss": float((pre.get("loss_curve") or [0.0])[0]),
-        "pretrain_final_loss": float((pre.get("loss_curve") or [0.0])[-1]),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "policy": dg.MetadataValue.path(str(target)),
+            "built": True,
+            "n_params": int(manifest.get("n_params", 0)),
+            "vocab_size": int(manifest.get("vocab_size", 0)),
+            "pretrain_tokens_per_s": float(pre.get("tokens_per_s") or 0.0),
+            "pretrain_first_loss": float((pre.get("loss_curve") or [0.0])[0]),
+            "pretrain_final_loss": float((pre.get("loss_curve") or [0.0])[-1]),
+        }
+    )
 
 
 def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = "train") -> pl.DataFrame:
@@ -97,32 +100,46 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
     "reward model, with its style features (length, emoji, lists).",
 )
-def candidates(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-               curation: CurationSettings):
+def candidates(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    curation: CurationSettings,
+):
     plan, lake = current_plan(settings), settings.lake()
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
         train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
-    res = generate_candidates(train, generators, scorer.score, None,
-                              CandidateConfig(num_samples=generation.samples_per_prompt,
-                                              max_new_tokens=generation.max_new_tokens, seed=plan.number,
-                                              # a tiny model's threads mostly wait on each other
-                                              cpu_threads=None if generation.policy_model else 1))
+    res = generate_candidates(
+        train,
+        generators,
+        scorer.score,
+        None,
+        CandidateConfig(
+            num_samples=generation.samples_per_prompt,
+            max_new_tokens=generation.max_new_tokens,
+            seed=plan.number,
+            # a tiny model's threads mostly wait on each other
+            cpu_threads=None if generation.policy_model else 1,
+        ),
+    )
     write_generation_table(lake, "candidates", plan, res.frame)
     write_generation_table(lake, "candidate_prompts", plan, train)
     lake.write("drops", Partition.generation(plan.generation), res.drops, part="candidates", replace=False)
     frame = res.frame
-    return dg.MaterializeResult(metadata={
-        "generation": plan.generation,
-        "dagster/row_count": frame.height,
-        "prompts": train.height,
-        "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
-        "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
-        "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
-        "preview": md_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "dagster/row_count": frame.height,
+            "prompts": train.height,
+            "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
+            "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
+            "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
+            "preview": md_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
+        }
+    )
 
 
 def _save_build(build, target: Path) -> Path:
@@ -172,9 +189,13 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan = current_plan(settings)
     prompts, cands = _candidate_inputs(settings, plan)
     served = pool_prompts(settings, plan)
-    build = build_sft_dataset(pl.concat([prompts, served], how="diagonal_relaxed").unique("prompt_id"), cands,
-                              SFTBuildConfig(), pii_check=privacy_pii_check(),
-                              parents={"candidates": plan.generation, "window": ",".join(plan.days)})
+    build = build_sft_dataset(
+        pl.concat([prompts, served], how="diagonal_relaxed").unique("prompt_id"),
+        cands,
+        SFTBuildConfig(),
+        pii_check=privacy_pii_check(),
+        parents={"candidates": plan.generation, "window": ",".join(plan.days)},
+    )
     target = _save_build(build, dataset_dir(settings, plan.generation, "sft"))
     meta = _dataset_meta(build, target, plan)
     meta["ratios_achieved"] = dg.MetadataValue.json(build.manifest.get("ratios_achieved", {}))
@@ -191,8 +212,7 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
     check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
 )
-def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings,
-                       generation: GenerationSettings):
+def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
     plan = current_plan(settings)
     prompts, cands = _candidate_inputs(settings, plan)
     annotation_pairs = None
@@ -200,8 +220,14 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
         from training.rewards.annotations import read_annotation_source
 
         annotation_pairs = read_annotation_source(generation.annotations_path).pairs
-    build = build_preference_dataset(prompts, cands, PreferenceBuildConfig(), annotation_pairs=annotation_pairs,
-                                     pii_check=privacy_pii_check(), parents={"candidates": plan.generation})
+    build = build_preference_dataset(
+        prompts,
+        cands,
+        PreferenceBuildConfig(),
+        annotation_pairs=annotation_pairs,
+        pii_check=privacy_pii_check(),
+        parents={"candidates": plan.generation},
+    )
     target = _save_build(build, dataset_dir(settings, plan.generation, "preference"))
     yield dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
     # dropped pairs stay in the frame for the record; DPO trains on the kept ones only
@@ -227,10 +253,19 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 # ---- training through Pipes -------------------------------------------------------------------
 
 
-def _run_stage(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient, settings: FlywheelSettings,
-               module: str, config: dict) -> dg.MaterializeResult:
-    env = {**os.environ, "FLYWHEEL_HOME": str(Path(settings.home).resolve()), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+def _run_stage(
+    context: dg.AssetExecutionContext,
+    pipes: dg.PipesSubprocessClient,
+    settings: FlywheelSettings,
+    module: str,
+    config: dict,
+) -> dg.MaterializeResult:
+    env = {
+        **os.environ,
+        "FLYWHEEL_HOME": str(Path(settings.home).resolve()),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     invocation = pipes.run(
         command=[sys.executable, "-m", module],
         context=context,
@@ -250,16 +285,26 @@ def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> 
     kinds={"pytorch", "trl"},
     description="Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
 )
-def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-                   pipes: dg.PipesSubprocessClient):
+def sft_checkpoint(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    pipes: dg.PipesSubprocessClient,
+):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.policy.sft", {
-        "model_name_or_path": parent_policy(settings, generation, plan),
-        "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
-        "output_dir": _stage_dir(settings, plan, "sft"),
-        "max_steps": generation.sft_steps,
-        "use_lora": generation.use_lora,
-    })
+    return _run_stage(
+        context,
+        pipes,
+        settings,
+        "training.policy.sft",
+        {
+            "model_name_or_path": parent_policy(settings, generation, plan),
+            "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
+            "output_dir": _stage_dir(settings, plan, "sft"),
+            "max_steps": generation.sft_steps,
+            "use_lora": generation.use_lora,
+        },
+    )
 
 
 @dg.asset(
@@ -268,16 +313,26 @@ def sft_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
     kinds={"pytorch", "trl"},
     description="A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
 )
-def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-                   pipes: dg.PipesSubprocessClient):
+def dpo_checkpoint(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    pipes: dg.PipesSubprocessClient,
+):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.policy.dpo", {
-        "model_name_or_path": _stage_dir(settings, plan, "sft"),
-        "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
-        "output_dir": _stage_dir(settings, plan, "dpo"),
-        "max_steps": generation.dpo_steps,
-        "use_lora": generation.use_lora,
-    })
+    return _run_stage(
+        context,
+        pipes,
+        settings,
+        "training.policy.dpo",
+        {
+            "model_name_or_path": _stage_dir(settings, plan, "sft"),
+            "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
+            "output_dir": _stage_dir(settings, plan, "dpo"),
+            "max_steps": generation.dpo_steps,
+            "use_lora": generation.use_lora,
+        },
+    )
 
 
 @dg.asset(
@@ -287,19 +342,37 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings
     description="Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
     "reward model, with TRL. The generation's final policy.",
 )
-def grpo_checkpoint(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-                    pipes: dg.PipesSubprocessClient):
+def grpo_checkpoint(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    pipes: dg.PipesSubprocessClient,
+):
     plan = current_plan(settings)
-    return _run_stage(context, pipes, settings, "training.policy.grpo", {
-        "model_name_or_path": _stage_dir(settings, plan, "dpo"),
-        "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
-        "output_dir": str(policy_dir(settings, plan.generation)),
-        "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
-        "max_steps": generation.grpo_steps,
-        "max_completion_length": generation.max_new_tokens,
-        "use_lora": generation.use_lora,
-    })
+    return _run_stage(
+        context,
+        pipes,
+        settings,
+        "training.policy.grpo",
+        {
+            "model_name_or_path": _stage_dir(settings, plan, "dpo"),
+            "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
+            "output_dir": str(policy_dir(settings, plan.generation)),
+            "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+            "max_steps": generation.grpo_steps,
+            "max_completion_length": generation.max_new_tokens,
+            "use_lora": generation.use_lora,
+        },
+    )
 
 
-HERDING_ASSETS = [policy_base, candidates, sft_dataset, preference_dataset, rl_prompts, sft_checkpoint,
-                  dpo_checkpoint, grpo_checkpoint]
+HERDING_ASSETS = [
+    policy_base,
+    candidates,
+    sft_dataset,
+    preference_dataset,
+    rl_prompts,
+    sft_checkpoint,
+    dpo_checkpoint,
+    grpo_checkpoint,
+]

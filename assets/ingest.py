@@ -1,6 +1,5 @@
 """Ingest assets: one day of traffic into `conversations` and `quarantine`."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -95,20 +94,27 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
             yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
 
 
-
 def conservation_check(lake, day: date) -> dg.AssetCheckResult:
     stats = lake.read("ingest_stats", day, schema.INGEST_STATS)
     read = int(stats["records_read"].sum())
-    accepted = lake.query(
-        "SELECT count(*) AS n FROM conversations WHERE day = ?", [day]
-    )["n"][0] if lake.exists("conversations", day) else 0
-    quarantined = lake.query(
-        "SELECT count(*) AS n FROM quarantine WHERE day = ?", [day]
-    )["n"][0] if lake.exists("quarantine", day) else 0
+    accepted = (
+        lake.query("SELECT count(*) AS n FROM conversations WHERE day = ?", [day])["n"][0]
+        if lake.exists("conversations", day)
+        else 0
+    )
+    quarantined = (
+        lake.query("SELECT count(*) AS n FROM quarantine WHERE day = ?", [day])["n"][0]
+        if lake.exists("quarantine", day)
+        else 0
+    )
     return dg.AssetCheckResult(
         check_name="conservation",
         asset_key="conversations",
         passed=bool(read == accepted + quarantined),
-        metadata={"records_read": read, "accepted": int(accepted), "quarantined": int(quarantined),
-                  "missing": int(read - accepted - quarantined)},
+        metadata={
+            "records_read": read,
+            "accepted": int(accepted),
+            "quarantined": int(quarantined),
+            "missing": int(read - accepted - quarantined),
+        },
     )

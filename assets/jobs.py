@@ -55,8 +55,9 @@ def fresh_prompts(settings: FlywheelSettings) -> tuple[int, str | None]:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Starts a generation when enough fresh curated prompts have accumulated since the last one.",
 )
-def fresh_prompts_sensor(context: dg.SensorEvaluationContext, settings: FlywheelSettings,
-                         generation: GenerationSettings):
+def fresh_prompts_sensor(
+    context: dg.SensorEvaluationContext, settings: FlywheelSettings, generation: GenerationSettings
+):
     n, last_day = fresh_prompts(settings)
     if n < generation.min_fresh_prompts or last_day is None:
         return dg.SkipReason(f"{n} fresh prompts; a generation starts at {generation.min_fresh_prompts}")

@@ -1,6 +1,5 @@
 """Small helpers that turn frames into Dagster metadata a person can read at a glance."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -39,3 +38,49 @@ def png_markdown(path, alt: str = "plot") -> dg.MetadataValue:
 
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
+def _type_name(dtype: pl.DataType) -> str:
+    return str(dtype)
+
+
+def column_schema(schema: pl.Schema | dict, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+    """A `TableSchema` from a polars schema (the contracts in `pipeline/schema.py`), for `dagster/column_schema`."""
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=_type_name(dtype), description=descriptions.get(name))
+            for name, dtype in dict(schema).items()
+        ]
+    )
+
+
+def _cell(value: object, max_chars: int = 120) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    s = str(value).replace("\n", " ")
+    return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
+
+
+def preview_table(df: pl.DataFrame, max_rows: int = 5) -> dg.MetadataValue:
+    """The first rows as a typed Dagster table (`MetadataValue.table`), long cells cut."""
+    head = df.head(max_rows)
+    records = [dg.TableRecord({k: _cell(v) for k, v in row.items()}) for row in head.iter_rows(named=True)]
+    return dg.MetadataValue.table(
+        records=records,
+        schema=column_schema(
+            {
+                name: (dtype if dtype.is_numeric() or dtype == pl.Boolean else pl.Utf8)
+                for name, dtype in head.schema.items()
+            }
+        ),
+    )
+
+
+def table_metadata(df: pl.DataFrame, schema: pl.Schema | dict | None = None, preview_rows: int = 5) -> dict:
+    """Row count, column schema (the contract when given, else the frame's) and a typed preview of a table asset."""
+    return {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": column_schema(schema if schema is not None else df.schema),
+        "preview": preview_table(df, preview_rows),
+    }

@@ -1,6 +1,5 @@
 """Partitions: one per day of traffic."""
 
-
 import os
 
 import dagster as dg

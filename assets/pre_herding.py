@@ -34,8 +34,9 @@ def embed_config(settings: FlywheelSettings, curation: CurationSettings | None =
     """The embedder of reward-model features: the curation's (int8 ONNX on a CPU, torch on a GPU by
     default). A subprocess (GRPO's reward) rebuilds the same one from the model's recorded backend."""
     config = (curation or CurationSettings()).embed_config(Path(settings.home))
-    return EmbedConfig(model=config.model, backend=config.backend, device=config.device,
-                       model_dir=config.model_dir, progress=False)
+    return EmbedConfig(
+        model=config.model, backend=config.backend, device=config.device, model_dir=config.model_dir, progress=False
+    )
 
 
 def head_config(settings: FlywheelSettings, curation: CurationSettings, kind: str) -> EmbeddingHeadConfig:
@@ -52,12 +53,12 @@ def cached_embed_fn(settings: FlywheelSettings, curation: CurationSettings | Non
 
 
 def load_scorer(settings: FlywheelSettings, generation: str, kind: str, curation: CurationSettings | None = None):
-    return load_reward_model(reward_model_dir(settings, generation, kind),
-                             embed_fn=cached_embed_fn(settings, curation))
+    return load_reward_model(reward_model_dir(settings, generation, kind), embed_fn=cached_embed_fn(settings, curation))
 
 
-def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0,
-                     sampling: SamplingConfig | None = None) -> pl.DataFrame:
+def training_prompts(
+    lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0, sampling: SamplingConfig | None = None
+) -> pl.DataFrame:
     """The window's unique prompts of training users only (held-out users never teach a reward model),
     with their topic, capped to `cap` rows by a seeded sample spread over the days."""
     prompts = read_window(lake, "unique_prompts", plan)
@@ -65,8 +66,9 @@ def training_prompts(lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0,
         raise ValueError(f"no unique_prompts for the days {plan.days}: materialize the consolidation job for them")
     topics = read_window(lake, "topic_assignments", plan)
     if topics.height:
-        prompts = prompts.join(topics.select(pl.col("row_id").alias("prompt_id"), "cluster_id"),
-                               on="prompt_id", how="left")
+        prompts = prompts.join(
+            topics.select(pl.col("row_id").alias("prompt_id"), "cluster_id"), on="prompt_id", how="left"
+        )
     split = assign_split(prompts["user_hash"], prompts["source"], sampling or SamplingConfig())
     prompts = prompts.filter(split == "train")
     if prompts.height > cap:
@@ -86,19 +88,25 @@ def engagement_labels(context: dg.AssetExecutionContext, settings: FlywheelSetti
     per_user = user_day_engagement(read_window(lake, "conversations", plan))
     write_generation_table(lake, "engagement_labels", plan, per_user)
     _, bad = check_labels(read_window(lake, "unique_prompts", plan))
-    per_day = per_user.group_by("day").agg(
-        pl.len().alias("users"),
-        pl.col("engaged").mean().round(4).alias("breadth"),
-        pl.col("messages_sent").filter(pl.col("engaged")).mean().round(2).alias("depth"),
-    ).sort("day")
-    return dg.MaterializeResult(metadata={
-        "generation": plan.generation,
-        "dagster/row_count": per_user.height,
-        "breadth": float(per_user["engaged"].mean() or 0.0),
-        "depth": float(per_user.filter(pl.col("engaged"))["messages_sent"].mean() or 0.0),
-        "label_violations": bad.height,
-        "per_day": md_table(per_day, max_rows=30),
-    })
+    per_day = (
+        per_user.group_by("day")
+        .agg(
+            pl.len().alias("users"),
+            pl.col("engaged").mean().round(4).alias("breadth"),
+            pl.col("messages_sent").filter(pl.col("engaged")).mean().round(2).alias("depth"),
+        )
+        .sort("day")
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "dagster/row_count": per_user.height,
+            "breadth": float(per_user["engaged"].mean() or 0.0),
+            "depth": float(per_user.filter(pl.col("engaged"))["messages_sent"].mean() or 0.0),
+            "label_violations": bad.height,
+            "per_day": md_table(per_day, max_rows=30),
+        }
+    )
 
 
 def _save(model, target: Path) -> Path:
@@ -112,17 +120,23 @@ def _eval_dir(settings: FlywheelSettings, plan: GenerationPlan, kind: str) -> Pa
 
 
 def _write_metrics(lake: Lake, plan: GenerationPlan, kind: str, metrics: pl.DataFrame) -> None:
-    lake.write("reward_model_metrics", Partition.generation(plan.generation),
-               metrics.with_columns(pl.lit(kind).alias("model"), pl.lit(plan.generation).alias("generation")),
-               part=kind, replace=False)
+    lake.write(
+        "reward_model_metrics",
+        Partition.generation(plan.generation),
+        metrics.with_columns(pl.lit(kind).alias("model"), pl.lit(plan.generation).alias("generation")),
+        part=kind,
+        replace=False,
+    )
 
 
 def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
     row = _metric(metrics, section, metric)
     if row is None or row["value"] is None:
         return {}
-    return {f"held_out_{metric}": float(row["value"]),
-            f"length_baseline_{metric}": float(row["length_baseline"]) if row["length_baseline"] is not None else 0.0}
+    return {
+        f"held_out_{metric}": float(row["value"]),
+        f"length_baseline_{metric}": float(row["length_baseline"]) if row["length_baseline"] is not None else 0.0,
+    }
 
 
 @dg.asset(
@@ -131,11 +145,21 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
     kinds={"pytorch"},
     description="Pointwise engagement reward model: p(continue) and expected reply length of a response in its "
     "context, trained on the window's served responses, validated on the last day (held out).",
-    check_specs=[dg.AssetCheckSpec("beats_length_baseline", asset="reward_model_pointwise", blocking=True,
-                                   description="Held-out AUC above a length-only model's.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "beats_length_baseline",
+            asset="reward_model_pointwise",
+            blocking=True,
+            description="Held-out AUC above a length-only model's.",
+        )
+    ],
 )
-def reward_model_pointwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
-                          generation: GenerationSettings, curation: CurationSettings):
+def reward_model_pointwise(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    curation: CurationSettings,
+):
     plan, lake = current_plan(settings), settings.lake()
     prompts = training_prompts(lake, plan, generation.reward_train_rows, sampling=curation.sampling_config())
     if prompts["day"].n_unique() > 1:
@@ -143,22 +167,33 @@ def reward_model_pointwise(context: dg.AssetExecutionContext, settings: Flywheel
     else:  # a one-day window: hold out a seeded fifth instead
         mask = pl.Series(np.random.default_rng(0).random(prompts.height) < 0.2)
         train, held_out = prompts.filter(~mask), prompts.filter(mask)
-    model = EmbeddingRewardModel.fit_pointwise(train, head_config(settings, curation, "pointwise"),
-                                               embed_fn=cached_embed_fn(settings, curation))
+    model = EmbeddingRewardModel.fit_pointwise(
+        train, head_config(settings, curation, "pointwise"), embed_fn=cached_embed_fn(settings, curation)
+    )
     target = _save(model, reward_model_dir(settings, plan.generation, "pointwise"))
-    metrics = evaluate_reward_model(model, eval_prompts=held_out, train_prompts=train,
-                                    out_dir=_eval_dir(settings, plan, "pointwise"), config=RewardEvalConfig())
+    metrics = evaluate_reward_model(
+        model,
+        eval_prompts=held_out,
+        train_prompts=train,
+        out_dir=_eval_dir(settings, plan, "pointwise"),
+        config=RewardEvalConfig(),
+    )
     _write_metrics(lake, plan, "pointwise", metrics)
-    yield dg.MaterializeResult(metadata={
-        "generation": plan.generation,
-        "train_rows": int(model.metadata.get("n_train", train.height)),
-        "held_out_rows": held_out.height,
-        "positive_rate": float(model.metadata.get("positive_rate", 0.0)),
-        **_headline(metrics, "pointwise", "auc"),
-        "path": dg.MetadataValue.path(str(target)),
-    })
-    yield result("reward_model_pointwise", "beats_length_baseline",
-                 beats_length(metrics, "pointwise", "auc", "beats_length_baseline"))
+    yield dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "train_rows": int(model.metadata.get("n_train", train.height)),
+            "held_out_rows": held_out.height,
+            "positive_rate": float(model.metadata.get("positive_rate", 0.0)),
+            **_headline(metrics, "pointwise", "auc"),
+            "path": dg.MetadataValue.path(str(target)),
+        }
+    )
+    yield result(
+        "reward_model_pointwise",
+        "beats_length_baseline",
+        beats_length(metrics, "pointwise", "auc", "beats_length_baseline"),
+    )
 
 
 @dg.asset(
@@ -168,15 +203,26 @@ def reward_model_pointwise(context: dg.AssetExecutionContext, settings: Flywheel
     description="Pairwise Bradley-Terry preference model, trained on engagement-derived pairs (responses to "
     "near-identical prompts with clearly different engagement) and human annotation pairs; validated on "
     "held-out pairs.",
-    check_specs=[dg.AssetCheckSpec("beats_length_baseline", asset="reward_model_pairwise", blocking=True,
-                                   description="Held-out pair accuracy above 'the longer reply wins'.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "beats_length_baseline",
+            asset="reward_model_pairwise",
+            blocking=True,
+            description="Held-out pair accuracy above 'the longer reply wins'.",
+        )
+    ],
 )
-def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelSettings,
-                          generation: GenerationSettings, curation: CurationSettings):
+def reward_model_pairwise(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    curation: CurationSettings,
+):
     plan, lake = current_plan(settings), settings.lake()
     # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
-    prompts = training_prompts(lake, plan, generation.pair_mining_rows,
-                               sampling=curation.sampling_config()).drop("cluster_id", strict=False)
+    prompts = training_prompts(lake, plan, generation.pair_mining_rows, sampling=curation.sampling_config()).drop(
+        "cluster_id", strict=False
+    )
     pairs = engagement_pairs(prompts, EngagementPairsConfig())
     sources = {"engagement": pairs.height}
     annotations = None
@@ -190,11 +236,13 @@ def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelS
             "annotation pairs (`annotations_path`)"
         )
     train, held_out = split_pairs(pairs, eval_fraction=0.2)
-    model = EmbeddingRewardModel.fit_pairwise(train, head_config(settings, curation, "pairwise"),
-                                              embed_fn=cached_embed_fn(settings, curation))
+    model = EmbeddingRewardModel.fit_pairwise(
+        train, head_config(settings, curation, "pairwise"), embed_fn=cached_embed_fn(settings, curation)
+    )
     target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
-    metrics = evaluate_reward_model(model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"),
-                                    config=RewardEvalConfig())
+    metrics = evaluate_reward_model(
+        model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"), config=RewardEvalConfig()
+    )
     _write_metrics(lake, plan, "pairwise", metrics)
     meta = {
         "generation": plan.generation,
@@ -208,8 +256,11 @@ def reward_model_pairwise(context: dg.AssetExecutionContext, settings: FlywheelS
     if annotations is not None:
         meta["annotation_quarantine"] = annotations.quarantine.height
     yield dg.MaterializeResult(metadata=meta)
-    yield result("reward_model_pairwise", "beats_length_baseline",
-                 beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline"))
+    yield result(
+        "reward_model_pairwise",
+        "beats_length_baseline",
+        beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline"),
+    )
 
 
 def _metric(frame: pl.DataFrame, section: str, metric: str) -> dict | None:
@@ -223,11 +274,16 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
         return CheckOutcome(name, False, f"no held-out {metric} to compare with the length-only baseline")
     passed = row["value"] > row["length_baseline"]
     return CheckOutcome(
-        name, bool(passed),
+        name,
+        bool(passed),
         f"held-out {metric} {row['value']:.3f} vs length-only {row['length_baseline']:.3f} "
         f"(random {row['random_baseline'] if row['random_baseline'] is not None else float('nan'):.3f}, n={row['n']})",
-        metadata={"value": row["value"], "length_baseline": row["length_baseline"],
-                  "random_baseline": row["random_baseline"], "n": row["n"]},
+        metadata={
+            "value": row["value"],
+            "length_baseline": row["length_baseline"],
+            "random_baseline": row["random_baseline"],
+            "n": row["n"],
+        },
     )
 
 
@@ -237,8 +293,14 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
     kinds={"polars"},
     description="Validation report of both reward models: AUC, accuracy, calibration (ECE and reliability plot), "
     "pair accuracy against length-only and random baselines, and the artifact-sensitivity probe.",
-    check_specs=[dg.AssetCheckSpec("no_artifact_reward", asset="reward_model_report", blocking=False,
-                                   description="Neither model pays for emoji, exclamation marks, lists or padding.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_artifact_reward",
+            asset="reward_model_report",
+            blocking=False,
+            description="Neither model pays for emoji, exclamation marks, lists or padding.",
+        )
+    ],
 )
 def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan, lake = current_plan(settings), settings.lake()
@@ -246,20 +308,38 @@ def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSet
     plots = sorted((Path(settings.home) / "reports" / "reward_models" / plan.generation).rglob("*.png"))
     meta = {
         "generation": plan.generation,
-        "metrics": md_table(metrics.select("model", "section", "metric", pl.col("value").round(4),
-                                           pl.col("length_baseline").round(4), pl.col("random_baseline").round(4),
-                                           "n", "flag"), max_rows=80),
+        "metrics": md_table(
+            metrics.select(
+                "model",
+                "section",
+                "metric",
+                pl.col("value").round(4),
+                pl.col("length_baseline").round(4),
+                pl.col("random_baseline").round(4),
+                "n",
+                "flag",
+            ),
+            max_rows=80,
+        ),
     }
     if plots:
         meta["reliability"] = png_markdown(plots[0], "reliability")
         meta["plots"] = dg.MetadataValue.json([str(p) for p in plots])
     yield dg.MaterializeResult(metadata=meta)
     flagged = metrics.filter((pl.col("section") == "summary") & pl.col("flag"))
-    yield result("reward_model_report", "no_artifact_reward", CheckOutcome(
-        "no_artifact_reward", flagged.is_empty(),
-        "no artifact raises scores beyond tolerance" if flagged.is_empty()
-        else "pays for artifacts: " + "; ".join(f"{m}: {d}" for m, d in flagged.select("model", "detail").iter_rows()),
-        severity=WARNING))
+    yield result(
+        "reward_model_report",
+        "no_artifact_reward",
+        CheckOutcome(
+            "no_artifact_reward",
+            flagged.is_empty(),
+            "no artifact raises scores beyond tolerance"
+            if flagged.is_empty()
+            else "pays for artifacts: "
+            + "; ".join(f"{m}: {d}" for m, d in flagged.select("model", "detail").iter_rows()),
+            severity=WARNING,
+        ),
+    )
 
 
 PRE_HERDING_ASSETS = [engagement_labels, reward_model_pointwise, reward_model_pairwise, reward_model_report]

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -44,25 +44,25 @@ from assets.herding import parent_policy
 from assets.metadata import counts_table, md_table
 from assets.pre_herding import load_scorer
 from assets.resources import FlywheelSettings
-from pipeline.lake import Lake, Partition
 from evaluation import ab_test, release_gates, steerability, style_monitor, winrate
 from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs
-from training.policy.candidates import CandidateConfig, sample_replies, valid_prompts
 from evaluation.generation_report import GENERATIONS, GenerationReportConfig, write_generation_report
+from pipeline.lake import Lake, Partition
+from training.policy.candidates import CandidateConfig, sample_replies, valid_prompts
 from training.policy.models import PolicyConfig, chat_messages
 
 SLICES = ("eval_internal", "eval_user")
 STAGE = "offline_eval"
 GATE_CHECKS = {
     "win_rate_ceiling": "Win rate against the parent at most the ceiling on every slice and judge (warns above "
-                        "the warning level): a larger win is read as reward hacking, not progress.",
+    "the warning level): a larger win is read as reward hacking, not progress.",
     "slice_divergence": "|eval_user - eval_internal| win rate within the limit for every judge.",
     "steerability_regression": "The instruction-following rate on the steerability suite does not drop more than "
-                               "the tolerance (a rising violation rate of one instruction type warns).",
+    "the tolerance (a rising violation rate of one instruction type warns).",
     "artifact_drift": "Length, list, emoji, stock-phrase and refusal rates of the eval replies stay in their bands "
-                      "around the parent's.",
+    "around the parent's.",
     "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
-                           "candidate prompts), by id or by normalised text.",
+    "candidate prompts), by id or by normalised text.",
 }
 VERDICTS = ("ship", "no-ship", "inconclusive", "invalid")
 
@@ -73,15 +73,20 @@ class ReleaseSettings(dg.ConfigurableResource):
     temperature: float = Field(default=0.7, description="sampling temperature of eval replies (both policies)")
     seed: int = Field(default=0, description="seed of eval sampling and bootstraps; both policies share it")
     steerability_samples: int = Field(
-        default=4, description="replies per steerability prompt and policy (more = a less noisy rate)")
+        default=4, description="replies per steerability prompt and policy (more = a less noisy rate)"
+    )
     steerability_suite: str | None = Field(default=None, description="suite JSON; None uses the shipped suite")
     bootstrap_resamples: int = Field(default=2000, description="bootstrap resamples of each win-rate interval")
     cpu_threads: int | None = Field(
-        default=None, description="torch CPU threads while sampling; None: one for the tiny built-in policy (fastest, "
-        "and no thread spinning on a busy machine), torch's default for a configured `policy_model`")
+        default=None,
+        description="torch CPU threads while sampling; None: one for the tiny built-in policy (fastest, "
+        "and no thread spinning on a busy machine), torch's default for a configured `policy_model`",
+    )
     ifeval_path: str | None = Field(
-        default=None, description="IFEval input JSONL to score both policies on; None skips it (a tiny model "
-        "cannot follow IFEval's instructions)")
+        default=None,
+        description="IFEval input JSONL to score both policies on; None skips it (a tiny model "
+        "cannot follow IFEval's instructions)",
+    )
     ifeval_max_prompts: int = Field(default=100, description="IFEval prompts scored (the first ones)")
     win_rate_error: float = Field(default=0.65, description="gate: a slice win rate above this blocks the release")
     win_rate_warn: float = Field(default=0.60, description="gate: a slice win rate above this warns")
@@ -91,24 +96,35 @@ class ReleaseSettings(dg.ConfigurableResource):
 
     def gate_config(self) -> release_gates.GateConfig:
         return release_gates.GateConfig(
-            win_rate_error=self.win_rate_error, win_rate_warn=self.win_rate_warn, slices=SLICES,
-            slice_divergence_max=self.slice_divergence_max, steerability_tolerance=self.steerability_tolerance,
-            max_train_eval_overlap=self.max_train_eval_overlap)
+            win_rate_error=self.win_rate_error,
+            win_rate_warn=self.win_rate_warn,
+            slices=SLICES,
+            slice_divergence_max=self.slice_divergence_max,
+            steerability_tolerance=self.steerability_tolerance,
+            max_train_eval_overlap=self.max_train_eval_overlap,
+        )
 
     def sampling(self, generation: GenerationSettings) -> CandidateConfig:
         if self.steerability_samples < 1:
             raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 4)")
         threads = self.cpu_threads if self.cpu_threads is not None else (1 if generation.policy_model is None else None)
-        return CandidateConfig(num_samples=1, max_new_tokens=generation.max_new_tokens, temperature=self.temperature,
-                               seed=self.seed, cpu_threads=threads)
+        return CandidateConfig(
+            num_samples=1,
+            max_new_tokens=generation.max_new_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            cpu_threads=threads,
+        )
 
 
 class AbSettings(dg.ConfigurableResource):
     """Where the A/B logs come from and how they are read."""
 
-    source: str = Field(default_factory=lambda: os.environ.get("FLYWHEEL_AB_SOURCE") or "simulate",
-                        description="simulate: write simulated logs with a planted lift (labelled as such); "
-                        "lake: read the ab_exposures / ab_events tables you loaded (env FLYWHEEL_AB_SOURCE)")
+    source: str = Field(
+        default_factory=lambda: os.environ.get("FLYWHEEL_AB_SOURCE") or "simulate",
+        description="simulate: write simulated logs with a planted lift (labelled as such); "
+        "lake: read the ab_exposures / ab_events tables you loaded (env FLYWHEEL_AB_SOURCE)",
+    )
     window_days: int = Field(default=7, description="days of the analysis window")
     start: str | None = Field(default=None, description="first day of the window (ISO); None: first exposure day")
     control: str = Field(default="control", description="control arm name (the parent generation)")
@@ -124,21 +140,36 @@ class AbSettings(dg.ConfigurableResource):
     def ab_config(self, start: str | None = None) -> ab_test.AbConfig:
         if self.source not in ("simulate", "lake"):
             raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to simulate or lake")
-        return ab_test.AbConfig(start=start or self.start, window_days=self.window_days, control=self.control,
-                                treatment=self.treatment, planned_treatment_share=self.planned_treatment_share,
-                                alpha=self.alpha, srm_alpha=self.srm_alpha, n_bootstrap=self.n_bootstrap,
-                                seed=0)
+        return ab_test.AbConfig(
+            start=start or self.start,
+            window_days=self.window_days,
+            control=self.control,
+            treatment=self.treatment,
+            planned_treatment_share=self.planned_treatment_share,
+            alpha=self.alpha,
+            srm_alpha=self.srm_alpha,
+            n_bootstrap=self.n_bootstrap,
+            seed=0,
+        )
 
     def sim_config(self, plan: GenerationPlan) -> AbSimConfig:
         start = self.start or (date.fromisoformat(plan.days[-1]) + timedelta(days=1)).isoformat()
-        return AbSimConfig(n_users=self.simulated_users, treatment_share=self.planned_treatment_share,
-                           lift_breadth=self.planted_lift_breadth, lift_depth=self.planted_lift_depth,
-                           window_days=self.window_days, exposure_days=min(3, self.window_days), start=start,
-                           control=self.control, treatment=self.treatment, seed=plan.number)
+        return AbSimConfig(
+            n_users=self.simulated_users,
+            treatment_share=self.planned_treatment_share,
+            lift_breadth=self.planted_lift_breadth,
+            lift_depth=self.planted_lift_depth,
+            window_days=self.window_days,
+            exposure_days=min(3, self.window_days),
+            start=start,
+            control=self.control,
+            treatment=self.treatment,
+            seed=plan.number,
+        )
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _gen_table(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
@@ -148,6 +179,7 @@ def _gen_table(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
 
 def _json(value) -> str:
     """JSON that any reader parses: NaN and infinities (an interval of one prompt) become null."""
+
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -156,6 +188,7 @@ def _json(value) -> str:
         if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         return v
+
     return json.dumps(clean(value), sort_keys=True, default=str)
 
 
@@ -175,14 +208,20 @@ def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tu
     prompts on every run); prompts that do not end in a user turn are returned as drops."""
     held = pool.filter(pl.col("split").is_in(SLICES))
     usable, drops = valid_prompts(held, stage=STAGE)
-    chosen = (usable.with_columns(pl.Series("_rank", _rank(usable["prompt_id"].to_list(), seed), dtype=pl.Utf8))
-              .sort("split", "_rank").group_by("split", maintain_order=True).head(per_slice).drop("_rank"))
+    chosen = (
+        usable.with_columns(pl.Series("_rank", _rank(usable["prompt_id"].to_list(), seed), dtype=pl.Utf8))
+        .sort("split", "_rank")
+        .group_by("split", maintain_order=True)
+        .head(per_slice)
+        .drop("_rank")
+    )
     return chosen.sort("split", "prompt_id"), drops
 
 
 def _replies(policy: str, contexts: list[list[dict]], cfg: CandidateConfig) -> tuple[list[str], dict]:
-    texts, _, stats = sample_replies(PolicyConfig(model_name_or_path=policy, device=cfg.device,
-                                                  cpu_threads=cfg.cpu_threads), contexts, cfg)
+    texts, _, stats = sample_replies(
+        PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads), contexts, cfg
+    )
     return [t[0] for t in texts], stats
 
 
@@ -194,6 +233,7 @@ def _utility_judge(model):
     def judge(ctx, a, b):
         messages = [json.loads(c) for c in ctx]
         return model.score(messages, list(a)), model.score(messages, list(b))
+
     return judge
 
 
@@ -208,15 +248,18 @@ def trained_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan
             found.append(name)
             ids |= set(pl.read_parquet(rows, columns=["prompt_id"])["prompt_id"].drop_nulls().to_list())
     if "sft" not in found:
-        raise ValueError(f"no SFT rows at {dataset_dir(settings, plan.generation, 'sft')}: materialize sft_dataset "
-                         "first (the train/eval gate cannot be checked without it)")
+        raise ValueError(
+            f"no SFT rows at {dataset_dir(settings, plan.generation, 'sft')}: materialize sft_dataset "
+            "first (the train/eval gate cannot be checked without it)"
+        )
     cand = _gen_table(lake, "candidate_prompts", plan)
     texts = [read_window(lake, "prompts", plan)]
     if cand.height:
         ids |= set(cand["prompt_id"].to_list())
         texts.append(cand)
     known = pl.concat([t.select("prompt_id", "text") for t in texts if t.height], how="vertical_relaxed").unique(
-        "prompt_id")
+        "prompt_id"
+    )
     frame = pl.DataFrame({"prompt_id": sorted(ids)}, schema={"prompt_id": pl.Utf8})
     return frame.join(known, on="prompt_id", how="left")
 
@@ -226,8 +269,11 @@ def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:
     for role, frame in sides.items():
         mon = style_monitor.monitor(frame)
         fr, _ = style_monitor.false_refusal_rate(frame, prompt_col="prompt")
-        rows.append(pl.concat([mon, fr.select("false_refusal_rate", "n_benign")], how="horizontal")
-                    .with_columns(pl.lit(role).alias("role"), pl.lit(frame["policy"][0]).alias("policy")))
+        rows.append(
+            pl.concat([mon, fr.select("false_refusal_rate", "n_benign")], how="horizontal").with_columns(
+                pl.lit(role).alias("role"), pl.lit(frame["policy"][0]).alias("policy")
+            )
+        )
     return pl.concat(rows)
 
 
@@ -249,31 +295,54 @@ def _gap_intervals(outcomes: pl.DataFrame) -> dict[str, list[float] | None]:
 class Evaluation:
     """Everything offline_eval measured, before it is written and gated."""
 
-    def __init__(self, plan: GenerationPlan, evals: pl.DataFrame, steer: pl.DataFrame,
-                 replies: dict[str, list[str]], names: dict[str, str]):
+    def __init__(
+        self,
+        plan: GenerationPlan,
+        evals: pl.DataFrame,
+        steer: pl.DataFrame,
+        replies: dict[str, list[str]],
+        names: dict[str, str],
+    ):
         self.plan, self.evals, self.steer, self.names = plan, evals, steer, names
         n_eval, n_steer = evals.height, steer.height
-        ctx = [json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
-               for r in evals.select("system", "history").iter_rows(named=True)]
-        self.sides = {role: evals.select("prompt_id", pl.col("split").alias("slice"),
-                                         pl.col("last_user").alias("prompt")).with_columns(
-            pl.Series("context", ctx, dtype=pl.Utf8), pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
-            pl.lit(names[role]).alias("policy")) for role, texts in replies.items()}
-        self.steer_replies = {role: texts[n_eval:n_eval + n_steer] for role, texts in replies.items()}
-        self.extra_replies = {role: texts[n_eval + n_steer:] for role, texts in replies.items()}
+        ctx = [
+            json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
+            for r in evals.select("system", "history").iter_rows(named=True)
+        ]
+        self.sides = {
+            role: evals.select(
+                "prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt")
+            ).with_columns(
+                pl.Series("context", ctx, dtype=pl.Utf8),
+                pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
+                pl.lit(names[role]).alias("policy"),
+            )
+            for role, texts in replies.items()
+        }
+        self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
+        self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
 
     def judge(self, pointwise, pairwise, release: "ReleaseSettings") -> None:
         self.wr = winrate.win_rate(
-            self.sides["new"], self.sides["parent"], pointwise={"pointwise": _pointwise_judge(pointwise)},
+            self.sides["new"],
+            self.sides["parent"],
+            pointwise={"pointwise": _pointwise_judge(pointwise)},
             pairwise={"pairwise": _utility_judge(pairwise)},
-            config=winrate.WinRateConfig(slices=SLICES, pairwise_output="utilities",
-                                         n_resamples=release.bootstrap_resamples, seed=release.seed))
-        self.scored = {role: steerability.score_responses(self.steer.with_columns(
-            pl.Series("response", texts, dtype=pl.Utf8))) for role, texts in self.steer_replies.items()}
+            config=winrate.WinRateConfig(
+                slices=SLICES, pairwise_output="utilities", n_resamples=release.bootstrap_resamples, seed=release.seed
+            ),
+        )
+        self.scored = {
+            role: steerability.score_responses(self.steer.with_columns(pl.Series("response", texts, dtype=pl.Utf8)))
+            for role, texts in self.steer_replies.items()
+        }
         self.style = _style_rows(self.sides)
-        self.steer_summary = pl.concat([s.summary.with_columns(pl.lit(r).alias("role"),
-                                                               pl.lit(self.names[r]).alias("policy"))
-                                        for r, s in self.scored.items()])
+        self.steer_summary = pl.concat(
+            [
+                s.summary.with_columns(pl.lit(r).alias("role"), pl.lit(self.names[r]).alias("policy"))
+                for r, s in self.scored.items()
+            ]
+        )
 
     def gates(self, training: pl.DataFrame, config: release_gates.GateConfig) -> dict[str, release_gates.GateResult]:
         style = {r["role"]: r for r in self.style.iter_rows(named=True)}
@@ -281,14 +350,17 @@ class Evaluation:
             "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config),
             "slice_divergence": release_gates.slice_divergence(self.wr.summary, config),
             "steerability_regression": release_gates.steerability_regression(
-                self.scored["new"].summary, self.scored["parent"].summary, config),
+                self.scored["new"].summary, self.scored["parent"].summary, config
+            ),
             "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
             "train_eval_disjoint": release_gates.train_eval_disjoint(
-                training, self.evals.select("prompt_id", "text"), config),
+                training, self.evals.select("prompt_id", "text"), config
+            ),
         }
         gates["slice_divergence"].metadata.update(
             n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
-            gap_ci95=_gap_intervals(self.wr.outcomes))
+            gap_ci95=_gap_intervals(self.wr.outcomes),
+        )
         return gates
 
     def records(self) -> pl.DataFrame:
@@ -299,48 +371,81 @@ class Evaluation:
         for role, side in self.sides.items():
             score = dict(zip(pw["prompt_id"], pw["score_new" if role == "new" else "score_prev"]))
             feats = style_monitor.response_features(side["response"].to_list())
-            cols = {"rm_pointwise": [score.get(p) for p in side["prompt_id"]], "style/n_chars": feats["n_chars"],
-                    "style/n_emoji": feats["n_emoji"], "style/has_list": feats["has_list"],
-                    "style/is_refusal": feats["is_refusal"]}
-            parts += [side.select("slice", "prompt_id", "policy").with_columns(
-                pl.lit(metric).alias("metric"), pl.Series("value", values).cast(pl.Float64))
-                for metric, values in cols.items()]
+            cols = {
+                "rm_pointwise": [score.get(p) for p in side["prompt_id"]],
+                "style/n_chars": feats["n_chars"],
+                "style/n_emoji": feats["n_emoji"],
+                "style/has_list": feats["has_list"],
+                "style/is_refusal": feats["is_refusal"],
+            }
+            parts += [
+                side.select("slice", "prompt_id", "policy").with_columns(
+                    pl.lit(metric).alias("metric"), pl.Series("value", values).cast(pl.Float64)
+                )
+                for metric, values in cols.items()
+            ]
             steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
-                pl.col("prompt_id").str.replace(r"#\d+$", ""))  # samples of one prompt share its id
-            parts.append(steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
-                         .agg(pl.col("value").mean()).with_columns(pl.lit(self.names[role]).alias("policy")))
-        return pl.concat([p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy")
-                          for p in parts])
+                pl.col("prompt_id").str.replace(r"#\d+$", "")
+            )  # samples of one prompt share its id
+            parts.append(
+                steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
+                .agg(pl.col("value").mean())
+                .with_columns(pl.lit(self.names[role]).alias("policy"))
+            )
+        return pl.concat(
+            [p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy") for p in parts]
+        )
 
     def responses(self) -> pl.DataFrame:
-        steer = [self.steer.select("prompt_id", pl.lit("steerability").alias("slice"),
-                                   pl.lit(self.names[r]).alias("policy"), pl.lit(None, pl.Utf8).alias("context"),
-                                   pl.Series("response", texts, dtype=pl.Utf8))
-                 for r, texts in self.steer_replies.items()]
-        return pl.concat([s.select("prompt_id", "slice", "policy", "context", "response")
-                          for s in self.sides.values()] + steer)
+        steer = [
+            self.steer.select(
+                "prompt_id",
+                pl.lit("steerability").alias("slice"),
+                pl.lit(self.names[r]).alias("policy"),
+                pl.lit(None, pl.Utf8).alias("context"),
+                pl.Series("response", texts, dtype=pl.Utf8),
+            )
+            for r, texts in self.steer_replies.items()
+        ]
+        return pl.concat(
+            [s.select("prompt_id", "slice", "policy", "context", "response") for s in self.sides.values()] + steer
+        )
 
     def metadata(self, gates: dict[str, release_gates.GateResult]) -> dict:
         decision = release_gates.release_decision(list(gates.values()))
         summary = self.wr.summary
         overall = {r["role"]: r for r in self.steer_summary.filter(pl.col("level") == "overall").iter_rows(named=True)}
         rates = ("following_rate", "violation_rate")
-        by_instruction = self.steer_summary.filter(pl.col("level") == "instruction").pivot(
-            "role", index="key", values="violation_rate").rename({"key": "instruction"})
+        by_instruction = (
+            self.steer_summary.filter(pl.col("level") == "instruction")
+            .pivot("role", index="key", values="violation_rate")
+            .rename({"key": "instruction"})
+        )
         style = {r["role"]: r for r in self.style.iter_rows(named=True)}
         meta = {
-            "generation": self.plan.generation, "parent": self.plan.parent,
+            "generation": self.plan.generation,
+            "parent": self.plan.parent,
             "release": dg.MetadataValue.md(f"**{decision.severity}**: {decision.detail}"),
             "eval_prompts": dg.MetadataValue.json({s: int((self.evals["split"] == s).sum()) for s in SLICES}),
             "win_rates": md_table(summary.with_columns(pl.col("win_rate", "ci_low", "ci_high").round(3))),
-            "steerability": md_table(_compare(overall["new"], overall["parent"], rates).with_columns(
-                pl.col("parent", "new", "delta").round(3))),
+            "steerability": md_table(
+                _compare(overall["new"], overall["parent"], rates).with_columns(
+                    pl.col("parent", "new", "delta").round(3)
+                )
+            ),
             "violation_rate_by_instruction": md_table(by_instruction.with_columns(pl.col(pl.Float64).round(3)), 20),
-            "style": md_table(_compare(style["new"], style["parent"],
-                                       [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]).with_columns(
-                pl.col("parent", "new", "delta").round(4)), 20),
-            "examples": md_table(self.sides["new"].select("slice", "prompt", pl.col("response").alias("new"))
-                                 .with_columns(self.sides["parent"]["response"].alias("parent")), max_rows=6),
+            "style": md_table(
+                _compare(
+                    style["new"], style["parent"], [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]
+                ).with_columns(pl.col("parent", "new", "delta").round(4)),
+                20,
+            ),
+            "examples": md_table(
+                self.sides["new"]
+                .select("slice", "prompt", pl.col("response").alias("new"))
+                .with_columns(self.sides["parent"]["response"].alias("parent")),
+                max_rows=6,
+            ),
             "following_rate/new": float(overall["new"]["following_rate"]),
         }
         for r in summary.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
@@ -349,28 +454,46 @@ class Evaluation:
 
 
 def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResult:
-    meta = {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list, tuple)) else v
-            for k, v in gate.metadata.items() if v is not None}
+    meta = {
+        k: dg.MetadataValue.json(v) if isinstance(v, (dict, list, tuple)) else v
+        for k, v in gate.metadata.items()
+        if v is not None
+    }
     return dg.AssetCheckResult(
-        asset_key="offline_eval", check_name=name, passed=gate.severity == "ok",
+        asset_key="offline_eval",
+        check_name=name,
+        passed=gate.severity == "ok",
         severity=dg.AssetCheckSeverity.WARN if gate.severity == "warn" else dg.AssetCheckSeverity.ERROR,
-        description=f"{gate.severity}: {gate.detail}" + (
-            f" (prompts per slice: {gate.metadata['n_per_slice']})" if "n_per_slice" in gate.metadata else ""),
-        metadata=meta)
+        description=f"{gate.severity}: {gate.detail}"
+        + (f" (prompts per slice: {gate.metadata['n_per_slice']})" if "n_per_slice" in gate.metadata else ""),
+        metadata=meta,
+    )
 
 
 def _compare(new: dict, parent: dict, keys) -> pl.DataFrame:
-    return pl.DataFrame([{"metric": k, "parent": parent.get(k), "new": new.get(k),
-                          "delta": (new[k] - parent[k]) if new.get(k) is not None and parent.get(k) is not None
-                          else None} for k in keys],
-                        schema={"metric": pl.Utf8, "parent": pl.Float64, "new": pl.Float64, "delta": pl.Float64})
+    return pl.DataFrame(
+        [
+            {
+                "metric": k,
+                "parent": parent.get(k),
+                "new": new.get(k),
+                "delta": (new[k] - parent[k]) if new.get(k) is not None and parent.get(k) is not None else None,
+            }
+            for k in keys
+        ],
+        schema={"metric": pl.Utf8, "parent": pl.Float64, "new": pl.Float64, "delta": pl.Float64},
+    )
 
 
 def _steerability_prompts(release: "ReleaseSettings") -> pl.DataFrame:
     """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
     base = steerability.build_prompts(steerability.load_suite(release.steerability_suite))
-    return pl.concat([base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
-                      for k in range(release.steerability_samples)])
+    return pl.concat(
+        [
+            base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
+            for k in range(release.steerability_samples)
+        ]
+    )
 
 
 @dg.asset(
@@ -380,11 +503,18 @@ def _steerability_prompts(release: "ReleaseSettings") -> pl.DataFrame:
     description="Offline evaluation of the new generation against its parent on held-out prompts: win rates per "
     "slice judged by this generation's pointwise and pairwise reward models (bootstrap CIs), steerability, style "
     "monitors and false refusals; the release gates are its blocking checks.",
-    check_specs=[dg.AssetCheckSpec(name, asset="offline_eval", blocking=True, description=desc)
-                 for name, desc in GATE_CHECKS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="offline_eval", blocking=True, description=desc)
+        for name, desc in GATE_CHECKS.items()
+    ],
 )
-def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings,
-                 release: ReleaseSettings, curation: CurationSettings):
+def offline_eval(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    release: ReleaseSettings,
+    curation: CurationSettings,
+):
     plan, lake = current_plan(settings), settings.lake()
     cfg = release.sampling(generation)
     pool = read_window(lake, "prompts", plan)
@@ -392,11 +522,14 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
     evals, drops = select_eval_prompts(pool, generation.eval_prompts, release.seed)
     if evals.is_empty():
-        raise ValueError(f"no held-out ({' / '.join(SLICES)}) prompts in the pool of {plan.days}: widen "
-                         "`window_days` or raise the eval fraction of the consolidation's sampling")
+        raise ValueError(
+            f"no held-out ({' / '.join(SLICES)}) prompts in the pool of {plan.days}: widen "
+            "`window_days` or raise the eval fraction of the consolidation's sampling"
+        )
     steer = _steerability_prompts(release)
-    contexts = [chat_messages(r["system"], r["history"])
-                for r in evals.select("system", "history").iter_rows(named=True)]
+    contexts = [
+        chat_messages(r["system"], r["history"]) for r in evals.select("system", "history").iter_rows(named=True)
+    ]
     contexts += [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
     ifeval_inputs = None
     if release.ifeval_path:
@@ -414,8 +547,11 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(plan, evals, steer, replies, {"new": plan.generation, "parent": plan.parent})
     # the judges embed with the embedder their features were trained on (the curation's)
-    ev.judge(load_scorer(settings, plan.generation, "pointwise", curation),
-             load_scorer(settings, plan.generation, "pairwise", curation), release)
+    ev.judge(
+        load_scorer(settings, plan.generation, "pointwise", curation),
+        load_scorer(settings, plan.generation, "pairwise", curation),
+        release,
+    )
     gates = ev.gates(trained_prompts(settings, lake, plan), release.gate_config())
 
     records = ev.records()
@@ -430,13 +566,28 @@ def offline_eval(context: dg.AssetExecutionContext, settings: FlywheelSettings, 
     write_generation_table(lake, "eval_win_rates", plan, ev.wr.summary)
     write_generation_table(lake, "eval_steerability", plan, ev.steer_summary)
     write_generation_table(lake, "eval_style", plan, ev.style)
-    write_generation_table(lake, "release_gates", plan, pl.DataFrame(
-        [{"gate": name, "passed": g.passed, "severity": g.severity, "detail": g.detail,
-          "metadata": _json(g.metadata)} for name, g in gates.items()]))
+    write_generation_table(
+        lake,
+        "release_gates",
+        plan,
+        pl.DataFrame(
+            [
+                {
+                    "gate": name,
+                    "passed": g.passed,
+                    "severity": g.severity,
+                    "detail": g.detail,
+                    "metadata": _json(g.metadata),
+                }
+                for name, g in gates.items()
+            ]
+        ),
+    )
     drops = pl.concat([drops, ev.wr.drops, *(s.drops for s in ev.scored.values())])
     _write_drops(lake, plan, STAGE, drops)
-    meta["drops_by_reason"] = counts_table(dict(drops.group_by("reason_code").len().iter_rows()) if drops.height
-                                           else {})
+    meta["drops_by_reason"] = counts_table(
+        dict(drops.group_by("reason_code").len().iter_rows()) if drops.height else {}
+    )
     meta["tokens_per_s"] = dg.MetadataValue.json(speed)
     yield dg.MaterializeResult(metadata=meta)
     for name, gate in gates.items():
@@ -450,10 +601,15 @@ def _score_ifeval(inputs: pl.DataFrame, replies: dict[str, list[str]], names: di
     for role, texts in replies.items():
         res = score_ifeval(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts}))
         summaries.append(res.summary.with_columns(pl.lit(role).alias("role"), pl.lit(names[role]).alias("policy")))
-        records.append(res.rows.select(pl.lit("ifeval").alias("slice"), pl.col("key").cast(pl.Utf8).alias("prompt_id"),
-                                       pl.lit("ifeval/prompt_strict").alias("metric"),
-                                       pl.col("prompt_strict").cast(pl.Float64).alias("value"),
-                                       pl.lit(names[role]).alias("policy")))
+        records.append(
+            res.rows.select(
+                pl.lit("ifeval").alias("slice"),
+                pl.col("key").cast(pl.Utf8).alias("prompt_id"),
+                pl.lit("ifeval/prompt_strict").alias("metric"),
+                pl.col("prompt_strict").cast(pl.Float64).alias("value"),
+                pl.lit(names[role]).alias("policy"),
+            )
+        )
     return pl.concat(summaries), pl.concat(records)
 
 
@@ -462,8 +618,10 @@ def _score_ifeval(inputs: pl.DataFrame, replies: dict[str, list[str]], names: di
 
 def _significant(row: dict, sign: int) -> bool:
     """Both the delta-method and (when computed) the bootstrap interval exclude 0 on the `sign` side."""
+
     def beyond(lo, hi) -> bool:
         return lo is not None and hi is not None and (lo > 0 if sign > 0 else hi < 0)
+
     if not beyond(row.get("delta_ci_low"), row.get("delta_ci_high")):
         return False
     boot = (row.get("boot_ci_low"), row.get("boot_ci_high"))
@@ -492,8 +650,10 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
     out = []
     for table in ("ab_exposures", "ab_events"):
         if not lake.exists(table):
-            raise ValueError(f"ab source is `lake` but the lake has no `{table}` table: load your logs into it "
-                             "(see training/ab_test.py for the columns) or set `source` to simulate")
+            raise ValueError(
+                f"ab source is `lake` but the lake has no `{table}` table: load your logs into it "
+                "(see training/ab_test.py for the columns) or set `source` to simulate"
+            )
         frame = _gen_table(lake, table, plan)
         frame = frame if frame.height else lake.scan(table).collect()
         if "simulated" in frame.columns:
@@ -509,8 +669,14 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
     description="Online A/B readout of the new generation (treatment) against its parent (control) over a 7-day "
     "window: breadth and depth per arm, lifts with delta-method and bootstrap 95% CIs, p-values, the SRM test and "
     "a verdict. Default source: SIMULATED logs with a planted lift.",
-    check_specs=[dg.AssetCheckSpec("sample_ratio", asset="ab_readout", blocking=True,
-                                   description="Exposed users per arm match the planned split (chi-square SRM test).")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "sample_ratio",
+            asset="ab_readout",
+            blocking=True,
+            description="Exposed users per arm match the planned split (chi-square SRM test).",
+        )
+    ],
 )
 def ab_readout(context: dg.AssetExecutionContext, settings: FlywheelSettings, ab: AbSettings):
     plan, lake = current_plan(settings), settings.lake()
@@ -527,25 +693,54 @@ def ab_readout(context: dg.AssetExecutionContext, settings: FlywheelSettings, ab
     readout = ab_test.ab_readout(exposures, events, config)
     verdict, reason = ab_decision(readout.lifts, readout.srm)
     label = pl.lit(ab.source).alias("source"), pl.lit(simulated).alias("simulated")
-    write_generation_table(lake, "ab_lifts", plan, readout.lifts.with_columns(
-        *label, pl.lit(verdict).alias("verdict"), pl.lit(reason).alias("reason")))
-    write_generation_table(lake, "ab_arms", plan, readout.arms.with_columns(
-        *label, pl.Series("model", [plan.parent, plan.generation])))
+    write_generation_table(
+        lake,
+        "ab_lifts",
+        plan,
+        readout.lifts.with_columns(*label, pl.lit(verdict).alias("verdict"), pl.lit(reason).alias("reason")),
+    )
+    write_generation_table(
+        lake, "ab_arms", plan, readout.arms.with_columns(*label, pl.Series("model", [plan.parent, plan.generation]))
+    )
     write_generation_table(lake, "ab_srm", plan, readout.srm.with_columns(*label))
     _write_drops(lake, plan, "ab_readout", readout.drops)
 
-    source = (f"SIMULATED logs (planted lift: breadth {ab.planted_lift_breadth:+.1%}, depth "
-              f"{ab.planted_lift_depth:+.1%}, {ab.simulated_users} users), not real traffic" if simulated
-              else "ab_exposures / ab_events tables in the lake")
+    source = (
+        f"SIMULATED logs (planted lift: breadth {ab.planted_lift_breadth:+.1%}, depth "
+        f"{ab.planted_lift_depth:+.1%}, {ab.simulated_users} users), not real traffic"
+        if simulated
+        else "ab_exposures / ab_events tables in the lake"
+    )
     srm = readout.srm.row(0, named=True)
-    lifts = readout.lifts.select("metric", *(pl.col(c).round(4) for c in (
-        "control", "treatment", "lift", "delta_ci_low", "delta_ci_high", "delta_p_value", "boot_ci_low",
-        "boot_ci_high", "boot_p_value")), "significant")
+    lifts = readout.lifts.select(
+        "metric",
+        *(
+            pl.col(c).round(4)
+            for c in (
+                "control",
+                "treatment",
+                "lift",
+                "delta_ci_low",
+                "delta_ci_high",
+                "delta_p_value",
+                "boot_ci_low",
+                "boot_ci_high",
+                "boot_p_value",
+            )
+        ),
+        "significant",
+    )
     meta = {
-        "generation": plan.generation, "source": source, "simulated": simulated,
-        "verdict": verdict, "verdict_reason": reason,
-        "arms": md_table(readout.arms.with_columns(pl.Series("model", [plan.parent, plan.generation]),
-                                                   pl.col("breadth", "depth").round(4))),
+        "generation": plan.generation,
+        "source": source,
+        "simulated": simulated,
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "arms": md_table(
+            readout.arms.with_columns(
+                pl.Series("model", [plan.parent, plan.generation]), pl.col("breadth", "depth").round(4)
+            )
+        ),
         "lifts": md_table(lifts),
         "srm_p_value": float(srm["p_value"]) if srm["p_value"] is not None else float("nan"),
         "observed_treatment_share": float(srm["observed_treatment_share"] or 0.0),
@@ -555,11 +750,16 @@ def ab_readout(context: dg.AssetExecutionContext, settings: FlywheelSettings, ab
         meta[f"lift/{r['metric']}"] = float(r["lift"])
     yield dg.MaterializeResult(metadata=meta)
     yield dg.AssetCheckResult(
-        asset_key="ab_readout", check_name="sample_ratio", passed=not srm["srm"],
+        asset_key="ab_readout",
+        check_name="sample_ratio",
+        passed=not srm["srm"],
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"chi-square p = {srm['p_value']:.3g} (flagged below {config.srm_alpha}): observed treatment "
-                     f"share {srm['observed_treatment_share']} vs planned {srm['planned_treatment_share']}"),
-        metadata={"n_control": int(srm["n_control"]), "n_treatment": int(srm["n_treatment"])})
+        description=(
+            f"chi-square p = {srm['p_value']:.3g} (flagged below {config.srm_alpha}): observed treatment "
+            f"share {srm['observed_treatment_share']} vs planned {srm['planned_treatment_share']}"
+        ),
+        metadata={"n_control": int(srm["n_control"]), "n_treatment": int(srm["n_treatment"])},
+    )
 
 
 # ---- the record and the report ------------------------------------------------------------------------
@@ -597,9 +797,13 @@ def lineage_inputs(settings: FlywheelSettings, generation: GenerationSettings, p
         "datasets": {n: m.get("content_hash") for n, m in manifests.items()},
         "dataset_rows": {n: m.get("rows") for n, m in manifests.items()},
         "candidates_sha256": _digest(lake.files("candidates", Partition.generation(plan.generation))),
-        "reward_models": {k: {"path": str(reward_model_dir(settings, plan.generation, k)),
-                              "sha256": _dir_digest(reward_model_dir(settings, plan.generation, k))}
-                          for k in ("pointwise", "pairwise")},
+        "reward_models": {
+            k: {
+                "path": str(reward_model_dir(settings, plan.generation, k)),
+                "sha256": _dir_digest(reward_model_dir(settings, plan.generation, k)),
+            }
+            for k in ("pointwise", "pairwise")
+        },
         "parent_policy": parent_policy(settings, generation, plan),
         "annotations_path": generation.annotations_path,
     }
@@ -621,34 +825,51 @@ def collect_metrics(lake: Lake, plan: GenerationPlan) -> dict:
     if wr.height:
         metrics["win_rates"] = wr.select("slice", "judge", "n", "win_rate", "ci_low", "ci_high").to_dicts()
     if steer.height:
-        metrics["steerability"] = _metric_values(steer.filter(pl.col("level") == "overall"),
-                                                 ("following_rate", "violation_rate", "n"))
+        metrics["steerability"] = _metric_values(
+            steer.filter(pl.col("level") == "overall"), ("following_rate", "violation_rate", "n")
+        )
     if style.height:
         metrics["style"] = _metric_values(style, (*style_monitor.MONITOR_METRICS, "false_refusal_rate", "n"))
     if rm.height and {"model", "section", "metric", "value"} <= set(rm.columns):
         rows = rm.filter(pl.col("section").is_in(["pointwise", "pairwise"]) & pl.col("value").is_not_null())
-        metrics["reward_models"] = {m: dict(zip(g["metric"], g["value"]))
-                                    for (m,), g in rows.group_by("model", maintain_order=True)}
+        metrics["reward_models"] = {
+            m: dict(zip(g["metric"], g["value"])) for (m,), g in rows.group_by("model", maintain_order=True)
+        }
     if lifts.height:
         metrics["ab"] = {
-            "source": lifts["source"][0], "simulated": bool(lifts["simulated"][0]), "verdict": lifts["verdict"][0],
+            "source": lifts["source"][0],
+            "simulated": bool(lifts["simulated"][0]),
+            "verdict": lifts["verdict"][0],
             "reason": lifts["reason"][0],
-            "lifts": {r["metric"]: {k: v for k, v in r.items() if k not in ("metric", "generation", "source",
-                                                                          "simulated", "verdict", "reason")}
-                      for r in lifts.iter_rows(named=True)},
+            "lifts": {
+                r["metric"]: {
+                    k: v
+                    for k, v in r.items()
+                    if k not in ("metric", "generation", "source", "simulated", "verdict", "reason")
+                }
+                for r in lifts.iter_rows(named=True)
+            },
             "srm": srm.drop("generation", strict=False).row(0, named=True) if srm.height else {},
             "arms": arms.drop("generation", strict=False).to_dicts(),
         }
     ifeval = _gen_table(lake, "eval_ifeval", plan)
     if ifeval.height:
-        metrics["ifeval"] = {r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")}
-                             for r in ifeval.iter_rows(named=True)}
+        metrics["ifeval"] = {
+            r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")} for r in ifeval.iter_rows(named=True)
+        }
     return metrics
 
 
 @dg.asset(
-    deps=["offline_eval", "ab_readout", "grpo_checkpoint", "sft_dataset", "preference_dataset", "rl_prompts",
-          "reward_model_report"],
+    deps=[
+        "offline_eval",
+        "ab_readout",
+        "grpo_checkpoint",
+        "sft_dataset",
+        "preference_dataset",
+        "rl_prompts",
+        "reward_model_report",
+    ],
     group_name=GROUP_RELEASE,
     kinds={"parquet", "duckdb"},
     description="The generation's row in the `generations` table: parent, window, input content hashes, "
@@ -663,8 +884,10 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
     failed = gates.filter(pl.col("severity") == "error")
     if failed.height:
         # a run of this asset alone is not stopped by the blocking checks of an earlier run
-        raise ValueError(f"{plan.generation} failed its release gates, so it is not recorded: "
-                         + "; ".join(f"{g}: {d}" for g, d in failed.select("gate", "detail").iter_rows()))
+        raise ValueError(
+            f"{plan.generation} failed its release gates, so it is not recorded: "
+            + "; ".join(f"{g}: {d}" for g, d in failed.select("gate", "detail").iter_rows())
+        )
     metrics = collect_metrics(lake, plan)
     ab = metrics.get("ab")
     if ab is None:
@@ -674,26 +897,43 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
     warned = gates.filter(pl.col("severity") == "warn")
     root = models_dir(settings, plan.generation)
     row = {
-        "generation": plan.generation, "number": plan.number, "parent": plan.parent, "created_at": plan.created_at,
-        "recorded_at": _now(), "window_start": date.fromisoformat(plan.days[0]),
-        "window_end": date.fromisoformat(plan.days[-1]), "days": plan.days,
+        "generation": plan.generation,
+        "number": plan.number,
+        "parent": plan.parent,
+        "created_at": plan.created_at,
+        "recorded_at": _now(),
+        "window_start": date.fromisoformat(plan.days[0]),
+        "window_end": date.fromisoformat(plan.days[-1]),
+        "days": plan.days,
         "inputs": _json(lineage_inputs(settings, generation, plan)),
-        "checkpoints": _json({"policy": str(policy_dir(settings, plan.generation)), "sft": str(root / "sft"),
-                                   "dpo": str(root / "dpo"), "grpo": str(root / "grpo"),
-                                   "parent": parent_policy(settings, generation, plan)}),
+        "checkpoints": _json(
+            {
+                "policy": str(policy_dir(settings, plan.generation)),
+                "sft": str(root / "sft"),
+                "dpo": str(root / "dpo"),
+                "grpo": str(root / "grpo"),
+                "parent": parent_policy(settings, generation, plan),
+            }
+        ),
         "metrics": _json(metrics),
         "gate": "passed_with_warnings" if warned.height else "passed",
         "gate_detail": _json(gates.select("gate", "severity", "detail").to_dicts()),
-        "ab_verdict": ab["verdict"], "ab_source": ab["source"],
+        "ab_verdict": ab["verdict"],
+        "ab_source": ab["source"],
     }
     path = lake.write("generations", Partition.generation(plan.generation), pl.DataFrame([row], schema=GENERATIONS))
     lake.refresh_catalog()
-    return dg.MaterializeResult(metadata={
-        "generation": plan.generation, "number": plan.number, "parent": plan.parent,
-        "gate": row["gate"], "ab_verdict": ab["verdict"] + (" (simulated)" if ab["simulated"] else ""),
-        "inputs": dg.MetadataValue.json(json.loads(row["inputs"])),
-        "path": dg.MetadataValue.path(str(path)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "number": plan.number,
+            "parent": plan.parent,
+            "gate": row["gate"],
+            "ab_verdict": ab["verdict"] + (" (simulated)" if ab["simulated"] else ""),
+            "inputs": dg.MetadataValue.json(json.loads(row["inputs"])),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
 
 
 @dg.asset(
@@ -705,14 +945,18 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
 )
 def generation_report(context: dg.AssetExecutionContext, settings: FlywheelSettings, release: ReleaseSettings):
     files = write_generation_report(
-        recorded_generations(settings.lake()), settings.reports_dir / "generations",
-        GenerationReportConfig(win_rate_warn=release.win_rate_warn, win_rate_ceiling=release.win_rate_error))
-    return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.path(str(files.index.resolve())),
-        "summary": dg.MetadataValue.md(files.markdown),
-        "generations": files.generations,
-        "charts": dg.MetadataValue.json(files.plots),
-    })
+        recorded_generations(settings.lake()),
+        settings.reports_dir / "generations",
+        GenerationReportConfig(win_rate_warn=release.win_rate_warn, win_rate_ceiling=release.win_rate_error),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(str(files.index.resolve())),
+            "summary": dg.MetadataValue.md(files.markdown),
+            "generations": files.generations,
+            "charts": dg.MetadataValue.json(files.plots),
+        }
+    )
 
 
 RELEASE_ASSETS = [offline_eval, ab_readout, generation_record, generation_report]

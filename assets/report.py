@@ -23,8 +23,10 @@ def quality_report(context: dg.AssetExecutionContext, settings: FlywheelSettings
     lake = settings.lake()
     folder = settings.reports_dir / "quality" / day.isoformat()
     files = build_daily_report(lake, day, folder, vectors_of=lambda d: _vectors(lake, d, curation, settings))
-    return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.path(str(files.index.resolve())),
-        "summary": dg.MetadataValue.md(files.markdown),
-        "suite_pages": dg.MetadataValue.json({k: str(v.resolve()) for k, v in files.suite_pages.items()}),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.path(str(files.index.resolve())),
+            "summary": dg.MetadataValue.md(files.markdown),
+            "suite_pages": dg.MetadataValue.json({k: str(v.resolve()) for k, v in files.suite_pages.items()}),
+        }
+    )

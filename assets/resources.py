@@ -6,7 +6,6 @@ onto the plain config dataclasses of the libraries, which validate the values an
 message that names the setting.
 """
 
-
 import os
 from pathlib import Path
 
@@ -26,23 +25,37 @@ def _env(name: str, default: str) -> str:
 class FlywheelSettings(dg.ConfigurableResource):
     """Where the lake lives and where traffic comes from."""
 
-    home: str = Field(default_factory=lambda: _env("FLYWHEEL_HOME", "data"),
-                      description="FLYWHEEL_HOME: folder of the lake, catalog, models and reports")
-    source_kind: str = Field(default_factory=lambda: _env("FLYWHEEL_SOURCE_KIND", "chitchat"),
-                             description="traffic source: chitchat (embedded default), folder or hf_dataset")
-    source_path: str | None = Field(default_factory=lambda: os.environ.get("FLYWHEEL_SOURCE_PATH") or None,
-                                    description="folder of day files, or a datasets folder / hub name")
-    replay_end_date: str = Field(default_factory=lambda: _env("FLYWHEEL_REPLAY_END", "2026-01-14"),
-                                 description="replayed sources: last day of traffic (YYYY-MM-DD)")
-    replay_days: int = Field(default_factory=lambda: int(_env("FLYWHEEL_REPLAY_DAYS", "14")),
-                             description="replayed sources: number of days the corpus is spread over")
+    home: str = Field(
+        default_factory=lambda: _env("FLYWHEEL_HOME", "data"),
+        description="FLYWHEEL_HOME: folder of the lake, catalog, models and reports",
+    )
+    source_kind: str = Field(
+        default_factory=lambda: _env("FLYWHEEL_SOURCE_KIND", "chitchat"),
+        description="traffic source: chitchat (embedded default), folder or hf_dataset",
+    )
+    source_path: str | None = Field(
+        default_factory=lambda: os.environ.get("FLYWHEEL_SOURCE_PATH") or None,
+        description="folder of day files, or a datasets folder / hub name",
+    )
+    replay_end_date: str = Field(
+        default_factory=lambda: _env("FLYWHEEL_REPLAY_END", "2026-01-14"),
+        description="replayed sources: last day of traffic (YYYY-MM-DD)",
+    )
+    replay_days: int = Field(
+        default_factory=lambda: int(_env("FLYWHEEL_REPLAY_DAYS", "14")),
+        description="replayed sources: number of days the corpus is spread over",
+    )
     internal_user_fraction: float = Field(default=0.1, description="share of users whose traffic is `internal`")
     max_text_chars: int = Field(default=20_000, description="messages longer than this are quarantined")
     late_grace_minutes: int = Field(default=120, description="minutes after midnight that still count for the day")
-    production: bool = Field(default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
-                             description="production mode: refuses the public demo salt for user hashes")
-    user_salt: str | None = Field(default_factory=lambda: os.environ.get("FLYWHEEL_USER_SALT") or None,
-                                  description="secret salt of user hashes (env FLYWHEEL_USER_SALT)")
+    production: bool = Field(
+        default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
+        description="production mode: refuses the public demo salt for user hashes",
+    )
+    user_salt: str | None = Field(
+        default_factory=lambda: os.environ.get("FLYWHEEL_USER_SALT") or None,
+        description="secret salt of user hashes (env FLYWHEEL_USER_SALT)",
+    )
 
     def lake(self) -> Lake:
         return Lake(Path(self.home))

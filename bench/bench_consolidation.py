@@ -27,7 +27,7 @@ def main() -> int:
     from assets.resources import FlywheelSettings
 
     days = [d.isoformat() for d in FlywheelSettings().source_config().replay_days_list()]
-    days = days[-args.days:] if args.days else days
+    days = days[-args.days :] if args.days else days
     job = defs.resolve_job_def("consolidation")
     instance = dg.DagsterInstance.ephemeral()
     times = []

@@ -45,9 +45,7 @@ def histories(n: int, seed: int = 0, all_cuts: bool = True) -> tuple[list[str], 
         msgs = [m["text"] for turn in conv["messages"] for m in turn]
         cuts = range(1, len(msgs) + 1, 2) if all_cuts else [rng.randint(1, min(len(msgs), 10))]
         for k in cuts:
-            text = "\n".join(
-                ("user: " if i % 2 == 0 else "assistant: ") + m for i, m in enumerate(msgs[:k][-16:])
-            )
+            text = "\n".join(("user: " if i % 2 == 0 else "assistant: ") + m for i, m in enumerate(msgs[:k][-16:]))
             out.append((text, cid))
     rng.shuffle(out)
     return [t for t, _ in out[:n]], [c for _, c in out[:n]]
@@ -66,9 +64,7 @@ def timed(fn, repeat: int = 2) -> tuple[float, object]:
 def raw_datasketch(texts: list[str], cfg: NearDedupConfig, with_lsh: bool) -> None:
     from datasketch import MinHash, MinHashLSH
 
-    sets = (
-        [s.encode() for s in minhash.shingles(normalize_text(t), "char", cfg.shingle_size)] for t in texts
-    )
+    sets = ([s.encode() for s in minhash.shingles(normalize_text(t), "char", cfg.shingle_size)] for t in texts)
     sketches = MinHash.bulk(sets, num_perm=cfg.num_perm, seed=cfg.seed)
     if with_lsh:
         lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)

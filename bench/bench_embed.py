@@ -54,7 +54,9 @@ def chat_texts(n: int, seed: int = 0) -> list[str]:
         path = Path(list(spec.submodule_search_locations)[0]) / "dataset.json"
         data = json.loads(path.read_text())
         origin = "chitchat_dataset package"
-    texts = list(dict.fromkeys(m["text"] for c in data.values() for turn in c["messages"] for m in turn if m["text"].strip()))
+    texts = list(
+        dict.fromkeys(m["text"] for c in data.values() for turn in c["messages"] for m in turn if m["text"].strip())
+    )
     random.Random(seed).shuffle(texts)
     if len(texts) < n:
         raise SystemExit(f"only {len(texts)} distinct messages, asked for {n}")
@@ -93,10 +95,11 @@ def bench_embedding(args) -> None:
     base_cfg = EmbedConfig(**common)
     raw = SentenceTransformer(resolve_model(base_cfg), device="cpu")
     pipe = Embedder(base_cfg)
-    backends = {} if args.skip_onnx else {
-        name: Embedder(EmbedConfig(**common, backend=name))
-        for name in ("onnx", "onnx-int8")
-    }
+    backends = (
+        {}
+        if args.skip_onnx
+        else {name: Embedder(EmbedConfig(**common, backend=name)) for name in ("onnx", "onnx-int8")}
+    )
     for model in [raw.encode, pipe.encode, *(b.encode for b in backends.values())]:
         model(warm, batch_size=args.batch_size) if model is raw.encode else model(warm)
 
@@ -108,14 +111,14 @@ def bench_embedding(args) -> None:
             runs["raw"].append((w, c))
             vecs["raw"] = ref
             cache = EmbeddingCache(Path(tmp) / f"run{r}", pipe.model_id)  # cold each time
-            (v, stats), w, c = timed(lambda: embed_with_stats(texts, cache=cache, embedder=pipe))
+            (v, stats), w, c = timed(lambda cache=cache: embed_with_stats(texts, cache=cache, embedder=pipe))
             assert stats.encoded == len(texts), stats
             runs["pipeline"].append((w, c))
             vecs["pipeline"] = v
-            _, w, c = timed(lambda: embed_with_stats(texts, cache=cache, embedder=pipe))
+            _, w, c = timed(lambda cache=cache: embed_with_stats(texts, cache=cache, embedder=pipe))
             runs["pipeline (warm cache)"].append((w, c))
             for name, emb in backends.items():
-                v, w, c = timed(lambda: emb.encode(texts))
+                v, w, c = timed(lambda emb=emb: emb.encode(texts))
                 runs[name].append((w, c))
                 vecs[name] = v
     base = best(runs["raw"])
@@ -141,7 +144,9 @@ def clustered_with_duplicates(n: int, d: int = 384, topics: int = 2000, dup_shar
     x = np.empty((n, d), dtype=np.float32)
     for s in range(0, base, 100_000):  # in blocks: bounded temporaries
         e = min(base, s + 100_000)
-        x[s:e] = unit_rows(centres[rng.integers(0, topics, e - s)] + unit_rows(rng.standard_normal((e - s, d), dtype=np.float32)))
+        x[s:e] = unit_rows(
+            centres[rng.integers(0, topics, e - s)] + unit_rows(rng.standard_normal((e - s, d), dtype=np.float32))
+        )
     src = rng.integers(0, base, n_dup)
     for s in range(0, n_dup, 100_000):
         e = min(n_dup, s + 100_000)
@@ -168,7 +173,9 @@ def bench_semdedup(n: int) -> None:
         fresh, _ = clustered_with_duplicates(n, seed=1)
         rng = np.random.default_rng(2)
         copies = rng.choice(np.flatnonzero(kept), size=n // 10, replace=False)
-        fresh[: n // 10] = unit_rows(x[copies] + 0.1 * unit_rows(rng.standard_normal((n // 10, x.shape[1]), dtype=np.float32)))
+        fresh[: n // 10] = unit_rows(
+            x[copies] + 0.1 * unit_rows(rng.standard_normal((n // 10, x.shape[1]), dtype=np.float32))
+        )
         ids2 = [f"s{i}" for i in range(n)]
         res2, w, c = timed(lambda: semantic_dedup(ids2, fresh, SemDedupConfig(), day=date(2024, 1, 2), history=history))
         s = res2.stats

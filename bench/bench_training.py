@@ -44,16 +44,22 @@ def conversations(n: int) -> list[list[dict]]:
         raw = json.load(gzip.open(CHITCHAT))
         out = []
         for conv in raw.values():
-            msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": "\n".join(m["text"] for m in turn)}
-                    for i, turn in enumerate(conv["messages"])]
+            msgs = [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": "\n".join(m["text"] for m in turn)}
+                for i, turn in enumerate(conv["messages"])
+            ]
             if len(msgs) >= 4:
                 out.append(msgs[:6] if len(msgs[:6]) % 2 == 0 else msgs[:5])
             if len(out) == n:
                 return out
     topics = ["pizza", "hiking", "music", "cats", "travel", "books", "coffee", "movies"]
-    return [[{"role": "user", "content": f"do you like {topics[i % 8]}? I tried it {i} times"},
-             {"role": "assistant", "content": f"I really like {topics[(i + 3) % 8]}, and {topics[i % 8]} too."}]
-            for i in range(n)]
+    return [
+        [
+            {"role": "user", "content": f"do you like {topics[i % 8]}? I tried it {i} times"},
+            {"role": "assistant", "content": f"I really like {topics[(i + 3) % 8]}, and {topics[i % 8]} too."},
+        ]
+        for i in range(n)
+    ]
 
 
 def sft_by_hand(policy: str, dataset_dir: str, out: str, steps: int, batch: int, max_length: int) -> float:
@@ -66,27 +72,58 @@ def sft_by_hand(policy: str, dataset_dir: str, out: str, steps: int, batch: int,
     tok = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
     ds = datasets.load_from_disk(dataset_dir)
-    args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
-                     lr_scheduler_type="cosine", logging_steps=1, save_strategy="no", report_to="none", seed=0,
-                     activation_checkpointing=False, disable_tqdm=True, use_cpu=True, bf16=False,
-                     max_length=max_length, assistant_only_loss=True, include_num_input_tokens_seen="non_padding")
+    args = SFTConfig(
+        output_dir=out,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-4,
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        activation_checkpointing=False,
+        disable_tqdm=True,
+        use_cpu=True,
+        bf16=False,
+        max_length=max_length,
+        assistant_only_loss=True,
+        include_num_input_tokens_seen="non_padding",
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     trainer.remove_callback(PrinterCallback)  # the script reports through its own callback instead
     result = trainer.train()
     return trainer.state.num_input_tokens_seen / result.metrics["train_runtime"]
 
 
-def sft_as_script(policy: str, dataset_dir: str, out: str, steps: int, batch: int, max_length: int,
-                  threads: int) -> tuple[float, float]:
+def sft_as_script(
+    policy: str, dataset_dir: str, out: str, steps: int, batch: int, max_length: int, threads: int
+) -> tuple[float, float]:
     config = Path(out) / "config.json"
     Path(out).mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"model_name_or_path": policy, "dataset_path": dataset_dir, "output_dir": out,
-                                  "max_steps": steps, "per_device_train_batch_size": batch, "device": "cpu",
-                                  "max_length": max_length, "cpu_threads": threads}))
+    config.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": policy,
+                "dataset_path": dataset_dir,
+                "output_dir": out,
+                "max_steps": steps,
+                "per_device_train_batch_size": batch,
+                "device": "cpu",
+                "max_length": max_length,
+                "cpu_threads": threads,
+            }
+        )
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "training.policy.sft", "--config", str(config)], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.policy.sft", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -105,14 +142,24 @@ def generate_by_hand(policy: str, contexts: list[list[dict]], cfg: CandidateConf
     torch.manual_seed(cfg.seed)
     tokens, seconds = 0, 0.0
     for start in range(0, len(contexts), cfg.batch_size):
-        enc = [{"input_ids": fit_prompt(tok, m, cfg.max_prompt_tokens)} for m in contexts[start:start + cfg.batch_size]]
+        enc = [
+            {"input_ids": fit_prompt(tok, m, cfg.max_prompt_tokens)} for m in contexts[start : start + cfg.batch_size]
+        ]
         batch = tok.pad(enc, return_tensors="pt")
         t0 = time.perf_counter()
-        out = model.generate(**batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                             max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
-                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.num_samples,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=eos,
+        )
         seconds += time.perf_counter() - t0
-        gen = out[:, batch["input_ids"].shape[1]:]
+        gen = out[:, batch["input_ids"].shape[1] :]
         tokens += int((gen != tok.pad_token_id).sum())  # the stop token counts, padding after it does not
     return tokens / seconds
 
@@ -135,8 +182,10 @@ def main() -> None:
     policy_cfg = TinyLlamaConfig(pretrain_steps=20, cpu_threads=args.threads, device="cpu")
     manifest = build_tiny_policy(convs, work / "policy", policy_cfg)
     policy = str(work / "policy")
-    print(f"policy: {manifest['n_params']:,} params, built in {time.perf_counter() - t0:.1f}s "
-          f"(pre-training {manifest['pretrain']['tokens_per_s']:.0f} tokens/s)")
+    print(
+        f"policy: {manifest['n_params']:,} params, built in {time.perf_counter() - t0:.1f}s "
+        f"(pre-training {manifest['pretrain']['tokens_per_s']:.0f} tokens/s)"
+    )
 
     import datasets
 
@@ -146,18 +195,27 @@ def main() -> None:
     hand, script, walls = [], [], []
     for r in range(args.rounds):
         hand.append(sft_by_hand(policy, ds_dir, str(work / f"hand{r}"), args.steps, args.batch, 256))
-        tps, wall = sft_as_script(policy, ds_dir, str(work / f"script{r}"), args.steps, args.batch, 256,
-                                  args.threads)
+        tps, wall = sft_as_script(policy, ds_dir, str(work / f"script{r}"), args.steps, args.batch, 256, args.threads)
         script.append(tps)
         walls.append(wall)
     sft_ratio = max(hand) / max(script)
-    print(f"SFT tokens/s  in-process by hand: {max(hand):8.0f}   as script: {max(script):8.0f}   "
-          f"overhead ratio {sft_ratio:.3f} (target <= 1.05); script wall {min(walls):.1f}s incl. start-up")
+    print(
+        f"SFT tokens/s  in-process by hand: {max(hand):8.0f}   as script: {max(script):8.0f}   "
+        f"overhead ratio {sft_ratio:.3f} (target <= 1.05); script wall {min(walls):.1f}s incl. start-up"
+    )
 
-    rows = [{"prompt_id": f"b{i}", "history": c[:-1] if c[-1]["role"] == "assistant" else c[:-2],
-             "system": None, "day": None} for i, c in enumerate(convs[256:272])]
-    prompts = pl.DataFrame(rows, schema={"prompt_id": pl.Utf8, "history": pl.List(schema.MESSAGE),
-                                         "system": pl.Utf8, "day": pl.Date})
+    rows = [
+        {
+            "prompt_id": f"b{i}",
+            "history": c[:-1] if c[-1]["role"] == "assistant" else c[:-2],
+            "system": None,
+            "day": None,
+        }
+        for i, c in enumerate(convs[256:272])
+    ]
+    prompts = pl.DataFrame(
+        rows, schema={"prompt_id": pl.Utf8, "history": pl.List(schema.MESSAGE), "system": pl.Utf8, "day": pl.Date}
+    )
     cand_cfg = CandidateConfig(num_samples=4, max_new_tokens=32, batch_size=8, device="cpu", cpu_threads=args.threads)
     contexts = [r["history"] for r in rows]
     score = lambda c, r: np.array([len(x) for x in r], dtype=float)  # noqa: E731
@@ -166,17 +224,29 @@ def main() -> None:
         base.append(generate_by_hand(policy, contexts, cand_cfg))
         ours.append(generate_candidates(prompts, [policy], score, cfg=cand_cfg).stats["tokens_per_s"])
     gen_ratio = max(ours) / max(base)
-    print(f"generation tokens/s  raw generate: {max(base):8.0f}   generate_candidates: {max(ours):8.0f}   "
-          f"ratio {gen_ratio:.3f}")
+    print(
+        f"generation tokens/s  raw generate: {max(base):8.0f}   generate_candidates: {max(ours):8.0f}   "
+        f"ratio {gen_ratio:.3f}"
+    )
 
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_training.json").write_text(json.dumps({
-        "machine": f"cpu, {os.cpu_count()} cores, torch threads {args.threads}", "steps": args.steps,
-        "sft_tokens_per_s_by_hand": hand, "sft_tokens_per_s_script": script, "sft_overhead_ratio": sft_ratio,
-        "script_wall_s": walls, "gen_tokens_per_s_raw": base, "gen_tokens_per_s_candidates": ours,
-        "gen_ratio": gen_ratio,
-    }, indent=2))
+    (out / "bench_training.json").write_text(
+        json.dumps(
+            {
+                "machine": f"cpu, {os.cpu_count()} cores, torch threads {args.threads}",
+                "steps": args.steps,
+                "sft_tokens_per_s_by_hand": hand,
+                "sft_tokens_per_s_script": script,
+                "sft_overhead_ratio": sft_ratio,
+                "script_wall_s": walls,
+                "gen_tokens_per_s_raw": base,
+                "gen_tokens_per_s_candidates": ours,
+                "gen_ratio": gen_ratio,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

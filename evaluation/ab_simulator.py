@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.lake import atomic_write_parquet
 from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA
+from pipeline.lake import atomic_write_parquet
 
 
 @dataclass
@@ -109,11 +109,17 @@ def simulate_ab_logs(config: AbSimConfig | None = None) -> tuple[pl.DataFrame, p
     arm = np.where(treat, c.treatment, c.control)
     again = rng.random(n) < c.repeat_exposure_rate
     again_day = first + rng.integers(0, c.window_days, n)  # may fall after the window: ignored there
-    exposures = _dated(pl.DataFrame({
-        "user_hash": np.concatenate([users, users[again]]),
-        "arm": np.concatenate([arm, arm[again]]),
-        "d": np.concatenate([first, again_day[again]]),
-    }), start, EXPOSURES_SCHEMA)
+    exposures = _dated(
+        pl.DataFrame(
+            {
+                "user_hash": np.concatenate([users, users[again]]),
+                "arm": np.concatenate([arm, arm[again]]),
+                "d": np.concatenate([first, again_day[again]]),
+            }
+        ),
+        start,
+        EXPOSURES_SCHEMA,
+    )
 
     # every message falls on a day drawn uniformly from exposure to the end of the window
     owner = np.repeat(np.arange(n), msgs)
@@ -124,19 +130,24 @@ def simulate_ab_logs(config: AbSimConfig | None = None) -> tuple[pl.DataFrame, p
     # activity the readout must not count: before the first exposure (maybe before the window), or after it
     noisy = np.flatnonzero(rng.random(n) < c.noise_event_rate)
     before = rng.random(noisy.size) < 0.5
-    noise_day = np.where(before, first[noisy] - 1 - rng.integers(0, 3, noisy.size),
-                         c.window_days + rng.integers(0, 3, noisy.size))
+    noise_day = np.where(
+        before, first[noisy] - 1 - rng.integers(0, 3, noisy.size), c.window_days + rng.integers(0, 3, noisy.size)
+    )
     noise = pl.DataFrame({"u": noisy, "d": noise_day, "messages": 1 + rng.poisson(3, noisy.size)})
     own = pl.concat([counted, noise.cast({"messages": pl.Int64})])
-    ghosts = pl.DataFrame({
-        "user_hash": [f"ghost_{c.seed}_{i:05d}" for i in range(c.unexposed_users)],
-        "d": rng.integers(0, c.window_days, c.unexposed_users),
-        "messages": 1 + rng.poisson(3, c.unexposed_users),
-    })
-    events = pl.concat([
-        own.select(pl.Series("user_hash", users[own["u"].to_numpy()]), "d", "messages"),
-        ghosts.cast({"messages": pl.Int64}),
-    ])
+    ghosts = pl.DataFrame(
+        {
+            "user_hash": [f"ghost_{c.seed}_{i:05d}" for i in range(c.unexposed_users)],
+            "d": rng.integers(0, c.window_days, c.unexposed_users),
+            "messages": 1 + rng.poisson(3, c.unexposed_users),
+        }
+    )
+    events = pl.concat(
+        [
+            own.select(pl.Series("user_hash", users[own["u"].to_numpy()]), "d", "messages"),
+            ghosts.cast({"messages": pl.Int64}),
+        ]
+    )
     return exposures, _dated(events, start, EVENTS_SCHEMA).sort("user_hash", "day")
 
 

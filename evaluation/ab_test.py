@@ -101,8 +101,11 @@ class AbReadout:
 def _drops(df: pl.DataFrame, reason: str, detail: str, id_expr: pl.Expr) -> pl.DataFrame:
     return df.select(
         pl.lit(None, pl.Date).alias("day") if "day" not in df.columns else pl.col("day"),
-        pl.lit(STAGE).alias("stage"), id_expr.alias("row_id"), pl.lit(reason).alias("reason_code"),
-        pl.lit(None, pl.Utf8).alias("kept_id"), pl.lit(detail).alias("detail"),
+        pl.lit(STAGE).alias("stage"),
+        id_expr.alias("row_id"),
+        pl.lit(reason).alias("reason_code"),
+        pl.lit(None, pl.Utf8).alias("kept_id"),
+        pl.lit(detail).alias("detail"),
     ).cast(dict(schema.DROPS))
 
 
@@ -118,8 +121,9 @@ def user_messages(
     parts = []
 
     bad_exp = exposures.filter(pl.col("user_hash").is_null() | pl.col("day").is_null())
-    parts.append(_drops(bad_exp, "null_field", "exposure without user_hash or day",
-                        pl.format("exposure:{}", pl.col("_row"))))
+    parts.append(
+        _drops(bad_exp, "null_field", "exposure without user_hash or day", pl.format("exposure:{}", pl.col("_row")))
+    )
     exposures = exposures.filter(pl.col("user_hash").is_not_null() & pl.col("day").is_not_null())
     unknown = exposures.filter(~pl.col("arm").is_in(arms) | pl.col("arm").is_null())
     parts.append(_drops(unknown, "unknown_arm", f"arm not in {arms}", pl.format("exposure:{}", pl.col("_row"))))
@@ -134,18 +138,28 @@ def user_messages(
         pl.col("arm").n_unique().alias("n_arms"), pl.col("arm").first(), pl.col("day").min().alias("first_day")
     )
     multi = per_user.filter(pl.col("n_arms") > 1)
-    parts.append(_drops(multi.rename({"first_day": "day"}), "multiple_arms",
-                        "user exposed to both arms", pl.col("user_hash")))
+    parts.append(
+        _drops(multi.rename({"first_day": "day"}), "multiple_arms", "user exposed to both arms", pl.col("user_hash"))
+    )
     per_user = per_user.filter(pl.col("n_arms") == 1).drop("n_arms")
 
-    bad_ev = events.filter(pl.col("user_hash").is_null() | pl.col("day").is_null()
-                           | pl.col("messages").is_null() | (pl.col("messages") < 0))
-    parts.append(_drops(bad_ev, "bad_event", "event without user_hash/day or with null/negative messages",
-                        pl.format("event:{}", pl.col("_row"))))
-    events = events.filter(pl.col("user_hash").is_not_null() & pl.col("day").is_not_null()
-                           & (pl.col("messages") >= 0))
+    bad_ev = events.filter(
+        pl.col("user_hash").is_null()
+        | pl.col("day").is_null()
+        | pl.col("messages").is_null()
+        | (pl.col("messages") < 0)
+    )
+    parts.append(
+        _drops(
+            bad_ev,
+            "bad_event",
+            "event without user_hash/day or with null/negative messages",
+            pl.format("event:{}", pl.col("_row")),
+        )
+    )
+    events = events.filter(pl.col("user_hash").is_not_null() & pl.col("day").is_not_null() & (pl.col("messages") >= 0))
     ev = events.join(per_user.select("user_hash", "first_day"), on="user_hash", how="left")
-    before = (pl.col("day") < pl.col("first_day"))
+    before = pl.col("day") < pl.col("first_day")
     after = pl.col("day") >= end
     counted = ev.filter(pl.col("first_day").is_not_null() & ~before & ~after)
     msgs = counted.group_by("user_hash").agg(pl.col("messages").sum())
@@ -207,7 +221,10 @@ def lift_estimates(messages: np.ndarray, treated: np.ndarray, alpha: float = 0.0
 
 
 def relative_lift_delta(
-    r_t: np.ndarray | float, var_t: np.ndarray | float, r_c: np.ndarray | float, var_c: np.ndarray | float,
+    r_t: np.ndarray | float,
+    var_t: np.ndarray | float,
+    r_c: np.ndarray | float,
+    var_c: np.ndarray | float,
     alpha: float = 0.05,
 ) -> dict[str, np.ndarray]:
     """Lift r_t/r_c - 1 of two independent arms, its delta-method standard error, interval and
@@ -243,8 +260,7 @@ def _bootstrap(msg_t: np.ndarray, msg_c: np.ndarray, config: AbConfig) -> dict[s
         lifts = lifts[np.isfinite(lifts)]
         lo, hi = np.quantile(lifts, [config.alpha / 2, 1 - config.alpha / 2])
         p = min(1.0, 2 * min((lifts <= 0).mean(), (lifts >= 0).mean()))
-        out[metric] = {"boot_ci_low": float(lo), "boot_ci_high": float(hi),
-                       "boot_p_value": max(p, 1.0 / lifts.size)}
+        out[metric] = {"boot_ci_low": float(lo), "boot_ci_high": float(hi), "boot_p_value": max(p, 1.0 / lifts.size)}
     return out
 
 
@@ -258,11 +274,17 @@ def srm_test(n_control: int, n_treatment: int, config: AbConfig | None = None) -
     else:
         res = stats.chisquare([n_control, n_treatment], f_exp=[total * (1 - share), total * share])
         chi2, p = float(res.statistic), float(res.pvalue)
-    return pl.DataFrame({
-        "n_control": [n_control], "n_treatment": [n_treatment], "planned_treatment_share": [share],
-        "observed_treatment_share": [n_treatment / total if total else None], "chi2": [chi2], "p_value": [p],
-        "srm": [bool(p < config.srm_alpha) if total else False],
-    })
+    return pl.DataFrame(
+        {
+            "n_control": [n_control],
+            "n_treatment": [n_treatment],
+            "planned_treatment_share": [share],
+            "observed_treatment_share": [n_treatment / total if total else None],
+            "chi2": [chi2],
+            "p_value": [p],
+            "srm": [bool(p < config.srm_alpha) if total else False],
+        }
+    )
 
 
 def analyze(users: pl.DataFrame, config: AbConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -274,32 +296,70 @@ def analyze(users: pl.DataFrame, config: AbConfig | None = None) -> tuple[pl.Dat
         m = u["messages"].to_numpy().astype(np.float64)
         e = (m > 0).astype(np.float64)
         per_arm[arm] = (m, e)
-        arm_rows.append({"arm": arm, "users": u.height, "engaged": int(e.sum()), "messages": int(m.sum()),
-                         "breadth": float(e.mean()) if m.size else None,
-                         "depth": float(m.sum() / e.sum()) if e.sum() else None})
-    arms = pl.DataFrame(arm_rows, schema={"arm": pl.Utf8, "users": pl.Int64, "engaged": pl.Int64,
-                                          "messages": pl.Int64, "breadth": pl.Float64, "depth": pl.Float64})
+        arm_rows.append(
+            {
+                "arm": arm,
+                "users": u.height,
+                "engaged": int(e.sum()),
+                "messages": int(m.sum()),
+                "breadth": float(e.mean()) if m.size else None,
+                "depth": float(m.sum() / e.sum()) if e.sum() else None,
+            }
+        )
+    arms = pl.DataFrame(
+        arm_rows,
+        schema={
+            "arm": pl.Utf8,
+            "users": pl.Int64,
+            "engaged": pl.Int64,
+            "messages": pl.Int64,
+            "breadth": pl.Float64,
+            "depth": pl.Float64,
+        },
+    )
     srm = srm_test(arms["users"][0], arms["users"][1], config)
     (m_c, e_c), (m_t, e_t) = per_arm[config.control], per_arm[config.treatment]
     boot = _bootstrap(m_t, m_c, config) if config.n_bootstrap and e_t.sum() and e_c.sum() else {}
-    est = lift_estimates(np.concatenate([m_c, m_t]), np.r_[np.zeros(m_c.size, bool), np.ones(m_t.size, bool)],
-                         config.alpha)
+    est = lift_estimates(
+        np.concatenate([m_c, m_t]), np.r_[np.zeros(m_c.size, bool), np.ones(m_t.size, bool)], config.alpha
+    )
     rows = []
     for metric in METRICS:
         if min(e_c.sum(), e_t.sum()) < 2:
             rows.append({"metric": metric})
             continue
         d = {k: float(v) for k, v in est[metric].items()}
-        rows.append({
-            "metric": metric, "control": d["control"], "treatment": d["treatment"], "lift": d["lift"],
-            "delta_se": d["se"], "delta_ci_low": d["ci_low"], "delta_ci_high": d["ci_high"],
-            "delta_p_value": d["p_value"], "significant": bool(d["p_value"] < config.alpha), **boot.get(metric, {}),
-        })
-    lifts = pl.DataFrame(rows, schema={
-        "metric": pl.Utf8, "control": pl.Float64, "treatment": pl.Float64, "lift": pl.Float64, "delta_se": pl.Float64,
-        "delta_ci_low": pl.Float64, "delta_ci_high": pl.Float64, "delta_p_value": pl.Float64,
-        "significant": pl.Boolean, "boot_ci_low": pl.Float64, "boot_ci_high": pl.Float64, "boot_p_value": pl.Float64,
-    })
+        rows.append(
+            {
+                "metric": metric,
+                "control": d["control"],
+                "treatment": d["treatment"],
+                "lift": d["lift"],
+                "delta_se": d["se"],
+                "delta_ci_low": d["ci_low"],
+                "delta_ci_high": d["ci_high"],
+                "delta_p_value": d["p_value"],
+                "significant": bool(d["p_value"] < config.alpha),
+                **boot.get(metric, {}),
+            }
+        )
+    lifts = pl.DataFrame(
+        rows,
+        schema={
+            "metric": pl.Utf8,
+            "control": pl.Float64,
+            "treatment": pl.Float64,
+            "lift": pl.Float64,
+            "delta_se": pl.Float64,
+            "delta_ci_low": pl.Float64,
+            "delta_ci_high": pl.Float64,
+            "delta_p_value": pl.Float64,
+            "significant": pl.Boolean,
+            "boot_ci_low": pl.Float64,
+            "boot_ci_high": pl.Float64,
+            "boot_p_value": pl.Float64,
+        },
+    )
     return lifts, arms, srm
 
 

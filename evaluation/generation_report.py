@@ -27,7 +27,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +135,29 @@ def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     out: list[dict[str, Any]] = []
 
     def add(row, group, series, value, lo=None, hi=None):
-        out.append({"generation": row["generation"], "number": row.get("number"), "group": group, "series": series,
-                    "value": _num(value), "ci_low": _num(lo), "ci_high": _num(hi)})
+        out.append(
+            {
+                "generation": row["generation"],
+                "number": row.get("number"),
+                "group": group,
+                "series": series,
+                "value": _num(value),
+                "ci_low": _num(lo),
+                "ci_high": _num(hi),
+            }
+        )
 
     for row in rows:
         m = _d(row.get("metrics"))
         for w in (x for x in m.get("win_rates") or [] if isinstance(x, dict)):
-            add(row, "win_rate", f"{w.get('slice')}/{w.get('judge')}", w.get("win_rate"), w.get("ci_low"),
-                w.get("ci_high"))
+            add(
+                row,
+                "win_rate",
+                f"{w.get('slice')}/{w.get('judge')}",
+                w.get("win_rate"),
+                w.get("ci_low"),
+                w.get("ci_high"),
+            )
         for role in ROLES:
             steer = _d(_d(m.get("steerability")).get(role))
             add(row, "steerability", f"following_rate/{role}", steer.get("following_rate"))
@@ -152,17 +167,32 @@ def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
         for metric, lift in _d(_d(m.get("ab")).get("lifts")).items():
             lift = _d(lift)
             add(row, "ab_lift", metric, lift.get("lift"), lift.get("delta_ci_low"), lift.get("delta_ci_high"))
-    frame = pl.DataFrame(out, schema={"generation": pl.Utf8, "number": pl.Int64, "group": pl.Utf8,
-                                      "series": pl.Utf8, "value": pl.Float64, "ci_low": pl.Float64,
-                                      "ci_high": pl.Float64})
+    frame = pl.DataFrame(
+        out,
+        schema={
+            "generation": pl.Utf8,
+            "number": pl.Int64,
+            "group": pl.Utf8,
+            "series": pl.Utf8,
+            "value": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+        },
+    )
     return frame.filter(pl.col("value").is_not_null())
 
 
 # ---- charts ---------------------------------------------------------------------------------------
 
 PALETTE = (plots.BLUE, plots.AMBER, "#0891b2", "#7c3aed", plots.RED, "#16a34a")
-_RC = {"font.family": "DejaVu Sans", "font.size": 9, "axes.edgecolor": plots.GRID, "axes.labelcolor": plots.MUTED,
-       "xtick.color": plots.MUTED, "ytick.color": plots.INK}
+_RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.edgecolor": plots.GRID,
+    "axes.labelcolor": plots.MUTED,
+    "xtick.color": plots.MUTED,
+    "ytick.color": plots.INK,
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -182,9 +212,16 @@ def _axes_over(ax, labels: list[str], title: str, ylabel: str) -> None:
     ax.set_axisbelow(True)
 
 
-def _series_chart(long: pl.DataFrame, group: str, labels: list[str], title: str, ylabel: str,
-                  hlines: Sequence[tuple[float, str, str]] = (), percent: bool = False,
-                  ylim: tuple[float, float] | None = None) -> str | None:
+def _series_chart(
+    long: pl.DataFrame,
+    group: str,
+    labels: list[str],
+    title: str,
+    ylabel: str,
+    hlines: Sequence[tuple[float, str, str]] = (),
+    percent: bool = False,
+    ylim: tuple[float, float] | None = None,
+) -> str | None:
     part = long.filter(pl.col("group") == group)
     if part.is_empty():
         return None
@@ -204,9 +241,16 @@ def _series_chart(long: pl.DataFrame, group: str, labels: list[str], title: str,
             lo, hi = s["ci_low"].to_list(), s["ci_high"].to_list()
             have = [i for i in range(len(x)) if lo[i] is not None and hi[i] is not None]
             if have:
-                ax.errorbar([x[i] for i in have], [y[i] for i in have],
-                            yerr=[[y[i] - lo[i] * scale for i in have], [hi[i] * scale - y[i] for i in have]],
-                            fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.8)
+                ax.errorbar(
+                    [x[i] for i in have],
+                    [y[i] for i in have],
+                    yerr=[[y[i] - lo[i] * scale for i in have], [hi[i] * scale - y[i] for i in have]],
+                    fmt="none",
+                    ecolor=color,
+                    elinewidth=1,
+                    capsize=3,
+                    alpha=0.8,
+                )
         for value, label, color in hlines:
             ax.axhline(value * scale, color=color, linewidth=0.9, linestyle="--")
             ax.text(len(labels) - 0.5, value * scale, f" {label}", va="center", ha="left", fontsize=7, color=color)
@@ -229,8 +273,16 @@ def _style_chart(long: pl.DataFrame, labels: list[str]) -> str | None:
             for role, color, style in (("parent", plots.GREY, "--"), ("new", plots.BLUE, "-")):
                 s = part.filter(pl.col("series") == f"{metric}/{role}")
                 if s.height:
-                    ax.plot([pos[g] for g in s["generation"]], s["value"].to_list(), marker="o", markersize=3.5,
-                            color=color, linestyle=style, linewidth=1.3, label=role)
+                    ax.plot(
+                        [pos[g] for g in s["generation"]],
+                        s["value"].to_list(),
+                        marker="o",
+                        markersize=3.5,
+                        color=color,
+                        linestyle=style,
+                        linewidth=1.3,
+                        label=role,
+                    )
             _axes_over(ax, labels, metric, "")
             if metric != "mean_chars":
                 top = part.filter(pl.col("series").str.starts_with(metric + "/"))["value"].max()
@@ -246,14 +298,37 @@ def build_plots(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfi
     labels = [r["generation"] for r in rows]
     charts = {
         "win_rates": _series_chart(
-            long, "win_rate", labels, "Win rate against the parent (95% CI)", "win rate",
-            hlines=[(0.5, "parity", plots.MUTED), (config.win_rate_warn, "warn", plots.AMBER),
-                    (config.win_rate_ceiling, "ceiling", plots.RED)], ylim=(0.0, 1.0)),
-        "steerability": _series_chart(long, "steerability", labels, "Steerability: instruction-following rate",
-                                      "following rate (%)", percent=True, ylim=(0.0, 1.0)),
+            long,
+            "win_rate",
+            labels,
+            "Win rate against the parent (95% CI)",
+            "win rate",
+            hlines=[
+                (0.5, "parity", plots.MUTED),
+                (config.win_rate_warn, "warn", plots.AMBER),
+                (config.win_rate_ceiling, "ceiling", plots.RED),
+            ],
+            ylim=(0.0, 1.0),
+        ),
+        "steerability": _series_chart(
+            long,
+            "steerability",
+            labels,
+            "Steerability: instruction-following rate",
+            "following rate (%)",
+            percent=True,
+            ylim=(0.0, 1.0),
+        ),
         "style": _style_chart(long, labels),
-        "ab_lifts": _series_chart(long, "ab_lift", labels, "A/B lift of treatment over control (95% CI)",
-                                  "relative lift (%)", hlines=[(0.0, "no effect", plots.MUTED)], percent=True),
+        "ab_lifts": _series_chart(
+            long,
+            "ab_lift",
+            labels,
+            "A/B lift of treatment over control (95% CI)",
+            "relative lift (%)",
+            hlines=[(0.0, "no effect", plots.MUTED)],
+            percent=True,
+        ),
     }
     return {k: v for k, v in charts.items() if v}
 
@@ -285,8 +360,10 @@ def _wr_text(w: Mapping[str, Any] | None) -> str:
 def _lift_text(lift: Mapping[str, Any] | None) -> str:
     if not lift or _num(lift.get("lift")) is None:
         return "—"
-    return f"{_fmt(lift.get('lift'), pct=True)} [{_fmt(lift.get('delta_ci_low'), pct=True)}, " \
-           f"{_fmt(lift.get('delta_ci_high'), pct=True)}]"
+    return (
+        f"{_fmt(lift.get('lift'), pct=True)} [{_fmt(lift.get('delta_ci_low'), pct=True)}, "
+        f"{_fmt(lift.get('delta_ci_high'), pct=True)}]"
+    )
 
 
 def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfig) -> list[dict[str, Any]]:
@@ -298,23 +375,28 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
         lifts = _d(ab.get("lifts"))
         steer = _d(m.get("steerability"))
         datasets = _d(inputs.get("datasets"))
-        out.append({
-            "generation": r["generation"], "parent": r.get("parent") or "—",
-            "created_at": r.get("created_at") or "—",
-            "window": f"{r.get('window_start') or '—'} – {r.get('window_end') or '—'}",
-            "gate": r.get("gate") or "unknown", "verdict": r.get("ab_verdict") or "—",
-            "simulated": bool(ab.get("simulated")) or r.get("ab_source") == "simulate",
-            "wr_user": _wr_text(_win_rate(m, "eval_user", "pointwise")),
-            "wr_internal": _wr_text(_win_rate(m, "eval_internal", "pointwise")),
-            "steer_new": _fmt(_d(steer.get("new")).get("following_rate")),
-            "steer_parent": _fmt(_d(steer.get("parent")).get("following_rate")),
-            "breadth": _lift_text(_d(lifts.get("breadth"))), "depth": _lift_text(_d(lifts.get("depth"))),
-            "datasets": {k: str(v or "—")[: config.hash_chars] for k, v in datasets.items()},
-            "gates": [g for g in r.get("gate_detail") or [] if isinstance(g, dict)],
-            "inputs": json.dumps(inputs, indent=2, sort_keys=True, default=str),
-            "checkpoints": _d(r.get("checkpoints")),
-            "reward_models": {k: _d(v) for k, v in _d(m.get("reward_models")).items()},
-        })
+        out.append(
+            {
+                "generation": r["generation"],
+                "parent": r.get("parent") or "—",
+                "created_at": r.get("created_at") or "—",
+                "window": f"{r.get('window_start') or '—'} – {r.get('window_end') or '—'}",
+                "gate": r.get("gate") or "unknown",
+                "verdict": r.get("ab_verdict") or "—",
+                "simulated": bool(ab.get("simulated")) or r.get("ab_source") == "simulate",
+                "wr_user": _wr_text(_win_rate(m, "eval_user", "pointwise")),
+                "wr_internal": _wr_text(_win_rate(m, "eval_internal", "pointwise")),
+                "steer_new": _fmt(_d(steer.get("new")).get("following_rate")),
+                "steer_parent": _fmt(_d(steer.get("parent")).get("following_rate")),
+                "breadth": _lift_text(_d(lifts.get("breadth"))),
+                "depth": _lift_text(_d(lifts.get("depth"))),
+                "datasets": {k: str(v or "—")[: config.hash_chars] for k, v in datasets.items()},
+                "gates": [g for g in r.get("gate_detail") or [] if isinstance(g, dict)],
+                "inputs": json.dumps(inputs, indent=2, sort_keys=True, default=str),
+                "checkpoints": _d(r.get("checkpoints")),
+                "reward_models": {k: _d(v) for k, v in _d(m.get("reward_models")).items()},
+            }
+        )
     return out
 
 
@@ -331,14 +413,19 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
     if not rows:
         return "_no generation recorded yet_"
     table = summary_rows(rows, config)
-    lines = [f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.", "",
-             "| generation | parent | gate | A/B | win rate user (pointwise) | win rate internal | "
-             "steerability new / parent | breadth lift | depth lift |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.",
+        "",
+        "| generation | parent | gate | A/B | win rate user (pointwise) | win rate internal | "
+        "steerability new / parent | breadth lift | depth lift |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in table:
         verdict = t["verdict"] + (" (simulated)" if t["simulated"] else "")
-        lines.append(f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['wr_user']} | "
-                     f"{t['wr_internal']} | {t['steer_new']} / {t['steer_parent']} | {t['breadth']} | {t['depth']} |")
+        lines.append(
+            f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['wr_user']} | "
+            f"{t['wr_internal']} | {t['steer_new']} / {t['steer_parent']} | {t['breadth']} | {t['depth']} |"
+        )
     if any(t["simulated"] for t in table):
         lines += ["", "_A/B readouts marked simulated come from simulated logs with a planted lift, not real traffic._"]
     return "\n".join(lines)
@@ -430,50 +517,85 @@ TEMPLATE = """\
 """
 
 SECTIONS = [
-    ("winrates", "Win rates", "Per slice and judge, against the parent. Above the ceiling is treated as reward "
-     "hacking, not progress; the gap between slices is gated too."),
-    ("steer", "Steerability", "Share of replies to the steerability suite that keep every rule of their character "
-     "card, new generation against its parent."),
-    ("style", "Style", "Style-artifact monitors on the eval replies: length, lists, emoji, stock phrases, refusals "
-     "and false refusals on benign prompts."),
-    ("ab", "A/B", "Relative lift of engagement breadth (engaged users / exposed) and depth (messages per engaged "
-     "user), delta-method 95% intervals."),
+    (
+        "winrates",
+        "Win rates",
+        "Per slice and judge, against the parent. Above the ceiling is treated as reward "
+        "hacking, not progress; the gap between slices is gated too.",
+    ),
+    (
+        "steer",
+        "Steerability",
+        "Share of replies to the steerability suite that keep every rule of their character "
+        "card, new generation against its parent.",
+    ),
+    (
+        "style",
+        "Style",
+        "Style-artifact monitors on the eval replies: length, lists, emoji, stock phrases, refusals "
+        "and false refusals on benign prompts.",
+    ),
+    (
+        "ab",
+        "A/B",
+        "Relative lift of engagement breadth (engaged users / exposed) and depth (messages per engaged "
+        "user), delta-method 95% intervals.",
+    ),
 ]
 CHART_OF = {"winrates": "win_rates", "steer": "steerability", "style": "style", "ab": "ab_lifts"}
 
 
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.DictLoader({"generations.html.j2": TEMPLATE}),
-                                    jinja2.FileSystemLoader(QUALITY_TEMPLATES)]),
+        loader=jinja2.ChoiceLoader(
+            [jinja2.DictLoader({"generations.html.j2": TEMPLATE}), jinja2.FileSystemLoader(QUALITY_TEMPLATES)]
+        ),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
     env.filters["num"] = lambda v: _fmt(v, digits=4) if isinstance(v, float) else ("—" if v is None else str(v))
     return env
 
 
-def build_html(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfig | None = None,
-               charts: Mapping[str, str] | None = None, generated_at: str | None = None) -> str:
+def build_html(
+    rows: Sequence[Mapping[str, Any]],
+    config: GenerationReportConfig | None = None,
+    charts: Mapping[str, str] | None = None,
+    generated_at: str | None = None,
+) -> str:
     config = config or GenerationReportConfig()
     charts = dict(charts if charts is not None else build_plots(rows, config))
     table = summary_rows(rows, config)
     latest = table[-1] if table else None
-    return _env().get_template("generations.html.j2").render(
-        title=config.title, rows=table, charts=charts, sections=SECTIONS, chart_of=CHART_OF,
-        generated_at=generated_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        latest_status=_status(latest["gate"]) if latest else "unknown",
-        any_simulated=any(t["simulated"] for t in table), status=_status, verdict_status=_verdict_status,
-        gate_pill=lambda s: {"ok": "pass", "warn": "warn", "error": "fail"}.get(s, "unknown"),
+    return (
+        _env()
+        .get_template("generations.html.j2")
+        .render(
+            title=config.title,
+            rows=table,
+            charts=charts,
+            sections=SECTIONS,
+            chart_of=CHART_OF,
+            generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            latest_status=_status(latest["gate"]) if latest else "unknown",
+            any_simulated=any(t["simulated"] for t in table),
+            status=_status,
+            verdict_status=_verdict_status,
+            gate_pill=lambda s: {"ok": "pass", "warn": "warn", "error": "fail"}.get(s, "unknown"),
+        )
     )
 
 
-def write_generation_report(generations: pl.DataFrame, out_dir: str | Path,
-                            config: GenerationReportConfig | None = None) -> GenerationReportFiles:
+def write_generation_report(
+    generations: pl.DataFrame, out_dir: str | Path, config: GenerationReportConfig | None = None
+) -> GenerationReportFiles:
     """Render `out_dir/index.html` (atomically) and return it with the markdown summary."""
     config = config or GenerationReportConfig()
     rows = parse_generations(generations)
     charts = build_plots(rows, config)
     index = atomic_write_text(Path(out_dir) / "index.html", build_html(rows, config, charts))
-    return GenerationReportFiles(index=index, markdown=build_markdown(rows, config), generations=len(rows),
-                                 plots=sorted(charts))
+    return GenerationReportFiles(
+        index=index, markdown=build_markdown(rows, config), generations=len(rows), plots=sorted(charts)
+    )

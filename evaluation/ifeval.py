@@ -212,8 +212,14 @@ def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
                 kwargs = obj.get("kwargs") or [{} for _ in ids]
                 if len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
                     raise ValueError("kwargs must be one dict per instruction id")
-                rows.append({"key": int(obj["key"]), "prompt": str(obj["prompt"]), "instruction_id_list": ids,
-                             "kwargs": json.dumps(kwargs)})
+                rows.append(
+                    {
+                        "key": int(obj["key"]),
+                        "prompt": str(obj["prompt"]),
+                        "instruction_id_list": ids,
+                        "kwargs": json.dumps(kwargs),
+                    }
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 drops.append(_drop(f"line:{line_no}", "bad_input_record", f"{type(exc).__name__}: {exc}"[:300]))
     return pl.DataFrame(rows, schema=INPUT_SCHEMA), _drops_frame(drops)
@@ -317,9 +323,7 @@ def _follows(registry: dict, prompt: str, ids: list[str], kwargs: list[dict], va
     return out
 
 
-def score_ifeval(
-    inputs: pl.DataFrame, responses: pl.DataFrame, config: IFEvalConfig | None = None
-) -> IFEvalResult:
+def score_ifeval(inputs: pl.DataFrame, responses: pl.DataFrame, config: IFEvalConfig | None = None) -> IFEvalResult:
     """Score `responses` (prompt, response) against IFEval `inputs` (key, prompt, instruction_id_list,
     kwargs). Prompts without a response, with an unknown instruction id or whose checker fails on
     them are dropped with a reason, never scored as failures and never crash the run."""
@@ -371,25 +375,44 @@ def score_ifeval(
             drops.append(_drop(str(row["key"]), "checker_error", failed[i]))
             continue
         strict, loose = results[i]["strict"], results[i]["loose"]
-        rows.append({
-            "key": row["key"], "prompt": row["prompt"], "response": matched[i], "matched_by": how[i],
-            "instruction_id_list": ids, "follow_strict": strict, "follow_loose": loose,
-            "prompt_strict": all(strict), "prompt_loose": all(loose),
-        })
+        rows.append(
+            {
+                "key": row["key"],
+                "prompt": row["prompt"],
+                "response": matched[i],
+                "matched_by": how[i],
+                "instruction_id_list": ids,
+                "follow_strict": strict,
+                "follow_loose": loose,
+                "prompt_strict": all(strict),
+                "prompt_loose": all(loose),
+            }
+        )
         inst_rows += [
-            {"key": row["key"], "instruction_id": x, "category": x.split(":")[0], "strict": s, "loose": l}
-            for x, s, l in zip(ids, strict, loose)
+            {"key": row["key"], "instruction_id": x, "category": x.split(":")[0], "strict": s, "loose": lo}
+            for x, s, lo in zip(ids, strict, loose)
         ]
     row_schema = {
-        "key": pl.Int64, "prompt": pl.Utf8, "response": pl.Utf8, "matched_by": pl.Utf8,
-        "instruction_id_list": pl.List(pl.Utf8), "follow_strict": pl.List(pl.Boolean),
-        "follow_loose": pl.List(pl.Boolean), "prompt_strict": pl.Boolean, "prompt_loose": pl.Boolean,
+        "key": pl.Int64,
+        "prompt": pl.Utf8,
+        "response": pl.Utf8,
+        "matched_by": pl.Utf8,
+        "instruction_id_list": pl.List(pl.Utf8),
+        "follow_strict": pl.List(pl.Boolean),
+        "follow_loose": pl.List(pl.Boolean),
+        "prompt_strict": pl.Boolean,
+        "prompt_loose": pl.Boolean,
     }
     rows_df = pl.DataFrame(rows, schema=row_schema)
     inst_df = pl.DataFrame(
         inst_rows,
-        schema={"key": pl.Int64, "instruction_id": pl.Utf8, "category": pl.Utf8, "strict": pl.Boolean,
-                "loose": pl.Boolean},
+        schema={
+            "key": pl.Int64,
+            "instruction_id": pl.Utf8,
+            "category": pl.Utf8,
+            "strict": pl.Boolean,
+            "loose": pl.Boolean,
+        },
     )
     return IFEvalResult(rows_df, inst_df, summarize(rows_df, inst_df), breakdown(inst_df), _drops_frame(drops))
 
@@ -406,9 +429,15 @@ def summarize(rows: pl.DataFrame, instructions: pl.DataFrame) -> pl.DataFrame:
             "prompt_loose_acc": [rows["prompt_loose"].mean() if rows.height else None],
             "instruction_loose_acc": [instructions["loose"].mean() if instructions.height else None],
         },
-        schema={"n_prompts": pl.Int64, "n_instructions": pl.Int64, "n_matched_by_position": pl.Int64,
-                "prompt_strict_acc": pl.Float64, "instruction_strict_acc": pl.Float64,
-                "prompt_loose_acc": pl.Float64, "instruction_loose_acc": pl.Float64},
+        schema={
+            "n_prompts": pl.Int64,
+            "n_instructions": pl.Int64,
+            "n_matched_by_position": pl.Int64,
+            "prompt_strict_acc": pl.Float64,
+            "instruction_strict_acc": pl.Float64,
+            "prompt_loose_acc": pl.Float64,
+            "instruction_loose_acc": pl.Float64,
+        },
     )
 
 
@@ -418,8 +447,11 @@ def breakdown(instructions: pl.DataFrame) -> pl.DataFrame:
     for level, col in (("category", "category"), ("instruction", "instruction_id")):
         parts.append(
             instructions.group_by(col)
-            .agg(pl.len().alias("n"), pl.col("strict").mean().alias("strict_acc"),
-                 pl.col("loose").mean().alias("loose_acc"))
+            .agg(
+                pl.len().alias("n"),
+                pl.col("strict").mean().alias("strict_acc"),
+                pl.col("loose").mean().alias("loose_acc"),
+            )
             .rename({col: "name"})
             .with_columns(pl.lit(level).alias("level"))
             .select("level", "name", pl.col("n").cast(pl.Int64), "strict_acc", "loose_acc")

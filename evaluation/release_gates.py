@@ -63,9 +63,7 @@ class GateConfig:
         default_factory=_default_bands,
         metadata={"help": "Style metric -> ('relative' | 'absolute', allowed drift from the previous generation)."},
     )
-    artifact_warn_fraction: float = field(
-        default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."}
-    )
+    artifact_warn_fraction: float = field(default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."})
     max_train_eval_overlap: int = field(
         default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
     )
@@ -122,9 +120,15 @@ def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) 
         flagged.append(f"no win rate for {missing}")
     severity = _worst(levels)
     detail = "win rates within the ceiling" if severity == "ok" else "; ".join(flagged)
-    return _result("win_rate_ceiling", severity, detail, max_win_rate=float(rows["win_rate"].max()),
-                   win_rates={f"{r['slice']}/{r['judge']}": r["win_rate"] for r in rows.iter_rows(named=True)},
-                   error_above=config.win_rate_error, warn_above=config.win_rate_warn)
+    return _result(
+        "win_rate_ceiling",
+        severity,
+        detail,
+        max_win_rate=float(rows["win_rate"].max()),
+        win_rates={f"{r['slice']}/{r['judge']}": r["win_rate"] for r in rows.iter_rows(named=True)},
+        error_above=config.win_rate_error,
+        warn_above=config.win_rate_warn,
+    )
 
 
 def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
@@ -139,10 +143,19 @@ def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) 
         return _result("slice_divergence", "error", f"no judge has win rates on both {a} and {b}")
     worst = max(gaps, key=gaps.get)
     ok = gaps[worst] <= config.slice_divergence_max
-    detail = (f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}" if ok
-              else f"{worst}: |{b} - {a}| = {gaps[worst]:.3f} > {config.slice_divergence_max}")
-    return _result("slice_divergence", "ok" if ok else "error", detail, gaps=gaps,
-                   max_gap=gaps[worst], limit=config.slice_divergence_max)
+    detail = (
+        f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}"
+        if ok
+        else f"{worst}: |{b} - {a}| = {gaps[worst]:.3f} > {config.slice_divergence_max}"
+    )
+    return _result(
+        "slice_divergence",
+        "ok" if ok else "error",
+        detail,
+        gaps=gaps,
+        max_gap=gaps[worst],
+        limit=config.slice_divergence_max,
+    )
 
 
 def _rates(summary: pl.DataFrame, level: str, col: str) -> dict[str, float]:
@@ -161,8 +174,9 @@ def steerability_regression(
     drop = prev_all["all"] - new_all["all"]
     new_v = _rates(new_summary, "instruction", "violation_rate")
     prev_v = _rates(prev_summary, "instruction", "violation_rate")
-    rises = {k: new_v[k] - prev_v[k] for k in new_v
-             if k in prev_v and new_v[k] - prev_v[k] > config.steerability_tolerance}
+    rises = {
+        k: new_v[k] - prev_v[k] for k in new_v if k in prev_v and new_v[k] - prev_v[k] > config.steerability_tolerance
+    }
     tol = config.steerability_tolerance + 1e-12
     if drop > tol:
         severity, detail = "error", f"instruction-following rate fell {drop:.3f} (> {config.steerability_tolerance})"
@@ -171,9 +185,16 @@ def steerability_regression(
         severity, detail = "warn", f"violation rates rose: {rose}"
     else:
         severity, detail = "ok", f"instruction-following rate {new_all['all']:.3f} (previous {prev_all['all']:.3f})"
-    return _result("steerability", severity, detail, following_rate=new_all["all"],
-                   previous_following_rate=prev_all["all"], drop=drop, violation_rises=rises,
-                   tolerance=config.steerability_tolerance)
+    return _result(
+        "steerability",
+        severity,
+        detail,
+        following_rate=new_all["all"],
+        previous_following_rate=prev_all["all"],
+        drop=drop,
+        violation_rises=rises,
+        tolerance=config.steerability_tolerance,
+    )
 
 
 def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: GateConfig | None = None) -> GateResult:
@@ -199,8 +220,13 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         if level != "ok":
             notes.append(f"{metric}: {b:.4g} -> {a:.4g} ({kind} drift {drift:.3g}, band {width})")
     severity = _worst(levels)
-    return _result("artifact_drift", severity, "; ".join(notes) or "all style metrics within their bands",
-                   drifts=drifts, bands=dict(config.artifact_bands))
+    return _result(
+        "artifact_drift",
+        severity,
+        "; ".join(notes) or "all style metrics within their bands",
+        drifts=drifts,
+        bands=dict(config.artifact_bands),
+    )
 
 
 def _text_key(expr: pl.Expr) -> pl.Expr:
@@ -221,18 +247,30 @@ def train_eval_disjoint(
     overlap = sorted(ids | by_text)
     ok = len(overlap) <= config.max_train_eval_overlap
     digest = hashlib.sha256("\n".join(overlap).encode()).hexdigest()[:16]
-    detail = (f"{len(overlap)} eval prompts overlap training (allowed {config.max_train_eval_overlap})"
-              if overlap else "train and eval prompts are disjoint")
-    return _result("train_eval_disjoint", "ok" if ok else "error", detail, n_overlap=len(overlap),
-                   n_overlap_by_id=len(ids), n_overlap_by_text=len(by_text), examples=overlap[:10],
-                   overlap_digest=digest)
+    detail = (
+        f"{len(overlap)} eval prompts overlap training (allowed {config.max_train_eval_overlap})"
+        if overlap
+        else "train and eval prompts are disjoint"
+    )
+    return _result(
+        "train_eval_disjoint",
+        "ok" if ok else "error",
+        detail,
+        n_overlap=len(overlap),
+        n_overlap_by_id=len(ids),
+        n_overlap_by_text=len(by_text),
+        examples=overlap[:10],
+        overlap_digest=digest,
+    )
 
 
 def gate_frame(results: list[GateResult]) -> pl.DataFrame:
     """One row per gate, for a report: gate, passed, severity, detail."""
     return pl.DataFrame(
-        [{"gate": r.metadata.get("gate"), "passed": r.passed, "severity": r.severity, "detail": r.detail}
-         for r in results],
+        [
+            {"gate": r.metadata.get("gate"), "passed": r.passed, "severity": r.severity, "detail": r.detail}
+            for r in results
+        ],
         schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8},
     )
 
@@ -242,6 +280,13 @@ def release_decision(results: list[GateResult]) -> GateResult:
     severity = _worst([r.severity for r in results]) if results else "error"
     failed = [r.metadata.get("gate") for r in results if not r.passed]
     warned = [r.metadata.get("gate") for r in results if r.severity == "warn"]
-    detail = (f"blocked by {failed}" if failed else f"passed with warnings from {warned}" if warned
-              else "all gates passed" if results else "no gate ran")
+    detail = (
+        f"blocked by {failed}"
+        if failed
+        else f"passed with warnings from {warned}"
+        if warned
+        else "all gates passed"
+        if results
+        else "no gate ran"
+    )
     return _result("release", severity, detail, failed=failed, warned=warned, n_gates=len(results))

@@ -50,8 +50,8 @@ from typing import Any, NamedTuple
 import polars as pl
 import regex
 
-from pipeline import schema
 from evaluation.style import count_emoji
+from pipeline import schema
 
 STAGE = "steerability"
 SUITE_RESOURCE = "steerability_suite.json"
@@ -70,8 +70,18 @@ INSTRUCTION_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 LANGUAGE_NAMES = {
-    "en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
-    "nl": "Dutch", "ja": "Japanese", "ko": "Korean", "zh-cn": "Chinese", "ru": "Russian", "ar": "Arabic",
+    "en": "English",
+    "fr": "French",
+    "es": "Spanish",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "zh-cn": "Chinese",
+    "ru": "Russian",
+    "ar": "Arabic",
 }
 
 MESSAGE_LIST = pl.List(schema.MESSAGE)
@@ -210,16 +220,18 @@ def build_prompts(suite: dict | None = None, config: SteerabilityConfig | None =
             if config.include_greeting and card.get("greeting"):
                 messages.append({"role": "assistant", "content": card["greeting"]})
             messages.append({"role": "user", "content": ch["text"]})
-            rows.append({
-                "prompt_id": f"{card['character_id']}:{ch['id']}",
-                "character_id": card["character_id"],
-                "challenge_id": ch["id"],
-                "system": system,
-                "messages": messages,
-                "instruction_ids": [s["type"] for s in card["instructions"]],
-                "targets": list(ch["targets"]),
-                "instructions": json.dumps(card["instructions"], ensure_ascii=False),
-            })
+            rows.append(
+                {
+                    "prompt_id": f"{card['character_id']}:{ch['id']}",
+                    "character_id": card["character_id"],
+                    "challenge_id": ch["id"],
+                    "system": system,
+                    "messages": messages,
+                    "instruction_ids": [s["type"] for s in card["instructions"]],
+                    "targets": list(ch["targets"]),
+                    "instructions": json.dumps(card["instructions"], ensure_ascii=False),
+                }
+            )
     return pl.DataFrame(rows, schema=PROMPT_SCHEMA)
 
 
@@ -294,10 +306,9 @@ def check_instruction(spec: dict, text: str, *, seed: int = 0) -> tuple[bool, st
         tail = _strip_tail(text)
         return tail.endswith(("?", "？")), f"ends with {tail[-12:]!r}"
     if t == "forbidden_words":
-        hits = sorted({
-            w for w in spec["words"]
-            if re.search(rf"(?<!\w){re.escape(w)}(?:s|es)?(?!\w)", text, flags=re.IGNORECASE)
-        })
+        hits = sorted(
+            {w for w in spec["words"] if re.search(rf"(?<!\w){re.escape(w)}(?:s|es)?(?!\w)", text, flags=re.IGNORECASE)}
+        )
         return not hits, f"forbidden words used: {hits}" if hits else "none used"
     if t == "keep_name":
         return _check_name(spec["name"], text)
@@ -377,16 +388,30 @@ def score_responses(
             passed, detail = check_instruction(spec, text, seed=config.langdetect_seed)
             checks.append({"instruction": spec["type"], "passed": passed, "detail": detail})
         violated = [c["instruction"] for c in checks if not c["passed"]]
-        rows.append({
-            "prompt_id": pid, "character_id": r["character_id"], "targets": list(r["targets"] or []),
-            "n_instructions": len(checks), "n_violations": len(violated), "all_followed": not violated,
-            "violated": violated, "checks": checks,
-        })
+        rows.append(
+            {
+                "prompt_id": pid,
+                "character_id": r["character_id"],
+                "targets": list(r["targets"] or []),
+                "n_instructions": len(checks),
+                "n_violations": len(violated),
+                "all_followed": not violated,
+                "violated": violated,
+                "checks": checks,
+            }
+        )
     out = pl.DataFrame(
         rows,
-        schema={"prompt_id": pl.Utf8, "character_id": pl.Utf8, "targets": pl.List(pl.Utf8),
-                "n_instructions": pl.Int32, "n_violations": pl.Int32, "all_followed": pl.Boolean,
-                "violated": pl.List(pl.Utf8), "checks": pl.List(CHECK)},
+        schema={
+            "prompt_id": pl.Utf8,
+            "character_id": pl.Utf8,
+            "targets": pl.List(pl.Utf8),
+            "n_instructions": pl.Int32,
+            "n_violations": pl.Int32,
+            "all_followed": pl.Boolean,
+            "violated": pl.List(pl.Utf8),
+            "checks": pl.List(CHECK),
+        },
     )
     drops_df = pl.DataFrame(drops, schema=schema.DROPS) if drops else schema.empty(schema.DROPS)
     return SteerabilityScores(out, summarize(out), drops_df)
@@ -410,23 +435,42 @@ def summarize(rows: pl.DataFrame) -> pl.DataFrame:
         return schema.empty(SUMMARY_SCHEMA)
     checks = rows.select("prompt_id", "character_id", "targets", "checks").explode("checks").unnest("checks")
     overall = rows.select(
-        pl.lit("overall").alias("level"), pl.lit("all").alias("key"), pl.len().cast(pl.Int64).alias("n"),
+        pl.lit("overall").alias("level"),
+        pl.lit("all").alias("key"),
+        pl.len().cast(pl.Int64).alias("n"),
         pl.col("all_followed").mean().alias("following_rate"),
         (pl.col("n_violations").sum() / pl.col("n_instructions").sum()).alias("violation_rate"),
     )
 
     def per_check(df: pl.DataFrame, level: str) -> pl.DataFrame:
-        return df.group_by("instruction").agg(
-            pl.len().cast(pl.Int64).alias("n"), pl.col("passed").mean().alias("following_rate")
-        ).select(pl.lit(level).alias("level"), pl.col("instruction").alias("key"), "n", "following_rate",
-                 (1 - pl.col("following_rate")).alias("violation_rate"))
+        return (
+            df.group_by("instruction")
+            .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("passed").mean().alias("following_rate"))
+            .select(
+                pl.lit(level).alias("level"),
+                pl.col("instruction").alias("key"),
+                "n",
+                "following_rate",
+                (1 - pl.col("following_rate")).alias("violation_rate"),
+            )
+        )
 
     targeted = checks.filter(pl.col("instruction").is_in(pl.col("targets")))
-    character = rows.group_by("character_id").agg(
-        pl.len().cast(pl.Int64).alias("n"), pl.col("all_followed").mean().alias("following_rate"),
-        (pl.col("n_violations").sum() / pl.col("n_instructions").sum()).alias("violation_rate"),
-    ).select(pl.lit("character").alias("level"), pl.col("character_id").alias("key"), "n", "following_rate",
-             "violation_rate")
+    character = (
+        rows.group_by("character_id")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("all_followed").mean().alias("following_rate"),
+            (pl.col("n_violations").sum() / pl.col("n_instructions").sum()).alias("violation_rate"),
+        )
+        .select(
+            pl.lit("character").alias("level"),
+            pl.col("character_id").alias("key"),
+            "n",
+            "following_rate",
+            "violation_rate",
+        )
+    )
     parts = [overall, per_check(checks, "instruction"), per_check(targeted, "targeted"), character]
     return pl.concat([p.cast(dict(SUMMARY_SCHEMA)) for p in parts]).sort("level", "key")
 
@@ -434,14 +478,31 @@ def summarize(rows: pl.DataFrame) -> pl.DataFrame:
 def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
     """Per-prompt results as `eval_records` rows: metric 'steerability/all_followed' (1 or 0) and
     'steerability/violations' (count), slice 'steerability'."""
-    base = rows.select(pl.lit(generation).alias("generation"), pl.lit(STAGE).alias("slice"), "prompt_id",
-                       "all_followed", "n_violations")
-    return pl.concat([
-        base.select("generation", "slice", "prompt_id", pl.lit(f"{STAGE}/all_followed").alias("metric"),
-                    pl.col("all_followed").cast(pl.Float64).alias("value")),
-        base.select("generation", "slice", "prompt_id", pl.lit(f"{STAGE}/violations").alias("metric"),
-                    pl.col("n_violations").cast(pl.Float64).alias("value")),
-    ])
+    base = rows.select(
+        pl.lit(generation).alias("generation"),
+        pl.lit(STAGE).alias("slice"),
+        "prompt_id",
+        "all_followed",
+        "n_violations",
+    )
+    return pl.concat(
+        [
+            base.select(
+                "generation",
+                "slice",
+                "prompt_id",
+                pl.lit(f"{STAGE}/all_followed").alias("metric"),
+                pl.col("all_followed").cast(pl.Float64).alias("value"),
+            ),
+            base.select(
+                "generation",
+                "slice",
+                "prompt_id",
+                pl.lit(f"{STAGE}/violations").alias("metric"),
+                pl.col("n_violations").cast(pl.Float64).alias("value"),
+            ),
+        ]
+    )
 
 
 def generate_and_score(

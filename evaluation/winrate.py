@@ -41,12 +41,29 @@ PAIRED_SCHEMA = pl.Schema(
     {"prompt_id": pl.Utf8, "slice": pl.Utf8, "context": pl.Utf8, "response_new": pl.Utf8, "response_prev": pl.Utf8}
 )
 OUTCOME_SCHEMA = pl.Schema(
-    {"prompt_id": pl.Utf8, "slice": pl.Utf8, "judge": pl.Utf8, "kind": pl.Utf8, "score_new": pl.Float64,
-     "score_prev": pl.Float64, "p_new": pl.Float64, "outcome": pl.Float64}
+    {
+        "prompt_id": pl.Utf8,
+        "slice": pl.Utf8,
+        "judge": pl.Utf8,
+        "kind": pl.Utf8,
+        "score_new": pl.Float64,
+        "score_prev": pl.Float64,
+        "p_new": pl.Float64,
+        "outcome": pl.Float64,
+    }
 )
 SUMMARY_SCHEMA = pl.Schema(
-    {"slice": pl.Utf8, "judge": pl.Utf8, "n": pl.Int64, "wins": pl.Int64, "ties": pl.Int64, "losses": pl.Int64,
-     "win_rate": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}
+    {
+        "slice": pl.Utf8,
+        "judge": pl.Utf8,
+        "n": pl.Int64,
+        "wins": pl.Int64,
+        "ties": pl.Int64,
+        "losses": pl.Int64,
+        "win_rate": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+    }
 )
 
 
@@ -64,8 +81,10 @@ class WinRateConfig:
     )
     pairwise_output: str = field(
         default="probability",
-        metadata={"help": "What a pairwise judge returns: 'probability' P(a beats b), 'logit' of it, or "
-                          "'utilities' (a pair of arrays u_a, u_b; P = sigmoid(u_a - u_b))."},
+        metadata={
+            "help": "What a pairwise judge returns: 'probability' P(a beats b), 'logit' of it, or "
+            "'utilities' (a pair of arrays u_a, u_b; P = sigmoid(u_a - u_b))."
+        },
     )
     pairwise_both_orders: bool = field(
         default=True,
@@ -128,8 +147,10 @@ def pair_generations(
     for tag, df in (("new", new), ("prev", prev)):
         df = schema.conform(df, SIDE_SCHEMA)
         dup = df.filter(pl.col("prompt_id").is_duplicated())
-        drops += [_drop(pid, f"duplicate_prompt_{tag}", "prompt_id appears more than once")
-                  for pid in dup["prompt_id"].unique().sort().to_list()]
+        drops += [
+            _drop(pid, f"duplicate_prompt_{tag}", "prompt_id appears more than once")
+            for pid in dup["prompt_id"].unique().sort().to_list()
+        ]
         sides[tag] = df.filter(~pl.col("prompt_id").is_duplicated()).with_columns(pl.lit(True).alias(f"_in_{tag}"))
     joined = sides["new"].join(sides["prev"], on="prompt_id", how="full", suffix="_prev", coalesce=True)
     out = []
@@ -146,8 +167,15 @@ def pair_generations(
         elif r["slice"] not in config.slices:
             drops.append(_drop(pid, "slice_not_evaluated", f"slice {r['slice']!r} not in {config.slices}"))
         else:
-            out.append({"prompt_id": pid, "slice": r["slice"], "context": r["context"],
-                        "response_new": r["response"], "response_prev": r["response_prev"]})
+            out.append(
+                {
+                    "prompt_id": pid,
+                    "slice": r["slice"],
+                    "context": r["context"],
+                    "response_new": r["response"],
+                    "response_prev": r["response_prev"],
+                }
+            )
     paired = pl.DataFrame(out, schema=PAIRED_SCHEMA).sort("slice", "prompt_id")
     return paired, _drops_frame(drops)
 
@@ -156,7 +184,7 @@ def _batched(fn: Callable[..., Any], cols: list[list[str]], batch: int, pairs: b
     n = len(cols[0])
     outs = []
     for start in range(0, n, batch):
-        res = fn(*[c[start:start + batch] for c in cols])
+        res = fn(*[c[start : start + batch] for c in cols])
         outs.append(tuple(np.asarray(x, dtype=np.float64) for x in res) if pairs else np.asarray(res, dtype=np.float64))
     if pairs:
         return tuple(np.concatenate([o[i] for o in outs]) if outs else np.zeros(0) for i in range(2))
@@ -207,27 +235,39 @@ def judge_outcomes(
         s_prev = _check_len(_batched(fn, [ctx, prev], config.batch_size), len(ctx), name)
         diff = s_new - s_prev
         outcome = np.where(np.abs(diff) <= config.pointwise_tie_tolerance, 0.5, (diff > 0).astype(np.float64))
-        frames.append(base.with_columns(
-            pl.lit(name).alias("judge"), pl.lit("pointwise").alias("kind"), pl.Series("score_new", s_new),
-            pl.Series("score_prev", s_prev), pl.lit(None, pl.Float64).alias("p_new"),
-            pl.Series("outcome", np.where(np.isfinite(diff), outcome, np.nan)),
-        ))
+        frames.append(
+            base.with_columns(
+                pl.lit(name).alias("judge"),
+                pl.lit("pointwise").alias("kind"),
+                pl.Series("score_new", s_new),
+                pl.Series("score_prev", s_prev),
+                pl.lit(None, pl.Float64).alias("p_new"),
+                pl.Series("outcome", np.where(np.isfinite(diff), outcome, np.nan)),
+            )
+        )
     for name, fn in _as_named(pairwise, "pairwise").items():
         p = _p_new(name, fn, ctx, new, prev, config)
         dev = p - 0.5
         outcome = np.where(np.abs(dev) <= config.pairwise_tie_tolerance, 0.5, (dev > 0).astype(np.float64))
         valid = np.isfinite(p) & (p >= 0) & (p <= 1)
-        frames.append(base.with_columns(
-            pl.lit(name).alias("judge"), pl.lit("pairwise").alias("kind"), pl.lit(None, pl.Float64).alias("score_new"),
-            pl.lit(None, pl.Float64).alias("score_prev"), pl.Series("p_new", p),
-            pl.Series("outcome", np.where(valid, outcome, np.nan)),
-        ))
+        frames.append(
+            base.with_columns(
+                pl.lit(name).alias("judge"),
+                pl.lit("pairwise").alias("kind"),
+                pl.lit(None, pl.Float64).alias("score_new"),
+                pl.lit(None, pl.Float64).alias("score_prev"),
+                pl.Series("p_new", p),
+                pl.Series("outcome", np.where(valid, outcome, np.nan)),
+            )
+        )
     if not frames:
         raise ValueError("no judge given: pass a pointwise and/or a pairwise scorer")
     outcomes = pl.concat([f.cast(dict(OUTCOME_SCHEMA)).select(OUTCOME_SCHEMA.names()) for f in frames])
     bad = outcomes.filter(pl.col("outcome").is_nan())
     drops += [
-        _drop(r["prompt_id"], "judge_invalid_output", f"judge {r['judge']} returned NaN or a probability outside [0, 1]")
+        _drop(
+            r["prompt_id"], "judge_invalid_output", f"judge {r['judge']} returned NaN or a probability outside [0, 1]"
+        )
         for r in bad.iter_rows(named=True)
     ]
     return outcomes.filter(~pl.col("outcome").is_nan()), _drops_frame(drops)
@@ -241,8 +281,14 @@ def bootstrap_ci(values: np.ndarray, config: WinRateConfig, rng: np.random.Gener
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
     res = stats.bootstrap(
-        (values,), np.mean, vectorized=True, n_resamples=config.n_resamples,
-        confidence_level=config.confidence_level, method=config.ci_method, random_state=rng, batch=500,
+        (values,),
+        np.mean,
+        vectorized=True,
+        n_resamples=config.n_resamples,
+        confidence_level=config.confidence_level,
+        method=config.ci_method,
+        random_state=rng,
+        batch=500,
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -258,9 +304,19 @@ def summarize(outcomes: pl.DataFrame, config: WinRateConfig | None = None) -> pl
         for judge in judges:
             o = outcomes.filter((pl.col("slice") == slice_name) & (pl.col("judge") == judge))["outcome"].to_numpy()
             lo, hi = bootstrap_ci(o, config, rng) if o.size else (None, None)
-            rows.append({"slice": slice_name, "judge": judge, "n": int(o.size), "wins": int((o == 1).sum()),
-                         "ties": int((o == 0.5).sum()), "losses": int((o == 0).sum()),
-                         "win_rate": float(o.mean()) if o.size else None, "ci_low": lo, "ci_high": hi})
+            rows.append(
+                {
+                    "slice": slice_name,
+                    "judge": judge,
+                    "n": int(o.size),
+                    "wins": int((o == 1).sum()),
+                    "ties": int((o == 0.5).sum()),
+                    "losses": int((o == 0).sum()),
+                    "win_rate": float(o.mean()) if o.size else None,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
     return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
 
 
@@ -272,8 +328,11 @@ EVAL_RECORDS_SCHEMA = pl.Schema(
 def eval_records(outcomes: pl.DataFrame, generation: str) -> pl.DataFrame:
     """Outcomes as `eval_records` rows (generation, slice, prompt_id, metric='winrate/<judge>', value)."""
     return outcomes.select(
-        pl.lit(generation).alias("generation"), "slice", "prompt_id",
-        pl.format("winrate/{}", pl.col("judge")).alias("metric"), pl.col("outcome").alias("value"),
+        pl.lit(generation).alias("generation"),
+        "slice",
+        "prompt_id",
+        pl.format("winrate/{}", pl.col("judge")).alias("metric"),
+        pl.col("outcome").alias("value"),
     ).cast(dict(EVAL_RECORDS_SCHEMA))
 
 

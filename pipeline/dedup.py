@@ -116,9 +116,7 @@ def _drops(
 def _check_columns(df: pl.DataFrame, fn: str, **cols: str | None) -> None:
     for arg, col in cols.items():
         if col is not None and col not in df.columns:
-            raise ValueError(
-                f"{fn}: frame has no column {col!r} for {arg} (columns: {df.columns}); pass {arg}="
-            )
+            raise ValueError(f"{fn}: frame has no column {col!r} for {arg} (columns: {df.columns}); pass {arg}=")
 
 
 def _day_series(df: pl.DataFrame, day_col: str | None) -> pl.Series:
@@ -247,21 +245,13 @@ def exact_dedup(
 class NearDedupConfig:
     threshold: float = field(
         default=0.8,
-        metadata=_help(
-            "Estimated Jaccard similarity of shingle sets at or above which two texts are duplicates."
-        ),
+        metadata=_help("Estimated Jaccard similarity of shingle sets at or above which two texts are duplicates."),
     )
-    num_perm: int = field(
-        default=128, metadata=_help("MinHash signature length; more is more precise, slower.")
-    )
-    shingle: str = field(
-        default="char", metadata=_help("'char' (character n-grams) or 'word' (word n-grams).")
-    )
+    num_perm: int = field(default=128, metadata=_help("MinHash signature length; more is more precise, slower."))
+    shingle: str = field(default="char", metadata=_help("'char' (character n-grams) or 'word' (word n-grams)."))
     shingle_size: int = field(
         default=4,
-        metadata=_help(
-            "n of the n-grams. Char 4-grams suit chat (short turns, typos); 1-2 suits word shingles."
-        ),
+        metadata=_help("n of the n-grams. Char 4-grams suit chat (short turns, typos); 1-2 suits word shingles."),
     )
     min_chars: int = field(
         default=30,
@@ -281,9 +271,7 @@ class NearDedupConfig:
             "Signatures of the two differ: an index is tied to the backend that built it."
         ),
     )
-    seed: int = field(
-        default=1, metadata=_help("Seed of the MinHash permutations (fixed: stable signatures).")
-    )
+    seed: int = field(default=1, metadata=_help("Seed of the MinHash permutations (fixed: stable signatures)."))
     lsh_recall: float = field(
         default=0.99,
         metadata=_help(
@@ -323,8 +311,7 @@ class NearDedupConfig:
                 import rensa  # noqa: F401
             except ImportError as exc:
                 raise ValueError(
-                    "NearDedupConfig.backend='rensa' needs the `rensa` package: install it, "
-                    "or set backend='datasketch'"
+                    "NearDedupConfig.backend='rensa' needs the `rensa` package: install it, or set backend='datasketch'"
                 ) from exc
         if not 0.5 <= self.lsh_recall < 1.0:
             raise ValueError(f"NearDedupConfig.lsh_recall must be in [0.5, 1), got {self.lsh_recall}")
@@ -338,9 +325,7 @@ class NearDedupConfig:
         )
 
     def signatures(self, normalized: Sequence[str]) -> np.ndarray:
-        return minhash.signatures(
-            normalized, self.backend, self.num_perm, self.seed, self.shingle, self.shingle_size
-        )
+        return minhash.signatures(normalized, self.backend, self.num_perm, self.seed, self.shingle, self.shingle_size)
 
 
 @dataclass
@@ -372,15 +357,12 @@ def near_dedup(
     _check_columns(df, "near_dedup", text_col=text_col, id_col=id_col)
     if index_path is not None and (day_col is None or day_col not in df.columns):
         raise ValueError(
-            f"near_dedup: an index needs the day of each row; the frame has no day column {day_col!r} "
-            "(pass day_col=)"
+            f"near_dedup: an index needs the day of each row; the frame has no day column {day_col!r} (pass day_col=)"
         )
     days = _day_series(df, day_col)
     ids = df.get_column(id_col).cast(pl.Utf8)
     src_col = config.same_source_col if config.same_source_col in df.columns else None
-    sources = (
-        df.get_column(src_col).cast(pl.Utf8) if src_col else pl.Series([None] * df.height, dtype=pl.Utf8)
-    )
+    sources = df.get_column(src_col).cast(pl.Utf8) if src_col else pl.Series([None] * df.height, dtype=pl.Utf8)
     normalized = [normalize_text(t) for t in df.get_column(text_col).cast(pl.Utf8).to_list()]
     eligible = np.array([len(t) >= config.min_chars for t in normalized], dtype=bool)
     cur = np.flatnonzero(eligible)
@@ -391,9 +373,7 @@ def near_dedup(
 
     index = minhash.empty_index(config.num_perm)
     if index_path is not None:
-        index = minhash.load_index(
-            Path(index_path), config.sketch_id(), config.num_perm, days.min(), config.index_days
-        )  # type: ignore[arg-type]
+        index = minhash.load_index(Path(index_path), config.sketch_id(), config.num_perm, days.min(), config.index_days)  # type: ignore[arg-type]
     n_cur, n_old = len(cur), index.height
     sig_old = index.get_column("sig").to_numpy().astype(np.uint32).reshape(n_old, config.num_perm)
     sig = np.vstack([sig_cur, sig_old]) if n_old else sig_cur
@@ -475,9 +455,7 @@ def near_dedup(
         }
     )
     if index_path is not None:
-        minhash.write_index(
-            Path(index_path), entries, sorted(d for d in days.unique().to_list() if d is not None)
-        )
+        minhash.write_index(Path(index_path), entries, sorted(d for d in days.unique().to_list() if d is not None))
 
     groups = size.filter(pl.col("has_cur") & (pl.col("size") > 1))
     n_drop, n_cross = len(dup_nodes), int(cross.sum())

@@ -27,10 +27,10 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -58,8 +58,10 @@ class EmbedConfig:
     )
     backend: str = field(
         default="torch",
-        metadata={"help": "'torch' (sentence-transformers), 'onnx' (ONNX Runtime fp32) or 'onnx-int8' "
-                  "(ONNX Runtime, int8 dynamic quantization: fastest on CPU)"},
+        metadata={
+            "help": "'torch' (sentence-transformers), 'onnx' (ONNX Runtime fp32) or 'onnx-int8' "
+            "(ONNX Runtime, int8 dynamic quantization: fastest on CPU)"
+        },
     )
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"})
     batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
@@ -68,8 +70,10 @@ class EmbedConfig:
     )
     model_dir: str | None = field(
         default=None,
-        metadata={"help": "where models are extracted and ONNX exports kept; default "
-                  "$FLYWHEEL_HOME/models/embedding (./data/models/embedding)"},
+        metadata={
+            "help": "where models are extracted and ONNX exports kept; default "
+            "$FLYWHEEL_HOME/models/embedding (./data/models/embedding)"
+        },
     )
     num_threads: int = field(default=0, metadata={"help": "ONNX Runtime intra-op threads; 0 = one per core"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar while encoding"})
@@ -238,8 +242,14 @@ def _export_onnx(st, path: Path) -> None:
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         # dynamo=False: the torch.export path needs onnxscript; the tracer handles BERT-style encoders
         torch.onnx.export(
-            _Hidden(auto_model), args, str(path), input_names=names, output_names=["token_embeddings"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
+            _Hidden(auto_model),
+            args,
+            str(path),
+            input_names=names,
+            output_names=["token_embeddings"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
         )
 
 
@@ -256,15 +266,20 @@ def _quantize_onnx(src: Path, dst: Path) -> None:
     graph = onnx.load(str(src)).graph
     dims = {init.name: list(init.dims) for init in graph.initializer}
     exclude = [
-        n.name for n in graph.node
+        n.name
+        for n in graph.node
         if n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2 and dims[n.input[1]][0] > dims[n.input[1]][1]
     ]
     hint = _DropLogLine("pre-processing before quantization")  # advice for static quantization only
     logging.getLogger().addFilter(hint)
     try:
         quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=exclude,
         )
     finally:
         logging.getLogger().removeFilter(hint)
@@ -299,8 +314,11 @@ class OnnxEncoder:
 
         mods = list(st)
         kinds = [type(m).__name__ for m in mods]
-        if len(mods) < 2 or not hasattr(mods[0], "auto_model") or kinds[1] != "Pooling" or any(
-            k != "Normalize" for k in kinds[2:]
+        if (
+            len(mods) < 2
+            or not hasattr(mods[0], "auto_model")
+            or kinds[1] != "Pooling"
+            or any(k != "Normalize" for k in kinds[2:])
         ):
             raise ValueError(
                 f"embed `backend`='onnx' supports Transformer -> Pooling [-> Normalize] models; this one is {kinds}: "
@@ -308,11 +326,15 @@ class OnnxEncoder:
             )
         pooling = mods[1].pooling_mode
         if pooling not in _ONNX_POOLING:
-            raise ValueError(f"embed `backend`='onnx' supports pooling {_ONNX_POOLING}; this model uses "
-                             f"{pooling!r}: use backend='torch'")
+            raise ValueError(
+                f"embed `backend`='onnx' supports pooling {_ONNX_POOLING}; this model uses "
+                f"{pooling!r}: use backend='torch'"
+            )
         path = _atomic_export(export_dir / "model.onnx", lambda tmp: _export_onnx(st, tmp))
         if quantize:
-            path = _atomic_export(export_dir / "model-int8.onnx", lambda tmp: _quantize_onnx(export_dir / "model.onnx", tmp))
+            path = _atomic_export(
+                export_dir / "model-int8.onnx", lambda tmp: _quantize_onnx(export_dir / "model.onnx", tmp)
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = num_threads
@@ -321,8 +343,11 @@ class OnnxEncoder:
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
             else:
-                log.warning("device %s requested but this onnxruntime has no CUDA provider: running on CPU "
-                            "(install onnxruntime-gpu, or use backend='torch' on GPUs)", device)
+                log.warning(
+                    "device %s requested but this onnxruntime has no CUDA provider: running on CPU "
+                    "(install onnxruntime-gpu, or use backend='torch' on GPUs)",
+                    device,
+                )
         session = ort.InferenceSession(str(path), options, providers=providers)
         return cls(session, st.tokenizer, pooling, int(st.max_seq_length), _embedding_dim(st))
 
@@ -584,7 +609,9 @@ def embed_with_stats(
         if hit.height:
             hv = hit["vector"].to_numpy()
             if hv.shape[1] != embedder.dim:
-                raise ValueError(f"embedding cache {cache.dir} holds {hv.shape[1]}-d vectors, the model makes {embedder.dim}-d")
+                raise ValueError(
+                    f"embedding cache {cache.dir} holds {hv.shape[1]}-d vectors, the model makes {embedder.dim}-d"
+                )
             idx = np.array([slot[h] for h in hit["text_hash"].to_list()])
             vectors[idx] = hv
             found = {h: 1 for h in hit["text_hash"].to_list()}
@@ -594,7 +621,13 @@ def embed_with_stats(
         new = embedder.encode([items[first[h]] for h in misses])
         vectors[[slot[h] for h in misses]] = new
         if cache is not None:
-            cache.add(pl.DataFrame({"text_hash": misses, "vector": new}, schema_overrides={"vector": pl.Array(pl.Float32, embedder.dim)}), part=part)
+            cache.add(
+                pl.DataFrame(
+                    {"text_hash": misses, "vector": new},
+                    schema_overrides={"vector": pl.Array(pl.Float32, embedder.dim)},
+                ),
+                part=part,
+            )
     t2 = time.perf_counter()
     out = vectors[[slot[h] for h in hashes]] if hashes else np.zeros((0, embedder.dim), np.float32)
     stats = EmbedStats(

@@ -32,7 +32,7 @@ import math
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import PurePath
 from typing import Any
 
@@ -67,7 +67,9 @@ class IngestConfig:
     max_text_chars: int = field(default=20_000, metadata={"help": "longer messages are quarantined (text_too_long)"})
     late_grace_minutes: int = field(
         default=120,
-        metadata={"help": "messages up to this long after midnight still belong to the day (conversations that cross it)"},
+        metadata={
+            "help": "messages up to this long after midnight still belong to the day (conversations that cross it)"
+        },
     )
     internal_user_fraction: float = field(
         default=0.1, metadata={"help": "share of users counted as `internal` when a record names no source"}
@@ -82,7 +84,7 @@ class IngestConfig:
             raise ValueError(f"ingest `late_grace_minutes` must be >= 0, got {self.late_grace_minutes}")
 
     @classmethod
-    def for_source(cls, source: SourceConfig, **kw: Any) -> "IngestConfig":
+    def for_source(cls, source: SourceConfig, **kw: Any) -> IngestConfig:
         return cls(
             internal_user_fraction=source.internal_user_fraction,
             default_surface=source.surface,
@@ -137,7 +139,7 @@ def _parse_ts(value: Any, field_name: str) -> datetime:
         if not math.isfinite(value):
             raise _Reject("wrong_type", f"`{field_name}` is not a finite number")
         try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise _Reject("wrong_type", f"`{field_name}` {value!r} is out of range for epoch seconds") from None
     if isinstance(value, str):
@@ -145,8 +147,10 @@ def _parse_ts(value: Any, field_name: str) -> datetime:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
             raise _Reject("wrong_type", f"`{field_name}` {value[:60]!r} is not an ISO-8601 timestamp") from None
-        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-    raise _Reject("wrong_type", f"`{field_name}` is {type(value).__name__}, expected an ISO-8601 string or epoch seconds")
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    raise _Reject(
+        "wrong_type", f"`{field_name}` is {type(value).__name__}, expected an ISO-8601 string or epoch seconds"
+    )
 
 
 def _str_field(obj: dict, name: str, *, required: bool, aliases: tuple[str, ...] = ()) -> str | None:
@@ -181,7 +185,7 @@ class _DayIngest:
         self.day = day
         self.cfg = cfg
         self.hasher = hasher
-        self.start = datetime.combine(day, time.min).replace(tzinfo=timezone.utc)
+        self.start = datetime.combine(day, time.min).replace(tzinfo=UTC)
         self.end = self.start + timedelta(days=1, minutes=cfg.late_grace_minutes)
         self.records_read = 0
         self.quarantine: list[dict] = []
@@ -344,8 +348,10 @@ class _DayIngest:
                 seen_ids.add(mid)
                 if last_ts is not None and cand["ts"] < last_ts:
                     self.reject(
-                        rec, "ts_out_of_order",
-                        f"ts {cand['ts'].isoformat()} is earlier than the previous message's {last_ts.isoformat()}", raw,
+                        rec,
+                        "ts_out_of_order",
+                        f"ts {cand['ts'].isoformat()} is earlier than the previous message's {last_ts.isoformat()}",
+                        raw,
                     )
                     continue
                 last_ts = cand["ts"]

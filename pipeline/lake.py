@@ -97,11 +97,11 @@ class Partition:
     value: str
 
     @classmethod
-    def day(cls, day: date | str) -> "Partition":
+    def day(cls, day: date | str) -> Partition:
         return cls("day", day.isoformat() if isinstance(day, date) else date.fromisoformat(day).isoformat())
 
     @classmethod
-    def generation(cls, name: str) -> "Partition":
+    def generation(cls, name: str) -> Partition:
         return cls("generation", name)
 
     def __post_init__(self) -> None:
@@ -185,7 +185,9 @@ class Lake:
         tdir = self.table_dir(table)
         if not tdir.is_dir():
             return []
-        return sorted(d.name.split("=", 1)[1] for d in tdir.iterdir() if d.is_dir() and "=" in d.name and any(d.glob("*.parquet")))
+        return sorted(
+            d.name.split("=", 1)[1] for d in tdir.iterdir() if d.is_dir() and "=" in d.name and any(d.glob("*.parquet"))
+        )
 
     def days(self, table: str) -> list[date]:
         return [date.fromisoformat(v) for v in self.partitions(table)]
@@ -198,8 +200,11 @@ class Lake:
     def previous_rows(self, table: str, day: date) -> int | None:
         """Row count of the table's latest partition before `day` (None when there is none)."""
         prev = self.previous_day(table, day)
-        return None if prev is None else sum(pl.scan_parquet(f).select(pl.len()).collect().item()
-                                             for f in self.files(table, prev))
+        return (
+            None
+            if prev is None
+            else sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in self.files(table, prev))
+        )
 
     def read(self, table: str, partition: PartitionLike, schema: pl.Schema | None = None) -> pl.DataFrame:
         files = self.files(table, partition)
@@ -239,7 +244,9 @@ class Lake:
     def tables(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and _TABLE_RE.match(d.name) and self.files(d.name))
+        return sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and _TABLE_RE.match(d.name) and self.files(d.name)
+        )
 
     # ---- catalog -----------------------------------------------------------------------------
     def _view_sql(self, table: str) -> str:

@@ -36,9 +36,7 @@ def sketch_id(backend: str, num_perm: int, seed: int, shingle: str, size: int, n
     if backend == "rensa":
         import rensa
 
-        algo = f"rensa-r{rensa.RMinHash.ALGORITHM_VERSION}" + (
-            f"-{_HASH_VERSION}" if shingle == "char" else ""
-        )
+        algo = f"rensa-r{rensa.RMinHash.ALGORITHM_VERSION}" + (f"-{_HASH_VERSION}" if shingle == "char" else "")
     else:
         algo = "datasketch-affine32"
     return f"{algo}|p{num_perm}|s{seed}|{shingle}{size}|{normalization}"
@@ -108,9 +106,7 @@ def signatures(
     from datasketch import MinHash
 
     encoded = ([s.encode() for s in shingles(t, shingle, size)] for t in normalized)
-    return np.vstack([m.hashvalues for m in MinHash.bulk(encoded, num_perm=num_perm, seed=seed)]).astype(
-        np.uint32
-    )
+    return np.vstack([m.hashvalues for m in MinHash.bulk(encoded, num_perm=num_perm, seed=seed)]).astype(np.uint32)
 
 
 def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
@@ -134,11 +130,7 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 64
         keys = pl.DataFrame(sig[:, b * rows : (b + 1) * rows]).hash_rows(seed=17)
         parts.append(pl.DataFrame({"band": np.full(n, b, dtype=np.int32), "key": keys, "i": np.arange(n)}))
     buckets = (
-        pl.concat(parts)
-        .group_by("band", "key")
-        .agg(pl.col("i").sort())
-        .filter(pl.col("i").list.len() > 1)
-        .select("i")
+        pl.concat(parts).group_by("band", "key").agg(pl.col("i").sort()).filter(pl.col("i").list.len() > 1).select("i")
     )
     if buckets.height == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -176,9 +168,7 @@ def empty_index(num_perm: int) -> pl.DataFrame:
     )
 
 
-def load_index(
-    index_path: Path, sketch: str, num_perm: int, before: date | None, last_days: int = 0
-) -> pl.DataFrame:
+def load_index(index_path: Path, sketch: str, num_perm: int, before: date | None, last_days: int = 0) -> pl.DataFrame:
     """Stored entries of days earlier than `before` (all when None); the newest `last_days` days if > 0."""
     files = []
     if index_path.is_dir():

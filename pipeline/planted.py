@@ -39,22 +39,16 @@ SWAPS = {
     "awesome": "amazing", "amazing": "awesome", "like": "love", "love": "like", "big": "large",
     "little": "small", "small": "little", "happy": "glad", "glad": "happy", "fun": "cool", "cool": "fun",
 }  # fmt: skip
-_SWAP_RE = re.compile(
-    r"(?i)\b(" + "|".join(re.escape(k) for k in sorted(SWAPS, key=len, reverse=True)) + r")\b"
-)
+_SWAP_RE = re.compile(r"(?i)\b(" + "|".join(re.escape(k) for k in sorted(SWAPS, key=len, reverse=True)) + r")\b")
 _FULLWIDTH = {c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 
 
 @dataclass
 class PlantedConfig:
-    n_originals: int = field(
-        default=300, metadata={"help": "Distinct originals to pick from the real texts."}
-    )
+    n_originals: int = field(default=300, metadata={"help": "Distinct originals to pick from the real texts."})
     exact_variants: int = field(default=1, metadata={"help": "Exact variants per original."})
     near_variants: int = field(default=2, metadata={"help": "Near variants per original."})
-    neighbours: int = field(
-        default=1, metadata={"help": "Distinct near-neighbours per original (must not merge)."}
-    )
+    neighbours: int = field(default=1, metadata={"help": "Distinct near-neighbours per original (must not merge)."})
     min_chars: int = field(default=60, metadata={"help": "Shortest normalized original."})
     max_chars: int = field(default=3000, metadata={"help": "Longest normalized original."})
     chars_per_edit: int = field(
@@ -184,9 +178,7 @@ class _Donors:
         out = ""
         while len(out) < n_chars:
             if self.next >= len(self.texts):
-                raise ValueError(
-                    "build_planted_duplicates: ran out of distinct texts for neighbours; pass more texts"
-                )
+                raise ValueError("build_planted_duplicates: ran out of distinct texts for neighbours; pass more texts")
             out = (out + "\n" if out else "") + self.texts[self.next]
             self.next += 1
         return out

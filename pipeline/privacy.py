@@ -97,16 +97,12 @@ class PrivacyConfig:
         self.types = tuple(self.types)
         unknown = [t for t in self.types if t not in PII_TYPES]
         if unknown:
-            raise ValueError(
-                f"PrivacyConfig.types has unknown PII types {unknown}; use a subset of {PII_TYPES}"
-            )
+            raise ValueError(f"PrivacyConfig.types has unknown PII types {unknown}; use a subset of {PII_TYPES}")
         if "{type}" not in self.placeholder:
             raise ValueError("PrivacyConfig.placeholder must contain '{type}', e.g. '[{type}]'")
         sample = self.placeholder.replace("{type}", "")
         if any(ch.isdigit() for ch in sample) or "@" in sample:
-            raise ValueError(
-                "PrivacyConfig.placeholder must not contain digits or '@' (it would be re-detected)"
-            )
+            raise ValueError("PrivacyConfig.placeholder must not contain digits or '@' (it would be re-detected)")
         try:
             self.placeholder.format(type=EMAIL)
         except (KeyError, IndexError, ValueError) as exc:
@@ -121,9 +117,7 @@ class PrivacyConfig:
                 "use an ISO 3166 alpha-2 code such as 'US' or 'GB'"
             )
         if self.url_opaque_min_len < 8:
-            raise ValueError(
-                "PrivacyConfig.url_opaque_min_len must be >= 8 (shorter would flag ordinary slugs)"
-            )
+            raise ValueError("PrivacyConfig.url_opaque_min_len must be >= 8 (shorter would flag ordinary slugs)")
         self.url_secret_words = tuple(w.lower() for w in self.url_secret_words)
 
 
@@ -357,9 +351,7 @@ def scrub_frame(
     """
     config = config or PrivacyConfig()
     if text_col not in df.columns:
-        raise ValueError(
-            f"scrub_frame: frame has no column {text_col!r} (columns: {df.columns}); pass text_col="
-        )
+        raise ValueError(f"scrub_frame: frame has no column {text_col!r} (columns: {df.columns}); pass text_col=")
     texts = df.get_column(text_col).cast(pl.Utf8)
     candidates = texts.str.contains(_PREFILTER).fill_null(False)
     idx = candidates.arg_true().to_list()

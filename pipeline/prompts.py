@@ -215,9 +215,9 @@ def _turns(messages: pl.DataFrame, config: PromptConfig) -> pl.DataFrame:
     """Merge runs of one role into turns; `t` numbers the turns within a conversation."""
     conv = pl.col("conversation_id")
     msgs = messages.filter(pl.col("role") != "system").with_columns(
-        (
-            (pl.col("role") != pl.col("role").shift(1)).fill_null(True) | (conv != conv.shift(1)).fill_null(True)
-        ).cum_sum().alias("_turn_key"),
+        ((pl.col("role") != pl.col("role").shift(1)).fill_null(True) | (conv != conv.shift(1)).fill_null(True))
+        .cum_sum()
+        .alias("_turn_key"),
         _thumbs_expr(config).alias("_thumb"),
     )
     turns = msgs.group_by("_turn_key", maintain_order=True).agg(
@@ -295,9 +295,9 @@ def _histories(kept: pl.DataFrame, turns: pl.DataFrame, config: PromptConfig) ->
         pl.struct(pl.col("role"), pl.col("content")).alias("history"),
         pl.col("_line").str.join("\n").alias("text"),
     )
-    return hist.join(
-        kept.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pid"), "prompt_id"), on="_pid"
-    ).drop("_pid")
+    return hist.join(kept.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pid"), "prompt_id"), on="_pid").drop(
+        "_pid"
+    )
 
 
 def _systems(messages: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
@@ -315,9 +315,7 @@ def _systems(messages: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def cut_prompts(
-    conversations: pl.DataFrame, config: PromptConfig | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Cut `conversations` (schema.CONVERSATIONS) into prompts (schema.PROMPTS, `cluster_id` and
     `split` are added by later steps) and the drops (schema.DROPS) of user turns and messages
     that did not become one. Prompts are sorted by conversation and cut turn."""
@@ -331,16 +329,16 @@ def cut_prompts(
         .then(pl.lit(NO_ASSISTANT_TURN))
         .when(pl.col("served_response").is_null() & ~pl.lit(config.keep_unanswered))
         .then(pl.lit(NO_RESPONSE))
-        .when(pl.lit(config.max_response_chars > 0)
-              & (pl.col("served_response").str.len_chars() > config.max_response_chars))
+        .when(
+            pl.lit(config.max_response_chars > 0)
+            & (pl.col("served_response").str.len_chars() > config.max_response_chars)
+        )
         .then(pl.lit(RESPONSE_TOO_LONG))
     )
     labelled = labelled.with_columns(reason.alias("_reason"))
     kept = labelled.filter(pl.col("_reason").is_null())
     histories = _histories(kept, turns, config)
-    too_long = kept.join(histories, on="prompt_id", how="anti").with_columns(
-        pl.lit(PROMPT_TOO_LONG).alias("_reason")
-    )
+    too_long = kept.join(histories, on="prompt_id", how="anti").with_columns(pl.lit(PROMPT_TOO_LONG).alias("_reason"))
     prompts = (
         kept.join(histories, on="prompt_id", how="inner")
         .join(_systems(messages, kept), on="prompt_id", how="left")
@@ -348,18 +346,20 @@ def cut_prompts(
     )
     prompts = schema.conform(prompts, schema.PROMPTS)
 
-    turn_drops = pl.concat(
-        [labelled.filter(pl.col("_reason").is_not_null()), too_long], how="vertical_relaxed"
-    ).sort(["conversation_id", "cut_turn"]).with_columns(
-        pl.col("prompt_id").alias("row_id"),
-        pl.format(
-            "{} cut at turn_index {}{}",
-            pl.col("conversation_id"),
-            pl.col("cut_turn"),
-            pl.when(pl.col("_reason") == PROMPT_TOO_LONG)
-            .then(pl.format(": last user turn has {} chars", pl.col("last_user").str.len_chars()))
-            .otherwise(pl.lit("")),
-        ).alias("_detail"),
+    turn_drops = (
+        pl.concat([labelled.filter(pl.col("_reason").is_not_null()), too_long], how="vertical_relaxed")
+        .sort(["conversation_id", "cut_turn"])
+        .with_columns(
+            pl.col("prompt_id").alias("row_id"),
+            pl.format(
+                "{} cut at turn_index {}{}",
+                pl.col("conversation_id"),
+                pl.col("cut_turn"),
+                pl.when(pl.col("_reason") == PROMPT_TOO_LONG)
+                .then(pl.format(": last user turn has {} chars", pl.col("last_user").str.len_chars()))
+                .otherwise(pl.lit("")),
+            ).alias("_detail"),
+        )
     )
     drops = pl.concat([message_drops, _drops(turn_drops, "_reason", "_detail")])
     return prompts, drops

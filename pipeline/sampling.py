@@ -64,8 +64,10 @@ REPORT = pl.Schema(
 class SamplingConfig:
     mode: str = field(
         default="cluster_balanced",
-        metadata={"help": "How to choose the pool: `cluster_balanced` (equal share per cluster) or `stratified` "
-                  "(target shares per dimension, see `targets`)."},
+        metadata={
+            "help": "How to choose the pool: `cluster_balanced` (equal share per cluster) or `stratified` "
+            "(target shares per dimension, see `targets`)."
+        },
     )
     retain_fraction: float = field(
         default=0.5,
@@ -77,15 +79,19 @@ class SamplingConfig:
     )
     targets: dict[str, dict[str, float]] = field(
         default_factory=dict,
-        metadata={"help": "For `stratified`: {column: {value: share}}, e.g. {'source': {'internal': 0.2, "
-                  "'external': 0.8}}. Shares of a column sum to at most 1; if less, the rest goes to the "
-                  "unlisted values in proportion to their size. Write null values as '(null)'."},
+        metadata={
+            "help": "For `stratified`: {column: {value: share}}, e.g. {'source': {'internal': 0.2, "
+            "'external': 0.8}}. Shares of a column sum to at most 1; if less, the rest goes to the "
+            "unlisted values in proportion to their size. Write null values as '(null)'."
+        },
     )
     on_shortfall: str = field(
         default="shrink",
-        metadata={"help": "For `stratified`, when the data cannot meet the targets at the requested size: `shrink` "
-                  "keeps the shares and retains fewer prompts; `fill` keeps the size and gives the shortfall of a "
-                  "scarce value to the other values of its dimension."},
+        metadata={
+            "help": "For `stratified`, when the data cannot meet the targets at the requested size: `shrink` "
+            "keeps the shares and retains fewer prompts; `fill` keeps the size and gives the shortfall of a "
+            "scarce value to the other values of its dimension."
+        },
     )
     cluster_column: str = field(
         default="cluster_id",
@@ -105,14 +111,18 @@ class SamplingConfig:
     )
     internal_eval_fraction: float = field(
         default=0.5,
-        metadata={"help": "Fraction of internal users (staff testers, a small group) held out for the "
-                  "eval_internal slice; a larger share than `eval_fraction` keeps that slice big enough to "
-                  "compare with eval_user."},
+        metadata={
+            "help": "Fraction of internal users (staff testers, a small group) held out for the "
+            "eval_internal slice; a larger share than `eval_fraction` keeps that slice big enough to "
+            "compare with eval_user."
+        },
     )
     split_salt: str = field(
         default="flywheel-split-v1",
-        metadata={"help": "Salt of the user split. Changing it reshuffles every user between train and eval: "
-                  "only do so when starting a fresh evaluation history."},
+        metadata={
+            "help": "Salt of the user split. Changing it reshuffles every user between train and eval: "
+            "only do so when starting a fresh evaluation history."
+        },
     )
     max_rake_iterations: int = field(
         default=200,
@@ -135,8 +145,10 @@ class SamplingConfig:
         if self.max_rake_iterations < 1:
             raise ValueError(f"max_rake_iterations={self.max_rake_iterations} must be at least 1")
         if self.mode != "stratified" and self.targets:
-            raise ValueError(f"targets are used only by mode='stratified' (mode is {self.mode!r}): "
-                             "set mode='stratified' or drop the targets")
+            raise ValueError(
+                f"targets are used only by mode='stratified' (mode is {self.mode!r}): "
+                "set mode='stratified' or drop the targets"
+            )
         if self.mode == "stratified" and not self.targets:
             raise ValueError("mode='stratified' needs `targets`, e.g. {'source': {'internal': 0.2, 'external': 0.8}}")
         for dim, shares in self.targets.items():
@@ -217,8 +229,9 @@ def _integerize(x: np.ndarray, cap: np.ndarray) -> np.ndarray:
     return base
 
 
-def _rake(available: np.ndarray, index: list[np.ndarray], shares: list[np.ndarray], n: float,
-          iterations: int) -> tuple[np.ndarray, float]:
+def _rake(
+    available: np.ndarray, index: list[np.ndarray], shares: list[np.ndarray], n: float, iterations: int
+) -> tuple[np.ndarray, float]:
     """Capped IPF: cell counts with marginals `shares * n`, each cell at most its availability.
     Returns the counts and the worst marginal shortfall (achieved / target, 1 = met)."""
     x = available * (n / available.sum())
@@ -253,8 +266,9 @@ def _effective_shares(levels: list[str], counts: np.ndarray, wanted: dict[str, f
     return s / s.sum() if s.sum() > 0 else s
 
 
-def _spread_shortfall(index: list[np.ndarray], shares: list[np.ndarray], x: np.ndarray, n: float
-                      ) -> tuple[list[np.ndarray], bool]:
+def _spread_shortfall(
+    index: list[np.ndarray], shares: list[np.ndarray], x: np.ndarray, n: float
+) -> tuple[list[np.ndarray], bool]:
     """Lower each short level's share to what it reached and give the deficit to the other levels
     of its dimension in proportion to their shares: the stratified analogue of water-filling."""
     out, changed = [], False
@@ -277,8 +291,9 @@ def _codes(column: pl.Series) -> tuple[np.ndarray, list[str]]:
     return codes, column.unique().sort().to_list()
 
 
-def _cell_counts(cells: pl.DataFrame, keys: list[str], n: int, config: SamplingConfig
-                 ) -> tuple[np.ndarray, list[dict[str, float]]]:
+def _cell_counts(
+    cells: pl.DataFrame, keys: list[str], n: int, config: SamplingConfig
+) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Integer quota per cell and the effective target shares per dimension (level -> share)."""
     available = cells["_available"].to_numpy().astype(np.float64)
     if config.mode == "cluster_balanced":
@@ -309,33 +324,72 @@ def _cell_counts(cells: pl.DataFrame, keys: list[str], n: int, config: SamplingC
     return _integerize(x, available.astype(np.int64)), effective
 
 
-def _report(pool: pl.DataFrame, population: pl.DataFrame, targets: dict[str, dict[str, float] | None],
-            requested: dict[str, dict[str, float]], n_target: int) -> pl.DataFrame:
+def _report(
+    pool: pl.DataFrame,
+    population: pl.DataFrame,
+    targets: dict[str, dict[str, float] | None],
+    requested: dict[str, dict[str, float]],
+    n_target: int,
+) -> pl.DataFrame:
     """Available and retained counts with target and achieved shares per level of each dimension."""
     total = population.height
-    rows = [{"dimension": "pool", "value": "all", "available": total, "retained": pool.height,
-             "requested_share": n_target / max(total, 1), "target_share": n_target / max(total, 1),
-             "achieved_share": pool.height / max(total, 1)}]
+    rows = [
+        {
+            "dimension": "pool",
+            "value": "all",
+            "available": total,
+            "retained": pool.height,
+            "requested_share": n_target / max(total, 1),
+            "target_share": n_target / max(total, 1),
+            "achieved_share": pool.height / max(total, 1),
+        }
+    ]
     for dim, target in targets.items():
         asked = {str(k): float(v) for k, v in requested.get(dim, {}).items()}
         table = (
-            population.group_by(dim).len("available")
+            population.group_by(dim)
+            .len("available")
             .join(pool.group_by(dim).len("retained"), on=dim, how="left")
             .with_columns(pl.col("retained").fill_null(0))
             .sort(dim)
         )
         for lvl, a, r in table.select(dim, "available", "retained").iter_rows():
-            rows.append({"dimension": dim, "value": lvl, "available": a, "retained": r,
-                         "requested_share": asked.get(lvl),
-                         "target_share": None if target is None else target.get(lvl, 0.0),
-                         "achieved_share": r / max(pool.height, 1)})
+            rows.append(
+                {
+                    "dimension": dim,
+                    "value": lvl,
+                    "available": a,
+                    "retained": r,
+                    "requested_share": asked.get(lvl),
+                    "target_share": None if target is None else target.get(lvl, 0.0),
+                    "achieved_share": r / max(pool.height, 1),
+                }
+            )
         for lvl in sorted(set(asked) - set(table[dim].to_list())):
-            rows.append({"dimension": dim, "value": lvl, "available": 0, "retained": 0,
-                         "requested_share": asked[lvl], "target_share": 0.0, "achieved_share": 0.0})
+            rows.append(
+                {
+                    "dimension": dim,
+                    "value": lvl,
+                    "available": 0,
+                    "retained": 0,
+                    "requested_share": asked[lvl],
+                    "target_share": 0.0,
+                    "achieved_share": 0.0,
+                }
+            )
     for name in SPLITS:
         r = int((pool["split"] == name).sum())
-        rows.append({"dimension": "split", "value": name, "available": None, "retained": r,
-                     "requested_share": None, "target_share": None, "achieved_share": r / max(pool.height, 1)})
+        rows.append(
+            {
+                "dimension": "split",
+                "value": name,
+                "available": None,
+                "retained": r,
+                "requested_share": None,
+                "target_share": None,
+                "achieved_share": r / max(pool.height, 1),
+            }
+        )
     report = pl.DataFrame(rows, schema=REPORT)
     return report.with_columns((pl.col("available") / max(total, 1)).alias("available_share"))
 
@@ -344,8 +398,9 @@ def _cell_label(dims: list[str], keys: list[str]) -> pl.Expr:
     return pl.concat_str([pl.lit(f"{d}=") + pl.col(k) for d, k in zip(dims, keys)], separator=", ")
 
 
-def sample_pool(prompts: pl.DataFrame, config: SamplingConfig | None = None
-                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def sample_pool(
+    prompts: pl.DataFrame, config: SamplingConfig | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Choose the pool from `prompts` (schema.PROMPTS plus the cluster column) and split it.
 
     Returns (pool, drops, report): the pool keeps the input columns, in input order, and adds
@@ -372,7 +427,9 @@ def sample_pool(prompts: pl.DataFrame, config: SamplingConfig | None = None
     if config.max_pool_size:
         n_target = min(n_target, config.max_pool_size)
     cells = (
-        work.group_by(keys).len("_available").sort(keys)
+        work.group_by(keys)
+        .len("_available")
+        .sort(keys)
         .with_columns(pl.concat_str(keys, separator="\x1f").alias("_cell"))
     )
     alloc, effective = np.zeros(0, np.int64), [{} for _ in dims]
@@ -396,16 +453,25 @@ def sample_pool(prompts: pl.DataFrame, config: SamplingConfig | None = None
     )
     not_chosen = ranked.filter(~chosen).with_columns(
         pl.lit(NOT_SAMPLED).alias("reason_code"),
-        pl.format("cell {} kept {} of {}", _cell_label(dims, keys), pl.col("_quota"), pl.col("_available"))
-        .alias("detail"),
+        pl.format("cell {} kept {} of {}", _cell_label(dims, keys), pl.col("_quota"), pl.col("_available")).alias(
+            "detail"
+        ),
     )
-    bad = bad.with_columns(pl.lit(MISSING_PROMPT_ID).alias("reason_code"),
-                           pl.format("input row {}", pl.col("_row")).alias("detail"))
-    drops = pl.concat([d.select("day", "prompt_id", "reason_code", "detail") for d in (not_chosen, bad)],
-                      how="vertical_relaxed")
+    bad = bad.with_columns(
+        pl.lit(MISSING_PROMPT_ID).alias("reason_code"), pl.format("input row {}", pl.col("_row")).alias("detail")
+    )
+    drops = pl.concat(
+        [d.select("day", "prompt_id", "reason_code", "detail") for d in (not_chosen, bad)], how="vertical_relaxed"
+    )
     drops = schema.conform(
-        drops.select(pl.col("day"), pl.lit(STAGE).alias("stage"), pl.col("prompt_id").alias("row_id"),
-                     "reason_code", pl.lit(None, pl.Utf8).alias("kept_id"), "detail"),
+        drops.select(
+            pl.col("day"),
+            pl.lit(STAGE).alias("stage"),
+            pl.col("prompt_id").alias("row_id"),
+            "reason_code",
+            pl.lit(None, pl.Utf8).alias("kept_id"),
+            "detail",
+        ),
         schema.DROPS,
     )
 

@@ -93,7 +93,7 @@ class UserHasher:
     salt: str
 
     @classmethod
-    def from_settings(cls, salt: str | None = None, *, production: bool = False) -> "UserHasher":
+    def from_settings(cls, salt: str | None = None, *, production: bool = False) -> UserHasher:
         salt = salt or os.environ.get(SALT_ENV)
         if not salt:
             if production:

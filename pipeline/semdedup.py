@@ -27,10 +27,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -51,17 +51,23 @@ class SemDedupConfig:
     )
     keep: str = field(
         default="centroid",
-        metadata={"help": "which row of a duplicate group stays: 'centroid' (closest to the cluster centre, "
-                  "SemDeDup), 'first' (smallest row id) or 'longest' (longest text)"},
+        metadata={
+            "help": "which row of a duplicate group stays: 'centroid' (closest to the cluster centre, "
+            "SemDeDup), 'first' (smallest row id) or 'longest' (longest text)"
+        },
     )
     n_clusters: int | None = field(
-        default=None, metadata={"help": "k-means clusters; None = about sqrt(rows) (one cluster below min_rows_for_kmeans)"}
+        default=None,
+        metadata={"help": "k-means clusters; None = about sqrt(rows) (one cluster below min_rows_for_kmeans)"},
     )
     min_rows_for_kmeans: int = field(
         default=5000, metadata={"help": "below this many rows all pairs are compared exactly (one cluster)"}
     )
     kmeans_iters: int = field(
-        default=10, metadata={"help": "k-means iterations (clusters only partition the search: near-duplicates land together early)"}
+        default=10,
+        metadata={
+            "help": "k-means iterations (clusters only partition the search: near-duplicates land together early)"
+        },
     )
     max_points_per_centroid: int = field(
         default=128, metadata={"help": "k-means trains on at most k * this many sampled rows"}
@@ -73,8 +79,10 @@ class SemDedupConfig:
     )
     index_kind: str = field(
         default="auto",
-        metadata={"help": "per-day index of kept vectors: 'flat' (exact), 'ivf' (approximate, for millions), "
-                  "'auto' (ivf from ivf_min_rows)"},
+        metadata={
+            "help": "per-day index of kept vectors: 'flat' (exact), 'ivf' (approximate, for millions), "
+            "'auto' (ivf from ivf_min_rows)"
+        },
     )
     ivf_min_rows: int = field(
         default=20_000,
@@ -133,8 +141,14 @@ def spherical_kmeans(
         c /= max(float(np.linalg.norm(c)), 1e-12)
         return c.astype(np.float32), np.zeros(n, dtype=np.int64), (x @ c[0]).astype(np.float32)
     km = faiss.Kmeans(
-        d, k, niter=niter, seed=seed, spherical=True, verbose=False,
-        max_points_per_centroid=max_points_per_centroid, gpu=gpu_count(use_gpu) or False,
+        d,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max_points_per_centroid,
+        gpu=gpu_count(use_gpu) or False,
     )
     km.train(x)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
@@ -229,7 +243,7 @@ def semantic_dedup(
     *,
     day: date,
     texts: Sequence[str | None] | pl.Series | None = None,
-    history: "SemanticIndex | None" = None,
+    history: SemanticIndex | None = None,
     stage: str = "semdedup",
 ) -> SemDedupResult:
     """Drop semantic duplicates of one day's rows; with `history`, also of rows kept on earlier days,
@@ -239,8 +253,10 @@ def semantic_dedup(
     ids = [str(i) for i in (ids.to_list() if isinstance(ids, pl.Series) else ids)]
     texts = texts.to_list() if isinstance(texts, pl.Series) else texts
     if len(ids) != len(vectors) or (texts is not None and len(texts) != len(ids)):
-        raise ValueError(f"semantic_dedup got {len(ids)} ids, {len(vectors)} vectors and "
-                         f"{'no' if texts is None else len(texts)} texts: they must align")
+        raise ValueError(
+            f"semantic_dedup got {len(ids)} ids, {len(vectors)} vectors and "
+            f"{'no' if texts is None else len(texts)} texts: they must align"
+        )
     if len(set(ids)) != len(ids):
         raise ValueError("semantic_dedup needs unique row ids (kept_id must name one row)")
     n = len(ids)
@@ -257,8 +273,13 @@ def semantic_dedup(
         )
         for i in np.flatnonzero(sims >= threshold):
             dropped[i] = True
-            drops.append(dict(row_id=ids[i], kept_id=ref_ids[i],
-                              detail=f"cosine {sims[i]:.4f} >= {threshold:.4f} to a row kept on {ref_days[i]}"))
+            drops.append(
+                dict(
+                    row_id=ids[i],
+                    kept_id=ref_ids[i],
+                    detail=f"cosine {sims[i]:.4f} >= {threshold:.4f} to a row kept on {ref_days[i]}",
+                )
+            )
         prev_dups = int(dropped.sum())
     t_hist = time.perf_counter() - t_hist
 
@@ -270,8 +291,12 @@ def semantic_dedup(
     if live.size:
         xl = x[live]
         _, assign, csims = spherical_kmeans(
-            xl, k, niter=config.kmeans_iters, seed=config.seed,
-            max_points_per_centroid=config.max_points_per_centroid, use_gpu=config.use_gpu,
+            xl,
+            k,
+            niter=config.kmeans_iters,
+            seed=config.seed,
+            max_points_per_centroid=config.max_points_per_centroid,
+            use_gpu=config.use_gpu,
         )
         cluster[live] = assign
     t_km = time.perf_counter() - t_km
@@ -289,8 +314,13 @@ def semantic_dedup(
             i = live[j]
             dropped[i] = True
             via = "" if root[j] == parent[j] else f" (via {ids[live[parent[j]]]})"
-            drops.append(dict(row_id=ids[i], kept_id=ids[live[root[j]]],
-                              detail=f"cosine {best[j]:.4f} >= {threshold:.4f} in cluster {assign[j]}{via}"))
+            drops.append(
+                dict(
+                    row_id=ids[i],
+                    kept_id=ids[live[root[j]]],
+                    detail=f"cosine {best[j]:.4f} >= {threshold:.4f} in cluster {assign[j]}{via}",
+                )
+            )
         within = int((parent >= 0).sum())
     t_pairs = time.perf_counter() - t_pairs
 
@@ -309,8 +339,10 @@ def semantic_dedup(
         },
         schema=schema.DROPS,
     )
-    kept = pl.DataFrame({"row_id": [ids[i] for i in kept_rows], "cluster_id": cluster[kept_rows]},
-                        schema={"row_id": pl.Utf8, "cluster_id": pl.Int64})
+    kept = pl.DataFrame(
+        {"row_id": [ids[i] for i in kept_rows], "cluster_id": cluster[kept_rows]},
+        schema={"row_id": pl.Utf8, "cluster_id": pl.Int64},
+    )
     sizes = np.bincount(cluster[live], minlength=max(k, 1)) if live.size else np.zeros(0, np.int64)
     stats = {
         "rows_in": n,
@@ -346,7 +378,9 @@ class SemanticIndex:
     def days(self) -> list[date]:
         if not self.root.is_dir():
             return []
-        return sorted(date.fromisoformat(m.group(1)) for p in self.root.iterdir() if (m := self._MANIFEST.match(p.name)))
+        return sorted(
+            date.fromisoformat(m.group(1)) for p in self.root.iterdir() if (m := self._MANIFEST.match(p.name))
+        )
 
     def manifest(self, day: date) -> dict | None:
         path = self.root / f"day={day.isoformat()}.json"
@@ -369,7 +403,9 @@ class SemanticIndex:
                 os.replace(tmp, self.root / f"{stem}.faiss")
             finally:
                 tmp.unlink(missing_ok=True)
-            atomic_write_parquet(self.root / f"{stem}.ids.parquet", pl.DataFrame({"row_id": ids}, schema={"row_id": pl.Utf8}))
+            atomic_write_parquet(
+                self.root / f"{stem}.ids.parquet", pl.DataFrame({"row_id": ids}, schema={"row_id": pl.Utf8})
+            )
         manifest = {"day": day.isoformat(), "token": token, "rows": len(ids), "kind": kind}
         atomic_write_text(self.root / f"day={day.isoformat()}.json", json.dumps(manifest))
         for old in self.root.glob(f"day={day.isoformat()}-*"):
@@ -396,8 +432,10 @@ class SemanticIndex:
             stem = self.root / f"day={d.isoformat()}-{man['token']}"
             index = faiss.read_index(f"{stem}.faiss")
             if index.d != x.shape[1]:
-                raise ValueError(f"semantic index of {d} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
-                                 "the embedding model changed; point the index at a new folder")
+                raise ValueError(
+                    f"semantic index of {d} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
+                    "the embedding model changed; point the index at a new folder"
+                )
             if hasattr(index, "nprobe"):
                 index.nprobe = nprobe
             if gpu_count(use_gpu):
@@ -426,7 +464,9 @@ def _build_index(x: np.ndarray, config: SemDedupConfig):
     quantizer = faiss.IndexFlatIP(d)
     # fp16 codes: half the memory and about half the scan time of IVFFlat; cosine error ~1e-4,
     # far below any useful eps (8-bit codes err by ~1e-2, too close to the threshold)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
     index.cp.niter = 10
     index.cp.seed = config.seed
     rng = np.random.default_rng(config.seed)

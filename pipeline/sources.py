@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,10 @@ class SourceConfig:
     kind: str = field(default="chitchat", metadata={"help": f"one of {SOURCE_KINDS}"})
     path: str | None = field(
         default=None,
-        metadata={"help": "folder of day files (folder), or save_to_disk folder / hub name (hf_dataset); "
-                  "for chitchat, an optional path to its dataset.json (default: the installed package's)"},
+        metadata={
+            "help": "folder of day files (folder), or save_to_disk folder / hub name (hf_dataset); "
+            "for chitchat, an optional path to its dataset.json (default: the installed package's)"
+        },
     )
     end_date: str = field(default="2026-01-14", metadata={"help": "replay: last day of replayed traffic (YYYY-MM-DD)"})
     replay_days: int = field(default=14, metadata={"help": "replay: number of days the corpus is spread over"})
@@ -80,7 +82,9 @@ class SourceConfig:
             )
         if self.kind == "folder":
             if not self.path:
-                raise SourceConfigError("source kind 'folder' needs `path` (env FLYWHEEL_SOURCE_PATH): the folder of day files")
+                raise SourceConfigError(
+                    "source kind 'folder' needs `path` (env FLYWHEEL_SOURCE_PATH): the folder of day files"
+                )
             if not Path(self.path).is_dir():
                 raise SourceConfigError(
                     f"source `path` {self.path!r} is not a folder: point it at the folder holding "
@@ -95,7 +99,9 @@ class SourceConfig:
                     "(needs network), or save the dataset with `save_to_disk` and point `path` at that folder"
                 )
         if self.kind == "chitchat" and self.path and not Path(self.path).is_file():
-            raise SourceConfigError(f"source `path` {self.path!r} is not a file: leave it empty to use the installed package")
+            raise SourceConfigError(
+                f"source `path` {self.path!r} is not a file: leave it empty to use the installed package"
+            )
 
     @property
     def first_day(self) -> date:
@@ -132,14 +138,14 @@ def _replay_offsets(starts: list[tuple[str, datetime]], cfg: SourceConfig) -> di
     out: dict[str, tuple[date, timedelta]] = {}
     for i, (key, start) in enumerate(order):
         day = days[min(i * len(days) // max(n, 1), len(days) - 1)]
-        target = datetime.combine(day, start.timetz()).replace(tzinfo=timezone.utc)
+        target = datetime.combine(day, start.timetz()).replace(tzinfo=UTC)
         out[key] = (day, target - start)
     return out
 
 
 def _parse_iso(ts: str) -> datetime:
     dt = datetime.fromisoformat(ts)
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 # ---- chitchat ---------------------------------------------------------------------------------
@@ -349,12 +355,12 @@ def _hf_plan(path: str, split: str, allow_hub: bool, end_date: str, replay_days:
         for i, ts in enumerate(ds[ts_col]):
             try:
                 d = ts if isinstance(ts, datetime) else _parse_iso(str(ts))
-                d = d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d
-                by_day.setdefault(d.astimezone(timezone.utc).date(), []).append(i)
+                d = d.replace(tzinfo=UTC) if d.tzinfo is None else d
+                by_day.setdefault(d.astimezone(UTC).date(), []).append(i)
             except ValueError:
                 by_day.setdefault(cfg.first_day, []).append(i)  # ingest quarantines the bad timestamp
         return by_day, replay_ts
-    base = datetime.combine(cfg.first_day, datetime.min.time()).replace(tzinfo=timezone.utc)
+    base = datetime.combine(cfg.first_day, datetime.min.time()).replace(tzinfo=UTC)
     # without timestamps, each row gets a stable pseudo-random start time, and rows are spread evenly over the days
     starts = {i: base + timedelta(seconds=int(stable_unit(f"{path}:{i}") * 86000)) for i in range(len(ds))}
     for key, (day, shift) in _replay_offsets([(f"{i:012d}", t) for i, t in starts.items()], cfg).items():

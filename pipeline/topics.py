@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -81,7 +81,9 @@ def clusters_schema(dim: int) -> pl.Schema:
     )
 
 
-def ctfidf_terms(texts: Sequence[str], labels: np.ndarray, k: int, config: TopicConfig) -> list[list[tuple[str, float]]]:
+def ctfidf_terms(
+    texts: Sequence[str], labels: np.ndarray, k: int, config: TopicConfig
+) -> list[list[tuple[str, float]]]:
     """Top terms of each of `k` classes by c-TF-IDF: tf within the class x log(1 + A / f_term),
     where A is the average word count of a class and f_term the term's count over all classes."""
     import scipy.sparse as sp
@@ -89,8 +91,9 @@ def ctfidf_terms(texts: Sequence[str], labels: np.ndarray, k: int, config: Topic
 
     stop = sorted(ENGLISH_STOP_WORDS.union(config.extra_stop_words))
     min_df = config.min_df if len(texts) >= 10 * config.min_df else 1
-    vec = CountVectorizer(stop_words=stop, ngram_range=(1, config.ngram_max), min_df=min_df,
-                          max_features=config.max_features)
+    vec = CountVectorizer(
+        stop_words=stop, ngram_range=(1, config.ngram_max), min_df=min_df, max_features=config.max_features
+    )
     try:
         counts = vec.fit_transform(texts)
     except ValueError:  # nothing but stop words and empty strings
@@ -123,7 +126,9 @@ def fit_topics(
     ids = [str(i) for i in (ids.to_list() if isinstance(ids, pl.Series) else ids)]
     vectors = np.asarray(vectors)
     if not (len(texts) == len(ids) == len(vectors)):
-        raise ValueError(f"fit_topics got {len(vectors)} vectors, {len(texts)} texts and {len(ids)} ids: they must align")
+        raise ValueError(
+            f"fit_topics got {len(vectors)} vectors, {len(texts)} texts and {len(ids)} ids: they must align"
+        )
     n = len(ids)
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     if n == 0:
@@ -197,13 +202,27 @@ def plot_topic_map(
         ax.scatter(pts[:, 0], pts[:, 1], c=labels % 20, cmap="tab20", vmin=0, vmax=19, s=6, alpha=0.45, linewidths=0)
         sizes = clusters["share"].to_numpy() if clusters.height else np.zeros(0)
         cid = clusters["cluster_id"].to_numpy() if clusters.height else np.zeros(0, int)
-        ax.scatter(cen[:, 0], cen[:, 1], c=cid % 20, cmap="tab20", vmin=0, vmax=19,
-                   s=60 + 2000 * sizes, edgecolors="black", linewidths=0.8)
+        ax.scatter(
+            cen[:, 0],
+            cen[:, 1],
+            c=cid % 20,
+            cmap="tab20",
+            vmin=0,
+            vmax=19,
+            s=60 + 2000 * sizes,
+            edgecolors="black",
+            linewidths=0.8,
+        )
         for r in np.argsort(-sizes, kind="stable")[:annotate]:
             terms = clusters["terms"][int(r)].to_list()[:2]
-            ax.annotate(f"{cid[r]}: {', '.join(terms) or 'no terms'}", (cen[r, 0], cen[r, 1]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points",
-                        bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.7, lw=0))
+            ax.annotate(
+                f"{cid[r]}: {', '.join(terms) or 'no terms'}",
+                (cen[r, 0], cen[r, 1]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.7, lw=0),
+            )
         of = "centroid" if basis is centroids else "row"
         ax.set_xlabel(f"PC1 ({share[0]:.0%} of {of} variance)")
         ax.set_ylabel(f"PC2 ({share[1]:.0%} of {of} variance)")

@@ -7,11 +7,10 @@ stage. Tables a day has not produced yet are reported as missing, not as failure
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-
-import pickle
 
 import numpy as np
 import polars as pl
@@ -38,8 +37,12 @@ STAGES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 )
 
 # suites run for the report: (suite name, lake table)
-SUITES = (("conversations", "conversations"), ("quarantine", "quarantine"), ("prompts", "prompts"),
-          ("clusters", "clusters"))
+SUITES = (
+    ("conversations", "conversations"),
+    ("quarantine", "quarantine"),
+    ("prompts", "prompts"),
+    ("clusters", "clusters"),
+)
 
 
 def suite_result_path(lake: Lake, table: str, day: date) -> Path:
@@ -70,7 +73,6 @@ def _read(lake: Lake, table: str, day: date) -> pl.DataFrame | None:
     return lake.read(table, day) if lake.exists(table, day) else None
 
 
-
 def _reasons(df: pl.DataFrame | None, column: str = "reason_code") -> dict[str, int]:
     if df is None or df.is_empty():
         return {}
@@ -85,10 +87,18 @@ def stage_counts(lake: Lake, day: date) -> tuple[list[StageCount], dict[str, flo
     conv = _read(lake, "conversations", day)
     out: list[StageCount] = []
     if stats is not None:
-        out.append(StageCount("ingest", int(stats["records_read"].sum()),
-                              conv.height if conv is not None else None, _reasons(quarantine)))
-    heights = {t: (df.height if (df := _read(lake, t, day)) is not None else None)
-               for t in ("scrubbed_conversations", "static_prompts", "deduped_prompts", "unique_prompts", "prompts")}
+        out.append(
+            StageCount(
+                "ingest",
+                int(stats["records_read"].sum()),
+                conv.height if conv is not None else None,
+                _reasons(quarantine),
+            )
+        )
+    heights = {
+        t: (df.height if (df := _read(lake, t, day)) is not None else None)
+        for t in ("scrubbed_conversations", "static_prompts", "deduped_prompts", "unique_prompts", "prompts")
+    }
     exact_drops = _reasons(drops.filter(pl.col("stage") == "exact_dedup")) if drops is not None else {}
     rates: dict[str, float] = {}
     for name, src, dst, drop_stages in STAGES:
@@ -97,14 +107,17 @@ def stage_counts(lake: Lake, day: date) -> tuple[list[StageCount], dict[str, flo
             rows_in = heights["static_prompts"]
             rows_out = None if rows_in is None else rows_in - sum(reasons.values())
         elif name == "near_dedup":
-            rows_in = None if heights["static_prompts"] is None else heights["static_prompts"] - sum(exact_drops.values())
+            rows_in = (
+                None if heights["static_prompts"] is None else heights["static_prompts"] - sum(exact_drops.values())
+            )
             rows_out = heights["deduped_prompts"]
         else:
             rows_in, rows_out = heights.get(src), heights.get(dst)
         if name == "prompts":
             # the unit of this stage is a user turn; messages are its input table
-            rows_in = None if rows_out is None else rows_out + sum(
-                v for k, v in reasons.items() if k in TURN_DROP_REASONS)
+            rows_in = (
+                None if rows_out is None else rows_out + sum(v for k, v in reasons.items() if k in TURN_DROP_REASONS)
+            )
         if rows_in is None and rows_out is None:
             continue
         out.append(StageCount(name, rows_in, rows_out, reasons))
@@ -164,18 +177,27 @@ def checks(lake: Lake, day: date) -> list[SuiteResult | CheckOutcome]:
         out.append(check_split_disjoint(pool))
     drops = _read(lake, "drops", day)
     if drops is not None:
-        for stage, src, dst, drop_stage in (("semdedup", "deduped_prompts", "unique_prompts", "semdedup"),
-                                            ("sampling", "unique_prompts", "prompts", "sampling")):
+        for stage, src, dst, drop_stage in (
+            ("semdedup", "deduped_prompts", "unique_prompts", "semdedup"),
+            ("sampling", "unique_prompts", "prompts", "sampling"),
+        ):
             a, b = _read(lake, src, day), _read(lake, dst, day)
             if a is not None and b is not None:
-                out.append(check_stage_conservation(stage, rows_in=a, rows_out=b,
-                                                    drops=drops.filter(pl.col("stage") == drop_stage),
-                                                    id_column="prompt_id"))
+                out.append(
+                    check_stage_conservation(
+                        stage,
+                        rows_in=a,
+                        rows_out=b,
+                        drops=drops.filter(pl.col("stage") == drop_stage),
+                        id_column="prompt_id",
+                    )
+                )
     return out
 
 
-def gather(lake: Lake, day: date, vectors_of: Callable[[date], tuple[pl.DataFrame, np.ndarray]] | None = None
-           ) -> ReportInputs:
+def gather(
+    lake: Lake, day: date, vectors_of: Callable[[date], tuple[pl.DataFrame, np.ndarray]] | None = None
+) -> ReportInputs:
     stages, rates = stage_counts(lake, day)
     stats = _read(lake, "ingest_stats", day)
     pii = _read(lake, "pii_counts", day)
@@ -186,7 +208,9 @@ def gather(lake: Lake, day: date, vectors_of: Callable[[date], tuple[pl.DataFram
         stages=stages or None,
         records_read=int(stats["records_read"].sum()) if stats is not None else None,
         quarantine_reasons=_reasons(_read(lake, "quarantine", day)) if stats is not None else None,
-        pii_counts=dict(zip(pii["pii_type"].to_list(), (int(n) for n in pii["items"].to_list()))) if pii is not None else None,
+        pii_counts=dict(zip(pii["pii_type"].to_list(), (int(n) for n in pii["items"].to_list())))
+        if pii is not None
+        else None,
         dup_rates=rates or None,
         cluster_shares=shares,
         previous_cluster_shares=previous,
@@ -196,7 +220,8 @@ def gather(lake: Lake, day: date, vectors_of: Callable[[date], tuple[pl.DataFram
     )
 
 
-def build_daily_report(lake: Lake, day: date, folder: Path,
-                       vectors_of: Callable[[date], tuple[pl.DataFrame, np.ndarray]] | None = None) -> ReportFiles:
+def build_daily_report(
+    lake: Lake, day: date, folder: Path, vectors_of: Callable[[date], tuple[pl.DataFrame, np.ndarray]] | None = None
+) -> ReportFiles:
     """Write the day's report (index.html, summary.md, one page per suite) into `folder`."""
     return write_report(gather(lake, day, vectors_of), folder)

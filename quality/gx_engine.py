@@ -30,8 +30,8 @@ _LOCK = threading.RLock()
 
 @dataclass
 class _Runtime:
-    context: "AbstractDataContext"
-    datasource: "PandasDatasource"
+    context: AbstractDataContext
+    datasource: PandasDatasource
     batch_definitions: dict[str, Any]
 
 

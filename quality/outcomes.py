@@ -123,7 +123,7 @@ class SuiteResult:
     outcomes: list[ExpectationOutcome]
 
     @classmethod
-    def from_outcomes(cls, table: str, outcomes: list[ExpectationOutcome], rows: int) -> "SuiteResult":
+    def from_outcomes(cls, table: str, outcomes: list[ExpectationOutcome], rows: int) -> SuiteResult:
         failed = [o for o in outcomes if not o.success]
         critical = sum(o.severity == CRITICAL for o in failed)
         stats = {

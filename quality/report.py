@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,7 @@ def _context(inputs: ReportInputs, links: Mapping[str, str], *, draw: bool = Tru
     ctx: dict[str, Any] = {
         "title": inputs.title,
         "day": inputs.day.isoformat() if isinstance(inputs.day, date) else str(inputs.day),
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "overall": _overall(checks, drifts),
         "checks": checks,
         "check_counts": {s: sum(r["status"] == s for r in checks) for s in ("pass", "warn", "fail")},
@@ -344,7 +344,7 @@ def render_suite_html(result: SuiteResult, *, day: str | date | None = None) -> 
             status=check_status(result),
             rows=rows,
             day=day.isoformat() if isinstance(day, date) else (day or ""),
-            generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
     )
 

@@ -323,7 +323,9 @@ def _sft_examples(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
     return [
         x.ExpectColumnValuesToBeInSet(column="source", value_set=list(SFT_SOURCES), meta=why("known SFT sources")),
         x.ExpectColumnValuesToBeBetween(
-            column="_msg_turns", min_value=2, max_value=max_turns,
+            column="_msg_turns",
+            min_value=2,
+            max_value=max_turns,
             meta=why(f"an example holds a prompt and its reply: 2..{max_turns} messages"),
         ),
         x.ExpectColumnValuesToBeNull(column="_msg_unknown_role", meta=why(f"roles are {', '.join(schema.ROLES)}")),
@@ -334,11 +336,15 @@ def _sft_examples(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
             column="_msg_prev_role", value_set=["user"], meta=why("the reply answers a user turn")
         ),
         x.ExpectColumnValuesToBeBetween(
-            column="_reply_chars", min_value=1, max_value=cfg.max_message_chars,
+            column="_reply_chars",
+            min_value=1,
+            max_value=cfg.max_message_chars,
             meta=why(f"the reply has 1..{cfg.max_message_chars} non-blank characters"),
         ),
         x.ExpectColumnValuesToBeBetween(
-            column="_msg_chars", min_value=1, max_value=cfg.max_prompt_chars,
+            column="_msg_chars",
+            min_value=1,
+            max_value=cfg.max_prompt_chars,
             meta=why(f"an example has at most {cfg.max_prompt_chars} characters"),
         ),
         x.ExpectCompoundColumnsToBeUnique(
@@ -370,7 +376,9 @@ def _preference_pairs(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
     max_turns = cfg.max_history_turns + 1
     exps = [
         x.ExpectColumnValuesToBeBetween(
-            column="_prompt_turns", min_value=1, max_value=max_turns,
+            column="_prompt_turns",
+            min_value=1,
+            max_value=max_turns,
             meta=why(f"the prompt holds 1..{max_turns} messages"),
         ),
         x.ExpectColumnValuesToBeNull(column="_prompt_unknown_role", meta=why(f"roles are {', '.join(schema.ROLES)}")),
@@ -378,12 +386,16 @@ def _preference_pairs(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
             column="_prompt_last_role", value_set=["user"], meta=why("the prompt ends with a user turn")
         ),
         x.ExpectColumnValuesToBeBetween(
-            column="_prompt_chars", min_value=1, max_value=cfg.max_prompt_chars,
+            column="_prompt_chars",
+            min_value=1,
+            max_value=cfg.max_prompt_chars,
             meta=why(f"the prompt has 1..{cfg.max_prompt_chars} characters"),
         ),
         *(
             x.ExpectColumnValuesToBeBetween(
-                column=f"_{side}_chars", min_value=1, max_value=cfg.max_message_chars,
+                column=f"_{side}_chars",
+                min_value=1,
+                max_value=cfg.max_message_chars,
                 meta=why(f"{side} has 1..{cfg.max_message_chars} non-blank characters"),
             )
             for side in ("chosen", "rejected")
@@ -392,11 +404,15 @@ def _preference_pairs(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
             column="_same_reply", value_set=[False], meta=why("chosen and rejected differ: a tie teaches nothing")
         ),
         x.ExpectColumnValuesToBeBetween(
-            column="_abs_delta_len", min_value=0, max_value=PAIR_MAX_LENGTH_DELTA,
+            column="_abs_delta_len",
+            min_value=0,
+            max_value=PAIR_MAX_LENGTH_DELTA,
             meta=why(f"|length delta| <= {PAIR_MAX_LENGTH_DELTA}, so DPO does not learn that longer wins"),
         ),
         x.ExpectColumnValuesToBeBetween(
-            column="_abs_delta_emoji", min_value=0, max_value=PAIR_MAX_EMOJI_DELTA,
+            column="_abs_delta_emoji",
+            min_value=0,
+            max_value=PAIR_MAX_EMOJI_DELTA,
             meta=why(f"|emoji delta| <= {PAIR_MAX_EMOJI_DELTA}, so DPO does not learn that emoji win"),
         ),
         # human labels carry no margin (null); a scored pair's best must beat its worst

@@ -23,16 +23,23 @@ def write_traffic(folder, n_conversations=60, max_messages=8, day=DAY, offset=0)
 
     corpus = _load_json_corpus(str(chitchat_path(SourceConfig())))
     rows = []
-    picked = [c for c in corpus.values() if len(c["messages"]) >= 4][offset:offset + n_conversations]
+    picked = [c for c in corpus.values() if len(c["messages"]) >= 4][offset : offset + n_conversations]
     for c, conv in enumerate(picked):
         msgs = [m for turn in conv["messages"] for m in turn][:max_messages]
         first = msgs[0]["sender"]
         for i, m in enumerate(msgs):
             text = m["text"] + (" write to me at jane.doe@example.com" if c == 3 and i == 0 else "")
-            rows.append({"conversation_id": f"conv-{c}", "turn_index": i, "text": text,
-                         "role": "user" if m["sender"] == first else "assistant", "user_id": f"user-{c % 15}",
-                         "ts": f"{day}T{8 + c % 10:02d}:{i:02d}:00Z",
-                         "source": "internal" if c % 15 < 4 else "external"})
+            rows.append(
+                {
+                    "conversation_id": f"conv-{c}",
+                    "turn_index": i,
+                    "text": text,
+                    "role": "user" if m["sender"] == first else "assistant",
+                    "user_id": f"user-{c % 15}",
+                    "ts": f"{day}T{8 + c % 10:02d}:{i:02d}:00Z",
+                    "source": "internal" if c % 15 < 4 else "external",
+                }
+            )
     (folder / f"{day}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
 
 
@@ -52,8 +59,7 @@ def test_consolidation_day_end_to_end(resources, tmp_path):
     result = dg.materialize([ingest, *CURATION_ASSETS], partition_key=DAY, resources=resources)
     assert result.success
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
-    failed = {k: c.description for k, c in checks.items()
-              if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR}
+    failed = {k: c.description for k, c in checks.items() if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR}
     assert not failed, failed
     assert ("prompts", "split_disjoint") in checks and ("unique_prompts", "conservation") in checks
 
@@ -90,14 +96,31 @@ def test_consolidation_day_end_to_end(resources, tmp_path):
 def test_failing_blocking_check_stops_downstream(resources, tmp_path):
     lake = Lake(tmp_path / "home")
     day = date.fromisoformat(DAY)
-    bad = pl.DataFrame([{
-        "message_id": "m", "conversation_id": "c", "turn_index": 0, "role": "wizard", "text": None,
-        "ts": None, "user_hash": "u", "character_id": "x", "source": "elsewhere", "served_by": None,
-        "surface": "chat", "feedback": None, "day": day,
-    }] * 3, schema=schema.CONVERSATIONS)
+    bad = pl.DataFrame(
+        [
+            {
+                "message_id": "m",
+                "conversation_id": "c",
+                "turn_index": 0,
+                "role": "wizard",
+                "text": None,
+                "ts": None,
+                "user_hash": "u",
+                "character_id": "x",
+                "source": "elsewhere",
+                "served_by": None,
+                "surface": "chat",
+                "feedback": None,
+                "day": day,
+            }
+        ]
+        * 3,
+        schema=schema.CONVERSATIONS,
+    )
     lake.write("conversations", day, bad)  # a corrupted upstream partition
-    result = dg.materialize([scrubbed_conversations, static_prompts], partition_key=DAY, resources=resources,
-                            raise_on_error=False)
+    result = dg.materialize(
+        [scrubbed_conversations, static_prompts], partition_key=DAY, resources=resources, raise_on_error=False
+    )
     checks = result.get_asset_check_evaluations()
     suite = [c for c in checks if c.asset_key.to_user_string() == "scrubbed_conversations"][0]
     assert not suite.passed and suite.severity == dg.AssetCheckSeverity.ERROR

@@ -13,7 +13,6 @@ from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.resources import FlywheelSettings
 from pipeline.lake import Lake, Partition
-
 from tests.assets.test_curation_assets import write_traffic
 
 DAYS = ("2026-01-05", "2026-01-06")
@@ -22,15 +21,25 @@ DAYS = ("2026-01-05", "2026-01-06")
 def _annotations(path: Path, n: int = 60) -> Path:
     """Pairwise annotations where kindness wins, half the time with the shorter reply: length alone
     cannot predict them, so the length-only baseline sits near a coin flip."""
-    kind_short, rude_long = "Happy to help, friend!", "whatever, I really could not care less about any of that, go away"
+    kind_short, rude_long = (
+        "Happy to help, friend!",
+        "whatever, I really could not care less about any of that, go away",
+    )
     kind_long, rude_short = "That sounds lovely, thank you so much for telling me about it, I am glad you asked!", "no."
     rows = []
     for i in range(n):
         good, bad = (kind_short, rude_long) if i % 2 else (kind_long, rude_short)
         a_first = i % 3 == 0
-        rows.append({"kind": "pairwise", "prompt": f"can you help me with question number {i}?",
-                     "response_a": good if a_first else bad, "response_b": bad if a_first else good,
-                     "preferred": "a" if a_first else "b", "strength": 2})
+        rows.append(
+            {
+                "kind": "pairwise",
+                "prompt": f"can you help me with question number {i}?",
+                "response_a": good if a_first else bad,
+                "response_b": bad if a_first else good,
+                "preferred": "a" if a_first else "b",
+                "strength": 2,
+            }
+        )
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return path
 
@@ -46,8 +55,16 @@ def test_tiny_generation_end_to_end(tmp_path):
         "settings": settings,
         "curation": CurationSettings(topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch"),
         "generation": GenerationSettings(
-            window_days=2, pretrain_steps=5, candidate_prompts=6, samples_per_prompt=2, max_new_tokens=8,
-            sft_steps=2, dpo_steps=2, grpo_steps=1, reward_train_rows=2000, pair_mining_rows=2000,
+            window_days=2,
+            pretrain_steps=5,
+            candidate_prompts=6,
+            samples_per_prompt=2,
+            max_new_tokens=8,
+            sft_steps=2,
+            dpo_steps=2,
+            grpo_steps=1,
+            reward_train_rows=2000,
+            pair_mining_rows=2000,
             annotations_path=str(_annotations(tmp_path / "annotations.jsonl")),
         ),
         "pipes": dg.PipesSubprocessClient(),
@@ -56,12 +73,16 @@ def test_tiny_generation_end_to_end(tmp_path):
         assert dg.materialize([ingest, *CURATION_ASSETS], partition_key=day, resources=resources).success
 
     upstream = [dg.AssetSpec("prompts")]
-    result = dg.materialize([*upstream, generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS],
-                            selection=[a.key for a in [generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS]],
-                            resources=resources, raise_on_error=False)
+    result = dg.materialize(
+        [*upstream, generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS],
+        selection=[a.key for a in [generation_plan, *PRE_HERDING_ASSETS, *HERDING_ASSETS]],
+        resources=resources,
+        raise_on_error=False,
+    )
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
-    assert checks[("reward_model_pointwise", "beats_length_baseline")].passed, \
-        checks[("reward_model_pointwise", "beats_length_baseline")].description
+    assert checks[("reward_model_pointwise", "beats_length_baseline")].passed, checks[
+        ("reward_model_pointwise", "beats_length_baseline")
+    ].description
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
     plan = current_plan(settings)

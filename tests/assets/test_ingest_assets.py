@@ -49,7 +49,10 @@ def test_ingest_materializes_one_partition_with_metadata_and_check(tmp_path):
     assert "unknown_role" in quar_meta["by_reason"].value and "invalid_json" in quar_meta["by_reason"].value
     checks = result.get_asset_check_evaluations()
     assert sorted((c.asset_key.to_user_string(), c.check_name) for c in checks) == [
-        ("conversations", "conservation"), ("conversations", "suite"), ("quarantine", "suite")]
+        ("conversations", "conservation"),
+        ("conversations", "suite"),
+        ("quarantine", "suite"),
+    ]
     assert all(c.passed for c in checks if c.check_name == "conservation")
     lake = Lake(tmp_path / "home")
     assert lake.read("conversations", date.fromisoformat(DAY)).height == 2

@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+
 from tests.training.tiny_policy import TOPICS, one_cpu_thread, tiny_policy_dir  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,8 +36,15 @@ from training.rewards.reward_model import load_reward_model  # noqa: E402
 
 DAYS = ["2026-01-04", "2026-01-05"]
 SPLITS = ("train", "eval_internal", "eval_user")
-UPSTREAM = ["grpo_checkpoint", "reward_model_pointwise", "reward_model_pairwise", "sft_dataset",
-            "preference_dataset", "rl_prompts", "reward_model_report"]
+UPSTREAM = [
+    "grpo_checkpoint",
+    "reward_model_pointwise",
+    "reward_model_pairwise",
+    "sft_dataset",
+    "preference_dataset",
+    "rl_prompts",
+    "reward_model_report",
+]
 
 
 def hashing_embed(texts: list[str]) -> np.ndarray:
@@ -44,7 +52,7 @@ def hashing_embed(texts: list[str]) -> np.ndarray:
     out = np.full((len(texts), 32), 1e-3, dtype=np.float32)
     for i, t in enumerate(texts):
         for j in range(max(len(t) - 2, 0)):
-            out[i, zlib.crc32(t[j:j + 3].encode()) % 32] += 1.0
+            out[i, zlib.crc32(t[j : j + 3].encode()) % 32] += 1.0
     return out
 
 
@@ -54,13 +62,27 @@ def _pool(day: str) -> pl.DataFrame:
         topic = TOPICS[i % len(TOPICS)]
         question = f"do you like {topic}? asking on {day}, number {i}"
         history = [{"role": "user", "content": question}]
-        rows.append({
-            "prompt_id": f"{day}-p{i}", "conversation_id": f"{day}-c{i}", "cut_turn": 0, "history": history,
-            "system": None, "character_id": "robin", "user_hash": f"u{i}", "source": "internal" if i % 3 == 1
-            else "external", "text": f"user: {question}", "last_user": question,
-            "served_response": f"I like {topic}!" if i % 2 else "ok.", "served_by": "gen-0", "continued": bool(i % 2),
-            "reply_len": 20 * (i % 2), "depth_after": 3 * (i % 2), "thumbs": None, "day": date.fromisoformat(day),
-        })
+        rows.append(
+            {
+                "prompt_id": f"{day}-p{i}",
+                "conversation_id": f"{day}-c{i}",
+                "cut_turn": 0,
+                "history": history,
+                "system": None,
+                "character_id": "robin",
+                "user_hash": f"u{i}",
+                "source": "internal" if i % 3 == 1 else "external",
+                "text": f"user: {question}",
+                "last_user": question,
+                "served_response": f"I like {topic}!" if i % 2 else "ok.",
+                "served_by": "gen-0",
+                "continued": bool(i % 2),
+                "reply_len": 20 * (i % 2),
+                "depth_after": 3 * (i % 2),
+                "thumbs": None,
+                "day": date.fromisoformat(day),
+            }
+        )
     frame = pl.DataFrame(rows, schema=schema.PROMPTS)
     return frame.with_columns(pl.Series("split", [SPLITS[i % 3] for i in range(12)]), pl.lit(0).alias("cluster_id"))
 
@@ -70,11 +92,18 @@ def _reward_models(pool: pl.DataFrame, settings: FlywheelSettings) -> None:
     point = EmbeddingRewardModel.fit_pointwise(pool, EmbeddingHeadConfig(kind="pointwise", **cfg), hashing_embed)
     point.save(reward_model_dir(settings, "gen-1", "pointwise"))
     good, bad = pool.filter(pl.col("continued")), pool.filter(~pl.col("continued"))
-    pairs = pl.DataFrame({
-        "pair_id": [f"x{i}" for i in range(good.height)], "prompt_id": good["prompt_id"], "prompt": good["history"],
-        "chosen": good["served_response"], "rejected": bad["served_response"], "source": ["engagement"] * good.height,
-        "margin": [0.5] * good.height, "day": good["day"],
-    }).cast(dict(PAIRS))
+    pairs = pl.DataFrame(
+        {
+            "pair_id": [f"x{i}" for i in range(good.height)],
+            "prompt_id": good["prompt_id"],
+            "prompt": good["history"],
+            "chosen": good["served_response"],
+            "rejected": bad["served_response"],
+            "source": ["engagement"] * good.height,
+            "margin": [0.5] * good.height,
+            "day": good["day"],
+        }
+    ).cast(dict(PAIRS))
     pair = EmbeddingRewardModel.fit_pairwise(pairs, EmbeddingHeadConfig(kind="pairwise", **cfg), hashing_embed)
     pair.save(reward_model_dir(settings, "gen-1", "pairwise"))
 
@@ -97,14 +126,25 @@ def build_generation(home, plant_eval_prompt: bool = False) -> FlywheelSettings:
     sft_ids = train["prompt_id"].to_list() + ([planted] if plant_eval_prompt else [])
     sft = dataset_dir(settings, "gen-1", "sft")
     sft.mkdir(parents=True)
-    pl.DataFrame({"row_id": [f"{p}/served" for p in sft_ids], "prompt_id": sft_ids,
-                  "source": ["served_engaged"] * len(sft_ids)}).write_parquet(sft / "rows.parquet")
+    pl.DataFrame(
+        {"row_id": [f"{p}/served" for p in sft_ids], "prompt_id": sft_ids, "source": ["served_engaged"] * len(sft_ids)}
+    ).write_parquet(sft / "rows.parquet")
     (sft / "manifest.json").write_text(json.dumps({"kind": "sft", "rows": len(sft_ids), "content_hash": "c0ffee" * 8}))
     gen = Partition.generation("gen-1")
     lake.write("candidate_prompts", gen, train.with_columns(pl.lit("gen-1").alias("generation")))
-    lake.write("reward_model_metrics", gen, pl.DataFrame({
-        "section": ["pointwise", "pairwise", "summary"], "metric": ["auc", "pair_accuracy", "pays_for_artifacts"],
-        "value": [0.71, 0.64, 0.0], "model": ["pointwise", "pairwise", "pointwise"], "generation": ["gen-1"] * 3}))
+    lake.write(
+        "reward_model_metrics",
+        gen,
+        pl.DataFrame(
+            {
+                "section": ["pointwise", "pairwise", "summary"],
+                "metric": ["auc", "pair_accuracy", "pays_for_artifacts"],
+                "value": [0.71, 0.64, 0.0],
+                "model": ["pointwise", "pairwise", "pointwise"],
+                "generation": ["gen-1"] * 3,
+            }
+        ),
+    )
     return settings
 
 
@@ -120,14 +160,23 @@ def _resources(settings: FlywheelSettings, **ab) -> dict:
 
 def _materialize(settings: FlywheelSettings, **ab) -> dg.ExecuteInProcessResult:
     stubs = [dg.AssetSpec(key) for key in UPSTREAM]
-    return dg.materialize([*stubs, *release.RELEASE_ASSETS], selection=release.RELEASE_ASSETS,
-                          resources=_resources(settings, **ab), raise_on_error=False)
+    return dg.materialize(
+        [*stubs, *release.RELEASE_ASSETS],
+        selection=release.RELEASE_ASSETS,
+        resources=_resources(settings, **ab),
+        raise_on_error=False,
+    )
 
 
 @pytest.fixture(autouse=True)
 def hashing_scorers(monkeypatch):
-    monkeypatch.setattr(release, "load_scorer", lambda settings, gen, kind, curation=None: load_reward_model(
-        reward_model_dir(settings, gen, kind), embed_fn=hashing_embed))
+    monkeypatch.setattr(
+        release,
+        "load_scorer",
+        lambda settings, gen, kind, curation=None: load_reward_model(
+            reward_model_dir(settings, gen, kind), embed_fn=hashing_embed
+        ),
+    )
 
 
 def _checks(result) -> dict:
@@ -156,8 +205,13 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert set(wr["n"]) == {3}  # eval_prompts per slice
     records = lake.read("eval_records", gen)
     assert set(records["slice"]) == {"eval_internal", "eval_user", "steerability"}
-    assert {"winrate/pointwise", "winrate/pairwise", "rm_pointwise", "style/n_chars",
-            "steerability/all_followed"} <= set(records["metric"])
+    assert {
+        "winrate/pointwise",
+        "winrate/pairwise",
+        "rm_pointwise",
+        "style/n_chars",
+        "steerability/all_followed",
+    } <= set(records["metric"])
     assert set(records["policy"]) == {"gen-0", "gen-1"} and set(records["generation"]) == {"gen-1"}
     responses = lake.read("eval_responses", gen)
     assert responses.filter(pl.col("slice") == "steerability").height == 2 * 50
@@ -195,12 +249,16 @@ def test_an_eval_prompt_in_the_sft_rows_blocks_the_record(tmp_path):
     assert _materialized(result) == {"offline_eval"}
     lake = Lake(tmp_path / "home")
     assert not lake.exists("generations")
-    assert lake.read("release_gates", Partition.generation("gen-1")).filter(
-        pl.col("severity") == "error")["gate"].to_list() == ["train_eval_disjoint"]
+    assert lake.read("release_gates", Partition.generation("gen-1")).filter(pl.col("severity") == "error")[
+        "gate"
+    ].to_list() == ["train_eval_disjoint"]
     # materialized on its own, the record still refuses a generation that failed its gates
-    alone = dg.materialize([*[dg.AssetSpec(k) for k in UPSTREAM + ["offline_eval", "ab_readout"]],
-                            release.generation_record], selection=[release.generation_record],
-                           resources=_resources(settings), raise_on_error=False)
+    alone = dg.materialize(
+        [*[dg.AssetSpec(k) for k in UPSTREAM + ["offline_eval", "ab_readout"]], release.generation_record],
+        selection=[release.generation_record],
+        resources=_resources(settings),
+        raise_on_error=False,
+    )
     assert not alone.success and not lake.exists("generations")
     assert "failed its release gates" in alone.failure_data_for_node("generation_record").error.to_string()
     assert next_plan(settings, GenerationSettings(), "now").generation == "gen-1"
@@ -215,12 +273,14 @@ def test_ab_readout_from_lake_logs_fails_the_sample_ratio_check(tmp_path):
     day = date(2026, 1, 6)
     gen = Partition.generation("gen-1")
     lake.write("ab_exposures", gen, pl.DataFrame({"user_hash": users, "arm": arms, "day": [day] * 1000}))
-    lake.write("ab_events", gen, pl.DataFrame({"user_hash": users[::2], "day": [day] * 500,
-                                               "messages": [3] * 500}))
+    lake.write("ab_events", gen, pl.DataFrame({"user_hash": users[::2], "day": [day] * 500, "messages": [3] * 500}))
     stubs = [dg.AssetSpec(k) for k in UPSTREAM + ["offline_eval"]]
-    result = dg.materialize([*stubs, release.ab_readout, release.generation_record],
-                            selection=[release.ab_readout, release.generation_record],
-                            resources=_resources(settings, source="lake"), raise_on_error=False)
+    result = dg.materialize(
+        [*stubs, release.ab_readout, release.generation_record],
+        selection=[release.ab_readout, release.generation_record],
+        resources=_resources(settings, source="lake"),
+        raise_on_error=False,
+    )
     srm = _checks(result)[("ab_readout", "sample_ratio")]
     assert not srm.passed and srm.severity == dg.AssetCheckSeverity.ERROR
     assert _materialized(result) == {"ab_readout"}
@@ -231,18 +291,26 @@ def test_ab_readout_from_lake_logs_fails_the_sample_ratio_check(tmp_path):
 
 
 def _lifts(rows: list[tuple[str, float, float, float | None, float | None]]) -> pl.DataFrame:
-    return pl.DataFrame([{"metric": m, "delta_ci_low": lo, "delta_ci_high": hi, "boot_ci_low": blo,
-                          "boot_ci_high": bhi} for m, lo, hi, blo, bhi in rows])
+    return pl.DataFrame(
+        [
+            {"metric": m, "delta_ci_low": lo, "delta_ci_high": hi, "boot_ci_low": blo, "boot_ci_high": bhi}
+            for m, lo, hi, blo, bhi in rows
+        ]
+    )
 
 
 def test_ab_decision_rules():
     ok = pl.DataFrame({"srm": [False], "p_value": [0.4]})
-    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.012, 0.05), ("depth", -0.01, 0.02, -0.01, 0.02)]),
-                               ok)[0] == "ship"
+    assert (
+        release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.012, 0.05), ("depth", -0.01, 0.02, -0.01, 0.02)]), ok)[0]
+        == "ship"
+    )
     # the bootstrap interval must agree with the delta-method one
     assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, -0.001, 0.05)]), ok)[0] == "inconclusive"
-    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, None, None), ("depth", -0.05, -0.01, None, None)]),
-                               ok)[0] == "no-ship"
+    assert (
+        release.ab_decision(_lifts([("breadth", 0.01, 0.05, None, None), ("depth", -0.05, -0.01, None, None)]), ok)[0]
+        == "no-ship"
+    )
     assert release.ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
     bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
     assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
@@ -254,8 +322,13 @@ def test_json_documents_hold_no_nan():
 
 def test_eval_prompts_are_capped_per_slice_and_stable():
     pool = pl.concat([_pool(d) for d in DAYS])
-    broken = pool.head(1).with_columns(prompt_id=pl.lit("broken"), split=pl.lit("eval_user"), history=pl.lit(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], dtype=pl.List(schema.MESSAGE)))
+    broken = pool.head(1).with_columns(
+        prompt_id=pl.lit("broken"),
+        split=pl.lit("eval_user"),
+        history=pl.lit(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], dtype=pl.List(schema.MESSAGE)
+        ),
+    )
     chosen, drops = release.select_eval_prompts(pl.concat([pool, broken]), per_slice=5, seed=0)
     assert chosen.group_by("split").len().sort("split")["len"].to_list() == [5, 5]
     assert "train" not in set(chosen["split"])
@@ -279,7 +352,10 @@ def test_next_plan_builds_on_the_newest_generation_the_ab_test_did_not_reject(tm
     lake = Lake(tmp_path / "home")
     lake.write("prompts", date(2026, 1, 5), pl.DataFrame({"prompt_id": ["p"], "day": [date(2026, 1, 5)]}))
     for n, verdict in ((1, "ship (simulated)"), (2, "no-ship (simulated)")):
-        lake.write("generations", Partition.generation(f"gen-{n}"),
-                   pl.DataFrame({"generation": [f"gen-{n}"], "number": [n], "ab_verdict": [verdict]}))
+        lake.write(
+            "generations",
+            Partition.generation(f"gen-{n}"),
+            pl.DataFrame({"generation": [f"gen-{n}"], "number": [n], "ab_verdict": [verdict]}),
+        )
     plan = next_plan(settings, GenerationSettings(), "now")
     assert (plan.generation, plan.parent, plan.days) == ("gen-3", "gen-1", ["2026-01-05"])

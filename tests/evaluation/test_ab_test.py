@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import schema
 from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users, write_ab_logs
 from evaluation.ab_test import (
     AbConfig,
@@ -18,6 +17,7 @@ from evaluation.ab_test import (
     srm_test,
     user_messages,
 )
+from pipeline import schema
 
 REPS = 300
 
@@ -68,8 +68,14 @@ def test_readout_from_logs_equals_the_array_computation():
     # the simulator's noise (repeat exposures, activity outside the window, unexposed users) was ignored
     assert c["users_analysed"] == 6000 and c["event_rows_unexposed_user"] == cfg.unexposed_users
     assert c["event_rows_before_exposure"] > 0 and c["event_rows_after_window"] > 0
-    assert c["event_rows_counted"] + c["event_rows_before_exposure"] + c["event_rows_after_window"] \
-        + c["event_rows_unexposed_user"] + c["event_rows_bad"] == c["event_rows"]
+    assert (
+        c["event_rows_counted"]
+        + c["event_rows_before_exposure"]
+        + c["event_rows_after_window"]
+        + c["event_rows_unexposed_user"]
+        + c["event_rows_bad"]
+        == c["event_rows"]
+    )
 
 
 def test_bootstrap_agrees_with_delta_method():
@@ -87,15 +93,18 @@ def test_bootstrap_agrees_with_delta_method():
 
 
 def test_sample_ratio_mismatch():
-    skewed = ab_readout(*simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.53, seed=5)),
-                        AbConfig(n_bootstrap=0))
-    fine = ab_readout(*simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.5, seed=5)),
-                      AbConfig(n_bootstrap=0))
+    skewed = ab_readout(
+        *simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.53, seed=5)), AbConfig(n_bootstrap=0)
+    )
+    fine = ab_readout(
+        *simulate_ab_logs(AbSimConfig(n_users=20_000, treatment_share=0.5, seed=5)), AbConfig(n_bootstrap=0)
+    )
     assert skewed.srm["srm"][0] and skewed.srm["p_value"][0] < 1e-6
     assert not fine.srm["srm"][0]
     # against the split that was actually planned, the same counts are fine
-    planned = srm_test(int(skewed.srm["n_control"][0]), int(skewed.srm["n_treatment"][0]),
-                       AbConfig(planned_treatment_share=0.53))
+    planned = srm_test(
+        int(skewed.srm["n_control"][0]), int(skewed.srm["n_treatment"][0]), AbConfig(planned_treatment_share=0.53)
+    )
     assert not planned["srm"][0]
 
 
@@ -104,17 +113,30 @@ def _day(n: int) -> dt.date:
 
 
 def test_window_and_population_rules():
-    exposures = pl.DataFrame({
-        "user_hash": ["a", "a", "b", "c", "c", "d", "e", None, "f"],
-        "arm": ["control", "control", "treatment", "control", "treatment", "holdout", "treatment", "control",
-                "treatment"],
-        "day": [_day(2), _day(1), _day(0), _day(0), _day(1), _day(0), _day(9), _day(0), _day(6)],
-    })
-    events = pl.DataFrame({
-        "user_hash": ["a", "a", "a", "b", "b", "c", "z", None, "b", "f"],
-        "day": [_day(0), _day(1), _day(6), _day(3), _day(7), _day(2), _day(2), _day(2), _day(4), _day(6)],
-        "messages": [5, 2, 3, 4, 9, 1, 8, 1, -2, 0],
-    })
+    exposures = pl.DataFrame(
+        {
+            "user_hash": ["a", "a", "b", "c", "c", "d", "e", None, "f"],
+            "arm": [
+                "control",
+                "control",
+                "treatment",
+                "control",
+                "treatment",
+                "holdout",
+                "treatment",
+                "control",
+                "treatment",
+            ],
+            "day": [_day(2), _day(1), _day(0), _day(0), _day(1), _day(0), _day(9), _day(0), _day(6)],
+        }
+    )
+    events = pl.DataFrame(
+        {
+            "user_hash": ["a", "a", "a", "b", "b", "c", "z", None, "b", "f"],
+            "day": [_day(0), _day(1), _day(6), _day(3), _day(7), _day(2), _day(2), _day(2), _day(4), _day(6)],
+            "messages": [5, 2, 3, 4, 9, 1, 8, 1, -2, 0],
+        }
+    )
     users, drops, counters = user_messages(exposures, events, AbConfig(start="2024-03-01", window_days=7))
     got = {r["user_hash"]: (r["arm"], r["first_day"], r["messages"], r["engaged"]) for r in users.iter_rows(named=True)}
     assert got == {

@@ -16,44 +16,90 @@ from evaluation.generation_report import (
 
 
 def _metrics(wr_user: float, wr_internal: float, following: tuple[float, float], lift: float, simulated: bool) -> str:
-    return json.dumps({
-        "version": 1,
-        "win_rates": [
-            {"slice": "eval_user", "judge": "pointwise", "n": 64, "win_rate": wr_user, "ci_low": wr_user - 0.1,
-             "ci_high": wr_user + 0.1},
-            {"slice": "eval_internal", "judge": "pointwise", "n": 40, "win_rate": wr_internal,
-             "ci_low": wr_internal - 0.12, "ci_high": wr_internal + 0.12},
-            {"slice": "eval_user", "judge": "pairwise", "n": 64, "win_rate": 0.52, "ci_low": 0.44, "ci_high": 0.6},
-        ],
-        "steerability": {"new": {"following_rate": following[0], "violation_rate": 0.3, "n": 50},
-                         "parent": {"following_rate": following[1], "violation_rate": 0.32, "n": 50}},
-        "style": {role: {"mean_chars": 80.0 + k, "list_rate": 0.01, "emoji_rate": 0.02, "stock_phrase_rate": 0.0,
-                         "refusal_rate": 0.0, "false_refusal_rate": 0.0, "n": 64}
-                  for k, role in enumerate(("parent", "new"))},
-        "reward_models": {"pointwise": {"auc": 0.61}, "pairwise": {"pair_accuracy": 0.58}},
-        "ab": {"source": "simulate" if simulated else "lake", "simulated": simulated, "verdict": "ship",
-               "lifts": {"breadth": {"lift": lift, "delta_ci_low": lift - 0.02, "delta_ci_high": lift + 0.02},
-                         "depth": {"lift": 0.01, "delta_ci_low": -0.02, "delta_ci_high": 0.04}}},
-    })
+    return json.dumps(
+        {
+            "version": 1,
+            "win_rates": [
+                {
+                    "slice": "eval_user",
+                    "judge": "pointwise",
+                    "n": 64,
+                    "win_rate": wr_user,
+                    "ci_low": wr_user - 0.1,
+                    "ci_high": wr_user + 0.1,
+                },
+                {
+                    "slice": "eval_internal",
+                    "judge": "pointwise",
+                    "n": 40,
+                    "win_rate": wr_internal,
+                    "ci_low": wr_internal - 0.12,
+                    "ci_high": wr_internal + 0.12,
+                },
+                {"slice": "eval_user", "judge": "pairwise", "n": 64, "win_rate": 0.52, "ci_low": 0.44, "ci_high": 0.6},
+            ],
+            "steerability": {
+                "new": {"following_rate": following[0], "violation_rate": 0.3, "n": 50},
+                "parent": {"following_rate": following[1], "violation_rate": 0.32, "n": 50},
+            },
+            "style": {
+                role: {
+                    "mean_chars": 80.0 + k,
+                    "list_rate": 0.01,
+                    "emoji_rate": 0.02,
+                    "stock_phrase_rate": 0.0,
+                    "refusal_rate": 0.0,
+                    "false_refusal_rate": 0.0,
+                    "n": 64,
+                }
+                for k, role in enumerate(("parent", "new"))
+            },
+            "reward_models": {"pointwise": {"auc": 0.61}, "pairwise": {"pair_accuracy": 0.58}},
+            "ab": {
+                "source": "simulate" if simulated else "lake",
+                "simulated": simulated,
+                "verdict": "ship",
+                "lifts": {
+                    "breadth": {"lift": lift, "delta_ci_low": lift - 0.02, "delta_ci_high": lift + 0.02},
+                    "depth": {"lift": 0.01, "delta_ci_low": -0.02, "delta_ci_high": 0.04},
+                },
+            },
+        }
+    )
 
 
 def _generations() -> pl.DataFrame:
     rows = []
-    for n, (wr_user, wr_int, lift, simulated) in enumerate([(0.55, 0.53, 0.05, True), (0.58, 0.52, 0.03, False)],
-                                                          start=1):
-        rows.append({
-            "generation": f"gen-{n}", "number": n, "parent": f"gen-{n - 1}",
-            "created_at": f"2026-01-{n:02d}T06:00:00+00:00",
-            "recorded_at": f"2026-01-{n:02d}T09:00:00+00:00", "window_start": date(2026, 1, n),
-            "window_end": date(2026, 1, n + 6), "days": [f"2026-01-{d:02d}" for d in range(n, n + 7)],
-            "inputs": json.dumps({"datasets": {"sft": f"{n}" * 64, "preference": "ab" * 32}}),
-            "checkpoints": json.dumps({"policy": f"models/gen-{n}/grpo"}),
-            "metrics": _metrics(wr_user, wr_int, (0.40 + 0.02 * n, 0.40), lift, simulated),
-            "gate": "passed" if n == 1 else "passed_with_warnings",
-            "gate_detail": json.dumps([{"gate": "win_rate_ceiling", "severity": "ok" if n == 1 else "warn",
-                                        "detail": "within the ceiling"}]),
-            "ab_verdict": "ship", "ab_source": "simulate" if simulated else "lake",
-        })
+    for n, (wr_user, wr_int, lift, simulated) in enumerate(
+        [(0.55, 0.53, 0.05, True), (0.58, 0.52, 0.03, False)], start=1
+    ):
+        rows.append(
+            {
+                "generation": f"gen-{n}",
+                "number": n,
+                "parent": f"gen-{n - 1}",
+                "created_at": f"2026-01-{n:02d}T06:00:00+00:00",
+                "recorded_at": f"2026-01-{n:02d}T09:00:00+00:00",
+                "window_start": date(2026, 1, n),
+                "window_end": date(2026, 1, n + 6),
+                "days": [f"2026-01-{d:02d}" for d in range(n, n + 7)],
+                "inputs": json.dumps({"datasets": {"sft": f"{n}" * 64, "preference": "ab" * 32}}),
+                "checkpoints": json.dumps({"policy": f"models/gen-{n}/grpo"}),
+                "metrics": _metrics(wr_user, wr_int, (0.40 + 0.02 * n, 0.40), lift, simulated),
+                "gate": "passed" if n == 1 else "passed_with_warnings",
+                "gate_detail": json.dumps(
+                    [
+                        {
+                            "gate": "win_rate_ceiling",
+                            "severity": "ok" if n == 1 else "warn",
+                            "detail": "within the ceiling",
+                        }
+                    ]
+                ),
+                "ab_verdict": "ship",
+                "ab_source": "simulate" if simulated else "lake",
+            }
+        )
     # recorded out of order: the report sorts by number
     return pl.DataFrame(rows[::-1], schema=GENERATIONS)
 
@@ -90,9 +136,12 @@ def test_markdown_summary_and_long_metrics():
 
 def test_missing_and_corrupt_documents_do_not_break_the_page(tmp_path):
     frame = _generations().with_columns(
-        pl.when(pl.col("number") == 2).then(pl.lit("{not json")).otherwise(pl.col("metrics")).alias("metrics"))
-    frame = frame.with_columns(pl.when(pl.col("number") == 1).then(pl.lit('[1, 2]')).otherwise(
-        pl.col("inputs")).alias("inputs"), pl.lit('{"a": 1}').alias("gate_detail"))
+        pl.when(pl.col("number") == 2).then(pl.lit("{not json")).otherwise(pl.col("metrics")).alias("metrics")
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("number") == 1).then(pl.lit("[1, 2]")).otherwise(pl.col("inputs")).alias("inputs"),
+        pl.lit('{"a": 1}').alias("gate_detail"),
+    )
     rows = parse_generations(frame)
     assert rows[1]["metrics"] == {} and rows[0]["inputs"] == {} and rows[0]["gate_detail"] == []
     files = write_generation_report(frame, tmp_path)

@@ -6,7 +6,6 @@ import random
 import polars as pl
 import pytest
 
-from pipeline import schema
 from evaluation.ifeval import (
     PAPER_SEED,
     IFEvalConfig,
@@ -17,6 +16,7 @@ from evaluation.ifeval import (
     score_ifeval_files,
     write_punkt_tables,
 )
+from pipeline import schema
 
 PAPER_GPT4 = {  # Zhou et al. 2023, "Instruction-Following Evaluation for Large Language Models", Table 3
     "prompt_strict_acc": 76.89,
@@ -64,29 +64,43 @@ def _inputs(rows):
 
 
 def _responses(pairs):
-    return pl.DataFrame([{"prompt": p, "response": r} for p, r in pairs],
-                        schema={"prompt": pl.Utf8, "response": pl.Utf8})
+    return pl.DataFrame(
+        [{"prompt": p, "response": r} for p, r in pairs], schema={"prompt": pl.Utf8, "response": pl.Utf8}
+    )
 
 
 def test_strict_loose_and_drops_on_small_cases(offline):
-    inputs = _inputs([
-        (1, "no commas please", ["punctuation:no_comma"], [{}]),
-        (2, "give a title", ["detectable_format:title"], [{}]),
-        (3, "lowercase english", ["change_case:english_lowercase"], [{}]),
-        (4, "unknown", ["foo:bar"], [{}]),
-        (5, "nobody answered", ["punctuation:no_comma"], [{}]),
-        (6, "few sentences", ["length_constraints:number_sentences"], [{"num_sentences": 3, "relation": "less than"}]),
-        (7, "shout", ["change_case:capital_word_frequency"],
-         [{"capital_frequency": 3, "capital_relation": "at least"}]),
-    ])
-    responses = _responses([
-        ("no commas please", "Sure, here it is\nNo commas here at all"),
-        ("give a title", "<<A Title>>\nbody"),
-        ("lowercase english", ""),
-        ("unknown", "whatever"),
-        ("few sentences", "Dr. Smith arrived at noon. He left at ten p.m. on Friday."),
-        ("shout", "THE END is NEAR, my FRIEND's"),
-    ])
+    inputs = _inputs(
+        [
+            (1, "no commas please", ["punctuation:no_comma"], [{}]),
+            (2, "give a title", ["detectable_format:title"], [{}]),
+            (3, "lowercase english", ["change_case:english_lowercase"], [{}]),
+            (4, "unknown", ["foo:bar"], [{}]),
+            (5, "nobody answered", ["punctuation:no_comma"], [{}]),
+            (
+                6,
+                "few sentences",
+                ["length_constraints:number_sentences"],
+                [{"num_sentences": 3, "relation": "less than"}],
+            ),
+            (
+                7,
+                "shout",
+                ["change_case:capital_word_frequency"],
+                [{"capital_frequency": 3, "capital_relation": "at least"}],
+            ),
+        ]
+    )
+    responses = _responses(
+        [
+            ("no commas please", "Sure, here it is\nNo commas here at all"),
+            ("give a title", "<<A Title>>\nbody"),
+            ("lowercase english", ""),
+            ("unknown", "whatever"),
+            ("few sentences", "Dr. Smith arrived at noon. He left at ten p.m. on Friday."),
+            ("shout", "THE END is NEAR, my FRIEND's"),
+        ]
+    )
     res = score_ifeval(inputs, responses, IFEvalConfig(join="prompt", nltk_data_dir=offline))
     got = {r["key"]: (r["follow_strict"], r["follow_loose"]) for r in res.rows.iter_rows(named=True)}
     assert got == {
@@ -104,8 +118,9 @@ def test_strict_loose_and_drops_on_small_cases(offline):
 
 
 def test_joins(offline):
-    inputs = _inputs([(1, "edited prompt", ["detectable_format:title"], [{}]),
-                      (2, "same prompt", ["detectable_format:title"], [{}])])
+    inputs = _inputs(
+        [(1, "edited prompt", ["detectable_format:title"], [{}]), (2, "same prompt", ["detectable_format:title"], [{}])]
+    )
     responses = _responses([("original prompt", "<<t>>"), ("same prompt", "no title")])
     fallback = score_ifeval(inputs, responses, IFEvalConfig(nltk_data_dir=offline))
     assert dict(zip(fallback.rows["key"], fallback.rows["matched_by"])) == {1: "position", 2: "prompt"}
@@ -114,8 +129,17 @@ def test_joins(offline):
 
 
 def test_seeded_draws_are_reproducible_and_leave_global_random_alone(offline):
-    inputs = _inputs([(k, f"p{k}", ["keywords:letter_frequency"],
-                       [{"letter": "#", "let_frequency": 3, "let_relation": "at least"}]) for k in range(40)])
+    inputs = _inputs(
+        [
+            (
+                k,
+                f"p{k}",
+                ["keywords:letter_frequency"],
+                [{"letter": "#", "let_frequency": 3, "let_relation": "at least"}],
+            )
+            for k in range(40)
+        ]
+    )
     responses = _responses([(f"p{k}", "the quick brown fox jumps over the lazy dog " * 2) for k in range(40)])
     random.seed(123)
     expected_next = random.random()
@@ -130,11 +154,17 @@ def test_seeded_draws_are_reproducible_and_leave_global_random_alone(offline):
 
 def test_reading_files_quarantines_bad_lines(tmp_path, offline):
     inp = tmp_path / "in.jsonl"
-    inp.write_text("\n".join([
-        json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["detectable_format:title"], "kwargs": [{}]}),
-        "{not json",
-        json.dumps({"key": 2, "prompt": "q", "instruction_id_list": ["a", "b"], "kwargs": [{}]}),
-    ]))
+    inp.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {"key": 1, "prompt": "p", "instruction_id_list": ["detectable_format:title"], "kwargs": [{}]}
+                ),
+                "{not json",
+                json.dumps({"key": 2, "prompt": "q", "instruction_id_list": ["a", "b"], "kwargs": [{}]}),
+            ]
+        )
+    )
     out = tmp_path / "out.jsonl"
     out.write_text(json.dumps({"prompt": "p", "response": "<<x>>"}) + "\n" + json.dumps({"prompt": "q"}) + "\n")
     inputs, in_drops = read_inputs(inp)

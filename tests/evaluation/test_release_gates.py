@@ -17,9 +17,16 @@ from evaluation.style_monitor import monitor
 
 
 def _wr(internal: float, user: float, judge: str = "rm") -> pl.DataFrame:
-    return pl.DataFrame({"slice": ["eval_internal", "eval_user"], "judge": [judge, judge], "n": [200, 200],
-                         "win_rate": [internal, user], "ci_low": [internal - 0.05, user - 0.05],
-                         "ci_high": [internal + 0.05, user + 0.05]})
+    return pl.DataFrame(
+        {
+            "slice": ["eval_internal", "eval_user"],
+            "judge": [judge, judge],
+            "n": [200, 200],
+            "win_rate": [internal, user],
+            "ci_low": [internal - 0.05, user - 0.05],
+            "ci_high": [internal + 0.05, user + 0.05],
+        }
+    )
 
 
 @pytest.mark.parametrize("internal, user, severity", [(0.55, 0.58, "ok"), (0.55, 0.62, "warn"), (0.66, 0.55, "error")])
@@ -48,8 +55,10 @@ def test_slice_divergence():
 
 def _steer(following: float, violations: dict[str, float]) -> pl.DataFrame:
     rows = [{"level": "overall", "key": "all", "n": 50, "following_rate": following, "violation_rate": 0.1}]
-    rows += [{"level": "instruction", "key": k, "n": 20, "following_rate": 1 - v, "violation_rate": v}
-             for k, v in violations.items()]
+    rows += [
+        {"level": "instruction", "key": k, "n": 20, "following_rate": 1 - v, "violation_rate": v}
+        for k, v in violations.items()
+    ]
     return pl.DataFrame(rows)
 
 

@@ -6,7 +6,6 @@ import json
 import polars as pl
 import pytest
 
-from pipeline import schema
 from evaluation.steerability import (
     INSTRUCTION_PARAMS,
     build_prompts,
@@ -17,6 +16,7 @@ from evaluation.steerability import (
     score_responses,
     validate_suite,
 )
+from pipeline import schema
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,16 @@ def test_rates_count_every_instruction_of_the_card(suite, prompts):
     per = dict(zip(per_type["key"], per_type["violation_rate"]))
     assert per == pytest.approx({"max_words": 0.2, "no_emoji": 0.2, "keep_name": 0.2, "end_with_question": 0.2})
     # targeted: only the replies to challenges aimed at that instruction
-    targeted = {r["key"]: (r["n"], r["violation_rate"])
-                for r in summary.filter(pl.col("level") == "targeted").iter_rows(named=True)}
-    assert targeted == {"max_words": (1, 1.0), "no_emoji": (1, 1.0), "keep_name": (2, 0.5),
-                        "end_with_question": (1, 0.0)}
+    targeted = {
+        r["key"]: (r["n"], r["violation_rate"])
+        for r in summary.filter(pl.col("level") == "targeted").iter_rows(named=True)
+    }
+    assert targeted == {
+        "max_words": (1, 1.0),
+        "no_emoji": (1, 1.0),
+        "keep_name": (2, 0.5),
+        "end_with_question": (1, 0.0),
+    }
     records = eval_records(rows, "gen-2")
     followed = records.filter(pl.col("metric") == "steerability/all_followed")
     assert followed["value"].sum() == 2 and records.height == 10
@@ -87,8 +93,10 @@ def test_rates_count_every_instruction_of_the_card(suite, prompts):
 def test_missing_responses_and_bad_specs_are_dropped(prompts):
     frame = prompts.head(3).with_columns(pl.Series("response", [None, "x?", "x?"], dtype=pl.Utf8))
     frame = frame.with_columns(
-        pl.when(pl.col("prompt_id") == frame["prompt_id"][2]).then(pl.lit(json.dumps([{"type": "telepathy"}])))
-        .otherwise(pl.col("instructions")).alias("instructions")
+        pl.when(pl.col("prompt_id") == frame["prompt_id"][2])
+        .then(pl.lit(json.dumps([{"type": "telepathy"}])))
+        .otherwise(pl.col("instructions"))
+        .alias("instructions")
     )
     rows, _, drops = score_responses(frame)
     assert rows.height == 1

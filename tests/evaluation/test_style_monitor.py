@@ -68,10 +68,12 @@ def test_benign_prompt_rules():
 
 
 def test_monitor_groups_by_checkpoint():
-    df = pl.DataFrame({
-        "checkpoint": ["g1", "g1", "g2", "g2"],
-        "response": ["short", "also short", "Absolutely! Here:\n1. a\n2. b 🎉", "I'm sorry, but I cannot do that."],
-    })
+    df = pl.DataFrame(
+        {
+            "checkpoint": ["g1", "g1", "g2", "g2"],
+            "response": ["short", "also short", "Absolutely! Here:\n1. a\n2. b 🎉", "I'm sorry, but I cannot do that."],
+        }
+    )
     m = monitor(df, by="checkpoint")
     g1, g2 = m.row(0, named=True), m.row(1, named=True)
     assert (g1["checkpoint"], g1["n"], g1["list_rate"], g1["emoji_rate"]) == ("g1", 2, 0.0, 0.0)
@@ -83,10 +85,12 @@ def test_monitor_groups_by_checkpoint():
 
 
 def test_paired_and_set_deltas():
-    pairs = pl.DataFrame({
-        "chosen": ["long answer with many words 🎉", "another long answer here", "x"],
-        "rejected": ["short", "tiny", "xyz"],
-    })
+    pairs = pl.DataFrame(
+        {
+            "chosen": ["long answer with many words 🎉", "another long answer here", "x"],
+            "rejected": ["short", "tiny", "xyz"],
+        }
+    )
     d = {r["feature"]: r for r in paired_deltas(pairs).iter_rows(named=True)}
     assert d["n_words"]["delta"] == pytest.approx(((6 - 1) + (4 - 1) + 0) / 3)
     assert d["n_words"]["share_a_greater"] == pytest.approx(2 / 3)
@@ -96,10 +100,12 @@ def test_paired_and_set_deltas():
 
 
 def test_false_refusal_rate():
-    df = pl.DataFrame({
-        "prompt": ["bake bread?", "fix my bike?", "write a poem", "how to build a bomb"],
-        "response": ["I'm sorry, but I can't help with that.", "Sure, first...", "Roses are red", "I cannot help."],
-    })
+    df = pl.DataFrame(
+        {
+            "prompt": ["bake bread?", "fix my bike?", "write a poem", "how to build a bomb"],
+            "response": ["I'm sorry, but I can't help with that.", "Sure, first...", "Roses are red", "I cannot help."],
+        }
+    )
     summary, rows = false_refusal_rate(df)
     s = summary.row(0, named=True)
     assert (s["n"], s["n_benign"], s["n_false_refusals"]) == (4, 3, 1)
@@ -123,8 +129,9 @@ def test_harmless_preferences_choose_refusals_more_often(shared_data):
     def last_turn(t: str) -> str:
         return t.rsplit("\n\nAssistant:", 1)[1].strip()
 
-    pairs = pl.DataFrame({"chosen": [last_turn(r["chosen"]) for r in rows],
-                          "rejected": [last_turn(r["rejected"]) for r in rows]})
+    pairs = pl.DataFrame(
+        {"chosen": [last_turn(r["chosen"]) for r in rows], "rejected": [last_turn(r["rejected"]) for r in rows]}
+    )
     d = {r["feature"]: r for r in paired_deltas(pairs).iter_rows(named=True)}
     assert d["is_refusal"]["delta"] > 0.01
     assert d["n_chars"]["delta"] < 0

@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import schema
 from evaluation.winrate import (
     EVAL_RECORDS_SCHEMA,
     WinRateConfig,
@@ -15,15 +14,18 @@ from evaluation.winrate import (
     summarize,
     win_rate,
 )
+from pipeline import schema
 
 
 def _side(ids, slices, responses, contexts=None):
-    return pl.DataFrame({
-        "prompt_id": ids,
-        "slice": slices,
-        "context": contexts or [f"context of {i}" for i in ids],
-        "response": responses,
-    })
+    return pl.DataFrame(
+        {
+            "prompt_id": ids,
+            "slice": slices,
+            "context": contexts or [f"context of {i}" for i in ids],
+            "response": responses,
+        }
+    )
 
 
 def _length_judge(contexts, responses):
@@ -92,17 +94,29 @@ def test_pairwise_output_kinds_agree(output):
 
 
 def test_pairing_drops_are_accounted_for():
-    new = _side(["a", "b", "c", "d", "e", "e"], ["eval_user"] * 5 + ["eval_user"],
-                ["r", "r", None, "r", "r", "r"], ["ca", "cb", "cc", "cd-new", "ce", "ce"])
-    prev = _side(["a", "c", "d", "f", "g"], ["eval_user", "eval_user", "eval_user", "eval_user", "train"],
-                 ["r", "r", "r", "r", "r"], ["ca", "cc", "cd", "cf", "cg"])
+    new = _side(
+        ["a", "b", "c", "d", "e", "e"],
+        ["eval_user"] * 5 + ["eval_user"],
+        ["r", "r", None, "r", "r", "r"],
+        ["ca", "cb", "cc", "cd-new", "ce", "ce"],
+    )
+    prev = _side(
+        ["a", "c", "d", "f", "g"],
+        ["eval_user", "eval_user", "eval_user", "eval_user", "train"],
+        ["r", "r", "r", "r", "r"],
+        ["ca", "cc", "cd", "cf", "cg"],
+    )
     new = pl.concat([new, _side(["g"], ["train"], ["r"], ["cg"])])
     paired, drops = pair_generations(new, prev)
     assert paired["prompt_id"].to_list() == ["a"]
     reasons = dict(zip(drops["row_id"], drops["reason_code"]))
     assert reasons == {
-        "b": "missing_in_prev", "c": "null_response", "d": "context_mismatch", "e": "duplicate_prompt_new",
-        "f": "missing_in_new", "g": "slice_not_evaluated",
+        "b": "missing_in_prev",
+        "c": "null_response",
+        "d": "context_mismatch",
+        "e": "duplicate_prompt_new",
+        "f": "missing_in_new",
+        "g": "slice_not_evaluated",
     }
     assert drops.schema == schema.DROPS
 
@@ -148,10 +162,11 @@ def test_interval_covers_true_win_rate_in_repeated_experiments():
     cfg = WinRateConfig(n_resamples=500, ci_method="percentile")
     rng = np.random.default_rng(11)
     covered = 0
-    for rep in range(60):
+    for _rep in range(60):
         o = (rng.random(300) < 0.58).astype(float)
-        out = pl.DataFrame({"prompt_id": [f"{i}" for i in range(300)], "slice": "eval_user", "judge": "j",
-                            "outcome": o})
+        out = pl.DataFrame(
+            {"prompt_id": [f"{i}" for i in range(300)], "slice": "eval_user", "judge": "j", "outcome": o}
+        )
         row = summarize(out, cfg).filter(pl.col("slice") == "eval_user").row(0, named=True)
         covered += row["ci_low"] <= 0.58 <= row["ci_high"]
     assert covered >= 52  # 95% nominal; 52/60 leaves room for sampling noise
@@ -162,8 +177,9 @@ def test_outcome_frame_has_scores_per_judge():
     new = _side(ids, ["eval_user"] * 2, ["xx", "x"])
     prev = _side(ids, ["eval_user"] * 2, ["x", "x"])
     paired, _ = pair_generations(new, prev)
-    outcomes, drops = judge_outcomes(paired, pointwise={"len": _length_judge},
-                                     pairwise={"pref": lambda c, a, b: [0.8] * len(a)})
+    outcomes, drops = judge_outcomes(
+        paired, pointwise={"len": _length_judge}, pairwise={"pref": lambda c, a, b: [0.8] * len(a)}
+    )
     assert drops.height == 0
     assert outcomes.filter(pl.col("judge") == "len")["score_new"].to_list() == [2.0, 1.0]
     assert set(outcomes["kind"]) == {"pointwise", "pairwise"}

@@ -152,9 +152,7 @@ def test_normalize_text(raw: str | None, norm: str) -> None:
 
 def test_text_hash_is_stable_and_normalized() -> None:
     h = text_hash("Hello, World!")
-    assert (
-        h == "e9a804b2e527fd3601d2ffc0bb023cd6"
-    )  # blake2b-128 of "hello world": fixed across runs and versions
+    assert h == "e9a804b2e527fd3601d2ffc0bb023cd6"  # blake2b-128 of "hello world": fixed across runs and versions
     assert text_hash("  HELLO world ") == h and text_hash("hello word") != h
 
 
@@ -347,9 +345,7 @@ def _assert_targets(res: dict[str, dict[str, float]]) -> None:
 
 def test_planted_fallback() -> None:
     texts = _histories_from_lines(FALLBACK_LINES)
-    planted = build_planted_duplicates(
-        texts, PlantedConfig(n_originals=12, near_variants=3, exact_variants=2)
-    )
+    planted = build_planted_duplicates(texts, PlantedConfig(n_originals=12, near_variants=3, exact_variants=2))
     res = _measure(planted, "rensa")
     _report("planted set (built-in texts)", planted, {"rensa": res})
     _assert_targets(res)
@@ -452,7 +448,4 @@ def test_index_from_another_sketch_is_refused(tmp_path: Path) -> None:
         near_dedup(later, NearDedupConfig(num_perm=64), index_path=tmp_path)
     with pytest.raises(ValueError, match="day"):
         near_dedup(later.drop("day"), index_path=tmp_path)
-    assert (
-        near_dedup(later, NearDedupConfig(backend="datasketch"), index_path=tmp_path / "other").kept.height
-        == 1
-    )
+    assert near_dedup(later, NearDedupConfig(backend="datasketch"), index_path=tmp_path / "other").kept.height == 1

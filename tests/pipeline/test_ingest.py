@@ -14,13 +14,23 @@ T = "2026-01-05T10:00:{:02d}Z"
 
 
 def msg(cid, i, role, text, sec=None, **kw):
-    return {"conversation_id": cid, "turn_index": i, "role": role, "text": text,
-            "ts": T.format(sec if sec is not None else i), "user_id": f"user-{cid}", **kw}
+    return {
+        "conversation_id": cid,
+        "turn_index": i,
+        "role": role,
+        "text": text,
+        "ts": T.format(sec if sec is not None else i),
+        "user_id": f"user-{cid}",
+        **kw,
+    }
 
 
 def good_conversation(cid: str) -> list[dict]:
-    return [msg(cid, 0, "user", "hi there"), msg(cid, 1, "assistant", "hello! how are you?"),
-            msg(cid, 2, "user", "great, thanks")]
+    return [
+        msg(cid, 0, "user", "hi there"),
+        msg(cid, 1, "assistant", "hello! how are you?"),
+        msg(cid, 2, "user", "great, thanks"),
+    ]
 
 
 # each bad line, the reason it must get, and how many records it holds
@@ -34,16 +44,27 @@ BAD_LINES: list[tuple[bytes, str, int]] = [
     (json.dumps(msg("c-long", 0, "user", "x" * 501)).encode(), "text_too_long", 1),
     (json.dumps(msg("c-ctrl", 0, "user", "nul \x00 inside")).encode(), "control_chars", 1),
     (json.dumps(msg("c-ctrl", 1, "user", "bell \x07 inside")).encode(), "control_chars", 1),
-    (json.dumps(msg("c-late", 0, "user", "from tomorrow") | {"ts": "2026-01-06T12:00:00Z"}).encode(),
-     "ts_outside_day", 1),
-    (json.dumps(msg("c-early", 0, "user", "from yesterday") | {"ts": "2026-01-04T23:59:59Z"}).encode(),
-     "ts_outside_day", 1),
+    (
+        json.dumps(msg("c-late", 0, "user", "from tomorrow") | {"ts": "2026-01-06T12:00:00Z"}).encode(),
+        "ts_outside_day",
+        1,
+    ),
+    (
+        json.dumps(msg("c-early", 0, "user", "from yesterday") | {"ts": "2026-01-04T23:59:59Z"}).encode(),
+        "ts_outside_day",
+        1,
+    ),
     (json.dumps(msg("c-badts", 0, "user", "when?") | {"ts": "yesterday-ish"}).encode(), "wrong_type", 1),
     (json.dumps({"messages": []}).encode(), "empty_conversation", 1),
     (json.dumps({"messages": "hello"}).encode(), "wrong_type", 1),
     (json.dumps(["a", "list"]).encode(), "wrong_type", 1),
-    (json.dumps({"conversation_id": "c-src", "role": "user", "text": "hi", "ts": T.format(0),
-                 "source": "partner"}).encode(), "bad_value", 1),
+    (
+        json.dumps(
+            {"conversation_id": "c-src", "role": "user", "text": "hi", "ts": T.format(0), "source": "partner"}
+        ).encode(),
+        "bad_value",
+        1,
+    ),
 ]
 
 
@@ -53,17 +74,33 @@ def write_day_file(folder: Path) -> Path:
         lines += [json.dumps(m).encode() for m in good_conversation(f"good-{k}")]
     lines += [b for b, _, _ in BAD_LINES]
     # a duplicate message id inside one conversation (messages format)
-    lines.append(json.dumps({"conversation_id": "c-dup", "user_id": "u9", "ts": T.format(0), "messages": [
-        {"id": "m1", "role": "user", "content": "first"},
-        {"id": "m1", "role": "assistant", "content": "same id again"},
-        {"id": "m2", "role": "assistant", "content": "fine"},
-    ]}).encode())
+    lines.append(
+        json.dumps(
+            {
+                "conversation_id": "c-dup",
+                "user_id": "u9",
+                "ts": T.format(0),
+                "messages": [
+                    {"id": "m1", "role": "user", "content": "first"},
+                    {"id": "m1", "role": "assistant", "content": "same id again"},
+                    {"id": "m2", "role": "assistant", "content": "fine"},
+                ],
+            }
+        ).encode()
+    )
     # timestamps out of order (messages format with per-message ts)
-    lines.append(json.dumps({"conversation_id": "c-order", "messages": [
-        {"role": "user", "content": "one", "ts": T.format(30)},
-        {"role": "assistant", "content": "two", "ts": T.format(10)},
-        {"role": "assistant", "content": "three", "ts": T.format(40)},
-    ]}).encode())
+    lines.append(
+        json.dumps(
+            {
+                "conversation_id": "c-order",
+                "messages": [
+                    {"role": "user", "content": "one", "ts": T.format(30)},
+                    {"role": "assistant", "content": "two", "ts": T.format(10)},
+                    {"role": "assistant", "content": "three", "ts": T.format(40)},
+                ],
+            }
+        ).encode()
+    )
     # a conversation with no user turn (canonical lines)
     lines.append(json.dumps(msg("c-nouser", 0, "assistant", "anyone there?")).encode())
     lines.append(json.dumps(msg("c-nouser", 1, "system", "be nice")).encode())
@@ -113,7 +150,9 @@ def test_accepted_rows_follow_the_contract(mixed_folder):
     assert (conv["day"] == DAY).all()
     assert not conv["user_hash"].str.contains("user-").any()  # raw ids never reach the lake
     assert conv.filter(pl.col("role") == "assistant")["served_by"].null_count() == 0
-    assert conv.filter(pl.col("role") == "user")["served_by"].null_count() == conv.filter(pl.col("role") == "user").height
+    assert (
+        conv.filter(pl.col("role") == "user")["served_by"].null_count() == conv.filter(pl.col("role") == "user").height
+    )
 
 
 def test_reingest_is_identical(mixed_folder):
@@ -132,11 +171,22 @@ def test_late_grace_keeps_conversations_that_cross_midnight(tmp_path):
 def test_messages_format_with_metadata(tmp_path):
     day_dir = tmp_path / f"day={DAY}"
     day_dir.mkdir()
-    (day_dir / "part.jsonl").write_text(json.dumps({
-        "id": "conv-7", "user_id": "alice", "character_id": "pirate", "source": "internal", "ts": T.format(5),
-        "messages": [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "ahoy"},
-                     {"role": "assistant", "content": "Arr!", "feedback": "love", "served_by": "gen-3"}],
-    }))
+    (day_dir / "part.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "conv-7",
+                "user_id": "alice",
+                "character_id": "pirate",
+                "source": "internal",
+                "ts": T.format(5),
+                "messages": [
+                    {"role": "system", "content": "You are a pirate."},
+                    {"role": "user", "content": "ahoy"},
+                    {"role": "assistant", "content": "Arr!", "feedback": "love", "served_by": "gen-3"},
+                ],
+            }
+        )
+    )
     conv = run(tmp_path).conversations
     assert conv["conversation_id"].unique().to_list() == ["conv-7"]
     assert conv["role"].to_list() == ["system", "user", "assistant"]

@@ -244,9 +244,7 @@ def _handles(rng: random.Random, n: int) -> list[str]:
     out = []
     for i in range(n):
         f, last = rng.choice(FIRST), rng.choice(LAST)
-        out.append(
-            ["@" + f + last, f"@{f}_{last}", f"@{f}.{last}", f"@{f.capitalize()}{rng.randint(1, 999)}"][i % 4]
-        )
+        out.append(["@" + f + last, f"@{f}_{last}", f"@{f}.{last}", f"@{f.capitalize()}{rng.randint(1, 999)}"][i % 4])
     return out
 
 
@@ -461,12 +459,7 @@ def test_scrub_frame_nulls_other_columns_and_counts() -> None:
     assert out["body"].to_list() == [None, "plain words", "[EMAIL] and [HANDLE]", "call [PHONE] or [PHONE]"]
     assert out["pii_types"].to_list() == [[], [], ["EMAIL", "HANDLE"], ["PHONE"]]
     got = {r["pii_type"]: (r["items"], r["rows"]) for r in counts.iter_rows(named=True)}
-    assert (
-        got["PHONE"] == (2, 1)
-        and got["EMAIL"] == (1, 1)
-        and got["HANDLE"] == (1, 1)
-        and got["CARD"] == (0, 0)
-    )
+    assert got["PHONE"] == (2, 1) and got["EMAIL"] == (1, 1) and got["HANDLE"] == (1, 1) and got["CARD"] == (0, 0)
     with pytest.raises(ValueError, match="text_col"):
         scrub_frame(df)
     empty_out, empty_counts = scrub_frame(df.clear(), text_col="body")

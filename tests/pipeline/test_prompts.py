@@ -40,7 +40,7 @@ def conversations(rows: list[tuple]) -> pl.DataFrame:
                 "turn_index": idx,
                 "role": role,
                 "text": text,
-                "ts": dt.datetime(2024, 5, 1, 12, 0, idx % 60, tzinfo=dt.timezone.utc),
+                "ts": dt.datetime(2024, 5, 1, 12, 0, idx % 60, tzinfo=dt.UTC),
                 "user_hash": f"u_{conv}",
                 "character_id": "bob",
                 "source": "internal",
@@ -88,7 +88,12 @@ def test_merges_turns_and_labels_match_hand_computed_values():
     assert first["depth_after"] == 2
     assert first["thumbs"] == 1
     assert first["prompt_id"] == prompt_id("c1", 2)
-    assert (first["character_id"], first["user_hash"], first["source"], first["day"]) == ("bob", "u_c1", "internal", DAY)
+    assert (first["character_id"], first["user_hash"], first["source"], first["day"]) == (
+        "bob",
+        "u_c1",
+        "internal",
+        DAY,
+    )
 
     second = p[5]
     assert [m["role"] for m in second["history"]] == ["user", "assistant", "user"]
@@ -223,7 +228,9 @@ def test_bad_messages_are_dropped_one_by_one_without_crashing():
 
 
 def test_missing_optional_columns_are_tolerated_and_required_ones_named():
-    minimal = pl.DataFrame({"conversation_id": ["m", "m"], "turn_index": [0, 1], "role": ["user", "assistant"], "text": ["q", "a"]})
+    minimal = pl.DataFrame(
+        {"conversation_id": ["m", "m"], "turn_index": [0, 1], "role": ["user", "assistant"], "text": ["q", "a"]}
+    )
     prompts, _ = cut_prompts(minimal)
     assert prompts["served_response"].to_list() == ["a"]
     with pytest.raises(ValueError, match="text"):
@@ -232,7 +239,9 @@ def test_missing_optional_columns_are_tolerated_and_required_ones_named():
 
 def test_ids_depend_on_position_not_content_and_row_order_does_not_matter():
     base, _ = cut_prompts(conversations(HAND))
-    edited = conversations(HAND).with_columns(pl.col("text").str.to_uppercase()).sample(fraction=1.0, shuffle=True, seed=3)
+    edited = (
+        conversations(HAND).with_columns(pl.col("text").str.to_uppercase()).sample(fraction=1.0, shuffle=True, seed=3)
+    )
     again, _ = cut_prompts(edited)
     assert base["prompt_id"].to_list() == again["prompt_id"].to_list()
     assert again["last_user"].to_list()[0] == "HI\nTHERE"
@@ -273,7 +282,9 @@ def test_summary_counts_user_turns():
 def load_chitchat(path: Path) -> tuple[dict, pl.DataFrame]:
     """The corpus as a conversations frame: the first sender plays the user, the other the assistant."""
     raw = json.loads(gzip.decompress(path.read_bytes()))
-    cols: dict[str, list] = {k: [] for k in ("message_id", "conversation_id", "turn_index", "role", "text", "ts", "user_hash")}
+    cols: dict[str, list] = {
+        k: [] for k in ("message_id", "conversation_id", "turn_index", "role", "text", "ts", "user_hash")
+    }
     for cid, conv in raw.items():
         turns = conv.get("messages") or []
         if not turns or not turns[0]:
@@ -282,15 +293,29 @@ def load_chitchat(path: Path) -> tuple[dict, pl.DataFrame]:
         k = 0
         for turn in turns:
             for m in turn:
-                for key, value in zip(cols, (f"{cid}:{k}", cid, k, "user" if m["sender"] == user else "assistant",
-                                             m["text"], m["timestamp"], user)):
+                for key, value in zip(
+                    cols,
+                    (
+                        f"{cid}:{k}",
+                        cid,
+                        k,
+                        "user" if m["sender"] == user else "assistant",
+                        m["text"],
+                        m["timestamp"],
+                        user,
+                    ),
+                ):
                     cols[key].append(value)
                 k += 1
-    frame = pl.DataFrame(cols).with_columns(
-        pl.col("turn_index").cast(pl.Int32),
-        pl.col("ts").str.to_datetime(time_zone="UTC"),
-        pl.lit("external").alias("source"),
-    ).with_columns(pl.col("ts").dt.date().alias("day"))
+    frame = (
+        pl.DataFrame(cols)
+        .with_columns(
+            pl.col("turn_index").cast(pl.Int32),
+            pl.col("ts").str.to_datetime(time_zone="UTC"),
+            pl.lit("external").alias("source"),
+        )
+        .with_columns(pl.col("ts").dt.date().alias("day"))
+    )
     return raw, frame
 
 
@@ -375,12 +400,22 @@ def test_monologue_responses_are_dropped_with_a_reason():
     from pipeline.prompts import RESPONSE_TOO_LONG, PromptConfig, cut_prompts
 
     rows = [("user", "hi"), ("assistant", "x" * 300), ("user", "ok"), ("assistant", "fine")]
-    conv = pl.DataFrame({
-        "message_id": [f"m{i}" for i in range(4)], "conversation_id": ["c"] * 4, "turn_index": list(range(4)),
-        "role": [r for r, _ in rows], "text": [t for _, t in rows], "user_hash": ["u"] * 4,
-        "character_id": ["x"] * 4, "source": ["external"] * 4, "served_by": [None, "g", None, "g"],
-        "feedback": [None] * 4, "day": [date(2026, 1, 1)] * 4,
-    }, schema_overrides={"feedback": pl.Utf8, "served_by": pl.Utf8})
+    conv = pl.DataFrame(
+        {
+            "message_id": [f"m{i}" for i in range(4)],
+            "conversation_id": ["c"] * 4,
+            "turn_index": list(range(4)),
+            "role": [r for r, _ in rows],
+            "text": [t for _, t in rows],
+            "user_hash": ["u"] * 4,
+            "character_id": ["x"] * 4,
+            "source": ["external"] * 4,
+            "served_by": [None, "g", None, "g"],
+            "feedback": [None] * 4,
+            "day": [date(2026, 1, 1)] * 4,
+        },
+        schema_overrides={"feedback": pl.Utf8, "served_by": pl.Utf8},
+    )
     prompts, drops = cut_prompts(conv, PromptConfig(max_response_chars=100))
     assert prompts["last_user"].to_list() == ["ok"]
     assert drops["reason_code"].to_list() == [RESPONSE_TOO_LONG]

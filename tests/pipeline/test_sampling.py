@@ -23,7 +23,9 @@ from pipeline.sampling import (
 DAY = dt.date(2024, 5, 1)
 
 
-def prompts_frame(cluster_sizes: list[int], n_users: int = 400, internal_share: float = 0.5, seed: int = 0) -> pl.DataFrame:
+def prompts_frame(
+    cluster_sizes: list[int], n_users: int = 400, internal_share: float = 0.5, seed: int = 0
+) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     n = sum(cluster_sizes)
     clusters = np.repeat(np.arange(len(cluster_sizes)), cluster_sizes)
@@ -83,7 +85,9 @@ def test_sample_weight_restores_cell_sizes():
 
 def test_stratified_source_shares_are_met():
     frame = prompts_frame([400, 400, 200])
-    config = SamplingConfig(mode="stratified", retain_fraction=0.4, targets={"source": {"internal": 0.2, "external": 0.8}})
+    config = SamplingConfig(
+        mode="stratified", retain_fraction=0.4, targets={"source": {"internal": 0.2, "external": 0.8}}
+    )
     pool, drops, report = sample_pool(frame, config)
     assert pool.height == 400
     achieved = pool["source"].value_counts(normalize=True)
@@ -166,7 +170,9 @@ def test_deterministic_order_free_and_seeded():
 
 def test_no_user_on_both_sides_and_eval_slices_follow_source():
     frame = prompts_frame([2000, 1000], n_users=2000, seed=9)
-    pool, _, report = sample_pool(frame, SamplingConfig(retain_fraction=1.0, eval_fraction=0.2, internal_eval_fraction=0.2))
+    pool, _, report = sample_pool(
+        frame, SamplingConfig(retain_fraction=1.0, eval_fraction=0.2, internal_eval_fraction=0.2)
+    )
     sides = pool.group_by("user_hash").agg((pl.col("split") == "train").n_unique().alias("sides"))
     assert sides["sides"].max() == 1
     held = pool.filter(pl.col("split") != "train")
@@ -255,26 +261,34 @@ def chitchat_prompts(shared_data: Path) -> pl.DataFrame:
         user = turns[0][0]["sender"]
         msgs = [m for turn in turns for m in turn]
         rows += [(cid, k, "user" if m["sender"] == user else "assistant", m["text"], user) for k, m in enumerate(msgs)]
-    conversations = pl.DataFrame(rows, schema=["conversation_id", "turn_index", "role", "text", "user_hash"], orient="row")
+    conversations = pl.DataFrame(
+        rows, schema=["conversation_id", "turn_index", "role", "text", "user_hash"], orient="row"
+    )
     conversations = conversations.with_columns(
         pl.col("turn_index").cast(pl.Int32),
         # a fixed quarter of the users stand in for internal testers
         pl.when(pl.col("user_hash").str.slice(0, 1).is_in(["0", "1", "2", "3"]))
-        .then(pl.lit("internal")).otherwise(pl.lit("external")).alias("source"),
+        .then(pl.lit("internal"))
+        .otherwise(pl.lit("external"))
+        .alias("source"),
         pl.lit(DAY).alias("day"),
     )
     prompts, _ = cut_prompts(conversations)
     topic = pl.DataFrame({"conversation_id": list(topics), "topic": list(topics.values())})
-    return prompts.join(topic, on="conversation_id", how="left").with_columns(
-        pl.col("topic").rank("dense").cast(pl.Int32).alias("cluster_id")
-    ).drop("topic")
+    return (
+        prompts.join(topic, on="conversation_id", how="left")
+        .with_columns(pl.col("topic").rank("dense").cast(pl.Int32).alias("cluster_id"))
+        .drop("topic")
+    )
 
 
 def test_real_prompts_stratified_split_and_conservation(chitchat_prompts):
     frame = chitchat_prompts
     assert frame.height > 10_000
     config = SamplingConfig(
-        mode="stratified", retain_fraction=0.3, eval_fraction=0.15,
+        mode="stratified",
+        retain_fraction=0.3,
+        eval_fraction=0.15,
         targets={"source": {"internal": 0.2, "external": 0.8}},
     )
     pool, drops, report = sample_pool(frame, config)

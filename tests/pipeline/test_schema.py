@@ -7,8 +7,16 @@ from pipeline import schema
 
 
 def test_conform_casts_and_orders_columns():
-    df = pl.DataFrame({"raw": ["{}"], "line": [3], "day": [date(2026, 1, 2)], "source_file": ["a.jsonl"],
-                       "reason_code": ["invalid_json"], "detail": ["x"]})
+    df = pl.DataFrame(
+        {
+            "raw": ["{}"],
+            "line": [3],
+            "day": [date(2026, 1, 2)],
+            "source_file": ["a.jsonl"],
+            "reason_code": ["invalid_json"],
+            "detail": ["x"],
+        }
+    )
     out = schema.conform(df, schema.QUARANTINE)
     assert out.columns == schema.QUARANTINE.names()
     assert out.schema == schema.QUARANTINE

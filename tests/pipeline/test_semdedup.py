@@ -128,7 +128,9 @@ def test_cross_day_drops_rows_kept_earlier_and_reruns_are_stable(tmp_path):
     r3 = semantic_dedup(["x", "y"], np.vstack([near_copies(fresh[:1], 0.05, 13), day1[:1]]), cfg, day=D3, history=hist)
     assert dict(zip(r3.drops["row_id"], r3.drops["kept_id"])) == {"x": "d2-0", "y": "d1-0"}
     # a look-back window of one day no longer sees day 1
-    r3w = semantic_dedup(["y"], day1[:1], SemDedupConfig(lookback_days=1), day=D3, history=SemanticIndex(tmp_path / "semindex"))
+    r3w = semantic_dedup(
+        ["y"], day1[:1], SemDedupConfig(lookback_days=1), day=D3, history=SemanticIndex(tmp_path / "semindex")
+    )
     assert r3w.drops.height == 0
 
 
@@ -146,8 +148,14 @@ def test_real_embeddings_drop_variants_not_different_questions(tmp_path, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from pipeline.embed import EmbedConfig, embed_texts
 
-    texts = ["I am a student at BYU", "i am a student at byu.", "I love dogs", "I love cats",
-             "what is your favorite movie?", "what is your favorite book?"]
+    texts = [
+        "I am a student at BYU",
+        "i am a student at byu.",
+        "I love dogs",
+        "I love cats",
+        "what is your favorite movie?",
+        "what is your favorite book?",
+    ]
     v = embed_texts(texts, EmbedConfig(model_dir=str(tmp_path), progress=False))
     res = semantic_dedup([f"t{i}" for i in range(6)], v, day=D1, texts=texts)
     assert dict(zip(res.drops["row_id"], res.drops["kept_id"])) in ({"t1": "t0"}, {"t0": "t1"})

@@ -75,8 +75,12 @@ def test_folder_day_detection(tmp_path):
 def test_hf_dataset_from_disk(tmp_path):
     import datasets
 
-    rows = {"messages": [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "answer"}]
-                         for i in range(30)]}
+    rows = {
+        "messages": [
+            [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "answer"}]
+            for i in range(30)
+        ]
+    }
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
     cfg = SourceConfig(kind="hf_dataset", path=str(tmp_path / "ds"), end_date="2026-02-03", replay_days=3)
     days = available_days(cfg)
@@ -92,7 +96,10 @@ def test_hf_dataset_from_disk(tmp_path):
 def test_hf_dataset_with_timestamps_and_custom_column(tmp_path):
     import datasets
 
-    rows = {"chat": [[{"role": "user", "content": "hi"}]] * 2, "timestamp": ["2026-05-01T08:00:00Z", "2026-05-02T09:00:00Z"]}
+    rows = {
+        "chat": [[{"role": "user", "content": "hi"}]] * 2,
+        "timestamp": ["2026-05-01T08:00:00Z", "2026-05-02T09:00:00Z"],
+    }
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
     cfg = SourceConfig(kind="hf_dataset", path=str(tmp_path / "ds"), messages_column="chat")
     assert available_days(cfg) == [date(2026, 5, 1), date(2026, 5, 2)]

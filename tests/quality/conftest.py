@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
 import polars as pl
@@ -27,7 +27,7 @@ BOT_TEXTS = [
 
 def make_conversations(n_conv: int = 12, turns: int = 6) -> pl.DataFrame:
     rows = []
-    t0 = datetime(2024, 5, 1, 9, tzinfo=timezone.utc)
+    t0 = datetime(2024, 5, 1, 9, tzinfo=UTC)
     for c in range(n_conv):
         for t in range(turns):
             user = t % 2 == 0

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ def test_json_safe_unwraps_and_cuts():
     assert json_safe(np.int64(3)) == 3 and isinstance(json_safe(np.int64(3)), int)
     assert json_safe(np.array([1.5, 2.5])) == [1.5, 2.5]
     assert json_safe(date(2024, 5, 1)) == "2024-05-01"
-    assert json_safe(datetime(2024, 5, 1, tzinfo=timezone.utc)).startswith("2024-05-01T00:00")
+    assert json_safe(datetime(2024, 5, 1, tzinfo=UTC)).startswith("2024-05-01T00:00")
     assert json_safe(float("nan")) == "nan"
     cut = json_safe("x" * 500, 20)
     assert cut.startswith("x" * 20) and cut.endswith("(500 chars)")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
@@ -148,7 +148,7 @@ def test_real_chitchat_messages_pass(shared_data):
                 )
                 i += 1
     df = pl.DataFrame(rows).with_columns(
-        ts=pl.lit(datetime(2018, 1, 1, tzinfo=timezone.utc), dtype=schema.TS),
+        ts=pl.lit(datetime(2018, 1, 1, tzinfo=UTC), dtype=schema.TS),
         **{c: pl.lit(None, dtype=pl.Utf8) for c in ("character_id", "served_by", "surface", "feedback")},
     )
     df = schema.conform(df, schema.CONVERSATIONS)

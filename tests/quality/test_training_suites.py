@@ -42,16 +42,26 @@ def _sft_frame() -> pl.DataFrame:
 def _pairs() -> pl.DataFrame:
     """Every pair the builder considered (kept and dropped), from candidates and human annotations."""
     prompts = prompts_frame(4)
-    c = cands([
-        ("p0", 0, "a warm, kind answer", 0.9), ("p0", 1, "ok", 0.2),
-        ("p1", 0, "x" * 300, 0.9), ("p1", 1, "short", 0.1),
-        ("p2", 0, "sure thing!", 0.7), ("p2", 1, "nope", 0.3),
-        ("p3", 0, "same", 0.5), ("p3", 1, "same again", 0.5),
-    ])
+    c = cands(
+        [
+            ("p0", 0, "a warm, kind answer", 0.9),
+            ("p0", 1, "ok", 0.2),
+            ("p1", 0, "x" * 300, 0.9),
+            ("p1", 1, "short", 0.1),
+            ("p2", 0, "sure thing!", 0.7),
+            ("p2", 1, "nope", 0.3),
+            ("p3", 0, "same", 0.5),
+            ("p3", 1, "same again", 0.5),
+        ]
+    )
     ann = pl.DataFrame(
         {
-            "pair_id": ["h1"], "prompt": [[{"role": "user", "content": "hi"}]], "chosen": ["hello there!"],
-            "rejected": ["go away"], "source": ["human"], "margin": [None],
+            "pair_id": ["h1"],
+            "prompt": [[{"role": "user", "content": "hi"}]],
+            "chosen": ["hello there!"],
+            "rejected": ["go away"],
+            "source": ["human"],
+            "margin": [None],
         },
         schema_overrides={"margin": pl.Float64, "prompt": pl.List(schema.MESSAGE)},
     )

@@ -21,8 +21,12 @@ from pipeline import schema
 from training.policy.models import TinyLlamaConfig, build_tiny_policy
 
 # Tiny models run fastest on one thread, and a shared 2-core machine makes extra threads spin and crawl.
-ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                  "HF_HUB_OFFLINE": "1"}
+ONE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,8 +41,17 @@ def one_cpu_thread():
 TOPICS = ["pizza", "hiking", "movies", "music", "cats", "the beach", "football", "books", "coffee", "travel"]
 
 TINY = TinyLlamaConfig(
-    vocab_size=512, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=256,
-    pretrain_steps=40, pretrain_batch_size=4, pretrain_seq_len=64, pretrain_lr=5e-3, device="cpu",
+    vocab_size=512,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=256,
+    pretrain_steps=40,
+    pretrain_batch_size=4,
+    pretrain_seq_len=64,
+    pretrain_lr=5e-3,
+    device="cpu",
 )
 
 
@@ -75,13 +88,28 @@ def prompts_frame(n: int = 3, day: dt.date = dt.date(2024, 5, 1)) -> pl.DataFram
         history = [{"role": "user", "content": f"hi! do you like {topic}?"}]
         if i % 2:
             history += [{"role": "assistant", "content": "sure I do."}, {"role": "user", "content": "why?"}]
-        rows.append({
-            "prompt_id": f"p{i}", "conversation_id": f"c{i}", "cut_turn": len(history) - 1, "history": history,
-            "system": "You are Robin." if i % 3 == 0 else None, "character_id": "robin", "user_hash": f"u{i}",
-            "source": "internal", "text": "", "last_user": history[-1]["content"],
-            "served_response": f"I like {topic} a lot, it is fun.", "served_by": "gen0", "continued": True,
-            "reply_len": 20, "depth_after": 3, "thumbs": None, "day": day, "split": "train",
-        })
+        rows.append(
+            {
+                "prompt_id": f"p{i}",
+                "conversation_id": f"c{i}",
+                "cut_turn": len(history) - 1,
+                "history": history,
+                "system": "You are Robin." if i % 3 == 0 else None,
+                "character_id": "robin",
+                "user_hash": f"u{i}",
+                "source": "internal",
+                "text": "",
+                "last_user": history[-1]["content"],
+                "served_response": f"I like {topic} a lot, it is fun.",
+                "served_by": "gen0",
+                "continued": True,
+                "reply_len": 20,
+                "depth_after": 3,
+                "thumbs": None,
+                "day": day,
+                "split": "train",
+            }
+        )
     frame = pl.DataFrame(rows, schema={**dict(schema.PROMPTS), "split": pl.Utf8})
     return frame
 
@@ -98,10 +126,20 @@ def candidates_frame(prompts: pl.DataFrame, per_prompt: int = 3) -> pl.DataFrame
 
     replies = ["I love that, tell me more!", "ok", "that sounds fun, what else do you enjoy?", "sure thing"]
     rows = [
-        {"prompt_id": pid, "generator": "gen0", "sample_idx": i, "text": replies[(k + i) % len(replies)],
-         "rm_pointwise": float(i + k % 3) / 3, "p_continue": None, "n_chars": 0, "n_emoji": 0, "has_list": False,
-         "n_tokens": 5}
-        for k, pid in enumerate(prompts["prompt_id"]) for i in range(per_prompt)
+        {
+            "prompt_id": pid,
+            "generator": "gen0",
+            "sample_idx": i,
+            "text": replies[(k + i) % len(replies)],
+            "rm_pointwise": float(i + k % 3) / 3,
+            "p_continue": None,
+            "n_chars": 0,
+            "n_emoji": 0,
+            "has_list": False,
+            "n_tokens": 5,
+        }
+        for k, pid in enumerate(prompts["prompt_id"])
+        for i in range(per_prompt)
     ]
     return pl.DataFrame(rows, schema=CANDIDATES)
 
@@ -109,7 +147,11 @@ def candidates_frame(prompts: pl.DataFrame, per_prompt: int = 3) -> pl.DataFrame
 def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
     """SFT, preference and RL-pool datasets built by the real builders and saved under `root`."""
     from training.policy.datasets_build import (
-        PreferenceBuildConfig, SFTBuildConfig, build_preference_dataset, build_sft_dataset, select_rl_prompts,
+        PreferenceBuildConfig,
+        SFTBuildConfig,
+        build_preference_dataset,
+        build_sft_dataset,
+        select_rl_prompts,
     )
 
     prompts = prompts_frame(n_prompts)
@@ -117,8 +159,13 @@ def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
     sft = build_sft_dataset(prompts, cands, SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 1.0}))
     prefs = build_preference_dataset(prompts, cands, PreferenceBuildConfig(max_length_delta=1000))
     rl = select_rl_prompts(prompts, cands)
-    return {"sft": str(sft.save(root / "sft")), "prefs": str(prefs.save(root / "prefs")),
-            "rl": str(rl.save(root / "rl")), "rl_rows": len(rl.dataset), "prefs_rows": len(prefs.dataset)}
+    return {
+        "sft": str(sft.save(root / "sft")),
+        "prefs": str(prefs.save(root / "prefs")),
+        "rl": str(rl.save(root / "rl")),
+        "rl_rows": len(rl.dataset),
+        "prefs_rows": len(prefs.dataset),
+    }
 
 
 def cands(rows: list[tuple[str, int, str, float | None]]) -> pl.DataFrame:
@@ -126,9 +173,23 @@ def cands(rows: list[tuple[str, int, str, float | None]]) -> pl.DataFrame:
     from training.policy.candidates import CANDIDATES
 
     return pl.DataFrame(
-        [{"prompt_id": p, "generator": "gen1", "sample_idx": i, "text": t, "rm_pointwise": s, "p_continue": None,
-          "n_chars": len(t), "n_emoji": 0, "has_list": False, "n_tokens": 5} for p, i, t, s in rows],
-        schema=CANDIDATES)
+        [
+            {
+                "prompt_id": p,
+                "generator": "gen1",
+                "sample_idx": i,
+                "text": t,
+                "rm_pointwise": s,
+                "p_continue": None,
+                "n_chars": len(t),
+                "n_emoji": 0,
+                "has_list": False,
+                "n_tokens": 5,
+            }
+            for p, i, t, s in rows
+        ],
+        schema=CANDIDATES,
+    )
 
 
 def drop_reasons(result) -> dict[str, str]:

@@ -19,10 +19,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from evaluation.style import style_features
 from pipeline import schema
 from pipeline.device import describe_device, resolve_device
 from training.policy.models import PolicyConfig, chat_messages, load_model, load_tokenizer
-from evaluation.style import style_features
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
 
@@ -88,8 +88,11 @@ def _as_policy(spec: str | Path | PolicyConfig, device: str, cpu_threads: int | 
     return PolicyConfig(model_name_or_path=str(spec), device=device, cpu_threads=cpu_threads)
 
 
-def generator_pool(generators: Mapping[str, str | Path | PolicyConfig] | Sequence[str | Path | PolicyConfig],
-                   device: str = "auto", cpu_threads: int | None = None) -> dict[str, PolicyConfig]:
+def generator_pool(
+    generators: Mapping[str, str | Path | PolicyConfig] | Sequence[str | Path | PolicyConfig],
+    device: str = "auto",
+    cpu_threads: int | None = None,
+) -> dict[str, PolicyConfig]:
     """Name -> policy. A list is named by each directory's last path part."""
     if isinstance(generators, Mapping):
         return {str(k): _as_policy(v, device, cpu_threads) for k, v in generators.items()}
@@ -107,14 +110,19 @@ def valid_prompts(prompts: pl.DataFrame, stage: str = STAGE) -> tuple[pl.DataFra
     """Prompts whose history is non-empty and ends in a user turn; the rest as DROPS rows."""
     last_role = pl.col("history").list.last().struct.field("role")
     reason = (
-        pl.when(pl.col("history").is_null() | (pl.col("history").list.len() == 0)).then(pl.lit("empty_history"))
-        .when(last_role.is_null() | (last_role != "user")).then(pl.lit("not_ending_in_user"))
+        pl.when(pl.col("history").is_null() | (pl.col("history").list.len() == 0))
+        .then(pl.lit("empty_history"))
+        .when(last_role.is_null() | (last_role != "user"))
+        .then(pl.lit("not_ending_in_user"))
         .otherwise(pl.lit(None, pl.Utf8))
     )
     tagged = prompts.with_columns(_reason=reason)
     drops = tagged.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("day"), pl.lit(stage).alias("stage"), pl.col("prompt_id").alias("row_id"),
-        pl.col("_reason").alias("reason_code"), pl.lit(None, pl.Utf8).alias("kept_id"),
+        pl.col("day"),
+        pl.lit(stage).alias("stage"),
+        pl.col("prompt_id").alias("row_id"),
+        pl.col("_reason").alias("reason_code"),
+        pl.lit(None, pl.Utf8).alias("kept_id"),
         pl.lit("a prompt must end with a user turn").alias("detail"),
     )
     return tagged.filter(pl.col("_reason").is_null()).drop("_reason"), schema.conform(drops, schema.DROPS)
@@ -123,10 +131,11 @@ def valid_prompts(prompts: pl.DataFrame, stage: str = STAGE) -> tuple[pl.DataFra
 def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[int]:
     """Token ids of the generation prompt, cutting the oldest turns (never the system card) until it fits."""
     system = [m for m in messages[:1] if m["role"] == "system"]
-    turns = messages[len(system):]
+    turns = messages[len(system) :]
     while True:
-        ids = tokenizer.apply_chat_template(system + turns, add_generation_prompt=True, tokenize=True,
-                                            return_dict=False)
+        ids = tokenizer.apply_chat_template(
+            system + turns, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         if len(ids) <= max_tokens or len(turns) <= 1:
             break
         turns = turns[1:]
@@ -161,8 +170,9 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
-def sample_replies(policy: PolicyConfig, prompt_messages: list[list[dict]], cfg: CandidateConfig
-                   ) -> tuple[list[list[str]], list[list[int]], dict[str, Any]]:
+def sample_replies(
+    policy: PolicyConfig, prompt_messages: list[list[dict]], cfg: CandidateConfig
+) -> tuple[list[list[str]], list[list[int]], dict[str, Any]]:
     """`num_samples` sampled replies per prompt from one policy, with per-reply token counts and timing."""
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(policy, padding_side="left")
@@ -173,17 +183,23 @@ def sample_replies(policy: PolicyConfig, prompt_messages: list[list[dict]], cfg:
     n_tokens: list[list[int]] = []
     gen_tokens, gen_seconds = 0, 0.0
     for start in range(0, len(prompt_messages), cfg.batch_size):
-        chunk = prompt_messages[start:start + cfg.batch_size]
+        chunk = prompt_messages[start : start + cfg.batch_size]
         encoded = [{"input_ids": fit_prompt(tokenizer, m, cfg.max_prompt_tokens)} for m in chunk]
         batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(device)
         t0 = time.perf_counter()
         out = model.generate(
-            **batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-            max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos),
+            **batch,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.num_samples,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=sorted(eos),
         )
         gen_seconds += time.perf_counter() - t0
-        gen = out[:, batch["input_ids"].shape[1]:].cpu()
+        gen = out[:, batch["input_ids"].shape[1] :].cpu()
         lengths = _reply_lengths(gen, eos)
         gen_tokens += sum(lengths)
         decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
@@ -192,8 +208,10 @@ def sample_replies(policy: PolicyConfig, prompt_messages: list[list[dict]], cfg:
             texts.append([t.strip() for t in decoded[rows]])
             n_tokens.append(lengths[rows])
     stats = {
-        "prompts": len(prompt_messages), "samples": len(prompt_messages) * cfg.num_samples,
-        "gen_tokens": gen_tokens, "gen_seconds": round(gen_seconds, 3),
+        "prompts": len(prompt_messages),
+        "samples": len(prompt_messages) * cfg.num_samples,
+        "gen_tokens": gen_tokens,
+        "gen_seconds": round(gen_seconds, 3),
         "tokens_per_s": round(gen_tokens / gen_seconds, 1) if gen_seconds > 0 else None,
         "device": describe_device(cfg.device),
     }
@@ -244,20 +262,31 @@ def generate_candidates(
         rm = _score(score_fn, flat_ctx, flat_txt, "score_fn")
         pc = _score(continue_fn, flat_ctx, flat_txt, "continue_fn")
         style = [style_features(t) for t in flat_txt]
-        frames.append(pl.DataFrame({
-            "prompt_id": [p for p, ts in zip(ids, texts, strict=True) for _ in ts],
-            "generator": [name] * len(flat_txt),
-            "sample_idx": [i for ts in texts for i in range(len(ts))],
-            "text": flat_txt, "rm_pointwise": rm, "p_continue": pc,
-            "n_chars": [s["n_chars"] for s in style], "n_emoji": [s["n_emoji"] for s in style],
-            "has_list": [s["has_list"] for s in style], "n_tokens": [n for ns in n_tokens for n in ns],
-        }, schema_overrides={"rm_pointwise": pl.Float64, "p_continue": pl.Float64}))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "prompt_id": [p for p, ts in zip(ids, texts, strict=True) for _ in ts],
+                    "generator": [name] * len(flat_txt),
+                    "sample_idx": [i for ts in texts for i in range(len(ts))],
+                    "text": flat_txt,
+                    "rm_pointwise": rm,
+                    "p_continue": pc,
+                    "n_chars": [s["n_chars"] for s in style],
+                    "n_emoji": [s["n_emoji"] for s in style],
+                    "has_list": [s["has_list"] for s in style],
+                    "n_tokens": [n for ns in n_tokens for n in ns],
+                },
+                schema_overrides={"rm_pointwise": pl.Float64, "p_continue": pl.Float64},
+            )
+        )
         stats[name] = gen_stats
     frame = schema.conform(pl.concat(frames), CANDIDATES) if frames else schema.empty(CANDIDATES)
     total_tokens = sum(s["gen_tokens"] for s in stats.values())
     total_s = sum(s["gen_seconds"] for s in stats.values())
     summary = {
-        "generators": stats, "rows": frame.height, "prompts_dropped": drops.height,
+        "generators": stats,
+        "rows": frame.height,
+        "prompts_dropped": drops.height,
         "tokens_per_s": round(total_tokens / total_s, 1) if total_s > 0 else None,
     }
     return CandidateResult(frame=frame, drops=drops, stats=summary)

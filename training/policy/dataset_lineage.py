@@ -39,8 +39,18 @@ class BuildResult:
 def drops_frame(rows: list[dict], stage: str) -> pl.DataFrame:
     """DROPS rows from dicts with row_id, reason_code and optionally day, kept_id, detail."""
     frame = pl.DataFrame(
-        [{"day": r.get("day"), "stage": stage, "row_id": r["row_id"], "reason_code": r["reason_code"],
-          "kept_id": r.get("kept_id"), "detail": r.get("detail")} for r in rows] or None,
+        [
+            {
+                "day": r.get("day"),
+                "stage": stage,
+                "row_id": r["row_id"],
+                "reason_code": r["reason_code"],
+                "kept_id": r.get("kept_id"),
+                "detail": r.get("detail"),
+            }
+            for r in rows
+        ]
+        or None,
         schema=schema.DROPS,
     )
     return schema.conform(frame, schema.DROPS)
@@ -92,7 +102,8 @@ def to_dataset(rows: list[dict], columns: dict[str, Any]):
     """A datasets.Dataset with explicit features, so an empty build still has the right columns."""
     import datasets
 
-    features = {name: (messages_feature() if kind == "messages" else datasets.Value(kind))
-                for name, kind in columns.items()}
+    features = {
+        name: (messages_feature() if kind == "messages" else datasets.Value(kind)) for name, kind in columns.items()
+    }
     data = {name: [r[name] for r in rows] for name in columns}
     return datasets.Dataset.from_dict(data, features=datasets.Features(features))

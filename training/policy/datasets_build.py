@@ -19,13 +19,19 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
+from evaluation.style import StyleGuards, count_emoji
 from pipeline import schema
 from training.policy.dataset_lineage import (
-    BuildResult, content_hash, counts_by_reason, drops_frame, frame_hash, split_filter, to_dataset,
+    BuildResult,
+    content_hash,
+    counts_by_reason,
+    drops_frame,
+    frame_hash,
+    split_filter,
+    to_dataset,
 )
 from training.policy.models import chat_messages
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts  # noqa: F401  (one import place)
-from evaluation.style import StyleGuards, count_emoji
 
 PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
@@ -46,7 +52,6 @@ PREFERENCE_PAIRS = pl.Schema(
         "drop_reason": pl.Utf8,
     }
 )
-
 
 
 def privacy_pii_check() -> PiiCheck | None:
@@ -90,13 +95,18 @@ class SFTBuildConfig:
     )
     guards: StyleGuards = field(default_factory=StyleGuards, metadata={"help": "Length/emoji/list bounds."})
     served_min_depth: int = field(
-        default=2, metadata={"help": "A served reply is engaged when the user continued and the conversation "
-                             "went on for at least this many turns after it (and no thumbs-down)."}
+        default=2,
+        metadata={
+            "help": "A served reply is engaged when the user continued and the conversation "
+            "went on for at least this many turns after it (and no thumbs-down)."
+        },
     )
     mix: dict[str, float] = field(
         default_factory=lambda: {"rejection_sampled": 0.7, "served_engaged": 0.2, "rewrite": 0.1},
-        metadata={"help": f"Target share of each source in {SFT_SOURCES}. Shares are met exactly among sources "
-                  "that have rows (surplus rows dropped as mix_ratio_cap); empty sources are left out."},
+        metadata={
+            "help": f"Target share of each source in {SFT_SOURCES}. Shares are met exactly among sources "
+            "that have rows (surplus rows dropped as mix_ratio_cap); empty sources are left out."
+        },
     )
     max_examples: int | None = field(default=None, metadata={"help": "Cap on the mixture size."})
     train_splits: tuple[str, ...] = field(
@@ -133,8 +143,11 @@ def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None
 
 def _rejection_sample(candidates, by_id, split_dropped, floor, guards, pii_check, pool, drop_rows) -> None:
     """Per prompt, candidates best-first: the first that clears floor and guards is kept, the rest are not_best."""
-    ordered = candidates.sort(["prompt_id", "rm_pointwise", "generator", "sample_idx"],
-                              descending=[False, True, False, False], nulls_last=True)
+    ordered = candidates.sort(
+        ["prompt_id", "rm_pointwise", "generator", "sample_idx"],
+        descending=[False, True, False, False],
+        nulls_last=True,
+    )
     for (pid,), group in ordered.group_by("prompt_id", maintain_order=True):
         prompt = by_id.get(pid)
         day = prompt["day"] if prompt else None
@@ -154,8 +167,15 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, guards, pii_check
                 reason = guards.reason(cand["text"], pii_check)
             if reason is None:
                 chosen_id = cid
-                pool.append({"prompt_id": pid, "response": cand["text"], "row_id": cid,
-                             "rank": -cand["rm_pointwise"], "day": day})
+                pool.append(
+                    {
+                        "prompt_id": pid,
+                        "response": cand["text"],
+                        "row_id": cid,
+                        "rank": -cand["rm_pointwise"],
+                        "day": day,
+                    }
+                )
             else:
                 drop_rows.append({"day": day, "row_id": cid, "reason_code": reason})
 
@@ -188,19 +208,30 @@ def build_sft_dataset(
     floor = cfg.min_score
     if floor is None:
         floor = float(scores.quantile(cfg.min_score_quantile)) if len(scores) else 0.0
-    _rejection_sample(candidates, by_id, split_dropped, floor, cfg.guards, pii_check,
-                      pools["rejection_sampled"], drop_rows)
+    _rejection_sample(
+        candidates, by_id, split_dropped, floor, cfg.guards, pii_check, pools["rejection_sampled"], drop_rows
+    )
 
     for p in by_id.values():
         rid = f"{p['prompt_id']}/served"
-        engaged = (bool(p.get("continued")) and (p.get("depth_after") or 0) >= cfg.served_min_depth
-                   and (p.get("thumbs") is None or p["thumbs"] >= 0))
+        engaged = (
+            bool(p.get("continued"))
+            and (p.get("depth_after") or 0) >= cfg.served_min_depth
+            and (p.get("thumbs") is None or p["thumbs"] >= 0)
+        )
         reason = cfg.guards.reason(p.get("served_response"), pii_check) if engaged else "low_engagement"
         if reason:
             drop_rows.append({"day": p["day"], "row_id": rid, "reason_code": reason})
         else:
-            pools["served_engaged"].append({"prompt_id": p["prompt_id"], "response": p["served_response"],
-                                            "row_id": rid, "rank": -(p.get("depth_after") or 0), "day": p["day"]})
+            pools["served_engaged"].append(
+                {
+                    "prompt_id": p["prompt_id"],
+                    "response": p["served_response"],
+                    "row_id": rid,
+                    "rank": -(p.get("depth_after") or 0),
+                    "day": p["day"],
+                }
+            )
 
     text_col = "rewrite" if rewrites is not None and "rewrite" in rewrites.columns else "text"
     for i, r in enumerate(rewrites.iter_rows(named=True) if rewrites is not None else []):
@@ -220,40 +251,61 @@ def build_sft_dataset(
         if reason:
             drop_rows.append({"day": day, "row_id": rid, "reason_code": reason})
         else:
-            pools["rewrite"].append({"prompt_id": r["prompt_id"], "response": r[text_col], "row_id": rid,
-                                     "rank": i, "day": day, "context": context})
+            pools["rewrite"].append(
+                {
+                    "prompt_id": r["prompt_id"],
+                    "response": r[text_col],
+                    "row_id": rid,
+                    "rank": i,
+                    "day": day,
+                    "context": context,
+                }
+            )
 
     for rows in pools.values():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
     kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples)
     drop_rows += surplus
     rows = sorted(
-        ({"messages": (r.get("context") or _context(by_id[r["prompt_id"]]))
-          + [{"role": "assistant", "content": r["response"]}],
-          "source": source, "prompt_id": r["prompt_id"], "row_id": r["row_id"]}
-         for source in SFT_SOURCES for r in kept[source]),
+        (
+            {
+                "messages": (r.get("context") or _context(by_id[r["prompt_id"]]))
+                + [{"role": "assistant", "content": r["response"]}],
+                "source": source,
+                "prompt_id": r["prompt_id"],
+                "row_id": r["row_id"],
+            }
+            for source in SFT_SOURCES
+            for r in kept[source]
+        ),
         key=lambda r: r["row_id"],
     )
     drops = drops_frame(drop_rows, stage)
     total = len(rows)
     manifest = {
-        "kind": "sft", "rows": total, "score_floor": floor,
+        "kind": "sft",
+        "rows": total,
+        "score_floor": floor,
         "rows_by_source": {s: len(kept[s]) for s in SFT_SOURCES},
         "available_by_source": {s: len(pools[s]) for s in SFT_SOURCES},
         "ratios_target": targets,
         "ratios_achieved": {s: (len(kept[s]) / total if total else 0.0) for s in SFT_SOURCES},
         "missing_sources": [s for s, v in cfg.mix.items() if v > 0 and not pools[s]],
-        "drops_by_reason": counts_by_reason(drops), "pii_guard": pii_check is not None,
+        "drops_by_reason": counts_by_reason(drops),
+        "pii_guard": pii_check is not None,
         "content_hash": content_hash([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
-        "parents": {"prompts": frame_hash(prompts.select("prompt_id")),
-                    "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx",
-                                                               "rm_pointwise")),
-                    **(parents or {})},
+        "parents": {
+            "prompts": frame_hash(prompts.select("prompt_id")),
+            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            **(parents or {}),
+        },
         "config": asdict(cfg),
     }
     dataset = to_dataset(rows, {"messages": "messages", "source": "string", "prompt_id": "string"})
-    frame = pl.DataFrame([{k: r[k] for k in ("row_id", "prompt_id", "source")} for r in rows] or None,
-                         schema={"row_id": pl.Utf8, "prompt_id": pl.Utf8, "source": pl.Utf8})
+    frame = pl.DataFrame(
+        [{k: r[k] for k in ("row_id", "prompt_id", "source")} for r in rows] or None,
+        schema={"row_id": pl.Utf8, "prompt_id": pl.Utf8, "source": pl.Utf8},
+    )
     return BuildResult(dataset=dataset, frame=frame, drops=drops, manifest=manifest)
 
 
@@ -267,8 +319,11 @@ class PreferenceBuildConfig:
         default=0.0, metadata={"help": "Candidate pairs need best - worst score above this (ties never pass)."}
     )
     max_length_delta: int = field(
-        default=200, metadata={"help": "Pairs whose chosen and rejected lengths differ by more characters than "
-                               "this are dropped (length_delta), so DPO does not learn 'longer is better'."}
+        default=200,
+        metadata={
+            "help": "Pairs whose chosen and rejected lengths differ by more characters than "
+            "this are dropped (length_delta), so DPO does not learn 'longer is better'."
+        },
     )
     max_emoji_delta: int = field(
         default=2, metadata={"help": "Pairs whose emoji counts differ by more than this are dropped (emoji_delta)."}
@@ -338,38 +393,78 @@ def build_preference_dataset(
             continue
         ranked = group.sort("rm_pointwise", descending=True, maintain_order=True)
         best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
-        pairs.append(_with_deltas({
-            "pair_id": f"{pid}/pair", "prompt_id": pid, "prompt": chat_messages(p["system"], p["history"]),
-            "chosen": best["text"], "rejected": worst["text"], "source": "candidates",
-            "margin": best["rm_pointwise"] - worst["rm_pointwise"], "day": p["day"],
-        }))
+        pairs.append(
+            _with_deltas(
+                {
+                    "pair_id": f"{pid}/pair",
+                    "prompt_id": pid,
+                    "prompt": chat_messages(p["system"], p["history"]),
+                    "chosen": best["text"],
+                    "rejected": worst["text"],
+                    "source": "candidates",
+                    "margin": best["rm_pointwise"] - worst["rm_pointwise"],
+                    "day": p["day"],
+                }
+            )
+        )
     for r in annotation_pairs.iter_rows(named=True) if annotation_pairs is not None else []:
-        pairs.append(_with_deltas({
-            "pair_id": str(r["pair_id"]), "prompt_id": r.get("prompt_id"), "prompt": r["prompt"] or [],
-            "chosen": r["chosen"], "rejected": r["rejected"], "source": r.get("source") or "annotation",
-            "margin": r.get("margin"), "day": r.get("day"),
-        }))
+        pairs.append(
+            _with_deltas(
+                {
+                    "pair_id": str(r["pair_id"]),
+                    "prompt_id": r.get("prompt_id"),
+                    "prompt": r["prompt"] or [],
+                    "chosen": r["chosen"],
+                    "rejected": r["rejected"],
+                    "source": r.get("source") or "annotation",
+                    "margin": r.get("margin"),
+                    "day": r.get("day"),
+                }
+            )
+        )
     for pair in pairs:
         pair["drop_reason"] = _pair_reason(pair, cfg, pii_check)
         if pair["drop_reason"]:
-            drop_rows.append({"day": pair["day"], "row_id": pair["pair_id"], "reason_code": pair["drop_reason"],
-                              "detail": f"delta_len={pair['delta_len']} delta_emoji={pair['delta_emoji']}"})
+            drop_rows.append(
+                {
+                    "day": pair["day"],
+                    "row_id": pair["pair_id"],
+                    "reason_code": pair["drop_reason"],
+                    "detail": f"delta_len={pair['delta_len']} delta_emoji={pair['delta_emoji']}",
+                }
+            )
     kept = [p for p in pairs if p["drop_reason"] is None]
-    rows = [{"prompt": p["prompt"], "chosen": [{"role": "assistant", "content": p["chosen"]}],
-             "rejected": [{"role": "assistant", "content": p["rejected"]}], "pair_id": p["pair_id"],
-             "source": p["source"]} for p in kept]
-    frame = schema.conform(pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None,
-                                        schema=PREFERENCE_PAIRS), PREFERENCE_PAIRS)
+    rows = [
+        {
+            "prompt": p["prompt"],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "pair_id": p["pair_id"],
+            "source": p["source"],
+        }
+        for p in kept
+    ]
+    frame = schema.conform(
+        pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None, schema=PREFERENCE_PAIRS),
+        PREFERENCE_PAIRS,
+    )
     drops = drops_frame(drop_rows, stage)
     manifest = {
-        "kind": "preference", "rows": len(rows), "pairs_considered": len(pairs),
+        "kind": "preference",
+        "rows": len(rows),
+        "pairs_considered": len(pairs),
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
-        "drops_by_reason": counts_by_reason(drops), "pii_guard": pii_check is not None,
+        "drops_by_reason": counts_by_reason(drops),
+        "pii_guard": pii_check is not None,
         "content_hash": content_hash([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
-        "parents": {"candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx",
-                                                               "rm_pointwise")), **(parents or {})},
+        "parents": {
+            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            **(parents or {}),
+        },
         "config": asdict(cfg),
     }
-    dataset = to_dataset(rows, {"prompt": "messages", "chosen": "messages", "rejected": "messages",
-                                "pair_id": "string", "source": "string"})
+    dataset = to_dataset(
+        rows,
+        {"prompt": "messages", "chosen": "messages", "rejected": "messages", "pair_id": "string", "source": "string"},
+    )
     return BuildResult(dataset=dataset, frame=frame, drops=drops, manifest=manifest)

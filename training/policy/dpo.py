@@ -17,11 +17,30 @@ from typing import Any
 
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_runner import (
-    MetricsRecorder, StageConfig, finish_stage, load_train_dataset, quiet_console, stage_main, trainer_kwargs,
+    MetricsRecorder,
+    StageConfig,
+    finish_stage,
+    load_train_dataset,
+    quiet_console,
+    stage_main,
+    trainer_kwargs,
 )
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "aot", "apo_zero", "apo_down",
-              "exo_pair", "nca_pair", "discopop", "sigmoid_norm")
+DPO_LOSSES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "apo_zero",
+    "apo_down",
+    "exo_pair",
+    "nca_pair",
+    "discopop",
+    "sigmoid_norm",
+)
 
 
 @dataclass
@@ -62,8 +81,11 @@ def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[st
     ref_model = None
     if not cfg.use_lora:
         same = cfg.ref_model_name_or_path in (None, cfg.model_name_or_path)
-        ref_cfg = replace(cfg, model_name_or_path=cfg.ref_model_name_or_path or cfg.model_name_or_path,
-                          gguf_file=cfg.gguf_file if same else None)
+        ref_cfg = replace(
+            cfg,
+            model_name_or_path=cfg.ref_model_name_or_path or cfg.model_name_or_path,
+            gguf_file=cfg.gguf_file if same else None,
+        )
         # Loaded explicitly: TRL would otherwise rebuild it from the config's path, which fails for GGUF files.
         ref_model = load_model(ref_cfg).eval()
     dataset = load_train_dataset(cfg.dataset_path, ["prompt", "chosen", "rejected"], cfg.max_samples)
@@ -75,20 +97,36 @@ def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[st
         max_length=cfg.max_length,
         include_num_input_tokens_seen="non_padding",
     )
-    recorder = MetricsRecorder(reporter, keys=("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen",
-                                               "rewards/rejected", "grad_norm"))
+    recorder = MetricsRecorder(
+        reporter,
+        keys=("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "grad_norm"),
+    )
     trainer = DPOTrainer(
-        model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=cfg.peft_config(), callbacks=[recorder],
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=cfg.peft_config(),
+        callbacks=[recorder],
     )
     quiet_console(trainer)
     output = trainer.train()
-    return finish_stage("dpo", cfg, trainer, tokenizer, output, recorder, started, extra={
-        "dataset_rows": len(dataset),
-        "reference": cfg.ref_model_name_or_path or cfg.model_name_or_path,
-        "final_reward_accuracy": _last(recorder.curves["rewards/accuracies"]),
-        "final_reward_margin": _last(recorder.curves["rewards/margins"]),
-    })
+    return finish_stage(
+        "dpo",
+        cfg,
+        trainer,
+        tokenizer,
+        output,
+        recorder,
+        started,
+        extra={
+            "dataset_rows": len(dataset),
+            "reference": cfg.ref_model_name_or_path or cfg.model_name_or_path,
+            "final_reward_accuracy": _last(recorder.curves["rewards/accuracies"]),
+            "final_reward_margin": _last(recorder.curves["rewards/margins"]),
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

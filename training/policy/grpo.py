@@ -21,11 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.style import count_emoji
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_runner import (
-    MetricsRecorder, StageConfig, finish_stage, load_train_dataset, quiet_console, stage_main, trainer_kwargs,
+    MetricsRecorder,
+    StageConfig,
+    finish_stage,
+    load_train_dataset,
+    quiet_console,
+    stage_main,
+    trainer_kwargs,
 )
-from evaluation.style import count_emoji
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
 
@@ -42,8 +48,10 @@ class GRPORunConfig(StageConfig):
     )
     reward_loader: str = field(
         default="training.rewards.reward_model:load_reward_model",
-        metadata={"help": "Dotted path 'module:function' of a function(path) returning a scorer "
-                  "score(contexts, responses) -> array, or an object with a .score method (a RewardModel)."},
+        metadata={
+            "help": "Dotted path 'module:function' of a function(path) returning a scorer "
+            "score(contexts, responses) -> array, or an object with a .score method (a RewardModel)."
+        },
     )
     num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt (the GRPO group)."})
     max_completion_length: int = field(default=64, metadata={"help": "Longest sampled completion, in tokens."})
@@ -68,8 +76,10 @@ class GRPORunConfig(StageConfig):
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations} must be >= 2: GRPO compares within a group")
         if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError(f"per_device_train_batch_size={self.per_device_train_batch_size} must be a multiple of "
-                             f"num_generations={self.num_generations}")
+            raise ValueError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} must be a multiple of "
+                f"num_generations={self.num_generations}"
+            )
         if self.length_band_max_chars < self.length_band_min_chars:
             raise ValueError("length_band_max_chars must be >= length_band_min_chars")
         if min(self.rm_weight, self.length_band_weight, self.no_emoji_weight, self.beta) < 0:
@@ -147,8 +157,9 @@ def reward_functions(cfg: GRPORunConfig, score_fn: ScoreFn) -> tuple[list[Callab
     return funcs, weights
 
 
-def run_grpo(cfg: GRPORunConfig, reporter: StageReporter | None = None,
-             score_fn: ScoreFn | None = None) -> dict[str, Any]:
+def run_grpo(
+    cfg: GRPORunConfig, reporter: StageReporter | None = None, score_fn: ScoreFn | None = None
+) -> dict[str, Any]:
     """Train on the `prompt` dataset at `cfg.dataset_path`; `score_fn` (optional) replaces the loaded reward model."""
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -175,20 +186,37 @@ def run_grpo(cfg: GRPORunConfig, reporter: StageReporter | None = None,
         use_vllm=False,
     )
     reward_keys = [f"rewards/{type(f).__name__}/mean" for f in funcs]
-    recorder = MetricsRecorder(reporter, keys=("loss", "reward", "reward_std", "kl", "completions/mean_length",
-                                               *reward_keys))
+    recorder = MetricsRecorder(
+        reporter, keys=("loss", "reward", "reward_std", "kl", "completions/mean_length", *reward_keys)
+    )
     trainer = GRPOTrainer(
-        model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=cfg.peft_config(), callbacks=[recorder],
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=cfg.peft_config(),
+        callbacks=[recorder],
     )
     quiet_console(trainer)
     output = trainer.train()
     rewards = recorder.curves["reward"]
-    return finish_stage("grpo", cfg, trainer, tokenizer, output, recorder, started, extra={
-        "dataset_rows": len(dataset), "reward_functions": [type(f).__name__ for f in funcs],
-        "reward_weights": weights, "reward_first": rewards[0]["value"] if rewards else None,
-        "reward_last": rewards[-1]["value"] if rewards else None,
-    })
+    return finish_stage(
+        "grpo",
+        cfg,
+        trainer,
+        tokenizer,
+        output,
+        recorder,
+        started,
+        extra={
+            "dataset_rows": len(dataset),
+            "reward_functions": [type(f).__name__ for f in funcs],
+            "reward_weights": weights,
+            "reward_first": rewards[0]["value"] if rewards else None,
+            "reward_last": rewards[-1]["value"] if rewards else None,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,19 +80,25 @@ class PolicyConfig:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hugging Face model name or local directory of the policy; the tiny policy built by "
-                  "`build_tiny_policy` is a directory like any other."},
+        metadata={
+            "help": "Hugging Face model name or local directory of the policy; the tiny policy built by "
+            "`build_tiny_policy` is a directory like any other."
+        },
     )
     gguf_file: str | None = field(
         default=None,
-        metadata={"help": "Name of a GGUF file inside `model_name_or_path` to load (dequantized) instead of "
-                  "safetensors; needs the `gguf` package."},
+        metadata={
+            "help": "Name of a GGUF file inside `model_name_or_path` to load (dequantized) instead of "
+            "safetensors; needs the `gguf` package."
+        },
     )
     dtype: str = field(default="auto", metadata={"help": f"Weights dtype, one of {list(DTYPES)}."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'."})
     cpu_threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads; None keeps torch's default. 1 is fastest for tiny "
-                                "models on a busy machine."}
+        default=None,
+        metadata={
+            "help": "torch CPU threads; None keeps torch's default. 1 is fastest for tiny models on a busy machine."
+        },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the checkpoint."})
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
@@ -127,8 +133,11 @@ class PolicyConfig:
         if targets != "all-linear":
             targets = [t.strip() for t in targets.split(",") if t.strip()]
         return LoraConfig(
-            r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
         )
 
 
@@ -208,14 +217,18 @@ class TinyLlamaConfig:
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size={self.vocab_size} is below the 256 byte symbols plus specials; use >= 300")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
-                             "set `num_heads` to a divisor of `hidden_size`")
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
+                "set `num_heads` to a divisor of `hidden_size`"
+            )
         kv = self.num_kv_heads or self.num_heads
         if self.num_heads % kv:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by num_kv_heads={kv}; fix `num_kv_heads`")
         if self.pretrain_seq_len > self.max_position_embeddings:
-            raise ValueError(f"pretrain_seq_len={self.pretrain_seq_len} exceeds max_position_embeddings="
-                             f"{self.max_position_embeddings}; lower `pretrain_seq_len`")
+            raise ValueError(
+                f"pretrain_seq_len={self.pretrain_seq_len} exceeds max_position_embeddings="
+                f"{self.max_position_embeddings}; lower `pretrain_seq_len`"
+            )
         if self.pretrain_steps < 0 or self.pretrain_batch_size < 1 or self.pretrain_seq_len < 8:
             raise ValueError("pretrain_steps must be >= 0, pretrain_batch_size >= 1 and pretrain_seq_len >= 8")
         resolve_device(self.device)
@@ -236,12 +249,19 @@ def train_tokenizer(corpus: Iterable[str | Sequence[dict]], vocab_size: int = 40
     # Untrimmed offsets keep character spans exact, which the assistant mask is computed from.
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     bpe.train_from_iterator((_as_text(t) for t in corpus), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token=BOS, eos_token=EOS, pad_token=PAD, chat_template=CHAT_TEMPLATE,
+        tokenizer_object=bpe,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,
         model_max_length=1_000_000,
     )
 
@@ -251,15 +271,23 @@ def build_tiny_llama(tokenizer, cfg: TinyLlamaConfig):
 
     torch.manual_seed(cfg.seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads, max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=cfg.tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return model
 
@@ -267,7 +295,7 @@ def build_tiny_llama(tokenizer, cfg: TinyLlamaConfig):
 def _token_stream(tokenizer, texts: Sequence[str]) -> torch.Tensor:
     ids: list[int] = []
     for chunk_start in range(0, len(texts), 1024):
-        for seq in tokenizer(list(texts[chunk_start:chunk_start + 1024]))["input_ids"]:
+        for seq in tokenizer(list(texts[chunk_start : chunk_start + 1024]))["input_ids"]:
             ids.extend(seq)
     return torch.tensor(ids, dtype=torch.long)
 
@@ -296,7 +324,7 @@ def pretrain(model, tokenizer, corpus: Sequence[str | Sequence[dict]], cfg: Tiny
     start = time.perf_counter()
     for step in range(cfg.pretrain_steps):
         offsets = torch.randint(0, len(stream) - seq_len, (cfg.pretrain_batch_size,), generator=gen)
-        batch = torch.stack([stream[o:o + seq_len] for o in offsets.tolist()]).to(device)
+        batch = torch.stack([stream[o : o + seq_len] for o in offsets.tolist()]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss = model(input_ids=batch, labels=batch).loss
@@ -309,8 +337,11 @@ def pretrain(model, tokenizer, corpus: Sequence[str | Sequence[dict]], cfg: Tiny
     model.eval()
     tokens = cfg.pretrain_steps * cfg.pretrain_batch_size * seq_len
     return {
-        "steps": cfg.pretrain_steps, "loss_curve": losses, "corpus_tokens": int(len(stream)),
-        "train_tokens": tokens, "runtime_s": round(runtime, 3),
+        "steps": cfg.pretrain_steps,
+        "loss_curve": losses,
+        "corpus_tokens": int(len(stream)),
+        "train_tokens": tokens,
+        "runtime_s": round(runtime, 3),
         "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
     }
 
@@ -336,9 +367,14 @@ def build_tiny_policy(
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     manifest = {
-        "path": str(out), "architecture": "llama", "n_params": int(model.num_parameters()),
-        "vocab_size": len(tokenizer), "corpus_texts": len(items), "config": asdict(cfg),
-        "pretrain": metrics, "build_runtime_s": round(time.perf_counter() - started, 3),
+        "path": str(out),
+        "architecture": "llama",
+        "n_params": int(model.num_parameters()),
+        "vocab_size": len(tokenizer),
+        "corpus_texts": len(items),
+        "config": asdict(cfg),
+        "pretrain": metrics,
+        "build_runtime_s": round(time.perf_counter() - started, 3),
     }
     (out / "policy_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

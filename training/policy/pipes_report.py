@@ -65,11 +65,16 @@ class StageReporter:
             try:
                 self.context.report_asset_materialization(metadata=pipes_metadata(metrics))
             except Exception as exc:  # launched for an op (no asset in scope): the metrics still reach the log
-                self.context.log.warning(f"no asset materialization reported ({exc}); metrics: "
-                                         + json.dumps(metrics, default=str)[:4000])
+                self.context.log.warning(
+                    f"no asset materialization reported ({exc}); metrics: " + json.dumps(metrics, default=str)[:4000]
+                )
         else:
-            print(f"[{self.stage}] done: " + json.dumps({k: v for k, v in metrics.items() if not isinstance(
-                v, (list, dict))}, default=str), file=sys.stderr, flush=True)
+            print(
+                f"[{self.stage}] done: "
+                + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, default=str),
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @contextmanager

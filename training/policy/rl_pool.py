@@ -15,7 +15,13 @@ import polars as pl
 
 from pipeline import schema
 from training.policy.dataset_lineage import (
-    BuildResult, content_hash, counts_by_reason, drops_frame, frame_hash, split_filter, to_dataset,
+    BuildResult,
+    content_hash,
+    counts_by_reason,
+    drops_frame,
+    frame_hash,
+    split_filter,
+    to_dataset,
 )
 from training.policy.models import chat_messages
 
@@ -42,8 +48,11 @@ def _fraction(name: str, value: float) -> None:
 @dataclass
 class RLPoolConfig:
     policy_names: tuple[str, ...] = field(
-        default=(), metadata={"help": "served_by values that count as near-policy (current and previous "
-                              "generation names); empty accepts every prompt."}
+        default=(),
+        metadata={
+            "help": "served_by values that count as near-policy (current and previous "
+            "generation names); empty accepts every prompt."
+        },
     )
     recent_days: int | None = field(
         default=14, metadata={"help": "Keep prompts from the last N days before the newest prompt day; None keeps all."}
@@ -73,8 +82,13 @@ class RLPoolConfig:
             raise ValueError(f"max_prompts={self.max_prompts} must be >= 1 or None")
 
 
-def select_rl_prompts(prompts: pl.DataFrame, candidates: pl.DataFrame, cfg: RLPoolConfig | None = None,
-                      *, parents: dict[str, str] | None = None) -> BuildResult:
+def select_rl_prompts(
+    prompts: pl.DataFrame,
+    candidates: pl.DataFrame,
+    cfg: RLPoolConfig | None = None,
+    *,
+    parents: dict[str, str] | None = None,
+) -> BuildResult:
     """The GRPO prompt pool: a dataset with `prompt` (messages) and `prompt_id`; frame follows RL_POOL."""
     cfg = cfg or RLPoolConfig()
     stage = "rl_pool"
@@ -82,8 +96,10 @@ def select_rl_prompts(prompts: pl.DataFrame, candidates: pl.DataFrame, cfg: RLPo
 
     def drop(frame: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> None:
         detail_col = detail.alias("detail") if detail is not None else pl.lit(None, pl.Utf8).alias("detail")
-        drop_rows.extend({**r, "reason_code": reason} for r in frame.select(
-            "day", pl.col("prompt_id").alias("row_id"), detail_col).iter_rows(named=True))
+        drop_rows.extend(
+            {**r, "reason_code": reason}
+            for r in frame.select("day", pl.col("prompt_id").alias("row_id"), detail_col).iter_rows(named=True)
+        )
 
     if cfg.policy_names:
         near = pl.col("served_by").is_in(list(cfg.policy_names)).fill_null(False)
@@ -93,39 +109,62 @@ def select_rl_prompts(prompts: pl.DataFrame, candidates: pl.DataFrame, cfg: RLPo
         cutoff = prompts["day"].max() - timedelta(days=cfg.recent_days - 1)
         drop(prompts.filter(pl.col("day") < cutoff), "stale_day")
         prompts = prompts.filter(pl.col("day") >= cutoff)
-    stats = (candidates.filter(pl.col("rm_pointwise").is_not_null()).group_by("prompt_id")
-             .agg(n_samples=pl.len(), mean_reward=pl.col("rm_pointwise").mean(),
-                  var_reward=pl.col("rm_pointwise").var(ddof=0)))
+    stats = (
+        candidates.filter(pl.col("rm_pointwise").is_not_null())
+        .group_by("prompt_id")
+        .agg(
+            n_samples=pl.len(), mean_reward=pl.col("rm_pointwise").mean(), var_reward=pl.col("rm_pointwise").var(ddof=0)
+        )
+    )
     joined = prompts.join(stats, on="prompt_id", how="left").with_columns(pl.col("n_samples").fill_null(0))
-    drop(joined.filter(pl.col("n_samples") < cfg.min_samples), "too_few_samples",
-         pl.concat_str(pl.lit("n_samples="), pl.col("n_samples").cast(pl.Utf8)))
+    drop(
+        joined.filter(pl.col("n_samples") < cfg.min_samples),
+        "too_few_samples",
+        pl.concat_str(pl.lit("n_samples="), pl.col("n_samples").cast(pl.Utf8)),
+    )
     joined = joined.filter(pl.col("n_samples") >= cfg.min_samples)
     # Linear interpolation: with few prompts, "nearest" would snap the cut onto a neighbour's value.
     mean_cut = joined["mean_reward"].quantile(cfg.low_mean_quantile, "linear") if joined.height else float("-inf")
     var_cut = joined["var_reward"].quantile(cfg.high_var_quantile, "linear") if joined.height else float("inf")
     low, high = pl.col("mean_reward") <= mean_cut, pl.col("var_reward") >= var_cut
-    tagged = joined.with_columns(reason=pl.when(low & high).then(pl.lit("both")).when(low).then(pl.lit("low_mean"))
-                                 .when(high).then(pl.lit("high_variance")).otherwise(pl.lit(None, pl.Utf8)))
+    tagged = joined.with_columns(
+        reason=pl.when(low & high)
+        .then(pl.lit("both"))
+        .when(low)
+        .then(pl.lit("low_mean"))
+        .when(high)
+        .then(pl.lit("high_variance"))
+        .otherwise(pl.lit(None, pl.Utf8))
+    )
     drop(tagged.filter(pl.col("reason").is_null()), "not_hard")
     pool = tagged.filter(pl.col("reason").is_not_null()).sort(["mean_reward", "prompt_id"])
     if cfg.max_prompts is not None:
         drop(pool.slice(cfg.max_prompts), "pool_cap")
         pool = pool.head(cfg.max_prompts)
     pool = pool.sort("prompt_id")
-    messages = [chat_messages(r["system"], r["history"])
-                for r in pool.select("system", "history").iter_rows(named=True)]
+    messages = [
+        chat_messages(r["system"], r["history"]) for r in pool.select("system", "history").iter_rows(named=True)
+    ]
     frame = schema.conform(pool.with_columns(prompt=pl.Series(messages, dtype=pl.List(schema.MESSAGE))), RL_POOL)
     rows = [{"prompt": m, "prompt_id": pid} for m, pid in zip(messages, frame["prompt_id"].to_list(), strict=True)]
     drops = drops_frame(drop_rows, stage)
     manifest = {
-        "kind": "rl_pool", "rows": frame.height,
+        "kind": "rl_pool",
+        "rows": frame.height,
         "by_reason": {r: int((frame["reason"] == r).sum()) for r in ("low_mean", "high_variance", "both")},
-        "mean_reward_cut": mean_cut, "var_reward_cut": var_cut,
+        "mean_reward_cut": mean_cut,
+        "var_reward_cut": var_cut,
         "drops_by_reason": counts_by_reason(drops),
         "content_hash": content_hash(rows),
-        "parents": {"candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx",
-                                                               "rm_pointwise")), **(parents or {})},
+        "parents": {
+            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            **(parents or {}),
+        },
         "config": asdict(cfg),
     }
-    return BuildResult(dataset=to_dataset(rows, {"prompt": "messages", "prompt_id": "string"}),
-                       frame=frame, drops=drops, manifest=manifest)
+    return BuildResult(
+        dataset=to_dataset(rows, {"prompt": "messages", "prompt_id": "string"}),
+        frame=frame,
+        drops=drops,
+        manifest=manifest,
+    )

@@ -18,7 +18,13 @@ from typing import Any
 
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_runner import (
-    MetricsRecorder, StageConfig, finish_stage, load_train_dataset, quiet_console, stage_main, trainer_kwargs,
+    MetricsRecorder,
+    StageConfig,
+    finish_stage,
+    load_train_dataset,
+    quiet_console,
+    stage_main,
+    trainer_kwargs,
 )
 
 
@@ -82,13 +88,25 @@ def run_sft(cfg: SFTRunConfig, reporter: StageReporter | None = None) -> dict[st
     )
     recorder = MetricsRecorder(reporter, keys=("loss", "mean_token_accuracy", "grad_norm", "learning_rate"))
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=cfg.peft_config(), callbacks=[recorder],
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=cfg.peft_config(),
+        callbacks=[recorder],
     )
     quiet_console(trainer)
     output = trainer.train()
-    return finish_stage("sft", cfg, trainer, tokenizer, output, recorder, started,
-                        extra={"loss_mask": loss_mask, "dataset_rows": len(dataset)})
+    return finish_stage(
+        "sft",
+        cfg,
+        trainer,
+        tokenizer,
+        output,
+        recorder,
+        started,
+        extra={"loss_mask": loss_mask, "dataset_rows": len(dataset)},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,14 @@ class StageConfig(PolicyConfig):
     """Settings every training stage has; the policy fields (model, LoRA, device) come from PolicyConfig."""
 
     dataset_path: str | None = field(
-        default=None, metadata={"help": "Directory written by a dataset builder (`BuildResult.save`) or by "
-                                "`datasets.Dataset.save_to_disk`."}
+        default=None,
+        metadata={
+            "help": "Directory written by a dataset builder (`BuildResult.save`) or by `datasets.Dataset.save_to_disk`."
+        },
     )
-    output_dir: str = field(default="data/models/stage", metadata={"help": "Where the final model, tokenizer and "
-                                                                   "metrics.json are written."})
+    output_dir: str = field(
+        default="data/models/stage", metadata={"help": "Where the final model, tokenizer and metrics.json are written."}
+    )
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 trains for num_train_epochs."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the dataset when max_steps is -1."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
@@ -48,8 +51,11 @@ class StageConfig(PolicyConfig):
         default=False, metadata={"help": "Recompute activations to save memory (slower; for large models)."}
     )
     merge_lora: bool = field(
-        default=True, metadata={"help": "With use_lora, merge adapters into the weights before saving, so the next "
-                                "stage loads a plain checkpoint; false saves the adapter only."}
+        default=True,
+        metadata={
+            "help": "With use_lora, merge adapters into the weights before saving, so the next "
+            "stage loads a plain checkpoint; false saves the adapter only."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -82,8 +88,10 @@ def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | Non
         raise ValueError(f"dataset at {folder} is empty: nothing to train on") from exc
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise ValueError(f"dataset at {folder} lacks columns {missing} (has {ds.column_names}); "
-                         "build it with the matching training.policy.datasets_build function")
+        raise ValueError(
+            f"dataset at {folder} lacks columns {missing} (has {ds.column_names}); "
+            "build it with the matching training.policy.datasets_build function"
+        )
     if len(ds) == 0:
         raise ValueError(f"dataset at {folder} is empty: nothing to train on")
     ds = ds.select_columns(list(columns))
@@ -111,13 +119,22 @@ def dataset_content_hash(path: str | None) -> str | None:
 def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
     """TrainingArguments fields common to the three TRL configs."""
     return {
-        "output_dir": cfg.output_dir, "max_steps": cfg.max_steps, "num_train_epochs": cfg.num_train_epochs,
+        "output_dir": cfg.output_dir,
+        "max_steps": cfg.max_steps,
+        "num_train_epochs": cfg.num_train_epochs,
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "learning_rate": cfg.learning_rate,
-        "lr_scheduler_type": cfg.lr_scheduler_type, "warmup_steps": cfg.warmup_steps,
-        "logging_steps": cfg.logging_steps, "seed": cfg.seed, _checkpointing_field(): cfg.gradient_checkpointing,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "warmup_steps": cfg.warmup_steps,
+        "logging_steps": cfg.logging_steps,
+        "seed": cfg.seed,
+        _checkpointing_field(): cfg.gradient_checkpointing,
         # Only the final model is kept: intermediate checkpoints of a short stage cost disk and time.
-        "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "dataloader_num_workers": 0,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
         **trainer_device_kwargs(cfg.device),
     }
 
@@ -156,23 +173,38 @@ def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
     tokenizer.save_pretrained(cfg.output_dir)
 
 
-def finish_stage(stage: str, cfg: StageConfig, trainer, tokenizer, train_output, recorder: MetricsRecorder,
-                 started: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish_stage(
+    stage: str,
+    cfg: StageConfig,
+    trainer,
+    tokenizer,
+    train_output,
+    recorder: MetricsRecorder,
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Save the policy, write metrics.json and return the metrics."""
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     save_policy(trainer, tokenizer, cfg)
     runtime = float(train_output.metrics.get("train_runtime") or 0.0)
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
-        "stage": stage, "output_dir": str(cfg.output_dir), "steps": int(trainer.state.global_step),
-        "train_loss": round(float(train_output.training_loss), 6), "loss_curve": recorder.curves.get("loss", []),
-        "train_runtime_s": round(runtime, 3), "wall_s": round(time.perf_counter() - started, 3),
-        "train_tokens": tokens, "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
-        "device": describe_device(cfg.device), "use_lora": cfg.use_lora,
+        "stage": stage,
+        "output_dir": str(cfg.output_dir),
+        "steps": int(trainer.state.global_step),
+        "train_loss": round(float(train_output.training_loss), 6),
+        "loss_curve": recorder.curves.get("loss", []),
+        "train_runtime_s": round(runtime, 3),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "train_tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
+        "device": describe_device(cfg.device),
+        "use_lora": cfg.use_lora,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "curves": {k: v for k, v in recorder.curves.items() if k != "loss"},
         "dataset_content_hash": dataset_content_hash(cfg.dataset_path),
-        **(extra or {}), "config": asdict(cfg),
+        **(extra or {}),
+        "config": asdict(cfg),
     }
     (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics

@@ -85,17 +85,22 @@ PAIRS = pl.Schema(
 _COMMON = {"annotation_id": pl.Utf8, "prompt_id": pl.Utf8, "prompt": pl.List(schema.MESSAGE)}
 _TAIL = {"annotator": pl.Utf8, "day": pl.Date, "source_file": pl.Utf8, "line": pl.Int64}
 POINTWISE = pl.Schema(
-    {**_COMMON, "response": pl.Utf8, "rating": pl.Int8, "false_refusal": pl.Boolean,
-     "templated": pl.Boolean, "answers": pl.Utf8, **_TAIL}
+    {
+        **_COMMON,
+        "response": pl.Utf8,
+        "rating": pl.Int8,
+        "false_refusal": pl.Boolean,
+        "templated": pl.Boolean,
+        "answers": pl.Utf8,
+        **_TAIL,
+    }
 )
 PAIRWISE = pl.Schema(
-    {**_COMMON, "response_a": pl.Utf8, "response_b": pl.Utf8, "preferred": pl.Utf8,
-     "strength": pl.Int8, **_TAIL}
+    {**_COMMON, "response_a": pl.Utf8, "response_b": pl.Utf8, "preferred": pl.Utf8, "strength": pl.Int8, **_TAIL}
 )
 REWRITES = pl.Schema({**_COMMON, "original": pl.Utf8, "rewrite": pl.Utf8, **_TAIL})
 STEERABILITY = pl.Schema(
-    {**_COMMON, "response": pl.Utf8, "character_id": pl.Utf8,
-     "violated_instructions": pl.List(pl.Utf8), **_TAIL}
+    {**_COMMON, "response": pl.Utf8, "character_id": pl.Utf8, "violated_instructions": pl.List(pl.Utf8), **_TAIL}
 )
 _FRAMES = {"pointwise": POINTWISE, "pairwise": PAIRWISE, "rewrite": REWRITES, "steerability": STEERABILITY}
 
@@ -136,7 +141,7 @@ class AnnotationSet:
         }
 
     @staticmethod
-    def concat(sets: Iterable["AnnotationSet"]) -> "AnnotationSet":
+    def concat(sets: Iterable[AnnotationSet]) -> AnnotationSet:
         sets = list(sets)
         out = AnnotationSet(records_read=sum(s.records_read for s in sets))
         for name in ("pointwise", "pairwise", "rewrites", "steerability", "pairs", "quarantine", "drops"):
@@ -243,8 +248,12 @@ def _pointwise(obj: dict) -> dict:
     for name, answer in questions.items():
         if not (answer is None or isinstance(answer, (bool, int, float, str))):
             raise _Reject("wrong_type", f"`questions.{name}` must be a boolean, number, string or null")
-    return {"response": _text(obj, "response"), "rating": rating, **flags,
-            "answers": json.dumps(questions, sort_keys=True, ensure_ascii=False)}
+    return {
+        "response": _text(obj, "response"),
+        "rating": rating,
+        **flags,
+        "answers": json.dumps(questions, sort_keys=True, ensure_ascii=False),
+    }
 
 
 def _pairwise(obj: dict) -> dict:
@@ -268,16 +277,25 @@ def _steerability(obj: dict) -> dict:
     violated = _field(obj, "violated_instructions", list)
     if not all(isinstance(v, str) for v in violated):
         raise _Reject("wrong_type", "`violated_instructions` must be a list of instruction ids (strings)")
-    return {"response": _text(obj, "response"), "character_id": _text(obj, "character_id"),
-            "violated_instructions": violated}
+    return {
+        "response": _text(obj, "response"),
+        "character_id": _text(obj, "character_id"),
+        "violated_instructions": violated,
+    }
 
 
 _PARSERS = {"pointwise": _pointwise, "pairwise": _pairwise, "rewrite": _rewrite, "steerability": _steerability}
 
 
 def _quarantine_row(day, source_file, line, code, detail, raw) -> dict:
-    return {"day": day, "source_file": source_file, "line": line, "reason_code": code, "detail": detail,
-            "raw": raw.rstrip("\n")}
+    return {
+        "day": day,
+        "source_file": source_file,
+        "line": line,
+        "reason_code": code,
+        "detail": detail,
+        "raw": raw.rstrip("\n"),
+    }
 
 
 def _load_object(raw: str) -> dict:
@@ -319,19 +337,31 @@ def read_annotations(
             if ann_id in seen:
                 raise _Reject("duplicate_id", f"annotation id {ann_id!r} appeared earlier in the input")
             seen.add(ann_id)
-            rows[kind].append({
-                "annotation_id": ann_id, "prompt_id": prompt_id, "prompt": prompt, **body,
-                "annotator": _field(obj, "annotator", str, required=False), "day": _day(obj, day),
-                "source_file": source_file, "line": line_no,
-            })
+            rows[kind].append(
+                {
+                    "annotation_id": ann_id,
+                    "prompt_id": prompt_id,
+                    "prompt": prompt,
+                    **body,
+                    "annotator": _field(obj, "annotator", str, required=False),
+                    "day": _day(obj, day),
+                    "source_file": source_file,
+                    "line": line_no,
+                }
+            )
         except _Reject as rej:
             bad.append(_quarantine_row(day, source_file, line_no, rej.code, rej.detail, raw))
     frames = {k: pl.DataFrame(rows[k], schema=_FRAMES[k]) for k in KINDS}
     pairs, ties = _pairs_from_pairwise(frames["pairwise"])
     return AnnotationSet(
-        pointwise=frames["pointwise"], pairwise=frames["pairwise"], rewrites=frames["rewrite"],
-        steerability=frames["steerability"], pairs=pairs,
-        quarantine=pl.DataFrame(bad, schema=schema.QUARANTINE), drops=ties, records_read=read,
+        pointwise=frames["pointwise"],
+        pairwise=frames["pairwise"],
+        rewrites=frames["rewrite"],
+        steerability=frames["steerability"],
+        pairs=pairs,
+        quarantine=pl.DataFrame(bad, schema=schema.QUARANTINE),
+        drops=ties,
+        records_read=read,
     )
 
 
@@ -359,8 +389,9 @@ def _pairs_from_pairwise(pairwise: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataF
     return schema.conform(pairs, PAIRS), schema.conform(ties, schema.DROPS)
 
 
-def resolve_prompts(frame: pl.DataFrame, prompts: pl.DataFrame, stage: str = "annotation_prompts"
-                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def resolve_prompts(
+    frame: pl.DataFrame, prompts: pl.DataFrame, stage: str = "annotation_prompts"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Fill a null `prompt` from the `prompts` table (`system` then `history`) by `prompt_id`.
 
     Works on any frame of this module with `prompt_id` and `prompt`. Rows whose prompt stays unknown
@@ -376,9 +407,11 @@ def resolve_prompts(frame: pl.DataFrame, prompts: pl.DataFrame, stage: str = "an
         .cast(pl.List(schema.MESSAGE))
         .alias("_known"),
     ).unique("prompt_id", keep="first")
-    joined = frame.join(lookup, on="prompt_id", how="left").with_columns(
-        pl.coalesce(pl.col("prompt"), pl.col("_known")).alias("prompt")
-    ).drop("_known")
+    joined = (
+        frame.join(lookup, on="prompt_id", how="left")
+        .with_columns(pl.coalesce(pl.col("prompt"), pl.col("_known")).alias("prompt"))
+        .drop("_known")
+    )
     unknown = joined.filter(pl.col("prompt").is_null())
     drops = unknown.select(
         pl.col("day"),
@@ -400,10 +433,7 @@ def parse_hh_transcript(text: str) -> list[dict[str, str]]:
     parts = _HH_TURN.split(text)
     if parts[0].strip() or len(parts) < 3:
         raise ValueError("a transcript starts with '\\n\\nHuman:' and has at least one turn")
-    return [
-        {"role": _HH_ROLE[parts[i]], "content": parts[i + 1].strip()}
-        for i in range(1, len(parts), 2)
-    ]
+    return [{"role": _HH_ROLE[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
 def split_hh_pair(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, str]:
@@ -454,8 +484,18 @@ def read_hh_rlhf(
             if pair_id in seen:
                 raise _Reject("duplicate_id", "the same pair appeared earlier in the input")
             seen.add(pair_id)
-            pairs.append({"pair_id": pair_id, "prompt_id": None, "prompt": prompt, "chosen": chosen,
-                          "rejected": rejected, "source": source_name, "margin": 0.0, "day": day})
+            pairs.append(
+                {
+                    "pair_id": pair_id,
+                    "prompt_id": None,
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "source": source_name,
+                    "margin": 0.0,
+                    "day": day,
+                }
+            )
         except _Reject as rej:
             bad.append(_quarantine_row(day, source_file, line_no, rej.code, rej.detail, raw))
     return AnnotationSet(
@@ -484,8 +524,10 @@ def read_annotation_source(source: str | Path) -> AnnotationSet:
     `rejected` and no `kind`)."""
     root = Path(source)
     if not root.exists():
-        raise ValueError(f"annotations path {str(source)!r} does not exist: point `annotations_path` at a JSONL "
-                         "file or a folder of them")
+        raise ValueError(
+            f"annotations path {str(source)!r} does not exist: point `annotations_path` at a JSONL "
+            "file or a folder of them"
+        )
     files = sorted(p for p in root.rglob("*") if p.name.endswith((".jsonl", ".jsonl.gz"))) if root.is_dir() else [root]
     sets = []
     for path in files:

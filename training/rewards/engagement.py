@@ -92,15 +92,15 @@ class EngagementConfig:
     )
     regenerate_is_negative: bool = field(
         default=True,
-        metadata={"help": "Count `regenerate` feedback as thumbs -1 (the user asked for another answer); "
-                  "False ignores it for thumbs."},
+        metadata={
+            "help": "Count `regenerate` feedback as thumbs -1 (the user asked for another answer); "
+            "False ignores it for thumbs."
+        },
     )
 
     def __post_init__(self) -> None:
         if self.reply_len_unit not in ("chars", "words"):
-            raise ValueError(
-                f"reply_len_unit={self.reply_len_unit!r} is not known: set it to 'chars' or 'words'"
-            )
+            raise ValueError(f"reply_len_unit={self.reply_len_unit!r} is not known: set it to 'chars' or 'words'")
 
 
 def _length(expr: pl.Expr, unit: str) -> pl.Expr:
@@ -214,9 +214,7 @@ def check_labels(prompts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         raise ValueError(
             f"prompts lack the label columns {missing}: build them with training.rewards.engagement.with_labels"
         )
-    unanswered = (
-        pl.col("served_response").is_null() if "served_response" in prompts.columns else pl.lit(False)
-    )
+    unanswered = pl.col("served_response").is_null() if "served_response" in prompts.columns else pl.lit(False)
     reason = (
         pl.when(unanswered)
         .then(pl.lit("unanswered"))
@@ -296,8 +294,10 @@ def user_day_drops(conversations: pl.DataFrame) -> pl.DataFrame:
         .when(pl.col("day").is_null())
         .then(pl.lit("missing_day"))
     )
-    row_id = pl.col("message_id") if "message_id" in msgs.columns else pl.format(
-        "{}:{}", pl.col("conversation_id"), pl.col("turn_index")
+    row_id = (
+        pl.col("message_id")
+        if "message_id" in msgs.columns
+        else pl.format("{}:{}", pl.col("conversation_id"), pl.col("turn_index"))
     )
     out = (
         msgs.with_columns(reason.alias("reason_code"))

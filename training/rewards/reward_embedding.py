@@ -25,6 +25,8 @@ import polars as pl
 import torch
 from torch import nn
 
+from pipeline.device import DEVICE_CHOICES, resolve_device
+from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
 from training.rewards.reward_model import (
     KINDS,
     METADATA_FILE,
@@ -37,14 +39,14 @@ from training.rewards.reward_model import (
     style_features,
 )
 
-from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
-from pipeline.device import DEVICE_CHOICES, resolve_device
-
 WEIGHTS_FILE = "head.safetensors"
 
 
 def sentence_embedder(
-    model: str = DEFAULT_EMBEDDING_MODEL, *, cache_dir: str | Path | None = None, device: str = "auto",
+    model: str = DEFAULT_EMBEDDING_MODEL,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
     backend: str = "torch",
 ) -> EmbedFn:
     """The pipeline's embedder (`pipeline.embed`, torch backend) as a plain `list[str] -> array` callable.
@@ -54,15 +56,24 @@ def sentence_embedder(
     """
     from pipeline.embed import EmbedConfig, get_embedder
 
-    config = EmbedConfig(model=model, backend=backend, device=device, progress=False,
-                         model_dir=str(cache_dir) if cache_dir is not None else None)
+    config = EmbedConfig(
+        model=model,
+        backend=backend,
+        device=device,
+        progress=False,
+        model_dir=str(cache_dir) if cache_dir is not None else None,
+    )
     return get_embedder(config).encode
 
 
 @dataclass
 class EmbeddingHeadConfig:
-    kind: str = field(default="pointwise", metadata={"help": "'pointwise' (p(continue)) or 'pairwise' (Bradley-Terry)."})
-    hidden: int = field(default=64, metadata={"help": "Hidden units of the MLP head; 0 makes it linear (logistic / linear BT)."})
+    kind: str = field(
+        default="pointwise", metadata={"help": "'pointwise' (p(continue)) or 'pairwise' (Bradley-Terry)."}
+    )
+    hidden: int = field(
+        default=64, metadata={"help": "Hidden units of the MLP head; 0 makes it linear (logistic / linear BT)."}
+    )
     dropout: float = field(default=0.1, metadata={"help": "Dropout after the hidden layer while training."})
     epochs: int = field(default=30, metadata={"help": "Passes over the training rows."})
     batch_size: int = field(default=256, metadata={"help": "Rows (or pairs) per optimiser step."})
@@ -78,7 +89,8 @@ class EmbeddingHeadConfig:
         default=0.3, metadata={"help": "Weight of the reply-length regression loss next to p(continue) (pointwise)."}
     )
     margin_scale: float = field(
-        default=0.0, metadata={"help": "Multiplies each pair's margin inside the BT loss (pairwise); 0 ignores margins."}
+        default=0.0,
+        metadata={"help": "Multiplies each pair's margin inside the BT loss (pairwise); 0 ignores margins."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and shuffling."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda'."})
@@ -163,7 +175,7 @@ class EmbeddingRewardModel:
             raise ValueError(f"{len(contexts)} contexts but {len(responses)} responses")
         ctx_text = [render_context(c, self.config.context_messages) for c in contexts]
         both = self._embed(ctx_text + list(responses))
-        c, r = both[: len(contexts)], both[len(contexts):]
+        c, r = both[: len(contexts)], both[len(contexts) :]
         emb = np.concatenate([c, r, c * r, np.abs(c - r)], axis=1)
         style = style_features(list(responses)) if self.config.use_style else np.zeros((len(responses), 0), np.float32)
         return emb, style
@@ -172,8 +184,8 @@ class EmbeddingRewardModel:
         outs = []
         with torch.no_grad():
             for i in range(0, len(emb), batch):
-                e = torch.from_numpy(emb[i: i + batch]).to(self.device)
-                s = torch.from_numpy(style[i: i + batch]).to(self.device)
+                e = torch.from_numpy(emb[i : i + batch]).to(self.device)
+                s = torch.from_numpy(style[i : i + batch]).to(self.device)
                 outs.append(self.head(e, s).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.head.out.out_features), np.float32)
 
@@ -204,8 +216,9 @@ class EmbeddingRewardModel:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, embed_fn: EmbedFn | None = None, device: str | None = None,
-             **_: Any) -> "EmbeddingRewardModel":
+    def load(
+        cls, directory: str | Path, embed_fn: EmbedFn | None = None, device: str | None = None, **_: Any
+    ) -> EmbeddingRewardModel:
         """Reopen a saved head; without `embed_fn`, the recorded `embedding_model` is loaded offline."""
         from safetensors.torch import load_file
 
@@ -216,18 +229,30 @@ class EmbeddingRewardModel:
             config.device = device
         head = _Head(meta["feature_dim"], meta["n_style"], config.hidden, config.dropout, meta["n_out"])
         head.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-        return cls(head, config, embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend), meta)
+        return cls(
+            head,
+            config,
+            embed_fn
+            or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend),
+            meta,
+        )
 
     # -- training -------------------------------------------------------------------------------
     @classmethod
-    def _new(cls, config: EmbeddingHeadConfig, embed_fn: EmbedFn, emb_dim: int, n_style: int,
-             n_out: int) -> "EmbeddingRewardModel":
+    def _new(
+        cls, config: EmbeddingHeadConfig, embed_fn: EmbedFn, emb_dim: int, n_style: int, n_out: int
+    ) -> EmbeddingRewardModel:
         torch.manual_seed(config.seed)
         head = _Head(4 * emb_dim + n_style, n_style, config.hidden, config.dropout, n_out)
         meta = {
-            "backbone": cls.backbone, "kind": config.kind, "config": asdict(config),
-            "embedding_model": config.embedding_model, "embedding_dim": emb_dim,
-            "feature_dim": 4 * emb_dim + n_style, "n_style": n_style, "n_out": n_out,
+            "backbone": cls.backbone,
+            "kind": config.kind,
+            "config": asdict(config),
+            "embedding_model": config.embedding_model,
+            "embedding_dim": emb_dim,
+            "feature_dim": 4 * emb_dim + n_style,
+            "n_style": n_style,
+            "n_out": n_out,
             "style_features": list(STYLE_FEATURES) if config.use_style else [],
         }
         return cls(head, config, embed_fn, meta)
@@ -247,7 +272,7 @@ class EmbeddingRewardModel:
             order = torch.randperm(n, generator=gen)
             total = 0.0
             for i in range(0, n, config.batch_size):
-                idx = order[i: i + config.batch_size]
+                idx = order[i : i + config.batch_size]
                 loss = loss_fn(idx)
                 opt.zero_grad()
                 loss.backward()
@@ -258,8 +283,9 @@ class EmbeddingRewardModel:
         return losses
 
     @classmethod
-    def fit_pointwise(cls, prompts: pl.DataFrame, config: EmbeddingHeadConfig | None = None,
-                      embed_fn: EmbedFn | None = None) -> "EmbeddingRewardModel":
+    def fit_pointwise(
+        cls, prompts: pl.DataFrame, config: EmbeddingHeadConfig | None = None, embed_fn: EmbedFn | None = None
+    ) -> EmbeddingRewardModel:
         """Train p(continue) and reply length on `prompts` rows (history, served_response, continued, reply_len).
 
         Rows with a null `continued` or response are skipped (`metadata['skipped_rows']` counts them).
@@ -270,11 +296,16 @@ class EmbeddingRewardModel:
         usable = prompts.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
         if usable.height < 2 or usable["continued"].n_unique() < 2:
             raise ValueError("pointwise training needs at least one continued and one not-continued response")
-        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend)
+        embed_fn = embed_fn or sentence_embedder(
+            config.embedding_model, device=config.device, backend=config.embedding_backend
+        )
         contexts, responses = prompt_contexts(usable), usable["served_response"].to_list()
         y = usable["continued"].cast(pl.Float32).to_numpy()
-        reply = usable["reply_len"].fill_null(0).clip(0, None) if "reply_len" in usable.columns else pl.Series(
-            np.zeros(usable.height))
+        reply = (
+            usable["reply_len"].fill_null(0).clip(0, None)
+            if "reply_len" in usable.columns
+            else pl.Series(np.zeros(usable.height))
+        )
         log_len = np.log1p(reply.to_numpy().astype(np.float64)).astype(np.float32)
 
         probe = np.asarray(embed_fn(responses[:1]), dtype=np.float32)
@@ -295,22 +326,29 @@ class EmbeddingRewardModel:
             return bce(out[:, 0], y_t[idx]) + config.reply_len_weight * ((out[:, 1] - len_t[idx]) ** 2).mean()
 
         losses = model._optimise(len(y), loss_fn)
-        model.metadata.update({
-            "n_train": int(len(y)), "skipped_rows": prompts.height - usable.height,
-            "positive_rate": float(y.mean()), "final_loss": losses[-1],
-        })
+        model.metadata.update(
+            {
+                "n_train": int(len(y)),
+                "skipped_rows": prompts.height - usable.height,
+                "positive_rate": float(y.mean()),
+                "final_loss": losses[-1],
+            }
+        )
         return model
 
     @classmethod
-    def fit_pairwise(cls, pairs: pl.DataFrame, config: EmbeddingHeadConfig | None = None,
-                     embed_fn: EmbedFn | None = None) -> "EmbeddingRewardModel":
+    def fit_pairwise(
+        cls, pairs: pl.DataFrame, config: EmbeddingHeadConfig | None = None, embed_fn: EmbedFn | None = None
+    ) -> EmbeddingRewardModel:
         """Train a Bradley-Terry utility on a `PAIRS` frame (annotation, HH-RLHF and engagement pairs alike)."""
         config = config or EmbeddingHeadConfig(kind="pairwise")
         if config.kind != "pairwise":
             raise ValueError("fit_pairwise needs EmbeddingHeadConfig(kind='pairwise')")
         if pairs.height < 1:
             raise ValueError("pairwise training needs at least one pair")
-        embed_fn = embed_fn or sentence_embedder(config.embedding_model, device=config.device, backend=config.embedding_backend)
+        embed_fn = embed_fn or sentence_embedder(
+            config.embedding_model, device=config.device, backend=config.embedding_backend
+        )
         contexts, chosen, rejected, margins = pairs_to_lists(pairs)
         n = len(chosen)
         probe = np.asarray(embed_fn(chosen[:1]), dtype=np.float32)
@@ -325,13 +363,17 @@ class EmbeddingRewardModel:
         def loss_fn(idx):
             both = torch.cat([idx, idx + n]).to(dev)
             u = model.head(emb_t[both], style_t[both])[:, 0]
-            u_c, u_r = u[: len(idx)], u[len(idx):]
+            u_c, u_r = u[: len(idx)], u[len(idx) :]
             return -nn.functional.logsigmoid(u_c - u_r - margin_t[idx.to(dev)]).mean()
 
         losses = model._optimise(n, loss_fn)
         u = model._forward(emb, style)[:, 0]
-        model.metadata.update({
-            "n_train": n, "sources": dict(pairs.group_by("source").len().sort("source").rows()),
-            "final_loss": losses[-1], "train_pair_accuracy": float(np.mean(u[:n] > u[n:])),
-        })
+        model.metadata.update(
+            {
+                "n_train": n,
+                "sources": dict(pairs.group_by("source").len().sort("source").rows()),
+                "final_loss": losses[-1],
+                "train_pair_accuracy": float(np.mean(u[:n] > u[n:])),
+            }
+        )
         return model

@@ -51,14 +51,19 @@ EVAL_METRICS = pl.Schema(
 class RewardEvalConfig:
     artifact_tolerance: float = field(
         default=0.1,
-        metadata={"help": "Largest mean score gain from an artifact, in standard deviations of the unmodified "
-                  "scores, before the model is flagged as paying for it."},
+        metadata={
+            "help": "Largest mean score gain from an artifact, in standard deviations of the unmodified "
+            "scores, before the model is flagged as paying for it."
+        },
     )
     max_ece: float = field(default=0.1, metadata={"help": "Expected calibration error above which the row is flagged."})
-    n_bins: int = field(default=10, metadata={"help": "Equal-width probability bins of the ECE and the reliability plot."})
+    n_bins: int = field(
+        default=10, metadata={"help": "Equal-width probability bins of the ECE and the reliability plot."}
+    )
     probe_size: int = field(default=200, metadata={"help": "Responses the artifact probe modifies (a seeded sample)."})
     min_score_scale: float = field(
-        default=1e-3, metadata={"help": "Floor of the score spread that scales artifact deltas (a constant scorer has none)."}
+        default=1e-3,
+        metadata={"help": "Floor of the score spread that scales artifact deltas (a constant scorer has none)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random baseline and the probe sample."})
 
@@ -92,8 +97,11 @@ def to_markdown_list(text: str) -> str:
 
 
 def pad_as_ai(text: str) -> str:
-    return ("As an AI language model, I am happy to help with that. " + text.strip()
-            + " Let me know if there is anything else I can help you with.")
+    return (
+        "As an AI language model, I am happy to help with that. "
+        + text.strip()
+        + " Let me know if there is anything else I can help you with."
+    )
 
 
 def pad_repeat(text: str) -> str:
@@ -110,13 +118,21 @@ ARTIFACTS: dict[str, Callable[[str], str]] = {
 
 
 def _row(section, metric, value, length=None, random=None, n=None, flag=None, detail=None) -> dict:
-    return {"section": section, "metric": metric, "value": None if value is None else float(value),
-            "length_baseline": None if length is None else float(length),
-            "random_baseline": None if random is None else float(random), "n": n, "flag": flag, "detail": detail}
+    return {
+        "section": section,
+        "metric": metric,
+        "value": None if value is None else float(value),
+        "length_baseline": None if length is None else float(length),
+        "random_baseline": None if random is None else float(random),
+        "n": n,
+        "flag": flag,
+        "detail": detail,
+    }
 
 
-def artifact_probe(model: RewardModel, contexts: list[Messages], responses: list[str],
-                   config: RewardEvalConfig | None = None) -> pl.DataFrame:
+def artifact_probe(
+    model: RewardModel, contexts: list[Messages], responses: list[str], config: RewardEvalConfig | None = None
+) -> pl.DataFrame:
     """Score each response unmodified and with each artifact; one `EVAL_METRICS` row per artifact.
 
     `value`: mean score change / spread of the unmodified scores; `detail` gives the raw mean
@@ -130,8 +146,16 @@ def artifact_probe(model: RewardModel, contexts: list[Messages], responses: list
         changed = np.asarray(model.score(contexts, [transform(r) for r in responses]), dtype=np.float64)
         delta = changed - base
         scaled = float(delta.mean()) / scale
-        rows.append(_row("artifact", name, scaled, n=len(responses), flag=scaled > config.artifact_tolerance,
-                         detail=f"mean_delta={delta.mean():.6g} raised={np.mean(delta > 0):.3f} scale={scale:.6g}"))
+        rows.append(
+            _row(
+                "artifact",
+                name,
+                scaled,
+                n=len(responses),
+                flag=scaled > config.artifact_tolerance,
+                detail=f"mean_delta={delta.mean():.6g} raised={np.mean(delta > 0):.3f} scale={scale:.6g}",
+            )
+        )
     return pl.DataFrame(rows, schema=EVAL_METRICS)
 
 
@@ -148,8 +172,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
     return float(ece)
 
 
-def reliability_plot(y: np.ndarray, scores: dict[str, np.ndarray], path: str | Path, n_bins: int = 10,
-                     title: str = "Reliability") -> Path:
+def reliability_plot(
+    y: np.ndarray, scores: dict[str, np.ndarray], path: str | Path, n_bins: int = 10, title: str = "Reliability"
+) -> Path:
     """Reliability diagram of several probability scorers, written as a PNG (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -204,8 +229,9 @@ def _length_probabilities(eval_resp: list[str], y: np.ndarray, train: pl.DataFra
     if train is not None:
         train = train.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
         if train["continued"].n_unique() == 2:
-            clf = LogisticRegression().fit(_length_feature(train["served_response"].to_list()),
-                                           train["continued"].to_numpy())
+            clf = LogisticRegression().fit(
+                _length_feature(train["served_response"].to_list()), train["continued"].to_numpy()
+            )
             return clf.predict_proba(x)[:, 1]
     folds = int(min(5, np.bincount(y.astype(int)).min()))
     if folds < 2:
@@ -214,8 +240,13 @@ def _length_probabilities(eval_resp: list[str], y: np.ndarray, train: pl.DataFra
     return cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
 
 
-def pointwise_metrics(model: RewardModel, prompts: pl.DataFrame, config: RewardEvalConfig,
-                      train_prompts: pl.DataFrame | None = None, out_dir: str | Path | None = None) -> list[dict]:
+def pointwise_metrics(
+    model: RewardModel,
+    prompts: pl.DataFrame,
+    config: RewardEvalConfig,
+    train_prompts: pl.DataFrame | None = None,
+    out_dir: str | Path | None = None,
+) -> list[dict]:
     df = prompts.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
     y = df["continued"].cast(pl.Int8).to_numpy()
     if len(y) == 0:
@@ -242,8 +273,13 @@ def pointwise_metrics(model: RewardModel, prompts: pl.DataFrame, config: RewardE
     if both:
         rows.append(_row("pointwise", "log_loss", *[skm.log_loss(y, p, labels=[0, 1]) for p in probs], n=n))
     if out_dir is not None:
-        path = reliability_plot(y, {"model": probs[0], "length-only": probs[1]}, Path(out_dir) / "reliability.png",
-                                config.n_bins, title=f"p(continue) reliability, n={n}")
+        path = reliability_plot(
+            y,
+            {"model": probs[0], "length-only": probs[1]},
+            Path(out_dir) / "reliability.png",
+            config.n_bins,
+            title=f"p(continue) reliability, n={n}",
+        )
         rows.append(_row("plot", "reliability", None, n=n, detail=str(path)))
     return rows
 
@@ -257,7 +293,7 @@ def pairwise_metrics(model: RewardModel, pairs: pl.DataFrame, config: RewardEval
         return []
     contexts, chosen, rejected, _ = pairs_to_lists(pairs)
     s = np.asarray(model.score(contexts + contexts, chosen + rejected), dtype=np.float64)
-    sc, sr = s[: len(chosen)], s[len(chosen):]
+    sc, sr = s[: len(chosen)], s[len(chosen) :]
     lc = np.array([len(c) for c in chosen], dtype=np.float64)
     lr = np.array([len(r) for r in rejected], dtype=np.float64)
     coin = np.random.default_rng(config.seed).integers(0, 2, size=len(chosen)).astype(np.float64)
@@ -270,8 +306,9 @@ def pairwise_metrics(model: RewardModel, pairs: pl.DataFrame, config: RewardEval
         acc = _pair_accuracy(sc[m], sr[m])
         length_acc = _pair_accuracy(lc[m], lr[m])
         random_acc = _pair_accuracy(coin[m], 1 - coin[m])
-        rows.append(_row("pairwise", name, acc, length_acc, random_acc, n=int(m.sum()),
-                         flag=acc <= max(length_acc, random_acc)))
+        rows.append(
+            _row("pairwise", name, acc, length_acc, random_acc, n=int(m.sum()), flag=acc <= max(length_acc, random_acc))
+        )
     return rows
 
 
@@ -308,7 +345,15 @@ def evaluate_reward_model(
         order = np.random.default_rng(config.seed).permutation(len(responses))[: config.probe_size]
         probe = artifact_probe(model, [contexts[i] for i in order], [responses[i] for i in order], config)
         flagged = int(probe["flag"].sum())
-        rows.append(_row("summary", "pays_for_artifacts", flagged, n=probe.height, flag=flagged > 0,
-                         detail=", ".join(probe.filter(pl.col("flag"))["metric"].to_list()) or None))
+        rows.append(
+            _row(
+                "summary",
+                "pays_for_artifacts",
+                flagged,
+                n=probe.height,
+                flag=flagged > 0,
+                detail=", ".join(probe.filter(pl.col("flag"))["metric"].to_list()) or None,
+            )
+        )
     head = pl.DataFrame(rows, schema=EVAL_METRICS)
     return pl.concat([head.filter(pl.col("section") != "summary"), probe, head.filter(pl.col("section") == "summary")])

@@ -38,27 +38,38 @@ SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|bos|>", "<|end|>", "<|system|>", "<|u
 
 @dataclass
 class LMRewardConfig:
-    kind: str = field(default="pairwise", metadata={"help": "'pairwise' (RewardTrainer, BT loss) or 'pointwise' (BCE)."})
+    kind: str = field(
+        default="pairwise", metadata={"help": "'pairwise' (RewardTrainer, BT loss) or 'pointwise' (BCE)."}
+    )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Local HF checkpoint to start from; unset builds a tiny Llama + BPE tokenizer from the data."},
+        metadata={
+            "help": "Local HF checkpoint to start from; unset builds a tiny Llama + BPE tokenizer from the data."
+        },
     )
-    max_length: int = field(default=512, metadata={"help": "Most tokens per (context, response); contexts are cut from the left."})
+    max_length: int = field(
+        default=512, metadata={"help": "Most tokens per (context, response); contexts are cut from the left."}
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the data (ignored when max_steps > 0)."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Epochs over the data (ignored when max_steps > 0)."}
+    )
     max_steps: int = field(default=-1, metadata={"help": "Optimiser steps; -1 trains for num_train_epochs."})
     batch_size: int = field(default=8, metadata={"help": "Pairs (or rows) per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimiser update."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory on large models."})
     device: str = field(
-        default="auto", metadata={"help": "'auto' (CUDA when present, bf16 where the card supports it), 'cpu' or 'cuda'."}
+        default="auto",
+        metadata={"help": "'auto' (CUDA when present, bf16 where the card supports it), 'cpu' or 'cuda'."},
     )
     use_margin: bool = field(default=False, metadata={"help": "Pass each pair's margin to the BT loss (pairwise)."})
     center_rewards_coefficient: float | None = field(
         default=None, metadata={"help": "Pull rewards towards zero mean (TRL's center_rewards_coefficient, e.g. 0.01)."}
     )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 fine-tunes every weight."})
-    tiny_vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary of the tiny model built when no checkpoint is set."})
+    tiny_vocab_size: int = field(
+        default=1000, metadata={"help": "BPE vocabulary of the tiny model built when no checkpoint is set."}
+    )
     tiny_hidden_size: int = field(default=32, metadata={"help": "Hidden size of the tiny model."})
     tiny_layers: int = field(default=2, metadata={"help": "Transformer layers of the tiny model."})
     score_batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass when scoring."})
@@ -72,8 +83,15 @@ class LMRewardConfig:
             raise ValueError(f"device={self.device!r} is not one of {DEVICE_CHOICES}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps={self.max_steps}: use -1 (epochs decide) or a positive count")
-        for name in ("max_length", "batch_size", "gradient_accumulation_steps", "score_batch_size",
-                     "tiny_vocab_size", "tiny_hidden_size", "tiny_layers"):
+        for name in (
+            "max_length",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "score_batch_size",
+            "tiny_vocab_size",
+            "tiny_hidden_size",
+            "tiny_layers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.lora_r < 0:
@@ -89,7 +107,9 @@ def build_chat_tokenizer(texts: list[str], vocab_size: int = 1000):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
@@ -107,10 +127,17 @@ def build_tiny_backbone(texts: list[str], config: LMRewardConfig):
     tokenizer = build_chat_tokenizer(texts, config.tiny_vocab_size)
     heads = max(1, config.tiny_hidden_size // 16)
     llama = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.tiny_hidden_size, intermediate_size=2 * config.tiny_hidden_size,
-        num_hidden_layers=config.tiny_layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=max(config.max_length, 64), num_labels=1, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=config.tiny_hidden_size,
+        intermediate_size=2 * config.tiny_hidden_size,
+        num_hidden_layers=config.tiny_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max(config.max_length, 64),
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(config.seed)
     return LlamaForSequenceClassification(llama), tokenizer
@@ -134,8 +161,13 @@ def _load_backbone(config: LMRewardConfig, texts: list[str]):
     if config.lora_r > 0:
         from peft import LoraConfig, TaskType, get_peft_model
 
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=2 * config.lora_r,
-                          target_modules="all-linear", modules_to_save=["score"])
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=config.lora_r,
+            lora_alpha=2 * config.lora_r,
+            target_modules="all-linear",
+            modules_to_save=["score"],
+        )
         model = get_peft_model(model, lora)
     return model, tokenizer
 
@@ -145,18 +177,27 @@ def _training_args(config: LMRewardConfig, output_dir: str, reward: bool) -> Any
     from trl import RewardConfig
 
     common = dict(
-        output_dir=output_dir, report_to="none", save_strategy="no", disable_tqdm=True, seed=config.seed,
-        learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing, **trainer_device_kwargs(config.device),
+        output_dir=output_dir,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        **trainer_device_kwargs(config.device),
         logging_steps=min(config.logging_steps, config.max_steps) if config.max_steps > 0 else config.logging_steps,
         dataloader_pin_memory=resolve_device(config.device).type == "cuda",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # transformers renames gradient_checkpointing in v6
         if reward:
-            return RewardConfig(max_length=config.max_length, center_rewards_coefficient=config.center_rewards_coefficient,
-                                **common)
+            return RewardConfig(
+                max_length=config.max_length, center_rewards_coefficient=config.center_rewards_coefficient, **common
+            )
         return TrainingArguments(remove_unused_columns=False, **common)
 
 
@@ -177,7 +218,7 @@ class LMRewardModel:
         msgs = list(context) + [{"role": "assistant", "content": response}]
         ids = self.tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
         # keep the end: the response is what is being scored
-        return list(ids)[-self.config.max_length:]
+        return list(ids)[-self.config.max_length :]
 
     def _logits(self, contexts: list[Messages], responses: list[str]) -> np.ndarray:
         if len(contexts) != len(responses):
@@ -187,7 +228,7 @@ class LMRewardModel:
         out = []
         with torch.no_grad():
             for i in range(0, len(seqs), self.config.score_batch_size):
-                chunk = seqs[i: i + self.config.score_batch_size]
+                chunk = seqs[i : i + self.config.score_batch_size]
                 width = max(len(s) for s in chunk)
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -214,7 +255,7 @@ class LMRewardModel:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, **_: Any) -> "LMRewardModel":
+    def load(cls, directory: str | Path, **_: Any) -> LMRewardModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         directory = Path(directory)
@@ -225,8 +266,9 @@ class LMRewardModel:
         return cls(model, tokenizer, config, meta)
 
     @classmethod
-    def fit_pairwise(cls, pairs: pl.DataFrame, config: LMRewardConfig | None = None,
-                     output_dir: str | Path | None = None) -> "LMRewardModel":
+    def fit_pairwise(
+        cls, pairs: pl.DataFrame, config: LMRewardConfig | None = None, output_dir: str | Path | None = None
+    ) -> LMRewardModel:
         """Train on a `PAIRS` frame with TRL's `RewardTrainer`; `metadata` keeps its last training log."""
         from datasets import Dataset
         from trl import RewardTrainer
@@ -239,27 +281,41 @@ class LMRewardModel:
             raise ValueError("pairwise training needs at least one pair")
         rows = []
         for ctx, c, r, m in zip(contexts, chosen, rejected, margins):
-            row = {"prompt": ctx, "chosen": [{"role": "assistant", "content": c}],
-                   "rejected": [{"role": "assistant", "content": r}]}
+            row = {
+                "prompt": ctx,
+                "chosen": [{"role": "assistant", "content": c}],
+                "rejected": [{"role": "assistant", "content": r}],
+            }
             if config.use_margin:
                 row["margin"] = float(m)
             rows.append(row)
         texts = [m["content"] for ctx in contexts for m in ctx] + chosen + rejected
         model, tokenizer = _load_backbone(config, texts)
         with _workdir(output_dir) as out:
-            trainer = RewardTrainer(model=model, args=_training_args(config, str(out), reward=True),
-                                    train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+            trainer = RewardTrainer(
+                model=model,
+                args=_training_args(config, str(out), reward=True),
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tokenizer,
+            )
             result = trainer.train()
         trained = trainer.model
-        meta = {"backbone": cls.backbone, "kind": "pairwise", "config": asdict(config), "n_train": len(rows),
-                "sources": dict(pairs.group_by("source").len().sort("source").rows()),
-                "train_loss": float(result.training_loss), "steps": int(result.global_step),
-                "last_log": _last_log(trainer)}
+        meta = {
+            "backbone": cls.backbone,
+            "kind": "pairwise",
+            "config": asdict(config),
+            "n_train": len(rows),
+            "sources": dict(pairs.group_by("source").len().sort("source").rows()),
+            "train_loss": float(result.training_loss),
+            "steps": int(result.global_step),
+            "last_log": _last_log(trainer),
+        }
         return cls(trained, tokenizer, config, meta)
 
     @classmethod
-    def fit_pointwise(cls, prompts: pl.DataFrame, config: LMRewardConfig | None = None,
-                      output_dir: str | Path | None = None) -> "LMRewardModel":
+    def fit_pointwise(
+        cls, prompts: pl.DataFrame, config: LMRewardConfig | None = None, output_dir: str | Path | None = None
+    ) -> LMRewardModel:
         """Train p(continue) on `prompts` rows (history, served_response, continued) with binary cross-entropy."""
         from datasets import Dataset
         from transformers import DataCollatorWithPadding, Trainer
@@ -278,14 +334,24 @@ class LMRewardModel:
         rows = [{"input_ids": scorer._ids(c, r), "labels": [y]} for c, r, y in zip(contexts, responses, labels)]
         model.train()
         with _workdir(output_dir) as out:
-            trainer = Trainer(model=model, args=_training_args(config, str(out), reward=False),
-                              train_dataset=Dataset.from_list(rows),
-                              data_collator=DataCollatorWithPadding(tokenizer))
+            trainer = Trainer(
+                model=model,
+                args=_training_args(config, str(out), reward=False),
+                train_dataset=Dataset.from_list(rows),
+                data_collator=DataCollatorWithPadding(tokenizer),
+            )
             result = trainer.train()
-        meta = {"backbone": cls.backbone, "kind": "pointwise", "config": asdict(config), "n_train": len(rows),
-                "skipped_rows": prompts.height - usable.height, "positive_rate": float(np.mean(labels)),
-                "train_loss": float(result.training_loss), "steps": int(result.global_step),
-                "last_log": _last_log(trainer)}
+        meta = {
+            "backbone": cls.backbone,
+            "kind": "pointwise",
+            "config": asdict(config),
+            "n_train": len(rows),
+            "skipped_rows": prompts.height - usable.height,
+            "positive_rate": float(np.mean(labels)),
+            "train_loss": float(result.training_loss),
+            "steps": int(result.global_step),
+            "last_log": _last_log(trainer),
+        }
         return cls(trainer.model, tokenizer, config, meta)
 
 

@@ -27,9 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
+from evaluation.style import count_emoji
 from pipeline import schema
 from training.rewards.annotations import PAIRS
-from evaluation.style import count_emoji
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 Messages = list[dict[str, str]]
@@ -52,7 +52,7 @@ class RewardModel(Protocol):
         ...
 
     @classmethod
-    def load(cls, directory: str | Path, **kwargs: Any) -> "RewardModel":
+    def load(cls, directory: str | Path, **kwargs: Any) -> RewardModel:
         """Reopen a model written by `save`; scores are identical to the saved model's."""
         ...
 
@@ -95,8 +95,15 @@ def render_context(messages: Messages, max_messages: int) -> str:
 
 _LIST_LINE = re.compile(r"^\s*(?:[-*+\u2022]|\d+[.)])\s+", re.MULTILINE)
 STYLE_FEATURES = (
-    "log_chars", "log_words", "emoji", "exclamations", "questions", "list_lines", "newlines",
-    "upper_frac", "repeat_frac",
+    "log_chars",
+    "log_words",
+    "emoji",
+    "exclamations",
+    "questions",
+    "list_lines",
+    "newlines",
+    "upper_frac",
+    "repeat_frac",
 )
 
 
@@ -106,17 +113,19 @@ def style_features(responses: list[str]) -> np.ndarray:
     for text in responses:
         words = text.split()
         letters = [c for c in text if c.isalpha()]
-        rows.append((
-            np.log1p(len(text)),
-            np.log1p(len(words)),
-            np.log1p(count_emoji(text)),
-            np.log1p(text.count("!")),
-            np.log1p(text.count("?")),
-            np.log1p(len(_LIST_LINE.findall(text))),
-            np.log1p(text.count("\n")),
-            sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
-            1.0 - len(set(words)) / len(words) if words else 0.0,
-        ))
+        rows.append(
+            (
+                np.log1p(len(text)),
+                np.log1p(len(words)),
+                np.log1p(count_emoji(text)),
+                np.log1p(text.count("!")),
+                np.log1p(text.count("?")),
+                np.log1p(len(_LIST_LINE.findall(text))),
+                np.log1p(text.count("\n")),
+                sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
+                1.0 - len(set(words)) / len(words) if words else 0.0,
+            )
+        )
     return np.asarray(rows, dtype=np.float32).reshape(len(responses), len(STYLE_FEATURES))
 
 
@@ -136,29 +145,35 @@ def pairs_to_lists(pairs: pl.DataFrame) -> tuple[list[Messages], list[str], list
 class EngagementPairsConfig:
     min_similarity: float = field(
         default=0.8,
-        metadata={"help": "Least cosine similarity (TF-IDF of character 3-5-grams, lowercased, punctuation "
-                  "removed) of two prompts' last user messages for them to count as near-identical."},
+        metadata={
+            "help": "Least cosine similarity (TF-IDF of character 3-5-grams, lowercased, punctuation "
+            "removed) of two prompts' last user messages for them to count as near-identical."
+        },
     )
     compare_messages: int = field(
         default=2,
-        metadata={"help": "Trailing history messages compared: 1 compares the last user message only; 2 adds the "
-                  "assistant turn before it, so a generic 'yeah' after different questions is not a match."},
+        metadata={
+            "help": "Trailing history messages compared: 1 compares the last user message only; 2 adds the "
+            "assistant turn before it, so a generic 'yeah' after different questions is not a match."
+        },
     )
-    neighbors: int = field(
-        default=10, metadata={"help": "Nearest prompts examined per prompt inside its cluster."}
-    )
+    neighbors: int = field(default=10, metadata={"help": "Nearest prompts examined per prompt inside its cluster."})
     depth_margin: int = field(
         default=3,
-        metadata={"help": "Least difference in `depth_after` (user turns after the response) that makes one of "
-                  "two continued responses clearly better."},
+        metadata={
+            "help": "Least difference in `depth_after` (user turns after the response) that makes one of "
+            "two continued responses clearly better."
+        },
     )
     use_thumbs: bool = field(
         default=True, metadata={"help": "Let opposite explicit thumbs decide a pair before implicit signals."}
     )
     max_history_gap: int = field(
         default=2,
-        metadata={"help": "Most difference in history length (messages) between paired prompts: depth depends "
-                  "on where in a conversation a prompt sits, so distant positions are not comparable."},
+        metadata={
+            "help": "Most difference in history length (messages) between paired prompts: depth depends "
+            "on where in a conversation a prompt sits, so distant positions are not comparable."
+        },
     )
     max_pairs_per_prompt: int = field(
         default=3, metadata={"help": "Most pairs one prompt may take part in, so no prompt dominates."}
@@ -175,7 +190,10 @@ class EngagementPairsConfig:
 
 
 ENGAGEMENT_PAIR_EXTRA = {
-    "chosen_prompt_id": pl.Utf8, "rejected_prompt_id": pl.Utf8, "signal": pl.Utf8, "similarity": pl.Float64,
+    "chosen_prompt_id": pl.Utf8,
+    "rejected_prompt_id": pl.Utf8,
+    "signal": pl.Utf8,
+    "similarity": pl.Float64,
 }
 SIGNAL_MARGIN = {"thumbs": 1.0, "continued": 0.5, "depth": 0.25}
 
@@ -217,20 +235,28 @@ def engagement_pairs(prompts: pl.DataFrame, config: EngagementPairsConfig | None
     if missing:
         raise ValueError(f"engagement_pairs needs the prompts columns {missing}")
     df = prompts.filter(
-        pl.col("continued").is_not_null() & pl.col("depth_after").is_not_null()
-        & pl.col("history").is_not_null() & pl.col("served_response").is_not_null()
+        pl.col("continued").is_not_null()
+        & pl.col("depth_after").is_not_null()
+        & pl.col("history").is_not_null()
+        & pl.col("served_response").is_not_null()
     ).with_row_index("_row")
     if df.height < 2:
         return schema.empty(out_schema)
     group_cols = [c for c in ("split", "cluster_id") if c in df.columns]
     tail = df.select(
-        pl.col("history").list.tail(config.compare_messages).list.eval(pl.element().struct.field("content"))
+        pl.col("history")
+        .list.tail(config.compare_messages)
+        .list.eval(pl.element().struct.field("content"))
         .list.join("\n")
     ).to_series()
     # punctuation weighs heavily in the char n-grams of short messages; "hi!" and "hi" are the same ask
     texts = (
-        tail.fill_null("").str.to_lowercase().str.replace_all(r"[^\w\s]", " ").str.replace_all(r"\s+", " ")
-        .str.strip_chars().to_list()
+        tail.fill_null("")
+        .str.to_lowercase()
+        .str.replace_all(r"[^\w\s]", " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+        .to_list()
     )
     if not any(texts):
         return schema.empty(out_schema)
@@ -275,20 +301,22 @@ def engagement_pairs(prompts: pl.DataFrame, config: EngagementPairsConfig | None
         used[a] += 1
         used[b] += 1
         days = [d for d in (ra.get("day"), rb.get("day")) if d is not None]
-        out.append({
-            "pair_id": "engagement:" + hashlib.sha1(
-                f"{chosen['prompt_id']}\x1f{rejected['prompt_id']}".encode()).hexdigest()[:16],
-            "prompt_id": anchor["prompt_id"],
-            "prompt": ([{"role": "system", "content": anchor["system"]}] if anchor.get("system") else [])
-            + anchor["history"],
-            "chosen": chosen["served_response"],
-            "rejected": rejected["served_response"],
-            "source": "engagement",
-            "margin": SIGNAL_MARGIN[signal],
-            "day": max(days) if days else None,
-            "chosen_prompt_id": chosen["prompt_id"],
-            "rejected_prompt_id": rejected["prompt_id"],
-            "signal": signal,
-            "similarity": round(sim, 6),
-        })
+        out.append(
+            {
+                "pair_id": "engagement:"
+                + hashlib.sha1(f"{chosen['prompt_id']}\x1f{rejected['prompt_id']}".encode()).hexdigest()[:16],
+                "prompt_id": anchor["prompt_id"],
+                "prompt": ([{"role": "system", "content": anchor["system"]}] if anchor.get("system") else [])
+                + anchor["history"],
+                "chosen": chosen["served_response"],
+                "rejected": rejected["served_response"],
+                "source": "engagement",
+                "margin": SIGNAL_MARGIN[signal],
+                "day": max(days) if days else None,
+                "chosen_prompt_id": chosen["prompt_id"],
+                "rejected_prompt_id": rejected["prompt_id"],
+                "signal": signal,
+                "similarity": round(sim, 6),
+            }
+        )
     return pl.DataFrame(out, schema=out_schema)

@@ -1,27 +1,38 @@
 import numpy as np
 import polars as pl
 import pytest
-from tests.training.tiny_policy import length_scorer, one_cpu_thread, prompts_frame, tiny_policy_dir  # noqa: F401
 from transformers import AutoTokenizer
 
+from evaluation.style import count_emoji
 from pipeline import schema
+from tests.training.tiny_policy import length_scorer, one_cpu_thread, prompts_frame, tiny_policy_dir  # noqa: F401
 from training.policy.candidates import (
-    CANDIDATES, CandidateConfig, fit_prompt, generate_candidates, generator_pool, valid_prompts,
+    CANDIDATES,
+    CandidateConfig,
+    fit_prompt,
+    generate_candidates,
+    generator_pool,
+    valid_prompts,
 )
 from training.policy.models import PolicyConfig
-from evaluation.style import count_emoji
 
 CFG = CandidateConfig(num_samples=2, max_new_tokens=12, batch_size=2, device="cpu", seed=1)
 
 
 def _bad_prompts() -> pl.DataFrame:
     base = prompts_frame(2)
-    return pl.concat([
-        base.head(1).with_columns(prompt_id=pl.lit("empty"), history=pl.lit([], dtype=pl.List(schema.MESSAGE))),
-        base.head(1).with_columns(prompt_id=pl.lit("ends_with_bot"), history=pl.lit(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-            dtype=pl.List(schema.MESSAGE))),
-    ])
+    return pl.concat(
+        [
+            base.head(1).with_columns(prompt_id=pl.lit("empty"), history=pl.lit([], dtype=pl.List(schema.MESSAGE))),
+            base.head(1).with_columns(
+                prompt_id=pl.lit("ends_with_bot"),
+                history=pl.lit(
+                    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                    dtype=pl.List(schema.MESSAGE),
+                ),
+            ),
+        ]
+    )
 
 
 def test_candidates_three_prompts_two_samples_scored_and_described():
@@ -42,7 +53,9 @@ def test_candidates_three_prompts_two_samples_scored_and_described():
     assert (frame["n_tokens"] >= 1).all() and (frame["n_tokens"] <= CFG.max_new_tokens).all()
     # bad prompts are reported, not sampled
     assert dict(zip(res.drops["row_id"], res.drops["reason_code"])) == {
-        "empty": "empty_history", "ends_with_bot": "not_ending_in_user"}
+        "empty": "empty_history",
+        "ends_with_bot": "not_ending_in_user",
+    }
     assert res.drops.schema == schema.DROPS
     stats = res.stats["generators"]["policy"]
     assert stats["samples"] == 6 and stats["gen_tokens"] == frame["n_tokens"].sum() and stats["tokens_per_s"] > 0
@@ -69,8 +82,10 @@ def test_fit_prompt_cuts_oldest_turns_but_keeps_system_card():
     tok = AutoTokenizer.from_pretrained(tiny_policy_dir())
     messages = [{"role": "system", "content": "You are Robin."}]
     for i in range(30):
-        messages += [{"role": "user", "content": f"tell me about pizza number {i}"},
-                     {"role": "assistant", "content": "pizza is great " * 3}]
+        messages += [
+            {"role": "user", "content": f"tell me about pizza number {i}"},
+            {"role": "assistant", "content": "pizza is great " * 3},
+        ]
     messages.append({"role": "user", "content": "last question"})
     ids = fit_prompt(tok, messages, 96)
     text = tok.decode(ids)

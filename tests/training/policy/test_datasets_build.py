@@ -4,30 +4,43 @@ import datasets
 import polars as pl
 import pytest
 
+from evaluation.style import StyleGuards
 from pipeline import schema
 from tests.training.tiny_policy import cands, drop_reasons, prompts_frame
 from training.policy.datasets_build import (
-    PREFERENCE_PAIRS, PreferenceBuildConfig, SFTBuildConfig, build_preference_dataset,
-    build_sft_dataset, privacy_pii_check,
+    PREFERENCE_PAIRS,
+    PreferenceBuildConfig,
+    SFTBuildConfig,
+    build_preference_dataset,
+    build_sft_dataset,
+    privacy_pii_check,
 )
-from evaluation.style import StyleGuards
-
 
 # ---- SFT ---------------------------------------------------------------------------------------------------------
 
 
 def test_sft_rejection_sampling_keeps_best_passing_candidate_and_counts_drops():
     prompts = prompts_frame(4).with_columns(continued=pl.lit(False))
-    prompts = prompts.with_columns(split=pl.when(pl.col("prompt_id") == "p3").then(pl.lit("eval_user"))
-                                   .otherwise(pl.col("split")))
-    c = cands([
-        ("p0", 0, "the best reply here", 0.9), ("p0", 1, "a fine reply", 0.5), ("p0", 2, "weak", 0.1),
-        ("p1", 0, "party time 🎉🎉🎉🎉", 0.95), ("p1", 1, "call me at 555-0100", 0.8), ("p1", 2, "nice answer", 0.7),
-        ("p2", 0, "meh", 0.05), ("p2", 1, "also meh", None),
-        ("p3", 0, "eval prompt reply", 0.99), ("zz", 0, "orphan", 0.9),
-    ])
-    res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.3, mix={"rejection_sampled": 1.0}),
-                            pii_check=lambda t: "555" in t)
+    prompts = prompts.with_columns(
+        split=pl.when(pl.col("prompt_id") == "p3").then(pl.lit("eval_user")).otherwise(pl.col("split"))
+    )
+    c = cands(
+        [
+            ("p0", 0, "the best reply here", 0.9),
+            ("p0", 1, "a fine reply", 0.5),
+            ("p0", 2, "weak", 0.1),
+            ("p1", 0, "party time 🎉🎉🎉🎉", 0.95),
+            ("p1", 1, "call me at 555-0100", 0.8),
+            ("p1", 2, "nice answer", 0.7),
+            ("p2", 0, "meh", 0.05),
+            ("p2", 1, "also meh", None),
+            ("p3", 0, "eval prompt reply", 0.99),
+            ("zz", 0, "orphan", 0.9),
+        ]
+    )
+    res = build_sft_dataset(
+        prompts, c, SFTBuildConfig(min_score=0.3, mix={"rejection_sampled": 1.0}), pii_check=lambda t: "555" in t
+    )
     assert res.dataset.column_names == ["messages", "source", "prompt_id"]
     by_prompt = {r["prompt_id"]: r["messages"] for r in res.dataset}
     assert set(by_prompt) == {"p0", "p1"}
@@ -66,8 +79,9 @@ def test_sft_mixture_meets_ratios_and_records_surplus():
 
 
 def test_sft_served_engagement_filter_and_missing_sources():
-    prompts = prompts_frame(3).with_columns(depth_after=pl.Series([0, 5, 5], dtype=pl.Int32),
-                                            thumbs=pl.Series([None, None, -1], dtype=pl.Int8))
+    prompts = prompts_frame(3).with_columns(
+        depth_after=pl.Series([0, 5, 5], dtype=pl.Int32), thumbs=pl.Series([None, None, -1], dtype=pl.Int8)
+    )
     res = build_sft_dataset(prompts, cands([]), SFTBuildConfig(mix={"served_engaged": 1.0, "rewrite": 1.0}))
     assert [r["prompt_id"] for r in res.dataset] == ["p1"]
     assert drop_reasons(res)["p0/served"] == "low_engagement" and drop_reasons(res)["p2/served"] == "low_engagement"
@@ -94,8 +108,12 @@ def test_privacy_pii_check_plugs_into_the_builders():
         pytest.skip("pipeline.privacy is not available")
     assert check("mail me at bob@example.com") and not check("hello there, how are you?")
     prompts = prompts_frame(1)
-    res = build_sft_dataset(prompts, cands([("p0", 0, "write to bob@example.com", 0.9), ("p0", 1, "sure!", 0.5)]),
-                            SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 1.0}), pii_check=check)
+    res = build_sft_dataset(
+        prompts,
+        cands([("p0", 0, "write to bob@example.com", 0.9), ("p0", 1, "sure!", 0.5)]),
+        SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 1.0}),
+        pii_check=check,
+    )
     assert drop_reasons(res)["p0/gen1/0"] == "pii" and res.dataset[0]["messages"][-1]["content"] == "sure!"
 
 
@@ -112,25 +130,44 @@ def test_sft_config_validation():
 
 def test_preference_pairs_best_vs_worst_with_artifact_filters():
     prompts = prompts_frame(5)
-    c = cands([
-        ("p0", 0, "a warm, kind answer", 0.9), ("p0", 1, "ok", 0.2), ("p0", 2, "fine answer", 0.5),
-        ("p1", 0, "x" * 300, 0.9), ("p1", 1, "short", 0.1),
-        ("p2", 0, "yay 🎉🎉🎉", 0.9), ("p2", 1, "yay", 0.1),
-        ("p3", 0, "same score", 0.5), ("p3", 1, "same again", 0.5),
-        ("p4", 0, "only one", 0.5),
-    ])
-    ann = pl.DataFrame({
-        "pair_id": ["h1", "h2"],
-        "prompt": [[{"role": "user", "content": "hi"}], [{"role": "assistant", "content": "x"}]],
-        "chosen": ["hello there!", "a"], "rejected": ["go away", "b"], "source": ["human", "human"],
-        "margin": [None, None],
-    }, schema_overrides={"margin": pl.Float64, "prompt": pl.List(schema.MESSAGE)})
-    res = build_preference_dataset(prompts, c, PreferenceBuildConfig(max_length_delta=100, max_emoji_delta=2),
-                                   annotation_pairs=ann)
+    c = cands(
+        [
+            ("p0", 0, "a warm, kind answer", 0.9),
+            ("p0", 1, "ok", 0.2),
+            ("p0", 2, "fine answer", 0.5),
+            ("p1", 0, "x" * 300, 0.9),
+            ("p1", 1, "short", 0.1),
+            ("p2", 0, "yay 🎉🎉🎉", 0.9),
+            ("p2", 1, "yay", 0.1),
+            ("p3", 0, "same score", 0.5),
+            ("p3", 1, "same again", 0.5),
+            ("p4", 0, "only one", 0.5),
+        ]
+    )
+    ann = pl.DataFrame(
+        {
+            "pair_id": ["h1", "h2"],
+            "prompt": [[{"role": "user", "content": "hi"}], [{"role": "assistant", "content": "x"}]],
+            "chosen": ["hello there!", "a"],
+            "rejected": ["go away", "b"],
+            "source": ["human", "human"],
+            "margin": [None, None],
+        },
+        schema_overrides={"margin": pl.Float64, "prompt": pl.List(schema.MESSAGE)},
+    )
+    res = build_preference_dataset(
+        prompts, c, PreferenceBuildConfig(max_length_delta=100, max_emoji_delta=2), annotation_pairs=ann
+    )
     assert res.frame.schema == PREFERENCE_PAIRS
     reasons = dict(zip(res.frame["pair_id"], res.frame["drop_reason"]))
-    assert reasons == {"p0/pair": None, "p1/pair": "length_delta", "p2/pair": "emoji_delta", "p3/pair": "low_margin",
-                       "h1": None, "h2": "bad_prompt"}
+    assert reasons == {
+        "p0/pair": None,
+        "p1/pair": "length_delta",
+        "p2/pair": "emoji_delta",
+        "p3/pair": "low_margin",
+        "h1": None,
+        "h2": "bad_prompt",
+    }
     assert drop_reasons(res)["p4/pair"] == "too_few_candidates"
     row = res.frame.filter(pl.col("pair_id") == "p1/pair").row(0, named=True)
     assert row["delta_len"] == 295 and row["margin"] == pytest.approx(0.8)
@@ -150,14 +187,19 @@ def test_preference_config_validation():
 
 def test_sft_rewrites_in_annotation_form_use_their_own_prompt():
     prompts = prompts_frame(1)
-    rewrites = pl.DataFrame({
-        "prompt_id": ["p0", "elsewhere", "bad"],
-        "prompt": [None, [{"role": "user", "content": "what is up?"}], [{"role": "assistant", "content": "x"}]],
-        "rewrite": ["a careful rewrite", "not much, you?", "whatever"],
-    }, schema_overrides={"prompt": pl.List(schema.MESSAGE)})
+    rewrites = pl.DataFrame(
+        {
+            "prompt_id": ["p0", "elsewhere", "bad"],
+            "prompt": [None, [{"role": "user", "content": "what is up?"}], [{"role": "assistant", "content": "x"}]],
+            "rewrite": ["a careful rewrite", "not much, you?", "whatever"],
+        },
+        schema_overrides={"prompt": pl.List(schema.MESSAGE)},
+    )
     res = build_sft_dataset(prompts, cands([]), SFTBuildConfig(mix={"rewrite": 1.0}), rewrites=rewrites)
     got = {r["prompt_id"]: r["messages"] for r in res.dataset}
-    assert got["elsewhere"] == [{"role": "user", "content": "what is up?"},
-                                {"role": "assistant", "content": "not much, you?"}]
+    assert got["elsewhere"] == [
+        {"role": "user", "content": "what is up?"},
+        {"role": "assistant", "content": "not much, you?"},
+    ]
     assert got["p0"][-1]["content"] == "a careful rewrite" and got["p0"][0]["role"] == "system"
     assert drop_reasons(res)["bad/rewrite/2"] == "bad_prompt"

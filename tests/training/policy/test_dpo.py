@@ -15,9 +15,16 @@ def data(tmp_path_factory):
 
 
 def test_run_dpo_two_steps_against_the_starting_policy(tmp_path, data):
-    cfg = DPORunConfig(model_name_or_path=tiny_policy_dir(), dataset_path=data["prefs"],
-                       output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=2,
-                       learning_rate=1e-3, device="cpu", max_length=128)
+    cfg = DPORunConfig(
+        model_name_or_path=tiny_policy_dir(),
+        dataset_path=data["prefs"],
+        output_dir=str(tmp_path / "dpo"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        device="cpu",
+        max_length=128,
+    )
     metrics = run_dpo(cfg)
     assert metrics["steps"] == 2 and metrics["reference"] == tiny_policy_dir()
     # with the policy equal to its reference, the first DPO loss is exactly log(2)

@@ -7,7 +7,14 @@ import pytest
 from tests.training import toy_reward
 from tests.training.tiny_policy import one_cpu_thread, saved_datasets, tiny_policy_dir  # noqa: F401
 from training.policy.grpo import (
-    GRPORunConfig, LengthBand, NoEmoji, RewardModelScore, as_score_fn, load_reward_loader, reward_functions, run_grpo,
+    GRPORunConfig,
+    LengthBand,
+    NoEmoji,
+    RewardModelScore,
+    as_score_fn,
+    load_reward_loader,
+    reward_functions,
+    run_grpo,
 )
 
 
@@ -17,10 +24,20 @@ def data(tmp_path_factory):
 
 
 def _cfg(tmp_path, data, **kw) -> GRPORunConfig:
-    base = dict(model_name_or_path=tiny_policy_dir(), dataset_path=data["rl"], output_dir=str(tmp_path / "grpo"),
-                reward_loader="tests.training.toy_reward:load_scorer", reward_model_path="rm-dir", max_steps=2,
-                per_device_train_batch_size=4, num_generations=2, max_completion_length=12, learning_rate=1e-3,
-                device="cpu", max_length=128)
+    base = dict(
+        model_name_or_path=tiny_policy_dir(),
+        dataset_path=data["rl"],
+        output_dir=str(tmp_path / "grpo"),
+        reward_loader="tests.training.toy_reward:load_scorer",
+        reward_model_path="rm-dir",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=12,
+        learning_rate=1e-3,
+        device="cpu",
+        max_length=128,
+    )
     return GRPORunConfig(**{**base, **kw})
 
 
@@ -71,11 +88,15 @@ def test_reward_functions_and_loader_resolution():
         as_score_fn(42)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"reward_loader": "nocolon"}, "reward_loader"), ({"num_generations": 1}, "num_generations"),
-    ({"per_device_train_batch_size": 6, "num_generations": 4}, "multiple"),
-    ({"length_band_min_chars": 10, "length_band_max_chars": 5}, "length_band"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"reward_loader": "nocolon"}, "reward_loader"),
+        ({"num_generations": 1}, "num_generations"),
+        ({"per_device_train_batch_size": 6, "num_generations": 4}, "multiple"),
+        ({"length_band_min_chars": 10, "length_band_max_chars": 5}, "length_band"),
+    ],
+)
 def test_grpo_settings_fail_fast(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GRPORunConfig(**kwargs)

@@ -5,12 +5,23 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from tests.training.tiny_policy import TINY, corpus, one_cpu_thread, prompts_frame, tiny_policy_dir  # noqa: F401
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.training.tiny_policy import TINY, corpus, one_cpu_thread, prompts_frame, tiny_policy_dir  # noqa: F401
 from training.policy.models import (
-    CHAT_TEMPLATE, EOS, PolicyConfig, TinyLlamaConfig, build_tiny_llama, chat_messages, corpus_from_prompts,
-    load_model, load_tokenizer, pretrain, render_chat, smollm2_gguf, train_tokenizer,
+    CHAT_TEMPLATE,
+    EOS,
+    PolicyConfig,
+    TinyLlamaConfig,
+    build_tiny_llama,
+    chat_messages,
+    corpus_from_prompts,
+    load_model,
+    load_tokenizer,
+    pretrain,
+    render_chat,
+    smollm2_gguf,
+    train_tokenizer,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +51,8 @@ def test_tokenizer_round_trips_text_and_has_special_tokens(tokenizer):
 def test_chat_template_renders_like_render_chat(tokenizer):
     assert tokenizer.apply_chat_template(CONV, tokenize=False) == render_chat(CONV)
     assert tokenizer.apply_chat_template(CONV[:2], tokenize=False, add_generation_prompt=True) == render_chat(
-        CONV[:2], add_generation_prompt=True)
+        CONV[:2], add_generation_prompt=True
+    )
 
 
 def test_assistant_mask_marks_only_assistant_tokens_and_their_end_token(tokenizer):
@@ -62,9 +74,19 @@ def test_trl_accepts_template_for_assistant_only_loss(tokenizer):
 
 
 def test_pretraining_reduces_loss(tokenizer):
-    cfg = TinyLlamaConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                          max_position_embeddings=128, pretrain_steps=30, pretrain_batch_size=4, pretrain_seq_len=48,
-                          pretrain_lr=5e-3, device="cpu")
+    cfg = TinyLlamaConfig(
+        vocab_size=400,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pretrain_steps=30,
+        pretrain_batch_size=4,
+        pretrain_seq_len=48,
+        pretrain_lr=5e-3,
+        device="cpu",
+    )
     model = build_tiny_llama(tokenizer, cfg)
     assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer)
     metrics = pretrain(model, tokenizer, corpus(60), cfg)
@@ -97,19 +119,28 @@ def test_load_policy_via_config_and_lora_config():
     assert lora.r == 4 and set(lora.target_modules) == {"q_proj", "v_proj"}
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"dtype": "int3"}, "dtype"), ({"device": "tpu"}, "device"), ({"lora_r": 0}, "lora_r"),
-    ({"gguf_file": "x.gguf"}, "model_name_or_path"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dtype": "int3"}, "dtype"),
+        ({"device": "tpu"}, "device"),
+        ({"lora_r": 0}, "lora_r"),
+        ({"gguf_file": "x.gguf"}, "model_name_or_path"),
+    ],
+)
 def test_policy_config_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PolicyConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"hidden_size": 30, "num_heads": 4}, "num_heads"), ({"vocab_size": 100}, "vocab_size"),
-    ({"pretrain_seq_len": 1024}, "pretrain_seq_len"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hidden_size": 30, "num_heads": 4}, "num_heads"),
+        ({"vocab_size": 100}, "vocab_size"),
+        ({"pretrain_seq_len": 1024}, "pretrain_seq_len"),
+    ],
+)
 def test_tiny_config_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TinyLlamaConfig(**kwargs)
@@ -140,7 +171,8 @@ def test_smollm2_gguf_loads_and_generates_when_installed():
     tok = load_tokenizer(cfg, padding_side="left")
     model = load_model(cfg)
     assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
-    ids = tok.apply_chat_template([{"role": "user", "content": "Say hi."}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Say hi."}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
-    assert tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -21,8 +21,16 @@ def data(tmp_path_factory):
 
 
 def _cfg(tmp_path, data, **kw) -> SFTRunConfig:
-    base = dict(model_name_or_path=tiny_policy_dir(), dataset_path=data["sft"], output_dir=str(tmp_path / "out"),
-                max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3, device="cpu", max_length=128)
+    base = dict(
+        model_name_or_path=tiny_policy_dir(),
+        dataset_path=data["sft"],
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        device="cpu",
+        max_length=128,
+    )
     return SFTRunConfig(**{**base, **kw})
 
 
@@ -79,13 +87,36 @@ def test_sft_settings_fail_fast(tmp_path, data):
 def test_sft_command_line_smoke_run_in_subprocess(tmp_path, data):
     config = tmp_path / "sft.json"
     out = tmp_path / "cli-out"
-    config.write_text(json.dumps({"model_name_or_path": tiny_policy_dir(), "dataset_path": data["sft"],
-                                  "output_dir": str(out), "max_steps": 5, "device": "cpu", "max_length": 128}))
+    config.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": tiny_policy_dir(),
+                "dataset_path": data["sft"],
+                "output_dir": str(out),
+                "max_steps": 5,
+                "device": "cpu",
+                "max_length": 128,
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     proc = subprocess.run(
-        [sys.executable, "-m", "training.policy.sft", "--config", str(config), "--max_steps", "2",
-         "--per_device_train_batch_size", "2"],
-        cwd=REPO, env={**env, **ONE_THREAD_ENV}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training.policy.sft",
+            "--config",
+            str(config),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+        ],
+        cwd=REPO,
+        env={**env, **ONE_THREAD_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[sft] step 2/2" in proc.stderr  # progress lines

@@ -11,8 +11,8 @@ from training.rewards.engagement import (
     EngagementConfig,
     check_labels,
     served_turn_labels,
-    user_day_engagement,
     user_day_drops,
+    user_day_engagement,
     with_labels,
 )
 
@@ -38,25 +38,27 @@ def _conversations(rows: list[tuple]) -> pl.DataFrame:
 
 @pytest.fixture()
 def convs() -> pl.DataFrame:
-    return _conversations([
-        # c1: three served turns; the first assistant turn spans two messages, one thumbed up
-        ("c1", 0, "system", "be nice", None, "u1", D1),
-        ("c1", 1, "user", "hi there", None, "u1", D1),
-        ("c1", 2, "assistant", "hello", None, "u1", D1),
-        ("c1", 3, "assistant", "how are you?", "up", "u1", D1),
-        ("c1", 4, "user", "good", None, "u1", D1),
-        ("c1", 5, "user", "and you?", None, "u1", D1),
-        ("c1", 6, "assistant", "great", "love", "u1", D1),
-        ("c1", 7, "assistant", "thanks", "down", "u1", D1),
-        ("c1", 8, "user", "bye now", None, "u1", D2),
-        ("c1", 9, "assistant", "see you", "regenerate", "u1", D2),
-        # c2: opens with a greeting (no served response) and the user's message is never answered
-        ("c2", 0, "assistant", "welcome!", None, "u2", D1),
-        ("c2", 1, "user", "anyone?", None, "u2", D1),
-        # c3: a message without a user hash cannot be attributed
-        ("c3", 0, "user", "hello?", None, None, D1),
-        ("c3", 1, "assistant", "hi", None, None, D1),
-    ])
+    return _conversations(
+        [
+            # c1: three served turns; the first assistant turn spans two messages, one thumbed up
+            ("c1", 0, "system", "be nice", None, "u1", D1),
+            ("c1", 1, "user", "hi there", None, "u1", D1),
+            ("c1", 2, "assistant", "hello", None, "u1", D1),
+            ("c1", 3, "assistant", "how are you?", "up", "u1", D1),
+            ("c1", 4, "user", "good", None, "u1", D1),
+            ("c1", 5, "user", "and you?", None, "u1", D1),
+            ("c1", 6, "assistant", "great", "love", "u1", D1),
+            ("c1", 7, "assistant", "thanks", "down", "u1", D1),
+            ("c1", 8, "user", "bye now", None, "u1", D2),
+            ("c1", 9, "assistant", "see you", "regenerate", "u1", D2),
+            # c2: opens with a greeting (no served response) and the user's message is never answered
+            ("c2", 0, "assistant", "welcome!", None, "u2", D1),
+            ("c2", 1, "user", "anyone?", None, "u2", D1),
+            # c3: a message without a user hash cannot be attributed
+            ("c3", 0, "user", "hello?", None, None, D1),
+            ("c3", 1, "assistant", "hi", None, None, D1),
+        ]
+    )
 
 
 def test_served_turn_labels_follow_the_definitions(convs):
@@ -78,7 +80,12 @@ def test_served_turn_labels_follow_the_definitions(convs):
     assert labels.filter(pl.col("conversation_id") == "c2").height == 0
     c3 = labels.filter(pl.col("conversation_id") == "c3").row(0, named=True)
     assert (c3["cut_turn"], c3["continued"], c3["depth_after"], c3["thumbs"], c3["reply_len"]) == (
-        0, False, 0, None, None)
+        0,
+        False,
+        0,
+        None,
+        None,
+    )
 
 
 def test_reply_len_in_words(convs):
@@ -95,13 +102,15 @@ def test_bad_config_names_the_setting():
 
 
 def test_with_labels_and_check_labels(convs):
-    prompts = pl.DataFrame({
-        "prompt_id": ["p1", "p2", "p3", "p_missing"],
-        "conversation_id": ["c1", "c1", "c1", "c9"],
-        "cut_turn": pl.Series([1, 5, 8, 0], dtype=pl.Int32),
-        "day": [D1, D1, D2, D1],
-        "continued": [None, None, None, None],
-    })
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": ["p1", "p2", "p3", "p_missing"],
+            "conversation_id": ["c1", "c1", "c1", "c9"],
+            "cut_turn": pl.Series([1, 5, 8, 0], dtype=pl.Int32),
+            "day": [D1, D1, D2, D1],
+            "continued": [None, None, None, None],
+        }
+    )
     labelled = with_labels(prompts, convs)
     assert labelled.sort("prompt_id")["depth_after"].to_list() == [2, 1, 0, None]
     kept, drops = check_labels(labelled)
@@ -111,21 +120,36 @@ def test_with_labels_and_check_labels(convs):
 
 
 def test_check_labels_reason_codes():
-    prompts = pl.DataFrame({
-        "prompt_id": ["ok", "ok_end", "neg", "thumb", "cont_no_depth", "reply_without_cont", "cont_no_reply",
-                      "null", "unanswered"],
-        "served_response": ["r"] * 8 + [None],
-        "continued": [True, False, True, True, True, False, True, None, None],
-        "reply_len": pl.Series([5, None, -1, 5, 5, 3, None, 0, None], dtype=pl.Int32),
-        "depth_after": pl.Series([1, 0, 1, 1, 0, 0, 2, 0, None], dtype=pl.Int32),
-        "thumbs": pl.Series([1, -1, None, 2, None, None, None, None, None], dtype=pl.Int8),
-    })
+    prompts = pl.DataFrame(
+        {
+            "prompt_id": [
+                "ok",
+                "ok_end",
+                "neg",
+                "thumb",
+                "cont_no_depth",
+                "reply_without_cont",
+                "cont_no_reply",
+                "null",
+                "unanswered",
+            ],
+            "served_response": ["r"] * 8 + [None],
+            "continued": [True, False, True, True, True, False, True, None, None],
+            "reply_len": pl.Series([5, None, -1, 5, 5, 3, None, 0, None], dtype=pl.Int32),
+            "depth_after": pl.Series([1, 0, 1, 1, 0, 0, 2, 0, None], dtype=pl.Int32),
+            "thumbs": pl.Series([1, -1, None, 2, None, None, None, None, None], dtype=pl.Int8),
+        }
+    )
     kept, drops = check_labels(prompts)
     assert kept["prompt_id"].to_list() == ["ok", "ok_end"]
     assert dict(drops.select("row_id", "reason_code").rows()) == {
-        "neg": "bad_value", "thumb": "bad_value", "cont_no_depth": "inconsistent_label",
-        "reply_without_cont": "inconsistent_label", "cont_no_reply": "inconsistent_label",
-        "null": "missing_label", "unanswered": "unanswered",
+        "neg": "bad_value",
+        "thumb": "bad_value",
+        "cont_no_depth": "inconsistent_label",
+        "reply_without_cont": "inconsistent_label",
+        "cont_no_reply": "inconsistent_label",
+        "null": "missing_label",
+        "unanswered": "unanswered",
     }
     assert drops["day"].null_count() == drops.height  # no day column: nulls, not a crash
     with pytest.raises(ValueError, match="with_labels"):

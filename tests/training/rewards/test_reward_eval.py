@@ -21,7 +21,7 @@ from training.rewards.reward_eval import (
 )
 from training.rewards.reward_model import RewardModel
 
-EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2728]")
+EMOJI = re.compile("[\U0001f300-\U0001faff\u2728]")
 
 
 class FakeModel:
@@ -49,19 +49,33 @@ def _eval_prompts(n: int = 80, seed: int = 0) -> pl.DataFrame:
         cont = bool(i % 2)
         body = "word " * int(rng.integers(3, 30))
         resp = f"Sure, {body.strip()}. What do you think?" if cont else f"Sure, {body.strip()}."
-        rows.append({"prompt_id": f"p{i}", "history": [{"role": "user", "content": f"question {i % 7}"}],
-                     "served_response": resp, "continued": cont, "day": dt.date(2024, 1, 1 + (i // 2) % 4)})
+        rows.append(
+            {
+                "prompt_id": f"p{i}",
+                "history": [{"role": "user", "content": f"question {i % 7}"}],
+                "served_response": resp,
+                "continued": cont,
+                "day": dt.date(2024, 1, 1 + (i // 2) % 4),
+            }
+        )
     return pl.DataFrame(rows)
 
 
 def _eval_pairs(prompts: pl.DataFrame) -> pl.DataFrame:
     good, bad = prompts.filter(pl.col("continued")), prompts.filter(~pl.col("continued"))
     n = good.height
-    return pl.DataFrame({
-        "pair_id": [f"x{i}" for i in range(n)], "prompt_id": good["prompt_id"], "prompt": good["history"],
-        "chosen": good["served_response"], "rejected": bad["served_response"],
-        "source": (["annotation", "engagement"] * n)[:n], "margin": [0.0] * n, "day": good["day"],
-    }).cast(dict(PAIRS))
+    return pl.DataFrame(
+        {
+            "pair_id": [f"x{i}" for i in range(n)],
+            "prompt_id": good["prompt_id"],
+            "prompt": good["history"],
+            "chosen": good["served_response"],
+            "rejected": bad["served_response"],
+            "source": (["annotation", "engagement"] * n)[:n],
+            "margin": [0.0] * n,
+            "day": good["day"],
+        }
+    ).cast(dict(PAIRS))
 
 
 def emoji_lover(ctx, resp):
@@ -86,7 +100,11 @@ def test_probe_flags_an_emoji_lover_and_not_a_neutral_scorer():
     assert loving.schema == EVAL_METRICS
     assert loving["metric"].to_list() == list(ARTIFACTS)
     assert dict(zip(loving["metric"], loving["flag"])) == {
-        "emoji": True, "exclamation": False, "markdown_list": False, "padding_ai": False, "padding_repeat": False,
+        "emoji": True,
+        "exclamation": False,
+        "markdown_list": False,
+        "padding_ai": False,
+        "padding_repeat": False,
     }
     calm = artifact_probe(FakeModel(neutral), ctx, resp, cfg)
     assert not calm["flag"].any() and (calm["value"] == 0).all()
@@ -121,8 +139,13 @@ def test_evaluate_pointwise_and_pairwise(tmp_path):
     def oracle(ctx, resp):
         return 0.95 if resp.endswith("?") else 0.05
 
-    report = evaluate_reward_model(FakeModel(oracle, kind="pointwise"), eval_prompts=held,
-                                   eval_pairs=_eval_pairs(held), train_prompts=train, out_dir=tmp_path)
+    report = evaluate_reward_model(
+        FakeModel(oracle, kind="pointwise"),
+        eval_prompts=held,
+        eval_pairs=_eval_pairs(held),
+        train_prompts=train,
+        out_dir=tmp_path,
+    )
     assert report.schema == EVAL_METRICS
     m = {(r["section"], r["metric"]): r for r in report.to_dicts()}
     auc = m[("pointwise", "auc")]

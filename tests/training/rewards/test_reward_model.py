@@ -22,10 +22,25 @@ from training.rewards.reward_model import (  # noqa: E402
     style_features,
 )
 
-TOPICS = ["hiking", "cooking", "chess", "jazz", "painting", "soccer", "gardening", "movies", "travel",
-          "coding", "photography", "running"]
-ENGAGING = ["That sounds fun! What do you like most about {t}?", "Oh nice, how long have you been into {t}?",
-            "Really? What got you started with {t}, and who taught you?"]
+TOPICS = [
+    "hiking",
+    "cooking",
+    "chess",
+    "jazz",
+    "painting",
+    "soccer",
+    "gardening",
+    "movies",
+    "travel",
+    "coding",
+    "photography",
+    "running",
+]
+ENGAGING = [
+    "That sounds fun! What do you like most about {t}?",
+    "Oh nice, how long have you been into {t}?",
+    "Really? What got you started with {t}, and who taught you?",
+]
 DULL = ["ok.", "I see.", "Fine. {t} is a thing people do."]
 
 
@@ -41,12 +56,18 @@ def _prompts(topics: list[str], day: dt.date) -> pl.DataFrame:
 
 def _pairs(prompts: pl.DataFrame) -> pl.DataFrame:
     good, bad = prompts.filter(pl.col("continued")), prompts.filter(~pl.col("continued"))
-    return pl.DataFrame({
-        "pair_id": [f"p{i}" for i in range(good.height)], "prompt_id": [None] * good.height,
-        "prompt": good["history"], "chosen": good["served_response"], "rejected": bad["served_response"],
-        "source": ["annotation", "engagement"] * (good.height // 2), "margin": [0.0] * good.height,
-        "day": good["day"],
-    }).cast(dict(PAIRS))
+    return pl.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(good.height)],
+            "prompt_id": [None] * good.height,
+            "prompt": good["history"],
+            "chosen": good["served_response"],
+            "rejected": bad["served_response"],
+            "source": ["annotation", "engagement"] * (good.height // 2),
+            "margin": [0.0] * good.height,
+            "day": good["day"],
+        }
+    ).cast(dict(PAIRS))
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +108,27 @@ def _engagement_frame() -> pl.DataFrame:
         # different question in the same cluster
         ("a6", "c7", 0, "what is your favourite food?", "pizza", False, 0, None, "train"),
     ]
-    df = pl.DataFrame(rows, schema=["prompt_id", "conversation_id", "cluster_id", "last_user", "served_response",
-                                    "continued", "depth_after", "thumbs", "split"], orient="row")
+    df = pl.DataFrame(
+        rows,
+        schema=[
+            "prompt_id",
+            "conversation_id",
+            "cluster_id",
+            "last_user",
+            "served_response",
+            "continued",
+            "depth_after",
+            "thumbs",
+            "split",
+        ],
+        orient="row",
+    )
     return df.with_columns(
-        pl.col("last_user").map_elements(lambda t: [{"role": "user", "content": t}],
-                                         return_dtype=pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})))
+        pl.col("last_user")
+        .map_elements(
+            lambda t: [{"role": "user", "content": t}],
+            return_dtype=pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})),
+        )
         .alias("history"),
         pl.lit(dt.date(2024, 1, 1)).alias("day"),
     )
@@ -104,8 +141,11 @@ def test_engagement_pairs_rules():
     # a3 and a4 differ by one turn of depth only: no pair; a6 asks something else; b1 and e1 sit
     # in another cluster or split
     assert got == {
-        ("a1", "a2"): "continued", ("a3", "a2"): "continued", ("a4", "a2"): "continued",
-        ("a3", "a1"): "depth", ("a4", "a1"): "depth",
+        ("a1", "a2"): "continued",
+        ("a3", "a2"): "continued",
+        ("a4", "a2"): "continued",
+        ("a3", "a1"): "depth",
+        ("a4", "a1"): "depth",
     }
     assert set(pairs.columns) >= set(PAIRS.names())
     row = pairs.filter(pl.col("signal") == "depth").row(0, named=True)
@@ -124,8 +164,9 @@ def test_engagement_pairs_rules():
     assert engagement_pairs(same_conv, EngagementPairsConfig(min_similarity=0.7)).height == 0
 
     # a prompt joins at most max_pairs_per_prompt pairs; absent cluster_id/split are handled
-    capped = engagement_pairs(df.drop("cluster_id", "split"), EngagementPairsConfig(min_similarity=0.7,
-                                                                                   max_pairs_per_prompt=1))
+    capped = engagement_pairs(
+        df.drop("cluster_id", "split"), EngagementPairsConfig(min_similarity=0.7, max_pairs_per_prompt=1)
+    )
     ids = capped["chosen_prompt_id"].to_list() + capped["rejected_prompt_id"].to_list()
     assert len(ids) == len(set(ids)) and capped.height >= 1
 
@@ -183,8 +224,17 @@ def test_lm_pairwise_with_reward_trainer(tmp_path):
 
     prompts = _prompts(TOPICS, dt.date(2024, 1, 1))
     pairs = _pairs(prompts)
-    cfg = LMRewardConfig(kind="pairwise", max_steps=25, batch_size=8, learning_rate=3e-3, max_length=128,
-                         tiny_vocab_size=400, tiny_hidden_size=32, tiny_layers=2, use_margin=True)
+    cfg = LMRewardConfig(
+        kind="pairwise",
+        max_steps=25,
+        batch_size=8,
+        learning_rate=3e-3,
+        max_length=128,
+        tiny_vocab_size=400,
+        tiny_hidden_size=32,
+        tiny_layers=2,
+        use_margin=True,
+    )
     model = LMRewardModel.fit_pairwise(pairs, cfg)
     assert isinstance(model, RewardModel)
     assert model.metadata["steps"] == 25 and model.metadata["backbone"] == "lm"
