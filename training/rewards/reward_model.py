@@ -29,6 +29,7 @@ import polars as pl
 
 from evaluation.style import count_emoji
 from pipeline import schema
+from pipeline.prompts import chat_messages
 from training.rewards.annotations import PAIRS
 
 EmbedFn = Callable[[list[str]], np.ndarray]
@@ -78,13 +79,7 @@ def load_reward_model(directory: str | Path, **kwargs: Any) -> RewardModel:
 def prompt_contexts(prompts: pl.DataFrame) -> list[Messages]:
     """The contexts of `prompts` rows as message lists: `system` (when set) then `history`."""
     systems = prompts["system"].to_list() if "system" in prompts.columns else [None] * prompts.height
-    out = []
-    for system, history in zip(systems, prompts["history"].to_list()):
-        msgs = [{"role": m["role"], "content": m["content"] or ""} for m in (history or [])]
-        if system:
-            msgs.insert(0, {"role": "system", "content": system})
-        out.append(msgs)
-    return out
+    return [chat_messages(system, history) for system, history in zip(systems, prompts["history"].to_list())]
 
 
 def render_context(messages: Messages, max_messages: int) -> str:
@@ -306,8 +301,7 @@ def engagement_pairs(prompts: pl.DataFrame, config: EngagementPairsConfig | None
                 "pair_id": "engagement:"
                 + hashlib.sha1(f"{chosen['prompt_id']}\x1f{rejected['prompt_id']}".encode()).hexdigest()[:16],
                 "prompt_id": anchor["prompt_id"],
-                "prompt": ([{"role": "system", "content": anchor["system"]}] if anchor.get("system") else [])
-                + anchor["history"],
+                "prompt": chat_messages(anchor.get("system"), anchor["history"]),
                 "chosen": chosen["served_response"],
                 "rejected": rejected["served_response"],
                 "source": "engagement",
