@@ -111,7 +111,7 @@ class ProgressView:
     def logger(self, lines: _StepLines) -> dg.LoggerDefinition:
         @dg.logger(description="one line per step in the terminal; the event log keeps everything")
         def progress(_init_context) -> logging.Logger:
-            log = logging.getLogger(f"assets.progress.{id(lines)}")
+            log = logging.getLogger("assets.progress")
             log.handlers, log.propagate = [lines], False
             log.setLevel(logging.DEBUG)
             return log
