@@ -29,12 +29,16 @@ from assets.generation import (
     reward_model_dir,
     write_generation_table,
 )
-from assets.metadata import counts_table, md_table
+from assets.metadata import counts_table, md_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
+from pipeline import schema
 from pipeline.lake import Partition, replace_dir, staging_dir
-from training.policy.candidates import CandidateConfig, generate_candidates
+from training.cards import write_model_card
+from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
+from training.policy.dataset_lineage import content_hash
 from training.policy.datasets_build import (
+    PREFERENCE_PAIRS,
     PreferenceBuildConfig,
     SFTBuildConfig,
     build_preference_dataset,
@@ -42,7 +46,7 @@ from training.policy.datasets_build import (
     privacy_pii_check,
 )
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
-from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
+from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -73,6 +77,14 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
     manifest = build_tiny_policy(corpus, tmp, TinyLlamaConfig(pretrain_steps=generation.pretrain_steps))
+    pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
+    write_model_card(
+        tmp,
+        title="CharacterFlywheel gen-0 policy",
+        base_model=None,
+        data_hashes={"pretrain_corpus": content_hash(corpus)},
+        metrics=pretrain,
+    )
     replace_dir(tmp, target)
     pre = manifest.get("pretrain", {})
     return dg.MaterializeResult(
@@ -97,6 +109,7 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     deps=["policy_base", "reward_model_pointwise"],
     group_name=GROUP_HERD,
     kinds={"pytorch", "parquet"},
+    metadata=schema_metadata(CANDIDATES),
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
     "reward model, with its style features (length, emoji, lists).",
 )
@@ -159,6 +172,7 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "content_hash": str(m.get("content_hash")),
         "drops_by_reason": counts_table(reasons),
         "path": dg.MetadataValue.path(str(target)),
+        "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
     }
 
 
@@ -181,6 +195,7 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata({"messages": pl.List(schema.MESSAGE), "source": pl.Utf8, "prompt_id": pl.Utf8}),
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
     "(rejection sampling), mixed with engaged served replies; TRL's conversational format with a manifest.",
     check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
@@ -208,6 +223,7 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata(PREFERENCE_PAIRS),
     description="Preference pairs (best vs worst candidate by reward, plus annotation pairs), without pairs whose "
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
     check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
@@ -239,6 +255,7 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata(RL_POOL),
     description="Near-policy RL prompts (served by the parent generation, recent days) whose candidates earn a "
     "low mean reward or a high reward variance.",
 )

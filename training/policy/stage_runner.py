@@ -19,6 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.device import describe_device, trainer_device_kwargs
+from training.cards import write_model_card
 from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
 
@@ -207,6 +208,14 @@ def finish_stage(
         "config": asdict(cfg),
     }
     (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_model_card(
+        cfg.output_dir,
+        title=f"CharacterFlywheel {stage} policy",
+        base_model=str(cfg.model_name_or_path),
+        data_hashes={"dataset": metrics["dataset_content_hash"]},
+        metrics={k: v for k, v in metrics.items() if k not in ("config", "curves", "loss_curve", "output_dir")},
+        summary=f"The policy after the {stage} stage, trained with TRL on the dataset named by its content hash.",
+    )
     return metrics
 
 
