@@ -121,8 +121,15 @@ def offline_eval(
 
 
 @dg.asset(
-    deps=["offline_eval", "ab_readout", "grpo_checkpoint", "sft_dataset", "preference_dataset", "rl_prompts"]
-    + ["reward_model_report"],
+    deps=[
+        "offline_eval",
+        "ab_readout",
+        "grpo_checkpoint",
+        "sft_dataset",
+        "preference_dataset",
+        "rl_prompts",
+        "reward_model_report",
+    ],
     group_name=GROUP_RELEASE,
     kinds={"parquet", "duckdb"},
     description="The generation's row in the `generations` table: parent, window, input content hashes, "
