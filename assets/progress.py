@@ -61,11 +61,13 @@ class _StepLines(logging.Handler):
         event = meta.get("dagster_event")
         step = meta.get("step_key") or (event.step_key if event is not None else None)
         if event is None:
-            if record.levelno >= logging.WARNING:
+            message = str(meta.get("orig_message", record.getMessage()))
+            if step and record.levelno >= logging.ERROR and "Not executing" in message:
+                # the engine skips a step whose upstream failed: one short line, the cause was printed already
+                self.view.detail(f"  skip   {step}")
+            elif record.levelno >= logging.WARNING:
                 where = f"{step}: " if step else ""
-                self.view.detail(
-                    f"  {record.levelname.lower():6} {where}{meta.get('orig_message', record.getMessage())}"
-                )
+                self.view.detail(f"  {record.levelname.lower():6} {where}{message}")
             return
         kind = event.event_type_value
         if kind == "STEP_START":
