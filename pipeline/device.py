@@ -6,6 +6,7 @@ unchanged on a laptop and on a GPU box.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -15,13 +16,19 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` picks CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a configuration error."""
+    """`auto` picks CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a configuration error.
+
+    Under accelerate or torchrun (LOCAL_RANK set) `auto` and `cuda` mean this process's own GPU, so N ranks
+    load N copies onto N cards instead of all onto the first.
+    """
     if device not in DEVICE_CHOICES and not re.fullmatch(r"cuda:\d+", device):
         raise ValueError(f"device={device!r} is not one of {DEVICE_CHOICES} or 'cuda:N'; set `device` to one of them")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch sees no GPU; set `device` to 'auto' or 'cpu'")
+    if device == "cuda" and os.environ.get("LOCAL_RANK", "").isdigit():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(device)
 
 
