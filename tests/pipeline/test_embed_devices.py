@@ -75,7 +75,7 @@ def test_on_cpu_vectors_are_fp32_with_cpu_batches_and_fp16_is_refused():
     assert cfg.resolved_precision() == "fp32" and cfg.resolved_batch_size() == cfg.batch_size
     assert cfg.resolved_devices() == ["cpu"] and cfg.model_id.endswith("|torch")
     with pytest.raises(ValueError, match="precision"):
-        EmbedConfig(device="cpu", precision="fp16").model_id
+        EmbedConfig(device="cpu", precision="fp16").resolved_precision()
 
 
 @needs_cuda

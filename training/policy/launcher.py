@@ -53,7 +53,11 @@ class LaunchConfig:
         },
     )
     cpu: bool = field(
-        default=False, metadata={"help": "accelerate only: run every process on CPU (gloo), for tests and laptops"}
+        default=False,
+        metadata={
+            "help": "accelerate only: processes on CPU, for tests and laptops (with num_processes > 1 they "
+            "talk over gloo; set the stages' `device` to 'cpu')"
+        },
     )
     extra_args: tuple[str, ...] = field(
         default=(), metadata={"help": "further launcher flags, placed before the stage module"}
@@ -101,7 +105,11 @@ def launcher_prefix(config: LaunchConfig, python: str | None = None) -> list[str
         argv = [python, "-m", "accelerate.commands.launch"]
         if config.accelerate_config:
             argv += ["--config_file", config.accelerate_config]
-        if config.cpu:
+        if config.cpu and config.num_processes > 1:
+            # accelerate's `--cpu` starts one process; its multi-process launcher is `--multi_gpu` (torchrun
+            # underneath), and ranks whose stage device is 'cpu' then train over gloo
+            argv.append("--multi_gpu")
+        elif config.cpu:
             argv.append("--cpu")
         if config.num_processes:
             argv += ["--num_processes", str(config.num_processes)]
