@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from assets.resources import library_field
 from training.policy.launcher import LaunchConfig, stage_command
 
 BACKENDS = ("subprocess", "k8s")
@@ -21,15 +22,11 @@ BACKENDS = ("subprocess", "k8s")
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
 class TrainingPod(dg.Config):
     """The Kubernetes pod a training stage runs in (backend 'k8s')."""
 
     image: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_IMAGE", "characterflywheel:latest"),
+        default_factory=lambda: os.environ.get("FLYWHEEL_IMAGE") or "characterflywheel:latest",
         description="container image with the project installed (deploy/Dockerfile); env FLYWHEEL_IMAGE",
     )
     namespace: str | None = Field(default=None, description="namespace of the pods; None = the run's own")
@@ -98,26 +95,18 @@ def training_pod_spec(pod: TrainingPod, home: str) -> dict:
 class TrainingLauncher(dg.ConfigurableResource):
     """How and where SFT / DPO / GRPO stages start. Defaults: one local process, `python -m <stage>`."""
 
-    launcher: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_TRAIN_LAUNCHER", "python"),
-        description="'python', 'accelerate' or 'torchrun'; env FLYWHEEL_TRAIN_LAUNCHER",
-    )
-    num_processes: int = Field(
-        default_factory=lambda: int(_env("FLYWHEEL_TRAIN_PROCESSES", "0")),
-        description="processes per machine (one per GPU); 0 = the launcher's default; env FLYWHEEL_TRAIN_PROCESSES",
-    )
-    accelerate_config: str | None = Field(
-        default_factory=lambda: os.environ.get("FLYWHEEL_ACCELERATE_CONFIG") or None,
-        description="accelerate config YAML (FSDP, DeepSpeed, mixed precision); env FLYWHEEL_ACCELERATE_CONFIG",
-    )
+    launcher: str = library_field(LaunchConfig, "launcher", env="FLYWHEEL_TRAIN_LAUNCHER")
+    num_processes: int = library_field(LaunchConfig, "num_processes", env="FLYWHEEL_TRAIN_PROCESSES")
+    accelerate_config: str | None = library_field(LaunchConfig, "accelerate_config", env="FLYWHEEL_ACCELERATE_CONFIG")
+    # the stages' own `trl_config` setting; a plain field here, since importing the stage module loads transformers
     trl_config: str | None = Field(
         default_factory=lambda: os.environ.get("FLYWHEEL_TRL_CONFIG") or None,
-        description="YAML/JSON of TRL config fields passed whole to every stage (report_to, optim, ...); "
-        "env FLYWHEEL_TRL_CONFIG",
+        description="YAML/JSON file of TRL config fields passed whole to every stage (report_to, optim, ...) "
+        "(env FLYWHEEL_TRL_CONFIG)",
     )
-    cpu: bool = Field(default=False, description="accelerate only: every process on CPU")
+    cpu: bool = library_field(LaunchConfig, "cpu")
     backend: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_TRAIN_BACKEND", "subprocess"),
+        default_factory=lambda: os.environ.get("FLYWHEEL_TRAIN_BACKEND") or "subprocess",
         description="'subprocess' (this machine) or 'k8s' (a pod per stage); env FLYWHEEL_TRAIN_BACKEND",
     )
     pod: TrainingPod = Field(default_factory=TrainingPod, description="the pod of backend 'k8s'")
