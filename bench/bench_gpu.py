@@ -16,8 +16,8 @@
 path (two embedding processes, FAISS with `use_gpu` on, which falls back to the CPU), so its ratios are ~1 and
 mean nothing about GPUs. The CPU baselines of the full run use smaller workloads than the GPU side (rates are
 per text, per query or per token, so the ratio stays fair) to keep the run under 8 minutes.
-MFU counts 6 x parameters FLOPs per trained token (8 x for DPO, whose reference model also runs forward) and
-ignores attention FLOPs, so it is a slight under-estimate. Figures go to stdout and bench/out/bench_gpu.json.
+MFU counts 6 x parameters FLOPs per trained token (8 x for DPO, whose reference model also runs forward), with
+the embedding parameters in and the attention score FLOPs out: the usual approximation, not an exact count. Figures go to stdout and bench/out/bench_gpu.json.
 """
 
 from __future__ import annotations
