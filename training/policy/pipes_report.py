@@ -103,10 +103,10 @@ class StageReporter:
 @contextmanager
 def stage_reporting(stage: str) -> Iterator[StageReporter]:
     """A reporter bound to the Pipes context when launched through Pipes (rank 0 only), else to stderr."""
-    if not under_pipes():
-        yield StageReporter(None, stage)
-        return
     rank = process_rank()
+    if not under_pipes():
+        yield StageReporter(None, stage if rank == 0 else f"{stage}:rank{rank}")
+        return
     if rank != 0:
         yield StageReporter(None, f"{stage}:rank{rank}", extras=pipes_extras())
         return

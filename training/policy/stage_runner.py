@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -221,19 +222,24 @@ def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
 def _save_distributed(trainer, tokenizer, cfg: StageConfig) -> None:
     """Every rank takes part in `save_model` (it gathers FSDP / DeepSpeed shards); the main process writes.
 
-    LoRA adapters cannot be merged into sharded weights, so the main process merges them from the saved
-    adapter afterwards, on CPU, into a plain checkpoint.
+    LoRA adapters cannot be merged into sharded weights: they are saved aside, and the main process merges
+    them into the base model on CPU and writes a plain checkpoint, without the adapter files (transformers
+    would apply an adapter found beside the weights a second time on load).
     """
-    trainer.save_model(cfg.output_dir)
+    merge = cfg.use_lora and cfg.merge_lora
+    target = Path(cfg.output_dir) / ".adapter" if merge else Path(cfg.output_dir)
+    trainer.save_model(str(target))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(cfg.output_dir)
-        if cfg.use_lora and cfg.merge_lora:
+        if merge:
             from peft import AutoPeftModelForCausalLM
 
-            merged = AutoPeftModelForCausalLM.from_pretrained(
-                cfg.output_dir, trust_remote_code=cfg.trust_remote_code
-            ).merge_and_unload()
-            merged.save_pretrained(cfg.output_dir)
+            extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+            peft_model = AutoPeftModelForCausalLM.from_pretrained(
+                str(target), trust_remote_code=cfg.trust_remote_code, **extra
+            )
+            peft_model.merge_and_unload().save_pretrained(cfg.output_dir)
+            shutil.rmtree(target)
     trainer.accelerator.wait_for_everyone()
 
 
