@@ -119,3 +119,22 @@ def test_shipped_secret_and_volume_match_the_names_the_values_use():
     secret = yaml.safe_load((REPO / "deploy" / "k8s" / "secret.example.yaml").read_text())
     assert "FLYWHEEL_USER_SALT" in secret["stringData"]
     assert secret["metadata"]["name"] == VALUES["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"][0]["name"]
+
+
+def test_k8s_backend_hands_pipes_the_pod_image_and_command(monkeypatch):
+    import dagster_k8s
+
+    calls = []
+    monkeypatch.setattr(dagster_k8s.PipesK8sClient, "run", lambda self, **kwargs: calls.append(kwargs) or "done")
+    pod = TrainingPod(image="registry.example.com/cf:2", namespace="flywheel")
+    launcher = TrainingLauncher(launcher="torchrun", num_processes=8, backend="k8s", pod=pod, trl_config="t.yaml")
+    assert launcher.run(None, "training.policy.grpo", {"max_steps": 5}, home="/flywheel/home") == "done"
+    (call,) = calls
+    assert call["image"] == "registry.example.com/cf:2" and call["namespace"] == "flywheel"
+    assert call["command"][:5] == ["python", "-m", "torch.distributed.run", "--nproc_per_node", "8"]
+    assert call["command"][-1] == "training.policy.grpo"
+    assert call["extras"] == {"config": {"max_steps": 5, "trl_config": "t.yaml"}}
+    env = {e["name"]: e["value"] for e in call["base_pod_spec"]["containers"][0]["env"]}
+    assert env["FLYWHEEL_HOME"] == "/flywheel/home"
+    with pytest.raises(ValueError, match="home_mount"):
+        launcher.run(None, "training.policy.grpo", {}, home="/elsewhere")
