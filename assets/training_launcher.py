@@ -147,8 +147,6 @@ class TrainingLauncher(dg.ConfigurableResource):
                 namespace=self.pod.namespace,
                 base_pod_spec=training_pod_spec(self.pod, home),
             )
-        if self.backend != "subprocess":
-            raise ValueError(f"training `backend`={self.backend!r} is unknown: use one of {list(BACKENDS)}")
         self.launch_config().check_files()
         env = {**os.environ, "FLYWHEEL_HOME": home, **_OFFLINE_ENV}
         return dg.PipesSubprocessClient().run(command=command, context=context, extras=extras, env=env)
