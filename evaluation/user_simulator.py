@@ -35,6 +35,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
 
 STAGE = "user_simulator"
@@ -254,3 +255,88 @@ def expected_lifts(p_control: np.ndarray, p_treatment: np.ndarray, max_messages:
 
     pc, pt = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
     return {"breadth": float(pt.mean() / pc.mean() - 1), "depth": depth(pt) / depth(pc) - 1}
+
+
+def turns_from_prompts(prompts: pl.DataFrame) -> pl.DataFrame:
+    """Simulator turns (`TURN_COLUMNS`) from static prompts: the user turn, the served reply and whether the user
+    continued after it."""
+    return prompts.select(
+        pl.col("user_hash").cast(pl.Utf8),
+        pl.col("conversation_id").cast(pl.Utf8),
+        pl.col("last_user").alias("context"),
+        pl.col("served_response").alias("reply"),
+        pl.col("continued"),
+    )
+
+
+def last_user_turn(context_json: str | None) -> str:
+    """The last user message of a JSON list of chat messages (the eval replies' `context`)."""
+    messages = json.loads(context_json) if context_json else []
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+@dataclass
+class ArmReplies:
+    """Each arm's reply to the same replayed held-out conversations, with the user turn they answer."""
+
+    conversation: list[str]
+    context: list[str]
+    control: list[str]
+    treatment: list[str]
+
+    @classmethod
+    def from_responses(cls, responses: pl.DataFrame, control: str, treatment: str) -> ArmReplies:
+        """From rows (prompt_id, policy, context, response): the prompts both policies answered, in id order."""
+        arms = []
+        for policy in (control, treatment):
+            arm = responses.filter(pl.col("policy") == policy).unique("prompt_id", keep="first")
+            arms.append(arm.select("prompt_id", "context", pl.col("response").alias(policy)))
+        both = arms[0].join(arms[1].drop("context"), on="prompt_id", how="inner").sort("prompt_id")
+        if both.is_empty():
+            raise ValueError(
+                f"no replayed conversation has replies of both {control!r} and {treatment!r}: run the offline "
+                "evaluation of this generation first"
+            )
+        return cls(
+            conversation=both["prompt_id"].to_list(),
+            context=[last_user_turn(c) for c in both["context"]],
+            control=both[control].fill_null("").to_list(),
+            treatment=both[treatment].fill_null("").to_list(),
+        )
+
+
+@dataclass
+class SimulatedReadout:
+    """The A/B logs simulated from `model` (its name), their readout, the per-conversation continue
+    probabilities and the population lifts those imply (`expected`)."""
+
+    model: str
+    exposures: pl.DataFrame
+    events: pl.DataFrame
+    readout: ab_test.AbReadout
+    scores: pl.DataFrame
+    expected: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return f"simulated from {self.model}"
+
+    def lift(self, metric: str) -> float | None:
+        rows = self.readout.lifts.filter(pl.col("metric") == metric)["lift"]
+        return float(rows[0]) if rows.len() and rows[0] is not None else None
+
+
+def simulated_readout(
+    simulator: UserSimulator, replies: ArmReplies, experiment: SimulatedAbConfig, analysis: ab_test.AbConfig
+) -> SimulatedReadout:
+    """Score both arms' replies, simulate the experiment on those probabilities and read it out like real logs
+    (breadth and depth lifts, delta-method and bootstrap intervals, sample-ratio test)."""
+    p_c = simulator.p_continue(replies.context, replies.control)
+    p_t = simulator.p_continue(replies.context, replies.treatment)
+    exposures, events = simulated_logs(p_c, p_t, experiment)
+    readout = ab_test.ab_readout(exposures, events, analysis)
+    scores = pl.DataFrame({"prompt_id": replies.conversation, "p_continue_control": p_c, "p_continue_treatment": p_t})
+    return SimulatedReadout(
+        simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages)
+    )

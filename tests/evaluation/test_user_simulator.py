@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA, AbConfig, ab_readout, lift_estimates
+from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA, AbConfig, lift_estimates
 from evaluation.user_simulator import (
+    ArmReplies,
     SimulatedAbConfig,
     UserSimulatorConfig,
     expected_lifts,
     fit_user_simulator,
     simulate_arm_users,
-    simulated_logs,
+    simulated_readout,
 )
 
 WARM = ["That sounds fun! What did you like most about it?", "Oh nice, tell me more, how did it go?"]
@@ -62,27 +65,48 @@ def test_too_few_turns_fail_with_the_fix():
         fit_user_simulator(pl.DataFrame({"reply": ["x"]}))
 
 
+def _responses(control: list[str], treatment: list[str]) -> pl.DataFrame:
+    rows = []
+    for policy, replies in (("gen-0", control), ("gen-1", treatment)):
+        for i, reply in enumerate(replies):
+            context = [{"role": "system", "content": "a card"}, {"role": "user", "content": "I went hiking"}]
+            rows.append({"prompt_id": f"p{i:03d}", "policy": policy, "context": json.dumps(context), "response": reply})
+    return pl.DataFrame(rows)
+
+
 def test_preferred_replies_give_a_positive_lift_through_the_readout():
-    turns = _turns()
-    sim, _ = fit_user_simulator(turns)
-    contexts = ["I went hiking this weekend"] * 20
-    p_c = sim.p_continue(contexts, [COLD[i % 2] for i in range(20)])
-    p_t = sim.p_continue(contexts, [WARM[i % 2] for i in range(20)])
-    truth = expected_lifts(p_c, p_t)
-    assert truth["breadth"] > 0.2 and truth["depth"] > 0.1
+    sim, _ = fit_user_simulator(_turns())
+    replies = ArmReplies.from_responses(
+        _responses([COLD[i % 2] for i in range(20)], [WARM[i % 2] for i in range(20)]), "gen-0", "gen-1"
+    )
+    assert replies.context == ["I went hiking"] * 20 and replies.conversation[0] == "p000"
     cfg = SimulatedAbConfig(n_users=8000, seed=3)
-    exposures, events = simulated_logs(p_c, p_t, cfg)
-    assert exposures.schema == EXPOSURES_SCHEMA and events.schema == EVENTS_SCHEMA
-    readout = ab_readout(exposures, events, AbConfig(start=cfg.start, n_bootstrap=500))
-    lifts = {r["metric"]: r for r in readout.lifts.iter_rows(named=True)}
+    out = simulated_readout(sim, replies, cfg, AbConfig(start=cfg.start, n_bootstrap=500))
+    assert out.label.startswith("simulated from tfidf-char2-4+logreg")
+    assert out.exposures.schema == EXPOSURES_SCHEMA and out.events.schema == EVENTS_SCHEMA
+    assert out.expected["breadth"] > 0.2 and out.expected["depth"] > 0.1
+    assert (out.scores["p_continue_treatment"] > out.scores["p_continue_control"]).all()
+    lifts = {r["metric"]: r for r in out.readout.lifts.iter_rows(named=True)}
     for metric in ("breadth", "depth"):
         row = lifts[metric]
         assert row["delta_ci_low"] > 0 and row["boot_ci_low"] > 0, metric
-    assert not readout.srm["srm"][0]
+        assert out.lift(metric) == row["lift"]
+    assert not out.readout.srm["srm"][0]
     # and a worse treatment reads as a negative lift
-    exposures, events = simulated_logs(p_t, p_c, cfg)
-    worse = ab_readout(exposures, events, AbConfig(start=cfg.start, n_bootstrap=0)).lifts
-    assert (worse["delta_ci_high"] < 0).all()
+    worse = simulated_readout(
+        sim,
+        ArmReplies(replies.conversation, replies.context, replies.treatment, replies.control),
+        cfg,
+        AbConfig(start=cfg.start, n_bootstrap=0),
+    )
+    assert (worse.readout.lifts["delta_ci_high"] < 0).all()
+
+
+def test_arm_replies_need_both_policies():
+    frame = _responses(["a", "b"], ["c"])
+    assert ArmReplies.from_responses(frame, "gen-0", "gen-1").control == ["a"]
+    with pytest.raises(ValueError, match="run the offline evaluation"):
+        ArmReplies.from_responses(frame, "gen-0", "gen-7")
 
 
 def test_identical_arms_show_no_lift_in_about_95_percent_of_seeds():

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.lake import replace_dir, staging_dir
 from training.policy.models import CHAT_TEMPLATE, smollm2_gguf
 
@@ -143,7 +145,10 @@ class Smollm2Sizes:
     """Per-generation sizes of a SmolLM2 run on a 2-core CPU; each maps onto the `generation` or `release`
     resource field of the same name. Raise them on a GPU."""
 
-    use_lora: bool = field(default=True, metadata={"help": "LoRA adapters on CPU (full fine-tuning is ~8x slower)."})
+    use_lora: bool = field(
+        default_factory=lambda: not torch.cuda.is_available(),
+        metadata={"help": "LoRA adapters; default: on a CPU (full fine-tuning is far slower there), off on a GPU."},
+    )
     candidate_prompts: int = field(default=24, metadata={"help": "Train prompts that get sampled candidates."})
     samples_per_prompt: int = field(default=4, metadata={"help": "Candidates per prompt (rejection sampling N)."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest sampled reply, in tokens."})
