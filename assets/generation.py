@@ -53,6 +53,8 @@ class GenerationSettings(dg.ConfigurableResource):
     max_new_tokens: int = Field(default=48, description="longest sampled reply, in tokens")
     sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
     dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
+    train_batch_size: int = Field(default=8, description="examples per SFT and DPO step")
+    train_max_length: int = Field(default=512, description="longest SFT / DPO example in tokens (longer ones are cut)")
     grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
     eval_prompts: int = Field(default=150, description="held-out prompts per slice judged in offline evaluation")
     annotations_path: str | None = Field(

@@ -315,6 +315,8 @@ def sft_checkpoint(
             "output_dir": _stage_dir(settings, plan, "sft"),
             "max_steps": generation.sft_steps,
             "use_lora": generation.use_lora,
+            "per_device_train_batch_size": generation.train_batch_size,
+            "max_length": generation.train_max_length,
         },
     )
 
@@ -343,6 +345,8 @@ def dpo_checkpoint(
             "output_dir": _stage_dir(settings, plan, "dpo"),
             "max_steps": generation.dpo_steps,
             "use_lora": generation.use_lora,
+            "per_device_train_batch_size": generation.train_batch_size,
+            "max_length": generation.train_max_length,
         },
     )
 

@@ -23,6 +23,7 @@ DAYS = ("2026-01-05", "2026-01-06")
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(1800)  # a 135M model on a CPU: ~6 minutes on an idle 2-core box
 @pytest.mark.skipif(not OK, reason=f"SmolLM2 not available: {WHY}")
 def test_one_smollm2_generation_with_lora(tmp_path):
     src = tmp_path / "src"
@@ -38,6 +39,8 @@ def test_one_smollm2_generation_with_lora(tmp_path):
         sft_steps=1,
         dpo_steps=1,
         grpo_steps=1,
+        train_batch_size=2,
+        train_max_length=128,
         eval_prompts=2,
         steerability_samples=1,
     ).resources()

@@ -155,6 +155,8 @@ class Smollm2Sizes:
     sft_steps: int = field(default=8, metadata={"help": "SFT optimizer steps."})
     dpo_steps: int = field(default=4, metadata={"help": "DPO optimizer steps."})
     grpo_steps: int = field(default=2, metadata={"help": "GRPO optimizer steps."})
+    train_batch_size: int = field(default=2, metadata={"help": "Examples per SFT and DPO step."})
+    train_max_length: int = field(default=256, metadata={"help": "Longest SFT / DPO example in tokens."})
     eval_prompts: int = field(default=24, metadata={"help": "Held-out prompts per slice in offline evaluation."})
     steerability_samples: int = field(default=1, metadata={"help": "Replies per steerability prompt and policy."})
 
