@@ -14,7 +14,8 @@ that learnt to please its reward models is not graded by one of them.
 The simulated experiment (`simulate_arm_users`): each user is assigned to treatment with probability
 `treatment_share`, exposed on one of the first `exposure_days` days, and lands in one replayed held-out
 conversation drawn uniformly. They see their arm's reply there and continue with its probability p (the
-engagement model's score): that first continuation is one message, and makes them *engaged* (breadth). An
+engagement model's score, re-centred so a reply scored at the logs' base rate continues with probability
+`base_continue`: logged chat continues after nearly every turn): that first continuation is one message, and makes them *engaged* (breadth). An
 engaged user keeps talking with the same probability p after every turn, so sends a geometric number of
 messages with mean 1 / (1 - p) (capped at `max_messages`): the depth. So breadth is the mean of p over an
 arm's replies and depth the mean of 1 / (1 - p) over its engaged users: both move only when the replies do.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from scipy.special import expit, logit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -57,6 +59,15 @@ class UserSimulatorConfig:
     holdout_fraction: float = field(
         default=0.2, metadata={"help": "Share of the simulator's users held out to report its AUC (split by user)."}
     )
+    base_continue: float | None = field(
+        default=0.6,
+        metadata={
+            "help": "Continue probability of a reply the engagement model scores at its training base rate; each "
+            "reply keeps the model's odds ratio against that rate. Logged chat continues after nearly every turn "
+            "(~98% in the replayed Chit-Chat, where only a conversation's last turn ends it), which would pin "
+            "every probability near 1 and simulated depth at its cap. None uses the model's probabilities as is."
+        },
+    )
     p_max: float = field(
         default=0.95, metadata={"help": "Continue probabilities are clipped to [1 - p_max, p_max] (bounded depth)."}
     )
@@ -71,6 +82,8 @@ class UserSimulatorConfig:
             raise ValueError("min_rows must be >= 2 and min_per_class >= 1")
         if not 0 <= self.holdout_fraction < 0.5:
             raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 0.5), e.g. 0.2")
+        if self.base_continue is not None and not 0 < self.base_continue < 1:
+            raise ValueError(f"base_continue={self.base_continue} must be in (0, 1), e.g. 0.6, or None")
         if not 0.5 < self.p_max < 1:
             raise ValueError(f"p_max={self.p_max} must be in (0.5, 1), e.g. 0.95")
 
@@ -119,6 +132,9 @@ class UserSimulator:
         if not replies:
             return np.zeros(0)
         p = self._model.predict_proba(self._features(contexts, replies))[:, 1]
+        base, rate = self.config.base_continue, self.summary.get("continued_rate")
+        if base is not None and rate is not None:
+            p = expit(logit(np.clip(p, 1e-6, 1 - 1e-6)) - logit(rate) + logit(base))
         return np.clip(p, 1 - self.config.p_max, self.config.p_max)
 
 
