@@ -30,6 +30,9 @@ def test_one_smollm2_generation_with_lora(tmp_path):
     src.mkdir()
     for k, day in enumerate(DAYS):
         write_traffic(src, n_conversations=150, max_messages=10, day=day, offset=150 * k)
+        # conversation ids are unique across days in real traffic; the helper numbers each day from 0
+        path = src / f"{day}.jsonl"
+        path.write_text(path.read_text().replace('"conv-', f'"d{k}-conv-'))
     settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src))
     sizes = smollm2.Smollm2Sizes(
         use_lora=True,
@@ -55,7 +58,7 @@ def test_one_smollm2_generation_with_lora(tmp_path):
             **sizes["generation"],
         ),
         "release": ReleaseSettings(bootstrap_resamples=200, **sizes["release"]),
-        "ab": AbSettings(simulated_users=4000, n_bootstrap=200),
+        "ab": AbSettings(source="users", simulated_users=4000, n_bootstrap=200),
         "pipes": dg.PipesSubprocessClient(),
     }
     for day in DAYS:
@@ -81,5 +84,12 @@ def test_one_smollm2_generation_with_lora(tmp_path):
         folder = home / "models" / "gen-1" / stage
         assert (folder / "model.safetensors").is_file()
         assert json.loads((folder / "metrics.json").read_text()).get("use_lora") is True, stage
-    responses = Lake(home).read("eval_responses", Partition.generation("gen-1"))
+    lake = Lake(home)
+    responses = lake.read("eval_responses", Partition.generation("gen-1"))
     assert set(responses["policy"]) == {"gen-0", "gen-1"}
+    # the A/B readout simulated users on the engagement model's scores of both arms' replies
+    assert {"ab_readout", "generation_record"} <= set(mats), failures
+    lifts = lake.read("ab_lifts", Partition.generation("gen-1"))
+    assert set(lifts["source"]) == {"users"} and lifts["simulated_from"][0].startswith("simulated from tfidf")
+    record = lake.read("generations", Partition.generation("gen-1")).row(0, named=True)
+    assert record["parent"] == "gen-0"
