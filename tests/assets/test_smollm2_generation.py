@@ -13,6 +13,7 @@ from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.release import RELEASE_ASSETS, AbSettings, ReleaseSettings
 from assets.resources import FlywheelSettings
+from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 from tests.assets.test_generation_assets import _annotations
@@ -59,7 +60,7 @@ def test_one_smollm2_generation_with_lora(tmp_path):
         ),
         "release": ReleaseSettings(bootstrap_resamples=200, **sizes["release"]),
         "ab": AbSettings(source="users", simulated_users=4000, n_bootstrap=200),
-        "pipes": dg.PipesSubprocessClient(),
+        "launcher": TrainingLauncher(),
     }
     for day in DAYS:
         assert dg.materialize([ingest, *CURATION_ASSETS], partition_key=day, resources=resources).success
