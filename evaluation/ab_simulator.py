@@ -29,17 +29,12 @@ from pipeline.lake import atomic_write_parquet
 
 
 @dataclass
-class AbSimConfig:
+class ExperimentConfig:
+    """Who is exposed when, and the logging noise the readout must ignore: shared by every simulator that writes
+    A/B logs (this planted-lift one and the user simulator of `evaluation.user_simulator`)."""
+
     n_users: int = field(default=20_000, metadata={"help": "Users exposed to the experiment."})
     treatment_share: float = field(default=0.5, metadata={"help": "Probability a user is assigned to treatment."})
-    base_breadth: float = field(default=0.3, metadata={"help": "Share of control users who engage in the window."})
-    base_depth: float = field(default=6.0, metadata={"help": "Mean messages per engaged control user (> 1)."})
-    dispersion: float = field(
-        default=0.8,
-        metadata={"help": "Negative-binomial shape of messages beyond the first; smaller = more overdispersed."},
-    )
-    lift_breadth: float = field(default=0.05, metadata={"help": "Planted relative lift of breadth in treatment."})
-    lift_depth: float = field(default=0.03, metadata={"help": "Planted relative lift of depth in treatment."})
     window_days: int = field(default=7, metadata={"help": "Days in the experiment window."})
     exposure_days: int = field(default=3, metadata={"help": "First exposures fall on the first this-many days."})
     start: str = field(default="2024-01-01", metadata={"help": "First day of the window (ISO date)."})
@@ -58,18 +53,35 @@ class AbSimConfig:
             raise ValueError("n_users must be >= 2")
         if not 0 < self.treatment_share < 1:
             raise ValueError(f"treatment_share={self.treatment_share} must be in (0, 1)")
+        if not 1 <= self.exposure_days <= self.window_days:
+            raise ValueError("exposure_days must be in [1, window_days]")
+        for name in ("repeat_exposure_rate", "noise_event_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.control == self.treatment:
+            raise ValueError("control and treatment must name different arms")
+        dt.date.fromisoformat(self.start)
+
+
+@dataclass
+class AbSimConfig(ExperimentConfig):
+    base_breadth: float = field(default=0.3, metadata={"help": "Share of control users who engage in the window."})
+    base_depth: float = field(default=6.0, metadata={"help": "Mean messages per engaged control user (> 1)."})
+    dispersion: float = field(
+        default=0.8,
+        metadata={"help": "Negative-binomial shape of messages beyond the first; smaller = more overdispersed."},
+    )
+    lift_breadth: float = field(default=0.05, metadata={"help": "Planted relative lift of breadth in treatment."})
+    lift_depth: float = field(default=0.03, metadata={"help": "Planted relative lift of depth in treatment."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.base_breadth < 1 or not 0 < self.base_breadth * (1 + self.lift_breadth) <= 1:
             raise ValueError("base_breadth and base_breadth * (1 + lift_breadth) must be probabilities in (0, 1]")
         if self.base_depth <= 1 or self.base_depth * (1 + self.lift_depth) <= 1:
             raise ValueError("base_depth and base_depth * (1 + lift_depth) must exceed 1 (engaged users send >= 1)")
         if self.dispersion <= 0:
             raise ValueError("dispersion must be > 0")
-        if not 1 <= self.exposure_days <= self.window_days:
-            raise ValueError("exposure_days must be in [1, window_days]")
-        for name in ("repeat_exposure_rate", "noise_event_rate"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
-        dt.date.fromisoformat(self.start)
 
     def truth(self) -> dict[str, float]:
         """The population lifts the simulation plants: the estimands of the readout."""
@@ -101,7 +113,12 @@ def simulate_users(config: AbSimConfig | None = None, reps: int | None = None) -
 def simulate_ab_logs(config: AbSimConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(ab_exposures, ab_events) frames of one experiment."""
     c = config or AbSimConfig()
-    sim = simulate_users(c)
+    return experiment_logs(simulate_users(c), c)
+
+
+def experiment_logs(sim: dict[str, np.ndarray], c: ExperimentConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(ab_exposures, ab_events) of simulated users (`treated`, `first_day`, `messages` and the `rng` that drew
+    them), with the logging noise of `c`: each message on a day drawn uniformly from exposure to the window's end."""
     treat, first, msgs, rng = sim["treated"], sim["first_day"], sim["messages"], sim["rng"]
     start = dt.date.fromisoformat(c.start)
     n = c.n_users

@@ -72,10 +72,11 @@ def _by_role(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:
 
 
 def _ab(lifts: pl.DataFrame, arms: pl.DataFrame, srm: pl.DataFrame) -> dict:
-    skip = ("metric", "generation", "source", "simulated", "verdict", "reason")
+    skip = ("metric", "generation", "source", "simulated", "simulated_from", "verdict", "reason")
     return {
         "source": lifts["source"][0],
         "simulated": bool(lifts["simulated"][0]),
+        "simulated_from": lifts["simulated_from"][0] if "simulated_from" in lifts.columns else None,
         "verdict": lifts["verdict"][0],
         "reason": lifts["reason"][0],
         "lifts": {r["metric"]: {k: v for k, v in r.items() if k not in skip} for r in lifts.iter_rows(named=True)},

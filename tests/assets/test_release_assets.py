@@ -93,7 +93,7 @@ def _resources(settings: FlywheelSettings, **ab) -> dict:
         "curation": CurationSettings(),
         "generation": GenerationSettings(eval_prompts=3, max_new_tokens=6),
         "release": ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
-        "ab": AbSettings(**{"simulated_users": 4000, "n_bootstrap": 200, **ab}),
+        "ab": AbSettings(**{"source": "simulate", "simulated_users": 4000, "n_bootstrap": 200, **ab}),
     }
 
 

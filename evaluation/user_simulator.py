@@ -1,0 +1,358 @@
+"""A user simulator whose engagement depends on the replies each arm gives: an A/B readout that reflects the model.
+
+The planted-lift simulator (`evaluation.ab_simulator`) plants a lift that does not depend on the models at
+all; it stays as the readout's calibration check. This one asks an *engagement model* how likely a user is
+to continue after a given reply, and lets simulated users act on those probabilities.
+
+The engagement model predicts `continued` (the user sent another message after the served reply) from the
+user's last turn and the reply. Its backbone is deliberately unlike the reward models' (sentence embeddings
+with a trained head, or a small Llama LM): TF-IDF character n-grams of the reply, word n-grams of the user
+turn and two length features, under a logistic regression (scikit-learn). It is trained only on users the
+reward models never saw (`fit_user_simulator` drops the rows of `excluded_users`, counted), so a policy
+that learnt to please its reward models is not graded by one of them.
+
+The simulated experiment (`simulate_arm_users`): each user is assigned to treatment with probability
+`treatment_share`, exposed on one of the first `exposure_days` days, and lands in one replayed held-out
+conversation drawn uniformly. They see their arm's reply there and continue with its probability p (the
+engagement model's score, re-centred so a reply scored at the logs' base rate continues with probability
+`base_continue`: logged chat continues after nearly every turn): that first continuation is one message, and makes them *engaged* (breadth). An
+engaged user keeps talking with the same probability p after every turn, so sends a geometric number of
+messages with mean 1 / (1 - p) (capped at `max_messages`): the depth. So breadth is the mean of p over an
+arm's replies and depth the mean of 1 / (1 - p) over its engaged users: both move only when the replies do.
+Identical arms give identical distributions, so the readout's false-positive rate is its nominal alpha.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy.special import expit, logit
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from evaluation import ab_test
+from evaluation.ab_simulator import ExperimentConfig, experiment_logs
+
+STAGE = "user_simulator"
+TURN_COLUMNS = ("user_hash", "conversation_id", "context", "reply", "continued")
+
+
+@dataclass
+class UserSimulatorConfig:
+    reply_ngrams: tuple[int, int] = field(
+        default=(2, 4), metadata={"help": "Character n-gram range (char_wb) of the reply features."}
+    )
+    context_ngrams: tuple[int, int] = field(
+        default=(1, 2), metadata={"help": "Word n-gram range of the user-turn features."}
+    )
+    max_features: int = field(default=30_000, metadata={"help": "Vocabulary size of each TF-IDF vectorizer."})
+    c: float = field(default=1.0, metadata={"help": "Inverse L2 regularisation strength of the logistic regression."})
+    min_rows: int = field(default=50, metadata={"help": "Fewest training turns; fewer fail with a clear error."})
+    min_per_class: int = field(default=5, metadata={"help": "Fewest turns of each label (continued / not)."})
+    holdout_fraction: float = field(
+        default=0.2, metadata={"help": "Share of the simulator's users held out to report its AUC (split by user)."}
+    )
+    base_continue: float | None = field(
+        default=0.6,
+        metadata={
+            "help": "Continue probability of a reply the engagement model scores at its training base rate; each "
+            "reply keeps the model's odds ratio against that rate. Logged chat continues after nearly every turn "
+            "(~98% in the replayed Chit-Chat, where only a conversation's last turn ends it), which would pin "
+            "every probability near 1 and simulated depth at its cap. None uses the model's probabilities as is."
+        },
+    )
+    p_max: float = field(
+        default=0.95, metadata={"help": "Continue probabilities are clipped to [1 - p_max, p_max] (bounded depth)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the held-out user split."})
+
+    def __post_init__(self) -> None:
+        for name in ("reply_ngrams", "context_ngrams"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name}={getattr(self, name)} must be (lo, hi) with 1 <= lo <= hi, e.g. (2, 4)")
+        if self.min_rows < 2 or self.min_per_class < 1:
+            raise ValueError("min_rows must be >= 2 and min_per_class >= 1")
+        if not 0 <= self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction={self.holdout_fraction} must be in [0, 0.5), e.g. 0.2")
+        if self.base_continue is not None and not 0 < self.base_continue < 1:
+            raise ValueError(f"base_continue={self.base_continue} must be in (0, 1), e.g. 0.6, or None")
+        if not 0.5 < self.p_max < 1:
+            raise ValueError(f"p_max={self.p_max} must be in (0.5, 1), e.g. 0.95")
+
+
+@dataclass
+class SimulatedAbConfig(ExperimentConfig):
+    max_messages: int = field(default=60, metadata={"help": "Cap on the messages one simulated user sends."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_messages < 1:
+            raise ValueError(f"max_messages={self.max_messages} must be >= 1")
+
+
+def _length_features(texts: list[str]) -> sp.csr_matrix:
+    n = np.array([len(t) for t in texts], dtype=np.float64)
+    q = np.array(["?" in t for t in texts], dtype=np.float64)
+    return sp.csr_matrix(np.c_[np.log1p(n) / 6.0, q])
+
+
+class UserSimulator:
+    """p(continue | user turn, reply) of a trained engagement model; `name` says what it is and what it saw."""
+
+    def __init__(self, config: UserSimulatorConfig, reply_vec, context_vec, model, summary: dict):
+        self.config, self.summary = config, summary
+        self._reply_vec, self._context_vec, self._model = reply_vec, context_vec, model
+
+    @property
+    def name(self) -> str:
+        s = self.summary
+        lo, hi = self.config.reply_ngrams
+        return (
+            f"tfidf-char{lo}-{hi}+logreg engagement model ({s['users']} users disjoint from the reward models', "
+            f"{s['rows']} turns, data sha256 {s['data_sha256'][:12]})"
+        )
+
+    def _features(self, contexts: list[str], replies: list[str]) -> sp.csr_matrix:
+        return sp.hstack(
+            [self._reply_vec.transform(replies), self._context_vec.transform(contexts), _length_features(replies)]
+        ).tocsr()
+
+    def p_continue(self, contexts: Iterable[str], replies: Iterable[str]) -> np.ndarray:
+        contexts, replies = [c or "" for c in contexts], [r or "" for r in replies]
+        if len(contexts) != len(replies):
+            raise ValueError(f"{len(contexts)} contexts but {len(replies)} replies: pass one context per reply")
+        if not replies:
+            return np.zeros(0)
+        p = self._model.predict_proba(self._features(contexts, replies))[:, 1]
+        base, rate = self.config.base_continue, self.summary.get("continued_rate")
+        if base is not None and rate is not None:
+            p = expit(logit(np.clip(p, 1e-6, 1 - 1e-6)) - logit(rate) + logit(base))
+        return np.clip(p, 1 - self.config.p_max, self.config.p_max)
+
+
+def _digest(frame: pl.DataFrame) -> str:
+    h = hashlib.sha256()
+    for row in frame.select("context", "reply", "continued").iter_rows():
+        h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _held_users(users: pl.Series, fraction: float, seed: int) -> pl.Series:
+    u = users.map_elements(
+        lambda x: int(hashlib.sha256(f"{seed}:{x}".encode()).hexdigest()[:8], 16) / 2**32, pl.Float64
+    )
+    return u < fraction
+
+
+def fit_user_simulator(
+    turns: pl.DataFrame,
+    excluded_users: Iterable[str] = (),
+    excluded_conversations: Iterable[str] = (),
+    config: UserSimulatorConfig | None = None,
+) -> tuple[UserSimulator, dict[str, int]]:
+    """(simulator, counters) trained on `turns` (`TURN_COLUMNS`: one served reply per row, `context` the user
+    turn before it, `continued` its label). Rows of `excluded_users` (the reward models' training users) and of
+    `excluded_conversations` (the conversations the readout will replay) never reach the model; the counters
+    say how many rows each rule dropped."""
+    config = config or UserSimulatorConfig()
+    missing = [c for c in TURN_COLUMNS if c not in turns.columns]
+    if missing:
+        raise ValueError(f"simulator turns lack the columns {missing}: pass {list(TURN_COLUMNS)}")
+    counters = {"rows_read": turns.height}
+    frame = turns.select(TURN_COLUMNS)
+    rules = [
+        ("unlabelled", pl.col("continued").is_null() | pl.col("reply").is_null() | pl.col("user_hash").is_null()),
+        ("reward_model_user", pl.col("user_hash").is_in(list(excluded_users))),
+        ("replayed_conversation", pl.col("conversation_id").is_in(list(excluded_conversations))),
+    ]
+    for reason, rule in rules:
+        dropped = frame.filter(rule.fill_null(False))
+        counters[f"dropped_{reason}"] = dropped.height
+        frame = frame.filter(~rule.fill_null(False))
+    frame = frame.with_columns(pl.col("context").fill_null(""), pl.col("continued").cast(pl.Boolean))
+    counts = frame["continued"].value_counts()
+    per_class = dict(zip(counts["continued"].to_list(), counts["count"].to_list()))
+    if frame.height < config.min_rows or min(per_class.get(True, 0), per_class.get(False, 0)) < config.min_per_class:
+        raise ValueError(
+            f"the user simulator has {frame.height} usable turns ({per_class}) after dropping reward-model users "
+            f"and replayed conversations; it needs >= {config.min_rows} with >= {config.min_per_class} of each "
+            "label: widen the generation's window of days or the held-out share of users"
+        )
+    held = _held_users(frame["user_hash"], config.holdout_fraction, config.seed)
+    train, test = frame.filter(~held), frame.filter(held)
+    if train["continued"].n_unique() < 2:
+        train, test = frame, frame.head(0)
+
+    reply_vec = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=config.reply_ngrams, max_features=config.max_features, sublinear_tf=True
+    )
+    context_vec = TfidfVectorizer(
+        analyzer="word", ngram_range=config.context_ngrams, max_features=config.max_features, sublinear_tf=True
+    )
+
+    def fit(rows: pl.DataFrame) -> LogisticRegression:
+        replies, contexts = rows["reply"].to_list(), rows["context"].to_list()
+        x = sp.hstack(
+            [reply_vec.fit_transform(replies), context_vec.fit_transform(contexts), _length_features(replies)]
+        ).tocsr()
+        return LogisticRegression(C=config.c, max_iter=1000).fit(x, rows["continued"].to_numpy())
+
+    auc = None
+    if test.height and test["continued"].n_unique() == 2:
+        probe = UserSimulator(config, reply_vec, context_vec, fit(train), {})
+        auc = float(roc_auc_score(test["continued"].to_numpy(), probe.p_continue(test["context"], test["reply"])))
+    # the simulator used by the readout learns from every kept user; the held-out AUC describes its recipe
+    model = fit(frame)
+    summary = {
+        "rows": frame.height,
+        "users": frame["user_hash"].n_unique(),
+        "continued_rate": float(frame["continued"].mean()),
+        "heldout_auc": auc,
+        "heldout_rows": test.height,
+        "data_sha256": _digest(frame),
+    }
+    counters["rows_used"] = frame.height
+    return UserSimulator(config, reply_vec, context_vec, model, summary), counters
+
+
+def simulate_arm_users(
+    p_control: np.ndarray, p_treatment: np.ndarray, config: SimulatedAbConfig | None = None, reps: int | None = None
+) -> dict[str, np.ndarray]:
+    """Per-user `treated`, `first_day`, `conversation` (index into the arm's replies), `p` and `messages` of the
+    simulated experiment (module docstring); `p_control[i]` and `p_treatment[i]` score the two arms' replies
+    to replayed conversation i. With `reps`, arrays gain a leading axis of independent experiments."""
+    c = config or SimulatedAbConfig()
+    p_control, p_treatment = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
+    if p_control.shape != p_treatment.shape or p_control.ndim != 1 or not p_control.size:
+        raise ValueError("p_control and p_treatment must score the same non-empty list of replayed conversations")
+    if not ((0 <= p_control) & (p_control < 1) & (0 <= p_treatment) & (p_treatment < 1)).all():
+        raise ValueError("continue probabilities must lie in [0, 1)")
+    rng = np.random.default_rng(c.seed)
+    shape = (c.n_users,) if reps is None else (reps, c.n_users)
+    treated = rng.random(shape) < c.treatment_share
+    first = rng.integers(0, c.exposure_days, shape)
+    conversation = rng.integers(0, p_control.size, shape)
+    p = np.where(treated, p_treatment[conversation], p_control[conversation])
+    engaged = rng.random(shape) < p
+    # messages until the first turn they do not continue after: geometric with stop probability 1 - p
+    messages = np.where(engaged, np.minimum(rng.geometric(1 - p), c.max_messages), 0)
+    return {
+        "treated": treated,
+        "first_day": first,
+        "conversation": conversation,
+        "p": p,
+        "messages": messages,
+        "rng": rng,
+    }
+
+
+def simulated_logs(
+    p_control: np.ndarray, p_treatment: np.ndarray, config: SimulatedAbConfig | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(ab_exposures, ab_events) of one simulated experiment, with the logging noise the readout must ignore."""
+    c = config or SimulatedAbConfig()
+    return experiment_logs(simulate_arm_users(p_control, p_treatment, c), c)
+
+
+def expected_lifts(p_control: np.ndarray, p_treatment: np.ndarray, max_messages: int = 60) -> dict[str, float]:
+    """The population breadth and depth lifts the simulated experiment estimates (what an infinite one reads)."""
+
+    def depth(p: np.ndarray) -> float:
+        # E[min(G, m)] for G geometric with stop probability 1 - p is (1 - p^m) / (1 - p), weighted by P(engaged) = p
+        return float((p * (1 - p**max_messages) / (1 - p)).sum() / p.sum())
+
+    pc, pt = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
+    return {"breadth": float(pt.mean() / pc.mean() - 1), "depth": depth(pt) / depth(pc) - 1}
+
+
+def turns_from_prompts(prompts: pl.DataFrame) -> pl.DataFrame:
+    """Simulator turns (`TURN_COLUMNS`) from static prompts: the user turn, the served reply and whether the user
+    continued after it."""
+    return prompts.select(
+        pl.col("user_hash").cast(pl.Utf8),
+        pl.col("conversation_id").cast(pl.Utf8),
+        pl.col("last_user").alias("context"),
+        pl.col("served_response").alias("reply"),
+        pl.col("continued"),
+    )
+
+
+def last_user_turn(context_json: str | None) -> str:
+    """The last user message of a JSON list of chat messages (the eval replies' `context`)."""
+    messages = json.loads(context_json) if context_json else []
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+@dataclass
+class ArmReplies:
+    """Each arm's reply to the same replayed held-out conversations, with the user turn they answer."""
+
+    conversation: list[str]
+    context: list[str]
+    control: list[str]
+    treatment: list[str]
+
+    @classmethod
+    def from_responses(cls, responses: pl.DataFrame, control: str, treatment: str) -> ArmReplies:
+        """From rows (prompt_id, policy, context, response): the prompts both policies answered, in id order."""
+        arms = []
+        for policy in (control, treatment):
+            arm = responses.filter(pl.col("policy") == policy).unique("prompt_id", keep="first")
+            arms.append(arm.select("prompt_id", "context", pl.col("response").alias(policy)))
+        both = arms[0].join(arms[1].drop("context"), on="prompt_id", how="inner").sort("prompt_id")
+        if both.is_empty():
+            raise ValueError(
+                f"no replayed conversation has replies of both {control!r} and {treatment!r}: run the offline "
+                "evaluation of this generation first"
+            )
+        return cls(
+            conversation=both["prompt_id"].to_list(),
+            context=[last_user_turn(c) for c in both["context"]],
+            control=both[control].fill_null("").to_list(),
+            treatment=both[treatment].fill_null("").to_list(),
+        )
+
+
+@dataclass
+class SimulatedReadout:
+    """The A/B logs simulated from `model` (its name), their readout, the per-conversation continue
+    probabilities and the population lifts those imply (`expected`)."""
+
+    model: str
+    exposures: pl.DataFrame
+    events: pl.DataFrame
+    readout: ab_test.AbReadout
+    scores: pl.DataFrame
+    expected: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return f"simulated from {self.model}"
+
+    def lift(self, metric: str) -> float | None:
+        rows = self.readout.lifts.filter(pl.col("metric") == metric)["lift"]
+        return float(rows[0]) if rows.len() and rows[0] is not None else None
+
+
+def simulated_readout(
+    simulator: UserSimulator, replies: ArmReplies, experiment: SimulatedAbConfig, analysis: ab_test.AbConfig
+) -> SimulatedReadout:
+    """Score both arms' replies, simulate the experiment on those probabilities and read it out like real logs
+    (breadth and depth lifts, delta-method and bootstrap intervals, sample-ratio test)."""
+    p_c = simulator.p_continue(replies.context, replies.control)
+    p_t = simulator.p_continue(replies.context, replies.treatment)
+    exposures, events = simulated_logs(p_c, p_t, experiment)
+    readout = ab_test.ab_readout(exposures, events, analysis)
+    scores = pl.DataFrame({"prompt_id": replies.conversation, "p_continue_control": p_c, "p_continue_treatment": p_t})
+    return SimulatedReadout(
+        simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages)
+    )

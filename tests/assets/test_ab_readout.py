@@ -1,0 +1,122 @@
+"""The ab_readout asset on simulated users: the readout follows the arms' replies."""
+
+import json
+from datetime import date
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets.ab_readout import CALIBRATION, ab_readout
+from assets.curation import CurationSettings
+from assets.generation import GenerationPlan, save_plan
+from assets.resources import AbSettings, FlywheelSettings
+from pipeline import schema
+from pipeline.lake import Lake, Partition
+
+DAYS = ["2026-01-04", "2026-01-05"]
+WARM = ["That sounds fun! What did you like most about it?", "Oh nice, tell me more, how did it go?"]
+COLD = ["ok.", "no."]
+
+
+def _pool(day: str, seed: int) -> pl.DataFrame:
+    """A day's pool where a warm, curious served reply is continued far more often than a curt one."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(240):
+        warm = bool(rng.random() < 0.5)
+        question = f"I went hiking on {day}, trip {i}"
+        rows.append(
+            {
+                "prompt_id": f"{day}-p{i}",
+                "conversation_id": f"{day}-c{i}",
+                "cut_turn": 0,
+                "history": [{"role": "user", "content": question}],
+                "system": None,
+                "character_id": "robin",
+                "user_hash": f"u{i % 60}",
+                "source": "internal" if i % 60 < 10 else "external",
+                "text": f"user: {question}",
+                "last_user": question,
+                "served_response": WARM[i % 2] if warm else COLD[i % 2],
+                "served_by": "gen-0",
+                "continued": bool(rng.random() < (0.85 if warm else 0.2)),
+                "reply_len": 20,
+                "depth_after": 2,
+                "thumbs": None,
+                "day": date.fromisoformat(day),
+            }
+        )
+    frame = pl.DataFrame(rows, schema=schema.PROMPTS)
+    # users u0..u29 train the reward models; the others are held out
+    split = [
+        ("train" if int(u[1:]) < 30 else ("eval_internal" if int(u[1:]) < 40 else "eval_user"))
+        for u in frame["user_hash"]
+    ]
+    return frame.with_columns(pl.Series("split", split), pl.lit(0).alias("cluster_id"))
+
+
+def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
+    evals = pool.filter(pl.col("split") != "train").head(40)
+    rows = []
+    for policy, replies in (("gen-0", COLD), ("gen-1", treatment)):
+        for i, r in enumerate(evals.iter_rows(named=True)):
+            rows.append(
+                {
+                    "prompt_id": r["prompt_id"],
+                    "slice": r["split"],
+                    "policy": policy,
+                    "context": json.dumps([{"role": "user", "content": r["last_user"]}]),
+                    "response": replies[i % 2],
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def _run(tmp_path, treatment: list[str]):
+    home = tmp_path / "home"
+    settings = FlywheelSettings(home=str(home))
+    lake = Lake(home)
+    pools = [_pool(d, k) for k, d in enumerate(DAYS)]
+    for d, p in zip(DAYS, pools):
+        lake.write("prompts", date.fromisoformat(d), p)
+    save_plan(settings, GenerationPlan("gen-1", 1, "gen-0", DAYS, "2026-01-06T06:00:00+00:00"))
+    lake.write("eval_responses", Partition.generation("gen-1"), _responses(pools[-1], treatment))
+    result = dg.materialize(
+        [dg.AssetSpec("offline_eval"), ab_readout],
+        selection=[ab_readout],
+        resources={
+            "settings": settings,
+            "curation": CurationSettings(),
+            "ab": AbSettings(source="users", simulated_users=6000, n_bootstrap=200),
+        },
+    )
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    return lake, meta, checks
+
+
+def test_users_prefer_the_warmer_arm(tmp_path):
+    lake, meta, checks = _run(tmp_path, WARM)
+    gen = Partition.generation("gen-1")
+    lifts = lake.read("ab_lifts", gen)
+    assert lifts["source"].to_list() == ["users", "users"] and lifts["simulated"].all()
+    assert lifts["simulated_from"][0].startswith("simulated from tfidf-char2-4+logreg engagement model")
+    assert (lifts["delta_ci_low"] > 0).all() and lifts["verdict"][0] == "ship"
+    assert meta["verdict"].value == "ship" and "simulated from" in meta["source"].value
+    summary = meta["simulator"].value
+    # trained on held-out users only, and never on the conversations it replays
+    assert summary["dropped_reward_model_user"] == 2 * 120
+    assert summary["dropped_replayed_conversation"] == 40
+    assert summary["rows_used"] == 2 * 240 - 2 * 120 - 40
+    scores = lake.read("ab_sim_scores", gen)
+    assert scores.height == 40 and (scores["p_continue_treatment"] > scores["p_continue_control"]).all()
+    assert checks["sample_ratio"].passed and checks[CALIBRATION].passed
+    assert lake.read("ab_exposures", gen)["simulated"].all()
+
+
+def test_identical_arms_are_not_shipped(tmp_path):
+    lake, meta, _ = _run(tmp_path, COLD)
+    lifts = lake.read("ab_lifts", Partition.generation("gen-1"))
+    assert lifts["lift"].abs().max() < 0.05
+    assert meta["verdict"].value == "inconclusive"
