@@ -19,6 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.device import describe_device, trainer_device_kwargs
+from pipeline.lake import replace_dir
 from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
 
@@ -74,8 +75,9 @@ class StageConfig(PolicyConfig):
             raise ValueError("dataset_path is not set: point it at a dataset built by training.policy.datasets_build")
 
 
-def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | None = None):
-    """The dataset at `path` (or `path/dataset`), with only the columns the trainer reads."""
+def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | None = None, optional: Sequence[str] = ()):
+    """The dataset at `path` (or `path/dataset`), with only the columns the trainer reads (`optional` ones
+    when present)."""
     import datasets
 
     root = Path(path)
@@ -94,7 +96,7 @@ def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | Non
         )
     if len(ds) == 0:
         raise ValueError(f"dataset at {folder} is empty: nothing to train on")
-    ds = ds.select_columns(list(columns))
+    ds = ds.select_columns(list(columns) + [c for c in optional if c in ds.column_names])
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     return ds
@@ -116,10 +118,26 @@ def dataset_content_hash(path: str | None) -> str | None:
     return json.loads(manifest.read_text()).get("content_hash")
 
 
+def staging_output(cfg: StageConfig) -> Path:
+    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this
+    process, and renamed onto `output_dir` only by `finish_stage`. A stage killed half-way (kill -9 during DPO)
+    so leaves nothing where the next stage reads; its staging folder is removed by the next run of the stage."""
+    import shutil
+
+    out = Path(cfg.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    own = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        if stale != own:
+            shutil.rmtree(stale, ignore_errors=True)
+    own.mkdir(exist_ok=True)
+    return own
+
+
 def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
     """TrainingArguments fields common to the three TRL configs."""
     return {
-        "output_dir": cfg.output_dir,
+        "output_dir": str(staging_output(cfg)),
         "max_steps": cfg.max_steps,
         "num_train_epochs": cfg.num_train_epochs,
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
@@ -164,13 +182,13 @@ def quiet_console(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
-def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
-    """Final model + tokenizer in HF format; LoRA adapters merged unless `merge_lora` is false."""
+def save_policy(trainer, tokenizer, cfg: StageConfig, folder: Path) -> None:
+    """Final model + tokenizer in HF format into `folder`; LoRA adapters merged unless `merge_lora` is false."""
     model = trainer.model
     if cfg.use_lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(cfg.output_dir)
-    tokenizer.save_pretrained(cfg.output_dir)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def finish_stage(
@@ -183,9 +201,9 @@ def finish_stage(
     started: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save the policy, write metrics.json and return the metrics."""
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    save_policy(trainer, tokenizer, cfg)
+    """Save the policy and metrics.json into the staging folder, rename it onto `output_dir`, return the metrics."""
+    staging = staging_output(cfg)
+    save_policy(trainer, tokenizer, cfg, staging)
     runtime = float(train_output.metrics.get("train_runtime") or 0.0)
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
@@ -206,7 +224,8 @@ def finish_stage(
         **(extra or {}),
         "config": asdict(cfg),
     }
-    (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    replace_dir(staging, Path(cfg.output_dir))
     return metrics
 
 
