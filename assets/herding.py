@@ -43,6 +43,7 @@ from training.policy.datasets_build import (
 )
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
 from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
+from training.policy.steer_data import check_candidates, steer_prompts
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -63,6 +64,11 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     plan, lake = current_plan(settings), settings.lake()
     if generation.policy_model:
         return dg.MaterializeResult(metadata={"policy": generation.policy_model, "built": False})
+    if generation.policy != "tiny":
+        raise ValueError(
+            f"policy={generation.policy!r} (env FLYWHEEL_POLICY) is not a known gen-0 policy: use `tiny`, or set "
+            "`policy_model` to a causal LM name or folder"
+        )
     target = policy_dir(settings, BASE)
     manifest_path = target / "policy_manifest.json"
     if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
@@ -98,7 +104,8 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     group_name=GROUP_HERD,
     kinds={"pytorch", "parquet"},
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
-    "reward model, with its style features (length, emoji, lists).",
+    "reward model, with its style features (length, emoji, lists); also replies to the training character cards, "
+    "each checked against its card's rules.",
 )
 def candidates(
     context: dg.AssetExecutionContext,
@@ -112,28 +119,33 @@ def candidates(
         train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
+    sampling = {
+        "max_new_tokens": generation.max_new_tokens,
+        "seed": plan.number,
+        # a tiny model's threads mostly wait on each other
+        "cpu_threads": None if generation.policy_model else 1,
+    }
     res = generate_candidates(
-        train,
-        generators,
-        scorer.score,
-        None,
-        CandidateConfig(
-            num_samples=generation.samples_per_prompt,
-            max_new_tokens=generation.max_new_tokens,
-            seed=plan.number,
-            # a tiny model's threads mostly wait on each other
-            cpu_threads=None if generation.policy_model else 1,
-        ),
+        train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
     )
-    write_generation_table(lake, "candidates", plan, res.frame)
-    write_generation_table(lake, "candidate_prompts", plan, train)
-    lake.write("drops", Partition.generation(plan.generation), res.drops, part="candidates", replace=False)
-    frame = res.frame
+    # the training character cards: more samples, since early generations rarely keep every rule
+    steer = steer_prompts()
+    steer_res = generate_candidates(
+        steer, generators, scorer.score, None, CandidateConfig(num_samples=generation.steer_samples, **sampling)
+    )
+    frame = check_candidates(pl.concat([res.frame, steer_res.frame]), steer)
+    write_generation_table(lake, "candidates", plan, frame)
+    write_generation_table(lake, "candidate_prompts", plan, pl.concat([train, steer], how="diagonal_relaxed"))
+    drops = pl.concat([res.drops, steer_res.drops])
+    lake.write("drops", Partition.generation(plan.generation), drops, part="candidates", replace=False)
+    steer_frame = frame.filter(pl.col("rules_kept").is_not_null())
     return dg.MaterializeResult(
         metadata={
             "generation": plan.generation,
             "dagster/row_count": frame.height,
             "prompts": train.height,
+            "card_prompts": steer.height,
+            "card_rules_kept_rate": float(steer_frame["rules_kept"].mean() or 0.0) if steer_frame.height else 0.0,
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
             "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
@@ -157,6 +169,7 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "generation": plan.generation,
         "dagster/row_count": len(build.dataset),
         "content_hash": str(m.get("content_hash")),
+        "rows_by_source": counts_table(m.get("rows_by_source") or {}),
         "drops_by_reason": counts_table(reasons),
         "path": dg.MetadataValue.path(str(target)),
     }
@@ -182,7 +195,8 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     group_name=GROUP_HERD,
     kinds={"huggingface"},
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
-    "(rejection sampling), mixed with engaged served replies; TRL's conversational format with a manifest.",
+    "(rejection sampling); on the training character cards only replies that keep every rule of the card; mixed "
+    "with engaged served replies at the manifest's stated ratios; TRL's conversational format.",
     check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
 )
 def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
@@ -208,7 +222,8 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
-    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs), without pairs whose "
+    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs; on the training "
+    "character cards a rule-keeping reply against a rule-breaking one of similar length), without pairs whose "
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
     check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
 )

@@ -1,0 +1,200 @@
+"""`make flywheel`: several generations in a row, each on its own window of days, each built on the last
+released one.
+
+    python -m assets.flywheel                       # 3 generations, 2 days each (6 replayed days)
+    python -m assets.flywheel --generations 2 --window-days 1
+
+The flywheel first consolidates the replayed days its windows need (days already in the lake are kept:
+that is the set-up a re-run skips). Then it turns until `--generations` generations are recorded in
+FLYWHEEL_HOME: generation k learns from the k-th window of days, is evaluated against its parent on the
+held-out checks, gated, A/B-read and recorded. A generation its release gates block is recorded as
+blocked (never built upon), and the next one starts again from the last released generation. A run that
+was killed part-way is finished by running the command again: the generation in progress is redone under
+the same name (its checkpoints are only ever renamed into place whole), then the rest follow.
+
+The terminal gets one line per step with its time; Dagster's own event log stays in the instance
+(`make ui`). The command ends with one table, a row per generation, and the path of the generations report.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+
+from assets.resources import FlywheelSettings
+from pipeline.sources import available_days
+
+# Dagster's console logger at warnings only: the terminal shows the flywheel's own lines.
+QUIET = {"console": {"config": {"log_level": "WARNING"}}}
+DEFAULT_GENERATIONS = 3
+DEFAULT_WINDOW_DAYS = 2
+# The table's columns: the run chart's measures of each recorded generation.
+TABLE = (
+    "generation",
+    "parent",
+    "released",
+    "blocked_by",
+    "steer_if_heldout",
+    "steer_violation_heldout",
+    "win_rate_user",
+    "win_rate_internal",
+    "sim_breadth_lift",
+    "sim_depth_lift",
+)
+
+
+def windows(replay: list[str], generations: int, window_days: int) -> list[list[str]]:
+    """The generations' windows: consecutive blocks of `window_days` at the end of the replayed days, oldest
+    first, so generation k learns from days that come after those of generation k-1."""
+    if generations < 1 or window_days < 1:
+        raise ValueError("--generations and --window-days must be >= 1")
+    need = generations * window_days
+    if need > len(replay):
+        raise ValueError(
+            f"{generations} generations of {window_days} days need {need} replayed days but the source has "
+            f"{len(replay)}; lower --generations or --window-days (or raise FLYWHEEL_REPLAY_DAYS)"
+        )
+    days = replay[-need:]
+    return [days[i * window_days : (i + 1) * window_days] for i in range(generations)]
+
+
+def recorded_table(settings: FlywheelSettings) -> pl.DataFrame:
+    lake = settings.lake()
+    if not lake.exists("generations"):
+        return pl.DataFrame()
+    frame = lake.scan("generations").collect().sort("number")
+    return frame.select([c for c in TABLE if c in frame.columns])
+
+
+def artifact_rates(settings: FlywheelSettings) -> pl.DataFrame:
+    """Per recorded generation, the new policy's style rates on the held-out prompts (the artifact bands)."""
+    import json
+
+    lake = settings.lake()
+    if not lake.exists("generations"):
+        return pl.DataFrame()
+    rows = []
+    for gen, metrics in lake.scan("generations").select("generation", "metrics").collect().iter_rows():
+        style = (json.loads(metrics or "{}").get("style") or {}).get("new") or {}
+        rows.append(
+            {
+                "generation": gen,
+                "mean_chars": style.get("mean_chars"),
+                "emoji_rate": style.get("emoji_rate"),
+                "list_rate": style.get("list_rate"),
+            }
+        )
+    return pl.DataFrame(
+        rows, schema={"generation": pl.Utf8, **dict.fromkeys(("mean_chars", "emoji_rate", "list_rate"), pl.Float64)}
+    )
+
+
+def print_table(settings: FlywheelSettings) -> None:
+    table = recorded_table(settings)
+    if table.is_empty():
+        print("no generation recorded")
+        return
+    table = table.join(artifact_rates(settings), on="generation", how="left")
+    table = table.with_columns(
+        pl.col("blocked_by").list.join(",").alias("blocked_by"),
+        pl.col(pl.Float64).round(3),
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+        print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--generations",
+        type=int,
+        default=int(os.environ.get("GENERATIONS") or DEFAULT_GENERATIONS),
+        help="generations to record in FLYWHEEL_HOME (env GENERATIONS)",
+    )
+    parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
+    args = parser.parse_args(argv)
+    return run_flywheel(args.generations, args.window_days)
+
+
+def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:
+    """Run config: Dagster's console log at warnings only, and the given resources' settings."""
+    return {
+        "loggers": QUIET,
+        "resources": {k: {"config": v} for k, v in resources.items() if k in names and v},
+    }
+
+
+def consolidate(days: list[str], instance: dg.DagsterInstance, resources: dict[str, dict]) -> bool:
+    """The daily consolidation job for each day, one line per day."""
+    from assets.definitions import defs
+
+    job = defs.resolve_job_def("consolidation")
+    for day in days:
+        t0 = time.perf_counter()
+        result = job.execute_in_process(
+            partition_key=day,
+            instance=instance,
+            raise_on_error=False,
+            run_config=_run_config(resources, ("settings", "curation")),
+        )
+        print(f"consolidation {day}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+        if not result.success:
+            return False
+    return True
+
+
+def run_flywheel(
+    generations: int,
+    window_days: int,
+    instance: dg.DagsterInstance | None = None,
+    resources: dict[str, dict] | None = None,
+) -> int:
+    """Consolidate what the windows need, then turn until `generations` generations are recorded.
+
+    `resources` (resource name -> settings) overrides the code location's resources for every run, e.g.
+    smaller sizes; the default instance is DAGSTER_HOME's, so `make ui` shows the runs.
+    """
+    resources = {k: dict(v) for k, v in (resources or {}).items()}
+    settings = FlywheelSettings(**resources.get("settings", {}))
+    replay = [d.isoformat() for d in available_days(settings.source_config())]
+    plan = windows(replay, generations, window_days)
+    instance = instance or dg.DagsterInstance.get()
+    lake = settings.lake()
+    todo = [d for w in plan for d in w if not lake.exists("prompts", d)]
+    if todo and not consolidate(todo, instance, resources):
+        return 1
+    started = time.perf_counter()
+    while True:
+        done = recorded_table(settings).height
+        if done >= generations:
+            break
+        window = plan[done]
+        print(f"== gen-{done + 1}: window {window[0]} .. {window[-1]}")
+        gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
+        if not run_one(instance, gen_resources):
+            return 1
+    print(f"\n{generations} generations recorded; the flywheel ran {time.perf_counter() - started:.0f}s after set-up")
+    print_table(settings)
+    print(f"\ngenerations report: {(settings.reports_dir / 'generations' / 'index.html').resolve()}")
+    return 0
+
+
+GENERATION_RESOURCES = ("settings", "curation", "generation", "release", "ab")
+
+
+def run_one(instance: dg.DagsterInstance, resources: dict[str, dict]) -> bool:
+    """One generation; a generation its gates blocked is recorded as such."""
+    from assets.definitions import defs
+
+    job = defs.resolve_job_def("generation")
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config=_run_config(resources, GENERATION_RESOURCES)
+    )
+    return result.success
+
+
+if __name__ == "__main__":
+    sys.exit(main())
