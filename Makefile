@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install demo test lint ui validate bench clean
+.PHONY: install demo flywheel test lint ui validate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
+
+# Several generations in a row, each on its own window of days: `make flywheel GENERATIONS=2 POLICY=tiny`.
+GENERATIONS ?= 3
+POLICY ?= tiny
+flywheel: install
+	FLYWHEEL_POLICY=$(POLICY) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
 test: install lint

@@ -17,6 +17,7 @@ The terminal gets one line per step with its time; Dagster's own event log stays
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,11 +25,10 @@ import time
 import dagster as dg
 import polars as pl
 
+from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from pipeline.sources import available_days
 
-# Dagster's console logger at warnings only: the terminal shows the flywheel's own lines.
-QUIET = {"console": {"config": {"log_level": "WARNING"}}}
 DEFAULT_GENERATIONS = 3
 DEFAULT_WINDOW_DAYS = 2
 # The table's columns: the run chart's measures of each recorded generation.
@@ -44,6 +44,8 @@ TABLE = (
     "sim_breadth_lift",
     "sim_depth_lift",
 )
+# the new policy's style on the held-out prompts, which the artifact-drift gate bounds
+ARTIFACT_RATES = ("mean_chars", "emoji_rate", "list_rate")
 
 
 def windows(replay: list[str], generations: int, window_days: int) -> list[list[str]]:
@@ -61,47 +63,24 @@ def windows(replay: list[str], generations: int, window_days: int) -> list[list[
     return [days[i * window_days : (i + 1) * window_days] for i in range(generations)]
 
 
-def recorded_table(settings: FlywheelSettings) -> pl.DataFrame:
+def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
+    """A row per recorded generation: the run chart's measures and its replies' artifact rates."""
     lake = settings.lake()
     if not lake.exists("generations"):
         return pl.DataFrame()
     frame = lake.scan("generations").collect().sort("number")
-    return frame.select([c for c in TABLE if c in frame.columns])
-
-
-def artifact_rates(settings: FlywheelSettings) -> pl.DataFrame:
-    """Per recorded generation, the new policy's style rates on the held-out prompts (the artifact bands)."""
-    import json
-
-    lake = settings.lake()
-    if not lake.exists("generations"):
-        return pl.DataFrame()
-    rows = []
-    for gen, metrics in lake.scan("generations").select("generation", "metrics").collect().iter_rows():
-        style = (json.loads(metrics or "{}").get("style") or {}).get("new") or {}
-        rows.append(
-            {
-                "generation": gen,
-                "mean_chars": style.get("mean_chars"),
-                "emoji_rate": style.get("emoji_rate"),
-                "list_rate": style.get("list_rate"),
-            }
-        )
-    return pl.DataFrame(
-        rows, schema={"generation": pl.Utf8, **dict.fromkeys(("mean_chars", "emoji_rate", "list_rate"), pl.Float64)}
+    style = [(json.loads(m or "{}").get("style") or {}).get("new") or {} for m in frame["metrics"]]
+    return frame.select([c for c in TABLE if c in frame.columns]).with_columns(
+        pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES
     )
 
 
 def print_table(settings: FlywheelSettings) -> None:
-    table = recorded_table(settings)
+    table = generations_table(settings)
     if table.is_empty():
         print("no generation recorded")
         return
-    table = table.join(artifact_rates(settings), on="generation", how="left")
-    table = table.with_columns(
-        pl.col("blocked_by").list.join(",").alias("blocked_by"),
-        pl.col(pl.Float64).round(3),
-    )
+    table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
         print(table)
 
@@ -116,15 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
     args = parser.parse_args(argv)
+    quiet_libraries()
     return run_flywheel(args.generations, args.window_days)
 
 
 def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:
-    """Run config: Dagster's console log at warnings only, and the given resources' settings."""
-    return {
-        "loggers": QUIET,
-        "resources": {k: {"config": v} for k, v in resources.items() if k in names and v},
-    }
+    """Run config carrying the given resources' settings (those a job uses)."""
+    return {"resources": {k: {"config": v} for k, v in resources.items() if k in names and v}}
 
 
 def consolidate(days: list[str], instance: dg.DagsterInstance, resources: dict[str, dict]) -> bool:
@@ -133,14 +110,13 @@ def consolidate(days: list[str], instance: dg.DagsterInstance, resources: dict[s
 
     job = defs.resolve_job_def("consolidation")
     for day in days:
-        t0 = time.perf_counter()
-        result = job.execute_in_process(
+        result = ProgressView(steps=False).run(
+            job,
+            f"consolidation {day}",
             partition_key=day,
             instance=instance,
-            raise_on_error=False,
             run_config=_run_config(resources, ("settings", "curation")),
         )
-        print(f"consolidation {day}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
         if not result.success:
             return False
     return True
@@ -168,13 +144,12 @@ def run_flywheel(
         return 1
     started = time.perf_counter()
     while True:
-        done = recorded_table(settings).height
+        done = generations_table(settings).height
         if done >= generations:
             break
         window = plan[done]
-        print(f"== gen-{done + 1}: window {window[0]} .. {window[-1]}")
         gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
-        if not run_one(instance, gen_resources):
+        if not run_one(instance, gen_resources, f"gen-{done + 1} (window {window[0]} .. {window[-1]})"):
             return 1
     print(f"\n{generations} generations recorded; the flywheel ran {time.perf_counter() - started:.0f}s after set-up")
     print_table(settings)
@@ -183,17 +158,34 @@ def run_flywheel(
 
 
 GENERATION_RESOURCES = ("settings", "curation", "generation", "release", "ab")
+RECORD = ("generation_record", "generation_report")
 
 
-def run_one(instance: dg.DagsterInstance, resources: dict[str, dict]) -> bool:
-    """One generation; a generation its gates blocked is recorded as such."""
+def run_one(instance: dg.DagsterInstance, resources: dict[str, dict], label: str) -> bool:
+    """One generation, one line per step; a generation its release gates blocked is then recorded as blocked
+    (the record and the report alone), so the next one starts from the last released generation."""
     from assets.definitions import defs
 
+    view = ProgressView()
     job = defs.resolve_job_def("generation")
-    result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=_run_config(resources, GENERATION_RESOURCES)
+    run_config = _run_config(resources, GENERATION_RESOURCES)
+    result = view.run(job, label, instance=instance, run_config=run_config)
+    if result.success:
+        return True
+    blocking = [
+        c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    if not blocking or any(c.asset_key.to_user_string() != "offline_eval" for c in blocking):
+        return False  # a failure, not a gate: stop, and a re-run finishes this generation
+    gates = ", ".join(sorted(c.check_name for c in blocking))
+    recorded = view.run(
+        job,
+        f"{label} blocked by {gates}: recording it as blocked",
+        instance=instance,
+        run_config=_run_config(resources, ("settings", "generation", "release")),
+        asset_selection=[dg.AssetKey(k) for k in RECORD],
     )
-    return result.success
+    return recorded.success
 
 
 if __name__ == "__main__":

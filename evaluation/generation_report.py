@@ -106,6 +106,8 @@ class GenerationReportFiles:
     markdown: str
     generations: int
     plots: list[str]
+    # chart name -> PNG data URI (the run chart), for places that show images inline
+    charts: dict[str, str] = field(default_factory=dict)
 
 
 def _loads(value: Any, kind: type) -> Any:
@@ -635,5 +637,5 @@ def write_generation_report(
     charts = build_plots(rows, config)
     index = atomic_write_text(Path(out_dir) / "index.html", build_html(rows, config, charts))
     return GenerationReportFiles(
-        index=index, markdown=build_markdown(rows, config), generations=len(rows), plots=sorted(charts)
+        index=index, markdown=build_markdown(rows, config), generations=len(rows), plots=sorted(charts), charts=charts
     )
