@@ -25,8 +25,10 @@ import time
 import dagster as dg
 import polars as pl
 
+from assets.generation import BASE
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
+from evaluation import steerability
 from pipeline.sources import available_days
 
 DEFAULT_GENERATIONS = 3
@@ -75,14 +77,40 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
     )
 
 
+def heldout_progress(settings: FlywheelSettings, table: pl.DataFrame) -> dict | None:
+    """Held-out instruction following of the last released generation against gen-0, with a paired bootstrap
+    interval over the held-out prompts; None before a generation is released."""
+    released = table.filter(pl.col("released"))
+    lake = settings.lake()
+    if released.is_empty() or not lake.exists("eval_records"):
+        return None
+    last = released["generation"][-1]
+    records = lake.scan("eval_records").filter(pl.col("metric") == "steerability/all_followed").collect()
+
+    def rates(policy: str) -> pl.DataFrame:
+        rows = records.filter(pl.col("policy") == policy)
+        # every evaluation of a policy answers the same prompts with the same seed: keep its first one
+        rows = rows.filter(pl.col("generation") == rows["generation"].min())
+        return rows.group_by("prompt_id").agg(pl.col("value").mean())
+
+    return {"generation": last, **steerability.following_difference(rates(BASE), rates(last))}
+
+
 def print_table(settings: FlywheelSettings) -> None:
     table = generations_table(settings)
     if table.is_empty():
         print("no generation recorded")
         return
+    progress = heldout_progress(settings, table)
     table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
         print(table)
+    if progress:
+        print(
+            f"held-out instruction following, {BASE} -> {progress['generation']}: {progress['base']:.3f} -> "
+            f"{progress['new']:.3f}, difference {progress['difference']:+.3f} (95% bootstrap CI "
+            f"{progress['ci_low']:+.3f} .. {progress['ci_high']:+.3f}, {progress['n_prompts']} held-out prompts)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -559,3 +559,30 @@ def generate_and_score(
     if len(replies) != prompts.height:
         raise ValueError(f"generate returned {len(replies)} replies for {prompts.height} prompts")
     return score_responses(prompts.with_columns(pl.Series("response", replies, dtype=pl.Utf8)), config)
+
+
+def following_difference(
+    base: pl.DataFrame, new: pl.DataFrame, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, float | int]:
+    """The held-out instruction-following rate of `new` minus that of `base`, with a paired bootstrap interval.
+
+    Each frame has `prompt_id` and `value`: the share of that prompt's replies keeping every rule of its card
+    (`eval_records`' 'steerability/all_followed', averaged over a prompt's samples). Prompts are resampled
+    together, so the interval reflects which cards and challenges happened to be hard, not only sampling noise.
+    """
+    import numpy as np
+
+    joined = base.select("prompt_id", "value").join(new.select("prompt_id", pl.col("value").alias("new")), "prompt_id")
+    if joined.is_empty():
+        raise ValueError("the two policies share no scored prompt: compare records of the same suite")
+    diff = (joined["new"] - joined["value"]).to_numpy()
+    boots = diff[np.random.default_rng(seed).integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return {
+        "base": float(joined["value"].mean()),
+        "new": float(joined["new"].mean()),
+        "difference": float(diff.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_prompts": joined.height,
+    }

@@ -77,6 +77,7 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "gen-1 (window 2026-01-05 .. 2026-01-05):" in out and "offline_eval" in out
     assert "steer_if_heldout" in out and "generations report:" in out
+    assert ("held-out instruction following, gen-0 -> " in out) == bool(table["released"].any())
     assert "DEBUG" not in out
     assert Path(home / "reports" / "generations" / "index.html").is_file()
     # running it again finds both generations recorded: nothing to redo

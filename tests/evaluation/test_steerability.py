@@ -15,6 +15,7 @@ from evaluation.steerability import (
     build_prompts,
     check_instruction,
     eval_records,
+    following_difference,
     generate_and_score,
     load_suite,
     render_system,
@@ -220,3 +221,16 @@ def test_invalid_suite_is_rejected(suite, mutate, match):
     mutate(bad)
     with pytest.raises(ValueError, match=match):
         validate_suite(bad)
+
+
+def test_following_difference_is_a_paired_bootstrap():
+    ids = [f"p{i}" for i in range(40)]
+    base = pl.DataFrame({"prompt_id": ids, "value": [0.0] * 30 + [1.0] * 10})
+    better = pl.DataFrame({"prompt_id": ids, "value": [0.0] * 20 + [1.0] * 20})
+    res = following_difference(base, better)
+    assert (res["base"], res["new"], res["n_prompts"]) == (0.25, 0.5, 40)
+    assert res["difference"] == pytest.approx(0.25) and 0 < res["ci_low"] < 0.25 < res["ci_high"]
+    same = following_difference(base, base)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
+    with pytest.raises(ValueError, match="share no scored prompt"):
+        following_difference(base, better.with_columns(pl.col("prompt_id") + "x"))
