@@ -4,9 +4,9 @@ released one.
     python -m assets.flywheel                       # 3 generations, 2 days each (6 replayed days)
     python -m assets.flywheel --generations 2 --window-days 1
 
-The flywheel first consolidates the replayed days its windows need (days already in the lake are kept:
-that is the set-up a re-run skips). Then it turns until `--generations` generations are recorded in
-FLYWHEEL_HOME: generation k learns from the k-th window of days, is evaluated against its parent on the
+The flywheel turns until `--generations` generations are recorded in FLYWHEEL_HOME: it consolidates the
+replayed days of the next window (days already in the lake are kept: that is the set-up a re-run skips),
+then generation k learns from the k-th window of days, is evaluated against its parent on the
 held-out checks, gated, A/B-read and recorded. A generation its release gates block is recorded as
 blocked (never built upon), and the next one starts again from the last released generation. A run that
 was killed part-way is finished by running the command again: the generation in progress is redone under
@@ -167,19 +167,23 @@ def run_flywheel(
     plan = windows(replay, generations, window_days)
     instance = instance or dg.DagsterInstance.get()
     lake = settings.lake()
-    todo = [d for w in plan for d in w if not lake.exists("prompts", d)]
-    if todo and not consolidate(todo, instance, resources):
-        return 1
-    started = time.perf_counter()
+    started, setup = time.perf_counter(), 0.0
     while True:
         done = generations_table(settings).height
         if done >= generations:
             break
         window = plan[done]
+        # a window's days are consolidated just before its generation, so the first one starts early
+        todo = [d for d in window if not lake.exists("prompts", d)]
+        t0 = time.perf_counter()
+        if todo and not consolidate(todo, instance, resources):
+            return 1
+        setup += time.perf_counter() - t0
         gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
         if not run_one(instance, gen_resources, f"gen-{done + 1} (window {window[0]} .. {window[-1]})"):
             return 1
-    print(f"\n{generations} generations recorded; the flywheel ran {time.perf_counter() - started:.0f}s after set-up")
+    total = time.perf_counter() - started
+    print(f"\n{generations} generations recorded in {total - setup:.0f}s after set-up (consolidation {setup:.0f}s)")
     print_table(settings)
     print(f"\ngenerations report: {(settings.reports_dir / 'generations' / 'index.html').resolve()}")
     return 0

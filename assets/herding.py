@@ -317,6 +317,7 @@ def sft_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
             "output_dir": _stage_dir(settings, plan, "sft"),
             "max_steps": generation.sft_steps,
+            "learning_rate": generation.sft_learning_rate,
             "use_lora": generation.use_lora,
         },
     )
@@ -345,6 +346,7 @@ def dpo_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
             "output_dir": _stage_dir(settings, plan, "dpo"),
             "max_steps": generation.dpo_steps,
+            "learning_rate": generation.dpo_learning_rate,
             "use_lora": generation.use_lora,
         },
     )
@@ -375,6 +377,7 @@ def grpo_checkpoint(
             "output_dir": str(policy_dir(settings, plan.generation)),
             "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
             "max_steps": generation.grpo_steps,
+            "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,
             "use_lora": generation.use_lora,
         },
