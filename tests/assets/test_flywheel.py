@@ -83,3 +83,31 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     # running it again finds both generations recorded: nothing to redo
     assert flywheel.run_flywheel(2, 1, instance=instance, resources=resources) == 0
     assert lake.scan("generations").collect().height == 2
+
+
+def test_next_plan_takes_its_window_and_skips_blocked_parents(tmp_path):
+    from datetime import date
+
+    from assets.generation import GenerationSettings, next_plan
+    from assets.resources import FlywheelSettings
+    from tests.training.tiny_policy import prompts_frame
+
+    settings = FlywheelSettings(home=str(tmp_path))
+    lake = Lake(tmp_path)
+    days = [date(2026, 1, d) for d in range(1, 5)]
+    for day in days:
+        lake.write("prompts", day, prompts_frame(2, day=day))
+    plan = next_plan(settings, GenerationSettings(window_days=2, window_end="2026-01-02"), "now")
+    assert (plan.generation, plan.parent, plan.days) == ("gen-1", "gen-0", ["2026-01-01", "2026-01-02"])
+    assert next_plan(settings, GenerationSettings(window_days=2), "now").days == ["2026-01-03", "2026-01-04"]
+    with pytest.raises(ValueError, match="window_end=2025-12-31"):
+        next_plan(settings, GenerationSettings(window_end="2025-12-31"), "now")
+    for number, released in ((1, True), (2, False)):
+        lake.write(
+            "generations",
+            Partition.generation(f"gen-{number}"),
+            pl.DataFrame({"generation": [f"gen-{number}"], "number": [number], "released": [released]}),
+        )
+    plan = next_plan(settings, GenerationSettings(window_days=2), "now")
+    # gen-2 was blocked: gen-3 starts again from gen-1, the last released generation
+    assert (plan.generation, plan.parent) == ("gen-3", "gen-1")
