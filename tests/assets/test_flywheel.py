@@ -23,11 +23,13 @@ def test_windows_are_consecutive_blocks_ending_at_the_last_day():
 
 
 @pytest.mark.integration
+# two consolidated days and two whole generations: a few minutes on an idle 2-core machine, far more on a busy one
+@pytest.mark.timeout(1800)
 def test_two_generations_in_a_row(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     for k, day in enumerate(DAYS):
-        write_traffic(src, n_conversations=150, max_messages=10, day=day, offset=150 * k)
+        write_traffic(src, n_conversations=120, max_messages=10, day=day, offset=120 * k)
     home = tmp_path / "home"
     resources = {
         "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
