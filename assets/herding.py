@@ -78,7 +78,9 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         )
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
-    manifest = build_tiny_policy(corpus, tmp, TinyLlamaConfig(pretrain_steps=generation.pretrain_steps))
+    # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
+    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    manifest = build_tiny_policy(corpus, tmp, config)
     replace_dir(tmp, target)
     pre = manifest.get("pretrain", {})
     return dg.MaterializeResult(
