@@ -32,7 +32,7 @@ from training.policy.stage_runner import (
     load_train_dataset,
     quiet_console,
     stage_main,
-    trainer_kwargs,
+    trl_args,
 )
 from training.policy.steer_data import violations
 
@@ -210,8 +210,9 @@ def run_grpo(
     with_rules = "instructions" in dataset.column_names and any(dataset["instructions"])
     funcs, weights = reward_functions(cfg, score_fn, with_rules)
 
-    args = GRPOConfig(
-        **trainer_kwargs(cfg),
+    args = trl_args(
+        GRPOConfig,
+        cfg,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,

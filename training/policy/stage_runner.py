@@ -3,13 +3,18 @@
 Each stage script stays a short top-to-bottom recipe (load, configure TRL, train, save); the plumbing that
 would otherwise be copied three times lives here. Settings are plain dataclasses parsed by transformers'
 `HfArgumentParser`, so `--help` lists every field with its help string, and a JSON file (`--config`) can set
-any of them with flags overriding it.
+any of them with flags overriding it. A second file (`trl_config`, YAML or JSON) holds fields of TRL's own
+config class (`report_to`, `bf16`, `fsdp`, `deepspeed`, `optim`, ...) and passes through to it whole.
+
+Under accelerate or torchrun every rank runs the stage; saving is collective (FSDP and DeepSpeed gather the
+sharded weights) and only the main process writes files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -50,6 +55,13 @@ class StageConfig(PolicyConfig):
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and sampling."})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations to save memory (slower; for large models)."}
+    )
+    trl_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "YAML or JSON file of TRL config fields (SFTConfig / DPOConfig / GRPOConfig), applied over the "
+            "stage's settings: report_to, bf16, optim, fsdp, deepspeed, ..."
+        },
     )
     merge_lora: bool = field(
         default=True,
@@ -119,17 +131,19 @@ def dataset_content_hash(path: str | None) -> str | None:
 
 
 def staging_output(cfg: StageConfig) -> Path:
-    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this
-    process, and renamed onto `output_dir` only by `finish_stage`. A stage killed half-way (kill -9 during DPO)
-    so leaves nothing where the next stage reads; its staging folder is removed by the next run of the stage."""
-    import shutil
-
+    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this run
+    (the ranks of one distributed launch share it), and renamed onto `output_dir` only by `finish_stage`. A
+    stage killed half-way (kill -9 during DPO) so leaves nothing where the next stage reads; its staging folder
+    is removed by the next run of the stage."""
     out = Path(cfg.output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    own = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        if stale != own:
-            shutil.rmtree(stale, ignore_errors=True)
+    # the ranks of a torchrun / accelerate launch are children of one launcher process
+    run = str(os.getppid() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else os.getpid())
+    own = out.with_name(f".{out.name}.tmp-{run}")
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):
+            if stale != own:
+                shutil.rmtree(stale, ignore_errors=True)
     own.mkdir(exist_ok=True)
     return own
 
@@ -155,6 +169,37 @@ def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         **trainer_device_kwargs(cfg.device),
     }
+
+
+# Where a stage's files go is the pipeline's business: a TRL file that moved them would break the lineage.
+_STAGE_OWNED_TRL_FIELDS = frozenset({"output_dir"})
+
+
+def read_trl_overrides(path: str | None, config_cls) -> dict[str, Any]:
+    """The TRL fields in the YAML/JSON file at `path`, checked against `config_cls` (empty when `path` is None)."""
+    if not path:
+        return {}
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"trl_config={path!r} is not a file: point it at a YAML or JSON file of TRL fields")
+    values = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"trl_config={path!r} must hold a mapping of TRL field names to values")
+    names = {f.name for f in fields(config_cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"trl_config={path!r} sets {unknown}, which are not fields of {config_cls.__name__}")
+    owned = sorted(set(values) & _STAGE_OWNED_TRL_FIELDS)
+    if owned:
+        raise ValueError(f"trl_config={path!r} sets {owned}: set them as stage settings, not TRL fields")
+    return values
+
+
+def trl_args(config_cls, cfg: StageConfig, **stage_kwargs: Any):
+    """`config_cls` (a TRL config) from the common fields, the stage's own `stage_kwargs`, then `cfg.trl_config`."""
+    return config_cls(**{**trainer_kwargs(cfg), **stage_kwargs, **read_trl_overrides(cfg.trl_config, config_cls)})
 
 
 class MetricsRecorder(TrainerCallback):
@@ -184,11 +229,38 @@ def quiet_console(trainer) -> None:
 
 def save_policy(trainer, tokenizer, cfg: StageConfig, folder: Path) -> None:
     """Final model + tokenizer in HF format into `folder`; LoRA adapters merged unless `merge_lora` is false."""
+    if trainer.args.world_size > 1:
+        _save_distributed(trainer, tokenizer, cfg, folder)
+        return
     model = trainer.model
     if cfg.use_lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def _save_distributed(trainer, tokenizer, cfg: StageConfig, folder: Path) -> None:
+    """Every rank takes part in `save_model` (it gathers FSDP / DeepSpeed shards); the main process writes.
+
+    LoRA adapters cannot be merged into sharded weights: they are saved aside, and the main process merges
+    them into the base model on CPU and writes a plain checkpoint, without the adapter files (transformers
+    would apply an adapter found beside the weights a second time on load).
+    """
+    merge = cfg.use_lora and cfg.merge_lora
+    target = folder / ".adapter" if merge else folder
+    trainer.save_model(str(target))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(folder)
+        if merge:
+            from peft import AutoPeftModelForCausalLM
+
+            extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+            peft_model = AutoPeftModelForCausalLM.from_pretrained(
+                str(target), trust_remote_code=cfg.trust_remote_code, **extra
+            )
+            peft_model.merge_and_unload().save_pretrained(folder)
+            shutil.rmtree(target)
+    trainer.accelerator.wait_for_everyone()
 
 
 def finish_stage(
@@ -208,6 +280,7 @@ def finish_stage(
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
         "stage": stage,
+        "world_size": int(trainer.args.world_size),
         "output_dir": str(cfg.output_dir),
         "steps": int(trainer.state.global_step),
         "train_loss": round(float(train_output.training_loss), 6),
@@ -224,8 +297,9 @@ def finish_stage(
         **(extra or {}),
         "config": asdict(cfg),
     }
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    replace_dir(staging, Path(cfg.output_dir))
+    if trainer.is_world_process_zero():
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        replace_dir(staging, Path(cfg.output_dir))
     return metrics
 
 
