@@ -45,6 +45,12 @@ from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
 
 
+def tiny_threads(generation: GenerationSettings) -> int | None:
+    """torch CPU threads for a stage: one for the tiny built-in policy (a second thread only waits on the first,
+    and spins on a busy machine), torch's default for a configured model."""
+    return None if generation.policy_model else 1
+
+
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
     """Where the policy this generation starts from lives (a folder, or a configured model name)."""
     if plan.parent == BASE and generation.policy_model:
@@ -123,8 +129,7 @@ def candidates(
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
         "seed": plan.number,
-        # a tiny model's threads mostly wait on each other
-        "cpu_threads": None if generation.policy_model else 1,
+        "cpu_threads": tiny_threads(generation),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -309,6 +314,7 @@ def sft_checkpoint(
             "max_steps": generation.sft_steps,
             "learning_rate": generation.sft_learning_rate,
             "use_lora": generation.use_lora,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 
@@ -338,6 +344,7 @@ def dpo_checkpoint(
             "max_steps": generation.dpo_steps,
             "learning_rate": generation.dpo_learning_rate,
             "use_lora": generation.use_lora,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 
@@ -370,6 +377,7 @@ def grpo_checkpoint(
             "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,
             "use_lora": generation.use_lora,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 
