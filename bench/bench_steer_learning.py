@@ -36,7 +36,13 @@ from evaluation import steerability  # noqa: E402
 from pipeline.lake import Lake  # noqa: E402
 from training.policy.candidates import CandidateConfig, sample_replies  # noqa: E402
 from training.policy.dataset_lineage import to_dataset  # noqa: E402
-from training.policy.models import PolicyConfig, TinyLlamaConfig, build_tiny_policy, chat_messages  # noqa: E402
+from training.policy.models import (  # noqa: E402
+    PolicyConfig,
+    TinyLlamaConfig,
+    build_tiny_policy,
+    chat_messages,
+    corpus_from_prompts,
+)
 from training.policy.sft import SFTRunConfig, run_sft  # noqa: E402
 from training.policy.steer_data import steer_prompts, violations  # noqa: E402
 
@@ -76,14 +82,7 @@ def main() -> int:
         root = Path(tmp)
         t0 = time.perf_counter()
         tiny = TinyLlamaConfig(pretrain_steps=gen.pretrain_steps, cpu_threads=1)
-        manifest = build_tiny_policy(
-            [
-                chat_messages(r["system"], r["history"], r["served_response"] or None)
-                for r in prompts.iter_rows(named=True)
-            ],
-            root / "gen-0",
-            tiny,
-        )
+        manifest = build_tiny_policy(corpus_from_prompts(prompts), root / "gen-0", tiny)
         out["policy"] = {"n_params": manifest["n_params"], "config": asdict(tiny), "build_s": time.perf_counter() - t0}
         base, rates = heldout(root / "gen-0", args.samples, gen.max_new_tokens)
         print(
