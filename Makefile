@@ -65,7 +65,7 @@ validate: install
 	$(BIN)/dagster definitions validate -m assets.definitions
 
 ui: install
-	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
+	$(BIN)/dg dev --host 127.0.0.1 --port 3000
 
 bench: install
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets.generation import GROUP_RELEASE, GenerationPlan, current_plan, write_generation_table
-from assets.metadata import preview_table
+from assets.metadata import preview_table, schema_metadata
 from assets.resources import AbSettings, FlywheelSettings
 from assets.tables import gen_table, write_drops
 from evaluation import ab_test
@@ -38,6 +38,9 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
     deps=["offline_eval"],
     group_name=GROUP_RELEASE,
     kinds={"duckdb", "parquet"},
+    metadata=schema_metadata(
+        ab_test.LIFTS, source=pl.Utf8, simulated=pl.Boolean, verdict=pl.Utf8, reason=pl.Utf8, generation=pl.Utf8
+    ),
     description="Online A/B readout of the new generation (treatment) against its parent (control) over a 7-day "
     "window: breadth and depth per arm, lifts with delta-method and bootstrap 95% CIs, p-values, the SRM test and "
     "a verdict. Default source: SIMULATED logs with a planted lift.",

@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.checks import conservation, conservation_spec, result, run_suite, suite_spec
-from assets.metadata import counts_table, md_table, png_markdown
+from assets.metadata import counts_table, md_table, png_markdown, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from pipeline import schema
@@ -30,7 +30,7 @@ from pipeline.privacy import PrivacyConfig, scrub_frame
 from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, summarize, tail_text
 from pipeline.sampling import SamplingConfig, sample_pool
 from pipeline.semdedup import SemanticIndex, SemDedupConfig, semantic_dedup
-from pipeline.topics import TopicConfig, fit_topics, plot_topic_map
+from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
 from quality.contracts import check_split_disjoint, check_stage_conservation
 
 GROUP = "curation"
@@ -112,6 +112,7 @@ def _state(settings: FlywheelSettings, name: str) -> Path:
     partitions_def=daily,
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    metadata=schema_metadata(schema.CONVERSATIONS),
     description="Accepted messages with emails, phones, cards, IPs, token URLs and handles replaced by typed "
     "placeholders; per-row `pii_types`.",
     check_specs=[suite_spec("scrubbed_conversations", "conversations", blocking=True)],
@@ -148,6 +149,7 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
     partitions_def=daily,
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    metadata=schema_metadata(schema.PROMPTS),
     description="Each conversation cut at its user turns: history, served response and its engagement labels.",
     check_specs=[suite_spec("static_prompts", "prompts", blocking=True), conservation_spec("static_prompts")],
 )
@@ -187,6 +189,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     partitions_def=daily,
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    metadata=schema_metadata(schema.PROMPTS),
     description="Static prompts without exact duplicates (normalized text, against every earlier day too) and "
     "MinHash near duplicates (one kept representative per group).",
     check_specs=[conservation_spec("deduped_prompts")],
@@ -242,6 +245,7 @@ def _embed_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Series
     partitions_def=daily,
     group_name=GROUP,
     kinds={"sentence-transformers", "parquet"},
+    metadata=schema_metadata({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date}),
     description="Sentence embeddings of each prompt's last turns. Vectors live in the `embeddings` cache "
     "(text hash x model): a text is embedded once per model, ever.",
 )
@@ -298,6 +302,7 @@ def _vectors(
     partitions_def=daily,
     group_name=GROUP,
     kinds={"faiss", "parquet"},
+    metadata=schema_metadata(schema.PROMPTS),
     description="Prompts without semantic duplicates (SemDeDup: k-means, then cosine >= 1 - eps within a "
     "cluster), also against the vectors kept on earlier days (a FAISS index per day).",
     check_specs=[conservation_spec("unique_prompts")],
@@ -347,6 +352,7 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     partitions_def=daily,
     group_name=GROUP,
     kinds={"faiss", "parquet"},
+    metadata=schema_metadata({k: v for k, v in clusters_schema(1).items() if k != "centroid"}, day=pl.Date),
     description="Topic clusters of the day's unique prompts (FAISS k-means), each labelled by its most "
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],
@@ -389,6 +395,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
     partitions_def=daily,
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    metadata=schema_metadata(schema.PROMPTS, split=pl.Utf8, cluster_id=pl.Int32),
     description="The day's prompt pool: a diverse, cluster-balanced (or stratified) sample of unique prompts "
     "with their topic and a train / eval_internal / eval_user split by user.",
     check_specs=[

@@ -27,13 +27,17 @@ from assets.generation import (
     reward_model_dir,
     write_generation_table,
 )
-from assets.metadata import counts_table, md_table
+from assets.metadata import counts_table, md_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
+from pipeline import schema
 from pipeline.lake import Partition, replace_dir, staging_dir
-from training.policy.candidates import CandidateConfig, generate_candidates
+from training.cards import write_model_card
+from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
+from training.policy.dataset_lineage import content_hash
 from training.policy.datasets_build import (
+    PREFERENCE_PAIRS,
     PreferenceBuildConfig,
     SFTBuildConfig,
     build_preference_dataset,
@@ -41,7 +45,7 @@ from training.policy.datasets_build import (
     privacy_pii_check,
 )
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
-from training.policy.rl_pool import RLPoolConfig, select_rl_prompts
+from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
 
 
@@ -86,6 +90,14 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
     config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
     manifest = build_tiny_policy(corpus, tmp, config)
+    pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
+    write_model_card(
+        tmp,
+        title="CharacterFlywheel gen-0 policy",
+        base_model=None,
+        data_hashes={"pretrain_corpus": content_hash(corpus)},
+        metrics=pretrain,
+    )
     replace_dir(tmp, target)
     pre = manifest.get("pretrain", {})
     return dg.MaterializeResult(
@@ -110,6 +122,7 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     deps=["policy_base", "reward_model_pointwise"],
     group_name=GROUP_HERD,
     kinds={"pytorch", "parquet"},
+    metadata=schema_metadata(CANDIDATES),
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
     "reward model, with its style features (length, emoji, lists); also replies to the training character cards, "
     "each checked against its card's rules.",
@@ -178,6 +191,7 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "rows_by_source": counts_table(m.get("rows_by_source") or {}),
         "drops_by_reason": counts_table(reasons),
         "path": dg.MetadataValue.path(str(target)),
+        "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
     }
 
 
@@ -200,6 +214,7 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata({"messages": pl.List(schema.MESSAGE), "source": pl.Utf8, "prompt_id": pl.Utf8}),
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
     "(rejection sampling); on the training character cards only replies that keep every rule of the card; mixed "
     "with engaged served replies at the manifest's stated ratios; TRL's conversational format.",
@@ -228,6 +243,7 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata(PREFERENCE_PAIRS),
     description="Preference pairs (best vs worst candidate by reward, plus annotation pairs; on the training "
     "character cards a rule-keeping reply against a rule-breaking one of similar length), without pairs whose "
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
@@ -260,6 +276,7 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
     deps=["candidates"],
     group_name=GROUP_HERD,
     kinds={"huggingface"},
+    metadata=schema_metadata(RL_POOL),
     description="Near-policy RL prompts (served by the parent generation, recent days) whose candidates earn a "
     "low mean reward or a high reward variance.",
 )

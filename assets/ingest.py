@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 
 from assets.checks import SUITE, run_suite, suite_spec
-from assets.metadata import counts_table, md_table
+from assets.metadata import counts_table, md_table, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from pipeline import schema
@@ -22,12 +22,14 @@ GROUP = "ingest"
             group_name=GROUP,
             description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
             kinds={"polars", "parquet"},
+            metadata=schema_metadata(schema.CONVERSATIONS),
         ),
         dg.AssetSpec(
             "quarantine",
             group_name=GROUP,
             description="Every rejected input record of the day, with its reason code, detail, payload and location.",
             kinds={"polars", "parquet"},
+            metadata=schema_metadata(schema.QUARANTINE),
         ),
     ],
     check_specs=[

@@ -23,12 +23,13 @@ def md_table(df: pl.DataFrame, max_rows: int = 10, max_chars: int = 80) -> dg.Me
 
 
 def counts_table(counts: dict[str, int], key: str = "reason", total: int | None = None) -> dg.MetadataValue:
-    if not counts:
-        return dg.MetadataValue.md("_none_")
-    frame = pl.DataFrame({key: list(counts), "rows": list(counts.values())}).sort("rows", descending=True)
+    """Counts per key (e.g. drops per reason code) as a typed Dagster table, largest first."""
+    frame = pl.DataFrame(
+        {key: list(counts), "rows": list(counts.values())}, schema={key: pl.Utf8, "rows": pl.Int64}
+    ).sort("rows", descending=True)
     if total:
         frame = frame.with_columns((pl.col("rows") / total * 100).round(2).alias("% of records"))
-    return md_table(frame, max_rows=50)
+    return preview_table(frame, max_rows=50)
 
 
 def png_markdown(path, alt: str = "plot") -> dg.MetadataValue:
@@ -84,3 +85,8 @@ def table_metadata(df: pl.DataFrame, schema: pl.Schema | dict | None = None, pre
         "dagster/column_schema": column_schema(schema if schema is not None else df.schema),
         "preview": preview_table(df, preview_rows),
     }
+
+
+def schema_metadata(schema: pl.Schema | dict, **extra: pl.DataType) -> dict:
+    """Definition metadata of a table asset: its contract as `dagster/column_schema` (plus `extra` columns)."""
+    return {"dagster/column_schema": column_schema({**dict(schema), **extra})}

@@ -17,16 +17,24 @@ from assets.generation import (
     reward_model_dir,
     write_generation_table,
 )
-from assets.metadata import md_table, png_markdown
+from assets.metadata import png_markdown, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
+from training.cards import write_model_card
+from training.policy.dataset_lineage import frame_hash
 from training.rewards.annotations import read_annotation_source
-from training.rewards.engagement import check_labels, user_day_engagement
+from training.rewards.engagement import USER_DAY_ENGAGEMENT, check_labels, user_day_engagement
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
-from training.rewards.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
+from training.rewards.reward_eval import (
+    EVAL_METRICS,
+    RewardEvalConfig,
+    evaluate_reward_model,
+    split_by_day,
+    split_pairs,
+)
 from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
 
 
@@ -80,6 +88,7 @@ def training_prompts(
     deps=["generation_plan"],
     group_name=GROUP_PRE,
     kinds={"polars", "parquet"},
+    metadata=schema_metadata(USER_DAY_ENGAGEMENT),
     description="Engagement per user and day over the generation's window: engaged (breadth) and messages "
     "sent (depth); served-turn labels validated against the prompts.",
 )
@@ -104,7 +113,7 @@ def engagement_labels(context: dg.AssetExecutionContext, settings: FlywheelSetti
             "breadth": float(per_user["engaged"].mean() or 0.0),
             "depth": float(per_user.filter(pl.col("engaged"))["messages_sent"].mean() or 0.0),
             "label_violations": bad.height,
-            "per_day": md_table(per_day, max_rows=30),
+            "per_day": preview_table(per_day, max_rows=30),
         }
     )
 
@@ -113,6 +122,24 @@ def _save(model, target: Path) -> Path:
     tmp = staging_dir(target)
     model.save(tmp)
     return replace_dir(tmp, target)
+
+
+def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataFrame) -> None:
+    """The model card: the frozen embedder it reads, the content hash of its training rows, held-out metrics."""
+    held_out = {
+        f"held_out/{r['section']}/{r['metric']}": r["value"]
+        for r in metrics.filter(pl.col("value").is_not_null()).iter_rows(named=True)
+        if r["section"] in ("pointwise", "pairwise")
+    }
+    write_model_card(
+        target,
+        title=f"CharacterFlywheel {kind} reward model",
+        base_model=model.metadata.get("embedding_model"),
+        data_hashes={"train_rows": frame_hash(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
+        metrics={k: v for k, v in model.metadata.items() if k != "config"} | held_out,
+        library_name="pytorch",
+        summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`).",
+    )
 
 
 def _eval_dir(settings: FlywheelSettings, plan: GenerationPlan, kind: str) -> Path:
@@ -179,6 +206,7 @@ def reward_model_pointwise(
         config=RewardEvalConfig(),
     )
     _write_metrics(lake, plan, "pointwise", metrics)
+    _card(target, "pointwise", model, train, metrics)
     yield dg.MaterializeResult(
         metadata={
             "generation": plan.generation,
@@ -187,6 +215,7 @@ def reward_model_pointwise(
             "positive_rate": float(model.metadata.get("positive_rate", 0.0)),
             **_headline(metrics, "pointwise", "auc"),
             "path": dg.MetadataValue.path(str(target)),
+            "model_card": dg.MetadataValue.path(str(target / "README.md")),
         }
     )
     yield result(
@@ -244,6 +273,7 @@ def reward_model_pairwise(
         model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"), config=RewardEvalConfig()
     )
     _write_metrics(lake, plan, "pairwise", metrics)
+    _card(target, "pairwise", model, train, metrics)
     meta = {
         "generation": plan.generation,
         "pairs_by_source": dg.MetadataValue.json(sources),
@@ -252,6 +282,7 @@ def reward_model_pairwise(
         "train_pair_accuracy": float(model.metadata.get("train_pair_accuracy", 0.0)),
         **_headline(metrics, "pairwise", "pair_accuracy"),
         "path": dg.MetadataValue.path(str(target)),
+        "model_card": dg.MetadataValue.path(str(target / "README.md")),
     }
     if annotations is not None:
         meta["annotation_quarantine"] = annotations.quarantine.height
@@ -291,6 +322,7 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
     deps=["reward_model_pointwise", "reward_model_pairwise"],
     group_name=GROUP_PRE,
     kinds={"polars"},
+    metadata=schema_metadata(EVAL_METRICS, model=pl.Utf8, generation=pl.Utf8),
     description="Validation report of both reward models: AUC, accuracy, calibration (ECE and reliability plot), "
     "pair accuracy against length-only and random baselines, and the artifact-sensitivity probe.",
     check_specs=[
@@ -305,10 +337,12 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
 def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan, lake = current_plan(settings), settings.lake()
     metrics = lake.read("reward_model_metrics", Partition.generation(plan.generation))
-    plots = sorted((Path(settings.home) / "reports" / "reward_models" / plan.generation).rglob("*.png"))
+    reports = Path(settings.home) / "reports" / "reward_models" / plan.generation
+    plots = sorted(reports.rglob("*.png"))
     meta = {
         "generation": plan.generation,
-        "metrics": md_table(
+        "report": dg.MetadataValue.path(str(reports.resolve())),
+        "metrics": preview_table(
             metrics.select(
                 "model",
                 "section",

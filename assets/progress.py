@@ -33,6 +33,7 @@ QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONWARNINGS": "ignore::FutureWarning",
 }
 
 
@@ -61,9 +62,13 @@ class _StepLines(logging.Handler):
         event = meta.get("dagster_event")
         step = meta.get("step_key") or (event.step_key if event is not None else None)
         if event is None:
-            if record.levelno >= logging.WARNING:
+            message = str(meta.get("orig_message", record.getMessage()))
+            if step and record.levelno >= logging.ERROR and "Not executing" in message:
+                # the engine skips a step whose upstream failed: one short line, the cause was printed already
+                self.view.detail(f"  skip   {step}")
+            elif record.levelno >= logging.WARNING:
                 where = f"{step}: " if step else ""
-                self.view.line(f"  {record.levelname.lower():6} {where}{meta.get('orig_message', record.getMessage())}")
+                self.view.detail(f"  {record.levelname.lower():6} {where}{message}")
             return
         kind = event.event_type_value
         if kind == "STEP_START":
@@ -83,7 +88,7 @@ class _StepLines(logging.Handler):
                 error = data.error
                 while error.cause is not None:  # the user's exception, not Dagster's wrapper of it
                     error = error.cause
-                self.view.line(f"         {error.message.strip().splitlines()[-1][:200]}")
+                self.view.detail(f"         {error.message.strip().splitlines()[-1][:200]}")
         elif kind == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
             if check.passed:
@@ -93,7 +98,7 @@ class _StepLines(logging.Handler):
                 name = f"{check.asset_key.to_user_string()}:{check.check_name}"
                 self.checks_failed.append(name)
                 detail = (check.description or "").splitlines()[0][:140] if check.description else ""
-                self.view.line(f"  {severity:6} {name}  {detail}")
+                self.view.detail(f"  {severity:6} {name}  {detail}")
         elif kind == "STEP_SKIPPED" and self.view.steps:
             self.view.line(f"  skip   {step}")
 
@@ -105,8 +110,18 @@ class ProgressView:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     steps: bool = True  # one line per step; False: one line per run
 
+    def __post_init__(self) -> None:
+        self._held: list[str] = []
+
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def detail(self, text: str) -> None:
+        """A line about the run in progress: printed now in step mode, else after the run's own line."""
+        if self.steps:
+            self.line(text)
+        else:
+            self._held.append(text)
 
     def logger(self, lines: _StepLines) -> dg.LoggerDefinition:
         @dg.logger(description="one line per step in the terminal; the event log keeps everything")
@@ -136,4 +151,7 @@ class ProgressView:
             slowest = max(lines.durations, key=lines.durations.get)
             parts.append(f"slowest {slowest} {lines.durations[slowest]:.1f}s")
         self.line(f"{label}: {', '.join(parts)} (run {result.run_id[:8]})")
+        for text in self._held:
+            self.line(text)
+        self._held.clear()
         return result

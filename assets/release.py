@@ -31,7 +31,7 @@ from assets.generation import (
     write_generation_table,
 )
 from assets.herding import parent_policy
-from assets.metadata import column_schema, counts_table, md_table, preview_table, table_metadata
+from assets.metadata import counts_table, preview_table, schema_metadata, table_metadata
 from assets.pre_herding import load_scorer
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from assets.tables import gen_table, write_drops
@@ -39,6 +39,7 @@ from evaluation import release_gates
 from evaluation.generation_report import GENERATIONS, GenerationReportConfig, write_generation_report
 from evaluation.offline_eval import GATES, SLICES, STAGE, evaluate, trained_prompts
 from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, lineage_inputs
+from evaluation.winrate import EVAL_RECORDS_SCHEMA
 from pipeline.lake import Lake, Partition
 
 
@@ -68,6 +69,7 @@ def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResul
     deps=["grpo_checkpoint", "reward_model_pointwise", "reward_model_pairwise"],
     group_name=GROUP_RELEASE,
     kinds={"pytorch", "parquet"},
+    metadata=schema_metadata(EVAL_RECORDS_SCHEMA, policy=pl.Utf8),
     description="Offline evaluation of the new generation against its parent on held-out prompts: win rates per "
     "slice judged by this generation's pointwise and pairwise reward models (bootstrap CIs), steerability, style "
     "monitors and false refusals; the release gates are its blocking checks.",
@@ -110,7 +112,7 @@ def offline_eval(
         "tokens_per_s": dg.MetadataValue.json(result.tokens_per_s),
     }
     if result.ifeval is not None:
-        meta["ifeval"] = md_table(result.ifeval)
+        meta["ifeval"] = preview_table(result.ifeval)
     for r in ev.wr.summary.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
         meta[f"win_rate/{r['slice']}/{r['judge']}"] = float(r["win_rate"])
     yield dg.MaterializeResult(metadata=meta)
@@ -119,15 +121,22 @@ def offline_eval(
 
 
 @dg.asset(
-    deps=["offline_eval", "ab_readout", "grpo_checkpoint", "sft_dataset", "preference_dataset", "rl_prompts"]
-    + ["reward_model_report"],
+    deps=[
+        "offline_eval",
+        "ab_readout",
+        "grpo_checkpoint",
+        "sft_dataset",
+        "preference_dataset",
+        "rl_prompts",
+        "reward_model_report",
+    ],
     group_name=GROUP_RELEASE,
     kinds={"parquet", "duckdb"},
     description="The generation's row in the `generations` table: parent, window, input content hashes, "
     "checkpoints, metrics, gate outcome and A/B verdict, and the run chart's measures as columns. Recording it "
     "ends the generation: the next `generation_plan` starts the next one. Materialized alone after a run its "
     "release gates stopped, it records that generation as blocked (never a parent) so the flywheel moves on.",
-    metadata={"dagster/column_schema": column_schema(GENERATIONS)},
+    metadata=schema_metadata(GENERATIONS),
 )
 def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
     plan, lake = current_plan(settings), settings.lake()

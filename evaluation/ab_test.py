@@ -39,6 +39,23 @@ METRICS = ("breadth", "depth")
 
 EXPOSURES_SCHEMA = pl.Schema({"user_hash": pl.Utf8, "arm": pl.Utf8, "day": pl.Date})
 EVENTS_SCHEMA = pl.Schema({"user_hash": pl.Utf8, "day": pl.Date, "messages": pl.Int64})
+# one row per metric: the arms' values, the relative lift and its delta-method and bootstrap intervals
+LIFTS = pl.Schema(
+    {
+        "metric": pl.Utf8,
+        "control": pl.Float64,
+        "treatment": pl.Float64,
+        "lift": pl.Float64,
+        "delta_se": pl.Float64,
+        "delta_ci_low": pl.Float64,
+        "delta_ci_high": pl.Float64,
+        "delta_p_value": pl.Float64,
+        "significant": pl.Boolean,
+        "boot_ci_low": pl.Float64,
+        "boot_ci_high": pl.Float64,
+        "boot_p_value": pl.Float64,
+    }
+)
 
 
 def _as_date(value: dt.date | str | None) -> dt.date | None:
@@ -343,23 +360,7 @@ def analyze(users: pl.DataFrame, config: AbConfig | None = None) -> tuple[pl.Dat
                 **boot.get(metric, {}),
             }
         )
-    lifts = pl.DataFrame(
-        rows,
-        schema={
-            "metric": pl.Utf8,
-            "control": pl.Float64,
-            "treatment": pl.Float64,
-            "lift": pl.Float64,
-            "delta_se": pl.Float64,
-            "delta_ci_low": pl.Float64,
-            "delta_ci_high": pl.Float64,
-            "delta_p_value": pl.Float64,
-            "significant": pl.Boolean,
-            "boot_ci_low": pl.Float64,
-            "boot_ci_high": pl.Float64,
-            "boot_p_value": pl.Float64,
-        },
-    )
+    lifts = pl.DataFrame(rows, schema=LIFTS)
     return lifts, arms, srm
 
 

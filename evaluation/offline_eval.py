@@ -22,21 +22,19 @@ entry point is the one that samples replies, so it alone loads policies, through
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from evaluation import release_gates, steerability, style_monitor, winrate
-from evaluation.record import json_document
+from evaluation import release_gates, steerability
+from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
 
-SLICES = ("eval_internal", "eval_user")
 STAGE = "offline_eval"
 GATES = {
     "win_rate_ceiling": "Win rate against the parent at most the ceiling on every slice and judge (warns above "
@@ -218,260 +216,6 @@ def sample_policy_replies(policy: str, contexts: list[list[dict]], config: Offli
     return [t[0] for t in texts], stats
 
 
-# ---- judging ----------------------------------------------------------------------------------------------
-
-
-def pointwise_judge(model) -> Callable:
-    return lambda ctx, resp: model.score([json.loads(c) for c in ctx], list(resp))
-
-
-def utility_judge(model) -> Callable:
-    def judge(ctx, a, b):
-        messages = [json.loads(c) for c in ctx]
-        return model.score(messages, list(a)), model.score(messages, list(b))
-
-    return judge
-
-
-def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    rows = []
-    for role, frame in sides.items():
-        mon = style_monitor.monitor(frame)
-        fr, _ = style_monitor.false_refusal_rate(frame, prompt_col="prompt")
-        rows.append(
-            pl.concat([mon, fr.select("false_refusal_rate", "n_benign")], how="horizontal").with_columns(
-                pl.lit(role).alias("role"), pl.lit(frame["policy"][0]).alias("policy")
-            )
-        )
-    return pl.concat(rows)
-
-
-def _gap_intervals(outcomes: pl.DataFrame) -> dict[str, list[float] | None]:
-    """Normal-approximation 95% interval of win rate(eval_user) - win rate(eval_internal) per judge, shown
-    next to the divergence gate so a reader sees how much of a gap the slice sizes alone can produce."""
-    out = {}
-    for (judge,), o in outcomes.group_by("judge", maintain_order=True):
-        stats = {s: o.filter(pl.col("slice") == s)["outcome"] for s in SLICES}
-        if any(len(v) < 2 for v in stats.values()):
-            out[judge] = None
-            continue
-        gap = float(stats["eval_user"].mean()) - float(stats["eval_internal"].mean())
-        se = sum(float(v.var()) / len(v) for v in stats.values()) ** 0.5
-        out[judge] = [round(gap - 1.96 * se, 4), round(gap + 1.96 * se, 4)]
-    return out
-
-
-def compare(new: dict, parent: dict, keys: Sequence[str]) -> pl.DataFrame:
-    """metric, parent, new, delta for each key of two summary rows."""
-    return pl.DataFrame(
-        [
-            {
-                "metric": k,
-                "parent": parent.get(k),
-                "new": new.get(k),
-                "delta": (new[k] - parent[k]) if new.get(k) is not None and parent.get(k) is not None else None,
-            }
-            for k in keys
-        ],
-        schema={"metric": pl.Utf8, "parent": pl.Float64, "new": pl.Float64, "delta": pl.Float64},
-    )
-
-
-class Evaluation:
-    """Everything an offline evaluation measured, before it is written and gated.
-
-    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, ifeval)`, in that order.
-    """
-
-    def __init__(
-        self,
-        generation: str,
-        evals: pl.DataFrame,
-        steer: pl.DataFrame,
-        replies: dict[str, list[str]],
-        names: dict[str, str],
-    ):
-        self.generation, self.evals, self.steer, self.names = generation, evals, steer, names
-        n_eval, n_steer = evals.height, steer.height
-        ctx = [
-            json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
-            for r in evals.select("system", "history").iter_rows(named=True)
-        ]
-        self.sides = {
-            role: evals.select(
-                "prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt")
-            ).with_columns(
-                pl.Series("context", ctx, dtype=pl.Utf8),
-                pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
-                pl.lit(names[role]).alias("policy"),
-            )
-            for role, texts in replies.items()
-        }
-        self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
-        self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
-
-    def judge(self, pointwise, pairwise, config: OfflineEvalConfig) -> None:
-        """Win rates by both reward models, steerability scores and style monitors of both sides."""
-        self.wr = winrate.win_rate(
-            self.sides["new"],
-            self.sides["parent"],
-            pointwise={"pointwise": pointwise_judge(pointwise)},
-            pairwise={"pairwise": utility_judge(pairwise)},
-            config=winrate.WinRateConfig(
-                slices=SLICES, pairwise_output="utilities", n_resamples=config.bootstrap_resamples, seed=config.seed
-            ),
-        )
-        self.scored = {
-            role: steerability.score_responses(self.steer.with_columns(pl.Series("response", texts, dtype=pl.Utf8)))
-            for role, texts in self.steer_replies.items()
-        }
-        self.style = _style_rows(self.sides)
-        self.steer_summary = pl.concat(
-            [
-                s.summary.with_columns(pl.lit(r).alias("role"), pl.lit(self.names[r]).alias("policy"))
-                for r, s in self.scored.items()
-            ]
-        )
-
-    def gates(
-        self, training: pl.DataFrame | None, config: release_gates.GateConfig
-    ) -> dict[str, release_gates.GateResult]:
-        """Every release gate; `training` None (nothing known of the training prompts) skips the disjoint gate."""
-        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
-        gates = {
-            "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config),
-            "slice_divergence": release_gates.slice_divergence(self.wr.summary, config),
-            "steerability_regression": release_gates.steerability_regression(
-                self.scored["new"].summary, self.scored["parent"].summary, config
-            ),
-            "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
-        }
-        if training is not None:
-            gates["train_eval_disjoint"] = release_gates.train_eval_disjoint(
-                training, self.evals.select("prompt_id", "text"), config
-            )
-        gates["slice_divergence"].metadata.update(
-            n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
-            gap_ci95=_gap_intervals(self.wr.outcomes),
-        )
-        return gates
-
-    def records(self) -> pl.DataFrame:
-        """eval_records rows per prompt and policy (the win-rate outcomes belong to the new generation)."""
-        gen = self.generation
-        pw = self.wr.outcomes.filter(pl.col("judge") == "pointwise")
-        parts = [winrate.eval_records(self.wr.outcomes, gen).with_columns(pl.lit(gen).alias("policy"))]
-        for role, side in self.sides.items():
-            score = dict(zip(pw["prompt_id"], pw["score_new" if role == "new" else "score_prev"]))
-            feats = style_monitor.response_features(side["response"].to_list())
-            cols = {
-                "rm_pointwise": [score.get(p) for p in side["prompt_id"]],
-                "style/n_chars": feats["n_chars"],
-                "style/n_emoji": feats["n_emoji"],
-                "style/has_list": feats["has_list"],
-                "style/is_refusal": feats["is_refusal"],
-            }
-            parts += [
-                side.select("slice", "prompt_id", "policy").with_columns(
-                    pl.lit(metric).alias("metric"), pl.Series("value", values).cast(pl.Float64)
-                )
-                for metric, values in cols.items()
-            ]
-            steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
-                pl.col("prompt_id").str.replace(r"#\d+$", "")
-            )  # samples of one prompt share its id
-            parts.append(
-                steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
-                .agg(pl.col("value").mean())
-                .with_columns(pl.lit(self.names[role]).alias("policy"))
-            )
-        return pl.concat(
-            [p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy") for p in parts]
-        )
-
-    def responses(self) -> pl.DataFrame:
-        steer = [
-            self.steer.select(
-                "prompt_id",
-                pl.lit("steerability").alias("slice"),
-                pl.lit(self.names[r]).alias("policy"),
-                pl.lit(None, pl.Utf8).alias("context"),
-                pl.Series("response", texts, dtype=pl.Utf8),
-            )
-            for r, texts in self.steer_replies.items()
-        ]
-        return pl.concat(
-            [s.select("prompt_id", "slice", "policy", "context", "response") for s in self.sides.values()] + steer
-        )
-
-    def drops(self) -> pl.DataFrame:
-        return pl.concat([self.wr.drops, *(s.drops for s in self.scored.values())])
-
-    def overview(self) -> dict[str, pl.DataFrame]:
-        """The frames a person reads first: win rates, steerability and style of new vs parent, examples."""
-        overall = {r["role"]: r for r in self.steer_summary.filter(pl.col("level") == "overall").iter_rows(named=True)}
-        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
-        return {
-            "win_rates": self.wr.summary.with_columns(pl.col("win_rate", "ci_low", "ci_high").round(3)),
-            "steerability": compare(
-                overall["new"], overall["parent"], ("following_rate", "violation_rate")
-            ).with_columns(pl.col("parent", "new", "delta").round(3)),
-            "violation_rate_by_instruction": self.steer_summary.filter(pl.col("level") == "instruction")
-            .pivot("role", index="key", values="violation_rate")
-            .rename({"key": "instruction"})
-            .with_columns(pl.col(pl.Float64).round(3)),
-            "style": compare(
-                style["new"], style["parent"], [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]
-            ).with_columns(pl.col("parent", "new", "delta").round(4)),
-            "examples": self.sides["new"]
-            .select("slice", "prompt", pl.col("response").alias("new"))
-            .with_columns(self.sides["parent"]["response"].alias("parent")),
-        }
-
-    def following_rate(self, role: str = "new") -> float:
-        overall = self.steer_summary.filter((pl.col("level") == "overall") & (pl.col("role") == role))
-        return float(overall["following_rate"][0])
-
-
-def score_ifeval(
-    inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """IFEval summary per policy and its eval_records rows."""
-    from evaluation.ifeval import score_ifeval as score
-
-    summaries, records = [], []
-    for role, texts in replies.items():
-        res = score(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts}))
-        summaries.append(res.summary.with_columns(pl.lit(role).alias("role"), pl.lit(names[role]).alias("policy")))
-        records.append(
-            res.rows.select(
-                pl.lit("ifeval").alias("slice"),
-                pl.col("key").cast(pl.Utf8).alias("prompt_id"),
-                pl.lit("ifeval/prompt_strict").alias("metric"),
-                pl.col("prompt_strict").cast(pl.Float64).alias("value"),
-                pl.lit(names[role]).alias("policy"),
-            )
-        )
-    return pl.concat(summaries), pl.concat(records)
-
-
-def gate_table(gates: dict[str, release_gates.GateResult]) -> pl.DataFrame:
-    """The `release_gates` table: one row per gate, its metadata as JSON."""
-    return pl.DataFrame(
-        [
-            {
-                "gate": name,
-                "passed": g.passed,
-                "severity": g.severity,
-                "detail": g.detail,
-                "metadata": json_document(g.metadata),
-            }
-            for name, g in gates.items()
-        ],
-        schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8, "metadata": pl.Utf8},
-    )
-
-
 # ---- one run ----------------------------------------------------------------------------------------------
 
 
@@ -533,7 +277,7 @@ def evaluate(
         replies[role], stats = sample_policy_replies(path, contexts, config)
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(generation, evals, steer, replies, names)
-    ev.judge(*judges, config)
+    ev.judge(*judges, n_resamples=config.bootstrap_resamples, seed=config.seed)
     gates = ev.gates(training, config.gate_config())
     records, ifeval = ev.records(), None
     if ifeval_inputs is not None:

@@ -20,8 +20,13 @@ def broken():
     raise ValueError("the input is empty: materialize numbers first")
 
 
+@dg.asset(deps=[broken])
+def downstream():
+    return None
+
+
 def _run(steps: bool) -> tuple[list[str], dg.ExecuteInProcessResult, dg.DagsterInstance]:
-    defs = dg.Definitions(assets=[numbers, broken], jobs=[dg.define_asset_job("job", selection="*")])
+    defs = dg.Definitions(assets=[numbers, broken, downstream], jobs=[dg.define_asset_job("job", selection="*")])
     out, instance = io.StringIO(), dg.DagsterInstance.ephemeral()
     result = ProgressView(out=out, steps=steps).run(defs.resolve_job_def("job"), "demo job", instance=instance)
     return out.getvalue().splitlines(), result, instance
@@ -36,6 +41,7 @@ def test_one_line_per_step_with_failures_checks_and_warnings():
     assert any("the input is empty" in line for line in lines)
     assert any("numbers:positive" in line and "2 negative numbers" in line for line in lines)
     assert any("few numbers today" in line for line in lines)
+    assert "  skip   downstream" in lines  # not run, its upstream failed: one short line
     assert not any("an info line" in line or "STEP_START" in line for line in lines)
     assert lines[-1].startswith("demo job: FAILED in ") and "2 steps" in lines[-1] and "1 failed" in lines[-1]
     assert len(lines) <= 8
@@ -49,4 +55,6 @@ def test_one_line_per_step_with_failures_checks_and_warnings():
 def test_one_line_per_run_names_the_slowest_step():
     lines, _, _ = _run(steps=False)
     assert not any(line.startswith("  ok") for line in lines)
-    assert lines[-1].startswith("demo job: FAILED") and "slowest" in lines[-1]
+    # the run's own line first, then what happened in it
+    assert lines[0].startswith("demo job: FAILED") and "slowest" in lines[0]
+    assert any("few numbers today" in line for line in lines[1:])

@@ -15,6 +15,16 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from training.cards import write_dataset_card
+
+CARD_SUMMARIES = {
+    "sft": "Supervised fine-tuning conversations (`messages`, TRL's conversational format): the best candidate "
+    "reply per prompt, engaged served replies and rewrites, each with its `source`.",
+    "preference": "Preference pairs (`prompt`, `chosen`, `rejected`, TRL's conversational preference format) "
+    "from reward-ranked candidates and annotations, after the length and emoji artifact filters.",
+    "rl_pool": "Near-policy RL prompts (`prompt` messages) whose candidates earn a low mean or a widely spread "
+    "reward, for online RL (GRPO).",
+}
 
 
 @dataclass
@@ -25,7 +35,8 @@ class BuildResult:
     manifest: dict[str, Any]
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write `dataset/` (datasets' save_to_disk), `manifest.json`, `rows.parquet` and `drops.parquet`."""
+        """Write `dataset/` (datasets' save_to_disk), `manifest.json`, `rows.parquet`, `drops.parquet`, and the
+        kept rows again as Parquet shards under `data/` with a dataset card (`README.md`) over them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         # An empty dataset saved without a shard cannot be loaded back, so it gets one (empty) shard.
@@ -33,6 +44,14 @@ class BuildResult:
         self.frame.write_parquet(out / "rows.parquet")
         self.drops.write_parquet(out / "drops.parquet")
         (out / "manifest.json").write_text(json.dumps(self.manifest, indent=2, default=str))
+        kind = str(self.manifest.get("kind", "dataset"))
+        write_dataset_card(
+            self.dataset,
+            out,
+            title=f"CharacterFlywheel {kind} set",
+            summary=CARD_SUMMARIES.get(kind, ""),
+            manifest=self.manifest,
+        )
         return out
 
 

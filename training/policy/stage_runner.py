@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 
 from pipeline.device import describe_device, trainer_device_kwargs
 from pipeline.lake import replace_dir
+from training.cards import write_model_card
 from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
 
@@ -299,6 +300,14 @@ def finish_stage(
     }
     if trainer.is_world_process_zero():
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        write_model_card(
+            staging,
+            title=f"CharacterFlywheel {stage} policy",
+            base_model=str(cfg.model_name_or_path),
+            data_hashes={"dataset": metrics["dataset_content_hash"]},
+            metrics={k: v for k, v in metrics.items() if k not in ("config", "curves", "loss_curve", "output_dir")},
+            summary=f"The policy after the {stage} stage, trained with TRL on the dataset named by its content hash.",
+        )
         replace_dir(staging, Path(cfg.output_dir))
     return metrics
 

@@ -1,0 +1,72 @@
+"""The generation record: content hashes, the metrics document and the refusal to record a failed generation."""
+
+import polars as pl
+import pytest
+
+from evaluation.generation_report import GENERATIONS
+from evaluation.record import collect_metrics, dir_digest, files_digest, generation_row
+
+PLAN = {"generation": "gen-2", "number": 2, "parent": "gen-1", "created_at": "t0", "days": ["2026-01-13", "2026-01-14"]}
+
+
+def _gates(*severities: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "gate": [f"g{i}" for i in range(len(severities))],
+            "severity": list(severities),
+            "detail": ["d"] * len(severities),
+        }
+    )
+
+
+def _ab(verdict: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "metric": ["breadth"],
+            "lift": [0.05],
+            "source": ["simulate"],
+            "simulated": [True],
+            "verdict": [verdict],
+            "reason": ["r"],
+        }
+    )
+
+
+def test_digests_follow_content_not_location(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "x.bin").write_bytes(b"same")
+        (d / ".hidden").write_text(str(d))  # hidden files do not count
+    assert dir_digest(a) == dir_digest(b) is not None
+    (b / "x.bin").write_bytes(b"changed")
+    assert dir_digest(a) != dir_digest(b)
+    assert files_digest([]) is None and dir_digest(tmp_path / "missing") is None
+
+
+def test_metrics_document_leaves_out_what_is_missing():
+    metrics = collect_metrics({"ab_lifts": _ab("ship")})
+    assert set(metrics) == {"version", "ab"}
+    assert metrics["ab"]["verdict"] == "ship" and metrics["ab"]["lifts"]["breadth"] == {"lift": 0.05}
+
+
+def test_generation_row_records_a_passed_generation():
+    row = generation_row(PLAN, "t1", _gates("ok", "warn"), collect_metrics({"ab_lifts": _ab("ship")}), {}, {})
+    frame = pl.DataFrame([row], schema=GENERATIONS)
+    assert frame["gate"][0] == "passed_with_warnings" and frame["ab_verdict"][0] == "ship"
+    assert str(frame["window_end"][0]) == "2026-01-14"
+
+
+@pytest.mark.parametrize(
+    ("gates", "lifts", "message"),
+    [
+        (_gates(), _ab("ship"), "no release-gate results"),
+        (_gates("ok", "error"), _ab("ship"), "failed its release gates"),
+        (_gates("ok"), None, "no A/B readout"),
+        (_gates("ok"), _ab("invalid"), "is invalid"),
+    ],
+)
+def test_generation_row_refuses_what_must_not_be_recorded(gates, lifts, message):
+    metrics = collect_metrics({} if lifts is None else {"ab_lifts": lifts})
+    with pytest.raises(ValueError, match=message):
+        generation_row(PLAN, "t1", gates, metrics, {}, {})
