@@ -181,6 +181,10 @@ def run_flywheel(
         setup += time.perf_counter() - t0
         gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
         if not run_one(instance, gen_resources, f"gen-{done + 1} (window {window[0]} .. {window[-1]})"):
+            # not a release gate (those record the generation as blocked): a step failed, so the flywheel stops
+            # here; running the command again redoes this generation under the same name
+            print(f"\ngen-{done + 1} failed (see the lines above); generations recorded so far:")
+            print_table(settings)
             return 1
     total = time.perf_counter() - started
     print(f"\n{generations} generations recorded in {total - setup:.0f}s after set-up (consolidation {setup:.0f}s)")
