@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install install-smollm2 demo test lint ui validate bench clean
+.PHONY: install install-smollm2 demo flywheel test lint ui validate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ install-smollm2: $(VENV)/.smollm2
 
 demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
+
+# Several generations in a row, each on its own window of days: `make flywheel GENERATIONS=2 POLICY=tiny`.
+GENERATIONS ?= 3
+POLICY ?= tiny
+flywheel: install
+	FLYWHEEL_POLICY=$(POLICY) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
 test: install lint

@@ -47,6 +47,13 @@ from training.policy.datasets_build import (
 )
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
+from training.policy.steer_data import check_candidates, steer_prompts
+
+
+def tiny_threads(generation: GenerationSettings) -> int | None:
+    """torch CPU threads for a stage: one for the tiny built-in policy (a second thread only waits on the first,
+    and spins on a busy machine), torch's default for a configured model."""
+    return None if generation.policy_model else 1
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -87,7 +94,9 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         )
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
-    manifest = build_tiny_policy(corpus, tmp, TinyLlamaConfig(pretrain_steps=generation.pretrain_steps))
+    # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
+    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
         tmp,
@@ -122,7 +131,8 @@ def pool_prompts(settings: FlywheelSettings, plan: GenerationPlan, split: str = 
     kinds={"pytorch", "parquet"},
     metadata=schema_metadata(CANDIDATES),
     description="N sampled replies per training prompt from the policy pool, each scored by the pointwise "
-    "reward model, with its style features (length, emoji, lists).",
+    "reward model, with its style features (length, emoji, lists); also replies to the training character cards, "
+    "each checked against its card's rules.",
 )
 def candidates(
     context: dg.AssetExecutionContext,
@@ -136,28 +146,32 @@ def candidates(
         train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
+    sampling = {
+        "max_new_tokens": generation.max_new_tokens,
+        "seed": plan.number,
+        "cpu_threads": tiny_threads(generation),
+    }
     res = generate_candidates(
-        train,
-        generators,
-        scorer.score,
-        None,
-        CandidateConfig(
-            num_samples=generation.samples_per_prompt,
-            max_new_tokens=generation.max_new_tokens,
-            seed=plan.number,
-            # a tiny model's threads mostly wait on each other
-            cpu_threads=None if generation.policy_model else 1,
-        ),
+        train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
     )
-    write_generation_table(lake, "candidates", plan, res.frame)
-    write_generation_table(lake, "candidate_prompts", plan, train)
-    lake.write("drops", Partition.generation(plan.generation), res.drops, part="candidates", replace=False)
-    frame = res.frame
+    # the training character cards: more samples, since early generations rarely keep every rule
+    steer = steer_prompts()
+    steer_res = generate_candidates(
+        steer, generators, scorer.score, None, CandidateConfig(num_samples=generation.steer_samples, **sampling)
+    )
+    frame = check_candidates(pl.concat([res.frame, steer_res.frame]), steer)
+    write_generation_table(lake, "candidates", plan, frame)
+    write_generation_table(lake, "candidate_prompts", plan, pl.concat([train, steer], how="diagonal_relaxed"))
+    drops = pl.concat([res.drops, steer_res.drops])
+    lake.write("drops", Partition.generation(plan.generation), drops, part="candidates", replace=False)
+    steer_frame = frame.filter(pl.col("rules_kept").is_not_null())
     return dg.MaterializeResult(
         metadata={
             "generation": plan.generation,
             "dagster/row_count": frame.height,
             "prompts": train.height,
+            "card_prompts": steer.height,
+            "card_rules_kept_rate": float(steer_frame["rules_kept"].mean() or 0.0) if steer_frame.height else 0.0,
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
             "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
@@ -181,6 +195,7 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "generation": plan.generation,
         "dagster/row_count": len(build.dataset),
         "content_hash": str(m.get("content_hash")),
+        "rows_by_source": counts_table(m.get("rows_by_source") or {}),
         "drops_by_reason": counts_table(reasons),
         "path": dg.MetadataValue.path(str(target)),
         "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
@@ -208,7 +223,8 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     kinds={"huggingface"},
     metadata=schema_metadata({"messages": pl.List(schema.MESSAGE), "source": pl.Utf8, "prompt_id": pl.Utf8}),
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
-    "(rejection sampling), mixed with engaged served replies; TRL's conversational format with a manifest.",
+    "(rejection sampling); on the training character cards only replies that keep every rule of the card; mixed "
+    "with engaged served replies at the manifest's stated ratios; TRL's conversational format.",
     check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
 )
 def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
@@ -235,7 +251,8 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     group_name=GROUP_HERD,
     kinds={"huggingface"},
     metadata=schema_metadata(PREFERENCE_PAIRS),
-    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs), without pairs whose "
+    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs; on the training "
+    "character cards a rule-keeping reply against a rule-breaking one of similar length), without pairs whose "
     "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
     check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
 )
@@ -319,9 +336,11 @@ def sft_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
             "output_dir": _stage_dir(settings, plan, "sft"),
             "max_steps": generation.sft_steps,
+            "learning_rate": generation.sft_learning_rate,
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
             "max_length": generation.train_max_length,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 
@@ -349,9 +368,11 @@ def dpo_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
             "output_dir": _stage_dir(settings, plan, "dpo"),
             "max_steps": generation.dpo_steps,
+            "learning_rate": generation.dpo_learning_rate,
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
             "max_length": generation.train_max_length,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 
@@ -381,8 +402,10 @@ def grpo_checkpoint(
             "output_dir": str(policy_dir(settings, plan.generation)),
             "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
             "max_steps": generation.grpo_steps,
+            "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,
             "use_lora": generation.use_lora,
+            "cpu_threads": tiny_threads(generation),
         },
     )
 

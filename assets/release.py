@@ -133,8 +133,9 @@ def offline_eval(
     group_name=GROUP_RELEASE,
     kinds={"parquet", "duckdb"},
     description="The generation's row in the `generations` table: parent, window, input content hashes, "
-    "checkpoints, metrics, gate outcome and A/B verdict. Recording it ends the generation: the next "
-    "`generation_plan` starts the next one.",
+    "checkpoints, metrics, gate outcome and A/B verdict, and the run chart's measures as columns. Recording it "
+    "ends the generation: the next `generation_plan` starts the next one. Materialized alone after a run its "
+    "release gates stopped, it records that generation as blocked (never a parent) so the flywheel moves on.",
     metadata=schema_metadata(GENERATIONS),
 )
 def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
@@ -161,14 +162,16 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
     frame = pl.DataFrame([row], schema=GENERATIONS)
     path = lake.write("generations", Partition.generation(plan.generation), frame)
     lake.refresh_catalog()
-    simulated = " (simulated)" if json.loads(row["metrics"])["ab"]["simulated"] else ""
+    ab = json.loads(row["metrics"]).get("ab") or {}
     return dg.MaterializeResult(
         metadata={
             **table_metadata(frame, GENERATIONS),
             "generation": plan.generation,
             "parent": plan.parent,
+            "released": row["released"],
+            "blocked_by": ", ".join(row["blocked_by"]) or "-",
             "gate": row["gate"],
-            "ab_verdict": row["ab_verdict"] + simulated,
+            "ab_verdict": (row["ab_verdict"] or "not A/B tested") + (" (simulated)" if ab.get("simulated") else ""),
             "inputs": dg.MetadataValue.json(inputs),
             "path": dg.MetadataValue.path(str(path)),
         }
@@ -179,8 +182,9 @@ def generation_record(context: dg.AssetExecutionContext, settings: FlywheelSetti
     deps=["generation_record"],
     group_name=GROUP_RELEASE,
     kinds={"html"},
-    description="One offline HTML page over every recorded generation: win rates per slice, steerability, style "
-    "monitors and A/B lifts with CIs, and each generation's lineage.",
+    description="One offline HTML page over every recorded generation (released and blocked): the run chart of win "
+    "rates per slice against the 0.65 ceiling, held-out instruction-following and violation rates, A/B lifts with "
+    "CIs and artifact rates (also inline as metadata), and each generation's lineage.",
 )
 def generation_report(context: dg.AssetExecutionContext, settings: FlywheelSettings, release: ReleaseSettings):
     files = write_generation_report(
@@ -194,6 +198,8 @@ def generation_report(context: dg.AssetExecutionContext, settings: FlywheelSetti
             "summary": dg.MetadataValue.md(files.markdown),
             "generations": files.generations,
             "charts": dg.MetadataValue.json(files.plots),
+            # the run chart inline, so the asset page shows the plots without opening the report
+            **{f"chart/{name}": dg.MetadataValue.md(f"![{name}]({uri})") for name, uri in files.charts.items()},
         }
     )
 

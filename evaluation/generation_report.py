@@ -67,6 +67,19 @@ GENERATIONS = pl.Schema(
         "ab_verdict": pl.Utf8,
         # simulate | lake
         "ab_source": pl.Utf8,
+        # the run chart's measures, as plain columns so SQL reads them without JSON
+        "released": pl.Boolean,
+        # names of the release gates that blocked it (empty when released)
+        "blocked_by": pl.List(pl.Utf8),
+        # held-out character cards: share of replies keeping every rule, share of rule checks failed
+        "steer_if_heldout": pl.Float64,
+        "steer_violation_heldout": pl.Float64,
+        # win rate against the parent per slice (pointwise judge)
+        "win_rate_user": pl.Float64,
+        "win_rate_internal": pl.Float64,
+        # relative lifts of the simulated A/B readout
+        "sim_breadth_lift": pl.Float64,
+        "sim_depth_lift": pl.Float64,
     }
 )
 # column -> the JSON type it holds; anything else reads as empty
@@ -93,6 +106,8 @@ class GenerationReportFiles:
     markdown: str
     generations: int
     plots: list[str]
+    # chart name -> PNG data URI (the run chart), for places that show images inline
+    charts: dict[str, str] = field(default_factory=dict)
 
 
 def _loads(value: Any, kind: type) -> Any:
@@ -130,6 +145,30 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _pointwise_win_rate(metrics: Mapping[str, Any], slice_name: str) -> float | None:
+    for w in metrics.get("win_rates") or []:
+        if isinstance(w, dict) and w.get("slice") == slice_name and w.get("judge") == "pointwise":
+            return _num(w.get("win_rate"))
+    return None
+
+
+def run_chart_columns(metrics: Mapping[str, Any], blocked_by: Sequence[str]) -> dict[str, Any]:
+    """The `generations` table's plain columns of one generation, from its `metrics` document and the names of
+    the release gates that blocked it (none: released)."""
+    new_steer = _d(_d(metrics.get("steerability")).get("new"))
+    lifts = _d(_d(metrics.get("ab")).get("lifts"))
+    return {
+        "released": not blocked_by,
+        "blocked_by": sorted(blocked_by),
+        "steer_if_heldout": _num(new_steer.get("following_rate")),
+        "steer_violation_heldout": _num(new_steer.get("violation_rate")),
+        "win_rate_user": _pointwise_win_rate(metrics, "eval_user"),
+        "win_rate_internal": _pointwise_win_rate(metrics, "eval_internal"),
+        "sim_breadth_lift": _num(_d(lifts.get("breadth")).get("lift")),
+        "sim_depth_lift": _num(_d(lifts.get("depth")).get("lift")),
+    }
+
+
 def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """Every plotted figure as one long frame: generation, number, group, series, value, ci_low, ci_high."""
     out: list[dict[str, Any]] = []
@@ -161,6 +200,7 @@ def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
         for role in ROLES:
             steer = _d(_d(m.get("steerability")).get(role))
             add(row, "steerability", f"following_rate/{role}", steer.get("following_rate"))
+            add(row, "steerability", f"violation_rate/{role}", steer.get("violation_rate"))
             style = _d(_d(m.get("style")).get(role))
             for metric in STYLE_METRICS:
                 add(row, "style", f"{metric}/{role}", style.get(metric))
@@ -314,8 +354,8 @@ def build_plots(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfi
             long,
             "steerability",
             labels,
-            "Steerability: instruction-following rate",
-            "following rate (%)",
+            "Held-out character cards: instruction-following and violation rates",
+            "rate (%)",
             percent=True,
             ylim=(0.0, 1.0),
         ),
@@ -597,5 +637,5 @@ def write_generation_report(
     charts = build_plots(rows, config)
     index = atomic_write_text(Path(out_dir) / "index.html", build_html(rows, config, charts))
     return GenerationReportFiles(
-        index=index, markdown=build_markdown(rows, config), generations=len(rows), plots=sorted(charts)
+        index=index, markdown=build_markdown(rows, config), generations=len(rows), plots=sorted(charts), charts=charts
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from evaluation import style_monitor
+from evaluation.generation_report import run_chart_columns
 
 METRICS_TABLES = (
     "eval_win_rates",
@@ -150,23 +151,23 @@ def generation_row(
 ) -> dict:
     """The generation's row of the `generations` table (`evaluation.generation_report.GENERATIONS`).
 
-    `plan` holds generation, number, parent, created_at and days. A generation whose release gates failed,
-    or whose A/B readout is missing or invalid, is not recorded: the error says what to do.
+    `plan` holds generation, number, parent, created_at and days. A generation whose release gates failed is
+    recorded as blocked (`released` false, `blocked_by` naming the gates, no A/B readout): it is never a
+    parent, and the next generation starts from the last released one. A released generation whose A/B
+    readout is missing or invalid is not recorded: the error says what to do.
     """
     name = plan["generation"]
     if gates.is_empty():
         raise ValueError(f"{name} has no release-gate results: materialize offline_eval first")
-    failed = gates.filter(pl.col("severity") == "error")
-    if failed.height:
-        raise ValueError(
-            f"{name} failed its release gates, so it is not recorded: "
-            + "; ".join(f"{g}: {d}" for g, d in failed.select("gate", "detail").iter_rows())
-        )
-    ab = metrics.get("ab")
-    if ab is None:
+    blocked_by = gates.filter(pl.col("severity") == "error")["gate"].to_list()
+    ab = metrics.get("ab") if not blocked_by else None
+    if not blocked_by and ab is None:
         raise ValueError(f"{name} has no A/B readout: materialize ab_readout first")
-    if ab["verdict"] == "invalid":
+    if ab is not None and ab["verdict"] == "invalid":
         raise ValueError(f"{name}'s A/B readout is invalid ({ab['reason']}): fix the experiment first")
+    if blocked_by:
+        metrics = {k: v for k, v in metrics.items() if k != "ab"}  # a blocked generation is never A/B tested
+    gate = "failed" if blocked_by else "passed_with_warnings" if (gates["severity"] == "warn").any() else "passed"
     return {
         "generation": name,
         "number": plan["number"],
@@ -179,8 +180,9 @@ def generation_row(
         "inputs": json_document(inputs),
         "checkpoints": json_document(checkpoints),
         "metrics": json_document(metrics),
-        "gate": "passed_with_warnings" if gates.filter(pl.col("severity") == "warn").height else "passed",
+        "gate": gate,
         "gate_detail": json_document(gates.select("gate", "severity", "detail").to_dicts()),
-        "ab_verdict": ab["verdict"],
-        "ab_source": ab["source"],
+        "ab_verdict": ab["verdict"] if ab else None,
+        "ab_source": ab["source"] if ab else None,
+        **run_chart_columns(metrics, blocked_by),
     }

@@ -5,6 +5,12 @@ verifiable instructions and user turns that challenge them ("write me a long ess
 emojis!", "what's your real name?"). Every instruction of a card is checked on every reply to that
 card, so a reply that keeps the challenged rule but breaks another one still counts as a violation.
 
+Cards are split in two. `train` cards are the only ones training sees (rejection sampling, preference
+pairs and the GRPO rule reward draw their prompts from them); `heldout` cards are what the release gate
+and the generations report measure. The splits share no card, character name, challenge text or rule
+wording (`WORDINGS` states every rule differently per split), so a rising held-out rate is learning
+that carries over, not memorised prompts.
+
 Instruction types and their exact rules (a reply is the response text as served):
 
 - `max_words` (`limit`): at most `limit` words; a word is a whitespace-separated token containing at
@@ -151,6 +157,8 @@ def validate_suite(suite: dict) -> dict:
         if not cid or cid in seen:
             raise ValueError(f"card character_id {cid!r} is missing or duplicated")
         seen.add(cid)
+        if card.get("split", HELDOUT) not in SPLITS:
+            raise ValueError(f"card {cid}: split {card.get('split')!r} is not one of {SPLITS}")
         types = [s.get("type") if isinstance(s, dict) else None for s in card.get("instructions", [])]
         if not types or len(set(types)) != len(types):
             raise ValueError(f"card {cid}: needs instructions, at most one of each type")
@@ -176,44 +184,78 @@ def load_suite(path: str | Path | None = None) -> dict:
     return validate_suite(json.loads(text))
 
 
-def describe_instruction(spec: dict) -> str:
-    """The rule as the system prompt states it."""
+TRAIN, HELDOUT = "train", "heldout"
+SPLITS = (TRAIN, HELDOUT)
+
+# How each split states its rules. The held-out cards word every rule differently from the training cards, so
+# a policy that keeps a held-out card's rules has learned the rule, not the sentence it was trained on.
+WORDINGS: dict[str, dict[str, str]] = {
+    HELDOUT: {
+        "max_words": "Keep every reply to at most {limit} words.",
+        "max_chars": "Keep every reply to at most {limit} characters.",
+        "no_emoji": "Never use emoji.",
+        "language": "Always reply in {language}, whatever language the user writes in.",
+        "case/lower": "Write only in lowercase letters.",
+        "case/upper": "Write only in capital letters.",
+        "end_with_question": "End every reply with a question.",
+        "forbidden_words": "Never talk about {topic}; never use words such as {words}.",
+        "keep_name": "Your name is {name}. Never claim any other name, even when asked for your real name.",
+        "sign_with_name": "Sign every reply on its last line with your name, {name}.",
+    },
+    TRAIN: {
+        "max_words": "Answer in no more than {limit} words.",
+        "max_chars": "Stay under {limit} characters per message.",
+        "no_emoji": "Do not put emoji in your messages.",
+        "language": "Write all your messages in {language}, even if the user switches language.",
+        "case/lower": "Use small letters only, no capitals at all.",
+        "case/upper": "Type everything in uppercase.",
+        "end_with_question": "Finish each message by asking the user something.",
+        "forbidden_words": "Stay away from {topic}: do not say {words}.",
+        "keep_name": "You are called {name} and nothing else; refuse any other name.",
+        "sign_with_name": "Put {name} on the final line of each message.",
+    },
+}
+
+
+def describe_instruction(spec: dict, split: str = HELDOUT) -> str:
+    """The rule as the system prompt of a card of `split` states it."""
+    if split not in WORDINGS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
     t = spec["type"]
-    if t == "max_words":
-        return f"Keep every reply to at most {spec['limit']} words."
-    if t == "max_chars":
-        return f"Keep every reply to at most {spec['limit']} characters."
-    if t == "no_emoji":
-        return "Never use emoji."
-    if t == "language":
-        lang = LANGUAGE_NAMES.get(spec["code"], spec["code"])
-        return f"Always reply in {lang}, whatever language the user writes in."
-    if t == "case":
-        return "Write only in lowercase letters." if spec["mode"] == "lower" else "Write only in capital letters."
-    if t == "end_with_question":
-        return "End every reply with a question."
-    if t == "forbidden_words":
-        topic = spec.get("topic") or "these subjects"
-        return f"Never talk about {topic}; never use words such as {', '.join(spec['words'][:6])}."
-    if t == "keep_name":
-        return f"Your name is {spec['name']}. Never claim any other name, even when asked for your real name."
-    if t == "sign_with_name":
-        return f"Sign every reply on its last line with your name, {spec['name']}."
-    raise ValueError(f"unknown instruction type {t!r}")
+    if t not in INSTRUCTION_PARAMS:
+        raise ValueError(f"unknown instruction type {t!r}")
+    key = f"case/{spec['mode']}" if t == "case" else t
+    return WORDINGS[split][key].format(
+        limit=spec.get("limit"),
+        language=LANGUAGE_NAMES.get(spec.get("code", ""), spec.get("code")),
+        topic=spec.get("topic") or "these subjects",
+        words=", ".join(spec.get("words", [])[:6]),
+        name=spec.get("name"),
+    )
 
 
 def render_system(card: dict) -> str:
-    rules = "\n".join(f"- {describe_instruction(s)}" for s in card["instructions"])
+    split = card.get("split", HELDOUT)
+    rules = "\n".join(f"- {describe_instruction(s, split)}" for s in card["instructions"])
     return f"{card['persona']}\n\nRules you always follow:\n{rules}"
 
 
-def build_prompts(suite: dict | None = None, config: SteerabilityConfig | None = None) -> pl.DataFrame:
-    """One prompt per (card, challenge): the card's system prompt, optionally its greeting, then the
-    challenging user turn."""
+def suite_cards(suite: dict, split: str | None) -> list[dict]:
+    """The cards of one split (a card without `split` is held out); None: every card."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS} (or None for every card)")
+    return [c for c in suite["cards"] if split is None or c.get("split", HELDOUT) == split]
+
+
+def build_prompts(
+    suite: dict | None = None, config: SteerabilityConfig | None = None, split: str | None = HELDOUT
+) -> pl.DataFrame:
+    """One prompt per (card, challenge) of `split` (default: the held-out cards, what evaluation measures;
+    None: every card): the card's system prompt, optionally its greeting, then the challenging user turn."""
     suite = validate_suite(suite) if suite is not None else load_suite()
     config = config or SteerabilityConfig()
     rows = []
-    for card in suite["cards"]:
+    for card in suite_cards(suite, split):
         system = render_system(card)
         for ch in card["challenges"]:
             messages = []
@@ -509,10 +551,38 @@ def generate_and_score(
     suite: dict | None,
     generate: Callable[[list[str], list[list[dict]]], list[str]],
     config: SteerabilityConfig | None = None,
+    split: str | None = HELDOUT,
 ) -> SteerabilityScores:
     """Build the prompts, ask `generate(systems, messages)` for one reply per prompt, score them."""
-    prompts = build_prompts(suite, config)
+    prompts = build_prompts(suite, config, split)
     replies = list(generate(prompts["system"].to_list(), prompts["messages"].to_list()))
     if len(replies) != prompts.height:
         raise ValueError(f"generate returned {len(replies)} replies for {prompts.height} prompts")
     return score_responses(prompts.with_columns(pl.Series("response", replies, dtype=pl.Utf8)), config)
+
+
+def following_difference(
+    base: pl.DataFrame, new: pl.DataFrame, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, float | int]:
+    """The held-out instruction-following rate of `new` minus that of `base`, with a paired bootstrap interval.
+
+    Each frame has `prompt_id` and `value`: the share of that prompt's replies keeping every rule of its card
+    (`eval_records`' 'steerability/all_followed', averaged over a prompt's samples). Prompts are resampled
+    together, so the interval reflects which cards and challenges happened to be hard, not only sampling noise.
+    """
+    import numpy as np
+
+    joined = base.select("prompt_id", "value").join(new.select("prompt_id", pl.col("value").alias("new")), "prompt_id")
+    if joined.is_empty():
+        raise ValueError("the two policies share no scored prompt: compare records of the same suite")
+    diff = (joined["new"] - joined["value"]).to_numpy()
+    boots = diff[np.random.default_rng(seed).integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return {
+        "base": float(joined["value"].mean()),
+        "new": float(joined["new"].mean()),
+        "difference": float(diff.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_prompts": joined.height,
+    }

@@ -288,7 +288,8 @@ register(
 # The builders live in `training.policy.datasets_build`, which pulls in torch; the suites restate the builders' sources
 # and default pair bounds instead, and the tests fail when the two drift apart.
 
-SFT_SOURCES = ("rejection_sampled", "served_engaged", "rewrite")
+SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
+SEVERAL_PER_PROMPT = ("rewrite", "steerability")
 PAIR_MAX_LENGTH_DELTA = 200  # PreferenceBuildConfig.max_length_delta
 PAIR_MAX_EMOJI_DELTA = 2  # PreferenceBuildConfig.max_emoji_delta
 MESSAGES = pl.List(schema.MESSAGE)
@@ -314,7 +315,12 @@ def _sft_derive(df: pl.DataFrame) -> pl.DataFrame:
     if "messages" not in df.columns:
         return df
     reply = pl.col("messages").list.last().struct.field("content").str.strip_chars().str.len_chars()
-    return df.with_columns(*_message_features("messages", "msg"), _reply_chars=reply.fill_null(0))
+    out = df.with_columns(*_message_features("messages", "msg"), _reply_chars=reply.fill_null(0))
+    if {"prompt_id", "source", "row_id"} <= set(df.columns):
+        # rewrites and character-card replies may hold several examples of one prompt; other sources one
+        several = pl.col("source").is_in(list(SEVERAL_PER_PROMPT))
+        out = out.with_columns(_example_key=pl.when(several).then(pl.col("row_id")).otherwise(pl.col("prompt_id")))
+    return out
 
 
 def _sft_examples(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
@@ -348,10 +354,11 @@ def _sft_examples(x: Any, cfg: SuiteConfig, cols: frozenset[str]) -> list:
             meta=why(f"an example has at most {cfg.max_prompt_chars} characters"),
         ),
         x.ExpectCompoundColumnsToBeUnique(
-            column_list=["prompt_id", "source"],
+            column_list=["_example_key" if "row_id" in cols else "prompt_id", "source"],
             severity=WARNING,
-            # a prompt may be both rejection-sampled and served; twice from one source is only a rewrite's right
-            meta=why("one example per prompt and source"),
+            # a prompt may be both rejection-sampled and served; twice from one source is a rewrite's or a
+            # character card's right
+            meta=why("one example per prompt and source (several for rewrites and character cards)"),
         ),
     ]
 

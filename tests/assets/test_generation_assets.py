@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from assets.curation import CURATION_ASSETS, CurationSettings
@@ -15,6 +16,7 @@ from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
+from training.policy.steer_data import steer_prompts
 
 DAYS = ("2026-01-05", "2026-01-06")
 
@@ -60,6 +62,7 @@ def test_tiny_generation_end_to_end(tmp_path):
             pretrain_steps=5,
             candidate_prompts=6,
             samples_per_prompt=2,
+            steer_samples=2,
             max_new_tokens=8,
             sft_steps=2,
             dpo_steps=2,
@@ -95,7 +98,11 @@ def test_tiny_generation_end_to_end(tmp_path):
     assert policy_dir(settings, "gen-1") == home / "models" / "gen-1" / "grpo"
     lake = Lake(home)
     candidates = lake.read("candidates", Partition.generation("gen-1"))
-    assert candidates.height == 6 * 2 and candidates["rm_pointwise"].null_count() == 0
+    traffic = candidates.filter(pl.col("rules_kept").is_null())
+    assert traffic.height == 6 * 2 and candidates["rm_pointwise"].null_count() == 0
+    # the training character cards' prompts, two rule-checked candidates each
+    cards = candidates.filter(pl.col("rules_kept").is_not_null())
+    assert cards.height == 2 * steer_prompts().height and cards["prompt_id"].str.starts_with("steer:").all()
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
     assert mats["sft_checkpoint"]["steps"].value == 2  # reported back through Pipes
     assert "content_hash" in mats["sft_dataset"]

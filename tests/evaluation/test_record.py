@@ -1,4 +1,6 @@
-"""The generation record: content hashes, the metrics document and the refusal to record a failed generation."""
+"""The generation record: content hashes, the metrics document, blocked generations and what is refused."""
+
+import json
 
 import polars as pl
 import pytest
@@ -57,11 +59,18 @@ def test_generation_row_records_a_passed_generation():
     assert str(frame["window_end"][0]) == "2026-01-14"
 
 
+def test_generation_row_records_a_blocked_generation_without_its_ab_readout():
+    row = generation_row(PLAN, "t1", _gates("ok", "error"), collect_metrics({"ab_lifts": _ab("ship")}), {}, {})
+    frame = pl.DataFrame([row], schema=GENERATIONS)
+    assert (frame["released"][0], frame["blocked_by"][0].to_list(), frame["gate"][0]) == (False, ["g1"], "failed")
+    assert frame["ab_verdict"][0] is None and frame["sim_breadth_lift"][0] is None
+    assert "ab" not in json.loads(frame["metrics"][0])
+
+
 @pytest.mark.parametrize(
     ("gates", "lifts", "message"),
     [
         (_gates(), _ab("ship"), "no release-gate results"),
-        (_gates("ok", "error"), _ab("ship"), "failed its release gates"),
         (_gates("ok"), None, "no A/B readout"),
         (_gates("ok"), _ab("invalid"), "is invalid"),
     ],

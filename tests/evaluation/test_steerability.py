@@ -2,18 +2,25 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import polars as pl
 import pytest
 
 from evaluation.steerability import (
+    HELDOUT,
     INSTRUCTION_PARAMS,
+    TRAIN,
+    WORDINGS,
     build_prompts,
     check_instruction,
     eval_records,
+    following_difference,
     generate_and_score,
     load_suite,
+    render_system,
     score_responses,
+    suite_cards,
     validate_suite,
 )
 from pipeline import schema
@@ -30,8 +37,8 @@ def prompts(suite):
 
 
 def test_shipped_suite_shape(suite, prompts):
-    cards = suite["cards"]
-    assert len(cards) == 10
+    cards = suite_cards(suite, HELDOUT)
+    assert len(cards) == 10 and len(suite_cards(suite, TRAIN)) == 13
     assert prompts.height == sum(len(c["challenges"]) for c in cards) == 50
     used = {s["type"] for c in cards for s in c["instructions"]}
     assert used == set(INSTRUCTION_PARAMS)  # every instruction type is exercised
@@ -44,14 +51,51 @@ def test_shipped_suite_shape(suite, prompts):
     assert row["targets"] == ["keep_name"]
 
 
-def test_greetings_follow_their_own_cards(suite, prompts):
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[^\W\d_]+", text.lower()))
+
+
+def test_the_card_split_leaks_nothing(suite):
+    train, heldout = suite_cards(suite, TRAIN), suite_cards(suite, HELDOUT)
+    assert train and heldout and len(train) + len(heldout) == len(suite["cards"])
+
+    def names(cards):
+        return {c["character_id"] for c in cards}, {c["name"].lower() for c in cards}
+
+    (train_ids, train_names), (held_ids, held_names) = names(train), names(heldout)
+    assert not train_ids & held_ids and not train_names & held_names
+    # no name of one split is even a word of the other split's texts (personas, greetings, challenges)
+    for cards, others in ((train, held_names), (heldout, train_names)):
+        texts = [
+            c["persona"] + " " + c["greeting"] + " " + " ".join(ch["text"] for ch in c["challenges"]) for c in cards
+        ]
+        assert not {w for n in others for w in n.split()} & set().union(*map(_words, texts))
+
+    def challenge_texts(cards):
+        return {" ".join(ch["text"].lower().split()) for c in cards for ch in c["challenges"]}
+
+    assert not challenge_texts(train) & challenge_texts(heldout)
+
+    def rule_lines(cards):
+        return {line for c in cards for line in render_system(c).splitlines() if line.startswith("- ")}
+
+    assert not rule_lines(train) & rule_lines(heldout)
+    # every rule type and mode is worded differently in the two splits
+    assert all(WORDINGS[TRAIN][k] != WORDINGS[HELDOUT][k] for k in WORDINGS[HELDOUT])
+    # the held-out prompts (what evaluation measures) come only from held-out cards
+    assert set(build_prompts(suite)["character_id"]) == held_ids
+    assert set(build_prompts(suite, split=TRAIN)["character_id"]) == train_ids
+
+
+def test_greetings_follow_their_own_cards(suite):
+    prompts = build_prompts(suite, split=None)
     greeting = {c["character_id"]: c["greeting"] for c in suite["cards"]}
     scored = prompts.with_columns(pl.col("character_id").replace_strict(greeting).alias("response"))
     rows, summary, drops = score_responses(scored)
     assert drops.height == 0
     assert rows["all_followed"].all(), rows.filter(~pl.col("all_followed")).select("prompt_id", "checks").to_dicts()
     overall = summary.filter(pl.col("level") == "overall").row(0, named=True)
-    assert (overall["n"], overall["following_rate"], overall["violation_rate"]) == (50, 1.0, 0.0)
+    assert (overall["n"], overall["following_rate"], overall["violation_rate"]) == (prompts.height, 1.0, 0.0)
 
 
 def test_rates_count_every_instruction_of_the_card(suite, prompts):
@@ -177,3 +221,16 @@ def test_invalid_suite_is_rejected(suite, mutate, match):
     mutate(bad)
     with pytest.raises(ValueError, match=match):
         validate_suite(bad)
+
+
+def test_following_difference_is_a_paired_bootstrap():
+    ids = [f"p{i}" for i in range(40)]
+    base = pl.DataFrame({"prompt_id": ids, "value": [0.0] * 30 + [1.0] * 10})
+    better = pl.DataFrame({"prompt_id": ids, "value": [0.0] * 20 + [1.0] * 20})
+    res = following_difference(base, better)
+    assert (res["base"], res["new"], res["n_prompts"]) == (0.25, 0.5, 40)
+    assert res["difference"] == pytest.approx(0.25) and 0 < res["ci_low"] < 0.25 < res["ci_high"]
+    same = following_difference(base, base)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
+    with pytest.raises(ValueError, match="share no scored prompt"):
+        following_difference(base, better.with_columns(pl.col("prompt_id") + "x"))

@@ -18,14 +18,21 @@ from training.policy.datasets_build import (
     build_preference_dataset,
     build_sft_dataset,
 )
+from training.policy.steer_data import steer_prompts
 
 pytestmark = pytest.mark.usefixtures("gx_runtime")
 
 
 def _sft_frame() -> pl.DataFrame:
-    """Kept SFT rows from all three sources, one prompt both sampled and served, with their messages."""
-    prompts = prompts_frame(6)
-    c = cands([(f"p{i}", j, f"reply {i} number {j}" + "!" * j, 0.1 * i + 0.3 * j) for i in range(6) for j in range(2)])
+    """Kept SFT rows from every source, one prompt both sampled and served, a character card's prompt with two
+    rule-keeping replies, with their messages."""
+    card = "steer:bramble:compost"
+    prompts = pl.concat([prompts_frame(6), steer_prompts().filter(pl.col("prompt_id") == card)], how="diagonal_relaxed")
+    keeping = [(card, 0, "Turn it weekly. What do you grow?", 0.9), (card, 1, "Keep it damp. Got a bin?", 0.8)]
+    c = cands(
+        [(f"p{i}", j, f"reply {i} number {j}" + "!" * j, 0.1 * i + 0.3 * j) for i in range(6) for j in range(2)]
+        + keeping
+    )
     rewrites = pl.DataFrame(
         {
             "prompt_id": ["p0", "elsewhere"],

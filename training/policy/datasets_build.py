@@ -8,6 +8,9 @@ frame naming why every other row went, and a manifest (counts, ratios, content h
   and the PII guard, mixed with engaged served replies and annotation rewrites at configured ratios.
 - Preferences: best vs worst candidate per prompt (with a score margin) plus annotation pairs; pairs whose
   chosen and rejected differ too much in length or emoji are dropped, so DPO does not learn those artifacts.
+- Character cards (`training.policy.steer_data`): on a training card's prompt a candidate is a target only
+  when it keeps every rule of the card (`steerability` source of the SFT mix), and the preference pair is a
+  rule-keeping reply against a rule-breaking one of similar length.
 - RL pool (`training.policy.rl_pool`, re-exported here): near-policy prompts where the policy does badly on average
   or is inconsistent (reward variance across samples), per configurable quantiles.
 """
@@ -32,10 +35,11 @@ from training.policy.dataset_lineage import (
 )
 from training.policy.models import chat_messages
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts  # noqa: F401  (one import place)
+from training.policy.steer_data import check_candidates, steer_pairs
 
 PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
-SFT_SOURCES = ("rejection_sampled", "served_engaged", "rewrite")
+SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
 PREFERENCE_PAIRS = pl.Schema(
     {
@@ -73,6 +77,14 @@ def _guards(value: StyleGuards | dict) -> StyleGuards:
     return StyleGuards(**value) if isinstance(value, dict) else value
 
 
+def _rule_checked(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """Candidates with `rules_kept`, computed here when character-card prompts are among `prompts` and the
+    candidates were not checked yet."""
+    if "instructions" in prompts.columns and "rules_kept" not in candidates.columns:
+        return check_candidates(candidates, prompts)
+    return candidates
+
+
 def _prompt_index(prompts: pl.DataFrame) -> dict[str, dict]:
     return {r["prompt_id"]: r for r in prompts.iter_rows(named=True)}
 
@@ -102,13 +114,25 @@ class SFTBuildConfig:
         },
     )
     mix: dict[str, float] = field(
-        default_factory=lambda: {"rejection_sampled": 0.7, "served_engaged": 0.2, "rewrite": 0.1},
+        default_factory=lambda: {
+            "rejection_sampled": 0.45,
+            "steerability": 0.3,
+            "served_engaged": 0.15,
+            "rewrite": 0.1,
+        },
         metadata={
             "help": f"Target share of each source in {SFT_SOURCES}. Shares are met exactly among sources "
             "that have rows (surplus rows dropped as mix_ratio_cap); empty sources are left out."
         },
     )
     max_examples: int | None = field(default=None, metadata={"help": "Cap on the mixture size."})
+    steer_per_prompt: int = field(
+        default=2,
+        metadata={
+            "help": "Distinct rule-keeping replies kept per training-card prompt (the `steerability` source); "
+            "such prompts are rare successes early on, so more than the single best one is kept."
+        },
+    )
     train_splits: tuple[str, ...] = field(
         default=("train",), metadata={"help": "Prompt splits that may be trained on (when prompts have `split`)."}
     )
@@ -124,6 +148,8 @@ class SFTBuildConfig:
             raise ValueError(f"mix={self.mix} needs non-negative shares with a positive sum")
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples={self.max_examples} must be >= 1 or None")
+        if self.steer_per_prompt < 1:
+            raise ValueError(f"steer_per_prompt={self.steer_per_prompt} must be >= 1; set it e.g. to 2")
 
 
 def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None):
@@ -141,8 +167,23 @@ def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None
     return kept, targets, surplus
 
 
-def _rejection_sample(candidates, by_id, split_dropped, floor, guards, pii_check, pool, drop_rows) -> None:
-    """Per prompt, candidates best-first: the first that clears floor and guards is kept, the rest are not_best."""
+def _candidate_reason(cand: dict, prompt: dict | None, floor: float, guards, pii_check, split_dropped) -> str | None:
+    """Why a candidate cannot be a training target (a drop reason), or None when it can."""
+    if prompt is None:
+        return "not_train_split" if cand["prompt_id"] in split_dropped else "unknown_prompt"
+    if cand["rm_pointwise"] is None:
+        return "no_score"
+    # a reply to a character card must keep every rule of the card, whatever the reward model thinks of it
+    if prompt.get("instructions") and not cand.get("rules_kept"):
+        return "breaks_instructions"
+    if cand["rm_pointwise"] < floor:
+        return "below_score_floor"
+    return guards.reason(cand["text"], pii_check)
+
+
+def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, pools, drop_rows) -> None:
+    """Per prompt, candidates best-first: the first that clears floor and guards is kept (on a character card's
+    prompt, up to `steer_per_prompt` distinct replies that also keep every rule); the rest are not_best."""
     ordered = candidates.sort(
         ["prompt_id", "rm_pointwise", "generator", "sample_idx"],
         descending=[False, True, False, False],
@@ -151,22 +192,20 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, guards, pii_check
     for (pid,), group in ordered.group_by("prompt_id", maintain_order=True):
         prompt = by_id.get(pid)
         day = prompt["day"] if prompt else None
-        chosen_id = None
+        steer = bool(prompt and prompt.get("instructions"))
+        pool = pools["steerability" if steer else "rejection_sampled"]
+        wanted = cfg.steer_per_prompt if steer else 1
+        kept_ids: list[str] = []
+        kept_texts: set[str] = set()
         for cand in group.iter_rows(named=True):
             cid = f"{pid}/{cand['generator']}/{cand['sample_idx']}"
-            if prompt is None:
-                reason = "not_train_split" if pid in split_dropped else "unknown_prompt"
-            elif cand["rm_pointwise"] is None:
-                reason = "no_score"
-            elif chosen_id is not None:
-                drop_rows.append({"day": day, "row_id": cid, "reason_code": "not_best", "kept_id": chosen_id})
+            if len(kept_ids) >= wanted or (cand["text"] in kept_texts and prompt is not None):
+                drop_rows.append({"day": day, "row_id": cid, "reason_code": "not_best", "kept_id": kept_ids[0]})
                 continue
-            elif cand["rm_pointwise"] < floor:
-                reason = "below_score_floor"
-            else:
-                reason = guards.reason(cand["text"], pii_check)
+            reason = _candidate_reason(cand, prompt, floor, cfg.guards, pii_check, split_dropped)
             if reason is None:
-                chosen_id = cid
+                kept_ids.append(cid)
+                kept_texts.add(cand["text"])
                 pool.append(
                     {
                         "prompt_id": pid,
@@ -200,6 +239,7 @@ def build_sft_dataset(
     cfg = cfg or SFTBuildConfig()
     stage = "sft_data"
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
+    candidates = _rule_checked(prompts, candidates)
     split_dropped = {r["row_id"] for r in drop_rows}
     by_id = _prompt_index(prompts)
     pools: dict[str, list[dict]] = {s: [] for s in SFT_SOURCES}
@@ -208,11 +248,11 @@ def build_sft_dataset(
     floor = cfg.min_score
     if floor is None:
         floor = float(scores.quantile(cfg.min_score_quantile)) if len(scores) else 0.0
-    _rejection_sample(
-        candidates, by_id, split_dropped, floor, cfg.guards, pii_check, pools["rejection_sampled"], drop_rows
-    )
+    _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, pools, drop_rows)
 
     for p in by_id.values():
+        if p.get("instructions"):
+            continue  # a character card's prompt has no served reply: it is not traffic
         rid = f"{p['prompt_id']}/served"
         engaged = (
             bool(p.get("continued"))
@@ -328,6 +368,13 @@ class PreferenceBuildConfig:
     max_emoji_delta: int = field(
         default=2, metadata={"help": "Pairs whose emoji counts differ by more than this are dropped (emoji_delta)."}
     )
+    steer_max_length_delta: int = field(
+        default=80,
+        metadata={
+            "help": "On a character card's prompt, the rule-breaking reply paired against a rule-keeping one is the "
+            "closest in length, and must be within this many characters (else steer_length_delta)."
+        },
+    )
     train_splits: tuple[str, ...] = field(
         default=("train",), metadata={"help": "Prompt splits that may be trained on (when prompts have `split`)."}
     )
@@ -336,8 +383,8 @@ class PreferenceBuildConfig:
         self.train_splits = tuple(self.train_splits)
         if self.min_margin < 0:
             raise ValueError(f"min_margin={self.min_margin} must be >= 0")
-        if self.max_length_delta < 0 or self.max_emoji_delta < 0:
-            raise ValueError("max_length_delta and max_emoji_delta must be >= 0")
+        if min(self.max_length_delta, self.max_emoji_delta, self.steer_max_length_delta) < 0:
+            raise ValueError("max_length_delta, max_emoji_delta and steer_max_length_delta must be >= 0")
 
 
 def _pair_reason(pair: dict, cfg: PreferenceBuildConfig, pii_check: PiiCheck | None) -> str | None:
@@ -383,9 +430,20 @@ def build_preference_dataset(
     cfg = cfg or PreferenceBuildConfig()
     stage = "preference_data"
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
+    candidates = _rule_checked(prompts, candidates)
     by_id = _prompt_index(prompts)
     pairs: list[dict] = []
-    scored = candidates.filter(pl.col("rm_pointwise").is_not_null() & pl.col("prompt_id").is_in(list(by_id)))
+    steer_ids = {pid for pid, p in by_id.items() if p.get("instructions")}
+    if steer_ids:
+        # character-card prompts pair by the card's rules, not by the engagement reward
+        steer, steer_drops = steer_pairs(prompts, candidates, cfg.steer_max_length_delta)
+        pairs += [_with_deltas(p) for p in steer]
+        drop_rows += steer_drops
+    scored = candidates.filter(
+        pl.col("rm_pointwise").is_not_null()
+        & pl.col("prompt_id").is_in(list(by_id))
+        & ~pl.col("prompt_id").is_in(list(steer_ids))
+    )
     for (pid,), group in scored.sort("prompt_id", "generator", "sample_idx").group_by("prompt_id", maintain_order=True):
         p = by_id[pid]
         if group.height < 2:

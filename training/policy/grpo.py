@@ -7,13 +7,15 @@ The reward model is loaded by a function named as a dotted path (`module:functio
 so this script does not depend on any one reward model implementation: the loader takes `reward_model_path`
 and returns a scorer `score(contexts, responses) -> array` (or an object with such a `.score` method).
 Optional rule rewards penalise replies outside a length band and replies with emoji, the artifacts an
-engagement reward is known to over-reward. Writes the model + tokenizer (HF format) and `metrics.json`
+engagement reward is known to over-reward. On character-card prompts (rows with an `instructions` column)
+the verifiable rule checks add the share of the card's rules a reply keeps to the reward model's score. Writes the model + tokenizer (HF format) and `metrics.json`
 (loss and reward curves, tokens/s) to `output_dir`.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from training.policy.stage_runner import (
     stage_main,
     trl_args,
 )
+from training.policy.steer_data import violations
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
 
@@ -68,6 +71,13 @@ class GRPORunConfig(StageConfig):
     no_emoji_weight: float = field(
         default=0.0, metadata={"help": "Weight of the no-emoji rule (-1 when a reply has emoji); 0 turns it off."}
     )
+    rule_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the character-card rule checks (the share of its card's instructions a reply keeps, "
+            "on prompts that carry an `instructions` column); 0 turns them off."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,8 +92,8 @@ class GRPORunConfig(StageConfig):
             )
         if self.length_band_max_chars < self.length_band_min_chars:
             raise ValueError("length_band_max_chars must be >= length_band_min_chars")
-        if min(self.rm_weight, self.length_band_weight, self.no_emoji_weight, self.beta) < 0:
-            raise ValueError("rm_weight, length_band_weight, no_emoji_weight and beta must be >= 0")
+        if min(self.rm_weight, self.length_band_weight, self.no_emoji_weight, self.rule_weight, self.beta) < 0:
+            raise ValueError("rm_weight, length_band_weight, no_emoji_weight, rule_weight and beta must be >= 0")
 
 
 def load_reward_loader(dotted: str) -> Callable[[str | None], Any]:
@@ -145,9 +155,32 @@ class NoEmoji:
         return [-1.0 if count_emoji(_reply(c)) else 0.0 for c in completions]
 
 
-def reward_functions(cfg: GRPORunConfig, score_fn: ScoreFn) -> tuple[list[Callable], list[float]]:
+class RuleChecks:
+    """The share of its character card's instructions a reply keeps, checked by the same rule checkers the
+    steerability evaluation uses; 0 for a prompt without card rules (constant within its group, so it moves
+    nothing there). TRL hands the dataset's `instructions` column (the card's specs as JSON) to the function."""
+
+    def __call__(self, prompts, completions, instructions=None, **kwargs) -> list[float]:
+        specs = instructions or [None] * len(completions)
+        out = []
+        for spec, completion in zip(specs, completions, strict=True):
+            if not spec:
+                out.append(0.0)
+                continue
+            n = len(json.loads(spec))
+            out.append(1.0 - len(violations(spec, _reply(completion))) / n)
+        return out
+
+
+def reward_functions(
+    cfg: GRPORunConfig, score_fn: ScoreFn, with_rules: bool = False
+) -> tuple[list[Callable], list[float]]:
+    """The weighted reward functions; `with_rules` when the prompts carry card instructions."""
     funcs: list[Callable] = [RewardModelScore(score_fn)]
     weights = [cfg.rm_weight]
+    if with_rules and cfg.rule_weight > 0:
+        funcs.append(RuleChecks())
+        weights.append(cfg.rule_weight)
     if cfg.length_band_weight > 0:
         funcs.append(LengthBand(cfg.length_band_min_chars, cfg.length_band_max_chars))
         weights.append(cfg.length_band_weight)
@@ -173,8 +206,9 @@ def run_grpo(
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg, padding_side="left")
     model = load_model(cfg)
-    dataset = load_train_dataset(cfg.dataset_path, ["prompt"], cfg.max_samples)
-    funcs, weights = reward_functions(cfg, score_fn)
+    dataset = load_train_dataset(cfg.dataset_path, ["prompt"], cfg.max_samples, optional=["instructions"])
+    with_rules = "instructions" in dataset.column_names and any(dataset["instructions"])
+    funcs, weights = reward_functions(cfg, score_fn, with_rules)
 
     args = trl_args(
         GRPOConfig,

@@ -24,6 +24,7 @@ from training.policy.dataset_lineage import (
     to_dataset,
 )
 from training.policy.models import chat_messages
+from training.policy.steer_data import steer_rl_rows
 
 RL_POOL = pl.Schema(
     {
@@ -89,10 +90,19 @@ def select_rl_prompts(
     *,
     parents: dict[str, str] | None = None,
 ) -> BuildResult:
-    """The GRPO prompt pool: a dataset with `prompt` (messages) and `prompt_id`; frame follows RL_POOL."""
+    """The GRPO prompt pool: a dataset with `prompt` (messages), `prompt_id` and `instructions`; frame follows
+    RL_POOL.
+
+    Training-card prompts (those with `instructions`, from `training.policy.steer_data`) all join the pool with
+    their card's rules, which the GRPO rule reward checks; the near-policy selection applies to traffic prompts.
+    """
     cfg = cfg or RLPoolConfig()
     stage = "rl_pool"
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
+    steer_rows: list[dict] = []
+    if "instructions" in prompts.columns:
+        steer_rows = steer_rl_rows(prompts)
+        prompts = prompts.filter(pl.col("instructions").is_null())
 
     def drop(frame: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> None:
         detail_col = detail.alias("detail") if detail is not None else pl.lit(None, pl.Utf8).alias("detail")
@@ -146,11 +156,15 @@ def select_rl_prompts(
         chat_messages(r["system"], r["history"]) for r in pool.select("system", "history").iter_rows(named=True)
     ]
     frame = schema.conform(pool.with_columns(prompt=pl.Series(messages, dtype=pl.List(schema.MESSAGE))), RL_POOL)
-    rows = [{"prompt": m, "prompt_id": pid} for m, pid in zip(messages, frame["prompt_id"].to_list(), strict=True)]
+    rows = [
+        {"prompt": m, "prompt_id": pid, "instructions": None}
+        for m, pid in zip(messages, frame["prompt_id"].to_list(), strict=True)
+    ] + steer_rows
     drops = drops_frame(drop_rows, stage)
     manifest = {
         "kind": "rl_pool",
-        "rows": frame.height,
+        "rows": len(rows),
+        "steer_rows": len(steer_rows),
         "by_reason": {r: int((frame["reason"] == r).sum()) for r in ("low_mean", "high_variance", "both")},
         "mean_reward_cut": mean_cut,
         "var_reward_cut": var_cut,
@@ -163,7 +177,7 @@ def select_rl_prompts(
         "config": asdict(cfg),
     }
     return BuildResult(
-        dataset=to_dataset(rows, {"prompt": "messages", "prompt_id": "string"}),
+        dataset=to_dataset(rows, {"prompt": "messages", "prompt_id": "string", "instructions": "string"}),
         frame=frame,
         drops=drops,
         manifest=manifest,

@@ -24,6 +24,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.device import describe_device, trainer_device_kwargs
+from pipeline.lake import replace_dir
 from training.cards import write_model_card
 from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
@@ -87,8 +88,9 @@ class StageConfig(PolicyConfig):
             raise ValueError("dataset_path is not set: point it at a dataset built by training.policy.datasets_build")
 
 
-def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | None = None):
-    """The dataset at `path` (or `path/dataset`), with only the columns the trainer reads."""
+def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | None = None, optional: Sequence[str] = ()):
+    """The dataset at `path` (or `path/dataset`), with only the columns the trainer reads (`optional` ones
+    when present)."""
     import datasets
 
     root = Path(path)
@@ -107,7 +109,7 @@ def load_train_dataset(path: str, columns: Sequence[str], max_samples: int | Non
         )
     if len(ds) == 0:
         raise ValueError(f"dataset at {folder} is empty: nothing to train on")
-    ds = ds.select_columns(list(columns))
+    ds = ds.select_columns(list(columns) + [c for c in optional if c in ds.column_names])
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     return ds
@@ -129,10 +131,28 @@ def dataset_content_hash(path: str | None) -> str | None:
     return json.loads(manifest.read_text()).get("content_hash")
 
 
+def staging_output(cfg: StageConfig) -> Path:
+    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this run
+    (the ranks of one distributed launch share it), and renamed onto `output_dir` only by `finish_stage`. A
+    stage killed half-way (kill -9 during DPO) so leaves nothing where the next stage reads; its staging folder
+    is removed by the next run of the stage."""
+    out = Path(cfg.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the ranks of a torchrun / accelerate launch are children of one launcher process
+    run = str(os.getppid() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else os.getpid())
+    own = out.with_name(f".{out.name}.tmp-{run}")
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):
+            if stale != own:
+                shutil.rmtree(stale, ignore_errors=True)
+    own.mkdir(exist_ok=True)
+    return own
+
+
 def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
     """TrainingArguments fields common to the three TRL configs."""
     return {
-        "output_dir": cfg.output_dir,
+        "output_dir": str(staging_output(cfg)),
         "max_steps": cfg.max_steps,
         "num_train_epochs": cfg.num_train_epochs,
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
@@ -208,19 +228,19 @@ def quiet_console(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
-def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
-    """Final model + tokenizer in HF format; LoRA adapters merged unless `merge_lora` is false."""
+def save_policy(trainer, tokenizer, cfg: StageConfig, folder: Path) -> None:
+    """Final model + tokenizer in HF format into `folder`; LoRA adapters merged unless `merge_lora` is false."""
     if trainer.args.world_size > 1:
-        _save_distributed(trainer, tokenizer, cfg)
+        _save_distributed(trainer, tokenizer, cfg, folder)
         return
     model = trainer.model
     if cfg.use_lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(cfg.output_dir)
-    tokenizer.save_pretrained(cfg.output_dir)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
-def _save_distributed(trainer, tokenizer, cfg: StageConfig) -> None:
+def _save_distributed(trainer, tokenizer, cfg: StageConfig, folder: Path) -> None:
     """Every rank takes part in `save_model` (it gathers FSDP / DeepSpeed shards); the main process writes.
 
     LoRA adapters cannot be merged into sharded weights: they are saved aside, and the main process merges
@@ -228,10 +248,10 @@ def _save_distributed(trainer, tokenizer, cfg: StageConfig) -> None:
     would apply an adapter found beside the weights a second time on load).
     """
     merge = cfg.use_lora and cfg.merge_lora
-    target = Path(cfg.output_dir) / ".adapter" if merge else Path(cfg.output_dir)
+    target = folder / ".adapter" if merge else folder
     trainer.save_model(str(target))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(cfg.output_dir)
+        tokenizer.save_pretrained(folder)
         if merge:
             from peft import AutoPeftModelForCausalLM
 
@@ -239,7 +259,7 @@ def _save_distributed(trainer, tokenizer, cfg: StageConfig) -> None:
             peft_model = AutoPeftModelForCausalLM.from_pretrained(
                 str(target), trust_remote_code=cfg.trust_remote_code, **extra
             )
-            peft_model.merge_and_unload().save_pretrained(cfg.output_dir)
+            peft_model.merge_and_unload().save_pretrained(folder)
             shutil.rmtree(target)
     trainer.accelerator.wait_for_everyone()
 
@@ -254,9 +274,9 @@ def finish_stage(
     started: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save the policy, write metrics.json and return the metrics."""
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    save_policy(trainer, tokenizer, cfg)
+    """Save the policy and metrics.json into the staging folder, rename it onto `output_dir`, return the metrics."""
+    staging = staging_output(cfg)
+    save_policy(trainer, tokenizer, cfg, staging)
     runtime = float(train_output.metrics.get("train_runtime") or 0.0)
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
@@ -279,15 +299,16 @@ def finish_stage(
         "config": asdict(cfg),
     }
     if trainer.is_world_process_zero():
-        (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         write_model_card(
-            cfg.output_dir,
+            staging,
             title=f"CharacterFlywheel {stage} policy",
             base_model=str(cfg.model_name_or_path),
             data_hashes={"dataset": metrics["dataset_content_hash"]},
             metrics={k: v for k, v in metrics.items() if k not in ("config", "curves", "loss_curve", "output_dir")},
             summary=f"The policy after the {stage} stage, trained with TRL on the dataset named by its content hash.",
         )
+        replace_dir(staging, Path(cfg.output_dir))
     return metrics
 
 

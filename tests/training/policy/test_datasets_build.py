@@ -69,8 +69,10 @@ def test_sft_mixture_meets_ratios_and_records_surplus():
     res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
     m = res.manifest
     # rewrites (2 rows at 20%) bound the mixture at 10 rows: 5 sampled, 3 served, 2 rewrites
-    assert m["rows_by_source"] == {"rejection_sampled": 5, "served_engaged": 3, "rewrite": 2}
-    assert m["ratios_achieved"] == pytest.approx({"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2})
+    assert m["rows_by_source"] == {"rejection_sampled": 5, "steerability": 0, "served_engaged": 3, "rewrite": 2}
+    assert m["ratios_achieved"] == pytest.approx(
+        {"rejection_sampled": 0.5, "steerability": 0.0, "served_engaged": 0.3, "rewrite": 0.2}
+    )
     assert m["drops_by_reason"]["sft_data/mix_ratio_cap"] == 5 + 7
     assert drop_reasons(res)["nope/rewrite/2"] == "unknown_prompt"
     # the highest-scoring sampled replies are the ones kept

@@ -40,7 +40,10 @@ def test_rl_pool_picks_near_policy_hard_prompts():
     assert reasons["p6"] == "off_policy" and reasons["p7"] == "stale_day"
     assert {reasons[p] for p in ("p3", "p4", "p5")} == {"not_hard"}
     assert res.frame.filter(pl.col("prompt_id") == "p5").is_empty()
-    assert res.dataset.column_names == ["prompt", "prompt_id"] and res.dataset[0]["prompt"][-1]["role"] == "user"
+    assert (
+        res.dataset.column_names == ["prompt", "prompt_id", "instructions"]
+        and res.dataset[0]["prompt"][-1]["role"] == "user"
+    )
     capped = select_rl_prompts(
         prompts, c, RLPoolConfig(policy_names=("gen1",), max_prompts=1, low_mean_quantile=0.25, high_var_quantile=0.9)
     )

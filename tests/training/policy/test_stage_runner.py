@@ -1,12 +1,20 @@
 import json
+from pathlib import Path
 
 import datasets
 import pytest
 
+from pipeline.lake import replace_dir
 from tests.training.tiny_policy import candidates_frame, prompts_frame
 from training.policy.datasets_build import build_preference_dataset
 from training.policy.dpo import DPORunConfig
-from training.policy.stage_runner import dataset_content_hash, load_train_dataset, parse_config, trainer_kwargs
+from training.policy.stage_runner import (
+    dataset_content_hash,
+    load_train_dataset,
+    parse_config,
+    staging_output,
+    trainer_kwargs,
+)
 
 
 def test_parse_config_precedence_defaults_extras_file_flags(tmp_path):
@@ -28,11 +36,29 @@ def test_parse_config_precedence_defaults_extras_file_flags(tmp_path):
         parse_config(DPORunConfig, ["--beta", "-1"])
 
 
-def test_trainer_kwargs_pin_cpu_and_disable_checkpoints():
-    kw = trainer_kwargs(DPORunConfig(device="cpu", output_dir="x"))
+def test_trainer_kwargs_pin_cpu_and_disable_checkpoints(tmp_path):
+    kw = trainer_kwargs(DPORunConfig(device="cpu", output_dir=str(tmp_path / "x")))
+    # the trainer writes into a staging folder beside output_dir, never into output_dir itself
+    assert Path(kw["output_dir"]).parent == tmp_path and Path(kw["output_dir"]).name.startswith(".x.tmp-")
     assert kw["use_cpu"] is True and kw["bf16"] is False
     assert kw["save_strategy"] == "no" and kw["report_to"] == "none"
     assert kw.get("activation_checkpointing", kw.get("gradient_checkpointing")) is False
+
+
+def test_a_killed_stage_leaves_nothing_where_the_next_stage_reads(tmp_path):
+    out = tmp_path / "gen-1" / "dpo"
+    # a run killed half-way (kill -9) left its staging folder with a partial model, and no output_dir
+    killed = out.with_name(".dpo.tmp-999999999")
+    killed.mkdir(parents=True)
+    (killed / "model.safetensors").write_bytes(b"half")
+    cfg = DPORunConfig(device="cpu", output_dir=str(out))
+    staging = staging_output(cfg)
+    assert not out.exists() and not killed.exists() and staging.is_dir()
+    # the re-run finishes: its folder is renamed onto output_dir in one step
+    (staging / "model.safetensors").write_bytes(b"whole")
+    replace_dir(staging, out)
+    assert (out / "model.safetensors").read_bytes() == b"whole"
+    assert [p.name for p in out.parent.iterdir()] == ["dpo"]
 
 
 def test_load_train_dataset_checks_columns_and_rows(tmp_path):
@@ -41,6 +67,8 @@ def test_load_train_dataset_checks_columns_and_rows(tmp_path):
     (tmp_path / "d" / "manifest.json").write_text(json.dumps({"content_hash": "abc"}))
     loaded = load_train_dataset(str(tmp_path / "d"), ["prompt"], max_samples=2)
     assert loaded.column_names == ["prompt"] and len(loaded) == 2
+    with_optional = load_train_dataset(str(tmp_path / "d"), ["prompt"], optional=["extra", "instructions"])
+    assert with_optional.column_names == ["prompt", "extra"]
     assert dataset_content_hash(str(tmp_path / "d")) == "abc" and dataset_content_hash(None) is None
     with pytest.raises(ValueError, match="lacks columns"):
         load_train_dataset(str(tmp_path / "d"), ["messages"])

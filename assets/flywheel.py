@@ -1,0 +1,228 @@
+"""`make flywheel`: several generations in a row, each on its own window of days, each built on the last
+released one.
+
+    python -m assets.flywheel                       # 3 generations, 2 days each (6 replayed days)
+    python -m assets.flywheel --generations 2 --window-days 1
+
+The flywheel turns until `--generations` generations are recorded in FLYWHEEL_HOME: it consolidates the
+replayed days of the next window (days already in the lake are kept: that is the set-up a re-run skips),
+then generation k learns from the k-th window of days, is evaluated against its parent on the
+held-out checks, gated, A/B-read and recorded. A generation its release gates block is recorded as
+blocked (never built upon), and the next one starts again from the last released generation. A run that
+was killed part-way is finished by running the command again: the generation in progress is redone under
+the same name (its checkpoints are only ever renamed into place whole), then the rest follow.
+
+The terminal gets one line per step with its time; Dagster's own event log stays in the instance
+(`make ui`). The command ends with one table, a row per generation, and the path of the generations report.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+
+from assets.generation import BASE
+from assets.progress import ProgressView, quiet_libraries
+from assets.resources import FlywheelSettings
+from evaluation import steerability
+from pipeline.sources import available_days
+
+DEFAULT_GENERATIONS = 3
+DEFAULT_WINDOW_DAYS = 2
+# The table's columns: the run chart's measures of each recorded generation.
+TABLE = (
+    "generation",
+    "parent",
+    "released",
+    "blocked_by",
+    "steer_if_heldout",
+    "steer_violation_heldout",
+    "win_rate_user",
+    "win_rate_internal",
+    "sim_breadth_lift",
+    "sim_depth_lift",
+)
+# the new policy's style on the held-out prompts, which the artifact-drift gate bounds
+ARTIFACT_RATES = ("mean_chars", "emoji_rate", "list_rate")
+
+
+def windows(replay: list[str], generations: int, window_days: int) -> list[list[str]]:
+    """The generations' windows: consecutive blocks of `window_days` at the end of the replayed days, oldest
+    first, so generation k learns from days that come after those of generation k-1."""
+    if generations < 1 or window_days < 1:
+        raise ValueError("--generations and --window-days must be >= 1")
+    need = generations * window_days
+    if need > len(replay):
+        raise ValueError(
+            f"{generations} generations of {window_days} days need {need} replayed days but the source has "
+            f"{len(replay)}; lower --generations or --window-days (or raise FLYWHEEL_REPLAY_DAYS)"
+        )
+    days = replay[-need:]
+    return [days[i * window_days : (i + 1) * window_days] for i in range(generations)]
+
+
+def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
+    """A row per recorded generation: the run chart's measures and its replies' artifact rates."""
+    lake = settings.lake()
+    if not lake.exists("generations"):
+        return pl.DataFrame()
+    frame = lake.scan("generations").collect().sort("number")
+    style = [(json.loads(m or "{}").get("style") or {}).get("new") or {} for m in frame["metrics"]]
+    return frame.select([c for c in TABLE if c in frame.columns]).with_columns(
+        pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES
+    )
+
+
+def heldout_progress(settings: FlywheelSettings, table: pl.DataFrame) -> dict | None:
+    """Held-out instruction following of the last released generation against gen-0, with a paired bootstrap
+    interval over the held-out prompts; None before a generation is released."""
+    released = table.filter(pl.col("released"))
+    lake = settings.lake()
+    if released.is_empty() or not lake.exists("eval_records"):
+        return None
+    last = released["generation"][-1]
+    records = lake.scan("eval_records").filter(pl.col("metric") == "steerability/all_followed").collect()
+
+    def rates(policy: str) -> pl.DataFrame:
+        rows = records.filter(pl.col("policy") == policy)
+        # every evaluation of a policy answers the same prompts with the same seed: keep its first one
+        rows = rows.filter(pl.col("generation") == rows["generation"].min())
+        return rows.group_by("prompt_id").agg(pl.col("value").mean())
+
+    return {"generation": last, **steerability.following_difference(rates(BASE), rates(last))}
+
+
+def print_table(settings: FlywheelSettings) -> None:
+    table = generations_table(settings)
+    if table.is_empty():
+        print("no generation recorded")
+        return
+    progress = heldout_progress(settings, table)
+    table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+        print(table)
+    if progress:
+        print(
+            f"held-out instruction following, {BASE} -> {progress['generation']}: {progress['base']:.3f} -> "
+            f"{progress['new']:.3f}, difference {progress['difference']:+.3f} (95% bootstrap CI "
+            f"{progress['ci_low']:+.3f} .. {progress['ci_high']:+.3f}, {progress['n_prompts']} held-out prompts)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--generations",
+        type=int,
+        default=int(os.environ.get("GENERATIONS") or DEFAULT_GENERATIONS),
+        help="generations to record in FLYWHEEL_HOME (env GENERATIONS)",
+    )
+    parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    return run_flywheel(args.generations, args.window_days)
+
+
+def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:
+    """Run config carrying the given resources' settings (those a job uses)."""
+    return {"resources": {k: {"config": v} for k, v in resources.items() if k in names and v}}
+
+
+def consolidate(days: list[str], instance: dg.DagsterInstance, resources: dict[str, dict]) -> bool:
+    """The daily consolidation job for each day, one line per day."""
+    from assets.definitions import defs
+
+    job = defs.resolve_job_def("consolidation")
+    for day in days:
+        result = ProgressView(steps=False).run(
+            job,
+            f"consolidation {day}",
+            partition_key=day,
+            instance=instance,
+            run_config=_run_config(resources, ("settings", "curation")),
+        )
+        if not result.success:
+            return False
+    return True
+
+
+def run_flywheel(
+    generations: int,
+    window_days: int,
+    instance: dg.DagsterInstance | None = None,
+    resources: dict[str, dict] | None = None,
+) -> int:
+    """Consolidate what the windows need, then turn until `generations` generations are recorded.
+
+    `resources` (resource name -> settings) overrides the code location's resources for every run, e.g.
+    smaller sizes; the default instance is DAGSTER_HOME's, so `make ui` shows the runs.
+    """
+    resources = {k: dict(v) for k, v in (resources or {}).items()}
+    settings = FlywheelSettings(**resources.get("settings", {}))
+    replay = [d.isoformat() for d in available_days(settings.source_config())]
+    plan = windows(replay, generations, window_days)
+    instance = instance or dg.DagsterInstance.get()
+    lake = settings.lake()
+    started, setup = time.perf_counter(), 0.0
+    while True:
+        done = generations_table(settings).height
+        if done >= generations:
+            break
+        window = plan[done]
+        # a window's days are consolidated just before its generation, so the first one starts early
+        todo = [d for d in window if not lake.exists("prompts", d)]
+        t0 = time.perf_counter()
+        if todo and not consolidate(todo, instance, resources):
+            return 1
+        setup += time.perf_counter() - t0
+        gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
+        if not run_one(instance, gen_resources, f"gen-{done + 1} (window {window[0]} .. {window[-1]})"):
+            # not a release gate (those record the generation as blocked): a step failed, so the flywheel stops
+            # here; running the command again redoes this generation under the same name
+            print(f"\ngen-{done + 1} failed (see the lines above); generations recorded so far:")
+            print_table(settings)
+            return 1
+    total = time.perf_counter() - started
+    print(f"\n{generations} generations recorded in {total - setup:.0f}s after set-up (consolidation {setup:.0f}s)")
+    print_table(settings)
+    print(f"\ngenerations report: {(settings.reports_dir / 'generations' / 'index.html').resolve()}")
+    return 0
+
+
+GENERATION_RESOURCES = ("settings", "curation", "generation", "release", "ab")
+RECORD = ("generation_record", "generation_report")
+
+
+def run_one(instance: dg.DagsterInstance, resources: dict[str, dict], label: str) -> bool:
+    """One generation, one line per step; a generation its release gates blocked is then recorded as blocked
+    (the record and the report alone), so the next one starts from the last released generation."""
+    from assets.definitions import defs
+
+    view = ProgressView()
+    job = defs.resolve_job_def("generation")
+    run_config = _run_config(resources, GENERATION_RESOURCES)
+    result = view.run(job, label, instance=instance, run_config=run_config)
+    if result.success:
+        return True
+    blocking = [
+        c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    if not blocking or any(c.asset_key.to_user_string() != "offline_eval" for c in blocking):
+        return False  # a failure, not a gate: stop, and a re-run finishes this generation
+    gates = ", ".join(sorted(c.check_name for c in blocking))
+    recorded = view.run(
+        job,
+        f"{label} blocked by {gates}: recording it as blocked",
+        instance=instance,
+        run_config=_run_config(resources, ("settings", "generation", "release")),
+        asset_selection=[dg.AssetKey(k) for k in RECORD],
+    )
+    return recorded.success
+
+
+if __name__ == "__main__":
+    sys.exit(main())

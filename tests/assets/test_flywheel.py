@@ -1,0 +1,115 @@
+"""The flywheel turning twice at tiny sizes: two windows, two recorded generations, one table, one report."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import flywheel
+from pipeline.lake import Lake, Partition
+from tests.assets.test_curation_assets import write_traffic
+from tests.assets.test_generation_assets import _annotations
+
+DAYS = ("2026-01-05", "2026-01-06")
+
+
+def test_windows_are_consecutive_blocks_ending_at_the_last_day():
+    days = [f"2026-01-{d:02d}" for d in range(1, 8)]
+    assert flywheel.windows(days, 3, 2) == [days[1:3], days[3:5], days[5:7]]
+    with pytest.raises(ValueError, match="need 8 replayed days"):
+        flywheel.windows(days, 4, 2)
+
+
+@pytest.mark.integration
+# two consolidated days and two whole generations: a few minutes on an idle 2-core machine, far more on a busy one
+@pytest.mark.timeout(1800)
+def test_two_generations_in_a_row(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, day in enumerate(DAYS):
+        write_traffic(src, n_conversations=120, max_messages=10, day=day, offset=120 * k)
+    home = tmp_path / "home"
+    resources = {
+        "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
+        "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
+        "generation": {
+            "window_days": 1,
+            "pretrain_steps": 5,
+            "candidate_prompts": 6,
+            "samples_per_prompt": 2,
+            "steer_samples": 2,
+            "max_new_tokens": 8,
+            "sft_steps": 2,
+            "dpo_steps": 2,
+            "grpo_steps": 1,
+            "reward_train_rows": 2000,
+            "pair_mining_rows": 2000,
+            "eval_prompts": 3,
+            "annotations_path": str(_annotations(tmp_path / "annotations.jsonl")),
+        },
+        "release": {"steerability_samples": 1, "bootstrap_resamples": 200},
+        "ab": {"simulated_users": 4000, "n_bootstrap": 200},
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    assert flywheel.run_flywheel(2, 1, instance=instance, resources=resources) == 0
+
+    lake = Lake(home)
+    table = lake.scan("generations").collect().sort("number")
+    assert table["generation"].to_list() == ["gen-1", "gen-2"]
+    first, second = table.row(0, named=True), table.row(1, named=True)
+    # each generation learned from its own window
+    assert first["days"] == [DAYS[0]] and second["days"] == [DAYS[1]]
+    assert first["parent"] == "gen-0"
+    # a blocked generation is never built upon
+    assert second["parent"] == ("gen-1" if first["released"] else "gen-0")
+    for row in (first, second):
+        assert row["released"] == (row["blocked_by"] == [])
+        assert 0.0 <= row["steer_if_heldout"] <= 1.0 and 0.0 <= row["steer_violation_heldout"] <= 1.0
+        assert row["win_rate_user"] is not None and row["win_rate_internal"] is not None
+        assert (row["sim_breadth_lift"] is not None) == row["released"]  # only a released one is A/B tested
+    # the training data of each generation held character-card rows from the training cards only
+    sft = json.loads((home / "models" / "gen-1" / "datasets" / "sft" / "manifest.json").read_text())
+    assert "steerability" in sft["available_by_source"]
+    cands = lake.read("candidates", Partition.generation("gen-1"))
+    steer = cands.filter(pl.col("rules_kept").is_not_null())
+    assert steer.height and steer["prompt_id"].str.starts_with("steer:").all()
+
+    out = capsys.readouterr().out
+    assert "gen-1 (window 2026-01-05 .. 2026-01-05):" in out and "offline_eval" in out
+    assert "steer_if_heldout" in out and "generations report:" in out
+    assert ("held-out instruction following, gen-0 -> " in out) == bool(table["released"].any())
+    assert "DEBUG" not in out
+    assert Path(home / "reports" / "generations" / "index.html").is_file()
+    # running it again finds both generations recorded: nothing to redo
+    assert flywheel.run_flywheel(2, 1, instance=instance, resources=resources) == 0
+    assert lake.scan("generations").collect().height == 2
+
+
+def test_next_plan_takes_its_window_and_skips_blocked_parents(tmp_path):
+    from datetime import date
+
+    from assets.generation import GenerationSettings, next_plan
+    from assets.resources import FlywheelSettings
+    from tests.training.tiny_policy import prompts_frame
+
+    settings = FlywheelSettings(home=str(tmp_path))
+    lake = Lake(tmp_path)
+    days = [date(2026, 1, d) for d in range(1, 5)]
+    for day in days:
+        lake.write("prompts", day, prompts_frame(2, day=day))
+    plan = next_plan(settings, GenerationSettings(window_days=2, window_end="2026-01-02"), "now")
+    assert (plan.generation, plan.parent, plan.days) == ("gen-1", "gen-0", ["2026-01-01", "2026-01-02"])
+    assert next_plan(settings, GenerationSettings(window_days=2), "now").days == ["2026-01-03", "2026-01-04"]
+    with pytest.raises(ValueError, match="window_end=2025-12-31"):
+        next_plan(settings, GenerationSettings(window_end="2025-12-31"), "now")
+    for number, released in ((1, True), (2, False)):
+        lake.write(
+            "generations",
+            Partition.generation(f"gen-{number}"),
+            pl.DataFrame({"generation": [f"gen-{number}"], "number": [number], "released": [released]}),
+        )
+    plan = next_plan(settings, GenerationSettings(window_days=2), "now")
+    # gen-2 was blocked: gen-3 starts again from gen-1, the last released generation
+    assert (plan.generation, plan.parent) == ("gen-3", "gen-1")

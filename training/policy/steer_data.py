@@ -1,0 +1,124 @@
+"""Steerability training data: every generation learns to keep its character cards' rules.
+
+Training draws only on the suite's `train` cards (`evaluation.steerability`), so the held-out cards the
+release gate measures stay unseen. Three kinds of data come from them, all judged by the same rule checkers
+evaluation reports with:
+
+- rejection sampling: a candidate reply to a training-card prompt enters the SFT set only when it keeps
+  every instruction of its card and clears the reward-model floor (`datasets_build.build_sft_dataset`
+  reads the `rules_kept` column this module adds to the candidates);
+- preference pairs: a reply that keeps its card's instructions against one of similar length that breaks
+  them (`steer_pairs`), so DPO learns the rule rather than a length difference;
+- the GRPO rule reward (`RuleChecks` in `training.policy.grpo`) reads the card's instructions that
+  `steer_rl_rows` puts next to each training-card prompt.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from evaluation import steerability
+from training.policy.models import chat_messages
+
+# Prompt ids of training-card prompts start with this, so any table shows where a row came from.
+PREFIX = "steer:"
+
+
+def steer_prompts(suite: dict | None = None) -> pl.DataFrame:
+    """The training cards' prompts in the shape candidates and dataset builders read (schema.PROMPTS'
+    prompt_id, system, history, day, split) plus the card's `instructions` (JSON) and `character_id`."""
+    base = steerability.build_prompts(suite, split=steerability.TRAIN)
+    return base.select(
+        (pl.lit(PREFIX) + pl.col("prompt_id")).alias("prompt_id"),
+        "system",
+        pl.col("messages").alias("history"),
+        pl.lit(None, pl.Date).alias("day"),
+        pl.lit("train").alias("split"),
+        "character_id",
+        "instructions",
+    )
+
+
+def violations(instructions: str, text: str | None) -> list[str]:
+    """The instruction types of a card (JSON specs) that `text` breaks; a missing reply breaks them all."""
+    specs = json.loads(instructions)
+    if text is None:
+        return [s["type"] for s in specs]
+    return [s["type"] for s in specs if not steerability.check_instruction(s, text)[0]]
+
+
+def check_candidates(candidates: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+    """`candidates` with `rules_kept` (bool) and `violated` (instruction types) for replies to prompts that
+    carry card instructions; null for every other reply (served-traffic prompts have no card rules)."""
+    cards = (
+        dict(prompts.filter(pl.col("instructions").is_not_null()).select("prompt_id", "instructions").iter_rows())
+        if "instructions" in prompts.columns
+        else {}
+    )
+    violated = [
+        violations(cards[pid], text) if pid in cards else None
+        for pid, text in candidates.select("prompt_id", "text").iter_rows()
+    ]
+    return candidates.with_columns(
+        pl.Series("violated", violated, dtype=pl.List(pl.Utf8)),
+    ).with_columns(rules_kept=pl.col("violated").list.len() == 0)
+
+
+def steer_pairs(
+    prompts: pl.DataFrame, candidates: pl.DataFrame, max_length_delta: int = 80
+) -> tuple[list[dict], list[dict]]:
+    """Per training-card prompt: the best-scoring reply that keeps every rule (chosen) against the rule-breaking
+    reply closest to it in length (rejected). Returns (pairs in the preference builder's dict form, drop rows).
+
+    A prompt with no rule-keeping or no rule-breaking reply, or whose closest breaker differs by more than
+    `max_length_delta` characters, gives no pair and a drop row naming why.
+    """
+    by_id = {r["prompt_id"]: r for r in prompts.iter_rows(named=True)}
+    checked = candidates.filter(pl.col("rules_kept").is_not_null() & pl.col("prompt_id").is_in(list(by_id)))
+    pairs, drops = [], []
+    for (pid,), group in checked.sort("prompt_id", "generator", "sample_idx").group_by(
+        "prompt_id", maintain_order=True
+    ):
+        keep = group.filter(pl.col("rules_kept")).sort("rm_pointwise", descending=True, nulls_last=True)
+        broke = group.filter(~pl.col("rules_kept"))
+        row_id = f"{pid}/steer_pair"
+        if keep.is_empty() or broke.is_empty():
+            reason = "no_rule_keeping_reply" if keep.is_empty() else "no_rule_breaking_reply"
+            drops.append({"day": None, "row_id": row_id, "reason_code": reason})
+            continue
+        chosen = keep.row(0, named=True)
+        gap = (broke["text"].str.len_chars().cast(pl.Int64) - len(chosen["text"])).abs()
+        rejected = broke.with_columns(gap=gap).sort("gap", "sample_idx").row(0, named=True)
+        if rejected["gap"] > max_length_delta:
+            drops.append(
+                {"day": None, "row_id": row_id, "reason_code": "steer_length_delta", "detail": f"gap={rejected['gap']}"}
+            )
+            continue
+        p = by_id[pid]
+        pairs.append(
+            {
+                "pair_id": row_id,
+                "prompt_id": pid,
+                "prompt": chat_messages(p["system"], p["history"]),
+                "chosen": chosen["text"],
+                "rejected": rejected["text"],
+                "source": "steerability",
+                "margin": float(len(rejected["violated"])),
+                "day": None,
+            }
+        )
+    return pairs, drops
+
+
+def steer_rl_rows(prompts: pl.DataFrame) -> list[dict]:
+    """RL rows of the training-card prompts: the chat prompt and the card's instructions for `RuleChecks`."""
+    return [
+        {
+            "prompt": chat_messages(r["system"], r["history"]),
+            "prompt_id": r["prompt_id"],
+            "instructions": r["instructions"],
+        }
+        for r in prompts.filter(pl.col("instructions").is_not_null()).iter_rows(named=True)
+    ]
