@@ -154,3 +154,12 @@ DROPS = pl.Schema(
         "detail": pl.Utf8,
     }
 )
+
+
+def drops_frame(rows: list[dict] | dict[str, list]) -> pl.DataFrame:
+    """DROPS rows from a list of row dicts or from columns; absent columns (e.g. `kept_id`) are null."""
+    frame = pl.DataFrame(rows) if isinstance(rows, dict) else pl.DataFrame(rows, infer_schema_length=None)
+    if frame.width == 0:
+        return empty(DROPS)
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in DROPS.items() if name not in frame.columns]
+    return conform(frame.with_columns(missing), DROPS)
