@@ -85,7 +85,7 @@ class DayChain:
             return []
         return sorted(date.fromisoformat(p.stem.split("=", 1)[1]) for p in self.root.glob("day=*.json"))
 
-    def _parent_chain(self, day: date) -> str:
+    def parent_chain(self, day: date) -> str:
         """The chain hash a run of `day` builds on; raises when the days before it are not in place."""
         if day < self.first_day:
             raise HistoryOrderError(
@@ -115,10 +115,14 @@ class DayChain:
             )
         return man["chain"]
 
+    def stale_days(self) -> list[date]:
+        """Committed days built on an earlier state that has since changed: re-materialize them."""
+        return [d for d in self.committed_days() if (self.manifest(d) or {}).get("stale_since")]
+
     def runs(self, day: date, lookback_days: int | None = None) -> list[Run]:
         """The runs `day` is decided against: the committed days before it, the newest `lookback_days` only
         when given. Raises `HistoryOrderError` when the day before is missing or stale."""
-        self._parent_chain(day)
+        self.parent_chain(day)
         start = self.first_day if not lookback_days else max(self.first_day, day - timedelta(days=lookback_days))
         out = []
         for d in _days(start, day - timedelta(days=1)):
@@ -145,7 +149,7 @@ class DayChain:
         row_group_size: int | None = None,
     ) -> list[date]:
         """Record what `day` kept; returns the later days this made stale (empty when nothing changed)."""
-        parent = self._parent_chain(day)
+        parent = self.parent_chain(day)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".day={day.isoformat()}.pending.parquet"
         atomic_write_parquet(tmp, entries, row_group_size=row_group_size)

@@ -141,6 +141,12 @@ PROMPTS = pl.Schema(
     }
 )
 
+# The contracts of the curated daily tables, each the one before plus what its step adds.
+SCRUBBED_CONVERSATIONS = pl.Schema({**CONVERSATIONS, "pii_types": pl.List(pl.Utf8)})
+DEDUPED_PROMPTS = pl.Schema({**PROMPTS, "text_hash": pl.Utf8})
+PROMPT_EMBEDDINGS = pl.Schema({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date})
+POOL = pl.Schema({**DEDUPED_PROMPTS, "cluster_id": pl.Int64, "split": pl.Utf8, "sample_weight": pl.Float64})
+
 # One row per row a step removed: what it was, which step, and why. Every step writes its drops
 # here, so a report can account for each row between two tables.
 DROPS = pl.Schema(

@@ -231,9 +231,9 @@ class SemanticCounters(StepCounters):
         return 1 - self.rows_kept / self.rows_in if self.rows_in else 0.0
 
 
-def history_kind(dim: int) -> str:
-    """Runs hold unit vectors of one embedding space: another dimension cannot be searched."""
-    return f"semantic|unit-f32|d{dim}"
+def history_kind(space: str | int) -> str:
+    """Runs hold unit vectors of one embedding space (a model id, or a dimension): another cannot be searched."""
+    return f"semantic|unit-f32|{space}"
 
 
 def _keep_key(config: SemDedupConfig, ids: list[str], texts, sims: np.ndarray) -> np.ndarray:

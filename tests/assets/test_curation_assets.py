@@ -50,7 +50,9 @@ def resources(tmp_path):
     write_traffic(src)
     return {
         "settings": FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src)),
-        "curation": CurationSettings(topics=3, retain_fraction=0.8, eval_fraction=0.3, embed_backend="torch"),
+        "curation": CurationSettings(
+            topics=3, retain_fraction=0.8, eval_fraction=0.3, embed_backend="torch", history_start=DAY
+        ),
     }
 
 
@@ -84,13 +86,24 @@ def test_consolidation_day_end_to_end(resources, tmp_path):
     html = report.read_text()
     assert "Pipeline flow" in html and "semantic_dedup" in html and "http://" not in html
 
-    # a second run re-embeds nothing and gives the same pool
+    # a second run re-embeds nothing and gives the same pool: every curation step finds its inputs,
+    # settings and code unchanged, reports the same data version and does no work
+    first = {m.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
     again = dg.materialize([ingest, *CURATION_ASSETS], partition_key=DAY, resources=resources)
-    emb = [m for m in again.get_asset_materialization_events() if m.asset_key.to_user_string() == "prompt_embeddings"]
-    meta = emb[0].materialization.metadata
-    encoded = [v.value for k, v in meta.items() if k == "encoded"]
-    assert encoded and encoded[0] == 0, meta
+    for m in again.get_asset_materialization_events():
+        name = m.asset_key.to_user_string()
+        if name in {a.key.to_user_string() for a in CURATION_ASSETS}:
+            assert m.materialization.metadata["unchanged"].value is True, name
+            assert m.materialization.tags["dagster/data_version"] == first[name].tags["dagster/data_version"]
     assert lake.read("prompts", day).equals(pool)
+    # a changed setting is a changed input: the steps after it run again
+    curation = resources["curation"]
+    changed = CurationSettings(**{**curation.model_dump(), "retain_fraction": 0.5})
+    third = dg.materialize(CURATION_ASSETS, partition_key=DAY, resources={**resources, "curation": changed})
+    events = third.get_asset_materialization_events()
+    assert {m.asset_key.to_user_string() for m in events if "unchanged" not in m.materialization.metadata} == {
+        "prompts"
+    }
 
 
 def test_failing_blocking_check_stops_downstream(resources, tmp_path):

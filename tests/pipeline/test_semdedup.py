@@ -130,7 +130,11 @@ def test_cross_day_drops_rows_kept_earlier_and_reruns_are_stable(tmp_path):
     assert dict(zip(r3.drops["row_id"], r3.drops["kept_id"])) == {"x": "d2-0", "y": "d1-0"}
     # a look-back window of one day no longer sees day 1
     r3w = semantic_dedup(
-        ["y"], day1[:1], SemDedupConfig(lookback_days=1), day=D3, history=DayChain(tmp_path / "semindex", D1, history_kind(64))
+        ["y"],
+        day1[:1],
+        SemDedupConfig(lookback_days=1),
+        day=D3,
+        history=DayChain(tmp_path / "semindex", D1, history_kind(64)),
     )
     assert r3w.drops.height == 0
 
