@@ -7,7 +7,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.curation import CURATION_ASSETS, CurationSettings, scrubbed_conversations, static_prompts
+from assets.curation import (
+    CURATION_ASSETS,
+    CurationSettings,
+    deduped_prompts,
+    scrubbed_conversations,
+    static_prompts,
+)
+from assets.definitions import defs
 from assets.ingest import ingest
 from assets.report import quality_report
 from assets.resources import FlywheelSettings
@@ -157,3 +164,20 @@ def test_second_day_dedups_across_days_and_reports_drift(resources, tmp_path):
     summary = (tmp_path / "home" / "reports" / "quality" / day2 / "summary.md").read_text()
     assert "Length PSI" in summary and "| Length PSI | — |" not in summary
     assert "| Cluster PSI | — |" not in summary
+
+
+def test_a_day_whose_previous_day_is_missing_is_refused(resources):
+    # the history starts on DAY; 2026-01-07 cannot be deduplicated before DAY and 2026-01-06 are
+    result = dg.materialize([deduped_prompts], partition_key="2026-01-07", resources=resources, raise_on_error=False)
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    message = error.message + (error.cause.message if error.cause else "")
+    assert "missing: 2026-01-05, 2026-01-06 (2 days)" in message
+
+
+def test_cross_day_assets_depend_on_their_previous_day():
+    graph = defs.resolve_asset_graph()
+    for name in ("deduped_prompts", "unique_prompts"):
+        key = dg.AssetKey(name)
+        assert key in graph.get(key).parent_keys
+        assert graph.get(key).code_version
