@@ -19,6 +19,7 @@ import polars as pl
 from assets.checks import conservation
 from assets.metadata import counts_table, md_table, table_metadata
 from pipeline import schema
+from pipeline.crash import crash_point
 from pipeline.history import file_hash
 from pipeline.lake import Lake
 from pipeline.step import StepResult
@@ -58,6 +59,7 @@ def publish(
     last = list(steps.values())[-1]
     kept = schema.conform(last.kept, contract) if contract is not None else last.kept
     path = lake.write(asset, day, kept)
+    crash_point("publish")
     meta = table_metadata(kept, contract)
     all_drops = []
     for stage, result in steps.items():

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.crash import crash_point
 from pipeline.lake import atomic_write_parquet, atomic_write_text
 
 _GENESIS = "0" * 32
@@ -151,6 +152,8 @@ class DayChain:
         """Record what `day` kept; returns the later days this made stale (empty when nothing changed)."""
         parent = self.parent_chain(day)
         self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(f".*{day.isoformat()}*"):  # of a commit killed half-way
+            leftover.unlink(missing_ok=True)
         tmp = self.root / f".day={day.isoformat()}.pending.parquet"
         atomic_write_parquet(tmp, entries, row_group_size=row_group_size)
         run_hash = file_hash(tmp)
@@ -165,6 +168,7 @@ class DayChain:
                 write(part)
                 part.replace(target)
             written[suffix] = target.name
+        crash_point("commit")
         old = self.manifest(day)
         chain = _chain(parent, run_hash)
         manifest = {
