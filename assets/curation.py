@@ -14,6 +14,7 @@ committed, naming the missing days (`pipeline.history`). The first day of the hi
 `history_start` (default: the first partition).
 """
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -65,9 +66,9 @@ class CurationSettings(dg.ConfigurableResource):
         default=0, description="semantic dedup compares with this many earlier days; 0 = all"
     )
     history_start: str = Field(
-        default=PARTITIONS_START,
-        description="first day (YYYY-MM-DD) of the cross-day dedup history: earlier days are never looked at, "
-        "and every later day needs the day before it deduplicated first",
+        default_factory=lambda: os.environ.get("FLYWHEEL_HISTORY_START") or PARTITIONS_START,
+        description="FLYWHEEL_HISTORY_START: first day (YYYY-MM-DD) of the cross-day dedup history; earlier days "
+        "are never looked at, and every later day needs the day before it deduplicated first",
     )
     topics: int = Field(default=0, description="topic clusters per day; 0 = automatic (about sqrt(n / 2))")
     retain_fraction: float = Field(default=0.5, description="share of unique prompts kept in the pool")

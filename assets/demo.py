@@ -9,6 +9,7 @@ Runs go into the local Dagster instance (DAGSTER_HOME), so `make ui` shows them 
 """
 
 import argparse
+import os
 import sys
 import time
 from datetime import date
@@ -57,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     days = _days(args.days, settings)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("consolidation")
+    # the demo's days start the cross-day dedup history, unless a history start is configured
+    start = os.environ.get("FLYWHEEL_HISTORY_START") or min(days)
+    run_config = {"resources": {"curation": {"config": {"history_start": start}}}}
     for day in days:
         t0 = time.perf_counter()
-        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=day, instance=instance, raise_on_error=False, run_config=run_config
+        )
         status = "ok" if result.success else "FAILED"
         print(f"consolidation {day}: {status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
         if not result.success:
