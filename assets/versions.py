@@ -57,25 +57,34 @@ class StepMemo:
         files = [f for table in inputs for f in lake.files(table, day)]
         return cls(home, context.asset_key.to_user_string(), day, fingerprint(code, settings, files, extra))
 
-    def replay(self, output: Path | None) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult] | None:
-        """The recorded events when nothing changed (and `output` still holds what was written), else None."""
+    def replay(
+        self, outputs: Path | dict[str, Path] | None
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult] | None:
+        """The recorded events when nothing changed and each output (one path, or one per asset key)
+        still holds what was written; else None."""
         if not self.path.is_file():
             return None
         record = json.loads(self.path.read_text())
         if record["fingerprint"] != self.fingerprint:
             return None
-        if output is not None and (not output.is_file() or file_hash(output) != record["data_version"]):
-            return None
+        if isinstance(outputs, Path):
+            outputs = {"": outputs}
+        versions = {m["asset_key"] or "": m["data_version"] for m in record["materializations"]}
+        for key, path in (outputs or {}).items():
+            if not path.is_file() or file_hash(path) != versions.get(key):
+                return None
         return self._events(record)
 
     def _events(self, record: dict) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        metadata = dg.deserialize_value(record["metadata"], dict)
-        yield dg.MaterializeResult(
-            metadata={**metadata, "unchanged": True}, data_version=dg.DataVersion(record["data_version"])
-        )
+        for m in record["materializations"]:
+            yield dg.MaterializeResult(
+                asset_key=m["asset_key"],
+                metadata={**dg.deserialize_value(m["metadata"], dict), "unchanged": True},
+                data_version=dg.DataVersion(m["data_version"]),
+            )
         for check in record["checks"]:
             yield dg.AssetCheckResult(
-                asset_key=self.asset,
+                asset_key=check["asset_key"] or self.asset,
                 check_name=check["name"],
                 passed=check["passed"],
                 severity=dg.AssetCheckSeverity(check["severity"]),
@@ -83,21 +92,35 @@ class StepMemo:
                 metadata={**dg.deserialize_value(check["metadata"], dict), "unchanged": True},
             )
 
-    def save(self, published: Published) -> None:
-        mat = published.materialization
+    def save(self, events: Published | list[dg.MaterializeResult | dg.AssetCheckResult]) -> None:
+        if isinstance(events, Published):
+            events = [events.materialization, *events.checks]
+        mats = [e for e in events if isinstance(e, dg.MaterializeResult)]
+        checks = [e for e in events if isinstance(e, dg.AssetCheckResult)]
         record = {
             "fingerprint": self.fingerprint,
-            "data_version": mat.data_version.value if mat.data_version else None,
-            "metadata": dg.serialize_value(dict(mat.metadata or {})),
+            "materializations": [
+                {
+                    "asset_key": _key(m.asset_key),
+                    "data_version": m.data_version.value if m.data_version else None,
+                    "metadata": dg.serialize_value(dict(m.metadata or {})),
+                }
+                for m in mats
+            ],
             "checks": [
                 {
+                    "asset_key": _key(c.asset_key),
                     "name": c.check_name,
                     "passed": c.passed,
                     "severity": c.severity.value,
                     "description": c.description,
                     "metadata": dg.serialize_value(dict(c.metadata or {})),
                 }
-                for c in published.checks
+                for c in checks
             ],
         }
         atomic_write_text(self.path, json.dumps(record))
+
+
+def _key(key: dg.AssetKey | str | None) -> str | None:
+    return key.to_user_string() if isinstance(key, dg.AssetKey) else key
