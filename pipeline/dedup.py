@@ -51,7 +51,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline import minhash, schema
-from pipeline.history import DayChain
+from pipeline.history import Compaction, DayChain, days_covered
 from pipeline.minhash import BACKENDS
 from pipeline.step import StepCounters, StepResult
 
@@ -61,6 +61,8 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 SEEN_PREFIX = "seen:"
 KEEP_POLICIES = ("first", "longest")
+EXACT_COMPACTION = Compaction()
+NEAR_COMPACTION = Compaction(merge_sidecars=minhash.merge_keys, row_group_size=minhash.ENTRY_ROW_GROUP)
 _NORMALIZATION_VERSION = "n1"
 
 # --- normalization and hashing ---------------------------------------------------------------------
@@ -170,7 +172,7 @@ def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataF
     earlier days' hash runs against the day's distinct hashes, so the history is never in memory."""
     import duckdb
 
-    runs = history.runs(day)
+    runs = history.runs(day, compaction=EXACT_COMPACTION)
     if not runs or not len(hashes):
         return pl.DataFrame(schema={"text_hash": pl.Utf8, "day": pl.Date})
     files = ", ".join("'" + str(r.path).replace("'", "''") + "'" for r in runs)
@@ -248,7 +250,9 @@ def exact_dedup(
         rows_kept=kept.height,
         exact_within=int(within.sum()),
         exact_cross_day=int(cross.sum()),
-        history_days=len(history.runs(day)) if history is not None and day is not None else 0,
+        history_days=days_covered(history.runs(day, compaction=EXACT_COMPACTION))
+        if history is not None and day is not None
+        else 0,
     )
     return StepResult(kept=kept, drops=drops, counters=counters)
 
@@ -429,8 +433,8 @@ def near_candidates(
     sig = sigs.sig
     n_runs = 0
     if history is not None:
-        runs = history.runs(_one_day(days, "near_dedup"), config.lookback_days)
-        n_runs = len(runs)
+        runs = history.runs(_one_day(days, "near_dedup"), config.lookback_days, NEAR_COMPACTION)
+        n_runs = days_covered(runs)
         cur_keys = minhash.keys_frame(minhash.band_keys(sigs.sig, bands, rows))
         old, old_pairs = minhash.history_matches(runs, cur_keys)
         if old.height:

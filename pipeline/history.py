@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline.crash import crash_point
@@ -45,12 +46,32 @@ class HistoryOrderError(RuntimeError):
 
 @dataclass(frozen=True)
 class Run:
-    """What one earlier day kept: its entries (`path`, Parquet) and any derived files (`sidecars`)."""
+    """What earlier days kept: entries (`path`, Parquet) and derived files (`sidecars`) of the days
+    `day` .. `last` (one day's run, or a compacted segment of several)."""
 
     day: date
     path: Path
     rows: int
     sidecars: dict[str, Path] = field(default_factory=dict)
+    last: date | None = None
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """How a step's runs are merged into segments.
+
+    The days of the history are grouped into aligned blocks of 1, 2, 4, ... `max_block_days` days
+    (a binary counter over the days since the first one): a reader of day D uses the largest blocks
+    that fit its window, so it opens O(log D) segments, not D runs. A segment is built on first use
+    from its two halves (so each entry is merged O(log) times over its life) and named by the chain
+    hash of its last day: a re-run earlier day changes that hash, and the stale segment is never used.
+    `merge_sidecars(pieces, offsets, stem)` writes the step's derived files for the merged entries
+    (`offsets[i]`: row of piece i in the merged entries) and returns them by suffix.
+    """
+
+    max_block_days: int = 32  # bounds the memory of a merge (it reads the block's entries)
+    merge_sidecars: Callable[[list[Run], list[int], Path], dict[str, Path]] | None = None
+    row_group_size: int | None = None
 
 
 def file_hash(path: Path) -> str:
@@ -120,26 +141,78 @@ class DayChain:
         """Committed days built on an earlier state that has since changed: re-materialize them."""
         return [d for d in self.committed_days() if (self.manifest(d) or {}).get("stale_since")]
 
-    def runs(self, day: date, lookback_days: int | None = None) -> list[Run]:
+    def runs(self, day: date, lookback_days: int | None = None, compaction: Compaction | None = None) -> list[Run]:
         """The runs `day` is decided against: the committed days before it, the newest `lookback_days` only
-        when given. Raises `HistoryOrderError` when the day before is missing or stale."""
+        when given; with `compaction`, as O(log) compacted segments. Raises `HistoryOrderError` when the
+        day before is missing or stale."""
         self.parent_chain(day)
         start = self.first_day if not lookback_days else max(self.first_day, day - timedelta(days=lookback_days))
+        end = day - timedelta(days=1)
+        if end < start:
+            return []
+        if compaction is None:
+            pieces = [self._day_run(d) for d in _days(start, end)]
+        else:
+            pieces = [self._block(a, b, compaction) for a, b in self._blocks(start, end, compaction.max_block_days)]
+        return [p for p in pieces if p is not None and p.rows]
+
+    def _day_run(self, d: date) -> Run | None:
+        man = self.manifest(d)
+        if man is None:  # cannot happen after the order check unless a manifest was deleted by hand
+            raise HistoryOrderError(f"{self.root.name} of {d} is missing: re-materialize it")
+        sidecars = {k: self.root / v for k, v in man.get("sidecars", {}).items()}
+        return Run(day=d, path=self.root / man["run"], rows=man["rows"], sidecars=sidecars, last=d)
+
+    def _blocks(self, start: date, end: date, max_days: int) -> list[tuple[date, date]]:
+        """[start, end] as aligned blocks (a block of 2^k days starts at a multiple of 2^k since first_day)."""
+        s, e = (start - self.first_day).days, (end - self.first_day).days
         out = []
-        for d in _days(start, day - timedelta(days=1)):
-            man = self.manifest(d)
-            if man is None:  # cannot happen after the check above unless a manifest was deleted by hand
-                raise HistoryOrderError(f"{self.root.name} of {d} is missing: re-materialize it")
-            if man["rows"]:
-                out.append(
-                    Run(
-                        day=d,
-                        path=self.root / man["run"],
-                        rows=man["rows"],
-                        sidecars={k: self.root / v for k, v in man.get("sidecars", {}).items()},
-                    )
-                )
+        while s <= e:
+            size = 1
+            while size * 2 <= max_days and s % (size * 2) == 0 and s + size * 2 - 1 <= e:
+                size *= 2
+            out.append((self.first_day + timedelta(days=s), self.first_day + timedelta(days=s + size - 1)))
+            s += size
         return out
+
+    def _block(self, a: date, b: date, compaction: Compaction) -> Run | None:
+        if a == b:
+            return self._day_run(a)
+        last = self.manifest(b)
+        if last is None:
+            raise HistoryOrderError(f"{self.root.name} of {b} is missing: re-materialize it")
+        stem = f"seg-{a.isoformat()}-{b.isoformat()}-{last['chain'][:16]}"
+        meta = self.root / f"{stem}.json"
+        if meta.is_file():
+            man = json.loads(meta.read_text())
+            sidecars = {k: self.root / v for k, v in man["sidecars"].items()}
+            return Run(day=a, path=self.root / man["run"], rows=man["rows"], sidecars=sidecars, last=b)
+        half = a + timedelta(days=((b - a).days + 1) // 2)
+        pieces = [
+            p
+            for p in (self._block(a, half - timedelta(days=1), compaction), self._block(half, b, compaction))
+            if p and p.rows
+        ]
+        rows = sum(p.rows for p in pieces)
+        run = self.root / f"{stem}.parquet"
+        sidecars: dict[str, Path] = {}
+        if rows:
+            merged = pl.concat([pl.read_parquet(p.path) for p in pieces], how="vertical_relaxed")
+            atomic_write_parquet(run, merged, row_group_size=compaction.row_group_size)
+            del merged
+            if compaction.merge_sidecars is not None:
+                offsets = [0, *np.cumsum([p.rows for p in pieces])[:-1].tolist()]
+                sidecars = compaction.merge_sidecars(pieces, offsets, self.root / f".{stem}")
+                for suffix, path in list(sidecars.items()):
+                    target = self.root / f"{stem}.{suffix}"
+                    path.replace(target)
+                    sidecars[suffix] = target
+        man = {"run": run.name, "rows": rows, "sidecars": {k: v.name for k, v in sidecars.items()}}
+        atomic_write_text(meta, json.dumps(man, sort_keys=True))
+        for old in self.root.glob(f"seg-{a.isoformat()}-{b.isoformat()}-*"):
+            if not old.name.startswith(stem):
+                old.unlink(missing_ok=True)
+        return Run(day=a, path=run, rows=rows, sidecars=sidecars, last=b)
 
     # ---- commit ------------------------------------------------------------------------------
     def commit(
@@ -202,3 +275,7 @@ class DayChain:
 
 def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def days_covered(runs: list[Run]) -> int:
+    return sum(((r.last or r.day) - r.day).days + 1 for r in runs)

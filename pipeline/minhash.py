@@ -239,3 +239,16 @@ def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, n
     entries = pl.concat(parts).with_row_index("_e")
     pairs = hits.join(entries.select("_e", "file", "row"), on=["file", "row"]).select("node", "_e")
     return entries.drop("_e", "file", "row"), pairs.to_numpy().astype(np.int64)
+
+
+def merge_keys(pieces: list, offsets: list[int], stem: Path) -> dict[str, Path]:
+    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries."""
+    keys = pl.concat(
+        [
+            pl.read_parquet(p.sidecars["keys"]).with_columns(row=pl.col("row") + pl.lit(off, pl.UInt32))
+            for p, off in zip(pieces, offsets)
+        ]
+    )
+    path = stem.with_name(stem.name + ".keys")
+    keys.sort("key").write_parquet(path, compression="zstd", statistics=True)
+    return {"keys": path}

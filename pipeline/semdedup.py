@@ -29,13 +29,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from pipeline import schema
-from pipeline.history import DayChain, Run
+from pipeline.history import Compaction, DayChain, Run, days_covered
 from pipeline.step import StepCounters, StepResult
 
 KEEP_POLICIES = ("centroid", "first", "longest")
@@ -278,7 +279,7 @@ def semantic_dedup(
 
     prev_dups, runs = 0, []
     if history is not None and config.cross_day:
-        runs = history.runs(day, config.lookback_days)
+        runs = history.runs(day, config.lookback_days, Compaction(merge_sidecars=partial(_merge_indexes, config)))
     if runs and n:
         sims, ref_ids, ref_days = search_runs(runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe)
         for i in np.flatnonzero(sims >= threshold):
@@ -345,7 +346,7 @@ def semantic_dedup(
         dropped_within_day=within,
         n_clusters=int(k),
         largest_cluster=int(sizes.max()) if sizes.size else 0,
-        history_days=len(runs),
+        history_days=days_covered(runs),
     )
     return StepResult(kept=kept, drops=drops_df, counters=counters)
 
@@ -367,6 +368,22 @@ def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, conf
         faiss.write_index(index, str(path))
 
     history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None)
+
+
+def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
+    """One FAISS index over merged runs (IVF once it is large), from the vectors of the pieces' indexes."""
+    import faiss
+
+    parts = []
+    for p in pieces:
+        index = faiss.read_index(str(p.sidecars["faiss"]))
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()
+        parts.append(index.reconstruct_n(0, index.ntotal))
+    merged, _ = _build_index(np.vstack(parts).astype(np.float32), config)
+    path = stem.with_name(stem.name + ".faiss")
+    faiss.write_index(merged, str(path))
+    return {"faiss": path}
 
 
 def search_runs(

@@ -169,3 +169,37 @@ def test_a_day_before_the_history_or_of_another_kind_is_refused(tmp_path: Path) 
         exact_dedup(one.with_columns(day=pl.lit(DAYS[2])), history=DayChain(tmp_path, DAYS[1], "exact|y"))
     with pytest.raises(ValueError, match="exactly one day"):
         exact_dedup(pl.concat([one, one.with_columns(day=pl.lit(DAYS[1]))]), history=chain)
+
+
+def test_compacted_segments_cover_the_history_in_log_pieces_and_follow_reruns(tmp_path: Path) -> None:
+    from pipeline.dedup import EXACT_COMPACTION
+    from pipeline.history import days_covered
+
+    start = DAYS[0]
+    days = [start + timedelta(days=i) for i in range(6)]
+    chain = DayChain(tmp_path, start, ExactDedupConfig().history_kind())
+
+    def frame(d: date, text: str) -> pl.DataFrame:
+        return pl.DataFrame({"prompt_id": [f"{d}"], "text": [text], "day": [d]})
+
+    for i, d in enumerate(days[:5]):
+        exact_dedup(frame(d, f"text {i}"), history=chain)
+    pieces = chain.runs(days[5], compaction=EXACT_COMPACTION)
+    assert [(p.day, p.last) for p in pieces] == [(days[0], days[3]), (days[4], days[4])]
+    assert days_covered(pieces) == 5 and sum(p.rows for p in pieces) == 5
+    segment = pieces[0].path
+    assert pl.read_parquet(segment)["prompt_id"].to_list() == [str(d) for d in days[:4]]
+    # a later read reuses the segment; the plain per-day view holds the same entries
+    assert chain.runs(days[5], compaction=EXACT_COMPACTION)[0].path == segment
+    plain = pl.concat([pl.read_parquet(r.path) for r in chain.runs(days[5])])
+    assert plain.sort("text_hash").equals(pl.concat([pl.read_parquet(p.path) for p in pieces]).sort("text_hash"))
+    # a re-run earlier day with another result: once the days after it are redone, a new segment replaces the old
+    exact_dedup(frame(days[1], "another text"), history=chain)
+    for i, d in enumerate(days[2:5], start=2):
+        exact_dedup(frame(d, f"text {i}"), history=chain)
+    renewed = chain.runs(days[5], compaction=EXACT_COMPACTION)[0].path
+    assert renewed != segment and not segment.exists()
+    from pipeline.dedup import text_hash
+
+    hashes = pl.read_parquet(renewed)["text_hash"].to_list()
+    assert text_hash("another text") in hashes and text_hash("text 1") not in hashes and len(hashes) == 4
