@@ -11,13 +11,13 @@ Runs go into the local Dagster instance (DAGSTER_HOME), so `make ui` shows them 
 import argparse
 import os
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 
 from assets.definitions import defs
+from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 
 
@@ -30,22 +30,19 @@ def _days(arg: list[str], settings: FlywheelSettings) -> list[str]:
     return [d.isoformat() for d in replay[-3:]]
 
 
-def run_generation(instance: dg.DagsterInstance) -> bool:
+def run_generation(instance: dg.DagsterInstance, view: ProgressView) -> bool:
     """One generation; True when it ran to its end, released or stopped by a release gate.
 
     A generation blocked by its release gates is the flywheel doing its job (it will not be A/B
-    tested, recorded or built upon), not a broken demo: the gates are printed and the demo ends.
+    tested, recorded or built upon), not a broken demo: the view prints the failed gates.
     """
-    t0 = time.perf_counter()
-    result = defs.resolve_job_def("generation").execute_in_process(instance=instance, raise_on_error=False)
-    checks = result.get_asset_check_evaluations()
-    blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    result = view.run(defs.resolve_job_def("generation"), "generation", instance=instance)
+    blocking = [
+        c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+    ]
     gated = bool(blocking) and all(c.asset_key.to_user_string() == "offline_eval" for c in blocking)
-    status = "released" if result.success else "blocked by release gates" if gated else "FAILED"
-    print(f"generation: {status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
-    for c in checks:
-        mark = "pass" if c.passed else ("BLOCK" if c.severity == dg.AssetCheckSeverity.ERROR else "warn")
-        print(f"  {mark:5} {c.asset_key.to_user_string()}:{c.check_name}  {c.description or ''}")
+    if gated:
+        view.line("generation: blocked by its release gates (not recorded; the next run re-does it)")
     return result.success or gated
 
 
@@ -54,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", nargs="*", default=[], help="days to materialize (YYYY-MM-DD), or 'all'")
     parser.add_argument("--no-generation", action="store_true", help="only consolidate the days")
     args = parser.parse_args(argv)
+    quiet_libraries()
     settings = FlywheelSettings()
     days = _days(args.days, settings)
     instance = dg.DagsterInstance.get()
@@ -62,16 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     start = os.environ.get("FLYWHEEL_HISTORY_START") or min(days)
     run_config = {"resources": {"curation": {"config": {"history_start": start}}}}
     for day in days:
-        t0 = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=day, instance=instance, raise_on_error=False, run_config=run_config
+        result = ProgressView(steps=False).run(
+            job, f"consolidation {day}", partition_key=day, instance=instance, run_config=run_config
         )
-        status = "ok" if result.success else "FAILED"
-        print(f"consolidation {day}: {status} in {time.perf_counter() - t0:.1f}s (run {result.run_id})")
         if not result.success:
             return 1
     lake = settings.lake()
-    if not args.no_generation and not run_generation(instance):
+    if not args.no_generation and not run_generation(instance, ProgressView()):
         return 1
     print()
     print(f"lake:    {lake.root.resolve()}")
@@ -79,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reports: {settings.reports_dir.resolve()}  (quality/<day>/index.html, generations/index.html)")
     print(f"models:  {(Path(settings.home) / 'models').resolve()}")
     print(lake.query("SELECT day, records_read, accepted, quarantined FROM ingest_stats ORDER BY day"))
-    print("browse the runs and assets: make ui  (http://127.0.0.1:3000)")
+    print("browse the runs, assets and the full event log: make ui  (http://127.0.0.1:3000)")
     return 0
 
 

@@ -3,15 +3,23 @@
 Every field has a default that works offline on a laptop and can be set from the environment
 (`FLYWHEEL_*` variables, read when the code location loads) or in the launchpad. The resource maps
 onto the plain config dataclasses of the libraries, which validate the values and fail fast with a
-message that names the setting.
+message that names the setting. A field that a library dataclass defines is declared with
+`library_field`, which takes its default and help text from there: the library stays their one source.
 """
 
 import os
+from dataclasses import fields
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from evaluation.ab_simulator import AbSimConfig
+from evaluation.ab_test import AbConfig
+from evaluation.offline_eval import OfflineEvalConfig
+from pipeline.config_fields import field_default, field_help
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
 from pipeline.schema import SALT_ENV, UserHasher
@@ -27,6 +35,19 @@ def user_salt_env() -> dg.EnvVar | None:
     return dg.EnvVar(SALT_ENV) if os.environ.get(SALT_ENV) else None
 
 
+def library_field(cls: type, name: str, env: str | None = None) -> Any:
+    """A resource field with the default and help text of the dataclass field `cls.name`; with `env`, that
+    environment variable (read when the code location loads) overrides the default."""
+    default, description = field_default(cls, name), field_help(cls, name) or ""
+    if env is None:
+        return Field(default=default, description=description)
+    cast = type(default) if default is not None else str
+    return Field(
+        default_factory=lambda: cast(os.environ[env]) if os.environ.get(env) else default,
+        description=f"{description} (env {env})",
+    )
+
+
 class FlywheelSettings(dg.ConfigurableResource):
     """Where the lake lives and where traffic comes from."""
 
@@ -34,25 +55,13 @@ class FlywheelSettings(dg.ConfigurableResource):
         default_factory=lambda: _env("FLYWHEEL_HOME", "data"),
         description="FLYWHEEL_HOME: folder of the lake, catalog, models and reports",
     )
-    source_kind: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_SOURCE_KIND", "chitchat"),
-        description="traffic source: chitchat (embedded default), folder or hf_dataset",
-    )
-    source_path: str | None = Field(
-        default_factory=lambda: os.environ.get("FLYWHEEL_SOURCE_PATH") or None,
-        description="folder of day files, or a datasets folder / hub name",
-    )
-    replay_end_date: str = Field(
-        default_factory=lambda: _env("FLYWHEEL_REPLAY_END", "2026-01-14"),
-        description="replayed sources: last day of traffic (YYYY-MM-DD)",
-    )
-    replay_days: int = Field(
-        default_factory=lambda: int(_env("FLYWHEEL_REPLAY_DAYS", "14")),
-        description="replayed sources: number of days the corpus is spread over",
-    )
-    internal_user_fraction: float = Field(default=0.1, description="share of users whose traffic is `internal`")
-    max_text_chars: int = Field(default=20_000, description="messages longer than this are quarantined")
-    late_grace_minutes: int = Field(default=120, description="minutes after midnight that still count for the day")
+    source_kind: str = library_field(SourceConfig, "kind", env="FLYWHEEL_SOURCE_KIND")
+    source_path: str | None = library_field(SourceConfig, "path", env="FLYWHEEL_SOURCE_PATH")
+    replay_end_date: str = library_field(SourceConfig, "end_date", env="FLYWHEEL_REPLAY_END")
+    replay_days: int = library_field(SourceConfig, "replay_days", env="FLYWHEEL_REPLAY_DAYS")
+    internal_user_fraction: float = library_field(SourceConfig, "internal_user_fraction")
+    max_text_chars: int = library_field(IngestConfig, "max_text_chars")
+    late_grace_minutes: int = library_field(IngestConfig, "late_grace_minutes")
     production: bool = Field(
         default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
         description="production mode: refuses the public demo salt for user hashes",
@@ -87,3 +96,89 @@ class FlywheelSettings(dg.ConfigurableResource):
     @property
     def reports_dir(self) -> Path:
         return Path(self.home) / "reports"
+
+
+class ReleaseSettings(dg.ConfigurableResource):
+    """Offline evaluation and release gates: each field is the `evaluation.offline_eval.OfflineEvalConfig`
+    field of that name (held-out prompts per slice and reply length come from the generation's sizes)."""
+
+    temperature: float = library_field(OfflineEvalConfig, "temperature")
+    seed: int = library_field(OfflineEvalConfig, "seed")
+    steerability_samples: int = library_field(OfflineEvalConfig, "steerability_samples")
+    steerability_suite: str | None = library_field(OfflineEvalConfig, "steerability_suite")
+    bootstrap_resamples: int = library_field(OfflineEvalConfig, "bootstrap_resamples")
+    cpu_threads: int | None = Field(
+        default=None,
+        description="torch CPU threads while sampling; None: one for the tiny built-in policy (fastest, "
+        "and no thread spinning on a busy machine), torch's default for a configured `policy_model`",
+    )
+    ifeval_path: str | None = library_field(OfflineEvalConfig, "ifeval_path")
+    ifeval_max_prompts: int = library_field(OfflineEvalConfig, "ifeval_max_prompts")
+    win_rate_error: float = library_field(OfflineEvalConfig, "win_rate_error")
+    win_rate_warn: float = library_field(OfflineEvalConfig, "win_rate_warn")
+    slice_divergence_max: float = library_field(OfflineEvalConfig, "slice_divergence_max")
+    steerability_tolerance: float = library_field(OfflineEvalConfig, "steerability_tolerance")
+    max_train_eval_overlap: int = library_field(OfflineEvalConfig, "max_train_eval_overlap")
+
+    def eval_config(self, generation) -> OfflineEvalConfig:
+        """The library config; `generation` (GenerationSettings) sets the prompts per slice and reply length."""
+        forwarded = {
+            f.name: getattr(self, f.name) for f in fields(OfflineEvalConfig) if f.name in type(self).model_fields
+        }
+        if self.cpu_threads is None:
+            forwarded["cpu_threads"] = 1 if generation.policy_model is None else None
+        return OfflineEvalConfig(
+            **forwarded, eval_prompts=generation.eval_prompts, max_new_tokens=generation.max_new_tokens
+        )
+
+
+class AbSettings(dg.ConfigurableResource):
+    """Where the A/B logs come from and how they are read: the analysis fields are those of
+    `evaluation.ab_test.AbConfig`, the simulation's those of `evaluation.ab_simulator.AbSimConfig`."""
+
+    source: str = Field(
+        default_factory=lambda: _env("FLYWHEEL_AB_SOURCE", "simulate"),
+        description="simulate: write simulated logs with a planted lift (labelled as such); "
+        "lake: read the ab_exposures / ab_events tables you loaded (env FLYWHEEL_AB_SOURCE)",
+    )
+    window_days: int = library_field(AbConfig, "window_days")
+    start: str | None = library_field(AbConfig, "start")
+    control: str = library_field(AbConfig, "control")
+    treatment: str = library_field(AbConfig, "treatment")
+    planned_treatment_share: float = library_field(AbConfig, "planned_treatment_share")
+    alpha: float = library_field(AbConfig, "alpha")
+    srm_alpha: float = library_field(AbConfig, "srm_alpha")
+    n_bootstrap: int = library_field(AbConfig, "n_bootstrap")
+    simulated_users: int = library_field(AbSimConfig, "n_users")
+    planted_lift_breadth: float = library_field(AbSimConfig, "lift_breadth")
+    planted_lift_depth: float = library_field(AbSimConfig, "lift_depth")
+
+    def ab_config(self, start: str | None = None) -> AbConfig:
+        if self.source not in ("simulate", "lake"):
+            raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to simulate or lake")
+        names = {f.name for f in fields(AbConfig)} - {"start", "seed"}
+        return AbConfig(start=start or self.start, seed=0, **{n: getattr(self, n) for n in names})
+
+    def sim_config(self, last_day: str, seed: int) -> AbSimConfig:
+        """The simulation of a generation whose window ends on `last_day`: its test starts the day after."""
+        start = self.start or (date.fromisoformat(last_day) + timedelta(days=1)).isoformat()
+        return AbSimConfig(
+            n_users=self.simulated_users,
+            treatment_share=self.planned_treatment_share,
+            lift_breadth=self.planted_lift_breadth,
+            lift_depth=self.planted_lift_depth,
+            window_days=self.window_days,
+            exposure_days=min(3, self.window_days),
+            start=start,
+            control=self.control,
+            treatment=self.treatment,
+            seed=seed,
+        )
+
+    def describe_source(self) -> str:
+        if self.source == "simulate":
+            return (
+                f"SIMULATED logs (planted lift: breadth {self.planted_lift_breadth:+.1%}, depth "
+                f"{self.planted_lift_depth:+.1%}, {self.simulated_users} users), not real traffic"
+            )
+        return "ab_exposures / ab_events tables in the lake"

@@ -383,3 +383,34 @@ def ab_readout_duckdb(catalog_path: str, config: AbConfig | None = None) -> AbRe
 
 def lifts_by_metric(readout: AbReadout) -> dict[str, dict[str, Any]]:
     return {r["metric"]: r for r in readout.lifts.iter_rows(named=True)}
+
+
+VERDICTS = ("ship", "no-ship", "inconclusive", "invalid")
+
+
+def _significant(row: dict, sign: int) -> bool:
+    """Both the delta-method and (when computed) the bootstrap interval exclude 0 on the `sign` side."""
+
+    def beyond(lo, hi) -> bool:
+        return lo is not None and hi is not None and (lo > 0 if sign > 0 else hi < 0)
+
+    if not beyond(row.get("delta_ci_low"), row.get("delta_ci_high")):
+        return False
+    boot = (row.get("boot_ci_low"), row.get("boot_ci_high"))
+    return boot == (None, None) or beyond(*boot)
+
+
+def ab_decision(lifts: pl.DataFrame, srm: pl.DataFrame, primary: str = "breadth") -> tuple[str, str]:
+    """(verdict, reason), one of `VERDICTS`. invalid: sample-ratio mismatch, no lift can be trusted; no-ship: a
+    metric is significantly worse in treatment; ship: the primary metric (breadth) is significantly better and
+    nothing is significantly worse; inconclusive: otherwise (intervals include 0, or too few engaged users for
+    an estimate). Significant = the delta-method and bootstrap 95% intervals both exclude 0."""
+    if srm.height and bool(srm["srm"][0]):
+        return "invalid", f"sample-ratio mismatch (p = {srm['p_value'][0]:.2g}): assignment or logging is broken"
+    rows = {r["metric"]: r for r in lifts.iter_rows(named=True)}
+    worse = [m for m, r in rows.items() if _significant(r, -1)]
+    if worse:
+        return "no-ship", f"significantly worse in treatment: {', '.join(worse)}"
+    if primary in rows and _significant(rows[primary], +1):
+        return "ship", f"{primary} significantly better, no metric significantly worse"
+    return "inconclusive", f"{primary} lift not significant (or not estimable); nothing significantly worse"

@@ -8,9 +8,10 @@ transformers stack already depends on, rather than a hand-kept code-point table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 import regex
 
@@ -18,7 +19,9 @@ _GRAPHEME = regex.compile(r"\X")
 # Emoji_Presentation covers pictographs drawn as emoji by default; text-default symbols (e.g. a heart) count only
 # with the emoji variation selector, and keycaps by their combining mark, so (c) and TM signs do not count.
 _EMOJI = regex.compile(r"\p{Emoji_Presentation}|\p{Extended_Pictographic}\uFE0F|\u20E3")
-_LIST_LINE = regex.compile(r"^\s*(?:[-*\u2022]|\d{1,3}[.)])\s+\S", regex.MULTILINE)
+# a bullet (markdown's -, * or +, or a bullet sign) or a number of up to three digits, then the item's text;
+# longer numbers are years or amounts starting a sentence, not list items
+_LIST_LINE = regex.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+\S", regex.MULTILINE)
 
 
 def count_emoji(text: str) -> int:
@@ -27,11 +30,14 @@ def count_emoji(text: str) -> int:
     return sum(1 for g in _GRAPHEME.findall(text) if _EMOJI.search(g))
 
 
+def count_list_lines(text: str) -> int:
+    """Lines that start a list item (a bullet or a number, then text)."""
+    return len(_LIST_LINE.findall(text)) if text else 0
+
+
 def has_list(text: str) -> bool:
     """A reply formats a list when at least two lines start with a bullet or a number."""
-    if not text:
-        return False
-    return len(_LIST_LINE.findall(text)) >= 2
+    return count_list_lines(text) >= 2
 
 
 def style_features(text: str | None) -> dict[str, int | bool]:
@@ -46,6 +52,42 @@ def style_frame(texts: Iterable[str | None]) -> pl.DataFrame:
         rows or None,
         schema={"n_chars": pl.Int32, "n_emoji": pl.Int32, "has_list": pl.Boolean},
     )
+
+
+# The numeric surface features a reward model may read (and learn to pay for), in `style_matrix` column order.
+STYLE_FEATURES = (
+    "log_chars",
+    "log_words",
+    "emoji",
+    "exclamations",
+    "questions",
+    "list_lines",
+    "newlines",
+    "upper_frac",
+    "repeat_frac",
+)
+
+
+def style_matrix(responses: Sequence[str]) -> np.ndarray:
+    """One row of `STYLE_FEATURES` per response (counts as log1p, fractions as they are), float32."""
+    rows = []
+    for text in responses:
+        words = text.split()
+        letters = [c for c in text if c.isalpha()]
+        rows.append(
+            (
+                np.log1p(len(text)),
+                np.log1p(len(words)),
+                np.log1p(count_emoji(text)),
+                np.log1p(text.count("!")),
+                np.log1p(text.count("?")),
+                np.log1p(count_list_lines(text)),
+                np.log1p(text.count("\n")),
+                sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
+                1.0 - len(set(words)) / len(words) if words else 0.0,
+            )
+        )
+    return np.asarray(rows, dtype=np.float32).reshape(len(responses), len(STYLE_FEATURES))
 
 
 @dataclass

@@ -32,6 +32,7 @@ comes back after midnight looks like one who left. Cut a window of days together
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -402,3 +403,12 @@ def tail_text(prompts: pl.DataFrame, turns: int = 3, max_chars: int = 1000) -> p
         .alias("tail_text")
     )
     return rendered["tail_text"]
+
+
+def chat_messages(system: str | None, history: Sequence[dict], response: str | None = None) -> list[dict]:
+    """A prompt row as chat messages: the system card (when set), the history, then the reply (when given)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": m["role"], "content": m["content"] or ""} for m in history or ()]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages

@@ -4,15 +4,13 @@ policies, reward models on a hashing embedder, and the SFT rows the train/eval g
 import json
 import os
 import shutil
-import zlib
 from datetime import date
 
 import dagster as dg
-import numpy as np
 import polars as pl
 import pytest
 
-from tests.training.tiny_policy import TOPICS, one_cpu_thread, tiny_policy_dir  # noqa: F401
+from tests.training.tiny_policy import one_cpu_thread, tiny_policy_dir  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,11 +25,11 @@ from assets.generation import (  # noqa: E402
     reward_model_dir,
     save_plan,
 )
-from assets.resources import FlywheelSettings  # noqa: E402
-from pipeline import schema  # noqa: E402
+from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings  # noqa: E402
+from evaluation.ab_test import VERDICTS  # noqa: E402
+from evaluation.offline_eval import GATES, select_eval_prompts  # noqa: E402
 from pipeline.lake import Lake, Partition  # noqa: E402
-from training.rewards.annotations import PAIRS  # noqa: E402
-from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel  # noqa: E402
+from tests.evaluation.eval_pool import eval_pool, fit_reward_models, hashing_embed  # noqa: E402
 from training.rewards.reward_model import load_reward_model  # noqa: E402
 
 DAYS = ["2026-01-04", "2026-01-05"]
@@ -47,72 +45,11 @@ UPSTREAM = [
 ]
 
 
-def hashing_embed(texts: list[str]) -> np.ndarray:
-    """Character trigrams hashed into 32 buckets: a deterministic stand-in for the sentence embedder."""
-    out = np.full((len(texts), 32), 1e-3, dtype=np.float32)
-    for i, t in enumerate(texts):
-        for j in range(max(len(t) - 2, 0)):
-            out[i, zlib.crc32(t[j : j + 3].encode()) % 32] += 1.0
-    return out
-
-
-def _pool(day: str) -> pl.DataFrame:
-    rows = []
-    for i in range(12):
-        topic = TOPICS[i % len(TOPICS)]
-        question = f"do you like {topic}? asking on {day}, number {i}"
-        history = [{"role": "user", "content": question}]
-        rows.append(
-            {
-                "prompt_id": f"{day}-p{i}",
-                "conversation_id": f"{day}-c{i}",
-                "cut_turn": 0,
-                "history": history,
-                "system": None,
-                "character_id": "robin",
-                "user_hash": f"u{i}",
-                "source": "internal" if i % 3 == 1 else "external",
-                "text": f"user: {question}",
-                "last_user": question,
-                "served_response": f"I like {topic}!" if i % 2 else "ok.",
-                "served_by": "gen-0",
-                "continued": bool(i % 2),
-                "reply_len": 20 * (i % 2),
-                "depth_after": 3 * (i % 2),
-                "thumbs": None,
-                "day": date.fromisoformat(day),
-            }
-        )
-    frame = pl.DataFrame(rows, schema=schema.PROMPTS)
-    return frame.with_columns(pl.Series("split", [SPLITS[i % 3] for i in range(12)]), pl.lit(0).alias("cluster_id"))
-
-
-def _reward_models(pool: pl.DataFrame, settings: FlywheelSettings) -> None:
-    cfg = dict(epochs=5, hidden=8, device="cpu", batch_size=16)
-    point = EmbeddingRewardModel.fit_pointwise(pool, EmbeddingHeadConfig(kind="pointwise", **cfg), hashing_embed)
-    point.save(reward_model_dir(settings, "gen-1", "pointwise"))
-    good, bad = pool.filter(pl.col("continued")), pool.filter(~pl.col("continued"))
-    pairs = pl.DataFrame(
-        {
-            "pair_id": [f"x{i}" for i in range(good.height)],
-            "prompt_id": good["prompt_id"],
-            "prompt": good["history"],
-            "chosen": good["served_response"],
-            "rejected": bad["served_response"],
-            "source": ["engagement"] * good.height,
-            "margin": [0.5] * good.height,
-            "day": good["day"],
-        }
-    ).cast(dict(PAIRS))
-    pair = EmbeddingRewardModel.fit_pairwise(pairs, EmbeddingHeadConfig(kind="pairwise", **cfg), hashing_embed)
-    pair.save(reward_model_dir(settings, "gen-1", "pairwise"))
-
-
 def build_generation(home, plant_eval_prompt: bool = False) -> FlywheelSettings:
     """gen-1 in progress with everything offline_eval and generation_record read from upstream."""
     settings = FlywheelSettings(home=str(home))
     lake = Lake(home)
-    pools = [_pool(d) for d in DAYS]
+    pools = [eval_pool(d) for d in DAYS]
     for d, p in zip(DAYS, pools):
         lake.write("prompts", date.fromisoformat(d), p)
     pool = pl.concat(pools)
@@ -120,9 +57,11 @@ def build_generation(home, plant_eval_prompt: bool = False) -> FlywheelSettings:
     # the new policy is a copy of its parent: identical weights and seeds give identical replies
     for gen in ("gen-0", "gen-1"):
         shutil.copytree(tiny_policy_dir(), policy_dir(settings, gen))
-    _reward_models(pool, settings)
+    fit_reward_models(
+        pool, reward_model_dir(settings, "gen-1", "pointwise"), reward_model_dir(settings, "gen-1", "pairwise")
+    )
     train = pool.filter(pl.col("split") == "train")
-    planted = release.select_eval_prompts(pool, per_slice=3)[0]["prompt_id"][0]  # one that is evaluated
+    planted = select_eval_prompts(pool, per_slice=3)[0]["prompt_id"][0]  # one that is evaluated
     sft_ids = train["prompt_id"].to_list() + ([planted] if plant_eval_prompt else [])
     sft = dataset_dir(settings, "gen-1", "sft")
     sft.mkdir(parents=True)
@@ -153,8 +92,8 @@ def _resources(settings: FlywheelSettings, **ab) -> dict:
         "settings": settings,
         "curation": CurationSettings(),
         "generation": GenerationSettings(eval_prompts=3, max_new_tokens=6),
-        "release": release.ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
-        "ab": release.AbSettings(**{"simulated_users": 4000, "n_bootstrap": 200, **ab}),
+        "release": ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
+        "ab": AbSettings(**{"simulated_users": 4000, "n_bootstrap": 200, **ab}),
     }
 
 
@@ -194,7 +133,7 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert result.success
     assert _materialized(result) == {"offline_eval", "ab_readout", "generation_record", "generation_report"}
     checks = _checks(result)
-    assert {name for (asset, name) in checks if asset == "offline_eval"} == set(release.GATE_CHECKS)
+    assert {name for (asset, name) in checks if asset == "offline_eval"} == set(GATES)
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
 
     lake = Lake(tmp_path / "home")
@@ -222,7 +161,7 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     metrics, inputs = json.loads(record["metrics"]), json.loads(record["inputs"])
     assert metrics["reward_models"] == {"pointwise": {"auc": 0.71}, "pairwise": {"pair_accuracy": 0.64}}
     assert metrics["ab"]["simulated"] and record["ab_source"] == "simulate"
-    assert record["ab_verdict"] == metrics["ab"]["verdict"] in release.VERDICTS
+    assert record["ab_verdict"] == metrics["ab"]["verdict"] in VERDICTS
     assert inputs["datasets"]["sft"] == "c0ffee" * 8
     assert len(inputs["window"]["prompts_sha256"]["2026-01-04"]) == 64
     assert len(inputs["reward_models"]["pairwise"]["sha256"]) == 64
@@ -288,55 +227,6 @@ def test_ab_readout_from_lake_logs_fails_the_sample_ratio_check(tmp_path):
     assert lifts["verdict"].to_list() == ["invalid", "invalid"] and not lifts["simulated"].any()
     arms_table = lake.read("ab_arms", gen)
     assert arms_table["users"].to_list() == [600, 400] and arms_table["model"].to_list() == ["gen-0", "gen-1"]
-
-
-def _lifts(rows: list[tuple[str, float, float, float | None, float | None]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {"metric": m, "delta_ci_low": lo, "delta_ci_high": hi, "boot_ci_low": blo, "boot_ci_high": bhi}
-            for m, lo, hi, blo, bhi in rows
-        ]
-    )
-
-
-def test_ab_decision_rules():
-    ok = pl.DataFrame({"srm": [False], "p_value": [0.4]})
-    assert (
-        release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.012, 0.05), ("depth", -0.01, 0.02, -0.01, 0.02)]), ok)[0]
-        == "ship"
-    )
-    # the bootstrap interval must agree with the delta-method one
-    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, -0.001, 0.05)]), ok)[0] == "inconclusive"
-    assert (
-        release.ab_decision(_lifts([("breadth", 0.01, 0.05, None, None), ("depth", -0.05, -0.01, None, None)]), ok)[0]
-        == "no-ship"
-    )
-    assert release.ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
-    bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
-    assert release.ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
-
-
-def test_json_documents_hold_no_nan():
-    assert release._json({"b": [float("inf"), 1.0], "a": float("nan")}) == '{"a": null, "b": [null, 1.0]}'
-
-
-def test_eval_prompts_are_capped_per_slice_and_stable():
-    pool = pl.concat([_pool(d) for d in DAYS])
-    broken = pool.head(1).with_columns(
-        prompt_id=pl.lit("broken"),
-        split=pl.lit("eval_user"),
-        history=pl.lit(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], dtype=pl.List(schema.MESSAGE)
-        ),
-    )
-    chosen, drops = release.select_eval_prompts(pl.concat([pool, broken]), per_slice=5, seed=0)
-    assert chosen.group_by("split").len().sort("split")["len"].to_list() == [5, 5]
-    assert "train" not in set(chosen["split"])
-    assert drops["row_id"].to_list() == ["broken"] and drops["reason_code"].to_list() == ["not_ending_in_user"]
-    again, _ = release.select_eval_prompts(pool.reverse(), per_slice=5, seed=0)
-    assert again["prompt_id"].to_list() == chosen["prompt_id"].to_list()
-    other, _ = release.select_eval_prompts(pool, per_slice=5, seed=1)
-    assert other["prompt_id"].to_list() != chosen["prompt_id"].to_list()
 
 
 def test_next_plan_builds_on_the_newest_generation_the_ab_test_did_not_reject(tmp_path):

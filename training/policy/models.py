@@ -25,6 +25,7 @@ import polars as pl
 import torch
 
 from pipeline.device import resolve_device, set_cpu_threads
+from pipeline.prompts import chat_messages
 
 PAD, BOS, EOS, TURN_START = "<|pad|>", "<|bos|>", "<|im_end|>", "<|im_start|>"
 SPECIAL_TOKENS = [PAD, BOS, TURN_START, EOS]
@@ -53,15 +54,6 @@ def render_chat(messages: Sequence[dict], add_generation_prompt: bool = False) -
     if add_generation_prompt:
         parts.append(f"{TURN_START}assistant\n")
     return "".join(parts)
-
-
-def chat_messages(system: str | None, history: Sequence[dict], response: str | None = None) -> list[dict]:
-    """A prompt row as chat messages: the system card (when set), the history, then the reply (when given)."""
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": m["role"], "content": m["content"] or ""} for m in history]
-    if response is not None:
-        messages.append({"role": "assistant", "content": response})
-    return messages
 
 
 def corpus_from_prompts(prompts: pl.DataFrame) -> list[list[dict]]:

@@ -2,7 +2,7 @@
 
 A (context, response) pair becomes `[c, r, c*r, |c-r|, style(r)]`, with `c` and `r` the
 normalised embeddings of the rendered context and of the response and `style` the standardised
-`STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
+`evaluation.style.STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
 
 - pointwise: two outputs, the logit of p(continue) (binary cross-entropy) and the standardised
   log(1 + reply_len) (squared error, weighted by `reply_len_weight`);
@@ -25,18 +25,17 @@ import polars as pl
 import torch
 from torch import nn
 
+from evaluation.style import STYLE_FEATURES, style_matrix
 from pipeline.device import DEVICE_CHOICES, resolve_device
 from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
-from training.rewards.reward_model import (
+from training.rewards.base import (
     KINDS,
     METADATA_FILE,
-    STYLE_FEATURES,
     EmbedFn,
     Messages,
     pairs_to_lists,
     prompt_contexts,
     render_context,
-    style_features,
 )
 
 WEIGHTS_FILE = "head.safetensors"
@@ -177,7 +176,7 @@ class EmbeddingRewardModel:
         both = self._embed(ctx_text + list(responses))
         c, r = both[: len(contexts)], both[len(contexts) :]
         emb = np.concatenate([c, r, c * r, np.abs(c - r)], axis=1)
-        style = style_features(list(responses)) if self.config.use_style else np.zeros((len(responses), 0), np.float32)
+        style = style_matrix(list(responses)) if self.config.use_style else np.zeros((len(responses), 0), np.float32)
         return emb, style
 
     def _forward(self, emb: np.ndarray, style: np.ndarray, batch: int = 4096) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
-from training.rewards.reward_model import Messages, RewardModel, pairs_to_lists, prompt_contexts
+from training.rewards.base import Messages, RewardModel, pairs_to_lists, prompt_contexts
 
 EVAL_METRICS = pl.Schema(
     {

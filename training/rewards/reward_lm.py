@@ -27,7 +27,7 @@ import polars as pl
 import torch
 
 from pipeline.device import DEVICE_CHOICES, resolve_device, trainer_device_kwargs
-from training.rewards.reward_model import KINDS, METADATA_FILE, Messages, pairs_to_lists, prompt_contexts
+from training.rewards.base import KINDS, METADATA_FILE, Messages, pairs_to_lists, prompt_contexts
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"

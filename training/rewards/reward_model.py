@@ -18,43 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from evaluation.style import count_emoji
 from pipeline import schema
+from pipeline.prompts import chat_messages
 from training.rewards.annotations import PAIRS
-
-EmbedFn = Callable[[list[str]], np.ndarray]
-Messages = list[dict[str, str]]
-METADATA_FILE = "metadata.json"
-KINDS = ("pointwise", "pairwise")
-
-
-@runtime_checkable
-class RewardModel(Protocol):
-    """What every reward model offers, whatever its backbone."""
-
-    metadata: dict[str, Any]
-
-    def score(self, contexts: list[Messages], responses: list[str]) -> np.ndarray:
-        """One float per (context, response): p(continue) for pointwise models, the BT utility for pairwise."""
-        ...
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the model (weights and `metadata.json`) into `directory`; returns it."""
-        ...
-
-    @classmethod
-    def load(cls, directory: str | Path, **kwargs: Any) -> RewardModel:
-        """Reopen a model written by `save`; scores are identical to the saved model's."""
-        ...
+from training.rewards.base import METADATA_FILE, RewardModel
 
 
 def load_reward_model(directory: str | Path, **kwargs: Any) -> RewardModel:
@@ -73,72 +47,6 @@ def load_reward_model(directory: str | Path, **kwargs: Any) -> RewardModel:
 
         return LMRewardModel.load(directory, **kwargs)
     raise ValueError(f"{directory} holds a reward model of unknown backbone {backbone!r}")
-
-
-def prompt_contexts(prompts: pl.DataFrame) -> list[Messages]:
-    """The contexts of `prompts` rows as message lists: `system` (when set) then `history`."""
-    systems = prompts["system"].to_list() if "system" in prompts.columns else [None] * prompts.height
-    out = []
-    for system, history in zip(systems, prompts["history"].to_list()):
-        msgs = [{"role": m["role"], "content": m["content"] or ""} for m in (history or [])]
-        if system:
-            msgs.insert(0, {"role": "system", "content": system})
-        out.append(msgs)
-    return out
-
-
-def render_context(messages: Messages, max_messages: int) -> str:
-    """The last `max_messages` messages as "role: content" lines: the text an embedder reads."""
-    tail = messages[-max_messages:] if max_messages > 0 else messages
-    return "\n".join(f"{m['role']}: {m['content']}" for m in tail)
-
-
-_LIST_LINE = re.compile(r"^\s*(?:[-*+\u2022]|\d+[.)])\s+", re.MULTILINE)
-STYLE_FEATURES = (
-    "log_chars",
-    "log_words",
-    "emoji",
-    "exclamations",
-    "questions",
-    "list_lines",
-    "newlines",
-    "upper_frac",
-    "repeat_frac",
-)
-
-
-def style_features(responses: list[str]) -> np.ndarray:
-    """Surface features of each response (columns `STYLE_FEATURES`), the artifacts a model may learn to pay for."""
-    rows = []
-    for text in responses:
-        words = text.split()
-        letters = [c for c in text if c.isalpha()]
-        rows.append(
-            (
-                np.log1p(len(text)),
-                np.log1p(len(words)),
-                np.log1p(count_emoji(text)),
-                np.log1p(text.count("!")),
-                np.log1p(text.count("?")),
-                np.log1p(len(_LIST_LINE.findall(text))),
-                np.log1p(text.count("\n")),
-                sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
-                1.0 - len(set(words)) / len(words) if words else 0.0,
-            )
-        )
-    return np.asarray(rows, dtype=np.float32).reshape(len(responses), len(STYLE_FEATURES))
-
-
-def pairs_to_lists(pairs: pl.DataFrame) -> tuple[list[Messages], list[str], list[str], np.ndarray]:
-    """Contexts, chosen, rejected and margins of a `PAIRS` frame, as Python lists and an array."""
-    if pairs["prompt"].null_count():
-        raise ValueError(
-            f"{pairs['prompt'].null_count()} pairs have no prompt messages (only a prompt_id): "
-            "fill them with training.rewards.annotations.resolve_prompts first"
-        )
-    contexts = [[{"role": m["role"], "content": m["content"] or ""} for m in p] for p in pairs["prompt"].to_list()]
-    margins = pairs["margin"].fill_null(0.0).to_numpy() if "margin" in pairs.columns else np.zeros(pairs.height)
-    return contexts, pairs["chosen"].to_list(), pairs["rejected"].to_list(), margins.astype(np.float32)
 
 
 @dataclass
@@ -306,8 +214,7 @@ def engagement_pairs(prompts: pl.DataFrame, config: EngagementPairsConfig | None
                 "pair_id": "engagement:"
                 + hashlib.sha1(f"{chosen['prompt_id']}\x1f{rejected['prompt_id']}".encode()).hexdigest()[:16],
                 "prompt_id": anchor["prompt_id"],
-                "prompt": ([{"role": "system", "content": anchor["system"]}] if anchor.get("system") else [])
-                + anchor["history"],
+                "prompt": chat_messages(anchor.get("system"), anchor["history"]),
                 "chosen": chosen["served_response"],
                 "rejected": rejected["served_response"],
                 "source": "engagement",

@@ -10,17 +10,11 @@ from sklearn.metrics import roc_auc_score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from evaluation.style import STYLE_FEATURES, style_matrix  # noqa: E402
 from training.rewards.annotations import PAIRS  # noqa: E402
+from training.rewards.base import RewardModel, prompt_contexts  # noqa: E402
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel, sentence_embedder  # noqa: E402
-from training.rewards.reward_model import (  # noqa: E402
-    STYLE_FEATURES,
-    EngagementPairsConfig,
-    RewardModel,
-    engagement_pairs,
-    load_reward_model,
-    prompt_contexts,
-    style_features,
-)
+from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model  # noqa: E402
 
 TOPICS = [
     "hiking",
@@ -86,7 +80,7 @@ def embed_fn(tmp_path_factory):
 
 
 def test_style_features_count_artifacts():
-    f = style_features(["Hello there!!! 😊🎉", "- one\n- two\n1. three", ""])
+    f = style_matrix(["Hello there!!! 😊🎉", "- one\n- two\n1. three", ""])
     col = {name: f[:, i] for i, name in enumerate(STYLE_FEATURES)}
     assert f.shape == (3, len(STYLE_FEATURES))
     assert np.expm1(col["emoji"]).round().tolist() == [2, 0, 0]

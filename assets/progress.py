@@ -1,0 +1,139 @@
+"""A concise terminal view of Dagster runs: one line per step with its time.
+
+Dagster's console logger prints every event of a run at DEBUG, hundreds of lines. The full event log
+is stored in the instance whatever the loggers are, so the UI (`make ui`) still shows all of it; the
+terminal only needs what a person watches for: each step as it ends, with its time, warnings and
+errors, failed checks, and the run's outcome.
+
+    view = ProgressView()
+    result = view.run(defs.resolve_job_def("consolidation"), "consolidation 2026-01-14",
+                      instance=instance, partition_key="2026-01-14")
+
+`ProgressView(steps=False)` prints one line per run instead (its slowest step named), for loops over
+many partitions. `quiet_libraries()` turns off the libraries' progress bars and chatter in this process
+and in the training subprocesses it starts, which inherit its environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import dagster as dg
+
+# progress bars and info chatter of the ML stack; a value the user set wins
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def quiet_libraries() -> None:
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:6.1f}s" if value < 600 else f"{value / 60:5.1f}min"
+
+
+class _StepLines(logging.Handler):
+    """Turns the run's log records into lines: a step's end with its time, failed checks, warnings."""
+
+    def __init__(self, view: ProgressView):
+        super().__init__(logging.DEBUG)
+        self.view = view
+        self.started: dict[str, float] = {}
+        self.durations: dict[str, float] = {}
+        self.checks_passed = 0
+        self.checks_failed: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        step = meta.get("step_key") or (event.step_key if event is not None else None)
+        if event is None:
+            if record.levelno >= logging.WARNING:
+                where = f"{step}: " if step else ""
+                self.view.line(f"  {record.levelname.lower():6} {where}{meta.get('orig_message', record.getMessage())}")
+            return
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            self.started[step] = record.created
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            data = event.event_specific_data
+            seconds = (
+                data.duration_ms / 1000
+                if kind == "STEP_SUCCESS" and getattr(data, "duration_ms", None) is not None
+                else record.created - self.started.get(step, record.created)
+            )
+            self.durations[step] = seconds
+            if self.view.steps:
+                mark = "ok" if kind == "STEP_SUCCESS" else "FAILED"
+                self.view.line(f"  {mark:6} {step:<34} {_seconds(seconds)}")
+            if kind == "STEP_FAILURE" and getattr(data, "error", None) is not None:
+                error = data.error
+                while error.cause is not None:  # the user's exception, not Dagster's wrapper of it
+                    error = error.cause
+                self.view.line(f"         {error.message.strip().splitlines()[-1][:200]}")
+        elif kind == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            if check.passed:
+                self.checks_passed += 1
+            else:
+                severity = "FAIL" if check.severity == dg.AssetCheckSeverity.ERROR else "warn"
+                name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+                self.checks_failed.append(name)
+                detail = (check.description or "").splitlines()[0][:140] if check.description else ""
+                self.view.line(f"  {severity:6} {name}  {detail}")
+        elif kind == "STEP_SKIPPED" and self.view.steps:
+            self.view.line(f"  skip   {step}")
+
+
+@dataclass
+class ProgressView:
+    """Runs jobs in process with a concise log in the terminal (see the module docstring)."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    steps: bool = True  # one line per step; False: one line per run
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def logger(self, lines: _StepLines) -> dg.LoggerDefinition:
+        @dg.logger(description="one line per step in the terminal; the event log keeps everything")
+        def progress(_init_context) -> logging.Logger:
+            log = logging.getLogger("assets.progress")
+            log.handlers, log.propagate = [lines], False
+            log.setLevel(logging.DEBUG)
+            return log
+
+        return progress
+
+    def run(self, job: dg.JobDefinition, label: str, **execute: object) -> dg.ExecuteInProcessResult:
+        """`job.execute_in_process(**execute)` (raise_on_error defaults to False) with this view's log."""
+        lines = _StepLines(self)
+        if self.steps:
+            self.line(f"{label}:")
+        t0 = time.perf_counter()
+        execute.setdefault("raise_on_error", False)
+        # a logger runs only when the run config names it; the console logger is used otherwise
+        execute["run_config"] = {**dict(execute.get("run_config") or {}), "loggers": {"progress": {}}}
+        result = job.with_logger_defs({"progress": self.logger(lines)}).execute_in_process(**execute)
+        status = "ok" if result.success else "FAILED"
+        parts = [f"{status} in {time.perf_counter() - t0:.1f}s", f"{len(lines.durations)} steps"]
+        if lines.checks_passed or lines.checks_failed:
+            parts.append(f"checks {lines.checks_passed} passed, {len(lines.checks_failed)} failed")
+        if not self.steps and lines.durations:
+            slowest = max(lines.durations, key=lines.durations.get)
+            parts.append(f"slowest {slowest} {lines.durations[slowest]:.1f}s")
+        self.line(f"{label}: {', '.join(parts)} (run {result.run_id[:8]})")
+        return result

@@ -1,0 +1,584 @@
+"""Offline evaluation of a policy against its parent: the numbers behind the release gates.
+
+Both policies answer the same held-out prompts (the two eval slices of a prompt pool, the steerability
+suite and, when given, IFEval prompts) with the same seed, so the replies are paired. This generation's
+reward models judge the pairs (win rates per slice with bootstrap CIs), the steerability checkers score
+the suite, the style monitors compare the replies' artifacts, and the release gates read all of it.
+
+Any two checkpoints can be evaluated on their own, as the training stages are run:
+
+    python -m evaluation.offline_eval --new_policy models/gen-1/grpo --parent_policy models/gen-0/base \\
+        --prompts data/lake/prompts --pointwise models/gen-1/reward_pointwise \\
+        --pairwise models/gen-1/reward_pairwise --output_dir eval/gen-1
+
+It prints the gates and writes the tables (`win_rates.parquet`, `steerability.parquet`, `style.parquet`,
+`records.parquet`, `responses.parquet`, `gates.parquet`, `drops.parquet`) into `output_dir`. The
+`offline_eval` asset runs the same steps and writes the tables into the lake.
+
+Scoring lives in the evaluation modules (winrate, steerability, style_monitor, ifeval, release_gates); this
+entry point is the one that samples replies, so it alone loads policies, through training's public API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from evaluation import release_gates, steerability, style_monitor, winrate
+from evaluation.record import json_document
+from pipeline.config_fields import forwarded
+from pipeline.prompts import chat_messages
+
+SLICES = ("eval_internal", "eval_user")
+STAGE = "offline_eval"
+GATES = {
+    "win_rate_ceiling": "Win rate against the parent at most the ceiling on every slice and judge (warns above "
+    "the warning level): a larger win is read as reward hacking, not progress.",
+    "slice_divergence": "|eval_user - eval_internal| win rate within the limit for every judge.",
+    "steerability_regression": "The instruction-following rate on the steerability suite does not drop more than "
+    "the tolerance (a rising violation rate of one instruction type warns).",
+    "artifact_drift": "Length, list, emoji, stock-phrase and refusal rates of the eval replies stay in their bands "
+    "around the parent's.",
+    "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
+    "candidate prompts), by id or by normalised text.",
+}
+_GATE_FIELDS = (
+    "win_rate_error",
+    "win_rate_warn",
+    "slice_divergence_max",
+    "steerability_tolerance",
+    "max_train_eval_overlap",
+)
+
+
+@dataclass
+class OfflineEvalConfig:
+    """How replies are sampled and judged, and the gates' limits (defaults of `release_gates.GateConfig`)."""
+
+    eval_prompts: int = field(default=150, metadata={"help": "Held-out prompts per slice judged."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest sampled reply, in tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the replies (both policies)."})
+    seed: int = field(default=0, metadata={"help": "Seed of prompt choice, sampling and bootstraps; shared by both."})
+    steerability_samples: int = field(
+        default=4, metadata={"help": "Replies per steerability prompt and policy (more = a less noisy rate)."}
+    )
+    steerability_suite: str | None = field(
+        default=None, metadata={"help": "Steerability suite JSON; None uses the shipped suite."}
+    )
+    bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples of each win-rate interval."})
+    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda'."})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch CPU threads while sampling; None keeps torch's default (one is fastest for a tiny "
+            "policy on a busy machine)."
+        },
+    )
+    ifeval_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "IFEval input JSONL to score both policies on; None skips it (a tiny model cannot follow "
+            "IFEval's instructions)."
+        },
+    )
+    ifeval_max_prompts: int = field(default=100, metadata={"help": "IFEval prompts scored (the first ones)."})
+    win_rate_error: float = forwarded(release_gates.GateConfig, "win_rate_error")
+    win_rate_warn: float = forwarded(release_gates.GateConfig, "win_rate_warn")
+    slice_divergence_max: float = forwarded(release_gates.GateConfig, "slice_divergence_max")
+    steerability_tolerance: float = forwarded(release_gates.GateConfig, "steerability_tolerance")
+    max_train_eval_overlap: int = forwarded(release_gates.GateConfig, "max_train_eval_overlap")
+
+    def __post_init__(self) -> None:
+        if self.steerability_samples < 1:
+            raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 4)")
+        if self.eval_prompts < 1:
+            raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1 (default 150)")
+        self.gate_config()  # fails fast on bad gate limits
+
+    def gate_config(self) -> release_gates.GateConfig:
+        return release_gates.GateConfig(slices=SLICES, **{k: getattr(self, k) for k in _GATE_FIELDS})
+
+
+@dataclass
+class OfflineEvalRun(OfflineEvalConfig):
+    """The command line: what to compare, on which prompts, judged by which reward models."""
+
+    new_policy: str | None = field(default=None, metadata={"help": "The policy under test (a model folder)."})
+    parent_policy: str | None = field(default=None, metadata={"help": "The policy it is compared with."})
+    prompts: str | None = field(
+        default=None,
+        metadata={"help": "Parquet file or folder of the `prompts` table (with `split`); its eval slices are used."},
+    )
+    pointwise: str | None = field(default=None, metadata={"help": "Folder of the pointwise reward model (judge)."})
+    pairwise: str | None = field(default=None, metadata={"help": "Folder of the pairwise reward model (judge)."})
+    training_prompts: str | None = field(
+        default=None,
+        metadata={"help": "Parquet of trained-on (prompt_id, text) for the train/eval gate; None skips that gate."},
+    )
+    output_dir: str = field(default="offline_eval", metadata={"help": "Where the result tables are written."})
+
+    def require_inputs(self) -> None:
+        missing = [
+            n for n in ("new_policy", "parent_policy", "prompts", "pointwise", "pairwise") if not getattr(self, n)
+        ]
+        if missing:
+            raise ValueError(f"set {', '.join('--' + m for m in missing)} (see --help)")
+
+
+# ---- inputs -----------------------------------------------------------------------------------------------
+
+
+def _rank(ids: list[str], seed: int) -> list[str]:
+    return [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids]
+
+
+def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Up to `per_slice` held-out prompts per slice, chosen by a seeded hash of the prompt id (the same
+    prompts on every run); prompts that do not end in a user turn are returned as drops."""
+    from training.policy.candidates import valid_prompts
+
+    held = pool.filter(pl.col("split").is_in(SLICES))
+    usable, drops = valid_prompts(held, stage=STAGE)
+    chosen = (
+        usable.with_columns(pl.Series("_rank", _rank(usable["prompt_id"].to_list(), seed), dtype=pl.Utf8))
+        .sort("split", "_rank")
+        .group_by("split", maintain_order=True)
+        .head(per_slice)
+        .drop("_rank")
+    )
+    return chosen.sort("split", "prompt_id"), drops
+
+
+def trained_prompts(
+    dataset_ids: dict[str, list[str]], candidate_prompts: pl.DataFrame, pool: pl.DataFrame
+) -> pl.DataFrame:
+    """(prompt_id, text) of everything a generation trained on: the prompt ids of its datasets (name -> ids;
+    SFT is required) and its candidate prompts; texts come from the pool and the candidate prompts."""
+    if "sft" not in dataset_ids:
+        raise ValueError(
+            "no SFT rows: materialize sft_dataset first (the train/eval gate cannot be checked without it)"
+        )
+    ids = {i for rows in dataset_ids.values() for i in rows if i is not None}
+    texts = [pool]
+    if candidate_prompts.height:
+        ids |= set(candidate_prompts["prompt_id"].to_list())
+        texts.append(candidate_prompts)
+    known = pl.concat([t.select("prompt_id", "text") for t in texts if t.height], how="vertical_relaxed").unique(
+        "prompt_id"
+    )
+    frame = pl.DataFrame({"prompt_id": sorted(ids)}, schema={"prompt_id": pl.Utf8})
+    return frame.join(known, on="prompt_id", how="left")
+
+
+def steerability_prompts(config: OfflineEvalConfig) -> pl.DataFrame:
+    """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
+    base = steerability.build_prompts(steerability.load_suite(config.steerability_suite))
+    return pl.concat(
+        [
+            base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
+            for k in range(config.steerability_samples)
+        ]
+    )
+
+
+def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFrame | None = None) -> list[list[dict]]:
+    """Chat messages of every prompt both policies answer, in the order `Evaluation` reads the replies."""
+    contexts = [
+        chat_messages(r["system"], r["history"]) for r in evals.select("system", "history").iter_rows(named=True)
+    ]
+    contexts += [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
+    if ifeval is not None:
+        contexts += [chat_messages(None, [{"role": "user", "content": p}]) for p in ifeval["prompt"]]
+    return contexts
+
+
+def sample_policy_replies(policy: str, contexts: list[list[dict]], config: OfflineEvalConfig) -> tuple[list[str], dict]:
+    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`."""
+    from training.policy.candidates import CandidateConfig, sample_replies
+    from training.policy.models import PolicyConfig
+
+    cfg = CandidateConfig(
+        num_samples=1,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        seed=config.seed,
+        device=config.device,
+        cpu_threads=config.cpu_threads,
+    )
+    texts, _, stats = sample_replies(
+        PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads), contexts, cfg
+    )
+    return [t[0] for t in texts], stats
+
+
+# ---- judging ----------------------------------------------------------------------------------------------
+
+
+def pointwise_judge(model) -> Callable:
+    return lambda ctx, resp: model.score([json.loads(c) for c in ctx], list(resp))
+
+
+def utility_judge(model) -> Callable:
+    def judge(ctx, a, b):
+        messages = [json.loads(c) for c in ctx]
+        return model.score(messages, list(a)), model.score(messages, list(b))
+
+    return judge
+
+
+def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    rows = []
+    for role, frame in sides.items():
+        mon = style_monitor.monitor(frame)
+        fr, _ = style_monitor.false_refusal_rate(frame, prompt_col="prompt")
+        rows.append(
+            pl.concat([mon, fr.select("false_refusal_rate", "n_benign")], how="horizontal").with_columns(
+                pl.lit(role).alias("role"), pl.lit(frame["policy"][0]).alias("policy")
+            )
+        )
+    return pl.concat(rows)
+
+
+def _gap_intervals(outcomes: pl.DataFrame) -> dict[str, list[float] | None]:
+    """Normal-approximation 95% interval of win rate(eval_user) - win rate(eval_internal) per judge, shown
+    next to the divergence gate so a reader sees how much of a gap the slice sizes alone can produce."""
+    out = {}
+    for (judge,), o in outcomes.group_by("judge", maintain_order=True):
+        stats = {s: o.filter(pl.col("slice") == s)["outcome"] for s in SLICES}
+        if any(len(v) < 2 for v in stats.values()):
+            out[judge] = None
+            continue
+        gap = float(stats["eval_user"].mean()) - float(stats["eval_internal"].mean())
+        se = sum(float(v.var()) / len(v) for v in stats.values()) ** 0.5
+        out[judge] = [round(gap - 1.96 * se, 4), round(gap + 1.96 * se, 4)]
+    return out
+
+
+def compare(new: dict, parent: dict, keys: Sequence[str]) -> pl.DataFrame:
+    """metric, parent, new, delta for each key of two summary rows."""
+    return pl.DataFrame(
+        [
+            {
+                "metric": k,
+                "parent": parent.get(k),
+                "new": new.get(k),
+                "delta": (new[k] - parent[k]) if new.get(k) is not None and parent.get(k) is not None else None,
+            }
+            for k in keys
+        ],
+        schema={"metric": pl.Utf8, "parent": pl.Float64, "new": pl.Float64, "delta": pl.Float64},
+    )
+
+
+class Evaluation:
+    """Everything an offline evaluation measured, before it is written and gated.
+
+    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, ifeval)`, in that order.
+    """
+
+    def __init__(
+        self,
+        generation: str,
+        evals: pl.DataFrame,
+        steer: pl.DataFrame,
+        replies: dict[str, list[str]],
+        names: dict[str, str],
+    ):
+        self.generation, self.evals, self.steer, self.names = generation, evals, steer, names
+        n_eval, n_steer = evals.height, steer.height
+        ctx = [
+            json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
+            for r in evals.select("system", "history").iter_rows(named=True)
+        ]
+        self.sides = {
+            role: evals.select(
+                "prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt")
+            ).with_columns(
+                pl.Series("context", ctx, dtype=pl.Utf8),
+                pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
+                pl.lit(names[role]).alias("policy"),
+            )
+            for role, texts in replies.items()
+        }
+        self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
+        self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
+
+    def judge(self, pointwise, pairwise, config: OfflineEvalConfig) -> None:
+        """Win rates by both reward models, steerability scores and style monitors of both sides."""
+        self.wr = winrate.win_rate(
+            self.sides["new"],
+            self.sides["parent"],
+            pointwise={"pointwise": pointwise_judge(pointwise)},
+            pairwise={"pairwise": utility_judge(pairwise)},
+            config=winrate.WinRateConfig(
+                slices=SLICES, pairwise_output="utilities", n_resamples=config.bootstrap_resamples, seed=config.seed
+            ),
+        )
+        self.scored = {
+            role: steerability.score_responses(self.steer.with_columns(pl.Series("response", texts, dtype=pl.Utf8)))
+            for role, texts in self.steer_replies.items()
+        }
+        self.style = _style_rows(self.sides)
+        self.steer_summary = pl.concat(
+            [
+                s.summary.with_columns(pl.lit(r).alias("role"), pl.lit(self.names[r]).alias("policy"))
+                for r, s in self.scored.items()
+            ]
+        )
+
+    def gates(
+        self, training: pl.DataFrame | None, config: release_gates.GateConfig
+    ) -> dict[str, release_gates.GateResult]:
+        """Every release gate; `training` None (nothing known of the training prompts) skips the disjoint gate."""
+        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
+        gates = {
+            "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config),
+            "slice_divergence": release_gates.slice_divergence(self.wr.summary, config),
+            "steerability_regression": release_gates.steerability_regression(
+                self.scored["new"].summary, self.scored["parent"].summary, config
+            ),
+            "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
+        }
+        if training is not None:
+            gates["train_eval_disjoint"] = release_gates.train_eval_disjoint(
+                training, self.evals.select("prompt_id", "text"), config
+            )
+        gates["slice_divergence"].metadata.update(
+            n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
+            gap_ci95=_gap_intervals(self.wr.outcomes),
+        )
+        return gates
+
+    def records(self) -> pl.DataFrame:
+        """eval_records rows per prompt and policy (the win-rate outcomes belong to the new generation)."""
+        gen = self.generation
+        pw = self.wr.outcomes.filter(pl.col("judge") == "pointwise")
+        parts = [winrate.eval_records(self.wr.outcomes, gen).with_columns(pl.lit(gen).alias("policy"))]
+        for role, side in self.sides.items():
+            score = dict(zip(pw["prompt_id"], pw["score_new" if role == "new" else "score_prev"]))
+            feats = style_monitor.response_features(side["response"].to_list())
+            cols = {
+                "rm_pointwise": [score.get(p) for p in side["prompt_id"]],
+                "style/n_chars": feats["n_chars"],
+                "style/n_emoji": feats["n_emoji"],
+                "style/has_list": feats["has_list"],
+                "style/is_refusal": feats["is_refusal"],
+            }
+            parts += [
+                side.select("slice", "prompt_id", "policy").with_columns(
+                    pl.lit(metric).alias("metric"), pl.Series("value", values).cast(pl.Float64)
+                )
+                for metric, values in cols.items()
+            ]
+            steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
+                pl.col("prompt_id").str.replace(r"#\d+$", "")
+            )  # samples of one prompt share its id
+            parts.append(
+                steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
+                .agg(pl.col("value").mean())
+                .with_columns(pl.lit(self.names[role]).alias("policy"))
+            )
+        return pl.concat(
+            [p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy") for p in parts]
+        )
+
+    def responses(self) -> pl.DataFrame:
+        steer = [
+            self.steer.select(
+                "prompt_id",
+                pl.lit("steerability").alias("slice"),
+                pl.lit(self.names[r]).alias("policy"),
+                pl.lit(None, pl.Utf8).alias("context"),
+                pl.Series("response", texts, dtype=pl.Utf8),
+            )
+            for r, texts in self.steer_replies.items()
+        ]
+        return pl.concat(
+            [s.select("prompt_id", "slice", "policy", "context", "response") for s in self.sides.values()] + steer
+        )
+
+    def drops(self) -> pl.DataFrame:
+        return pl.concat([self.wr.drops, *(s.drops for s in self.scored.values())])
+
+    def overview(self) -> dict[str, pl.DataFrame]:
+        """The frames a person reads first: win rates, steerability and style of new vs parent, examples."""
+        overall = {r["role"]: r for r in self.steer_summary.filter(pl.col("level") == "overall").iter_rows(named=True)}
+        style = {r["role"]: r for r in self.style.iter_rows(named=True)}
+        return {
+            "win_rates": self.wr.summary.with_columns(pl.col("win_rate", "ci_low", "ci_high").round(3)),
+            "steerability": compare(
+                overall["new"], overall["parent"], ("following_rate", "violation_rate")
+            ).with_columns(pl.col("parent", "new", "delta").round(3)),
+            "violation_rate_by_instruction": self.steer_summary.filter(pl.col("level") == "instruction")
+            .pivot("role", index="key", values="violation_rate")
+            .rename({"key": "instruction"})
+            .with_columns(pl.col(pl.Float64).round(3)),
+            "style": compare(
+                style["new"], style["parent"], [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]
+            ).with_columns(pl.col("parent", "new", "delta").round(4)),
+            "examples": self.sides["new"]
+            .select("slice", "prompt", pl.col("response").alias("new"))
+            .with_columns(self.sides["parent"]["response"].alias("parent")),
+        }
+
+    def following_rate(self, role: str = "new") -> float:
+        overall = self.steer_summary.filter((pl.col("level") == "overall") & (pl.col("role") == role))
+        return float(overall["following_rate"][0])
+
+
+def score_ifeval(
+    inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """IFEval summary per policy and its eval_records rows."""
+    from evaluation.ifeval import score_ifeval as score
+
+    summaries, records = [], []
+    for role, texts in replies.items():
+        res = score(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts}))
+        summaries.append(res.summary.with_columns(pl.lit(role).alias("role"), pl.lit(names[role]).alias("policy")))
+        records.append(
+            res.rows.select(
+                pl.lit("ifeval").alias("slice"),
+                pl.col("key").cast(pl.Utf8).alias("prompt_id"),
+                pl.lit("ifeval/prompt_strict").alias("metric"),
+                pl.col("prompt_strict").cast(pl.Float64).alias("value"),
+                pl.lit(names[role]).alias("policy"),
+            )
+        )
+    return pl.concat(summaries), pl.concat(records)
+
+
+def gate_table(gates: dict[str, release_gates.GateResult]) -> pl.DataFrame:
+    """The `release_gates` table: one row per gate, its metadata as JSON."""
+    return pl.DataFrame(
+        [
+            {
+                "gate": name,
+                "passed": g.passed,
+                "severity": g.severity,
+                "detail": g.detail,
+                "metadata": json_document(g.metadata),
+            }
+            for name, g in gates.items()
+        ],
+        schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8, "metadata": pl.Utf8},
+    )
+
+
+# ---- one run ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OfflineEvalResult:
+    evaluation: Evaluation
+    gates: dict[str, release_gates.GateResult]
+    records: pl.DataFrame
+    drops: pl.DataFrame
+    ifeval: pl.DataFrame | None
+    tokens_per_s: dict[str, Any]
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The result tables by their lake names."""
+        ev = self.evaluation
+        out = {
+            "eval_records": self.records,
+            "eval_responses": ev.responses(),
+            "eval_win_rates": ev.wr.summary,
+            "eval_steerability": ev.steer_summary,
+            "eval_style": ev.style,
+            "release_gates": gate_table(self.gates),
+        }
+        if self.ifeval is not None:
+            out["eval_ifeval"] = self.ifeval
+        return out
+
+
+def evaluate(
+    generation: str,
+    policies: dict[str, str],
+    names: dict[str, str],
+    pool: pl.DataFrame,
+    judges: tuple[Any, Any],
+    training: pl.DataFrame | None,
+    config: OfflineEvalConfig,
+) -> OfflineEvalResult:
+    """Sample both policies (`policies`: new / parent -> model path) on the pool's eval slices and the
+    steerability suite, judge the pairs with `judges` (pointwise, pairwise reward models), and gate."""
+    if pool.is_empty():
+        raise ValueError("no pool prompts: materialize the consolidation job for the window's days")
+    evals, drops = select_eval_prompts(pool, config.eval_prompts, config.seed)
+    if evals.is_empty():
+        raise ValueError(
+            f"no held-out ({' / '.join(SLICES)}) prompts in the pool: widen the window or raise the eval "
+            "fraction of the consolidation's sampling"
+        )
+    steer = steerability_prompts(config)
+    ifeval_inputs = None
+    if config.ifeval_path:
+        from evaluation.ifeval import read_inputs
+
+        ifeval_inputs, ifeval_drops = read_inputs(config.ifeval_path)
+        ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)
+        drops = pl.concat([drops, ifeval_drops])
+    contexts = reply_contexts(evals, steer, ifeval_inputs)
+    replies, speed = {}, {}
+    for role, path in policies.items():  # one model load per policy, same seed: paired samples
+        replies[role], stats = sample_policy_replies(path, contexts, config)
+        speed[role] = stats.get("tokens_per_s")
+    ev = Evaluation(generation, evals, steer, replies, names)
+    ev.judge(*judges, config)
+    gates = ev.gates(training, config.gate_config())
+    records, ifeval = ev.records(), None
+    if ifeval_inputs is not None:
+        ifeval, ifeval_records = score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
+        records = pl.concat([records, ifeval_records])
+    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed)
+
+
+def _read_parquet(path: str) -> pl.DataFrame:
+    p = Path(path)
+    return pl.read_parquet(p / "**" / "*.parquet" if p.is_dir() else p, hive_partitioning=p.is_dir())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.policy.stage_runner import parse_config
+    from training.rewards.reward_model import load_reward_model
+
+    run = parse_config(OfflineEvalRun, argv)
+    run.require_inputs()
+    pool = _read_parquet(run.prompts)
+    training = _read_parquet(run.training_prompts) if run.training_prompts else None
+    judges = (load_reward_model(run.pointwise), load_reward_model(run.pairwise))
+    names = {"new": Path(run.new_policy).name, "parent": Path(run.parent_policy).name}
+    result = evaluate(
+        names["new"],
+        {"new": run.new_policy, "parent": run.parent_policy},
+        names,
+        pool,
+        judges,
+        training,
+        OfflineEvalConfig(**{k: v for k, v in asdict(run).items() if k in OfflineEvalConfig.__dataclass_fields__}),
+    )
+    out = Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in {**result.tables(), "drops": result.drops}.items():
+        table.write_parquet(out / f"{name.removeprefix('eval_')}.parquet")
+    with pl.Config(tbl_rows=20, tbl_width_chars=120, fmt_str_lengths=60):
+        print(result.evaluation.overview()["win_rates"])
+        print(result.evaluation.overview()["steerability"])
+    decision = release_gates.release_decision(list(result.gates.values()))
+    for name, gate in result.gates.items():
+        print(f"{gate.severity:5} {name}: {gate.detail}")
+    print(f"release: {decision.severity}: {decision.detail}\ntables: {out.resolve()}")
+    return 0 if decision.severity != "error" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

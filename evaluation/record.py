@@ -1,0 +1,185 @@
+"""A generation's record: its metrics document and the content hashes of what it was built from.
+
+`collect_metrics` turns the tables of a generation's evaluation, A/B readout and reward-model report into
+the `metrics` document of the `generations` table (its keys are listed in `evaluation.generation_report`).
+The hashes name files by content, so the same inputs always give the same hash and a changed byte changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from evaluation import style_monitor
+
+METRICS_TABLES = (
+    "eval_win_rates",
+    "eval_steerability",
+    "eval_style",
+    "eval_ifeval",
+    "reward_model_metrics",
+    "ab_lifts",
+    "ab_arms",
+    "ab_srm",
+)
+
+
+def json_document(value) -> str:
+    """JSON that any reader parses: NaN and infinities (an interval of one prompt) become null."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), sort_keys=True, default=str)
+
+
+def files_digest(paths: Iterable[Path], root: Path | None = None) -> str | None:
+    """sha256 over the files' names (relative to `root`, else base names) and bytes; None for no files."""
+    paths = sorted(paths)
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(root) if root else p.name).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str | None:
+    """`files_digest` of every file under `directory` but hidden ones and the names in `exclude`."""
+    if not directory.is_dir():
+        return None
+    files = [p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name not in exclude]
+    return files_digest(files, directory)
+
+
+def _by_role(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:
+    return {r["role"]: {k: r.get(k) for k in keys} for r in frame.iter_rows(named=True)} if frame.height else {}
+
+
+def _ab(lifts: pl.DataFrame, arms: pl.DataFrame, srm: pl.DataFrame) -> dict:
+    skip = ("metric", "generation", "source", "simulated", "verdict", "reason")
+    return {
+        "source": lifts["source"][0],
+        "simulated": bool(lifts["simulated"][0]),
+        "verdict": lifts["verdict"][0],
+        "reason": lifts["reason"][0],
+        "lifts": {r["metric"]: {k: v for k, v in r.items() if k not in skip} for r in lifts.iter_rows(named=True)},
+        "srm": srm.drop("generation", strict=False).row(0, named=True) if srm.height else {},
+        "arms": arms.drop("generation", strict=False).to_dicts(),
+    }
+
+
+def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
+    """The `metrics` document of a generation from its tables (`METRICS_TABLES`); a missing or empty table
+    leaves its key out."""
+
+    def get(name: str) -> pl.DataFrame:
+        return tables.get(name, pl.DataFrame())
+
+    wr, steer, style, rm, ifeval = (
+        get(t) for t in ("eval_win_rates", "eval_steerability", "eval_style", "reward_model_metrics", "eval_ifeval")
+    )
+    metrics: dict = {"version": 1}
+    if wr.height:
+        metrics["win_rates"] = wr.select("slice", "judge", "n", "win_rate", "ci_low", "ci_high").to_dicts()
+    if steer.height:
+        metrics["steerability"] = _by_role(
+            steer.filter(pl.col("level") == "overall"), ("following_rate", "violation_rate", "n")
+        )
+    if style.height:
+        metrics["style"] = _by_role(style, (*style_monitor.MONITOR_METRICS, "false_refusal_rate", "n"))
+    if rm.height and {"model", "section", "metric", "value"} <= set(rm.columns):
+        rows = rm.filter(pl.col("section").is_in(["pointwise", "pairwise"]) & pl.col("value").is_not_null())
+        metrics["reward_models"] = {
+            m: dict(zip(g["metric"], g["value"])) for (m,), g in rows.group_by("model", maintain_order=True)
+        }
+    if get("ab_lifts").height:
+        metrics["ab"] = _ab(get("ab_lifts"), get("ab_arms"), get("ab_srm"))
+    if ifeval.height:
+        metrics["ifeval"] = {
+            r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")} for r in ifeval.iter_rows(named=True)
+        }
+    return metrics
+
+
+def _manifest(directory: Path) -> dict:
+    path = directory / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def lineage_inputs(
+    window_files: Mapping[str, Iterable[Path]],
+    dataset_dirs: Mapping[str, Path],
+    candidate_files: Iterable[Path],
+    reward_model_dirs: Mapping[str, Path],
+    parent_policy: str,
+    annotations_path: str | None,
+) -> dict:
+    """The `inputs` document: content hashes of what a generation was built from (the window's prompt files
+    per day, its datasets' manifests, its candidates and reward models) and its parent policy."""
+    manifests = {n: _manifest(d) for n, d in dataset_dirs.items()}
+    return {
+        "window": {"days": list(window_files), "prompts_sha256": {d: files_digest(f) for d, f in window_files.items()}},
+        "datasets": {n: m.get("content_hash") for n, m in manifests.items()},
+        "dataset_rows": {n: m.get("rows") for n, m in manifests.items()},
+        "candidates_sha256": files_digest(candidate_files),
+        "reward_models": {k: {"path": str(d), "sha256": dir_digest(d)} for k, d in reward_model_dirs.items()},
+        "parent_policy": parent_policy,
+        "annotations_path": annotations_path,
+    }
+
+
+def generation_row(
+    plan: Mapping, recorded_at: str, gates: pl.DataFrame, metrics: dict, inputs: dict, checkpoints: dict
+) -> dict:
+    """The generation's row of the `generations` table (`evaluation.generation_report.GENERATIONS`).
+
+    `plan` holds generation, number, parent, created_at and days. A generation whose release gates failed,
+    or whose A/B readout is missing or invalid, is not recorded: the error says what to do.
+    """
+    name = plan["generation"]
+    if gates.is_empty():
+        raise ValueError(f"{name} has no release-gate results: materialize offline_eval first")
+    failed = gates.filter(pl.col("severity") == "error")
+    if failed.height:
+        raise ValueError(
+            f"{name} failed its release gates, so it is not recorded: "
+            + "; ".join(f"{g}: {d}" for g, d in failed.select("gate", "detail").iter_rows())
+        )
+    ab = metrics.get("ab")
+    if ab is None:
+        raise ValueError(f"{name} has no A/B readout: materialize ab_readout first")
+    if ab["verdict"] == "invalid":
+        raise ValueError(f"{name}'s A/B readout is invalid ({ab['reason']}): fix the experiment first")
+    return {
+        "generation": name,
+        "number": plan["number"],
+        "parent": plan["parent"],
+        "created_at": plan["created_at"],
+        "recorded_at": recorded_at,
+        "window_start": date.fromisoformat(plan["days"][0]),
+        "window_end": date.fromisoformat(plan["days"][-1]),
+        "days": list(plan["days"]),
+        "inputs": json_document(inputs),
+        "checkpoints": json_document(checkpoints),
+        "metrics": json_document(metrics),
+        "gate": "passed_with_warnings" if gates.filter(pl.col("severity") == "warn").height else "passed",
+        "gate_detail": json_document(gates.select("gate", "severity", "detail").to_dicts()),
+        "ab_verdict": ab["verdict"],
+        "ab_source": ab["source"],
+    }

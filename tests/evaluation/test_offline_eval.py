@@ -1,0 +1,113 @@
+"""The offline evaluation's pieces that need no model, and the command line on two tiny policies."""
+
+import polars as pl
+
+from evaluation.ab_test import ab_decision
+from evaluation.offline_eval import select_eval_prompts
+from evaluation.record import json_document
+from pipeline import schema
+from tests.evaluation.eval_pool import eval_pool
+
+DAYS = ["2026-01-04", "2026-01-05"]
+
+
+def _lifts(rows: list[tuple[str, float, float, float | None, float | None]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {"metric": m, "delta_ci_low": lo, "delta_ci_high": hi, "boot_ci_low": blo, "boot_ci_high": bhi}
+            for m, lo, hi, blo, bhi in rows
+        ]
+    )
+
+
+def test_ab_decision_rules():
+    ok = pl.DataFrame({"srm": [False], "p_value": [0.4]})
+    assert (
+        ab_decision(_lifts([("breadth", 0.01, 0.05, 0.012, 0.05), ("depth", -0.01, 0.02, -0.01, 0.02)]), ok)[0]
+        == "ship"
+    )
+    # the bootstrap interval must agree with the delta-method one
+    assert ab_decision(_lifts([("breadth", 0.01, 0.05, -0.001, 0.05)]), ok)[0] == "inconclusive"
+    assert (
+        ab_decision(_lifts([("breadth", 0.01, 0.05, None, None), ("depth", -0.05, -0.01, None, None)]), ok)[0]
+        == "no-ship"
+    )
+    assert ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
+    bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
+    assert ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
+
+
+def test_json_documents_hold_no_nan():
+    assert json_document({"b": [float("inf"), 1.0], "a": float("nan")}) == '{"a": null, "b": [null, 1.0]}'
+
+
+def test_eval_prompts_are_capped_per_slice_and_stable():
+    pool = pl.concat([eval_pool(d) for d in DAYS])
+    broken = pool.head(1).with_columns(
+        prompt_id=pl.lit("broken"),
+        split=pl.lit("eval_user"),
+        history=pl.lit(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], dtype=pl.List(schema.MESSAGE)
+        ),
+    )
+    chosen, drops = select_eval_prompts(pl.concat([pool, broken]), per_slice=5, seed=0)
+    assert chosen.group_by("split").len().sort("split")["len"].to_list() == [5, 5]
+    assert "train" not in set(chosen["split"])
+    assert drops["row_id"].to_list() == ["broken"] and drops["reason_code"].to_list() == ["not_ending_in_user"]
+    again, _ = select_eval_prompts(pool.reverse(), per_slice=5, seed=0)
+    assert again["prompt_id"].to_list() == chosen["prompt_id"].to_list()
+    other, _ = select_eval_prompts(pool, per_slice=5, seed=1)
+    assert other["prompt_id"].to_list() != chosen["prompt_id"].to_list()
+
+
+def test_evaluate_two_policies_gates_and_tables(tmp_path):
+    from evaluation.offline_eval import GATES, OfflineEvalConfig, evaluate
+    from tests.evaluation.eval_pool import fit_reward_models, hashing_embed
+    from tests.training.tiny_policy import tiny_policy_dir
+    from training.rewards.reward_model import load_reward_model
+
+    pool = pl.concat([eval_pool(d) for d in DAYS])
+    fit_reward_models(pool, tmp_path / "pointwise", tmp_path / "pairwise")
+    judges = tuple(load_reward_model(tmp_path / k, embed_fn=hashing_embed) for k in ("pointwise", "pairwise"))
+    config = OfflineEvalConfig(
+        eval_prompts=3, max_new_tokens=6, steerability_samples=1, bootstrap_resamples=200, cpu_threads=1
+    )
+    policy = tiny_policy_dir()
+    training = pool.filter(pl.col("split") == "train").select("prompt_id", "text")
+    result = evaluate(
+        "b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, training, config
+    )
+    assert set(result.gates) == set(GATES)
+    # the same weights and seed answer identically: every pair ties, so the win rate is one half
+    wr = result.evaluation.wr.summary
+    assert wr["win_rate"].to_list() == [0.5] * wr.height
+    assert result.gates["train_eval_disjoint"].passed
+    tables = result.tables()
+    assert set(tables["eval_responses"]["policy"]) == {"a", "b"}
+    assert tables["release_gates"]["gate"].to_list() == list(result.gates)
+    # no training prompts known: the disjoint gate is not run rather than passed
+    again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, None, config)
+    assert "train_eval_disjoint" not in again.gates
+
+
+def test_command_line_lists_every_setting():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "evaluation.offline_eval", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in ("--new_policy", "--parent_policy", "--prompts", "--pointwise", "--pairwise", "--win_rate_error"):
+        assert flag in out
+    assert "A slice win rate above this fails the release." in out  # the gate's own help text
+
+
+def test_offline_eval_config_fails_fast_on_bad_settings():
+    import pytest
+
+    from evaluation.offline_eval import OfflineEvalConfig
+
+    with pytest.raises(ValueError, match="steerability_samples"):
+        OfflineEvalConfig(steerability_samples=0)
+    with pytest.raises(ValueError, match="win_rate_warn"):
+        OfflineEvalConfig(win_rate_warn=0.7, win_rate_error=0.65)
