@@ -35,7 +35,7 @@ from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_h
 from pipeline.history import DayChain
 from pipeline.lake import Lake
 from pipeline.privacy import PrivacyConfig, scrub_frame
-from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, summarize, tail_text
+from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
 from pipeline.sampling import SamplingConfig, sample_pool
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup
 from pipeline.step import StepCounters, StepResult
@@ -200,26 +200,14 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     if (events := memo.replay(_output(lake, "static_prompts", day))) is not None:
         yield from events
         return
-    prompts, drops = cut_prompts(lake.read("scrubbed_conversations", day), PromptConfig())
-    summary = summarize(prompts, drops)
+    step = cut_prompts(lake.read("scrubbed_conversations", day), PromptConfig())
+    prompts, drops = step.frames
     turn_drops = drops.filter(pl.col("reason_code").is_in(TURN_DROP_REASONS))
-    step = StepResult(prompts, drops, StepCounters(int(summary["user_turns"]), prompts.height))
-    published = publish(
-        lake,
-        day,
-        "static_prompts",
-        {"prompts": step},
-        contract=schema.PROMPTS,
-        metadata={
-            "answered": summary["answered"],
-            "continued_rate": float(summary["continued_rate"] or 0.0),
-            "mean_depth_after": float(summary["mean_depth_after"] or 0.0),
-        },
-    )
+    published = publish(lake, day, "static_prompts", {"prompts": step}, contract=schema.PROMPTS)
     _, check = run_suite("static_prompts", "prompts", prompts, lake.previous_rows("static_prompts", day))
     # conservation counts user turns (messages that never became a turn are accounted for by ingest)
     outcome = check_stage_conservation(
-        "prompts", rows_in=int(summary["user_turns"]), rows_out=prompts.height, drops=turn_drops
+        "prompts", rows_in=step.counters.rows_in, rows_out=prompts.height, drops=turn_drops
     )
     published.checks += [check, result("static_prompts", "conservation", outcome)]
     yield from _finish(memo, published)

@@ -94,7 +94,7 @@ def base_days(n_days: int, rows: int, dim: int) -> list[tuple[pl.DataFrame, np.n
     cfg = SourceConfig()
     out = []
     for d in cfg.replay_days_list()[-n_days:]:
-        prompts, _ = cut_prompts(ingest_day(read_day(cfg, d), d).conversations, PromptConfig())
+        prompts, _ = cut_prompts(ingest_day(read_day(cfg, d), d).conversations, PromptConfig()).frames
         frame = prompts.sort("prompt_id").head(rows).select("prompt_id", "conversation_id", "text")
         out.append((frame, _hashed_vectors(frame["text"].to_list(), dim)))
     return out

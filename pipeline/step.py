@@ -37,6 +37,11 @@ class StepResult(Generic[C]):
     drops: pl.DataFrame  # schema.DROPS
     counters: C
 
+    @property
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(kept, drops), for unpacking where the counters are not needed."""
+        return self.kept, self.drops
+
     def __post_init__(self) -> None:
         if self.drops.schema != schema.DROPS:
             raise ValueError(f"a step's drops must follow schema.DROPS, got {dict(self.drops.schema)}")

@@ -42,7 +42,7 @@ def replayed() -> dict[date, pl.DataFrame]:
     cfg = SourceConfig()
     days = {}
     for d in DAYS:
-        prompts, _ = cut_prompts(ingest_day(read_day(cfg, d), d).conversations, PromptConfig())
+        prompts, _ = cut_prompts(ingest_day(read_day(cfg, d), d).conversations, PromptConfig()).frames
         quarter = pl.col("conversation_id").map_elements(lambda c: zlib.crc32(c.encode()) % 4 == 0, pl.Boolean)
         days[d] = prompts.filter(quarter).select("prompt_id", "conversation_id", "text", "day")
     # replayed traffic repeats greetings exactly; plant edited repeats of the previous day's longer
