@@ -244,8 +244,8 @@ def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSetting
         yield from events
         return
     prompts = lake.read("static_prompts", day)
-    exact = exact_dedup(prompts, exact_config, history=exact_history)
-    near = near_dedup(exact.kept, near_config, history=near_history)
+    exact = exact_dedup(prompts, exact_config, history=exact_history, day=day)
+    near = near_dedup(exact.kept, near_config, history=near_history, day=day)
     published = publish(
         lake,
         day,

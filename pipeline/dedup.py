@@ -160,11 +160,14 @@ class ExactCounters(StepCounters):
         return (self.exact_within + self.exact_cross_day) / self.rows_in if self.rows_in else 0.0
 
 
-def _one_day(days: pl.Series, fn: str) -> date:
+def _one_day(days: pl.Series, fn: str, day: date | None = None) -> date:
+    """The one day of a frame decided against a history (`day` names it, and must when the frame is empty)."""
     found = days.drop_nulls().unique().to_list()
-    if len(found) != 1 or days.null_count():
+    if days.null_count() or len(found) > 1 or (day is not None and found and found != [day]):
         raise ValueError(f"{fn}: cross-day history needs the rows of exactly one day, got days {sorted(found)}")
-    return found[0]
+    if not found and day is None:
+        raise ValueError(f"{fn}: an empty frame cannot tell its day: pass day= to commit it to the history")
+    return day if day is not None else found[0]
 
 
 def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataFrame:
@@ -194,6 +197,7 @@ def exact_dedup(
     text_col: str = "text",
     id_col: str = "prompt_id",
     day_col: str | None = "day",
+    day: date | None = None,
 ) -> StepResult[ExactCounters]:
     """Drop rows whose (normalized) text was already kept: earlier in (day, id) order, or on an earlier day.
 
@@ -209,7 +213,7 @@ def exact_dedup(
     else:
         hashes = [hashlib.blake2b((t or "").encode(), digest_size=16).hexdigest() for t in texts]
     ids = df.get_column(id_col).cast(pl.Utf8)
-    day = _one_day(days, "exact_dedup") if history is not None else None
+    day = _one_day(days, "exact_dedup", day) if history is not None else None
     seen = seen_before(hashes, history, day) if history is not None and day is not None else None
     seen_day = dict(seen.iter_rows()) if seen is not None else {}
 
@@ -422,6 +426,7 @@ def near_candidates(
     sources: pl.Series,
     config: NearDedupConfig,
     history: DayChain | None = None,
+    day: date | None = None,
 ) -> NearCandidates:
     """Pairs among the day's rows sharing a band, plus pairs with earlier days' kept rows (from `history`)."""
     bands, rows = minhash.lsh_bands(config.threshold, config.num_perm, config.lsh_recall)
@@ -433,7 +438,7 @@ def near_candidates(
     sig = sigs.sig
     n_runs = 0
     if history is not None:
-        runs = history.runs(_one_day(days, "near_dedup"), config.lookback_days, NEAR_COMPACTION)
+        runs = history.runs(_one_day(days, "near_dedup", day), config.lookback_days, NEAR_COMPACTION)
         n_runs = days_covered(runs)
         cur_keys = minhash.keys_frame(minhash.band_keys(sigs.sig, bands, rows))
         old, old_pairs = minhash.history_matches(runs, cur_keys)
@@ -523,6 +528,7 @@ def near_dedup(
     text_col: str = "text",
     id_col: str = "prompt_id",
     day_col: str | None = "day",
+    day: date | None = None,
 ) -> StepResult[NearCounters]:
     """Drop near-duplicates within the frame and, with `history`, of rows kept on earlier days.
 
@@ -541,7 +547,7 @@ def near_dedup(
     sources = df.get_column(src_col).cast(pl.Utf8) if src_col else pl.Series([None] * df.height, dtype=pl.Utf8)
 
     sigs = near_signatures(df, config, text_col)
-    cand = near_candidates(sigs, ids, days, sources, config, history)
+    cand = near_candidates(sigs, ids, days, sources, config, history, day)
     clusters = near_clusters(cand, sigs.lengths, config)
     kept, drops, kept_nodes, n_cross = near_filter(df, ids, days, sigs, cand, clusters)
 
@@ -555,7 +561,7 @@ def near_dedup(
             kept_sig,
         )
         history.commit(
-            _one_day(days, "near_dedup"),
+            _one_day(days, "near_dedup", day),
             entries,
             sidecars={"keys": lambda path: minhash.write_keys(path, kept_sig, bands, rows)},
             row_group_size=minhash.ENTRY_ROW_GROUP,

@@ -203,3 +203,16 @@ def test_compacted_segments_cover_the_history_in_log_pieces_and_follow_reruns(tm
 
     hashes = pl.read_parquet(renewed)["text_hash"].to_list()
     assert text_hash("another text") in hashes and text_hash("text 1") not in hashes and len(hashes) == 4
+
+
+def test_a_day_without_traffic_is_committed(tmp_path: Path) -> None:
+    chain = DayChain(tmp_path / "exact", DAYS[0], ExactDedupConfig().history_kind())
+    near_chain = DayChain(tmp_path / "near", DAYS[0], NearDedupConfig().history_kind())
+    empty = pl.DataFrame(schema={"prompt_id": pl.Utf8, "text": pl.Utf8, "day": pl.Date})
+    with pytest.raises(ValueError, match="pass day="):
+        exact_dedup(empty, history=chain)
+    assert exact_dedup(empty, history=chain, day=DAYS[0]).kept.height == 0
+    assert near_dedup(empty, history=near_chain, day=DAYS[0]).kept.height == 0
+    nxt = pl.DataFrame({"prompt_id": ["a"], "text": ["user: hello there, how are you doing today?"], "day": [DAYS[1]]})
+    assert exact_dedup(nxt, history=chain).counters.history_days == 0  # the empty day holds nothing
+    assert near_dedup(nxt, history=near_chain).kept.height == 1
