@@ -15,7 +15,7 @@ committed, naming the missing days (`pipeline.history`). The first day of the hi
 """
 
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -32,7 +32,7 @@ from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
-from pipeline.history import DayChain
+from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.privacy import PrivacyConfig, scrub_frame
 from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
@@ -65,6 +65,10 @@ class CurationSettings(dg.ConfigurableResource):
     semantic_lookback_days: int = Field(
         default=0, description="semantic dedup compares with this many earlier days; 0 = all"
     )
+    previous_day_wait_s: int = Field(
+        default=30, description="a cross-day step whose previous day is still running waits this long, then retries"
+    )
+    previous_day_retries: int = Field(default=120, description="how many times it waits for the previous day")
     history_start: str = Field(
         default_factory=lambda: os.environ.get("FLYWHEEL_HISTORY_START") or PARTITIONS_START,
         description="FLYWHEEL_HISTORY_START: first day (YYYY-MM-DD) of the cross-day dedup history; earlier days "
@@ -114,6 +118,36 @@ def _day(context: dg.AssetExecutionContext) -> date:
 def _previous_chain(history: DayChain, day: date) -> str:
     """The state a cross-day step of `day` builds on (raises, naming the days, when it is not in place)."""
     return f"{history.root.name}:{history.parent_chain(day)}"
+
+
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histories: list[DayChain], day: date):
+    """The previous day's chain hashes of the step's histories.
+
+    An asset backfill runs a cross-day step's days in order (the self-dependency), but a job backfill
+    queues every day at once: a day whose previous day is still queued or running waits for it (retries)
+    instead of failing; a day whose previous day is nowhere in flight is refused, naming the missing days.
+    """
+    try:
+        return [_previous_chain(h, day) for h in histories]
+    except HistoryOrderError as exc:
+        prev = (day - timedelta(days=1)).isoformat()
+        waiting = context.instance.get_runs(
+            filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
+        )
+        if waiting:
+            context.log.info(f"{prev} is still in flight (run {waiting[0].run_id}); waiting for it: {exc}")
+            raise dg.RetryRequested(
+                max_retries=curation.previous_day_retries, seconds_to_wait=curation.previous_day_wait_s
+            ) from exc
+        raise
 
 
 def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) -> dict:
@@ -238,7 +272,7 @@ def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSetting
         lake,
         ["static_prompts"],
         (exact_config, near_config),
-        [_previous_chain(exact_history, day), _previous_chain(near_history, day)],
+        _base(context, curation, [exact_history, near_history], day),
     )
     if near_history.manifest(day) and (events := memo.replay(_output(lake, "deduped_prompts", day))) is not None:
         yield from events
@@ -352,7 +386,12 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     model_id = curation.embed_config(Path(settings.home)).model_id
     history = curation.history(settings, "semantic_dedup", history_kind(model_id))
     memo = StepMemo.for_inputs(
-        context, settings.home, lake, ["deduped_prompts", "prompt_embeddings"], config, [_previous_chain(history, day)]
+        context,
+        settings.home,
+        lake,
+        ["deduped_prompts", "prompt_embeddings"],
+        config,
+        _base(context, curation, [history], day),
     )
     if history.manifest(day) and (events := memo.replay(_output(lake, "unique_prompts", day))) is not None:
         yield from events

@@ -153,3 +153,21 @@ def test_cross_day_assets_depend_on_their_previous_day():
         key = dg.AssetKey(name)
         assert key in graph.get(key).parent_keys
         assert graph.get(key).code_version
+
+
+def test_a_day_waits_while_its_previous_day_is_in_flight(resources):
+    # a job backfill queues every day at once: 2026-01-06 is queued when 2026-01-07 starts
+    instance = dg.DagsterInstance.ephemeral()
+    instance.create_run_for_job(defs.resolve_job_def("consolidation"), tags={"dagster/partition": "2026-01-06"})
+    curation = CurationSettings(
+        **{**resources["curation"].model_dump(), "previous_day_wait_s": 0, "previous_day_retries": 2}
+    )
+    result = dg.materialize(
+        [deduped_prompts],
+        partition_key="2026-01-07",
+        resources={**resources, "curation": curation},
+        instance=instance,
+        raise_on_error=False,
+    )
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 2 and not result.success  # waited twice, then gave up (the day never came)
