@@ -75,6 +75,8 @@ def test_consolidation_day_end_to_end(resources, tmp_path):
             assert m.materialization.metadata["unchanged"].value is True, name
             assert m.materialization.tags["dagster/data_version"] == first[name].tags["dagster/data_version"]
     assert lake.read("prompts", day).equals(pool)
+    report_again = dg.materialize([quality_report], partition_key=DAY, resources=resources)
+    assert report_again.get_asset_materialization_events()[0].materialization.metadata["unchanged"].value is True
     # a changed setting is a changed input: the steps after it run again
     curation = resources["curation"]
     changed = CurationSettings(**{**curation.model_dump(), "retain_fraction": 0.5})
