@@ -195,3 +195,18 @@ def test_spherical_kmeans_is_seeded():
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_allclose(np.linalg.norm(c1, axis=1), 1.0, atol=1e-5)
     assert np.all(s1 <= 1.0001) and len(np.unique(a1)) == 5
+
+
+def test_compacted_ivf_segments_still_find_earlier_days(tmp_path):
+    hist = DayChain(tmp_path, D1, history_kind(64))
+    cfg = SemDedupConfig(index_kind="ivf")
+    days = [D1, D2, D3]
+    xs = [clustered(2000, seed=40 + i) for i in range(3)]
+    for d, x in zip(days, xs):
+        semantic_dedup([f"{d}-{i}" for i in range(2000)], x, cfg, day=d, history=hist)
+    d4 = date(2024, 5, 4)
+    probe = np.vstack([near_copies(xs[0][:50], 0.1, 41), near_copies(xs[2][:50], 0.1, 42)])
+    res = semantic_dedup([f"p{i}" for i in range(100)], probe, cfg, day=d4, history=hist)
+    # days 1-2 are read as one merged segment, day 3 as its own run
+    assert len(list(tmp_path.glob("seg-2024-05-01-2024-05-02-*.faiss"))) == 1
+    assert res.counters.history_days == 3 and res.counters.dropped_earlier_days >= 95
