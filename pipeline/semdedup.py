@@ -279,7 +279,7 @@ def semantic_dedup(
 
     prev_dups, runs = 0, []
     if history is not None and config.cross_day:
-        runs = history.runs(day, config.lookback_days, Compaction(merge_sidecars=partial(_merge_indexes, config)))
+        runs = history.runs(day, config.lookback_days, _compaction(config))
     if runs and n:
         sims, ref_ids, ref_days = search_runs(runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe)
         for i in np.flatnonzero(sims >= threshold):
@@ -370,6 +370,11 @@ def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, conf
     history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None)
 
 
+def _compaction(config: SemDedupConfig) -> Compaction:
+    # 16 days at most per segment: a search holds one segment's index in memory at a time
+    return Compaction(max_block_days=16, merge_sidecars=partial(_merge_indexes, config))
+
+
 def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
     """One FAISS index over merged runs (IVF once it is large), from the vectors of the pieces' indexes."""
     import faiss
@@ -410,6 +415,7 @@ def search_runs(
             index = faiss.index_cpu_to_all_gpus(index)
         sims, pos = index.search(x, 1)
         ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
+        del index  # before the next one is read: one index in memory at a time
         better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
         best[better] = sims[better, 0]
         ref_id[better] = ids[pos[better, 0]]
