@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# faiss-gpu where an NVIDIA GPU is present (nvidia-smi on PATH), faiss-cpu elsewhere: the same rule as torch's
+FAISS_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export FLYWHEEL_HOME ?= $(CURDIR)/data
@@ -33,8 +35,11 @@ $(VENV)/.torch: | $(BIN)/python
 	fi
 	@touch $@
 
+# faiss-cpu and faiss-gpu both provide the `faiss` module; the extra that is not chosen is removed first
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e '.[dev]'
+	@if [ "$(FAISS_EXTRA)" = gpu ]; then $(BIN)/pip uninstall -q -y faiss-cpu 2>/dev/null || true; \
+	else $(BIN)/pip uninstall -q -y faiss-gpu 2>/dev/null || true; fi
+	$(BIN)/pip install -q -e '.[dev,$(FAISS_EXTRA)]'
 	@touch $@
 
 install: $(VENV)/.installed

@@ -17,6 +17,7 @@ from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.release import RELEASE_ASSETS, RELEASE_RESOURCES
 from assets.report import quality_report
 from assets.resources import FlywheelSettings, user_salt_env
+from assets.training_launcher import TrainingLauncher
 
 defs = dg.Definitions(
     assets=[
@@ -35,7 +36,7 @@ defs = dg.Definitions(
         "settings": FlywheelSettings(user_salt=user_salt_env()),
         "curation": CurationSettings(),
         "generation": GenerationSettings(),
-        "pipes": dg.PipesSubprocessClient(),
+        "launcher": TrainingLauncher(),
         **RELEASE_RESOURCES,
     },
 )

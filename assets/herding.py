@@ -1,14 +1,12 @@
 """Herding assets: the gen-0 policy, candidates and rejection sampling, the SFT / preference / RL
 datasets, and SFT -> DPO -> GRPO checkpoints.
 
-Training runs as a subprocess through Dagster Pipes (`python -m training.policy.sft|dpo|grpo`): the same
-asset runs the script on this machine, or, with another Pipes client, on a GPU box or cluster. The
+Training runs through Dagster Pipes (`python -m training.policy.sft|dpo|grpo`, or under accelerate / torchrun)
+started by the `launcher` resource: the same asset runs the script on this machine or in a Kubernetes GPU pod. The
 scripts report their metrics back as the asset's materialization metadata.
 """
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +30,7 @@ from assets.generation import (
 from assets.metadata import counts_table, md_table
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
+from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.policy.candidates import CandidateConfig, generate_candidates
 from training.policy.datasets_build import (
@@ -255,23 +254,12 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 
 def _run_stage(
     context: dg.AssetExecutionContext,
-    pipes: dg.PipesSubprocessClient,
+    launcher: TrainingLauncher,
     settings: FlywheelSettings,
     module: str,
     config: dict,
 ) -> dg.MaterializeResult:
-    env = {
-        **os.environ,
-        "FLYWHEEL_HOME": str(Path(settings.home).resolve()),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    invocation = pipes.run(
-        command=[sys.executable, "-m", module],
-        context=context,
-        extras={"config": config},
-        env=env,
-    )
+    invocation = launcher.run(context, module, config, home=str(Path(settings.home).resolve()))
     return invocation.get_materialize_result()
 
 
@@ -289,12 +277,12 @@ def sft_checkpoint(
     context: dg.AssetExecutionContext,
     settings: FlywheelSettings,
     generation: GenerationSettings,
-    pipes: dg.PipesSubprocessClient,
+    launcher: TrainingLauncher,
 ):
     plan = current_plan(settings)
     return _run_stage(
         context,
-        pipes,
+        launcher,
         settings,
         "training.policy.sft",
         {
@@ -317,12 +305,12 @@ def dpo_checkpoint(
     context: dg.AssetExecutionContext,
     settings: FlywheelSettings,
     generation: GenerationSettings,
-    pipes: dg.PipesSubprocessClient,
+    launcher: TrainingLauncher,
 ):
     plan = current_plan(settings)
     return _run_stage(
         context,
-        pipes,
+        launcher,
         settings,
         "training.policy.dpo",
         {
@@ -346,12 +334,12 @@ def grpo_checkpoint(
     context: dg.AssetExecutionContext,
     settings: FlywheelSettings,
     generation: GenerationSettings,
-    pipes: dg.PipesSubprocessClient,
+    launcher: TrainingLauncher,
 ):
     plan = current_plan(settings)
     return _run_stage(
         context,
-        pipes,
+        launcher,
         settings,
         "training.policy.grpo",
         {

@@ -6,6 +6,8 @@ unchanged on a laptop and on a GPU box.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from typing import Any
 
@@ -15,13 +17,19 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` picks CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a configuration error."""
+    """`auto` picks CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is a configuration error.
+
+    Under accelerate or torchrun (LOCAL_RANK set) `auto` and `cuda` mean this process's own GPU, so N ranks
+    load N copies onto N cards instead of all onto the first.
+    """
     if device not in DEVICE_CHOICES and not re.fullmatch(r"cuda:\d+", device):
         raise ValueError(f"device={device!r} is not one of {DEVICE_CHOICES} or 'cuda:N'; set `device` to one of them")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch sees no GPU; set `device` to 'auto' or 'cpu'")
+    if device == "cuda" and os.environ.get("LOCAL_RANK", "").isdigit():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(device)
 
 
@@ -34,7 +42,25 @@ def trainer_device_kwargs(device: str = "auto") -> dict[str, Any]:
     dev = resolve_device(device)
     if dev.type == "cpu":
         return {"use_cpu": True, "bf16": False, "fp16": False}
-    return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
+    return {"use_cpu": False, "bf16": bf16_ok(dev), "fp16": False}
+
+
+def bf16_ok(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 at full speed (CUDA cards from Ampere on); never on CPU here."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def inference_dtype(device: torch.device) -> str:
+    """Weights dtype for generation: bf16 on cards that support it (half the memory traffic per token), else
+    the checkpoint's own ('auto')."""
+    return "bfloat16" if bf16_ok(device) else "auto"
+
+
+def inference_autocast(device: torch.device):
+    """bf16 autocast for scoring on a GPU, leaving the weights (and what is saved from them) in float32."""
+    if bf16_ok(device):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def describe_device(device: str = "auto") -> str:

@@ -5,8 +5,10 @@ extracted once into a model folder and loaded offline. Any sentence-transformers
 path can be configured; only a configured hub name may reach the network.
 
 Two backends:
-- ``torch``: sentence-transformers ``encode`` (CUDA when present). ``encode`` already sorts the texts
-  by length before batching, so this module passes them through unsorted.
+- ``torch``: sentence-transformers (CUDA when present, fp16 there, with larger batches). Texts are sorted
+  by length and cut into batches here, and each batch is encoded as a unit, so the batches, and
+  therefore the vectors, are the same on one device and when the batches are shared over every visible
+  GPU (sentence-transformers' multi-process pool, one process per device).
 - ``onnx`` / ``onnx-int8``: the model's transformer exported with ``torch.onnx.export`` and run by
   ONNX Runtime, with the model's own tokenizer, pooling and normalization (see ``OnnxEncoder``).
 
@@ -17,6 +19,7 @@ different backends never mix.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import logging
@@ -44,7 +47,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_NAMES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"})
 PACKAGED_DIRNAME = "all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx", "onnx-int8")
+PRECISIONS = ("auto", "fp32", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_POOL_DEVICE_RE = re.compile(r"^(cpu|cuda:\d+)$")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,26 @@ class EmbedConfig:
         },
     )
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"})
-    batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
+    batch_size: int = field(default=64, metadata={"help": "texts per forward pass on the CPU"})
+    gpu_batch_size: int = field(
+        default=512,
+        metadata={
+            "help": "texts per forward pass on a GPU: MiniLM-sized models need hundreds of length-sorted "
+            "texts per batch to keep a card busy"
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "torch backend: 'auto' (fp16 on CUDA, fp32 elsewhere), 'fp32', or 'fp16' (CUDA only)"},
+    )
+    devices: str = field(
+        default="",
+        metadata={
+            "help": "torch backend: devices to share the batches over, comma-separated ('cuda:0,cuda:1'; "
+            "'cpu,cpu' for tests); '' = every visible GPU when `device` is 'auto'/'cuda' and there are "
+            "several, else the one `device`"
+        },
+    )
     max_seq_length: int | None = field(
         default=None, metadata={"help": "truncate texts to this many tokens; None keeps the model's own limit"}
     )
@@ -85,8 +109,17 @@ class EmbedConfig:
             raise ValueError(f"embed `backend`={self.backend!r} is unknown: use one of {list(BACKENDS)}")
         if not _DEVICE_RE.match(self.device):
             raise ValueError(f"embed `device`={self.device!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.batch_size < 1:
-            raise ValueError(f"embed `batch_size`={self.batch_size} must be >= 1")
+        if self.batch_size < 1 or self.gpu_batch_size < 1:
+            raise ValueError(
+                f"embed `batch_size`={self.batch_size} and `gpu_batch_size`={self.gpu_batch_size} must be >= 1"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"embed `precision`={self.precision!r} is unknown: use one of {list(PRECISIONS)}")
+        pool = [d.strip() for d in self.devices.split(",") if d.strip()]
+        if any(not _POOL_DEVICE_RE.match(d) for d in pool):
+            raise ValueError(f"embed `devices`={self.devices!r}: list devices like 'cuda:0,cuda:1' or 'cpu,cpu'")
+        if pool and self.backend != "torch":
+            raise ValueError("embed `devices` shares batches over torch processes: set `backend`='torch' or clear it")
         if self.max_seq_length is not None and self.max_seq_length < 2:
             raise ValueError(f"embed `max_seq_length`={self.max_seq_length} must be >= 2 or None")
         if self.num_threads < 0:
@@ -94,12 +127,44 @@ class EmbedConfig:
 
     @property
     def model_id(self) -> str:
-        """Identity of the vectors this config produces: the cache key beside the text hash."""
+        """Identity of the vectors this config produces: the cache key beside the text hash.
+
+        fp16 vectors differ from fp32 ones by ~1e-3 in cosine, enough to move a pair across a dedup
+        threshold, so they are cached apart.
+        """
         name = DEFAULT_MODEL if self.model in PACKAGED_NAMES else self.model
         mid = f"{name}|{self.backend}"
         if self.max_seq_length is not None:
             mid += f"|len{self.max_seq_length}"
+        if self.resolved_precision() != "fp32":
+            mid += f"|{self.resolved_precision()}"
         return mid
+
+    def resolved_precision(self) -> str:
+        """'fp16' or 'fp32': what `precision` means on the device this config resolves to."""
+        if self.backend != "torch":
+            return "fp32"
+        on_cuda = resolve_device(self.device).startswith("cuda")
+        if self.precision == "fp16" and not on_cuda:
+            raise ValueError("embed `precision`='fp16' needs a CUDA device: set `precision` to 'auto' or 'fp32'")
+        if self.precision == "auto":
+            return "fp16" if on_cuda else "fp32"
+        return self.precision
+
+    def resolved_devices(self) -> list[str]:
+        """The devices batches are shared over; one entry means no pool."""
+        pool = [d.strip() for d in self.devices.split(",") if d.strip()]
+        if pool:
+            return pool
+        if self.backend == "torch" and self.device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+                return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return [resolve_device(self.device)]
+
+    def resolved_batch_size(self) -> int:
+        return self.gpu_batch_size if resolve_device(self.device).startswith("cuda") else self.batch_size
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else default_home() / "models" / "embedding"
@@ -401,11 +466,16 @@ class Embedder:
         self.device = resolve_device(self.config.device)
         self.texts_encoded = 0
         self.calls = 0
+        self.batch_size = self.config.resolved_batch_size()
+        self.devices = self.config.resolved_devices()
         self._lock = threading.Lock()
+        self._pool = None
         # ONNX exports from a CPU copy; ONNX Runtime picks its own device
         st = load_sentence_transformer(self.config, self.device if self.config.backend == "torch" else "cpu")
         source = resolve_model(self.config)
         if self.config.backend == "torch":
+            if self.config.resolved_precision() == "fp16":
+                st.half()
             self._st = st
             self._onnx = None
             self.dim = _embedding_dim(st)
@@ -429,17 +499,56 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._st is not None:
+            vecs = self._encode_torch(texts)
+        else:
+            vecs = self._onnx.encode(texts, batch_size=self.batch_size, progress=self.config.progress)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def _encode_torch(self, texts: list[str]) -> np.ndarray:
+        """Length-sorted batches, each encoded as a unit, on one device or shared over the pool's devices.
+
+        A batch is the unit of work in both cases (the pool's chunk size is the batch size), so a text is
+        always encoded beside the same neighbours, padded to the same width, and gets the same vector.
+        """
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # stable: ties keep input order
+        ordered = [texts[i] for i in order]
+        bs = self.batch_size
+        # most models end in a Normalize module; normalize_embeddings makes unit length a guarantee for all
+        kwargs = {"batch_size": bs, "convert_to_numpy": True, "normalize_embeddings": True}
+        if len(self.devices) > 1:
             vecs = self._st.encode(
-                texts,
-                batch_size=self.config.batch_size,
-                show_progress_bar=self.config.progress,
-                convert_to_numpy=True,
-                # most models end in a Normalize module; this makes unit length a guarantee for all
-                normalize_embeddings=True,
+                ordered, pool=self._start_pool(), chunk_size=bs, show_progress_bar=self.config.progress, **kwargs
             )
         else:
-            vecs = self._onnx.encode(texts, batch_size=self.config.batch_size, progress=self.config.progress)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+            starts = range(0, len(ordered), bs)
+            parts = [
+                self._st.encode(ordered[s : s + bs], show_progress_bar=False, **kwargs)
+                for s in tqdm(starts, desc="Batches", disable=not self.config.progress)
+            ]
+            vecs = np.concatenate(parts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out[order] = vecs
+        if self.config.resolved_precision() == "fp16":
+            # the model normalized in fp16; unit length is promised to float32 precision
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _start_pool(self):
+        """One process per device, started on first use and stopped at exit (or by `close`)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._st.start_multi_process_pool(self.devices)
+                atexit.register(self.close)
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the device pool's processes, if any were started."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            self._st.stop_multi_process_pool(pool)
 
 
 @lru_cache(maxsize=4)

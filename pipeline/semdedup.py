@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema
+from pipeline.faiss_gpu import kmeans_gpu_arg, to_gpus
 from pipeline.history import Compaction, DayChain, Run, days_covered
 from pipeline.step import StepCounters, StepResult
 
@@ -114,12 +115,6 @@ class SemDedupConfig:
             raise ValueError(f"semdedup `block_elements`={self.block_elements} must be >= 1024")
 
 
-def gpu_count(use_gpu: bool = True) -> int:
-    import faiss
-
-    return faiss.get_num_gpus() if use_gpu and hasattr(faiss, "get_num_gpus") else 0
-
-
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """float32 C-contiguous rows of unit length; non-finite entries become 0 (a zero row matches nothing)."""
     x = np.nan_to_num(np.asarray(vectors, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -149,13 +144,11 @@ def spherical_kmeans(
         spherical=True,
         verbose=False,
         max_points_per_centroid=max_points_per_centroid,
-        gpu=gpu_count(use_gpu) or False,
+        gpu=kmeans_gpu_arg(use_gpu),
     )
     km.train(x)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(d)
-    if gpu_count(use_gpu):
-        index = faiss.index_cpu_to_all_gpus(index)
+    index = to_gpus(faiss.IndexFlatIP(d), use_gpu=use_gpu)
     index.add(centroids)
     sims, assign = index.search(x, 1)
     return centroids, assign[:, 0].astype(np.int64), sims[:, 0].astype(np.float32)
@@ -409,10 +402,7 @@ def search_runs(
                 f"semantic history of {run.day} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
                 "the embedding model changed; point the history at a new folder"
             )
-        if hasattr(index, "nprobe"):
-            index.nprobe = nprobe
-        if gpu_count(use_gpu):
-            index = faiss.index_cpu_to_all_gpus(index)
+        index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
         sims, pos = index.search(x, 1)
         ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
         del index  # before the next one is read: one index in memory at a time

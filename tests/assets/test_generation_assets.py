@@ -12,6 +12,7 @@ from assets.herding import HERDING_ASSETS
 from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.resources import FlywheelSettings
+from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 
@@ -69,7 +70,7 @@ def test_tiny_generation_end_to_end(tmp_path):
             pair_mining_rows=2000,
             annotations_path=str(_annotations(tmp_path / "annotations.jsonl")),
         ),
-        "pipes": dg.PipesSubprocessClient(),
+        "launcher": TrainingLauncher(),
     }
     for day in DAYS:
         assert dg.materialize([ingest, *CURATION_ASSETS], partition_key=day, resources=resources).success

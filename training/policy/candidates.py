@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 
 from evaluation.style import style_features
 from pipeline import schema
-from pipeline.device import describe_device, resolve_device
+from pipeline.device import describe_device, inference_dtype, resolve_device
 from training.policy.models import PolicyConfig, chat_messages, load_model, load_tokenizer
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
@@ -176,6 +176,8 @@ def sample_replies(
     """`num_samples` sampled replies per prompt from one policy, with per-reply token counts and timing."""
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(policy, padding_side="left")
+    if policy.dtype == "auto":
+        policy = replace(policy, dtype=inference_dtype(device))
     model = load_model(policy, device).eval()
     eos = _eos_ids(model, tokenizer)
     torch.manual_seed(cfg.seed)

@@ -23,7 +23,7 @@ from training.policy.stage_runner import (
     load_train_dataset,
     quiet_console,
     stage_main,
-    trainer_kwargs,
+    trl_args,
 )
 
 DPO_LOSSES = (
@@ -90,8 +90,9 @@ def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[st
         ref_model = load_model(ref_cfg).eval()
     dataset = load_train_dataset(cfg.dataset_path, ["prompt", "chosen", "rejected"], cfg.max_samples)
 
-    args = DPOConfig(
-        **trainer_kwargs(cfg),
+    args = trl_args(
+        DPOConfig,
+        cfg,
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         max_length=cfg.max_length,

@@ -30,7 +30,7 @@ from training.policy.stage_runner import (
     load_train_dataset,
     quiet_console,
     stage_main,
-    trainer_kwargs,
+    trl_args,
 )
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
@@ -176,8 +176,9 @@ def run_grpo(
     dataset = load_train_dataset(cfg.dataset_path, ["prompt"], cfg.max_samples)
     funcs, weights = reward_functions(cfg, score_fn)
 
-    args = GRPOConfig(
-        **trainer_kwargs(cfg),
+    args = trl_args(
+        GRPOConfig,
+        cfg,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,

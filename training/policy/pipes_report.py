@@ -3,15 +3,29 @@
 The scripts stay plain programs: `dagster_pipes` is a small dependency-free package (not Dagster itself), and
 it is only opened when the launching process set the Pipes environment variables. Otherwise progress goes to
 stderr and nothing else happens, so the same script runs by hand, in tests and as an asset.
+
+Under a multi-process launcher (accelerate, torchrun) every rank inherits the Pipes variables. All ranks read
+the launching asset's config from the Pipes context, but only rank 0 opens the message channel: one stream of
+progress and one materialization per stage, whatever the number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+
+
+def process_rank() -> int:
+    """This process's global rank under accelerate or torchrun (both set RANK); 0 for a plain process."""
+    value = os.environ.get("RANK") or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable RANK={value!r} is not an integer rank") from None
 
 
 def under_pipes() -> bool:
@@ -21,6 +35,15 @@ def under_pipes() -> bool:
     except ImportError:
         return False
     return PipesEnvVarParamsLoader().is_dagster_pipes_process()
+
+
+def pipes_extras() -> dict[str, Any]:
+    """The Pipes context's extras, read without opening the message channel (for ranks other than 0)."""
+    from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader
+
+    params = PipesEnvVarParamsLoader().load_context_params()
+    with PipesDefaultContextLoader().load_context(params) as data:
+        return dict(data.get("extras") or {})
 
 
 def pipes_metadata(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,9 +62,10 @@ def pipes_metadata(metrics: Mapping[str, Any]) -> dict[str, Any]:
 class StageReporter:
     """Where a stage sends progress lines and its final metrics."""
 
-    def __init__(self, context: Any = None, stage: str = "training") -> None:
+    def __init__(self, context: Any = None, stage: str = "training", extras: Mapping[str, Any] | None = None) -> None:
         self.context = context
         self.stage = stage
+        self._extras = dict(extras or {})
 
     @property
     def active(self) -> bool:
@@ -49,9 +73,8 @@ class StageReporter:
 
     def extras_config(self) -> dict[str, Any]:
         """A config mapping passed by the launching asset as Pipes extras under `config`, if any."""
-        if self.context is None:
-            return {}
-        value = self.context.extras.get("config") or {}
+        extras = self.context.extras if self.context is not None else self._extras
+        value = extras.get("config") or {}
         return dict(value) if isinstance(value, Mapping) else {}
 
     def progress(self, message: str) -> None:
@@ -79,9 +102,13 @@ class StageReporter:
 
 @contextmanager
 def stage_reporting(stage: str) -> Iterator[StageReporter]:
-    """A reporter bound to the Pipes context when launched through Pipes, else to stderr."""
+    """A reporter bound to the Pipes context when launched through Pipes (rank 0 only), else to stderr."""
+    rank = process_rank()
     if not under_pipes():
-        yield StageReporter(None, stage)
+        yield StageReporter(None, stage if rank == 0 else f"{stage}:rank{rank}")
+        return
+    if rank != 0:
+        yield StageReporter(None, f"{stage}:rank{rank}", extras=pipes_extras())
         return
     from dagster_pipes import open_dagster_pipes
 

@@ -24,7 +24,7 @@ from training.policy.stage_runner import (
     load_train_dataset,
     quiet_console,
     stage_main,
-    trainer_kwargs,
+    trl_args,
 )
 
 
@@ -78,8 +78,9 @@ def run_sft(cfg: SFTRunConfig, reporter: StageReporter | None = None) -> dict[st
         dataset = dataset.map(to_prompt_completion, remove_columns=["messages"])
         loss_mask = "completion_only"
 
-    args = SFTConfig(
-        **trainer_kwargs(cfg),
+    args = trl_args(
+        SFTConfig,
+        cfg,
         max_length=cfg.max_length,
         packing=cfg.packing,
         assistant_only_loss=loss_mask == "assistant_only",

@@ -3,13 +3,18 @@
 Each stage script stays a short top-to-bottom recipe (load, configure TRL, train, save); the plumbing that
 would otherwise be copied three times lives here. Settings are plain dataclasses parsed by transformers'
 `HfArgumentParser`, so `--help` lists every field with its help string, and a JSON file (`--config`) can set
-any of them with flags overriding it.
+any of them with flags overriding it. A second file (`trl_config`, YAML or JSON) holds fields of TRL's own
+config class (`report_to`, `bf16`, `fsdp`, `deepspeed`, `optim`, ...) and passes through to it whole.
+
+Under accelerate or torchrun every rank runs the stage; saving is collective (FSDP and DeepSpeed gather the
+sharded weights) and only the main process writes files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -49,6 +54,13 @@ class StageConfig(PolicyConfig):
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, shuffling and sampling."})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations to save memory (slower; for large models)."}
+    )
+    trl_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "YAML or JSON file of TRL config fields (SFTConfig / DPOConfig / GRPOConfig), applied over the "
+            "stage's settings: report_to, bf16, optim, fsdp, deepspeed, ..."
+        },
     )
     merge_lora: bool = field(
         default=True,
@@ -139,6 +151,37 @@ def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
     }
 
 
+# Where a stage's files go is the pipeline's business: a TRL file that moved them would break the lineage.
+_STAGE_OWNED_TRL_FIELDS = frozenset({"output_dir"})
+
+
+def read_trl_overrides(path: str | None, config_cls) -> dict[str, Any]:
+    """The TRL fields in the YAML/JSON file at `path`, checked against `config_cls` (empty when `path` is None)."""
+    if not path:
+        return {}
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"trl_config={path!r} is not a file: point it at a YAML or JSON file of TRL fields")
+    values = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"trl_config={path!r} must hold a mapping of TRL field names to values")
+    names = {f.name for f in fields(config_cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"trl_config={path!r} sets {unknown}, which are not fields of {config_cls.__name__}")
+    owned = sorted(set(values) & _STAGE_OWNED_TRL_FIELDS)
+    if owned:
+        raise ValueError(f"trl_config={path!r} sets {owned}: set them as stage settings, not TRL fields")
+    return values
+
+
+def trl_args(config_cls, cfg: StageConfig, **stage_kwargs: Any):
+    """`config_cls` (a TRL config) from the common fields, the stage's own `stage_kwargs`, then `cfg.trl_config`."""
+    return config_cls(**{**trainer_kwargs(cfg), **stage_kwargs, **read_trl_overrides(cfg.trl_config, config_cls)})
+
+
 class MetricsRecorder(TrainerCallback):
     """Keeps every logged value by step (the loss curve and stage-specific curves) and reports progress."""
 
@@ -166,11 +209,38 @@ def quiet_console(trainer) -> None:
 
 def save_policy(trainer, tokenizer, cfg: StageConfig) -> None:
     """Final model + tokenizer in HF format; LoRA adapters merged unless `merge_lora` is false."""
+    if trainer.args.world_size > 1:
+        _save_distributed(trainer, tokenizer, cfg)
+        return
     model = trainer.model
     if cfg.use_lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(cfg.output_dir)
     tokenizer.save_pretrained(cfg.output_dir)
+
+
+def _save_distributed(trainer, tokenizer, cfg: StageConfig) -> None:
+    """Every rank takes part in `save_model` (it gathers FSDP / DeepSpeed shards); the main process writes.
+
+    LoRA adapters cannot be merged into sharded weights: they are saved aside, and the main process merges
+    them into the base model on CPU and writes a plain checkpoint, without the adapter files (transformers
+    would apply an adapter found beside the weights a second time on load).
+    """
+    merge = cfg.use_lora and cfg.merge_lora
+    target = Path(cfg.output_dir) / ".adapter" if merge else Path(cfg.output_dir)
+    trainer.save_model(str(target))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(cfg.output_dir)
+        if merge:
+            from peft import AutoPeftModelForCausalLM
+
+            extra = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+            peft_model = AutoPeftModelForCausalLM.from_pretrained(
+                str(target), trust_remote_code=cfg.trust_remote_code, **extra
+            )
+            peft_model.merge_and_unload().save_pretrained(cfg.output_dir)
+            shutil.rmtree(target)
+    trainer.accelerator.wait_for_everyone()
 
 
 def finish_stage(
@@ -190,6 +260,7 @@ def finish_stage(
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
         "stage": stage,
+        "world_size": int(trainer.args.world_size),
         "output_dir": str(cfg.output_dir),
         "steps": int(trainer.state.global_step),
         "train_loss": round(float(train_output.training_loss), 6),
@@ -206,7 +277,8 @@ def finish_stage(
         **(extra or {}),
         "config": asdict(cfg),
     }
-    (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if trainer.is_world_process_zero():
+        (Path(cfg.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     return metrics
 
 

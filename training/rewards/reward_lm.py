@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.device import DEVICE_CHOICES, resolve_device, trainer_device_kwargs
+from pipeline.device import DEVICE_CHOICES, inference_autocast, resolve_device, trainer_device_kwargs
 from training.rewards.base import KINDS, METADATA_FILE, Messages, pairs_to_lists, prompt_contexts
 
 CHAT_TEMPLATE = (
@@ -226,7 +226,7 @@ class LMRewardModel:
         seqs = [self._ids(c, r) for c, r in zip(contexts, responses)]
         pad = self.tokenizer.pad_token_id
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), inference_autocast(self.device):
             for i in range(0, len(seqs), self.config.score_batch_size):
                 chunk = seqs[i : i + self.config.score_batch_size]
                 width = max(len(s) for s in chunk)

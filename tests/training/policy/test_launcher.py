@@ -1,0 +1,145 @@
+"""The command that starts a training stage, for each launcher; TRL settings from a file; Pipes on rank 0 only."""
+
+import json
+
+import pytest
+from trl import DPOConfig, SFTConfig
+
+from training.policy.dpo import DPORunConfig
+from training.policy.launcher import LaunchConfig, stage_command
+from training.policy.pipes_report import process_rank, stage_reporting
+from training.policy.stage_runner import read_trl_overrides, trl_args
+
+
+def test_python_is_the_default_launcher():
+    assert stage_command("training.policy.sft", python="py") == ["py", "-m", "training.policy.sft"]
+    assert stage_command("training.policy.dpo", args=["--max_steps", "2"], python="py")[-3:] == [
+        "training.policy.dpo",
+        "--max_steps",
+        "2",
+    ]
+
+
+def test_accelerate_command_carries_config_file_processes_and_module(tmp_path):
+    cfg = LaunchConfig(launcher="accelerate", num_processes=8, accelerate_config="fsdp.yaml")
+    assert stage_command("training.policy.sft", cfg, python="py") == [
+        "py",
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "fsdp.yaml",
+        "--num_processes",
+        "8",
+        "-m",
+        "training.policy.sft",
+    ]
+    cpu = stage_command("training.policy.grpo", LaunchConfig(launcher="accelerate", num_processes=2, cpu=True))
+    assert cpu[3:] == ["--multi_gpu", "--num_processes", "2", "-m", "training.policy.grpo"]
+    one_cpu = stage_command("training.policy.grpo", LaunchConfig(launcher="accelerate", cpu=True))
+    assert one_cpu[3:] == ["--cpu", "-m", "training.policy.grpo"]
+    multi = LaunchConfig(
+        launcher="accelerate",
+        num_processes=8,
+        num_machines=2,
+        machine_rank=1,
+        main_process_address="10.0.0.1",
+        main_process_port=29500,
+    )
+    argv = stage_command("training.policy.sft", multi, python="py")
+    assert argv[argv.index("--num_machines") : argv.index("-m", 3)] == [
+        "--num_machines",
+        "2",
+        "--machine_rank",
+        "1",
+        "--main_process_ip",
+        "10.0.0.1",
+        "--main_process_port",
+        "29500",
+    ]
+
+
+def test_torchrun_command_is_standalone_on_one_node_and_rendezvous_on_several():
+    one = stage_command("training.policy.dpo", LaunchConfig(launcher="torchrun"), python="py")
+    assert one == ["py", "-m", "torch.distributed.run", "--nproc_per_node", "gpu", "--standalone", "-m"] + [
+        "training.policy.dpo"
+    ]
+    two = LaunchConfig(
+        launcher="torchrun", num_processes=4, num_machines=2, main_process_address="h0", main_process_port=29400
+    )
+    argv = stage_command("training.policy.dpo", two, python="py")
+    assert argv[3:5] == ["--nproc_per_node", "4"] and "--standalone" not in argv
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--master_addr") + 1] == "h0"
+
+
+@pytest.mark.parametrize(
+    "kwargs, setting",
+    [
+        ({"launcher": "mpirun"}, "launcher"),
+        ({"num_processes": 2}, "launcher"),
+        ({"launcher": "torchrun", "num_processes": -1}, "num_processes"),
+        ({"launcher": "torchrun", "accelerate_config": "x.yaml"}, "accelerate_config"),
+        ({"launcher": "torchrun", "cpu": True}, "cpu"),
+        ({"launcher": "accelerate", "num_machines": 2}, "main_process_address"),
+    ],
+)
+def test_bad_launch_settings_name_the_setting(kwargs, setting):
+    with pytest.raises(ValueError, match=setting):
+        LaunchConfig(**kwargs)
+
+
+def test_missing_accelerate_config_fails_before_starting(tmp_path):
+    LaunchConfig(launcher="accelerate").check_files()
+    with pytest.raises(ValueError, match="accelerate_config"):
+        LaunchConfig(launcher="accelerate", accelerate_config=str(tmp_path / "none.yaml")).check_files()
+    with pytest.raises(ValueError, match="module"):
+        stage_command("--help")
+
+
+def test_trl_settings_pass_through_whole_from_yaml_or_json(tmp_path):
+    yaml_file = tmp_path / "trl.yaml"
+    yaml_file.write_text("report_to: [tensorboard]\nmax_length: 64\nadam_beta2: 0.95\n")
+    cfg = DPORunConfig(device="cpu", output_dir=str(tmp_path / "out"), trl_config=str(yaml_file))
+    args = trl_args(DPOConfig, cfg, beta=0.2, max_length=128)
+    assert args.report_to == ["tensorboard"]
+    assert args.max_length == 64 and args.adam_beta2 == 0.95  # the file wins over the stage's own values
+    assert args.beta == 0.2 and args.output_dir == str(tmp_path / "out")
+    json_file = tmp_path / "trl.json"
+    json_file.write_text(json.dumps({"report_to": "none", "packing": True}))
+    assert read_trl_overrides(str(json_file), SFTConfig) == {"report_to": "none", "packing": True}
+    assert read_trl_overrides(None, SFTConfig) == {}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("packing: true\n", "not fields of DPOConfig"),
+        ("output_dir: elsewhere\n", "stage settings"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_bad_trl_file_fails_naming_the_fields(tmp_path, content, message):
+    path = tmp_path / "trl.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_trl_overrides(str(path), DPOConfig)
+    with pytest.raises(ValueError, match="not a file"):
+        read_trl_overrides(str(tmp_path / "missing.yaml"), DPOConfig)
+
+
+def test_only_rank_zero_opens_the_pipes_channel(tmp_path, monkeypatch):
+    from dagster_pipes import encode_param
+
+    context = {"extras": {"config": {"max_steps": 3}}, "asset_keys": ["x"], "run_id": "r", "retry_number": 0}
+    messages = tmp_path / "messages.jsonl"
+    monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", encode_param({"data": context}))
+    monkeypatch.setenv("DAGSTER_PIPES_MESSAGES", encode_param({"path": str(messages)}))
+    monkeypatch.setenv("RANK", "1")
+    assert process_rank() == 1
+    with stage_reporting("sft") as reporter:
+        # a non-zero rank reads the launching asset's config but writes nothing back
+        assert not reporter.active and reporter.extras_config() == {"max_steps": 3}
+        reporter.progress("step 1/3")
+    assert not messages.exists()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="RANK"):
+        process_rank()
