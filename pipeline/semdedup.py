@@ -24,6 +24,7 @@ rewordings. (SemDeDup's paper uses 0.07-0.3 to thin web-scale pretraining data.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -364,8 +365,8 @@ def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, conf
 
 
 def _compaction(config: SemDedupConfig) -> Compaction:
-    # 16 days at most per segment: a search holds one segment's index in memory at a time
-    return Compaction(max_block_days=16, merge_sidecars=partial(_merge_indexes, config))
+    # a search holds one segment's index in memory at a time: 32 days at most per segment
+    return Compaction(max_block_days=32, merge_sidecars=partial(_merge_indexes, config))
 
 
 def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
@@ -378,7 +379,10 @@ def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int]
         if isinstance(index, faiss.IndexIVF):
             index.make_direct_map()
         parts.append(index.reconstruct_n(0, index.ntotal))
-    merged, _ = _build_index(np.vstack(parts).astype(np.float32), config)
+    # a merged segment is searched by every later day: IVF as soon as it has enough rows to train one
+    # (a flat search costs rows x stored; IVF scans nprobe of about 2 sqrt(stored) lists)
+    segment_config = dataclasses.replace(config, index_kind="ivf") if config.index_kind == "auto" else config
+    merged, _ = _build_index(np.vstack(parts).astype(np.float32), segment_config)
     path = stem.with_name(stem.name + ".faiss")
     faiss.write_index(merged, str(path))
     return {"faiss": path}
