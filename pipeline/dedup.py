@@ -248,7 +248,7 @@ def exact_dedup(
         run = pl.DataFrame(
             {"text_hash": kept["text_hash"], id_col: ids.filter(keep_mask), "day": days.filter(keep_mask)}
         )
-        history.commit(day, run.sort("text_hash"))
+        history.commit(day, run.sort("text_hash"), compaction=EXACT_COMPACTION)
     counters = ExactCounters(
         rows_in=df.height,
         rows_kept=kept.height,
@@ -565,6 +565,7 @@ def near_dedup(
             entries,
             sidecars={"keys": lambda path: minhash.write_keys(path, kept_sig, bands, rows)},
             row_group_size=minhash.ENTRY_ROW_GROUP,
+            compaction=NEAR_COMPACTION,
         )
     groups = clusters.groups.filter(pl.col("has_cur") & (pl.col("size") > 1))
     counters = NearCounters(

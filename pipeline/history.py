@@ -62,9 +62,10 @@ class Compaction:
 
     The days of the history are grouped into aligned blocks of 1, 2, 4, ... `max_block_days` days
     (a binary counter over the days since the first one): a reader of day D uses the largest blocks
-    that fit its window, so it opens O(log D) segments, not D runs. A segment is built on first use
-    from its two halves (so each entry is merged O(log) times over its life) and named by the chain
-    hash of its last day: a re-run earlier day changes that hash, and the stale segment is never used.
+    that fit its window, so it opens O(log D) segments, not D runs. A segment is built from its two
+    halves when its last day commits (so each entry is merged O(log) times over its life, and a reader
+    only opens files; a reader still builds a missing one) and named by the chain hash of its last
+    day: a re-run earlier day changes that hash, and the stale segment is never used.
     `merge_sidecars(pieces, offsets, stem)` writes the step's derived files for the merged entries
     (`offsets[i]`: row of piece i in the merged entries) and returns them by suffix.
     """
@@ -175,6 +176,14 @@ class DayChain:
             s += size
         return out
 
+    def _block_ending(self, day: date, max_days: int) -> tuple[date, date]:
+        """The largest aligned block whose last day is `day` (the one day alone when none is larger)."""
+        s = (day - self.first_day).days
+        size = 1
+        while size * 2 <= max_days and (s + 1) % (size * 2) == 0:
+            size *= 2
+        return day - timedelta(days=size - 1), day
+
     def _block(self, a: date, b: date, compaction: Compaction) -> Run | None:
         if a == b:
             return self._day_run(a)
@@ -221,8 +230,11 @@ class DayChain:
         entries: pl.DataFrame,
         sidecars: dict[str, Callable[[Path], None]] | None = None,
         row_group_size: int | None = None,
+        compaction: Compaction | None = None,
     ) -> list[date]:
-        """Record what `day` kept; returns the later days this made stale (empty when nothing changed)."""
+        """Record what `day` kept; returns the later days this made stale (empty when nothing changed).
+
+        With `compaction`, the segments ending on `day` are merged now, so later readers merge nothing."""
         parent = self.parent_chain(day)
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.root.glob(f".*{day.isoformat()}*"):  # of a commit killed half-way
@@ -258,6 +270,8 @@ class DayChain:
         for stale_file in self.root.glob(f"run-{day.isoformat()}-*"):
             if stale_file.name not in keep:
                 stale_file.unlink(missing_ok=True)
+        if compaction is not None:
+            self._block(*self._block_ending(day, compaction.max_block_days), compaction)
         if old is None or old.get("chain") == chain:
             return []
         return self._mark_later_stale(day)

@@ -361,7 +361,7 @@ def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, conf
         index, _ = _build_index(x, config)
         faiss.write_index(index, str(path))
 
-    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None)
+    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=_compaction(config))
 
 
 def _compaction(config: SemDedupConfig) -> Compaction:

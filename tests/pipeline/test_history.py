@@ -184,6 +184,8 @@ def test_compacted_segments_cover_the_history_in_log_pieces_and_follow_reruns(tm
 
     for i, d in enumerate(days[:5]):
         exact_dedup(frame(d, f"text {i}"), history=chain)
+    # the block of days 0-3 was merged when day 3 committed, before any reader asked for it
+    assert len(list(tmp_path.glob(f"seg-{days[0]}-{days[3]}-*.parquet"))) == 1
     pieces = chain.runs(days[5], compaction=EXACT_COMPACTION)
     assert [(p.day, p.last) for p in pieces] == [(days[0], days[3]), (days[4], days[4])]
     assert days_covered(pieces) == 5 and sum(p.rows for p in pieces) == 5
