@@ -9,11 +9,12 @@ a stand-in for a sentence embedding that keeps near-identical texts together, so
 needs no model.
 
 Two histories are built, of N and of `--factor` x N days, through the real steps (exact, near and
-semantic dedup with their day chains). Then day N+1 of each is run in a fresh process, which reports
-its wall time and its peak memory (the whole process, and above what the process held before the
-step). Printed: both figures and their ratios (target: at most 1.2 each).
+semantic dedup with their day chains). Then day N+1 of each is run `--repeat` times, each in a fresh
+process on a fresh copy of the history, which reports the wall time of the three steps and its peak
+memory (the whole process, and above what the process held before the steps). Printed: the medians
+and their ratios (target: at most 1.2 each).
 
-    python bench/bench_history.py [--rows 2000] [--factor 10] [--days 14]
+    python bench/bench_history.py [--rows 2000] [--factor 10] [--days 14] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -116,19 +117,27 @@ def replayed(base: list, index: int, dim: int) -> tuple[pl.DataFrame, np.ndarray
     return shifted, unit_rows(vectors @ q.astype(np.float32) if k else vectors)
 
 
-def measure(root: Path, frame: pl.DataFrame, vectors: np.ndarray) -> dict:
-    """Run one day in a fresh process; its time and peak memory."""
+def measure(root: Path, frame: pl.DataFrame, vectors: np.ndarray, repeat: int) -> dict:
+    """Run one day `repeat` times, each in a fresh process on a fresh copy of the history; the median
+    time and peak memory (a loaded machine slows single runs at random)."""
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "day.parquet"
         frame.with_columns(vector=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))).write_parquet(path)
-        out = subprocess.run(
-            [sys.executable, __file__, "--measure", str(root), str(path)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        for i in range(repeat):
+            probe = Path(tmp) / f"history-{i}"
+            shutil.copytree(root, probe)
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", str(probe), str(path)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                check=True,
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            shutil.rmtree(probe, ignore_errors=True)
+    median = {k: float(np.median([r[k] for r in runs])) for k in ("seconds", "peak_mb", "step_peak_mb")}
+    return {**runs[0], **median, "all_seconds": [round(r["seconds"], 3) for r in runs]}
 
 
 def _measure_child(root: str, path: str) -> None:
@@ -152,6 +161,7 @@ def main() -> int:
     parser.add_argument("--factor", type=int, default=10, help="the long history holds factor x N days")
     parser.add_argument("--rows", type=int, default=2000, help="prompts per day")
     parser.add_argument("--dim", type=int, default=384, help="vector dimension")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each measured day (the median is reported)")
     parser.add_argument("--measure", nargs=2, metavar=("ROOT", "DAY_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -165,11 +175,8 @@ def main() -> int:
         n_long = args.days * args.factor
         for i in range(n_long + 1):
             if i in (args.days, n_long):
-                # day N+1 after i days of history, measured on a copy so the history goes on untouched
-                probe = root.with_name(root.name + f"-probe{i}")
-                shutil.copytree(root, probe)
-                results[i] = measure(probe, *replayed(base, i, args.dim))
-                shutil.rmtree(probe, ignore_errors=True)
+                # day N+1 after i days of history, measured on copies so the history goes on untouched
+                results[i] = measure(root, *replayed(base, i, args.dim), args.repeat)
                 print(f"day {i + 1} after {i} days of history: {results[i]}", flush=True)
             if i < n_long:
                 run_day(root, *replayed(base, i, args.dim))

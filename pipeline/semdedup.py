@@ -408,9 +408,11 @@ def search_runs(
             )
         index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
         sims, pos = index.search(x, 1)
-        ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
         del index  # before the next one is read: one index in memory at a time
         better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
+        if not better.size:
+            continue
+        ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
         best[better] = sims[better, 0]
         ref_id[better] = ids[pos[better, 0]]
         ref_day[better] = run.day.isoformat()
