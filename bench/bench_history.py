@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,10 +44,10 @@ from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, unit
 FIRST = date(2030, 1, 1)
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -147,11 +146,13 @@ def _measure_child(root: str, path: str) -> None:
     import duckdb  # noqa: F401  (imports are the process's baseline, not the step's)
     import faiss  # noqa: F401
 
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     result = run_day(Path(root), frame, vectors)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over a fork and exec, so a child's figure would
+    # include the RSS of the parent that built the history (and grew with it)
+    peak = _status_mb("VmHWM")
     print(json.dumps({**result, "seconds": seconds, "peak_mb": peak, "step_peak_mb": peak - before}))
 
 
