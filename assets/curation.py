@@ -3,14 +3,19 @@
 conversations -> scrubbed_conversations -> static_prompts -> deduped_prompts -> prompt_embeddings
 -> unique_prompts -> topics -> prompts
 
-Each asset reads its inputs from the lake, calls one library function, writes its partition and the
-rows it dropped (table `drops`, one part per stage, so re-running a stage replaces only its own
-drops), and attaches counts to its materialization. Cross-day state (hashes, MinHash signatures,
-FAISS indexes of kept vectors) is stored per day, and a day only ever reads days before it, so
-re-running a day gives the same result.
+Each asset reads its inputs from the lake, calls one library function and publishes its result
+through `assets.steps.publish` (partition, drops, metadata, conservation check). A step whose inputs,
+settings and code are unchanged is not redone (`assets.versions`).
+
+Cross-day steps (`deduped_prompts`: exact and near dedup; `unique_prompts`: semantic dedup) depend on
+their own previous day's partition. Dagster therefore runs a backfill's days of these assets in
+order, whatever the concurrency, and the step itself refuses a day whose previous day has not been
+committed, naming the missing days (`pipeline.history`). The first day of the history is
+`history_start` (default: the first partition).
 """
 
-from datetime import date
+import os
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -18,18 +23,22 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.checks import conservation, conservation_spec, result, run_suite, suite_spec
-from assets.metadata import counts_table, md_table, png_markdown, schema_metadata
-from assets.partitions import daily
+from assets.checks import conservation_spec, result, run_suite, suite_spec
+from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
+from assets.partitions import PARTITIONS_START, PREVIOUS_DAY, daily
 from assets.resources import FlywheelSettings
+from assets.steps import publish
+from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
+from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.privacy import PrivacyConfig, scrub_frame
-from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, summarize, tail_text
+from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
 from pipeline.sampling import SamplingConfig, sample_pool
-from pipeline.semdedup import SemanticIndex, SemDedupConfig, semantic_dedup
+from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup
+from pipeline.step import StepCounters, StepResult
 from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
 from quality.contracts import check_split_disjoint, check_stage_conservation
 
@@ -51,7 +60,20 @@ class CurationSettings(dg.ConfigurableResource):
     embed_device: str = Field(default="auto", description="auto (cuda when present), cpu, cuda")
     embed_turns: int = Field(default=3, description="last turns of a history that are embedded")
     near_threshold: float = Field(default=0.8, description="MinHash Jaccard threshold of near duplicates")
+    near_lookback_days: int = Field(default=0, description="near dedup compares with this many earlier days; 0 = all")
     semantic_eps: float = Field(default=0.05, description="cosine >= 1 - eps marks semantic duplicates")
+    semantic_lookback_days: int = Field(
+        default=0, description="semantic dedup compares with this many earlier days; 0 = all"
+    )
+    previous_day_wait_s: int = Field(
+        default=30, description="a cross-day step whose previous day is still running waits this long, then retries"
+    )
+    previous_day_retries: int = Field(default=120, description="how many times it waits for the previous day")
+    history_start: str = Field(
+        default_factory=lambda: os.environ.get("FLYWHEEL_HISTORY_START") or PARTITIONS_START,
+        description="FLYWHEEL_HISTORY_START: first day (YYYY-MM-DD) of the cross-day dedup history; earlier days "
+        "are never looked at, and every later day needs the day before it deduplicated first",
+    )
     topics: int = Field(default=0, description="topic clusters per day; 0 = automatic (about sqrt(n / 2))")
     retain_fraction: float = Field(default=0.5, description="share of unique prompts kept in the pool")
     sampling_mode: str = Field(default="cluster_balanced", description="cluster_balanced or stratified")
@@ -72,10 +94,13 @@ class CurationSettings(dg.ConfigurableResource):
         )
 
     def near_config(self) -> NearDedupConfig:
-        return NearDedupConfig(threshold=self.near_threshold)
+        return NearDedupConfig(threshold=self.near_threshold, lookback_days=self.near_lookback_days or None)
 
     def semantic_config(self) -> SemDedupConfig:
-        return SemDedupConfig(eps=self.semantic_eps)
+        return SemDedupConfig(eps=self.semantic_eps, lookback_days=self.semantic_lookback_days or None)
+
+    def history(self, settings: FlywheelSettings, step: str, kind: str) -> DayChain:
+        return DayChain(Path(settings.home) / "state" / step, date.fromisoformat(self.history_start), kind)
 
     def topic_config(self) -> TopicConfig:
         return TopicConfig(n_clusters=self.topics or None)
@@ -90,18 +115,49 @@ def _day(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
 
-def _write_drops(lake: Lake, day: date, stage: str, drops: pl.DataFrame) -> None:
-    lake.write("drops", day, schema.conform(drops, schema.DROPS), part=stage, replace=False)
+def _previous_chain(history: DayChain, day: date) -> str:
+    """The state a cross-day step of `day` builds on (raises, naming the days, when it is not in place)."""
+    return f"{history.root.name}:{history.parent_chain(day)}"
 
 
-def _reasons(drops: pl.DataFrame) -> dict[str, int]:
-    if drops.is_empty():
-        return {}
-    return dict(drops.group_by("reason_code").len().sort("len", descending=True).iter_rows())
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
-def _state(settings: FlywheelSettings, name: str) -> Path:
-    return Path(settings.home) / "state" / name
+def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histories: list[DayChain], day: date):
+    """The previous day's chain hashes of the step's histories.
+
+    An asset backfill runs a cross-day step's days in order (the self-dependency), but a job backfill
+    queues every day at once: a day whose previous day is still queued or running waits for it (retries)
+    instead of failing; a day whose previous day is nowhere in flight is refused, naming the missing days.
+    """
+    try:
+        return [_previous_chain(h, day) for h in histories]
+    except HistoryOrderError as exc:
+        prev = (day - timedelta(days=1)).isoformat()
+        waiting = context.instance.get_runs(
+            filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
+        )
+        if waiting:
+            context.log.info(f"{prev} is still in flight (run {waiting[0].run_id}); waiting for it: {exc}")
+            raise dg.RetryRequested(
+                max_retries=curation.previous_day_retries, seconds_to_wait=curation.previous_day_wait_s
+            ) from exc
+        raise
+
+
+def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) -> dict:
+    stale = sorted({d.isoformat() for h in histories for d in h.stale_days()})
+    if stale:
+        context.log.warning(
+            f"{context.asset_key.to_user_string()} of {context.partition_key} changed: later days {stale} were "
+            "built on its old result and are stale; re-materialize them (a backfill over them runs them in order)"
+        )
+    return {"stale_later_days": ", ".join(stale) or "-"}
 
 
 # ---- privacy ----------------------------------------------------------------------------------
@@ -113,24 +169,33 @@ def _state(settings: FlywheelSettings, name: str) -> Path:
     group_name=GROUP,
     kinds={"polars", "parquet"},
     metadata=schema_metadata(schema.CONVERSATIONS),
+    code_version="scrub-1",
     description="Accepted messages with emails, phones, cards, IPs, token URLs and handles replaced by typed "
     "placeholders; per-row `pii_types`.",
     check_specs=[suite_spec("scrubbed_conversations", "conversations", blocking=True)],
 )
 def scrubbed_conversations(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
+    memo = StepMemo.for_inputs(context, settings.home, lake, ["conversations"], PrivacyConfig())
+    if (events := memo.replay(_output(lake, "scrubbed_conversations", day))) is not None:
+        yield from events
+        return
     conv = lake.read("conversations", day)
     scrubbed, counts = scrub_frame(conv, PrivacyConfig())
-    lake.write("scrubbed_conversations", day, scrubbed)
     lake.write("pii_counts", day, counts.with_columns(pl.lit(day).alias("day")))
     by_type = dict(zip(counts["pii_type"].to_list(), counts["items"].to_list()))
-    yield dg.MaterializeResult(
+    step = StepResult(scrubbed, schema.empty(schema.DROPS), StepCounters(conv.height, scrubbed.height))
+    published = publish(
+        lake,
+        day,
+        "scrubbed_conversations",
+        {"privacy": step},
+        contract=schema.SCRUBBED_CONVERSATIONS,
         metadata={
-            "dagster/row_count": scrubbed.height,
             "rows_with_pii": int(scrubbed.filter(pl.col("pii_types").list.len() > 0).height),
             "pii_items": int(sum(by_type.values())),
             "pii_by_type": counts_table(by_type, key="pii_type"),
-        }
+        },
     )
     _, check = run_suite(
         "scrubbed_conversations",
@@ -138,7 +203,18 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         scrubbed.drop("pii_types"),
         lake.previous_rows("scrubbed_conversations", day),
     )
-    yield check
+    published.checks.append(check)
+    yield from _finish(memo, published)
+
+
+def _output(lake: Lake, table: str, day: date) -> Path:
+    return lake.partition_dir(table, day) / "part-0.parquet"
+
+
+def _finish(memo: StepMemo, published):
+    memo.save(published)
+    yield published.materialization
+    yield from published.checks
 
 
 # ---- static prompts ---------------------------------------------------------------------------
@@ -150,87 +226,73 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
     group_name=GROUP,
     kinds={"polars", "parquet"},
     metadata=schema_metadata(schema.PROMPTS),
+    code_version="prompts-1",
     description="Each conversation cut at its user turns: history, served response and its engagement labels.",
     check_specs=[suite_spec("static_prompts", "prompts", blocking=True), conservation_spec("static_prompts")],
 )
 def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
-    prompts, drops = cut_prompts(lake.read("scrubbed_conversations", day), PromptConfig())
-    lake.write("static_prompts", day, prompts)
-    _write_drops(lake, day, "prompts", drops)
-    summary = summarize(prompts, drops)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": prompts.height,
-            "user_turns": summary["user_turns"],
-            "answered": summary["answered"],
-            "continued_rate": float(summary["continued_rate"] or 0.0),
-            "mean_depth_after": float(summary["mean_depth_after"] or 0.0),
-            "drops_by_reason": counts_table(summary["drops_by_reason"]),
-            "preview": md_table(
-                prompts.select("prompt_id", "last_user", "served_response", "continued", "depth_after")
-            ),
-        }
-    )
-    _, check = run_suite("static_prompts", "prompts", prompts, lake.previous_rows("static_prompts", day))
-    yield check
+    memo = StepMemo.for_inputs(context, settings.home, lake, ["scrubbed_conversations"], PromptConfig())
+    if (events := memo.replay(_output(lake, "static_prompts", day))) is not None:
+        yield from events
+        return
+    step = cut_prompts(lake.read("scrubbed_conversations", day), PromptConfig())
+    prompts, drops = step.frames
     turn_drops = drops.filter(pl.col("reason_code").is_in(TURN_DROP_REASONS))
+    published = publish(lake, day, "static_prompts", {"prompts": step}, contract=schema.PROMPTS)
+    _, check = run_suite("static_prompts", "prompts", prompts, lake.previous_rows("static_prompts", day))
+    # conservation counts user turns (messages that never became a turn are accounted for by ingest)
     outcome = check_stage_conservation(
-        "prompts", rows_in=int(summary["user_turns"]), rows_out=prompts.height, drops=turn_drops
+        "prompts", rows_in=step.counters.rows_in, rows_out=prompts.height, drops=turn_drops
     )
-    yield result("static_prompts", "conservation", outcome)
+    published.checks += [check, result("static_prompts", "conservation", outcome)]
+    yield from _finish(memo, published)
 
 
 # ---- exact + near dedup -----------------------------------------------------------------------
 
 
 @dg.asset(
-    deps=["static_prompts"],
+    deps=["static_prompts", dg.AssetDep("deduped_prompts", partition_mapping=PREVIOUS_DAY)],
     partitions_def=daily,
     group_name=GROUP,
     kinds={"polars", "parquet"},
     metadata=schema_metadata(schema.PROMPTS),
+    code_version="dedup-2",
     description="Static prompts without exact duplicates (normalized text, against every earlier day too) and "
-    "MinHash near duplicates (one kept representative per group).",
+    "MinHash near duplicates (one kept representative per group). Depends on its own previous day: the "
+    "days of a backfill run in order.",
     check_specs=[conservation_spec("deduped_prompts")],
 )
 def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
+    exact_config, near_config = ExactDedupConfig(), curation.near_config()
+    exact_history = curation.history(settings, "exact_dedup", exact_config.history_kind())
+    near_history = curation.history(settings, "near_dedup", near_config.history_kind())
+    memo = StepMemo.for_inputs(
+        context,
+        settings.home,
+        lake,
+        ["static_prompts"],
+        (exact_config, near_config),
+        _base(context, curation, [exact_history, near_history], day),
+    )
+    if near_history.manifest(day) and (events := memo.replay(_output(lake, "deduped_prompts", day))) is not None:
+        yield from events
+        return
     prompts = lake.read("static_prompts", day)
-    seen = (
-        lake.scan("prompt_hashes").filter(pl.col("day") < day).select("text_hash", "day").collect()
-        if lake.exists("prompt_hashes")
-        else None
-    )
-    exact = exact_dedup(prompts, seen, ExactDedupConfig())
-    near = near_dedup(exact.kept, curation.near_config(), index_path=_state(settings, "near_dedup"))
-    kept = near.kept
-    lake.write("deduped_prompts", day, kept)
-    lake.write("prompt_hashes", day, exact.hashes)
-    _write_drops(lake, day, "exact_dedup", exact.drops)
-    _write_drops(lake, day, "near_dedup", near.drops)
-    n = max(prompts.height, 1)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": kept.height,
-            "rows_in": prompts.height,
-            "exact_dup_rate": round(exact.drops.height / n, 5),
-            "exact_cross_day": int(exact.stats.get("exact_cross_day", 0)),
-            "near_dup_rate": round(near.drops.height / n, 5),
-            "near_groups": int(near.stats.get("groups", 0)),
-            "largest_near_group": int(near.stats.get("largest_group", 0)),
-            "skipped_short": int(near.stats.get("skipped_short", 0)),
-            "examples": md_table(near.drops.select("row_id", "kept_id", "detail"), max_rows=5),
-        }
-    )
-    yield conservation(
+    exact = exact_dedup(prompts, exact_config, history=exact_history, day=day)
+    near = near_dedup(exact.kept, near_config, history=near_history, day=day)
+    published = publish(
+        lake,
+        day,
         "deduped_prompts",
-        "dedup",
-        prompts,
-        kept,
-        pl.concat([exact.drops, near.drops]).with_columns(pl.lit("dedup").alias("stage")),
-        "prompt_id",
+        {"exact_dedup": exact, "near_dedup": near},
+        contract=schema.DEDUPED_PROMPTS,
+        rows_in=prompts,
+        metadata=_report_stale(context, [exact_history, near_history]),
     )
+    yield from _finish(memo, published)
 
 
 # ---- embeddings -------------------------------------------------------------------------------
@@ -246,13 +308,20 @@ def _embed_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Series
     group_name=GROUP,
     kinds={"sentence-transformers", "parquet"},
     metadata=schema_metadata({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date}),
+    code_version="embed-1",
     description="Sentence embeddings of each prompt's last turns. Vectors live in the `embeddings` cache "
     "(text hash x model): a text is embedded once per model, ever.",
 )
 def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
-    prompts = lake.read("deduped_prompts", day)
     config = curation.embed_config(Path(settings.home))
+    memo = StepMemo.for_inputs(
+        context, settings.home, lake, ["deduped_prompts"], (config.model_id, curation.embed_turns)
+    )
+    if (events := memo.replay(_output(lake, "prompt_embeddings", day))) is not None:
+        yield from events
+        return
+    prompts = lake.read("deduped_prompts", day)
     cache = EmbeddingCache(lake.table_dir("embeddings"), config.model_id)
     texts = _embed_texts(prompts, curation)
     vectors, stats = embed_with_stats(texts, config, cache)
@@ -263,11 +332,18 @@ def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSetti
             "model_id": [config.model_id] * prompts.height,
             "day": [day] * prompts.height,
         },
-        schema={"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date},
     )
-    lake.write("prompt_embeddings", day, index)
     meta = {k: v for k, v in stats.as_metadata().items() if isinstance(v, (int, float, str))}
-    return dg.MaterializeResult(metadata={"dagster/row_count": prompts.height, "dim": int(vectors.shape[1]), **meta})
+    step = StepResult(index, schema.empty(schema.DROPS), StepCounters(prompts.height, index.height))
+    published = publish(
+        lake,
+        day,
+        "prompt_embeddings",
+        {"embed": step},
+        contract=schema.PROMPT_EMBEDDINGS,
+        metadata={"dim": int(vectors.shape[1]), **meta},
+    )
+    yield from _finish(memo, published)
 
 
 def _vectors(
@@ -298,50 +374,50 @@ def _vectors(
 
 
 @dg.asset(
-    deps=["prompt_embeddings"],
+    deps=["prompt_embeddings", dg.AssetDep("unique_prompts", partition_mapping=PREVIOUS_DAY)],
     partitions_def=daily,
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata(schema.PROMPTS),
+    code_version="semdedup-2",
     description="Prompts without semantic duplicates (SemDeDup: k-means, then cosine >= 1 - eps within a "
-    "cluster), also against the vectors kept on earlier days (a FAISS index per day).",
+    "cluster), also against the vectors kept on earlier days. Depends on its own previous day: the days of "
+    "a backfill run in order.",
     check_specs=[conservation_spec("unique_prompts")],
 )
 def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
+    config = curation.semantic_config()
+    model_id = curation.embed_config(Path(settings.home)).model_id
+    history = curation.history(settings, "semantic_dedup", history_kind(model_id))
+    memo = StepMemo.for_inputs(
+        context,
+        settings.home,
+        lake,
+        ["deduped_prompts", "prompt_embeddings"],
+        config,
+        _base(context, curation, [history], day),
+    )
+    if history.manifest(day) and (events := memo.replay(_output(lake, "unique_prompts", day))) is not None:
+        yield from events
+        return
     prompts = lake.read("deduped_prompts", day)
     index, vectors = _vectors(lake, day, curation, settings)
     order = index["prompt_id"].to_list()
     if order != prompts["prompt_id"].to_list():
         prompts = prompts.join(index.select("prompt_id").with_row_index("_i"), on="prompt_id").sort("_i").drop("_i")
-    res = semantic_dedup(
-        prompts["prompt_id"],
-        vectors,
-        curation.semantic_config(),
-        day=day,
-        texts=prompts["text"],
-        history=SemanticIndex(_state(settings, "semdedup")),
-    )
-    kept = prompts.filter(pl.Series(res.kept_mask))
-    lake.write("unique_prompts", day, kept)
-    _write_drops(lake, day, "semantic_dedup", res.drops)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": kept.height,
-            "rows_in": prompts.height,
-            "semantic_dup_rate": round(res.drops.height / max(prompts.height, 1), 5),
-            **{k: v for k, v in res.stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            "examples": md_table(res.drops.select("row_id", "kept_id", "detail"), max_rows=5),
-        }
-    )
-    yield conservation(
+    res = semantic_dedup(prompts["prompt_id"], vectors, config, day=day, texts=prompts["text"], history=history)
+    kept = prompts.join(res.kept.select(pl.col("row_id").alias("prompt_id")), on="prompt_id", how="semi")
+    published = publish(
+        lake,
+        day,
         "unique_prompts",
-        "semdedup",
-        prompts,
-        kept,
-        res.drops.with_columns(pl.lit("semdedup").alias("stage")),
-        "prompt_id",
+        {"semantic_dedup": StepResult(kept, res.drops, res.counters)},
+        contract=schema.DEDUPED_PROMPTS,
+        rows_in=prompts,
+        metadata={"eps": config.eps, "keep": config.keep, **_report_stale(context, [history])},
     )
+    yield from _finish(memo, published)
 
 
 # ---- topics -----------------------------------------------------------------------------------
@@ -353,12 +429,24 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata({k: v for k, v in clusters_schema(1).items() if k != "centroid"}, day=pl.Date),
+    code_version="topics-1",
     description="Topic clusters of the day's unique prompts (FAISS k-means), each labelled by its most "
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],
 )
 def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
+    png_path = settings.reports_dir / "topics" / f"{day}.png"
+    memo = StepMemo.for_inputs(
+        context,
+        settings.home,
+        lake,
+        ["unique_prompts", "prompt_embeddings"],
+        (curation.topic_config(), curation.embed_turns),
+    )
+    if png_path.is_file() and (events := memo.replay(_output(lake, "clusters", day))) is not None:
+        yield from events
+        return
     prompts = lake.read("unique_prompts", day)
     index, vectors = _vectors(lake, day, curation, settings)
     keep = index.with_row_index("_i").join(prompts.select("prompt_id"), on="prompt_id", how="semi")
@@ -368,23 +456,29 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
         vectors, _embed_texts(texts, curation), keep["prompt_id"], curation.topic_config()
     )
     lake.write("topic_assignments", day, assignments.with_columns(pl.lit(day).alias("day")))
-    lake.write("clusters", day, clusters.with_columns(pl.lit(day).alias("day")))
-    png = plot_topic_map(vectors, assignments, clusters, settings.reports_dir / "topics" / f"{day}.png")
+    png = plot_topic_map(vectors, assignments, clusters, png_path)
     table = clusters.select(
         "cluster_id", "size", pl.col("share").round(4), "label", pl.col("examples").list.first().alias("example")
     )
-    yield dg.MaterializeResult(
+    clusters = clusters.with_columns(pl.lit(day).alias("day"))
+    step = StepResult(clusters, schema.empty(schema.DROPS), StepCounters(int(assignments.height), clusters.height))
+    published = publish(
+        lake,
+        day,
+        "clusters",
+        {"topics": step},
+        contract=None,
         metadata={
-            "dagster/row_count": clusters.height,
             "prompts": int(assignments.height),
             "largest_share": float(clusters["share"].max() or 0.0),
-            "clusters": md_table(table.sort("size", descending=True), max_rows=50),
+            "clusters": preview_table(table.sort("size", descending=True), max_rows=50),
             "map": png_markdown(png, "topic map"),
             "map_path": dg.MetadataValue.path(str(png)),
-        }
+        },
     )
-    _, check = run_suite("topics", "clusters", clusters, lake=lake, day=day)
-    yield check
+    _, check = run_suite("topics", "clusters", clusters.drop("day"), lake=lake, day=day)
+    published.checks.append(check)
+    yield from _finish(memo, published)
 
 
 # ---- the prompt pool --------------------------------------------------------------------------
@@ -396,6 +490,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
     group_name=GROUP,
     kinds={"polars", "parquet"},
     metadata=schema_metadata(schema.PROMPTS, split=pl.Utf8, cluster_id=pl.Int32),
+    code_version="sampling-1",
     description="The day's prompt pool: a diverse, cluster-balanced (or stratified) sample of unique prompts "
     "with their topic and a train / eval_internal / eval_user split by user.",
     check_specs=[
@@ -411,27 +506,34 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
 )
 def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
+    memo = StepMemo.for_inputs(
+        context, settings.home, lake, ["unique_prompts", "topic_assignments"], curation.sampling_config()
+    )
+    if (events := memo.replay(_output(lake, "prompts", day))) is not None:
+        yield from events
+        return
     unique = lake.read("unique_prompts", day)
     assignments = lake.read("topic_assignments", day).select(pl.col("row_id").alias("prompt_id"), "cluster_id")
     frame = unique.join(assignments, on="prompt_id", how="left")
     pool, drops, report = sample_pool(frame, curation.sampling_config())
-    lake.write("prompts", day, pool)
     lake.write("sampling_report", day, report.with_columns(pl.lit(day).alias("day")))
-    _write_drops(lake, day, "sampling", drops)
     splits = dict(pool.group_by("split").len().sort("split").iter_rows()) if pool.height else {}
-    yield dg.MaterializeResult(
+    step = StepResult(pool, drops, StepCounters(frame.height, pool.height))
+    published = publish(
+        lake,
+        day,
+        "prompts",
+        {"sampling": step},
+        contract=schema.POOL,
+        rows_in=frame,
         metadata={
-            "dagster/row_count": pool.height,
-            "rows_in": frame.height,
             "splits": counts_table(splits, key="split"),
-            "shares": md_table(report.filter(pl.col("dimension") != "split"), max_rows=30),
-            "preview": md_table(pool.select("prompt_id", "cluster_id", "split", "last_user")),
-        }
+            "shares": preview_table(report.filter(pl.col("dimension") != "split"), max_rows=30),
+        },
     )
     _, check = run_suite("prompts", "prompts", pool, lake.previous_rows("prompts", day), lake=lake, day=day)
-    yield check
-    yield conservation("prompts", "sampling", frame, pool, drops, "prompt_id")
-    yield result("prompts", "split_disjoint", check_split_disjoint(pool))
+    published.checks += [check, result("prompts", "split_disjoint", check_split_disjoint(pool))]
+    yield from _finish(memo, published)
 
 
 CURATION_ASSETS = [

@@ -16,7 +16,7 @@ from assets.jobs import (
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.release import RELEASE_ASSETS, RELEASE_RESOURCES
 from assets.report import quality_report
-from assets.resources import FlywheelSettings
+from assets.resources import FlywheelSettings, user_salt_env
 from assets.training_launcher import TrainingLauncher
 
 defs = dg.Definitions(
@@ -33,7 +33,7 @@ defs = dg.Definitions(
     schedules=[consolidation_schedule, weekly_generation_schedule],
     sensors=[fresh_prompts_sensor],
     resources={
-        "settings": FlywheelSettings(),
+        "settings": FlywheelSettings(user_salt=user_salt_env()),
         "curation": CurationSettings(),
         "generation": GenerationSettings(),
         "launcher": TrainingLauncher(),

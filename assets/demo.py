@@ -9,6 +9,7 @@ Runs go into the local Dagster instance (DAGSTER_HOME), so `make ui` shows them 
 """
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -55,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     days = _days(args.days, settings)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("consolidation")
+    # the demo's days start the cross-day dedup history, unless a history start is configured
+    start = os.environ.get("FLYWHEEL_HISTORY_START") or min(days)
+    run_config = {"resources": {"curation": {"config": {"history_start": start}}}}
     for day in days:
-        result = ProgressView(steps=False).run(job, f"consolidation {day}", partition_key=day, instance=instance)
+        result = ProgressView(steps=False).run(
+            job, f"consolidation {day}", partition_key=day, instance=instance, run_config=run_config
+        )
         if not result.success:
             return 1
     lake = settings.lake()

@@ -27,7 +27,7 @@ from assets.generation import (
     reward_model_dir,
     write_generation_table,
 )
-from assets.metadata import counts_table, md_table, schema_metadata
+from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
@@ -175,7 +175,7 @@ def candidates(
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
             "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
-            "preview": md_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
+            "preview": preview_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
         }
     )
 

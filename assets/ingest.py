@@ -1,16 +1,19 @@
 """Ingest assets: one day of traffic into `conversations` and `quarantine`."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
 from assets.checks import SUITE, run_suite, suite_spec
-from assets.metadata import counts_table, md_table, schema_metadata
+from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
+from assets.versions import StepMemo, fingerprint
 from pipeline import schema
+from pipeline.history import file_hash
 from pipeline.ingest import ingest_day
-from pipeline.sources import read_day
+from pipeline.sources import chitchat_path, day_files, read_day
 
 GROUP = "ingest"
 
@@ -23,6 +26,7 @@ GROUP = "ingest"
             description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.CONVERSATIONS),
+            code_version="ingest-1",
         ),
         dg.AssetSpec(
             "quarantine",
@@ -30,6 +34,7 @@ GROUP = "ingest"
             description="Every rejected input record of the day, with its reason code, detail, payload and location.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.QUARANTINE),
+            code_version="ingest-1",
         ),
     ],
     check_specs=[
@@ -51,9 +56,45 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day = date.fromisoformat(context.partition_key)
     source = settings.source_config()
     lake = settings.lake()
-    result = ingest_day(read_day(source, day), day, settings.ingest_config(), settings.hasher())
-    lake.write("conversations", day, result.conversations)
-    lake.write("quarantine", day, result.quarantine)
+    hasher = settings.hasher()
+    memo = _memo(context, settings, source, day, hasher)
+    outputs = {t: lake.partition_dir(t, day) / "part-0.parquet" for t in ("conversations", "quarantine")}
+    if memo is not None and (events := memo.replay(outputs)) is not None:
+        yield from events
+        return
+    events = list(_ingest(context, settings, source, lake, day, hasher))
+    if memo is not None:
+        memo.save(events)
+    yield from events
+
+
+def _memo(context, settings: FlywheelSettings, source, day: date, hasher) -> StepMemo | None:
+    """The record of this day's last ingest: the source's files, the settings (the salt only as a keyed
+    digest) and the selection are its inputs. None for a source without files to fingerprint."""
+    files = _source_files(source, day)
+    if files is None:
+        return None
+    selection = sorted(k.to_user_string() for k in context.selected_asset_keys) + sorted(
+        f"{k.asset_key.to_user_string()}:{k.name}" for k in context.selected_asset_check_keys
+    )
+    code = context.assets_def.code_versions_by_key.get(dg.AssetKey("conversations")) or ""
+    extra = [str(day), hasher("salt-fingerprint"), *selection]
+    config = (source, settings.ingest_config())
+    return StepMemo(settings.home, "ingest", day, fingerprint(code, config, files, extra))
+
+
+def _source_files(source, day: date) -> list[Path] | None:
+    if source.kind == "chitchat":
+        return [chitchat_path(source)]
+    if source.kind == "folder" and source.path and Path(source.path).is_dir():
+        return day_files(Path(source.path), day)
+    return None
+
+
+def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher):
+    result = ingest_day(read_day(source, day), day, settings.ingest_config(), hasher)
+    conv_path = lake.write("conversations", day, result.conversations)
+    quar_path = lake.write("quarantine", day, result.quarantine)
     lake.write("ingest_stats", day, result.stats(source.kind))
     context.log.info(
         f"{day}: read {result.records_read} records, accepted {result.conversations.height}, "
@@ -65,6 +106,7 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     if dg.AssetKey("conversations") in selected:
         yield dg.MaterializeResult(
             asset_key="conversations",
+            data_version=dg.DataVersion(file_hash(conv_path)),
             metadata={
                 "dagster/row_count": conv.height,
                 "records_read": result.records_read,
@@ -73,19 +115,22 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
                 "roles": counts_table(dict(conv.group_by("role").len().iter_rows()) if conv.height else {}, key="role"),
                 "source": source.kind,
                 "path": dg.MetadataValue.path(str(lake.partition_dir("conversations", day))),
-                "preview": md_table(conv.select("conversation_id", "turn_index", "role", "text", "ts", "character_id")),
+                "preview": preview_table(
+                    conv.select("conversation_id", "turn_index", "role", "text", "ts", "character_id")
+                ),
             },
         )
     reasons = result.reason_counts()
     if dg.AssetKey("quarantine") in selected:
         yield dg.MaterializeResult(
             asset_key="quarantine",
+            data_version=dg.DataVersion(file_hash(quar_path)),
             metadata={
                 "dagster/row_count": result.quarantine.height,
                 "quarantine_rate": round(result.quarantine.height / max(result.records_read, 1), 5),
                 "by_reason": counts_table(reasons, total=result.records_read),
                 "path": dg.MetadataValue.path(str(lake.partition_dir("quarantine", day))),
-                "preview": md_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
+                "preview": preview_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
             },
         )
     checks = context.selected_asset_check_keys

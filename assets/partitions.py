@@ -9,3 +9,8 @@ import dagster as dg
 PARTITIONS_START = os.environ.get("FLYWHEEL_PARTITIONS_START", "2026-01-01")
 
 daily = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+
+# A cross-day step of day D builds on its own partition of day D - 1. As a dependency, this makes
+# Dagster run a backfill's days of the step in order (two partitions never race on the history);
+# the first partition has no previous day, which is allowed.
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)

@@ -23,7 +23,7 @@ from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
-from pipeline.schema import UserHasher
+from pipeline.schema import SALT_ENV, UserHasher
 from pipeline.sources import SourceConfig
 
 
@@ -32,6 +32,11 @@ def _env(name: str, default: str) -> str:
 
 
 AB_SOURCES = ("users", "simulate", "lake")
+
+
+def user_salt_env() -> dg.EnvVar | None:
+    """The salt as a reference to its environment variable (resolved when a run starts), when it is set."""
+    return dg.EnvVar(SALT_ENV) if os.environ.get(SALT_ENV) else None
 
 
 def library_field(cls: type, name: str, env: str | None = None) -> Any:
@@ -65,9 +70,11 @@ class FlywheelSettings(dg.ConfigurableResource):
         default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
         description="production mode: refuses the public demo salt for user hashes",
     )
+    # A secret: pass it as dg.EnvVar("FLYWHEEL_USER_SALT") (as `assets.definitions` does), so the UI and
+    # a run's config show the variable's name, never its value.
     user_salt: str | None = Field(
-        default_factory=lambda: os.environ.get("FLYWHEEL_USER_SALT") or None,
-        description="secret salt of user hashes (env FLYWHEEL_USER_SALT)",
+        default=None,
+        description="secret salt of user hashes: set it as the environment variable FLYWHEEL_USER_SALT",
     )
 
     def lake(self) -> Lake:

@@ -118,7 +118,7 @@ def main() -> None:
         t_sketch, _ = timed(lambda raw=raw, cfg=cfg: raw(texts, cfg, False))
         t_lsh, _ = timed(lambda raw=raw, cfg=cfg: raw(texts, cfg, True))
         t_ours, res = timed(lambda cfg=cfg: near_dedup(frame, cfg))
-        rows.append((backend, t_sketch, t_lsh, t_ours, res.stats))  # type: ignore[union-attr]
+        rows.append((backend, t_sketch, t_lsh, t_ours, res.counters))  # type: ignore[union-attr]
 
     base = rows[0][1]
     print(
@@ -131,11 +131,10 @@ def main() -> None:
             f"{backend:<11} {n / t_sketch:>10.0f} t/s {n / t_lsh:>12.0f} t/s {n / t_ours:>10.0f} t/s "
             f"{t_lsh / t_ours:>12.1f}x {base / t_ours:>17.1f}x"
         )
-    for backend, *_, stats in rows:
+    for backend, *_, c in rows:
         print(
-            f"  {backend}: near_dup_rate {stats['near_dup_rate']:.4f}, groups {stats['groups']}, "
-            f"largest {stats['largest_group']}, skipped_short {stats['skipped_short']}, "
-            f"sketch {stats['sketch_seconds']:.2f}s of {stats['seconds']:.2f}s"
+            f"  {backend}: near_dup_rate {c.dup_rate:.4f}, groups {c.groups}, largest {c.largest_group}, "
+            f"skipped_short {c.skipped_short}, candidate pairs {c.candidate_pairs}, verified {c.verified_pairs}"
         )
 
     originals, _ = histories(40_000, seed=1, all_cuts=False)

@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.embed import EmbedConfig, Embedder, EmbeddingCache, embed_with_stats, resolve_model  # noqa: E402
-from pipeline.semdedup import SemanticIndex, SemDedupConfig, semantic_dedup, unit_rows  # noqa: E402
+from pipeline.history import DayChain  # noqa: E402
+from pipeline.semdedup import SemDedupConfig, commit_run, history_kind, semantic_dedup, unit_rows  # noqa: E402
 
 
 def chat_texts(n: int, seed: int = 0) -> list[str]:
@@ -159,17 +160,19 @@ def bench_semdedup(n: int) -> None:
     x, planted = clustered_with_duplicates(n)
     ids = [f"r{i}" for i in range(n)]
     res, w, c = timed(lambda: semantic_dedup(ids, x, SemDedupConfig(), day=date(2024, 1, 1)))
-    s = res.stats
+    s = res.counters
     print(
-        f"  semdedup {n:>9,} x 384: {w:7.1f} s wall {c:7.1f} s cpu (k-means {s['seconds_kmeans']:.1f} s, "
-        f"pairs {s['seconds_pairs']:.1f} s; {s['n_clusters']} clusters, largest {s['largest_cluster']}); "
-        f"dropped {s['dropped_within_day']:,} of {planted:,} planted near-duplicates"
+        f"  semdedup {n:>9,} x 384: {w:7.1f} s wall {c:7.1f} s cpu ({s.n_clusters} clusters, largest "
+        f"{s.largest_cluster}); dropped {s.dropped_within_day:,} of {planted:,} planted near-duplicates"
     )
     # a second day against the first day's kept rows: 10% of its rows are near copies of day 1
     with tempfile.TemporaryDirectory(prefix="bench-semindex-") as tmp:
-        history = SemanticIndex(tmp)
-        kept = res.kept_mask
-        _, w_save, _ = timed(lambda: history.save(date(2024, 1, 1), [ids[i] for i in np.flatnonzero(kept)], x[kept]))
+        day1 = date(2024, 1, 1)
+        history = DayChain(tmp, day1, history_kind(x.shape[1]))
+        kept = np.isin(np.array(ids), res.kept["row_id"].to_numpy())
+        _, w_save, _ = timed(
+            lambda: commit_run(history, day1, [ids[i] for i in np.flatnonzero(kept)], x[kept], SemDedupConfig())
+        )
         fresh, _ = clustered_with_duplicates(n, seed=1)
         rng = np.random.default_rng(2)
         copies = rng.choice(np.flatnonzero(kept), size=n // 10, replace=False)
@@ -178,11 +181,10 @@ def bench_semdedup(n: int) -> None:
         )
         ids2 = [f"s{i}" for i in range(n)]
         res2, w, c = timed(lambda: semantic_dedup(ids2, fresh, SemDedupConfig(), day=date(2024, 1, 2), history=history))
-        s = res2.stats
+        s = res2.counters
         print(
-            f"  + next day vs {int(kept.sum()):,} kept ({history.manifest(date(2024, 1, 1))['kind']} index, "
-            f"saved in {w_save:.1f} s): {w:7.1f} s wall {c:7.1f} s cpu (search {s['seconds_history']:.1f} s); "
-            f"dropped {s['dropped_earlier_days']:,} of {n // 10:,} planted copies of the earlier day"
+            f"  + next day vs {int(kept.sum()):,} kept (index committed in {w_save:.1f} s): {w:7.1f} s wall "
+            f"{c:7.1f} s cpu; dropped {s.dropped_earlier_days:,} of {n // 10:,} planted copies of the earlier day"
         )
 
 

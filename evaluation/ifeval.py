@@ -194,10 +194,6 @@ def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
     return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
 
 
-def _drops_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema.DROPS) if rows else schema.empty(schema.DROPS)
-
-
 def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """IFEval prompts (`{"key","prompt","instruction_id_list","kwargs"}` JSONL, optionally gzipped) as a
     frame with `kwargs` kept as a JSON list (its dicts differ per instruction); bad lines are dropped."""
@@ -222,7 +218,7 @@ def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 drops.append(_drop(f"line:{line_no}", "bad_input_record", f"{type(exc).__name__}: {exc}"[:300]))
-    return pl.DataFrame(rows, schema=INPUT_SCHEMA), _drops_frame(drops)
+    return pl.DataFrame(rows, schema=INPUT_SCHEMA), schema.drops_frame(drops)
 
 
 def read_responses(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -240,7 +236,7 @@ def read_responses(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
                 rows.append({"prompt": str(obj["prompt"]), "response": response})
             except (ValueError, KeyError, TypeError) as exc:
                 drops.append(_drop(f"line:{line_no}", "bad_response_record", f"{type(exc).__name__}: {exc}"[:300]))
-    return pl.DataFrame(rows, schema=RESPONSE_SCHEMA), _drops_frame(drops)
+    return pl.DataFrame(rows, schema=RESPONSE_SCHEMA), schema.drops_frame(drops)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +410,7 @@ def score_ifeval(inputs: pl.DataFrame, responses: pl.DataFrame, config: IFEvalCo
             "loose": pl.Boolean,
         },
     )
-    return IFEvalResult(rows_df, inst_df, summarize(rows_df, inst_df), breakdown(inst_df), _drops_frame(drops))
+    return IFEvalResult(rows_df, inst_df, summarize(rows_df, inst_df), breakdown(inst_df), schema.drops_frame(drops))
 
 
 def summarize(rows: pl.DataFrame, instructions: pl.DataFrame) -> pl.DataFrame:

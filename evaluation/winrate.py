@@ -129,10 +129,6 @@ def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
     return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
 
 
-def _drops_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema.DROPS) if rows else schema.empty(schema.DROPS)
-
-
 def pair_generations(
     new: pl.DataFrame, prev: pl.DataFrame, config: WinRateConfig | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -177,7 +173,7 @@ def pair_generations(
                 }
             )
     paired = pl.DataFrame(out, schema=PAIRED_SCHEMA).sort("slice", "prompt_id")
-    return paired, _drops_frame(drops)
+    return paired, schema.drops_frame(drops)
 
 
 def _batched(fn: Callable[..., Any], cols: list[list[str]], batch: int, pairs: bool = False):
@@ -270,7 +266,7 @@ def judge_outcomes(
         )
         for r in bad.iter_rows(named=True)
     ]
-    return outcomes.filter(~pl.col("outcome").is_nan()), _drops_frame(drops)
+    return outcomes.filter(~pl.col("outcome").is_nan()), schema.drops_frame(drops)
 
 
 def bootstrap_ci(values: np.ndarray, config: WinRateConfig, rng: np.random.Generator) -> tuple[float, float]:

@@ -9,23 +9,24 @@ they carry meaning in chat. A null text normalizes like an empty one.
 
 Exact dedup keys each row by `text_hash` (blake2b-128 of the normalized text, 32 hex chars; stable
 across processes and library versions). Within the frame the first row in (day, id) order is kept;
-a row whose hash was kept on an earlier day (`seen`) is dropped with kept_id `seen:<hash>`.
+a row whose hash was kept on an earlier day is dropped with kept_id `seen:<hash>`.
 
 Near dedup: MinHash signatures (`pipeline.minhash`; `rensa` by default, or `datasketch`) of shingles
 of the normalized text: character 4-grams by default. Char n-grams survive typos and work on short
 chat turns, where word n-grams of a 10-word text change wholesale after one edit; on the planted
 set (`pipeline.planted`), 4-grams kept recall >= 0.99 at threshold 0.8 where 5-grams fell to ~0.94
-under denser edits, and 3-grams merged more distinct neighbours. LSH banding proposes candidate
-pairs; each is verified on its estimated Jaccard (>= `threshold`); verified pairs are grouped into
-connected components (scipy), and each group keeps one row (`keep`). A group can chain: A~B and
-B~C put A and C in one group even when A and C alone are below the threshold.
+under denser edits, and 3-grams merged more distinct neighbours. The step runs in four parts, as
+datatrove's MinHash pipeline does: signatures (`near_signatures`), candidate pairs from LSH bands
+(`near_candidates`), clusters of verified pairs (`near_clusters`: estimated Jaccard >= `threshold`,
+connected components) and the filter that keeps one row per cluster (`near_filter`). A group can
+chain: A~B and B~C put A and C in one group even when A and C alone are below the threshold.
 
-Cross-day near dedup: with `index_path`, the signatures of the rows each day kept are stored as
-`index_path/day=YYYY-MM-DD.parquet`. A run reads the files of days EARLIER than the earliest day in
-its frame, so re-running a day never matches it against its own earlier output, and rewrites its own
-day's file (atomically): re-running a day gives the same result. A row near an earlier day's row
-is dropped with that row's id as kept_id. A backfill of an older day does not reach back into days
-already processed after it; re-materialize those to refresh them.
+Cross-day (both steps), with a `pipeline.history.DayChain`: a day is decided against the rows kept
+on the days before it and nothing else, so the result does not depend on the order in which days
+were materialized; the day then commits what it kept. Exact dedup joins the day's hashes against the
+earlier days' hash runs in DuckDB (the history is streamed, never loaded); near dedup joins the day's
+LSH band keys against the earlier days' key runs and reads back only the matched signatures. A row
+near an earlier day's row is dropped with that row's id as kept_id.
 
 Short texts: MinHash of a few shingles is unreliable (one typo in "hello there" changes half its
 4-grams, and unrelated short greetings share most of theirs). Rows whose normalized text is shorter
@@ -38,13 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -52,7 +51,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline import minhash, schema
+from pipeline.history import Compaction, DayChain, days_covered
 from pipeline.minhash import BACKENDS
+from pipeline.step import StepCounters, StepResult
 
 STAGE_EXACT = "exact_dedup"
 STAGE_NEAR = "near_dedup"
@@ -60,6 +61,8 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 SEEN_PREFIX = "seen:"
 KEEP_POLICIES = ("first", "longest")
+EXACT_COMPACTION = Compaction()
+NEAR_COMPACTION = Compaction(merge_sidecars=minhash.merge_keys, row_group_size=minhash.ENTRY_ROW_GROUP)
 _NORMALIZATION_VERSION = "n1"
 
 # --- normalization and hashing ---------------------------------------------------------------------
@@ -99,18 +102,17 @@ def _drops(
     kept_id: Sequence[str],
     detail: Sequence[str],
 ) -> pl.DataFrame:
-    frame = pl.DataFrame(
+    n = len(row_id)
+    return schema.drops_frame(
         {
-            "day": day,
-            "stage": [stage] * len(row_id),
-            "row_id": list(row_id),
-            "reason_code": [reason] * len(row_id),
-            "kept_id": list(kept_id),
-            "detail": list(detail),
-        },
-        schema_overrides={"day": pl.Date, "row_id": pl.Utf8, "kept_id": pl.Utf8, "detail": pl.Utf8},
+            "day": day.cast(pl.Date),
+            "stage": pl.Series([stage] * n, dtype=pl.Utf8),
+            "row_id": pl.Series(list(row_id), dtype=pl.Utf8),
+            "reason_code": pl.Series([reason] * n, dtype=pl.Utf8),
+            "kept_id": pl.Series(list(kept_id), dtype=pl.Utf8),
+            "detail": pl.Series(list(detail), dtype=pl.Utf8),
+        }
     )
-    return schema.conform(frame, schema.DROPS)
 
 
 def _check_columns(df: pl.DataFrame, fn: str, **cols: str | None) -> None:
@@ -142,44 +144,65 @@ class ExactDedupConfig:
         ),
     )
 
-
-@dataclass
-class DedupResult:
-    kept: pl.DataFrame  # the input rows kept, input order, plus `text_hash`
-    drops: pl.DataFrame  # schema.DROPS
-    hashes: pl.DataFrame  # (text_hash, <id_col>, day) of the kept rows: persist for later days' `seen`
-    stats: dict[str, float | int] = field(default_factory=dict)
+    def history_kind(self) -> str:
+        """What a stored hash depends on: runs hashed another way cannot be compared."""
+        return f"exact|blake2b128|{_NORMALIZATION_VERSION if self.normalize else 'raw'}"
 
 
-def _seen_hashes(seen: pl.DataFrame | pl.Series | Iterable[str] | None, first_day: date | None) -> set[str]:
-    if seen is None:
-        return set()
-    if isinstance(seen, pl.DataFrame):
-        if "text_hash" not in seen.columns:
-            raise ValueError("exact_dedup: a `seen` frame needs a `text_hash` column")
-        if "day" in seen.columns and first_day is not None:
-            # rows of the day(s) being processed may be in there after an earlier run: ignore them
-            seen = seen.filter(pl.col("day").cast(pl.Date) < first_day)
-        return set(seen.get_column("text_hash").drop_nulls().to_list())
-    if isinstance(seen, pl.Series):
-        return set(seen.drop_nulls().to_list())
-    return set(seen)
+@dataclass(frozen=True)
+class ExactCounters(StepCounters):
+    exact_within: int
+    exact_cross_day: int
+    history_days: int  # earlier days the day was checked against
+
+    @property
+    def dup_rate(self) -> float:
+        return (self.exact_within + self.exact_cross_day) / self.rows_in if self.rows_in else 0.0
+
+
+def _one_day(days: pl.Series, fn: str, day: date | None = None) -> date:
+    """The one day of a frame decided against a history (`day` names it, and must when the frame is empty)."""
+    found = days.drop_nulls().unique().to_list()
+    if days.null_count() or len(found) > 1 or (day is not None and found and found != [day]):
+        raise ValueError(f"{fn}: cross-day history needs the rows of exactly one day, got days {sorted(found)}")
+    if not found and day is None:
+        raise ValueError(f"{fn}: an empty frame cannot tell its day: pass day= to commit it to the history")
+    return day if day is not None else found[0]
+
+
+def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataFrame:
+    """(text_hash, day) of the given hashes kept on a day before `day`: a DuckDB join that streams the
+    earlier days' hash runs against the day's distinct hashes, so the history is never in memory."""
+    import duckdb
+
+    runs = history.runs(day, compaction=EXACT_COMPACTION)
+    if not runs or not len(hashes):
+        return pl.DataFrame(schema={"text_hash": pl.Utf8, "day": pl.Date})
+    files = ", ".join("'" + str(r.path).replace("'", "''") + "'" for r in runs)
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("cur", pl.DataFrame({"h": pl.Series(hashes, dtype=pl.Utf8)}).unique().to_arrow())
+        return con.sql(
+            f"SELECT o.text_hash, min(o.day) AS day FROM read_parquet([{files}]) o "
+            "SEMI JOIN cur c ON o.text_hash = c.h GROUP BY o.text_hash"
+        ).pl()
+    finally:
+        con.close()
 
 
 def exact_dedup(
     df: pl.DataFrame,
-    seen: pl.DataFrame | pl.Series | Iterable[str] | None = None,
     config: ExactDedupConfig | None = None,
+    history: DayChain | None = None,
     text_col: str = "text",
     id_col: str = "prompt_id",
     day_col: str | None = "day",
-) -> DedupResult:
+    day: date | None = None,
+) -> StepResult[ExactCounters]:
     """Drop rows whose (normalized) text was already kept: earlier in (day, id) order, or on an earlier day.
 
-    `seen` holds hashes kept on earlier days: a set/Series of hashes, or a frame with `text_hash`
-    (and `day`, whereupon entries not earlier than the frame's first day are ignored, so passing
-    the whole hash table on a re-run is safe). Stats: rows_in, rows_kept, exact_within,
-    exact_cross_day, exact_dup_rate.
+    With `history` the frame holds one day: it is checked against the hashes the earlier days kept,
+    and the hashes it keeps (`text_hash`, id, day) are committed as its run. Kept rows gain `text_hash`.
     """
     config = config or ExactDedupConfig()
     _check_columns(df, "exact_dedup", text_col=text_col, id_col=id_col)
@@ -190,8 +213,9 @@ def exact_dedup(
     else:
         hashes = [hashlib.blake2b((t or "").encode(), digest_size=16).hexdigest() for t in texts]
     ids = df.get_column(id_col).cast(pl.Utf8)
-    first_day = days.min()
-    seen_set = _seen_hashes(seen, first_day)  # type: ignore[arg-type]
+    day = _one_day(days, "exact_dedup", day) if history is not None else None
+    seen = seen_before(hashes, history, day) if history is not None and day is not None else None
+    seen_day = dict(seen.iter_rows()) if seen is not None else {}
 
     work = pl.DataFrame({"_i": np.arange(df.height), "_h": hashes, "_id": ids, "_day": days})
     order = work.sort(["_day", "_id", "_i"], nulls_last=True)
@@ -199,12 +223,14 @@ def exact_dedup(
         _kept_id=pl.col("_id").first(), _kept_i=pl.col("_i").first()
     )
     work = work.join(first_of, on="_h", how="left").sort("_i")
-    work = work.with_columns(_cross=pl.col("_h").is_in(list(seen_set)))
+    work = work.with_columns(_cross=pl.col("_h").is_in(list(seen_day)))
     work = work.with_columns(_within=(pl.col("_i") != pl.col("_kept_i")) & ~pl.col("_cross"))
     dw = work.filter(pl.col("_cross") | pl.col("_within")).with_columns(
         _kid=pl.when("_cross").then(pl.lit(SEEN_PREFIX) + pl.col("_h")).otherwise("_kept_id"),
         _detail=pl.when("_cross")
-        .then(pl.lit("same normalized text kept on an earlier day"))
+        .then(
+            pl.lit("same normalized text kept on ") + pl.col("_h").replace_strict(seen_day, default=None).cast(pl.Utf8)
+        )
         .otherwise(pl.lit("same normalized text as the kept row")),
     )
     drops = _drops(
@@ -216,26 +242,23 @@ def exact_dedup(
         dw.get_column("_detail").to_list(),
     )
     cross, within = work.get_column("_cross"), work.get_column("_within")
-    dropped = cross | within
-
-    keep_mask = ~dropped
+    keep_mask = ~(cross | within)
     kept = df.with_columns(pl.Series("text_hash", hashes, dtype=pl.Utf8)).filter(keep_mask)
-    hashes_out = pl.DataFrame(
-        {
-            "text_hash": kept.get_column("text_hash"),
-            id_col: ids.filter(keep_mask),
-            "day": days.filter(keep_mask),
-        }
+    if history is not None and day is not None:
+        run = pl.DataFrame(
+            {"text_hash": kept["text_hash"], id_col: ids.filter(keep_mask), "day": days.filter(keep_mask)}
+        )
+        history.commit(day, run.sort("text_hash"), compaction=EXACT_COMPACTION)
+    counters = ExactCounters(
+        rows_in=df.height,
+        rows_kept=kept.height,
+        exact_within=int(within.sum()),
+        exact_cross_day=int(cross.sum()),
+        history_days=days_covered(history.runs(day, compaction=EXACT_COMPACTION))
+        if history is not None and day is not None
+        else 0,
     )
-    n_cross, n_within = int(cross.sum()), int(within.sum())
-    stats = {
-        "rows_in": df.height,
-        "rows_kept": kept.height,
-        "exact_within": n_within,
-        "exact_cross_day": n_cross,
-        "exact_dup_rate": (n_cross + n_within) / df.height if df.height else 0.0,
-    }
-    return DedupResult(kept=kept, drops=drops, hashes=hashes_out, stats=stats)
+    return StepResult(kept=kept, drops=drops, counters=counters)
 
 
 # --- near ------------------------------------------------------------------------------------------
@@ -286,9 +309,9 @@ class NearDedupConfig:
             "history). Ignored when the frame lacks the column; None disables."
         ),
     )
-    index_days: int = field(
-        default=0,
-        metadata=_help("With an index, compare against this many most recent earlier days (0: all of them)."),
+    lookback_days: int | None = field(
+        default=None,
+        metadata=_help("With a history, compare against this many most recent earlier days (None: all of them)."),
     )
 
     def __post_init__(self) -> None:
@@ -315,8 +338,8 @@ class NearDedupConfig:
                 ) from exc
         if not 0.5 <= self.lsh_recall < 1.0:
             raise ValueError(f"NearDedupConfig.lsh_recall must be in [0.5, 1), got {self.lsh_recall}")
-        if self.index_days < 0:
-            raise ValueError("NearDedupConfig.index_days must be >= 0 (0 means all earlier days)")
+        if self.lookback_days is not None and self.lookback_days < 1:
+            raise ValueError("NearDedupConfig.lookback_days must be >= 1, or None for all earlier days")
 
     def sketch_id(self) -> str:
         """Everything a stored signature depends on: an index built under another sketch is incomparable."""
@@ -327,154 +350,238 @@ class NearDedupConfig:
     def signatures(self, normalized: Sequence[str]) -> np.ndarray:
         return minhash.signatures(normalized, self.backend, self.num_perm, self.seed, self.shingle, self.shingle_size)
 
+    def history_kind(self) -> str:
+        """What a stored run depends on: a run made under another sketch or banding cannot be compared."""
+        bands, rows = minhash.lsh_bands(self.threshold, self.num_perm, self.lsh_recall)
+        return f"minhash|{self.sketch_id()}|b{bands}r{rows}"
+
+
+@dataclass(frozen=True)
+class NearCounters(StepCounters):
+    near_within: int
+    near_cross_day: int
+    groups: int
+    largest_group: int
+    skipped_short: int
+    candidate_pairs: int
+    verified_pairs: int  # similar pairs merged
+    same_source_pairs: int  # similar pairs left apart because they share a conversation
+    history_days: int
+    history_matches: int  # earlier days' rows sharing a band with a row of the day
+    bands: int
+    rows_per_band: int
+
+    @property
+    def dup_rate(self) -> float:
+        return (self.near_within + self.near_cross_day) / self.rows_in if self.rows_in else 0.0
+
 
 @dataclass
-class NearDedupResult:
-    kept: pl.DataFrame  # input rows kept, input order
-    drops: pl.DataFrame  # schema.DROPS
-    index_entries: pl.DataFrame  # (prompt_id, day, source_key, sketch, sig) of kept rows that have signatures
-    stats: dict[str, float | int] = field(default_factory=dict)
+class NearSignatures:
+    """Step 1: the rows near dedup looks at (`rows`: frame positions) and their signatures."""
+
+    rows: np.ndarray
+    sig: np.ndarray
+    lengths: np.ndarray  # normalized text length per row in `rows` (the 'longest' keep policy)
 
 
-def near_dedup(
-    df: pl.DataFrame,
-    config: NearDedupConfig | None = None,
-    index_path: Path | str | None = None,
-    text_col: str = "text",
-    id_col: str = "prompt_id",
-    day_col: str | None = "day",
-) -> NearDedupResult:
-    """Drop near-duplicates within the frame and, with `index_path`, of rows kept on earlier days.
+@dataclass
+class NearCandidates:
+    """Step 2: nodes (the day's rows, then matched earlier rows) and the pairs sharing an LSH band."""
 
-    Writes this frame's days into the index (their kept rows' signatures) when `index_path` is given.
-    Stats: rows_in, rows_kept, near_within, near_cross_day, near_dup_rate, groups, largest_group,
-    skipped_short, candidate_pairs, verified_pairs (similar pairs merged), same_source_pairs (similar
-    pairs left apart because they share a conversation), index_rows, bands, rows_per_band,
-    sketch_seconds, seconds.
-    """
-    t0 = time.perf_counter()
-    config = config or NearDedupConfig()
-    _check_columns(df, "near_dedup", text_col=text_col, id_col=id_col)
-    if index_path is not None and (day_col is None or day_col not in df.columns):
-        raise ValueError(
-            f"near_dedup: an index needs the day of each row; the frame has no day column {day_col!r} (pass day_col=)"
-        )
-    days = _day_series(df, day_col)
-    ids = df.get_column(id_col).cast(pl.Utf8)
-    src_col = config.same_source_col if config.same_source_col in df.columns else None
-    sources = df.get_column(src_col).cast(pl.Utf8) if src_col else pl.Series([None] * df.height, dtype=pl.Utf8)
+    sig: np.ndarray  # one row per node
+    ids: list[str]
+    days: list[date | None]
+    sources: list[str | None]
+    n_cur: int
+    pairs: np.ndarray
+    history_days: int
+
+
+@dataclass
+class NearClusters:
+    """Step 3: verified pairs grouped; `rep[k]` is the node that node k's cluster keeps."""
+
+    rep: np.ndarray
+    groups: pl.DataFrame  # comp, size, has_cur
+    n_candidates: int
+    n_verified: int
+    n_same_source: int
+
+
+def near_signatures(df: pl.DataFrame, config: NearDedupConfig, text_col: str = "text") -> NearSignatures:
     normalized = [normalize_text(t) for t in df.get_column(text_col).cast(pl.Utf8).to_list()]
-    eligible = np.array([len(t) >= config.min_chars for t in normalized], dtype=bool)
-    cur = np.flatnonzero(eligible)
+    rows = np.flatnonzero(np.array([len(t) >= config.min_chars for t in normalized], dtype=bool))
+    return NearSignatures(
+        rows=rows,
+        sig=config.signatures([normalized[i] for i in rows]),
+        lengths=np.array([len(normalized[i]) for i in rows], dtype=np.int64),
+    )
 
-    t1 = time.perf_counter()
-    sig_cur = config.signatures([normalized[i] for i in cur])
-    sketch_seconds = time.perf_counter() - t1
 
-    index = minhash.empty_index(config.num_perm)
-    if index_path is not None:
-        index = minhash.load_index(Path(index_path), config.sketch_id(), config.num_perm, days.min(), config.index_days)  # type: ignore[arg-type]
-    n_cur, n_old = len(cur), index.height
-    sig_old = index.get_column("sig").to_numpy().astype(np.uint32).reshape(n_old, config.num_perm)
-    sig = np.vstack([sig_cur, sig_old]) if n_old else sig_cur
-
-    # node k < n_cur is row cur[k] of the frame; node n_cur + m is index entry m
-    node_id = ids.gather(cur).to_list() + index.get_column("prompt_id").to_list()
-    node_day = days.gather(cur).to_list() + index.get_column("day").to_list()
-    node_src = sources.gather(cur).to_list() + index.get_column("source_key").to_list()
-
+def near_candidates(
+    sigs: NearSignatures,
+    ids: pl.Series,
+    days: pl.Series,
+    sources: pl.Series,
+    config: NearDedupConfig,
+    history: DayChain | None = None,
+    day: date | None = None,
+) -> NearCandidates:
+    """Pairs among the day's rows sharing a band, plus pairs with earlier days' kept rows (from `history`)."""
     bands, rows = minhash.lsh_bands(config.threshold, config.num_perm, config.lsh_recall)
-    pairs = minhash.candidate_pairs(sig, bands, rows)
-    if n_old:
-        pairs = pairs[pairs[:, 0] < n_cur]  # earlier days were deduped when they ran
+    n_cur = len(sigs.rows)
+    node_ids = ids.gather(sigs.rows).to_list()
+    node_days = days.gather(sigs.rows).to_list()
+    node_src = sources.gather(sigs.rows).to_list()
+    pairs = minhash.candidate_pairs(sigs.sig, bands, rows)
+    sig = sigs.sig
+    n_runs = 0
+    if history is not None:
+        runs = history.runs(_one_day(days, "near_dedup", day), config.lookback_days, NEAR_COMPACTION)
+        n_runs = days_covered(runs)
+        cur_keys = minhash.keys_frame(minhash.band_keys(sigs.sig, bands, rows))
+        old, old_pairs = minhash.history_matches(runs, cur_keys)
+        if old.height:
+            sig = np.vstack([sig, old["sig"].to_numpy().astype(np.uint32).reshape(old.height, config.num_perm)])
+            node_ids += old["prompt_id"].to_list()
+            node_days += old["day"].to_list()
+            node_src += old["source_key"].to_list()
+            old_pairs[:, 1] += n_cur
+            pairs = np.vstack([pairs, old_pairs])
+    return NearCandidates(sig, node_ids, node_days, node_src, n_cur, pairs, n_runs)
+
+
+def near_clusters(cand: NearCandidates, lengths: np.ndarray, config: NearDedupConfig) -> NearClusters:
+    """Verify candidates on estimated Jaccard, group them (connected components), pick each group's keeper:
+    an earlier day's row when there is one (it was kept already), else by the keep policy."""
+    pairs = cand.pairs
     n_candidates = len(pairs)
-    est = minhash.estimated_jaccard(sig, pairs)
-    pairs = pairs[est >= config.threshold]
+    pairs = pairs[minhash.estimated_jaccard(cand.sig, pairs) >= config.threshold]
     n_same_source = 0
-    if src_col and len(pairs):
-        src = np.array(node_src, dtype=object)
+    if len(pairs):
+        src = np.array(cand.sources, dtype=object)
         same = (src[pairs[:, 0]] == src[pairs[:, 1]]) & (src[pairs[:, 0]] != None)  # noqa: E711
         n_same_source = int(same.sum())
         pairs = pairs[~same]
-
-    n_nodes = n_cur + n_old
+    n_nodes = len(cand.ids)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_nodes, n_nodes))
     _, comp = connected_components(graph, directed=False)
-
-    # representative per component: an earlier day's row when there is one, else by the keep policy
-    lengths = [len(normalized[i]) for i in cur] + [0] * n_old
     nodes = pl.DataFrame(
         {
             "node": np.arange(n_nodes),
             "comp": comp,
-            "old": np.arange(n_nodes) >= n_cur,
-            "day": pl.Series(node_day, dtype=pl.Date),
-            "id": pl.Series(node_id, dtype=pl.Utf8),
-            "len": lengths,
+            "old": np.arange(n_nodes) >= cand.n_cur,
+            "day": pl.Series(cand.days, dtype=pl.Date),
+            "id": pl.Series(cand.ids, dtype=pl.Utf8),
+            "len": np.concatenate([lengths, np.zeros(n_nodes - cand.n_cur, dtype=np.int64)]),
         }
     )
-    size = nodes.group_by("comp").agg(size=pl.len(), has_cur=(~pl.col("old")).any())
+    groups = nodes.group_by("comp").agg(size=pl.len(), has_cur=(~pl.col("old")).any())
     by = ["old", "len"] if config.keep == "longest" else ["old"]
     rep = (
         nodes.sort([*by, "day", "id"], descending=[True] * len(by) + [False, False], nulls_last=True)
         .group_by("comp", maintain_order=True)
         .agg(rep=pl.col("node").first())
     )
-    nodes = nodes.join(rep, on="comp").join(size, on="comp").sort("node")
-    rep_of = nodes.get_column("rep").to_numpy()
-    dup_nodes = np.flatnonzero((rep_of != np.arange(n_nodes)) & (np.arange(n_nodes) < n_cur))
+    rep_of = nodes.join(rep, on="comp").sort("node").get_column("rep").to_numpy()
+    return NearClusters(rep_of, groups, n_candidates, len(pairs), n_same_source)
 
-    rep_nodes = rep_of[dup_nodes]
-    sims = (sig[dup_nodes] == sig[rep_nodes]).mean(axis=1) if len(dup_nodes) else np.zeros(0)
+
+def near_filter(
+    df: pl.DataFrame,
+    ids: pl.Series,
+    days: pl.Series,
+    sigs: NearSignatures,
+    cand: NearCandidates,
+    clusters: NearClusters,
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, int]:
+    """Keep each cluster's keeper; every other row of the day is a drop naming the row it duplicates.
+    Returns kept rows, drops, the kept nodes (positions among the day's signed rows), cross-day drops."""
+    n_cur = cand.n_cur
+    dup_nodes = np.flatnonzero((clusters.rep != np.arange(len(clusters.rep))) & (np.arange(len(clusters.rep)) < n_cur))
+    rep_nodes = clusters.rep[dup_nodes]
+    sims = (cand.sig[dup_nodes] == cand.sig[rep_nodes]).mean(axis=1) if len(dup_nodes) else np.zeros(0)
     cross = rep_nodes >= n_cur
     details = [
-        f"estimated jaccard {s:.2f} with the kept row" + (f" of {node_day[r]}" if c else "")
+        f"estimated jaccard {s:.2f} with the kept row" + (f" of {cand.days[r]}" if c else "")
         for s, r, c in zip(sims, rep_nodes, cross)
     ]
-    drop_rows = cur[dup_nodes]
+    drop_rows = sigs.rows[dup_nodes]
     drops = _drops(
         days.gather(drop_rows),
         ids.gather(drop_rows).to_list(),
         NEAR_DUPLICATE,
         STAGE_NEAR,
-        [node_id[r] for r in rep_nodes],
+        [cand.ids[r] for r in rep_nodes],
         details,
     )
-
     keep_mask = np.ones(df.height, dtype=bool)
     keep_mask[drop_rows] = False
-    kept = df.filter(pl.Series(keep_mask))
-    kept_nodes = np.setdiff1d(np.arange(n_cur), dup_nodes)
-    entries = pl.DataFrame(
-        {
-            "prompt_id": ids.gather(cur[kept_nodes]),
-            "day": days.gather(cur[kept_nodes]),
-            "source_key": sources.gather(cur[kept_nodes]),
-            "sketch": [config.sketch_id()] * len(kept_nodes),
-            "sig": pl.Series(sig_cur[kept_nodes], dtype=pl.Array(pl.UInt32, config.num_perm)),
-        }
-    )
-    if index_path is not None:
-        minhash.write_index(Path(index_path), entries, sorted(d for d in days.unique().to_list() if d is not None))
+    return df.filter(pl.Series(keep_mask)), drops, np.setdiff1d(np.arange(n_cur), dup_nodes), int(cross.sum())
 
-    groups = size.filter(pl.col("has_cur") & (pl.col("size") > 1))
-    n_drop, n_cross = len(dup_nodes), int(cross.sum())
-    stats = {
-        "rows_in": df.height,
-        "rows_kept": kept.height,
-        "near_within": n_drop - n_cross,
-        "near_cross_day": n_cross,
-        "near_dup_rate": n_drop / df.height if df.height else 0.0,
-        "groups": groups.height,
-        "largest_group": int(groups.get_column("size").max() or 0),
-        "skipped_short": int(df.height - len(cur)),
-        "candidate_pairs": n_candidates,
-        "verified_pairs": len(pairs),
-        "same_source_pairs": n_same_source,
-        "index_rows": n_old,
-        "bands": bands,
-        "rows_per_band": rows,
-        "sketch_seconds": sketch_seconds,
-        "seconds": time.perf_counter() - t0,
-    }
-    return NearDedupResult(kept=kept, drops=drops, index_entries=entries, stats=stats)
+
+def near_dedup(
+    df: pl.DataFrame,
+    config: NearDedupConfig | None = None,
+    history: DayChain | None = None,
+    text_col: str = "text",
+    id_col: str = "prompt_id",
+    day_col: str | None = "day",
+    day: date | None = None,
+) -> StepResult[NearCounters]:
+    """Drop near-duplicates within the frame and, with `history`, of rows kept on earlier days.
+
+    With `history` the frame holds one day; the signatures (and band keys) of the rows it keeps are
+    committed as that day's run.
+    """
+    config = config or NearDedupConfig()
+    _check_columns(df, "near_dedup", text_col=text_col, id_col=id_col)
+    if history is not None and (day_col is None or day_col not in df.columns):
+        raise ValueError(
+            f"near_dedup: a history needs the day of each row; the frame has no day column {day_col!r} (pass day_col=)"
+        )
+    days = _day_series(df, day_col)
+    ids = df.get_column(id_col).cast(pl.Utf8)
+    src_col = config.same_source_col if config.same_source_col in df.columns else None
+    sources = df.get_column(src_col).cast(pl.Utf8) if src_col else pl.Series([None] * df.height, dtype=pl.Utf8)
+
+    sigs = near_signatures(df, config, text_col)
+    cand = near_candidates(sigs, ids, days, sources, config, history, day)
+    clusters = near_clusters(cand, sigs.lengths, config)
+    kept, drops, kept_nodes, n_cross = near_filter(df, ids, days, sigs, cand, clusters)
+
+    bands, rows = minhash.lsh_bands(config.threshold, config.num_perm, config.lsh_recall)
+    if history is not None:
+        kept_sig = sigs.sig[kept_nodes]
+        entries = minhash.run_entries(
+            ids.gather(sigs.rows[kept_nodes]).to_list(),
+            days.gather(sigs.rows[kept_nodes]).to_list(),
+            sources.gather(sigs.rows[kept_nodes]).to_list(),
+            kept_sig,
+        )
+        history.commit(
+            _one_day(days, "near_dedup", day),
+            entries,
+            sidecars={"keys": lambda path: minhash.write_keys(path, kept_sig, bands, rows)},
+            row_group_size=minhash.ENTRY_ROW_GROUP,
+            compaction=NEAR_COMPACTION,
+        )
+    groups = clusters.groups.filter(pl.col("has_cur") & (pl.col("size") > 1))
+    counters = NearCounters(
+        rows_in=df.height,
+        rows_kept=kept.height,
+        near_within=drops.height - n_cross,
+        near_cross_day=n_cross,
+        groups=groups.height,
+        largest_group=int(groups.get_column("size").max() or 0),
+        skipped_short=int(df.height - len(sigs.rows)),
+        candidate_pairs=clusters.n_candidates,
+        verified_pairs=clusters.n_verified,
+        same_source_pairs=clusters.n_same_source,
+        history_days=cand.history_days,
+        history_matches=len(cand.ids) - cand.n_cur,
+        bands=bands,
+        rows_per_band=rows,
+    )
+    return StepResult(kept=kept, drops=drops, counters=counters)

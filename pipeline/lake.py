@@ -31,6 +31,8 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
+from pipeline.crash import crash_point
+
 log = logging.getLogger(__name__)
 
 HOME_ENV = "FLYWHEEL_HOME"
@@ -76,14 +78,15 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_parquet(path: Path, df: pl.DataFrame) -> Path:
+def atomic_write_parquet(path: Path, df: pl.DataFrame, row_group_size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         # statistics make DuckDB and polars skip row groups on filters (e.g. hashes of earlier days)
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=row_group_size)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point("parquet")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -168,6 +171,10 @@ class Lake:
             for other in pdir.glob("*.parquet"):
                 if other != path:
                     other.unlink(missing_ok=True)
+        # temp files of a write that was killed before its rename
+        for stale in pdir.glob(".*.tmp-*"):
+            if replace or stale.name.startswith(f".{part}.parquet.tmp-"):
+                stale.unlink(missing_ok=True)
         self._register(table)
         return path
 

@@ -15,9 +15,6 @@ estimated Jaccard, so extra candidates cost time, not precision.
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
@@ -119,18 +116,44 @@ def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[in
     return num_perm, 1
 
 
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 key of each band of each signature: a fixed multiply-xor mix, so keys stored on
+    one day compare with keys computed on another (a library's row hash may change between versions)."""
+    keys = np.zeros((sig.shape[0], bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            h = np.full(sig.shape[0], np.uint64(b + 1), dtype=np.uint64)
+            for j in range(b * rows, (b + 1) * rows):
+                h = (h ^ sig[:, j].astype(np.uint64)) * _MUL
+                h ^= h >> np.uint64(31)
+            keys[:, b] = h
+    return keys
+
+
+def keys_frame(keys: np.ndarray) -> pl.DataFrame:
+    """Band keys in long form (band, key, row): what a join on shared bands needs."""
+    n, bands = keys.shape
+    return pl.DataFrame(
+        {
+            "band": np.tile(np.arange(bands, dtype=np.uint16), n),
+            "key": keys.reshape(-1),
+            "row": np.repeat(np.arange(n, dtype=np.uint32), bands),
+        }
+    )
+
+
 def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 64) -> np.ndarray:
     """Index pairs (i < j) sharing at least one LSH band. A bucket larger than `max_bucket` contributes
     a star around its first member instead of all its pairs, so one huge bucket cannot blow up."""
     n = sig.shape[0]
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    parts = []
-    for b in range(bands):
-        keys = pl.DataFrame(sig[:, b * rows : (b + 1) * rows]).hash_rows(seed=17)
-        parts.append(pl.DataFrame({"band": np.full(n, b, dtype=np.int32), "key": keys, "i": np.arange(n)}))
     buckets = (
-        pl.concat(parts).group_by("band", "key").agg(pl.col("i").sort()).filter(pl.col("i").list.len() > 1).select("i")
+        keys_frame(band_keys(sig, bands, rows))
+        .group_by("band", "key")
+        .agg(i=pl.col("row").cast(pl.Int64).sort())
+        .filter(pl.col("i").list.len() > 1)
+        .select("i")
     )
     if buckets.height == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -151,58 +174,81 @@ def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray, chunk: int = 200_000) 
     return out
 
 
-# --- per-day signature index: one file per day, so days run in parallel never write the same file ---
+# --- earlier days' kept signatures: one run per day (pipeline.history), queried without loading them ---
 
-_INDEX_FILE = re.compile(r"^day=(\d{4}-\d{2}-\d{2})\.parquet$")
+ENTRY_ROW_GROUP = 2048  # rows per Parquet row group of a run: a candidate reads only its own group
 
 
-def empty_index(num_perm: int) -> pl.DataFrame:
+def run_entries(
+    ids: Sequence[str], days: Sequence[date], sources: Sequence[str | None], sig: np.ndarray
+) -> pl.DataFrame:
+    """A day's kept signatures as a run: (prompt_id, day, source_key, sig)."""
     return pl.DataFrame(
-        schema={
-            "prompt_id": pl.Utf8,
-            "day": pl.Date,
-            "source_key": pl.Utf8,
-            "sketch": pl.Utf8,
-            "sig": pl.Array(pl.UInt32, num_perm),
+        {
+            "prompt_id": pl.Series(list(ids), dtype=pl.Utf8),
+            "day": pl.Series(list(days), dtype=pl.Date),
+            "source_key": pl.Series(list(sources), dtype=pl.Utf8),
+            "sig": pl.Series(sig, dtype=pl.Array(pl.UInt32, sig.shape[1])),
         }
     )
 
 
-def load_index(index_path: Path, sketch: str, num_perm: int, before: date | None, last_days: int = 0) -> pl.DataFrame:
-    """Stored entries of days earlier than `before` (all when None); the newest `last_days` days if > 0."""
-    files = []
-    if index_path.is_dir():
-        for f in sorted(index_path.iterdir()):
-            m = _INDEX_FILE.match(f.name)
-            if m and (before is None or date.fromisoformat(m.group(1)) < before):
-                files.append(f)
-    if last_days:
-        files = files[-last_days:]
-    if not files:
-        return empty_index(num_perm)
-    index = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
-    found = set(index.get_column("sketch").unique().to_list())
-    if found - {sketch}:
-        raise ValueError(
-            f"near-dedup index at {index_path} holds signatures of {sorted(found)}, this config makes "
-            f"{sketch!r}: set backend/num_perm/seed/shingle/shingle_size to match, or use a fresh index_path"
-        )
-    return index
+def write_keys(path: Path, sig: np.ndarray, bands: int, rows: int) -> None:
+    """The band keys of a run, sorted by key (row-group statistics then let a join skip most of them)."""
+    keys_frame(band_keys(sig, bands, rows)).sort("key").write_parquet(path, compression="zstd", statistics=True)
 
 
-def write_index(index_path: Path, entries: pl.DataFrame, days: Iterable[date]) -> list[Path]:
-    """Replace each day's file with that day's entries (temp file, then rename: never half-written)."""
-    index_path.mkdir(parents=True, exist_ok=True)
-    written = []
-    for d in days:
-        target = index_path / f"day={d.isoformat()}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=index_path, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
-            entries.filter(pl.col("day") == d).write_parquet(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        written.append(target)
-    return written
+def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """Earlier days' entries sharing a band with a current row.
+
+    `runs` are `pipeline.history.Run`s with a `keys` sidecar; `cur_keys` is `keys_frame` of the current
+    rows. Returns (entries of the matched earlier rows, one per row, with their `sig`) and the pairs
+    (current row, index into those entries). DuckDB streams the key files through a join against the
+    day's keys, and only the row groups holding a match are read back, so memory stays flat however
+    long the history is.
+    """
+    import duckdb
+    import pyarrow.parquet as pq
+
+    if not runs or cur_keys.height == 0:
+        return pl.DataFrame(), np.zeros((0, 2), dtype=np.int64)
+    files = ", ".join("'" + str(r.sidecars["keys"]).replace("'", "''") + "'" for r in runs)
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("cur", cur_keys.rename({"row": "node"}).to_arrow())
+        hits = con.sql(
+            f"SELECT DISTINCT c.node, o.filename AS file, o.row FROM read_parquet([{files}], filename = true) o "
+            "JOIN cur c ON o.band = c.band AND o.key = c.key"
+        ).pl()
+    finally:
+        con.close()
+    if hits.height == 0:
+        return pl.DataFrame(), np.zeros((0, 2), dtype=np.int64)
+    by_keys = {str(r.sidecars["keys"]): r for r in runs}
+    parts = []
+    for file, rows in hits.select("file", "row").unique().group_by("file", maintain_order=True):
+        run = by_keys[file[0]]
+        wanted = np.sort(rows["row"].to_numpy().astype(np.int64))
+        groups = np.unique(wanted // ENTRY_ROW_GROUP).tolist()
+        table = pl.from_arrow(pq.ParquetFile(run.path).read_row_groups(groups))
+        offsets = np.concatenate([[g * ENTRY_ROW_GROUP] for g in groups])
+        # row r sits in group r // G at position r % G; groups were read in order, each G rows long but the last
+        local = np.searchsorted(offsets, wanted, side="right") - 1
+        pos = local * ENTRY_ROW_GROUP + (wanted - offsets[local])
+        parts.append(table[pos].with_columns(file=pl.lit(file[0]), row=pl.Series(wanted, dtype=pl.UInt32)))
+    entries = pl.concat(parts).with_row_index("_e")
+    pairs = hits.join(entries.select("_e", "file", "row"), on=["file", "row"]).select("node", "_e")
+    return entries.drop("_e", "file", "row"), pairs.to_numpy().astype(np.int64)
+
+
+def merge_keys(pieces: list, offsets: list[int], stem: Path) -> dict[str, Path]:
+    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries."""
+    keys = pl.concat(
+        [
+            pl.read_parquet(p.sidecars["keys"]).with_columns(row=pl.col("row") + pl.lit(off, pl.UInt32))
+            for p, off in zip(pieces, offsets)
+        ]
+    )
+    path = stem.with_name(stem.name + ".keys")
+    keys.sort("key").write_parquet(path, compression="zstd", statistics=True)
+    return {"keys": path}

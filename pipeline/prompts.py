@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from pipeline import schema
+from pipeline.step import StepCounters, StepResult
 
 STAGE = "prompts"
 
@@ -316,7 +317,19 @@ def _systems(messages: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass(frozen=True)
+class PromptCounters(StepCounters):
+    """`rows_in` counts user turns (each a candidate cut); messages that never became a turn are drops too."""
+
+    answered: int
+    conversations: int
+    with_thumbs: int
+    messages_dropped: int
+    continued_rate: float
+    mean_depth_after: float
+
+
+def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None) -> StepResult[PromptCounters]:
     """Cut `conversations` (schema.CONVERSATIONS) into prompts (schema.PROMPTS, `cluster_id` and
     `split` are added by later steps) and the drops (schema.DROPS) of user turns and messages
     that did not become one. Prompts are sorted by conversation and cut turn."""
@@ -363,7 +376,18 @@ def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None)
         )
     )
     drops = pl.concat([message_drops, _drops(turn_drops, "_reason", "_detail")])
-    return prompts, drops
+    summary = summarize(prompts, drops)
+    counters = PromptCounters(
+        rows_in=int(summary["user_turns"]),
+        rows_kept=prompts.height,
+        answered=int(summary["answered"]),
+        conversations=int(summary["conversations"]),
+        with_thumbs=int(summary["with_thumbs"]),
+        messages_dropped=message_drops.height,
+        continued_rate=float(summary["continued_rate"] or 0.0),
+        mean_depth_after=float(summary["mean_depth_after"] or 0.0),
+    )
+    return StepResult(prompts, drops, counters)
 
 
 def summarize(prompts: pl.DataFrame, drops: pl.DataFrame) -> dict[str, object]:

@@ -141,6 +141,12 @@ PROMPTS = pl.Schema(
     }
 )
 
+# The contracts of the curated daily tables, each the one before plus what its step adds.
+SCRUBBED_CONVERSATIONS = pl.Schema({**CONVERSATIONS, "pii_types": pl.List(pl.Utf8)})
+DEDUPED_PROMPTS = pl.Schema({**PROMPTS, "text_hash": pl.Utf8})
+PROMPT_EMBEDDINGS = pl.Schema({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date})
+POOL = pl.Schema({**DEDUPED_PROMPTS, "cluster_id": pl.Int64, "split": pl.Utf8, "sample_weight": pl.Float64})
+
 # One row per row a step removed: what it was, which step, and why. Every step writes its drops
 # here, so a report can account for each row between two tables.
 DROPS = pl.Schema(
@@ -154,3 +160,12 @@ DROPS = pl.Schema(
         "detail": pl.Utf8,
     }
 )
+
+
+def drops_frame(rows: list[dict] | dict[str, list]) -> pl.DataFrame:
+    """DROPS rows from a list of row dicts or from columns; absent columns (e.g. `kept_id`) are null."""
+    frame = pl.DataFrame(rows) if isinstance(rows, dict) else pl.DataFrame(rows, infer_schema_length=None)
+    if frame.width == 0:
+        return empty(DROPS)
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in DROPS.items() if name not in frame.columns]
+    return conform(frame.with_columns(missing), DROPS)

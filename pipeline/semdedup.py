@@ -7,9 +7,11 @@ matrix). Similarities are computed as matrix products in row blocks, so memory s
 Python loop runs over pairs. A dropped row's ``kept_id`` follows its chain of earlier duplicates to
 the row that was kept.
 
-Across days: the vectors each day KEPT are stored as one FAISS index per day (``SemanticIndex``);
-a new day's rows within ``eps`` of any earlier day's kept row are dropped first. A day never searches
-its own entries or later days', so re-running a day gives the same result and replaces its entry.
+Across days: the vectors each day KEPT are committed as that day's run of a ``pipeline.history.DayChain``
+(row ids and a hash of each vector, plus a FAISS index of the vectors beside it); a new day's rows
+within ``eps`` of any earlier day's kept row are dropped first. A day searches exactly the days before
+it (the newest ``lookback_days`` when set), one index at a time, so memory holds one day's index and
+the result does not depend on the order in which days were materialized.
 
 Why ``eps = 0.05`` (cosine >= 0.95) by default, measured with all-MiniLM-L6-v2: case and punctuation
 variants of a sentence score 0.97-0.98 ("I am a student at BYU" / "i am a student at byu."), close
@@ -22,14 +24,13 @@ rewordings. (SemDeDup's paper uses 0.07-0.3 to thin web-scale pretraining data.)
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import hashlib
 import os
-import re
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.faiss_gpu import kmeans_gpu_arg, to_gpus
-from pipeline.lake import atomic_write_parquet, atomic_write_text
+from pipeline.history import Compaction, DayChain, Run, days_covered
+from pipeline.step import StepCounters, StepResult
 
 KEEP_POLICIES = ("centroid", "first", "longest")
 INDEX_KINDS = ("auto", "flat", "ivf")
@@ -211,12 +213,22 @@ def _roots(parent: np.ndarray) -> np.ndarray:
         root = nxt
 
 
-@dataclass
-class SemDedupResult:
-    kept: pl.DataFrame  # row_id, cluster_id (-1 when the day was not clustered)
-    drops: pl.DataFrame  # schema.DROPS
-    kept_mask: np.ndarray  # per input row
-    stats: dict
+@dataclass(frozen=True)
+class SemanticCounters(StepCounters):
+    dropped_earlier_days: int
+    dropped_within_day: int
+    n_clusters: int
+    largest_cluster: int
+    history_days: int
+
+    @property
+    def dup_rate(self) -> float:
+        return 1 - self.rows_kept / self.rows_in if self.rows_in else 0.0
+
+
+def history_kind(space: str | int) -> str:
+    """Runs hold unit vectors of one embedding space (a model id, or a dimension): another cannot be searched."""
+    return f"semantic|unit-f32|{space}"
 
 
 def _keep_key(config: SemDedupConfig, ids: list[str], texts, sims: np.ndarray) -> np.ndarray:
@@ -236,13 +248,14 @@ def semantic_dedup(
     *,
     day: date,
     texts: Sequence[str | None] | pl.Series | None = None,
-    history: SemanticIndex | None = None,
+    history: DayChain | None = None,
     stage: str = "semdedup",
-) -> SemDedupResult:
+) -> StepResult[SemanticCounters]:
     """Drop semantic duplicates of one day's rows; with `history`, also of rows kept on earlier days,
-    and record this day's kept rows there (replacing an earlier run of the same day)."""
+    and commit this day's kept rows there (replacing an earlier run of the same day).
+
+    `kept` holds (row_id, cluster_id) of the kept rows, in input order."""
     config = config or SemDedupConfig()
-    t0 = time.perf_counter()
     ids = [str(i) for i in (ids.to_list() if isinstance(ids, pl.Series) else ids)]
     texts = texts.to_list() if isinstance(texts, pl.Series) else texts
     if len(ids) != len(vectors) or (texts is not None and len(texts) != len(ids)):
@@ -253,17 +266,16 @@ def semantic_dedup(
     if len(set(ids)) != len(ids):
         raise ValueError("semantic_dedup needs unique row ids (kept_id must name one row)")
     n = len(ids)
-    x = unit_rows(vectors) if n else np.zeros((0, 1), np.float32)
+    x = unit_rows(vectors) if n else np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 1), np.float32)
     threshold = 1.0 - config.eps
     drops: list[dict] = []
     dropped = np.zeros(n, dtype=bool)
 
-    t_hist = time.perf_counter()
-    prev_dups = 0
-    if history is not None and config.cross_day and n:
-        sims, ref_ids, ref_days = history.search(
-            x, before=day, lookback_days=config.lookback_days, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe
-        )
+    prev_dups, runs = 0, []
+    if history is not None and config.cross_day:
+        runs = history.runs(day, config.lookback_days, _compaction(config))
+    if runs and n:
+        sims, ref_ids, ref_days = search_runs(runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe)
         for i in np.flatnonzero(sims >= threshold):
             dropped[i] = True
             drops.append(
@@ -274,13 +286,12 @@ def semantic_dedup(
                 )
             )
         prev_dups = int(dropped.sum())
-    t_hist = time.perf_counter() - t_hist
 
     # within the day, among rows no earlier day claimed
     live = np.flatnonzero(~dropped)
     cluster = np.full(n, -1, dtype=np.int64)
-    t_km = time.perf_counter()
     k = auto_clusters(live.size, config) if live.size else 0
+    within = 0
     if live.size:
         xl = x[live]
         _, assign, csims = spherical_kmeans(
@@ -292,9 +303,6 @@ def semantic_dedup(
             use_gpu=config.use_gpu,
         )
         cluster[live] = assign
-    t_km = time.perf_counter() - t_km
-    t_pairs = time.perf_counter()
-    within = 0
     if live.size > 1:
         live_ids = [ids[i] for i in live]
         id_rank = pl.Series(live_ids).rank("ordinal").to_numpy()
@@ -315,128 +323,100 @@ def semantic_dedup(
                 )
             )
         within = int((parent >= 0).sum())
-    t_pairs = time.perf_counter() - t_pairs
 
-    kept_mask = ~dropped
-    kept_rows = np.flatnonzero(kept_mask)
+    kept_rows = np.flatnonzero(~dropped)
     if history is not None:
-        history.save(day, [ids[i] for i in kept_rows], x[kept_rows] if n else np.zeros((0, 1), np.float32), config)
-    drops_df = pl.DataFrame(
-        {
-            "day": [day] * len(drops),
-            "stage": [stage] * len(drops),
-            "row_id": [d["row_id"] for d in drops],
-            "reason_code": [REASON] * len(drops),
-            "kept_id": [d["kept_id"] for d in drops],
-            "detail": [d["detail"] for d in drops],
-        },
-        schema=schema.DROPS,
-    )
+        commit_run(history, day, [ids[i] for i in kept_rows], x[kept_rows], config)
+    drops_df = schema.drops_frame([{"day": day, "stage": stage, "reason_code": REASON, **d} for d in drops])
     kept = pl.DataFrame(
         {"row_id": [ids[i] for i in kept_rows], "cluster_id": cluster[kept_rows]},
         schema={"row_id": pl.Utf8, "cluster_id": pl.Int64},
     )
     sizes = np.bincount(cluster[live], minlength=max(k, 1)) if live.size else np.zeros(0, np.int64)
-    stats = {
-        "rows_in": n,
-        "rows_kept": int(kept_rows.size),
-        "dropped_earlier_days": prev_dups,
-        "dropped_within_day": within,
-        "dup_rate": round(1 - kept_rows.size / n, 4) if n else 0.0,
-        "eps": config.eps,
-        "keep": config.keep,
-        "n_clusters": int(k),
-        "largest_cluster": int(sizes.max()) if sizes.size else 0,
-        "seconds_history": round(t_hist, 3),
-        "seconds_kmeans": round(t_km, 3),
-        "seconds_pairs": round(t_pairs, 3),
-        "seconds_total": round(time.perf_counter() - t0, 3),
-    }
-    return SemDedupResult(kept=kept, drops=drops_df, kept_mask=kept_mask, stats=stats)
+    counters = SemanticCounters(
+        rows_in=n,
+        rows_kept=int(kept_rows.size),
+        dropped_earlier_days=prev_dups,
+        dropped_within_day=within,
+        n_clusters=int(k),
+        largest_cluster=int(sizes.max()) if sizes.size else 0,
+        history_days=days_covered(runs),
+    )
+    return StepResult(kept=kept, drops=drops_df, counters=counters)
 
 
-class SemanticIndex:
-    """The vectors each day kept, one FAISS index per day under `root`, for cross-day dedup.
+def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, config: SemDedupConfig) -> None:
+    """A day's kept vectors as its run: row ids with a hash of each vector (so the run's content hash
+    changes when the vectors do), and the FAISS index of the vectors beside it."""
+    import faiss
 
-    A day's entry is ``day=<d>-<token>.faiss`` (the vectors), ``day=<d>-<token>.ids.parquet`` (row
-    id per index position) and the manifest ``day=<d>.json`` naming the token. The manifest is
-    written last and atomically, so readers see the old entry or the new one, never a mix.
-    """
+    entries = pl.DataFrame(
+        {
+            "row_id": pl.Series(ids, dtype=pl.Utf8),
+            "vector_hash": [hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest() for v in x],
+        }
+    )
 
-    _MANIFEST = re.compile(r"^day=(\d{4}-\d{2}-\d{2})\.json$")
+    def write_index(path: Path) -> None:
+        index, _ = _build_index(x, config)
+        faiss.write_index(index, str(path))
 
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
+    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=_compaction(config))
 
-    def days(self) -> list[date]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            date.fromisoformat(m.group(1)) for p in self.root.iterdir() if (m := self._MANIFEST.match(p.name))
-        )
 
-    def manifest(self, day: date) -> dict | None:
-        path = self.root / f"day={day.isoformat()}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+def _compaction(config: SemDedupConfig) -> Compaction:
+    # a search holds one segment's index in memory at a time: 32 days at most per segment
+    return Compaction(max_block_days=32, merge_sidecars=partial(_merge_indexes, config))
 
-    def save(self, day: date, ids: list[str], vectors: np.ndarray, config: SemDedupConfig | None = None) -> None:
-        import faiss
 
-        config = config or SemDedupConfig()
-        self.root.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex[:12]
-        stem = f"day={day.isoformat()}-{token}"
-        kind = "empty"
-        if len(ids):
-            x = unit_rows(vectors)
-            index, kind = _build_index(x, config)
-            tmp = self.root / f".{stem}.faiss.tmp-{uuid.uuid4().hex}"
-            try:
-                faiss.write_index(index, str(tmp))
-                os.replace(tmp, self.root / f"{stem}.faiss")
-            finally:
-                tmp.unlink(missing_ok=True)
-            atomic_write_parquet(
-                self.root / f"{stem}.ids.parquet", pl.DataFrame({"row_id": ids}, schema={"row_id": pl.Utf8})
+def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
+    """One FAISS index over merged runs (IVF once it is large), from the vectors of the pieces' indexes."""
+    import faiss
+
+    parts = []
+    for p in pieces:
+        index = faiss.read_index(str(p.sidecars["faiss"]))
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()
+        parts.append(index.reconstruct_n(0, index.ntotal))
+    # a merged segment is searched by every later day: IVF as soon as it has enough rows to train one
+    # (a flat search costs rows x stored; IVF scans nprobe of about 2 sqrt(stored) lists)
+    segment_config = dataclasses.replace(config, index_kind="ivf") if config.index_kind == "auto" else config
+    merged, _ = _build_index(np.vstack(parts).astype(np.float32), segment_config)
+    path = stem.with_name(stem.name + ".faiss")
+    faiss.write_index(merged, str(path))
+    return {"faiss": path}
+
+
+def search_runs(
+    runs: list[Run], x: np.ndarray, *, use_gpu: bool = True, nprobe: int = 8
+) -> tuple[np.ndarray, list[str | None], list[str | None]]:
+    """Best cosine of each unit row to any row of the earlier days' runs, its id and day (one index in
+    memory at a time)."""
+    import faiss
+
+    n = x.shape[0]
+    best = np.full(n, -np.inf, dtype=np.float32)
+    ref_id = np.full(n, None, dtype=object)
+    ref_day = np.full(n, None, dtype=object)
+    for run in runs:
+        index = faiss.read_index(str(run.sidecars["faiss"]))
+        if index.d != x.shape[1]:
+            raise ValueError(
+                f"semantic history of {run.day} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
+                "the embedding model changed; point the history at a new folder"
             )
-        manifest = {"day": day.isoformat(), "token": token, "rows": len(ids), "kind": kind}
-        atomic_write_text(self.root / f"day={day.isoformat()}.json", json.dumps(manifest))
-        for old in self.root.glob(f"day={day.isoformat()}-*"):
-            if not old.name.startswith(stem):
-                old.unlink(missing_ok=True)
-
-    def search(
-        self, x: np.ndarray, *, before: date, lookback_days: int | None = None, use_gpu: bool = True, nprobe: int = 8
-    ) -> tuple[np.ndarray, list[str | None], list[str | None]]:
-        """Best cosine of each unit row to any row kept on a day before `before`, its id and day."""
-        import faiss
-
-        n = x.shape[0]
-        best = np.full(n, -np.inf, dtype=np.float32)
-        ref_id = np.full(n, None, dtype=object)
-        ref_day = np.full(n, None, dtype=object)
-        start = before - timedelta(days=lookback_days) if lookback_days else date.min
-        for d in self.days():
-            if not start <= d < before:
-                continue
-            man = self.manifest(d)
-            if not man or not man["rows"]:
-                continue
-            stem = self.root / f"day={d.isoformat()}-{man['token']}"
-            index = faiss.read_index(f"{stem}.faiss")
-            if index.d != x.shape[1]:
-                raise ValueError(
-                    f"semantic index of {d} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
-                    "the embedding model changed; point the index at a new folder"
-                )
-            index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
-            sims, pos = index.search(x, 1)
-            ids = pl.read_parquet(f"{stem}.ids.parquet")["row_id"].to_numpy().astype(object)
-            better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
-            best[better] = sims[better, 0]
-            ref_id[better] = ids[pos[better, 0]]
-            ref_day[better] = d.isoformat()
-        return best, ref_id.tolist(), ref_day.tolist()
+        index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
+        sims, pos = index.search(x, 1)
+        del index  # before the next one is read: one index in memory at a time
+        better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
+        if not better.size:
+            continue
+        ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
+        best[better] = sims[better, 0]
+        ref_id[better] = ids[pos[better, 0]]
+        ref_day[better] = run.day.isoformat()
+    return best, ref_id.tolist(), ref_day.tolist()
 
 
 def _build_index(x: np.ndarray, config: SemDedupConfig):

@@ -1,46 +1,25 @@
 """In-process runs of the consolidation assets on a small folder of real-looking traffic."""
 
-import json
 from datetime import date
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from assets.curation import CURATION_ASSETS, CurationSettings, scrubbed_conversations, static_prompts
+from assets.curation import (
+    CURATION_ASSETS,
+    CurationSettings,
+    deduped_prompts,
+    scrubbed_conversations,
+    static_prompts,
+)
+from assets.definitions import defs
 from assets.ingest import ingest
 from assets.report import quality_report
 from assets.resources import FlywheelSettings
 from pipeline import schema
 from pipeline.lake import Lake
-
-DAY = "2026-01-05"
-
-
-def write_traffic(folder, n_conversations=60, max_messages=8, day=DAY, offset=0):
-    """Real conversations of the packaged Chit-Chat corpus, as one day of folder traffic."""
-    from pipeline.sources import SourceConfig, _load_json_corpus, chitchat_path
-
-    corpus = _load_json_corpus(str(chitchat_path(SourceConfig())))
-    rows = []
-    picked = [c for c in corpus.values() if len(c["messages"]) >= 4][offset : offset + n_conversations]
-    for c, conv in enumerate(picked):
-        msgs = [m for turn in conv["messages"] for m in turn][:max_messages]
-        first = msgs[0]["sender"]
-        for i, m in enumerate(msgs):
-            text = m["text"] + (" write to me at jane.doe@example.com" if c == 3 and i == 0 else "")
-            rows.append(
-                {
-                    "conversation_id": f"conv-{c}",
-                    "turn_index": i,
-                    "text": text,
-                    "role": "user" if m["sender"] == first else "assistant",
-                    "user_id": f"user-{c % 15}",
-                    "ts": f"{day}T{8 + c % 10:02d}:{i:02d}:00Z",
-                    "source": "internal" if c % 15 < 4 else "external",
-                }
-            )
-    (folder / f"{day}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+from tests.assets.traffic import DAY, write_traffic
 
 
 @pytest.fixture()
@@ -50,7 +29,9 @@ def resources(tmp_path):
     write_traffic(src)
     return {
         "settings": FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src)),
-        "curation": CurationSettings(topics=3, retain_fraction=0.8, eval_fraction=0.3, embed_backend="torch"),
+        "curation": CurationSettings(
+            topics=3, retain_fraction=0.8, eval_fraction=0.3, embed_backend="torch", history_start=DAY
+        ),
     }
 
 
@@ -84,13 +65,26 @@ def test_consolidation_day_end_to_end(resources, tmp_path):
     html = report.read_text()
     assert "Pipeline flow" in html and "semantic_dedup" in html and "http://" not in html
 
-    # a second run re-embeds nothing and gives the same pool
+    # a second run re-embeds nothing and gives the same pool: every curation step finds its inputs,
+    # settings and code unchanged, reports the same data version and does no work
+    first = {m.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
     again = dg.materialize([ingest, *CURATION_ASSETS], partition_key=DAY, resources=resources)
-    emb = [m for m in again.get_asset_materialization_events() if m.asset_key.to_user_string() == "prompt_embeddings"]
-    meta = emb[0].materialization.metadata
-    encoded = [v.value for k, v in meta.items() if k == "encoded"]
-    assert encoded and encoded[0] == 0, meta
+    for m in again.get_asset_materialization_events():
+        name = m.asset_key.to_user_string()
+        if name in {a.key.to_user_string() for a in CURATION_ASSETS}:
+            assert m.materialization.metadata["unchanged"].value is True, name
+            assert m.materialization.tags["dagster/data_version"] == first[name].tags["dagster/data_version"]
     assert lake.read("prompts", day).equals(pool)
+    report_again = dg.materialize([quality_report], partition_key=DAY, resources=resources)
+    assert report_again.get_asset_materialization_events()[0].materialization.metadata["unchanged"].value is True
+    # a changed setting is a changed input: the steps after it run again
+    curation = resources["curation"]
+    changed = CurationSettings(**{**curation.model_dump(), "retain_fraction": 0.5})
+    third = dg.materialize(CURATION_ASSETS, partition_key=DAY, resources={**resources, "curation": changed})
+    events = third.get_asset_materialization_events()
+    assert {m.asset_key.to_user_string() for m in events if "unchanged" not in m.materialization.metadata} == {
+        "prompts"
+    }
 
 
 def test_failing_blocking_check_stops_downstream(resources, tmp_path):
@@ -144,3 +138,38 @@ def test_second_day_dedups_across_days_and_reports_drift(resources, tmp_path):
     summary = (tmp_path / "home" / "reports" / "quality" / day2 / "summary.md").read_text()
     assert "Length PSI" in summary and "| Length PSI | — |" not in summary
     assert "| Cluster PSI | — |" not in summary
+
+
+def test_a_day_whose_previous_day_is_missing_is_refused(resources):
+    # the history starts on DAY; 2026-01-07 cannot be deduplicated before DAY and 2026-01-06 are
+    result = dg.materialize([deduped_prompts], partition_key="2026-01-07", resources=resources, raise_on_error=False)
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    message = error.message + (error.cause.message if error.cause else "")
+    assert "missing: 2026-01-05, 2026-01-06 (2 days)" in message
+
+
+def test_cross_day_assets_depend_on_their_previous_day():
+    graph = defs.resolve_asset_graph()
+    for name in ("deduped_prompts", "unique_prompts"):
+        key = dg.AssetKey(name)
+        assert key in graph.get(key).parent_keys
+        assert graph.get(key).code_version
+
+
+def test_a_day_waits_while_its_previous_day_is_in_flight(resources):
+    # a job backfill queues every day at once: 2026-01-06 is queued when 2026-01-07 starts
+    instance = dg.DagsterInstance.ephemeral()
+    instance.create_run_for_job(defs.resolve_job_def("consolidation"), tags={"dagster/partition": "2026-01-06"})
+    curation = CurationSettings(
+        **{**resources["curation"].model_dump(), "previous_day_wait_s": 0, "previous_day_retries": 2}
+    )
+    result = dg.materialize(
+        [deduped_prompts],
+        partition_key="2026-01-07",
+        resources={**resources, "curation": curation},
+        instance=instance,
+        raise_on_error=False,
+    )
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 2 and not result.success  # waited twice, then gave up (the day never came)

@@ -56,7 +56,9 @@ def test_tiny_generation_end_to_end(tmp_path):
     settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src))
     resources = {
         "settings": settings,
-        "curation": CurationSettings(topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch"),
+        "curation": CurationSettings(
+            topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch", history_start=DAYS[0]
+        ),
         "generation": GenerationSettings(
             window_days=2,
             pretrain_steps=5,

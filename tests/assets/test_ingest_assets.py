@@ -82,3 +82,47 @@ def test_bad_setting_fails_fast_naming_it(tmp_path):
     settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(tmp_path / "nope"))
     with pytest.raises(Exception, match="source `path`"):
         dg.materialize([ingest], partition_key=DAY, resources={"settings": settings})
+
+
+def test_user_salt_is_a_secret_nowhere_in_the_event_log_run_config_or_lake(tmp_path, monkeypatch):
+    import polars as pl
+
+    from assets.curation import scrubbed_conversations, static_prompts
+
+    secret = "s3cret-salt-4f9c2e1b7a"
+    monkeypatch.setenv("FLYWHEEL_USER_SALT", secret)
+    home = tmp_path / "home"
+    settings = FlywheelSettings(
+        home=str(home),
+        source_kind="folder",
+        source_path=str(_folder(tmp_path)),
+        user_salt=dg.EnvVar("FLYWHEEL_USER_SALT"),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [ingest, scrubbed_conversations, static_prompts],
+        partition_key=DAY,
+        resources={"settings": settings},
+        instance=instance,
+    )
+    assert result.success
+    # the salt was used: the user hash is the one that salt gives
+    from pipeline import schema
+    from pipeline.schema import UserHasher
+
+    users = Lake(home).read("conversations", date.fromisoformat(DAY))["user_hash"].drop_nulls().unique().to_list()
+    assert UserHasher(secret)("alice") in users and UserHasher(schema.DEMO_SALT)("alice") not in users
+
+    run = instance.get_run_by_id(result.run_id)
+    assert secret not in dg.serialize_value(run.run_config)
+    for entry in instance.all_logs(result.run_id):
+        assert secret not in dg.serialize_value(entry)
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+            if path.suffix == ".parquet":
+                assert secret not in pl.read_parquet(path).write_ndjson(), path  # decompressed too
+    # the code location passes the salt as a reference to its variable, never as a value
+    from assets.resources import user_salt_env
+
+    assert isinstance(user_salt_env(), dg.EnvVar) and user_salt_env() == "FLYWHEEL_USER_SALT"

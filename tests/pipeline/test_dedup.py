@@ -29,6 +29,7 @@ from pipeline.dedup import (
     normalize_text,
     text_hash,
 )
+from pipeline.history import DayChain, HistoryOrderError
 from pipeline.planted import (
     EXACT,
     NEAR,
@@ -180,35 +181,45 @@ def test_exact_dedup_keeps_first_by_id_and_reports_drops() -> None:
     assert sorted(res.drops["row_id"].to_list()) == ["p3", "p4"]
     assert set(res.drops["kept_id"]) == {"p1"}
     assert set(res.drops["reason_code"]) == {EXACT_DUPLICATE} and set(res.drops["stage"]) == {STAGE_EXACT}
-    assert res.hashes.columns == ["text_hash", "prompt_id", "day"]
-    assert res.hashes["text_hash"].to_list() == [text_hash("hi there friend"), text_hash("something else")]
-    assert res.stats == {
+    assert res.kept["text_hash"].to_list() == [text_hash("hi there friend"), text_hash("something else")]
+    assert res.counters.as_dict() == {
         "rows_in": 4,
         "rows_kept": 2,
         "exact_within": 2,
         "exact_cross_day": 0,
-        "exact_dup_rate": 0.5,
+        "history_days": 0,
     }
+    assert res.counters.dup_rate == 0.5
     raw = exact_dedup(df, config=ExactDedupConfig(normalize=False))
     assert raw.kept.height == 4
 
 
-def test_exact_dedup_cross_day_and_rerun() -> None:
+def _exact_chain(root: Path, config: ExactDedupConfig | None = None) -> DayChain:
+    return DayChain(root, D1, (config or ExactDedupConfig()).history_kind())
+
+
+def _near_chain(root: Path, config: NearDedupConfig | None = None) -> DayChain:
+    return DayChain(root, D1, (config or NearDedupConfig()).history_kind())
+
+
+def test_exact_dedup_cross_day_and_rerun(tmp_path: Path) -> None:
+    chain = _exact_chain(tmp_path)
     day1 = _frame([("a1", "good morning everyone"), ("a2", "what is for lunch")], D1)
-    r1 = exact_dedup(day1)
+    exact_dedup(day1, history=chain)
     day2 = _frame([("b1", "Good morning, everyone!"), ("b2", "brand new text"), ("b3", "brand new text")], D2)
-    # `seen` as a plain set of hashes of earlier days
-    r2 = exact_dedup(day2, seen=set(r1.hashes["text_hash"]))
+    r2 = exact_dedup(day2, history=chain)
     assert r2.kept["prompt_id"].to_list() == ["b2"]
     drops = {r["row_id"]: r for r in r2.drops.iter_rows(named=True)}
     assert drops["b1"]["kept_id"] == SEEN_PREFIX + text_hash("good morning everyone")
     assert drops["b3"]["kept_id"] == "b2"
-    assert r2.stats["exact_cross_day"] == 1 and r2.stats["exact_within"] == 1
-    # the persisted hash table holds day 2 after its first run; a re-run of day 2 must ignore it
-    table = pl.concat([r1.hashes, r2.hashes])
-    again = exact_dedup(day2, seen=table)
+    assert str(D1) in drops["b1"]["detail"]
+    assert r2.counters.exact_cross_day == 1 and r2.counters.exact_within == 1
+    # the history holds day 2 after its first run; a re-run of day 2 must ignore it
+    again = exact_dedup(day2, history=chain)
     assert again.kept.equals(r2.kept) and again.drops.equals(r2.drops)
-    assert exact_dedup(day2, seen=table["text_hash"]).kept.height == 0  # a bare Series cannot tell days apart
+    # day 3 cannot run before day 2 of another history, and names the missing day
+    with pytest.raises(HistoryOrderError, match=str(D2)):
+        exact_dedup(_frame([("c1", "x")], D3), history=_exact_chain(tmp_path / "other"))
 
 
 def test_exact_dedup_bad_rows_and_columns() -> None:
@@ -243,8 +254,8 @@ def test_near_dedup_merges_variants_keeps_distinct_and_skips_short() -> None:
     assert res.drops.schema == schema.DROPS
     assert set(res.drops["kept_id"]) == {"n1"} and set(res.drops["reason_code"]) == {NEAR_DUPLICATE}
     assert set(res.drops["stage"]) == {STAGE_NEAR}
-    s = res.stats
-    assert s["skipped_short"] == 2 and s["groups"] == 1 and s["largest_group"] == 3 and s["near_within"] == 2
+    s = res.counters
+    assert s.skipped_short == 2 and s.groups == 1 and s.largest_group == 3 and s.near_within == 2
     longest = near_dedup(df, NearDedupConfig(keep="longest"))
     assert set(longest.drops["kept_id"]) == {"n3"}
 
@@ -254,8 +265,8 @@ def test_near_dedup_never_merges_cuts_of_one_conversation() -> None:
     res = near_dedup(df)
     # c1 and c2 share a conversation, c3 does not: c3 joins the group, c1 and c2 are never merged
     # directly, and chaining through c3 puts all three in one group
-    assert res.stats["same_source_pairs"] == 1
-    assert near_dedup(df, NearDedupConfig(same_source_col=None)).stats["same_source_pairs"] == 0
+    assert res.counters.same_source_pairs == 1
+    assert near_dedup(df, NearDedupConfig(same_source_col=None)).counters.same_source_pairs == 0
     alone = df.filter(pl.col("prompt_id") != "c3")
     assert near_dedup(alone).kept.height == 2
     assert near_dedup(alone, NearDedupConfig(same_source_col=None)).kept.height == 1
@@ -305,7 +316,7 @@ def test_lsh_bands_reach_the_recall_target() -> None:
         ({"keep": "random"}, "keep"),
         ({"backend": "faiss"}, "backend"),
         ({"lsh_recall": 1.0}, "lsh_recall"),
-        ({"index_days": -1}, "index_days"),
+        ({"lookback_days": 0}, "lookback_days"),
     ],
 )
 def test_bad_near_config_names_the_setting(kwargs: dict, word: str) -> None:
@@ -388,9 +399,9 @@ def _split_days(planted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return day1, day2
 
 
-def _run_day(df: pl.DataFrame, seen: pl.DataFrame, index: Path) -> tuple:
-    ex = exact_dedup(df, seen=seen)
-    nd = near_dedup(ex.kept, index_path=index)
+def _run_day(df: pl.DataFrame, seen: DayChain, index: DayChain) -> tuple:
+    ex = exact_dedup(df, history=seen)
+    nd = near_dedup(ex.kept, history=index)
     return ex, nd
 
 
@@ -399,30 +410,28 @@ def test_cross_day_index_and_idempotent_rerun(tmp_path: Path) -> None:
         _histories_from_lines(FALLBACK_LINES), PlantedConfig(n_originals=12, near_variants=2)
     )
     day1, day2 = _split_days(planted)
-    index = tmp_path / "near_index"
-    hashes = pl.DataFrame(schema={"text_hash": pl.Utf8, "prompt_id": pl.Utf8, "day": pl.Date})
+    index = _near_chain(tmp_path / "near_index")
+    hashes = _exact_chain(tmp_path / "hashes")
 
     ex1, nd1 = _run_day(day1, hashes, index)
     assert nd1.drops.height == 0  # originals and neighbours are all distinct
-    hashes = pl.concat([hashes, ex1.hashes])
-    assert sorted(p.name for p in index.iterdir()) == ["day=2024-03-01.parquet"]
+    assert index.committed_days() == [D1]
 
     ex2, nd2 = _run_day(day2, hashes, index)
-    hashes = pl.concat([hashes, ex2.hashes])
     # every exact variant matches a day-1 hash, every near variant a day-1 signature
-    assert ex2.stats["exact_cross_day"] == day2.filter(pl.col("kind") == EXACT).height
+    assert ex2.counters.exact_cross_day == day2.filter(pl.col("kind") == EXACT).height
     assert set(ex2.drops["kept_id"].str.slice(0, len(SEEN_PREFIX))) == {SEEN_PREFIX}
     truth = dict(zip(planted["prompt_id"], planted["truth_group"]))
-    assert nd2.stats["near_cross_day"] >= 0.95 * day2.filter(pl.col("kind") == NEAR).height
+    assert nd2.counters.near_cross_day >= 0.95 * day2.filter(pl.col("kind") == NEAR).height
     cross = nd2.drops.filter(pl.col("detail").str.contains(str(D1)))
     assert all(truth[r] == truth[k] for r, k in zip(cross["row_id"], cross["kept_id"]))
     assert set(cross["kept_id"]) <= set(day1["prompt_id"])
 
     # re-running day 2 sees exactly what the first run saw: same drops, same index file
-    before = pl.read_parquet(index / "day=2024-03-02.parquet")
+    before = index.manifest(D2)
     ex2b, nd2b = _run_day(day2, hashes, index)
     assert ex2b.drops.equals(ex2.drops) and nd2b.drops.equals(nd2.drops) and nd2b.kept.equals(nd2.kept)
-    assert pl.read_parquet(index / "day=2024-03-02.parquet").equals(before)
+    assert index.manifest(D2) == before
     # re-running day 1 afterwards does not see day 2
     ex1b, nd1b = _run_day(day1, hashes, index)
     assert ex1b.kept.height == day1.height and nd1b.drops.height == 0
@@ -430,22 +439,24 @@ def test_cross_day_index_and_idempotent_rerun(tmp_path: Path) -> None:
     # day 2 re-materialized with other content replaces its file (not appended to it); a text first
     # seen there and repeated with an edit on day 3 is matched through that file
     novel = "user: " + " ".join(FALLBACK_LINES[-4:])
-    nd2c = near_dedup(_frame([("new2", novel)], D2), index_path=index)
-    assert nd2c.kept.height == 1
+    nd2c = near_dedup(_frame([("new2", novel)], D2), history=index)
+    assert nd2c.kept.height == 1 and index.manifest(D2)["rows"] == 1
     day3 = _frame([("new3", novel.replace("meteor", "meteors"))], D3)
-    nd3 = near_dedup(day3, index_path=index)
-    assert nd3.drops["kept_id"].to_list() == ["new2"] and nd3.stats["near_cross_day"] == 1
-    day1_rows = pl.read_parquet(index / "day=2024-03-01.parquet").height
-    assert nd3.stats["index_rows"] == day1_rows + 1
-    assert near_dedup(day3, NearDedupConfig(index_days=1), index_path=index).stats["index_rows"] == 1
+    nd3 = near_dedup(day3, history=index)
+    assert nd3.drops["kept_id"].to_list() == ["new2"] and nd3.counters.near_cross_day == 1
+    assert nd3.counters.history_days == 2 and nd3.counters.history_matches >= 1
+    assert near_dedup(day3, NearDedupConfig(lookback_days=1), history=index).counters.history_days == 1
 
 
 def test_index_from_another_sketch_is_refused(tmp_path: Path) -> None:
     df = _frame([("x1", BASE)], D1)
-    near_dedup(df, index_path=tmp_path)
+    near_dedup(df, history=_near_chain(tmp_path))
     later = _frame([("y1", BASE + " too")], D2)
-    with pytest.raises(ValueError, match="num_perm"):
-        near_dedup(later, NearDedupConfig(num_perm=64), index_path=tmp_path)
+    small = NearDedupConfig(num_perm=64)
+    with pytest.raises(HistoryOrderError, match="p64"):
+        near_dedup(later, small, history=_near_chain(tmp_path, small))
     with pytest.raises(ValueError, match="day"):
-        near_dedup(later.drop("day"), index_path=tmp_path)
-    assert near_dedup(later, NearDedupConfig(backend="datasketch"), index_path=tmp_path / "other").kept.height == 1
+        near_dedup(later.drop("day"), history=_near_chain(tmp_path))
+    sketch = NearDedupConfig(backend="datasketch")
+    fresh = DayChain(tmp_path / "other", D2, sketch.history_kind())  # a new history starting on day 2
+    assert near_dedup(later, sketch, history=fresh).kept.height == 1

@@ -70,7 +70,7 @@ def by_cut(prompts: pl.DataFrame) -> dict[int, dict]:
 
 
 def test_merges_turns_and_labels_match_hand_computed_values():
-    prompts, drops = cut_prompts(conversations(HAND))
+    prompts, drops = cut_prompts(conversations(HAND)).frames
     assert prompts.schema == schema.PROMPTS
     assert drops.height == 0
     p = by_cut(prompts)
@@ -109,7 +109,7 @@ def test_merges_turns_and_labels_match_hand_computed_values():
 
 def test_response_not_followed_by_user_is_not_continued():
     rows = [("c", 0, "user", "hey"), ("c", 1, "assistant", "hi!"), ("c", 2, "assistant", "still there?")]
-    prompts, _ = cut_prompts(conversations(rows))
+    prompts, _ = cut_prompts(conversations(rows)).frames
     row = prompts.row(0, named=True)
     assert row["served_response"] == "hi!\nstill there?"
     assert (row["continued"], row["reply_len"], row["depth_after"]) == (False, None, 0)
@@ -117,28 +117,28 @@ def test_response_not_followed_by_user_is_not_continued():
 
 def test_history_may_open_with_a_character_greeting():
     rows = [("g", 0, "assistant", "Welcome!"), ("g", 1, "user", "thanks"), ("g", 2, "assistant", "sure")]
-    prompts, drops = cut_prompts(conversations(rows))
+    prompts, drops = cut_prompts(conversations(rows)).frames
     assert drops.height == 0
     assert prompts["text"].to_list() == ["assistant: Welcome!\nuser: thanks"]
 
 
 def test_conversation_without_assistant_is_a_counted_drop_unless_kept():
     rows = [("solo", 0, "user", "anyone?"), ("solo", 1, "user", "hello?")]
-    prompts, drops = cut_prompts(conversations(rows))
+    prompts, drops = cut_prompts(conversations(rows)).frames
     assert prompts.height == 0
     assert drops["reason_code"].to_list() == [NO_ASSISTANT_TURN]
     assert drops["row_id"].to_list() == [prompt_id("solo", 1)]
     assert drops["stage"].to_list() == ["prompts"]
     assert drops.schema == schema.DROPS
 
-    kept, none = cut_prompts(conversations(rows), PromptConfig(keep_without_assistant=True))
+    kept, none = cut_prompts(conversations(rows), PromptConfig(keep_without_assistant=True)).frames
     assert none.height == 0
     assert kept["last_user"].to_list() == ["anyone?\nhello?"]
     assert kept["continued"].to_list() == [None]
 
 
 def test_unanswered_last_turn_dropped_when_configured():
-    prompts, drops = cut_prompts(conversations(HAND), PromptConfig(keep_unanswered=False))
+    prompts, drops = cut_prompts(conversations(HAND), PromptConfig(keep_unanswered=False)).frames
     assert sorted(prompts["cut_turn"].to_list()) == [2, 5]
     assert drops.select("row_id", "reason_code").rows() == [(prompt_id("c1", 7), NO_RESPONSE)]
 
@@ -146,7 +146,7 @@ def test_unanswered_last_turn_dropped_when_configured():
 @pytest.mark.parametrize("negative, expected", [(True, -1), (False, None)])
 def test_regenerate_feedback(negative, expected):
     rows = [("r", 0, "user", "q"), ("r", 1, "assistant", "a", "regenerate")]
-    prompts, _ = cut_prompts(conversations(rows), PromptConfig(regenerate_is_negative=negative))
+    prompts, _ = cut_prompts(conversations(rows), PromptConfig(regenerate_is_negative=negative)).frames
     assert prompts["thumbs"].to_list() == [expected]
 
 
@@ -159,13 +159,13 @@ def test_negative_feedback_wins_within_a_merged_turn_and_unknown_values_are_igno
         ("f", 4, "assistant", "c", "meh"),
         ("f", 5, "user", "q3", "down"),  # feedback on a user message is not a label of any response
     ]
-    prompts, _ = cut_prompts(conversations(rows))
+    prompts, _ = cut_prompts(conversations(rows)).frames
     assert prompts.sort("cut_turn")["thumbs"].to_list() == [-1, None, None]
 
 
 def test_history_cap_keeps_the_last_k_turns():
     rows = [("k", i, "user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(9)]
-    prompts, _ = cut_prompts(conversations(rows), PromptConfig(max_history_turns=3))
+    prompts, _ = cut_prompts(conversations(rows), PromptConfig(max_history_turns=3)).frames
     last = by_cut(prompts)[8]
     assert last["text"] == "user: m6\nassistant: m7\nuser: m8"
     assert by_cut(prompts)[0]["text"] == "user: m0"
@@ -182,7 +182,7 @@ def test_length_cap_trims_oldest_turns_and_drops_what_cannot_fit():
         ("L", 4, "user", "e" * 60),
     ]
     fits = "assistant: bbbbbbbbbb\nuser: cccccccccc"
-    prompts, drops = cut_prompts(conversations(rows), PromptConfig(max_text_chars=len(fits)))
+    prompts, drops = cut_prompts(conversations(rows), PromptConfig(max_text_chars=len(fits))).frames
     p = by_cut(prompts)
     assert p[2]["text"] == fits
     assert p[2]["history"][0]["role"] == "assistant"
@@ -200,7 +200,7 @@ def test_system_messages_after_the_cut_do_not_leak():
         ("s", 4, "user", "q2"),
         ("s", 5, "assistant", "a2"),
     ]
-    p = by_cut(cut_prompts(conversations(rows))[0])
+    p = by_cut(cut_prompts(conversations(rows)).frames[0])
     assert p[1]["system"] == "persona v1"
     assert p[4]["system"] == "persona v1\nmoderation note"
     assert all(m["role"] != "system" for m in p[4]["history"])
@@ -218,7 +218,7 @@ def test_bad_messages_are_dropped_one_by_one_without_crashing():
         }
     )
     frame = pl.concat([good, bad], how="diagonal_relaxed")
-    prompts, drops = cut_prompts(frame)
+    prompts, drops = cut_prompts(frame).frames
     assert prompts["served_response"].to_list() == ["a"]
     reasons = dict(drops.select("row_id", "reason_code").iter_rows())
     # of two messages at one position the smaller message_id stays, whatever the row order
@@ -231,25 +231,25 @@ def test_missing_optional_columns_are_tolerated_and_required_ones_named():
     minimal = pl.DataFrame(
         {"conversation_id": ["m", "m"], "turn_index": [0, 1], "role": ["user", "assistant"], "text": ["q", "a"]}
     )
-    prompts, _ = cut_prompts(minimal)
+    prompts, _ = cut_prompts(minimal).frames
     assert prompts["served_response"].to_list() == ["a"]
     with pytest.raises(ValueError, match="text"):
         cut_prompts(minimal.drop("text"))
 
 
 def test_ids_depend_on_position_not_content_and_row_order_does_not_matter():
-    base, _ = cut_prompts(conversations(HAND))
+    base, _ = cut_prompts(conversations(HAND)).frames
     edited = (
         conversations(HAND).with_columns(pl.col("text").str.to_uppercase()).sample(fraction=1.0, shuffle=True, seed=3)
     )
-    again, _ = cut_prompts(edited)
+    again, _ = cut_prompts(edited).frames
     assert base["prompt_id"].to_list() == again["prompt_id"].to_list()
     assert again["last_user"].to_list()[0] == "HI\nTHERE"
     assert base["prompt_id"].n_unique() == base.height
 
 
 def test_empty_input_gives_empty_frames_with_contracts():
-    prompts, drops = cut_prompts(schema.empty(schema.CONVERSATIONS))
+    prompts, drops = cut_prompts(schema.empty(schema.CONVERSATIONS)).frames
     assert prompts.height == 0 and drops.height == 0
     assert prompts.schema == schema.PROMPTS and drops.schema == schema.DROPS
 
@@ -269,7 +269,7 @@ def test_bad_config_names_the_setting(kwargs, setting):
 
 def test_summary_counts_user_turns():
     rows = HAND + [("solo", 0, "user", "anyone?")]
-    prompts, drops = cut_prompts(conversations(rows))
+    prompts, drops = cut_prompts(conversations(rows)).frames
     s = summarize(prompts, drops)
     assert s["prompts"] == 3 and s["user_turns"] == 4 and s["answered"] == 2 and s["unanswered"] == 1
     assert s["drops_by_reason"] == {NO_ASSISTANT_TURN: 1}
@@ -358,7 +358,7 @@ def reference_labels(conv: dict) -> list[dict]:
 def test_real_corpus_conservation_labels_and_speed(chitchat):
     raw, frame = chitchat
     start = time.perf_counter()
-    prompts, drops = cut_prompts(frame)
+    prompts, drops = cut_prompts(frame).frames
     elapsed = time.perf_counter() - start
     assert prompts.schema == schema.PROMPTS
 
@@ -416,7 +416,7 @@ def test_monologue_responses_are_dropped_with_a_reason():
         },
         schema_overrides={"feedback": pl.Utf8, "served_by": pl.Utf8},
     )
-    prompts, drops = cut_prompts(conv, PromptConfig(max_response_chars=100))
+    prompts, drops = cut_prompts(conv, PromptConfig(max_response_chars=100)).frames
     assert prompts["last_user"].to_list() == ["ok"]
     assert drops["reason_code"].to_list() == [RESPONSE_TOO_LONG]
-    assert cut_prompts(conv, PromptConfig(max_response_chars=0))[0].height == 2
+    assert cut_prompts(conv, PromptConfig(max_response_chars=0)).frames[0].height == 2

@@ -273,7 +273,7 @@ def chitchat_prompts(shared_data: Path) -> pl.DataFrame:
         .alias("source"),
         pl.lit(DAY).alias("day"),
     )
-    prompts, _ = cut_prompts(conversations)
+    prompts, _ = cut_prompts(conversations).frames
     topic = pl.DataFrame({"conversation_id": list(topics), "topic": list(topics.values())})
     return (
         prompts.join(topic, on="conversation_id", how="left")

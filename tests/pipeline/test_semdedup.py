@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from pipeline import schema
-from pipeline.semdedup import SemanticIndex, SemDedupConfig, semantic_dedup, spherical_kmeans, unit_rows
+from pipeline.history import DayChain
+from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, spherical_kmeans, unit_rows
 
 D1, D2, D3 = date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 3)
 
@@ -39,7 +40,7 @@ def test_planted_near_duplicates_are_dropped_and_nothing_else(planted):
     ids, x, src = planted
     cfg = SemDedupConfig(n_clusters=12, min_rows_for_kmeans=0)  # force the k-means path
     res = semantic_dedup(ids, x, cfg, day=D1)
-    assert res.stats["n_clusters"] == 12 and res.stats["dropped_within_day"] == 300
+    assert res.counters.n_clusters == 12 and res.counters.dropped_within_day == 300
     drops = schema.conform(res.drops, schema.DROPS)
     assert set(drops["reason_code"]) == {"semantic_duplicate"} and set(drops["stage"]) == {"semdedup"}
     # each pair loses exactly one member, and kept_id names its partner
@@ -48,7 +49,7 @@ def test_planted_near_duplicates_are_dropped_and_nothing_else(planted):
     assert all(pairs[r] == k for r, k in zip(drops["row_id"], drops["kept_id"]))
     kept = set(res.kept["row_id"])
     assert len(kept) == 3000 and set(drops["kept_id"]) <= kept and not kept & set(drops["row_id"])
-    assert res.kept_mask.sum() == 3000
+    assert res.kept.height == 3000
 
 
 def test_result_does_not_depend_on_block_size(planted):
@@ -98,19 +99,19 @@ def test_chains_resolve_to_a_kept_row():
 
 
 def test_cross_day_drops_rows_kept_earlier_and_reruns_are_stable(tmp_path):
-    hist = SemanticIndex(tmp_path / "semindex")
+    hist = DayChain(tmp_path / "semindex", D1, history_kind(64))
     cfg = SemDedupConfig()
     day1 = clustered(500, seed=10)
     ids1 = [f"d1-{i}" for i in range(500)]
     r1 = semantic_dedup(ids1, day1, cfg, day=D1, history=hist)
-    assert r1.drops.height == 0 and hist.days() == [D1]
+    assert r1.drops.height == 0 and hist.committed_days() == [D1]
 
     fresh = clustered(200, seed=11)
     repeats = near_copies(day1[:50], 0.1, seed=12)
     ids2 = [f"d2-{i}" for i in range(250)]
     x2 = np.vstack([fresh, repeats])
     r2 = semantic_dedup(ids2, x2, cfg, day=D2, history=hist)
-    assert r2.stats["dropped_earlier_days"] == 50
+    assert r2.counters.dropped_earlier_days == 50
     got = dict(zip(r2.drops["row_id"], r2.drops["kept_id"]))
     assert got == {f"d2-{200 + i}": f"d1-{i}" for i in range(50)}
     assert all("2024-05-01" in d for d in r2.drops["detail"])
@@ -121,27 +122,36 @@ def test_cross_day_drops_rows_kept_earlier_and_reruns_are_stable(tmp_path):
     # re-running day 1 ignores the later day, and its entry is replaced, not duplicated
     r1b = semantic_dedup(ids1, day1, cfg, day=D1, history=hist)
     assert r1b.drops.height == 0
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "semindex").glob("*.faiss")) == ["day=2024", "day=2024"]
-    assert hist.days() == [D1, D2] and hist.manifest(D2)["rows"] == 200
+    assert sorted(p.name[:14] for p in (tmp_path / "semindex").glob("run-*.faiss")) == [
+        "run-2024-05-01",
+        "run-2024-05-02",
+    ]
+    assert hist.committed_days() == [D1, D2] and hist.manifest(D2)["rows"] == 200
 
     # day 3 matches rows that day 2 kept, not rows day 2 dropped (those were never stored)
     r3 = semantic_dedup(["x", "y"], np.vstack([near_copies(fresh[:1], 0.05, 13), day1[:1]]), cfg, day=D3, history=hist)
     assert dict(zip(r3.drops["row_id"], r3.drops["kept_id"])) == {"x": "d2-0", "y": "d1-0"}
     # a look-back window of one day no longer sees day 1
     r3w = semantic_dedup(
-        ["y"], day1[:1], SemDedupConfig(lookback_days=1), day=D3, history=SemanticIndex(tmp_path / "semindex")
+        ["y"],
+        day1[:1],
+        SemDedupConfig(lookback_days=1),
+        day=D3,
+        history=DayChain(tmp_path / "semindex", D1, history_kind(64)),
     )
     assert r3w.drops.height == 0
 
 
 def test_ivf_index_for_large_days(tmp_path):
-    hist = SemanticIndex(tmp_path)
+    import faiss
+
+    hist = DayChain(tmp_path, D1, history_kind(64))
     x = clustered(4000, seed=20)
     cfg = SemDedupConfig(index_kind="ivf")
     semantic_dedup([f"a{i}" for i in range(4000)], x, cfg, day=D1, history=hist)
-    assert hist.manifest(D1)["kind"] == "ivf"
+    assert isinstance(faiss.read_index(str(hist.runs(D2)[0].sidecars["faiss"])), faiss.IndexIVF)
     res = semantic_dedup([f"b{i}" for i in range(100)], near_copies(x[:100], 0.1, 21), cfg, day=D2, history=hist)
-    assert res.stats["dropped_earlier_days"] >= 95  # approximate search: nearly all found
+    assert res.counters.dropped_earlier_days >= 95  # approximate search: nearly all found
 
 
 def test_real_embeddings_drop_variants_not_different_questions(tmp_path, monkeypatch):
@@ -188,3 +198,18 @@ def test_spherical_kmeans_is_seeded():
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_allclose(np.linalg.norm(c1, axis=1), 1.0, atol=1e-5)
     assert np.all(s1 <= 1.0001) and len(np.unique(a1)) == 5
+
+
+def test_compacted_ivf_segments_still_find_earlier_days(tmp_path):
+    hist = DayChain(tmp_path, D1, history_kind(64))
+    cfg = SemDedupConfig(index_kind="ivf")
+    days = [D1, D2, D3]
+    xs = [clustered(2000, seed=40 + i) for i in range(3)]
+    for d, x in zip(days, xs):
+        semantic_dedup([f"{d}-{i}" for i in range(2000)], x, cfg, day=d, history=hist)
+    d4 = date(2024, 5, 4)
+    probe = np.vstack([near_copies(xs[0][:50], 0.1, 41), near_copies(xs[2][:50], 0.1, 42)])
+    res = semantic_dedup([f"p{i}" for i in range(100)], probe, cfg, day=d4, history=hist)
+    # days 1-2 are read as one merged segment, day 3 as its own run
+    assert len(list(tmp_path.glob("seg-2024-05-01-2024-05-02-*.faiss"))) == 1
+    assert res.counters.history_days == 3 and res.counters.dropped_earlier_days >= 95

@@ -172,7 +172,7 @@ def test_user_day_engagement(convs):
 def test_labels_agree_with_the_prompts_table(convs):
     from pipeline.prompts import cut_prompts
 
-    prompts, _ = cut_prompts(convs)
+    prompts, _ = cut_prompts(convs).frames
     kept, drops = check_labels(prompts)
     # c1's three cuts and c3's are answered; c2's user turn ends its conversation
     assert drops.select("reason_code").to_series().to_list() == ["unanswered"]
