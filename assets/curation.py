@@ -34,9 +34,9 @@ from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
-from pipeline.privacy import PrivacyConfig, scrub_frame
+from pipeline.privacy import PrivacyConfig, scrub_step
 from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
-from pipeline.sampling import SamplingConfig, sample_pool
+from pipeline.sampling import SamplingConfig, sample_step
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup
 from pipeline.step import StepCounters, StepResult
 from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
@@ -181,10 +181,10 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         yield from events
         return
     conv = lake.read("conversations", day)
-    scrubbed, counts = scrub_frame(conv, PrivacyConfig())
+    step = scrub_step(conv, PrivacyConfig())
+    scrubbed, counts = step.kept, step.tables["pii_counts"]
     lake.write("pii_counts", day, counts.with_columns(pl.lit(day).alias("day")))
     by_type = dict(zip(counts["pii_type"].to_list(), counts["items"].to_list()))
-    step = StepResult(scrubbed, schema.empty(schema.DROPS), StepCounters(conv.height, scrubbed.height))
     published = publish(
         lake,
         day,
@@ -192,8 +192,6 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         {"privacy": step},
         contract=schema.SCRUBBED_CONVERSATIONS,
         metadata={
-            "rows_with_pii": int(scrubbed.filter(pl.col("pii_types").list.len() > 0).height),
-            "pii_items": int(sum(by_type.values())),
             "pii_by_type": counts_table(by_type, key="pii_type"),
         },
     )
@@ -515,10 +513,10 @@ def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curat
     unique = lake.read("unique_prompts", day)
     assignments = lake.read("topic_assignments", day).select(pl.col("row_id").alias("prompt_id"), "cluster_id")
     frame = unique.join(assignments, on="prompt_id", how="left")
-    pool, drops, report = sample_pool(frame, curation.sampling_config())
+    step = sample_step(frame, curation.sampling_config())
+    pool, report = step.kept, step.tables["sampling_report"]
     lake.write("sampling_report", day, report.with_columns(pl.lit(day).alias("day")))
     splits = dict(pool.group_by("split").len().sort("split").iter_rows()) if pool.height else {}
-    step = StepResult(pool, drops, StepCounters(frame.height, pool.height))
     published = publish(
         lake,
         day,

@@ -4,24 +4,6 @@ import dagster as dg
 import polars as pl
 
 
-def md_table(df: pl.DataFrame, max_rows: int = 10, max_chars: int = 80) -> dg.MetadataValue:
-    """A markdown table of the first rows, long cells cut, for the asset's metadata panel."""
-    if df.is_empty():
-        return dg.MetadataValue.md("_no rows_")
-    head = df.head(max_rows)
-
-    def cell(v: object) -> str:
-        s = "" if v is None else str(v)
-        s = s.replace("|", "\\|").replace("\n", " ")
-        return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
-
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.iter_rows()]
-    if df.height > max_rows:
-        lines.append(f"\n_{df.height - max_rows} more rows_")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 def counts_table(counts: dict[str, int], key: str = "reason", total: int | None = None) -> dg.MetadataValue:
     """Counts per key (e.g. drops per reason code) as a typed Dagster table, largest first."""
     frame = pl.DataFrame(

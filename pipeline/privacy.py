@@ -48,6 +48,9 @@ import phonenumbers
 import polars as pl
 from phonenumbers import Leniency, PhoneNumberMatcher
 
+from pipeline import schema
+from pipeline.step import StepCounters, StepResult
+
 EMAIL, PHONE, CARD, IP, URL, HANDLE = "EMAIL", "PHONE", "CARD", "IP", "URL", "HANDLE"
 # also the order in which the detectors run
 PII_TYPES: tuple[str, ...] = (URL, EMAIL, IP, CARD, PHONE, HANDLE)
@@ -379,3 +382,22 @@ def scrub_frame(
         schema={"pii_type": pl.Utf8, "items": pl.Int64, "rows": pl.Int64},
     )
     return out, counts
+
+
+@dataclass(frozen=True)
+class ScrubCounters(StepCounters):
+    rows_with_pii: int
+    pii_items: int
+
+
+def scrub_step(df: pl.DataFrame, config: PrivacyConfig | None = None) -> StepResult[ScrubCounters]:
+    """`scrub_frame` as a curation step: scrubbing replaces text and drops no row; the per-type counts are
+    the `pii_counts` table."""
+    scrubbed, counts = scrub_frame(df, config)
+    counters = ScrubCounters(
+        rows_in=df.height,
+        rows_kept=scrubbed.height,
+        rows_with_pii=int(scrubbed.filter(pl.col("pii_types").list.len() > 0).height),
+        pii_items=int(counts["items"].sum()),
+    )
+    return StepResult(scrubbed, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})

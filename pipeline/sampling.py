@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema
+from pipeline.step import StepCounters, StepResult
 
 STAGE = "sampling"
 NOT_SAMPLED = "not_sampled"
@@ -483,3 +484,23 @@ def sample_pool(
     report = _report(pool.select(*as_level, "split"), work.select(as_level), targets, config.targets, n_target)
     pool = pool.drop("_row", "_key", "_rank", "_available", "_quota", *keys)
     return pool, drops, report
+
+
+@dataclass(frozen=True)
+class SamplingCounters(StepCounters):
+    train: int
+    eval_internal: int
+    eval_user: int
+
+
+def sample_step(prompts: pl.DataFrame, config: SamplingConfig | None = None) -> StepResult[SamplingCounters]:
+    """`sample_pool` as a curation step: the pool is kept, every other row dropped with its reason, and the
+    shares per dimension are the `sampling_report` table."""
+    pool, drops, report = sample_pool(prompts, config)
+    splits = dict(pool.group_by("split").len().iter_rows()) if pool.height else {}
+    counters = SamplingCounters(
+        rows_in=prompts.height,
+        rows_kept=pool.height,
+        **{name: int(splits.get(name, 0)) for name in ("train", "eval_internal", "eval_user")},
+    )
+    return StepResult(pool, drops, counters, tables={"sampling_report": report})

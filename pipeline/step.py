@@ -7,7 +7,7 @@ counters: they are what the conservation check (rows in = kept + dropped) is mad
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Generic, TypeVar
 
 import polars as pl
@@ -36,6 +36,8 @@ class StepResult(Generic[C]):
     kept: pl.DataFrame
     drops: pl.DataFrame  # schema.DROPS
     counters: C
+    # frames a step reports beside its rows (PII counts per type, sampling shares), by table name
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:

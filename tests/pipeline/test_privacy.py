@@ -19,7 +19,16 @@ import phonenumbers
 import polars as pl
 import pytest
 
-from pipeline.privacy import PII_TYPES, PrivacyConfig, luhn_ok, scrub_frame, scrub_text, scrub_text_with_types
+from pipeline import schema
+from pipeline.privacy import (
+    PII_TYPES,
+    PrivacyConfig,
+    luhn_ok,
+    scrub_frame,
+    scrub_step,
+    scrub_text,
+    scrub_text_with_types,
+)
 
 # Used when ../shared/data is absent, so the planted-set test still runs on a fresh clone.
 FALLBACK_SENTENCES = [
@@ -464,3 +473,14 @@ def test_scrub_frame_nulls_other_columns_and_counts() -> None:
         scrub_frame(df)
     empty_out, empty_counts = scrub_frame(df.clear(), text_col="body")
     assert empty_out.height == 0 and empty_counts["items"].sum() == 0
+
+
+def test_scrub_step_drops_nothing_and_counts_pii_in_typed_counters():
+    df = pl.DataFrame({"text": ["mail me at ann@example.com or ann2@example.com", "hello there", None]})
+    step = scrub_step(df)
+    assert step.kept.height == 3 and step.drops.height == 0 and step.drops.schema == schema.DROPS
+    c = step.counters
+    assert (c.rows_in, c.rows_kept, c.rows_with_pii, c.pii_items) == (3, 3, 1, 2)
+    counts = step.tables["pii_counts"]
+    assert counts.filter(pl.col("pii_type") == "EMAIL")["items"].item() == 2
+    assert "[EMAIL]" in step.kept["text"][0]

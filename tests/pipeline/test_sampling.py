@@ -18,6 +18,7 @@ from pipeline.sampling import (
     SamplingConfig,
     assign_split,
     sample_pool,
+    sample_step,
 )
 
 DAY = dt.date(2024, 5, 1)
@@ -322,3 +323,14 @@ def test_internal_users_are_held_out_at_their_own_rate():
     rates = dict(frame.group_by("source").agg(pl.col("held").mean()).iter_rows())
     assert rates["internal"] == pytest.approx(0.5, abs=0.06)
     assert rates["external"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_sample_step_has_the_step_shape_with_typed_counters():
+    frame = prompts_frame([300, 200, 100])
+    step = sample_step(frame, SamplingConfig(retain_fraction=0.5))
+    pool, drops, report = sample_pool(frame, SamplingConfig(retain_fraction=0.5))
+    assert step.kept.equals(pool) and step.drops.equals(drops) and step.tables["sampling_report"].equals(report)
+    c = step.counters
+    assert (c.rows_in, c.rows_kept, c.rows_dropped) == (frame.height, pool.height, drops.height)
+    assert c.train + c.eval_internal + c.eval_user == pool.height
+    assert c.eval_user == pool.filter(pl.col("split") == "eval_user").height
