@@ -165,6 +165,10 @@ def run_flywheel(
     settings = FlywheelSettings(**resources.get("settings", {}))
     replay = [d.isoformat() for d in available_days(settings.source_config())]
     plan = windows(replay, generations, window_days)
+    # the first window's first day starts the cross-day dedup history, unless a history start is configured
+    curation = resources.setdefault("curation", {})
+    if "history_start" not in curation and not os.environ.get("FLYWHEEL_HISTORY_START"):
+        curation["history_start"] = plan[0][0]
     instance = instance or dg.DagsterInstance.get()
     lake = settings.lake()
     started, setup = time.perf_counter(), 0.0
