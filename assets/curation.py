@@ -90,7 +90,8 @@ class CurationSettings(dg.ConfigurableResource):
             backend=backend,
             device=self.embed_device,
             model_dir=str(home / "models" / "embedding"),
-            progress=True,
+            # a bar in a terminal run, unless the terminal view asked the libraries for quiet (TQDM_DISABLE)
+            progress=os.environ.get("TQDM_DISABLE", "") in ("", "0"),
         )
 
     def near_config(self) -> NearDedupConfig:
