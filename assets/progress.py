@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -40,6 +41,8 @@ QUIET_ENV = {
 def quiet_libraries() -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
+    # Dagster's notes that an API it calls itself is in preview say nothing about the run
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def _seconds(value: float) -> str:
