@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from evaluation.record import dir_digest
 from pipeline.lake import replace_dir, staging_dir
 from training.policy.models import CHAT_TEMPLATE, smollm2_gguf
 
@@ -47,12 +48,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_hash(folder: Path) -> str:
-    """sha256 over the relative names and bytes of every file of a model folder, the manifest excepted."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file() and q.name != "policy_manifest.json"):
-        h.update(str(p.relative_to(folder)).encode() + b"\0" + _sha256(p).encode())
-    return h.hexdigest()
+def folder_hash(folder: Path) -> str | None:
+    """The folder's content digest (names and bytes of every file), its manifest excepted."""
+    return dir_digest(Path(folder), exclude=("policy_manifest.json",))
 
 
 def smollm2_dir(models_root: str | Path) -> Path:
