@@ -1,5 +1,6 @@
 """Pre-herding assets: engagement labels, and the two reward models with their validation report."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ import polars as pl
 from assets.checks import result
 from assets.curation import CurationSettings
 from assets.generation import (
+    BASE,
     GROUP_PRE,
     GenerationPlan,
     GenerationSettings,
@@ -301,12 +303,28 @@ def reward_model_pairwise(
     }
     if annotations is not None:
         meta["annotation_quarantine"] = annotations.quarantine.height
+    outcome = beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline")
+    if not outcome.passed:
+        outcome, judge = _keep_parent_judge(settings, plan, target, outcome)
+        meta["judge_from"] = judge
     yield dg.MaterializeResult(metadata=meta)
-    yield result(
-        "reward_model_pairwise",
-        "beats_length_baseline",
-        beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline"),
-    )
+    yield result("reward_model_pairwise", "beats_length_baseline", outcome)
+
+
+def _keep_parent_judge(
+    settings: FlywheelSettings, plan: GenerationPlan, target: Path, failed: CheckOutcome
+) -> tuple[CheckOutcome, str]:
+    """A pairwise model that does not beat the length baseline never judges: the generation keeps its parent's
+    (validated when it was trained, or the check would have stopped that generation), and the check warns.
+    Without a parent model (the first generation) the check fails and blocks."""
+    parent = reward_model_dir(settings, plan.parent, "pairwise") if plan.parent != BASE else None
+    if parent is None or not parent.is_dir():
+        return failed, plan.generation
+    tmp = staging_dir(target)
+    shutil.copytree(parent, tmp, dirs_exist_ok=True)
+    replace_dir(tmp, target)
+    detail = f"{failed.detail}; this generation judges with {plan.parent}'s pairwise model instead"
+    return CheckOutcome(failed.name, False, detail, metadata=failed.metadata, severity=WARNING), plan.parent
 
 
 def _metric(frame: pl.DataFrame, section: str, metric: str) -> dict | None:
