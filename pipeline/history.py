@@ -157,6 +157,10 @@ class DayChain:
             pieces = [self._block(a, b, compaction) for a, b in self._blocks(start, end, compaction.max_block_days)]
         return [p for p in pieces if p is not None and p.rows]
 
+    def segment(self, first: date, last: date, compaction: Compaction) -> Run | None:
+        """The compacted segment of the aligned block `first`..`last` as chained now (built when missing)."""
+        return self._block(first, last, compaction)
+
     def _day_run(self, d: date) -> Run | None:
         man = self.manifest(d)
         if man is None:  # cannot happen after the order check unless a manifest was deleted by hand

@@ -29,7 +29,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema
-from pipeline.faiss_gpu import kmeans_gpu_arg, to_gpus
+from pipeline.faiss_gpu import gpu_count, kmeans_gpu_arg, to_gpus
 from pipeline.history import Compaction, DayChain, Run, days_covered
 from pipeline.step import StepCounters, StepResult
 
@@ -94,6 +94,14 @@ class SemDedupConfig:
     ivf_nprobe: int = field(
         default=8, metadata={"help": "IVF lists searched per query (8: 99.9% recall of pairs at cosine 0.96)"}
     )
+    history_lists: int = field(
+        default=1024,
+        metadata={
+            "help": "IVF lists of the history's shared coarse quantizer, trained once on the kept rows of the "
+            "history's first 32 days (at most rows/39 lists): every later run and segment uses it, so a day "
+            "assigns its rows to lists once, whatever the number of segments"
+        },
+    )
     use_gpu: bool = field(default=True, metadata={"help": "use FAISS GPUs when faiss.get_num_gpus() > 0"})
     block_elements: int = field(
         default=1 << 24, metadata={"help": "similarity entries computed per block (memory: 4 bytes each)"}
@@ -110,6 +118,8 @@ class SemDedupConfig:
             raise ValueError(f"semdedup `index_kind`={self.index_kind!r} is unknown: use one of {list(INDEX_KINDS)}")
         if self.kmeans_iters < 1 or self.max_points_per_centroid < 1 or self.ivf_nprobe < 1:
             raise ValueError("semdedup `kmeans_iters`, `max_points_per_centroid` and `ivf_nprobe` must be >= 1")
+        if self.history_lists < 2:
+            raise ValueError(f"semdedup `history_lists`={self.history_lists} must be >= 2")
         if self.lookback_days is not None and self.lookback_days < 1:
             raise ValueError(f"semdedup `lookback_days`={self.lookback_days} must be >= 1 or None (all days)")
         if self.block_elements < 1024:
@@ -273,7 +283,7 @@ def semantic_dedup(
 
     prev_dups, runs = 0, []
     if history is not None and config.cross_day:
-        runs = history.runs(day, config.lookback_days, _compaction(config))
+        runs = history.runs(day, config.lookback_days, _compaction(config, history))
     if runs and n:
         sims, ref_ids, ref_days = search_runs(runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe)
         for i in np.flatnonzero(sims >= threshold):
@@ -347,42 +357,117 @@ def semantic_dedup(
 
 def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, config: SemDedupConfig) -> None:
     """A day's kept vectors as its run: row ids with a hash of each vector (so the run's content hash
-    changes when the vectors do), and the FAISS index of the vectors beside it."""
+    changes when the vectors do) and of the shared quantizer its index uses, and the FAISS index of
+    the vectors beside it."""
     import faiss
 
+    compaction = _compaction(config, history)
+    quantizer = _shared_quantizer(history, config, compaction, day) if len(ids) else None
     entries = pl.DataFrame(
         {
             "row_id": pl.Series(ids, dtype=pl.Utf8),
             "vector_hash": [hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest() for v in x],
         }
     )
+    if quantizer is not None:  # the index depends on the quantizer too: another one must name a new run
+        entries = entries.with_columns(quantizer=pl.lit(_digest(quantizer)))
 
     def write_index(path: Path) -> None:
-        index, _ = _build_index(x, config)
+        index = _build_index(x, config)[0] if quantizer is None else _add_to_quantizer(quantizer, x)
         faiss.write_index(index, str(path))
 
-    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=_compaction(config))
+    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=compaction)
 
 
-def _compaction(config: SemDedupConfig) -> Compaction:
-    # a search holds one segment's index in memory at a time: 32 days at most per segment
-    return Compaction(max_block_days=32, merge_sidecars=partial(_merge_indexes, config))
+# Segments hold at most 32 days: a search holds one segment's index in memory at a time. The first
+# block of 32 days also trains the quantizer that every later run and segment shares.
+_SEGMENT_DAYS = 32
 
 
-def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
-    """One FAISS index over merged runs (IVF once it is large), from the vectors of the pieces' indexes."""
+def _compaction(config: SemDedupConfig, history: DayChain) -> Compaction:
+    return Compaction(max_block_days=_SEGMENT_DAYS, merge_sidecars=partial(_merge_indexes, config, history))
+
+
+def _shared_quantizer(history: DayChain, config: SemDedupConfig, compaction: Compaction, day: date):
+    """The coarse quantizer (an IVF index's) of the history's first 32-day segment, for runs after it;
+    None before it, with flat indexes, or when that segment was too small for an IVF index.
+
+    Why one quantizer: with a quantizer per segment every segment costs a search of its own list
+    centroids, and the number of segments grows with the history; with one, a day assigns its rows
+    to lists once and each segment only scans the lists they fall in, so the search costs the same
+    per stored row however the history is cut. Segments of runs that share it merge by moving lists
+    (`merge_from`), without re-assigning or re-training."""
     import faiss
 
-    parts = []
-    for p in pieces:
-        index = faiss.read_index(str(p.sidecars["faiss"]))
-        if isinstance(index, faiss.IndexIVF):
-            index.make_direct_map()
-        parts.append(index.reconstruct_n(0, index.ntotal))
-    # a merged segment is searched by every later day: IVF as soon as it has enough rows to train one
-    # (a flat search costs rows x stored; IVF scans nprobe of about 2 sqrt(stored) lists)
-    segment_config = dataclasses.replace(config, index_kind="ivf") if config.index_kind == "auto" else config
-    merged, _ = _build_index(np.vstack(parts).astype(np.float32), segment_config)
+    first, last = history.first_day, history.first_day + timedelta(days=_SEGMENT_DAYS - 1)
+    if config.index_kind == "flat" or day <= last:
+        return None
+    anchor = history.segment(first, last, compaction)
+    if anchor is None or "faiss" not in anchor.sidecars:
+        return None
+    # memory-mapped: the quantizer is read, the segment's lists are not
+    index = faiss.read_index(str(anchor.sidecars["faiss"]), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    if not isinstance(index, faiss.IndexIVF):
+        return None
+    quantizer = faiss.IndexFlatIP(index.d)
+    quantizer.add(faiss.downcast_index(index.quantizer).reconstruct_n(0, index.nlist))
+    return quantizer
+
+
+def _digest(quantizer) -> str:
+    """Which coarse quantizer an IVF index uses (its centroids), so lists are assigned once per quantizer."""
+    import faiss
+
+    flat = faiss.downcast_index(quantizer)
+    centroids = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)
+    return hashlib.blake2b(np.asarray(centroids).tobytes(), digest_size=16).hexdigest()
+
+
+def _add_to_quantizer(quantizer, x: np.ndarray):
+    """An fp16 IVF index of `x` over the given (trained) quantizer: assignment only, no training."""
+    import faiss
+
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, quantizer.d, quantizer.ntotal, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    index.train(x[:1])  # the quantizer is trained already; fp16 codes learn nothing
+    index.add(x)
+    return index
+
+
+def _merge_indexes(
+    config: SemDedupConfig, history: DayChain, pieces: list[Run], offsets: list[int], stem: Path
+) -> dict[str, Path]:
+    """One FAISS index over merged runs. After the first 32 days the pieces share the history's
+    quantizer and their lists are moved into one index; otherwise the vectors are re-indexed (IVF once
+    there are enough of them; the first 32-day segment trains the shared quantizer with as many lists
+    as its rows allow)."""
+    import faiss
+
+    quantizer = _shared_quantizer(history, config, _compaction(config, history), pieces[0].day)
+    indexes = [faiss.read_index(str(p.sidecars["faiss"])) for p in pieces]
+    if quantizer is not None and all(
+        isinstance(i, faiss.IndexIVF) and _digest(i.quantizer) == _digest(quantizer) for i in indexes
+    ):
+        merged = indexes[0]
+        for index, offset in zip(indexes[1:], offsets[1:]):
+            merged.merge_from(index, offset)  # ids shift to the piece's rows in the merged entries
+    else:
+        parts = []
+        for index in indexes:
+            if isinstance(index, faiss.IndexIVF):
+                index.make_direct_map()
+            parts.append(index.reconstruct_n(0, index.ntotal))
+        x = np.vstack(parts).astype(np.float32)
+        if quantizer is not None:
+            merged = _add_to_quantizer(quantizer, x)
+        else:
+            # a merged segment is searched by every later day: IVF as soon as it has enough rows to train
+            # one (a flat search costs rows x stored; IVF scans nprobe of about 2 sqrt(stored) lists)
+            segment_config = dataclasses.replace(config, index_kind="ivf") if config.index_kind == "auto" else config
+            last = pieces[-1].last or pieces[-1].day
+            anchor = pieces[0].day == history.first_day and (last - history.first_day).days == _SEGMENT_DAYS - 1
+            merged, _ = _build_index(x, segment_config, max_lists=config.history_lists if anchor else None)
     path = stem.with_name(stem.name + ".faiss")
     faiss.write_index(merged, str(path))
     return {"faiss": path}
@@ -392,13 +477,15 @@ def search_runs(
     runs: list[Run], x: np.ndarray, *, use_gpu: bool = True, nprobe: int = 8
 ) -> tuple[np.ndarray, list[str | None], list[str | None]]:
     """Best cosine of each unit row to any row of the earlier days' runs, its id and day (one index in
-    memory at a time)."""
+    memory at a time). IVF indexes sharing a quantizer reuse one assignment of the rows to lists."""
     import faiss
 
     n = x.shape[0]
     best = np.full(n, -np.inf, dtype=np.float32)
     ref_id = np.full(n, None, dtype=object)
     ref_day = np.full(n, None, dtype=object)
+    assigned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    on_gpu = gpu_count(use_gpu) > 0
     for run in runs:
         index = faiss.read_index(str(run.sidecars["faiss"]))
         if index.d != x.shape[1]:
@@ -406,8 +493,15 @@ def search_runs(
                 f"semantic history of {run.day} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
                 "the embedding model changed; point the history at a new folder"
             )
-        index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
-        sims, pos = index.search(x, 1)
+        if isinstance(index, faiss.IndexIVF) and not on_gpu:
+            index.nprobe = min(nprobe, index.nlist)
+            key = _digest(index.quantizer)
+            if key not in assigned:
+                assigned[key] = index.quantizer.search(x, index.nprobe)
+            sims, pos = index.search_preassigned(x, 1, *assigned[key][::-1])
+        else:
+            index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
+            sims, pos = index.search(x, 1)
         del index  # before the next one is read: one index in memory at a time
         better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
         if not better.size:
@@ -419,14 +513,17 @@ def search_runs(
     return best, ref_id.tolist(), ref_day.tolist()
 
 
-def _build_index(x: np.ndarray, config: SemDedupConfig):
+def _build_index(x: np.ndarray, config: SemDedupConfig, max_lists: int | None = None):
+    """A new index of `x`; `max_lists`: train a quantizer of up to that many lists (rows/39 at most),
+    one meant to be shared by later segments, instead of the 2 sqrt(rows) that suit this index alone."""
     import faiss
 
     n, d = x.shape
     use_ivf = config.index_kind == "ivf" or (config.index_kind == "auto" and n >= config.ivf_min_rows)
     # Searching costs ~ rows x stored / nlist, training ~ nlist^2: 2 sqrt(n) lists balance the two.
     # FAISS wants >= 39 training rows per list, which is also all that is sampled.
-    nlist = next((m for m in (int(2 * np.sqrt(n)), int(np.sqrt(n))) if n >= 39 * m), 0)
+    sizes = (min(max_lists, n // 39),) if max_lists else (int(2 * np.sqrt(n)), int(np.sqrt(n)))
+    nlist = next((m for m in sizes if n >= 39 * m), 0)
     if not use_ivf or nlist < 2:
         index = faiss.IndexFlatIP(d)
         index.add(x)
