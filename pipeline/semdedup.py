@@ -95,10 +95,10 @@ class SemDedupConfig:
         default=8, metadata={"help": "IVF lists searched per query (8: 99.9% recall of pairs at cosine 0.96)"}
     )
     history_lists: int = field(
-        default=1024,
+        default=2048,
         metadata={
             "help": "IVF lists of the history's shared coarse quantizer, trained once on the kept rows of the "
-            "history's first 32 days (at most rows/39 lists): every later run and segment uses it, so a day "
+            "history's first 32 days (at most rows/15 lists): every later run and segment uses it, so a day "
             "assigns its rows to lists once, whatever the number of segments"
         },
     )
@@ -382,6 +382,9 @@ def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, conf
 # Segments hold at most 32 days: a search holds one segment's index in memory at a time. The first
 # block of 32 days also trains the quantizer that every later run and segment shares.
 _SEGMENT_DAYS = 32
+# training rows per list of the shared quantizer: fewer than FAISS's 39 (it warns), so that the first
+# month can train enough lists for the years after it
+_SHARED_ROWS_PER_LIST = 15
 
 
 def _compaction(config: SemDedupConfig, history: DayChain) -> Compaction:
@@ -514,16 +517,20 @@ def search_runs(
 
 
 def _build_index(x: np.ndarray, config: SemDedupConfig, max_lists: int | None = None):
-    """A new index of `x`; `max_lists`: train a quantizer of up to that many lists (rows/39 at most),
-    one meant to be shared by later segments, instead of the 2 sqrt(rows) that suit this index alone."""
+    """A new index of `x`; `max_lists`: train a quantizer of up to that many lists (rows/15 at most),
+    one meant to be shared by later segments, instead of the 2 sqrt(rows) that suit this index alone.
+    A shared quantizer gets more lists than its own rows would balance: the lists it is searched with
+    grow with every later day, and its centroids are searched once per day, not once per segment."""
     import faiss
 
     n, d = x.shape
     use_ivf = config.index_kind == "ivf" or (config.index_kind == "auto" and n >= config.ivf_min_rows)
     # Searching costs ~ rows x stored / nlist, training ~ nlist^2: 2 sqrt(n) lists balance the two.
     # FAISS wants >= 39 training rows per list, which is also all that is sampled.
-    sizes = (min(max_lists, n // 39),) if max_lists else (int(2 * np.sqrt(n)), int(np.sqrt(n)))
-    nlist = next((m for m in sizes if n >= 39 * m), 0)
+    if max_lists:
+        nlist = min(max_lists, n // _SHARED_ROWS_PER_LIST)
+    else:
+        nlist = next((m for m in (int(2 * np.sqrt(n)), int(np.sqrt(n))) if n >= 39 * m), 0)
     if not use_ivf or nlist < 2:
         index = faiss.IndexFlatIP(d)
         index.add(x)
@@ -535,6 +542,7 @@ def _build_index(x: np.ndarray, config: SemDedupConfig, max_lists: int | None = 
         quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
     )
     index.cp.niter = 10
+    index.cp.min_points_per_centroid = min(39, _SHARED_ROWS_PER_LIST) if max_lists else 39
     index.cp.seed = config.seed
     rng = np.random.default_rng(config.seed)
     sample = x[np.sort(rng.choice(n, size=min(n, 39 * nlist), replace=False))]

@@ -244,12 +244,12 @@ def test_runs_after_the_first_32_days_share_one_quantizer_and_merge_by_moving_li
 
     anchor, merged = hist.runs(days[34], compaction=_compaction(SemDedupConfig(), hist))
     assert (anchor.day, anchor.last, merged.day, merged.last) == (days[0], days[31], days[32], days[33])
-    # 320 rows train 320 // 39 = 8 lists; the later days' runs and their merged segment reuse them
-    assert ivf(anchor).nlist == 8 and ivf(merged).ntotal == 20
+    # 320 rows train 320 // 15 = 21 lists; the later days' runs and their merged segment reuse them
+    assert ivf(anchor).nlist == 21 and ivf(merged).ntotal == 20
     assert {quantizer_of(run) for run in [merged, *hist.runs(days[34])[32:]]} == {quantizer_of(anchor)}
-    # nprobe covers all 8 lists: the search is exact, so it equals a brute-force scan of every stored row
+    # nprobe covers all 21 lists: the search is exact, so it equals a brute-force scan of every stored row
     probe = near_copies(np.vstack(xs)[::7], 0.05, seed=3)
-    sims, ids, _ = search_runs([anchor, merged], probe, use_gpu=False, nprobe=8)
+    sims, ids, _ = search_runs([anchor, merged], probe, use_gpu=False, nprobe=21)
     everything = np.vstack(xs) @ probe.T
     all_ids = [f"{d}-{i}" for d in days[:34] for i in range(10)]
     assert ids == [all_ids[j] for j in everything.argmax(axis=0)]
