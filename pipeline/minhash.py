@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import keyfile
+
 BACKENDS = ("rensa", "datasketch")
 _HASH_VERSION = "cp64v1"  # how char shingles are hashed for rensa; part of every stored signature's id
 _MUL = np.uint64(0x9E3779B97F4A7C15)
@@ -193,55 +195,34 @@ def run_entries(
     )
 
 
-_NPY_MAGIC = b"\x93NUMPY"
-
-
 def _packed_keys(keys: np.ndarray) -> np.ndarray:
-    """(2, n) uint64, sorted by key: row 0 the band keys, row 1 band << 32 | entry row. Two contiguous
-    rows, so a reader binary-searches row 0 of a memory map and touches only the pages it lands on."""
+    """A run's band keys as a key file (`pipeline.keyfile`): row 0 the keys, row 1 band << 32 | entry row."""
     n, bands = keys.shape
-    flat = keys.reshape(-1)
-    order = np.argsort(flat, kind="stable")
-    band = np.tile(np.arange(bands, dtype=np.uint64), n)[order]
-    row = np.repeat(np.arange(n, dtype=np.uint64), bands)[order]
-    return np.ascontiguousarray(np.vstack([flat[order], (band << np.uint64(32)) | row]))
-
-
-def _save_keys(path: Path, packed: np.ndarray) -> None:
-    with open(path, "wb") as f:  # np.save(path) would append ".npy" to the name
-        np.save(f, packed, allow_pickle=False)
+    band = np.tile(np.arange(bands, dtype=np.uint64), n)
+    row = np.repeat(np.arange(n, dtype=np.uint64), bands)
+    return np.vstack([keys.reshape(-1), (band << np.uint64(32)) | row])
 
 
 def write_keys(path: Path, sig: np.ndarray, bands: int, rows: int) -> None:
     """The band keys of a run as a sorted key file (see `read_keys`)."""
-    _save_keys(path, _packed_keys(band_keys(sig, bands, rows)))
+    keyfile.save(path, _packed_keys(band_keys(sig, bands, rows)))
 
 
 def read_keys(path: Path) -> np.ndarray:
-    """A run's key file as (2, n) uint64 sorted by key (memory-mapped). Key files of earlier releases
-    (Parquet: band, key, row) are read whole and converted, so an existing history keeps working."""
-    with open(path, "rb") as f:
-        magic = f.read(len(_NPY_MAGIC))
-    if magic == _NPY_MAGIC:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+    """A run's key file, memory-mapped. Key files of earlier releases (Parquet: band, key, row) are read
+    whole and converted, so an existing history keeps working."""
+    if keyfile.is_keyfile(path):
+        return keyfile.load(path)
     old = pl.read_parquet(path).sort("key")
     band = old["band"].to_numpy().astype(np.uint64)
     return np.vstack([old["key"].to_numpy().astype(np.uint64), (band << np.uint64(32)) | old["row"].to_numpy()])
 
 
 def lookup_keys(stored: np.ndarray, keys: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probe position, stored entry row) of every stored key equal to a probe's key in the same band.
-    Binary search of each probe in the sorted keys: ~log(stored) per probe, not a scan of the file."""
-    lo = np.searchsorted(stored[0], keys, side="left")
-    hi = np.searchsorted(stored[0], keys, side="right")
-    count = hi - lo
-    if not count.any():
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    probe = np.repeat(np.arange(len(keys)), count)
-    first = np.repeat(lo - (np.cumsum(count) - count), count)  # position = lo + rank within the probe's range
-    packed = np.asarray(stored[1][first + np.arange(count.sum())])
-    same_band = (packed >> np.uint64(32)) == bands[probe].astype(np.uint64)
-    return probe[same_band], (packed[same_band] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    """(probe position, stored entry row) of every stored key equal to a probe's key in the same band."""
+    probe, found = keyfile.match(stored, keys)
+    same_band = (found[1] >> np.uint64(32)) == bands[probe].astype(np.uint64)
+    return probe[same_band], (found[1][same_band] & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 def _read_rows(path: Path, wanted: np.ndarray) -> pl.DataFrame:
@@ -285,13 +266,13 @@ def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, n
 
 
 def merge_keys(pieces: list, offsets: list[int], stem: Path) -> dict[str, Path]:
-    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries."""
+    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries
+    (rows are the low 32 bits; a segment holds far fewer than 2^32 entries)."""
     parts = []
     for p, off in zip(pieces, offsets):
         stored = np.array(read_keys(p.sidecars["keys"]))
-        stored[1] += np.uint64(off)  # rows are the low 32 bits; a segment holds far fewer than 2^32 entries
+        stored[1] += np.uint64(off)
         parts.append(stored)
-    merged = np.hstack(parts)
     path = stem.with_name(stem.name + ".keys")
-    _save_keys(path, np.ascontiguousarray(merged[:, np.argsort(merged[0], kind="stable")]))
+    keyfile.save(path, np.hstack(parts))
     return {"keys": path}
