@@ -23,9 +23,10 @@ chain: A~B and B~C put A and C in one group even when A and C alone are below th
 
 Cross-day (both steps), with a `pipeline.history.DayChain`: a day is decided against the rows kept
 on the days before it and nothing else, so the result does not depend on the order in which days
-were materialized; the day then commits what it kept. Exact dedup joins the day's hashes against the
-earlier days' hash runs in DuckDB (the history is streamed, never loaded); near dedup joins the day's
-LSH band keys against the earlier days' key runs and reads back only the matched signatures. A row
+were materialized; the day then commits what it kept. Each run carries a sorted key file
+(`pipeline.keyfile`): exact dedup binary-searches the earlier days' hash files for the day's hashes,
+near dedup their band-key files for the day's LSH band keys and reads back only the matched
+signatures, so a lookup costs ~log(stored keys) per key and never holds the history in memory. A row
 near an earlier day's row is dropped with that row's id as kept_id.
 
 Short texts: MinHash of a few shingles is unreliable (one typo in "hello there" changes half its
