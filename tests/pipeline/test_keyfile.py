@@ -37,9 +37,9 @@ def test_band_keys_of_an_earlier_release_read_the_same(tmp_path: Path) -> None:
     minhash.keys_frame(keys).sort("key").write_parquet(tmp_path / "old.keys")  # the earlier format
     new, old = minhash.read_keys(tmp_path / "new.keys"), minhash.read_keys(tmp_path / "old.keys")
     probe_keys, probe_bands = keys[5], np.arange(4)
-    assert [sorted(map(tuple, np.column_stack(minhash.lookup_keys(k, probe_keys, probe_bands)))) for k in (new, old)] == [
-        [(b, 5) for b in range(4)]
-    ] * 2
+    assert [
+        sorted(map(tuple, np.column_stack(minhash.lookup_keys(k, probe_keys, probe_bands)))) for k in (new, old)
+    ] == [[(b, 5) for b in range(4)]] * 2
 
 
 def test_exact_history_without_hash_files_is_still_checked(tmp_path: Path) -> None:

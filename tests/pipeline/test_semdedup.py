@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -10,15 +10,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.history import DayChain
-from pipeline.semdedup import (
-    SemDedupConfig,
-    _compaction,
-    _digest,
-    history_kind,
-    semantic_dedup,
-    spherical_kmeans,
-    unit_rows,
-)
+from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, spherical_kmeans, unit_rows
 
 D1, D2, D3 = date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 3)
 
@@ -221,43 +213,3 @@ def test_compacted_ivf_segments_still_find_earlier_days(tmp_path):
     # days 1-2 are read as one merged segment, day 3 as its own run
     assert len(list(tmp_path.glob("seg-2024-05-01-2024-05-02-*.faiss"))) == 1
     assert res.counters.history_days == 3 and res.counters.dropped_earlier_days >= 95
-
-
-def test_runs_after_the_first_32_days_share_one_quantizer_and_merge_by_moving_lists(tmp_path):
-    import faiss
-
-    from pipeline.semdedup import search_runs
-
-    days = [D1 + timedelta(days=i) for i in range(35)]
-    xs = [clustered(10, seed=100 + i) for i in range(34)]
-    hist = DayChain(tmp_path, D1, history_kind(64))
-    for d, x in zip(days, xs):
-        semantic_dedup([f"{d}-{i}" for i in range(10)], x, day=d, history=hist)
-
-    def ivf(run):
-        return faiss.read_index(str(run.sidecars["faiss"]))
-
-    def quantizer_of(run) -> str:
-        index = ivf(run)  # held: the quantizer belongs to it
-        assert isinstance(index, faiss.IndexIVF)
-        return _digest(index.quantizer)
-
-    anchor, merged = hist.runs(days[34], compaction=_compaction(SemDedupConfig(), hist))
-    assert (anchor.day, anchor.last, merged.day, merged.last) == (days[0], days[31], days[32], days[33])
-    # 320 rows train 320 // 15 = 21 lists; the later days' runs and their merged segment reuse them
-    assert ivf(anchor).nlist == 21 and ivf(merged).ntotal == 20
-    assert {quantizer_of(run) for run in [merged, *hist.runs(days[34])[32:]]} == {quantizer_of(anchor)}
-    # nprobe covers all 21 lists: the search is exact, so it equals a brute-force scan of every stored row
-    probe = near_copies(np.vstack(xs)[::7], 0.05, seed=3)
-    sims, ids, _ = search_runs([anchor, merged], probe, use_gpu=False, nprobe=21)
-    everything = np.vstack(xs) @ probe.T
-    all_ids = [f"{d}-{i}" for d in days[:34] for i in range(10)]
-    assert ids == [all_ids[j] for j in everything.argmax(axis=0)]
-    np.testing.assert_allclose(sims, everything.max(axis=0), atol=1e-3)  # fp16 codes
-
-    # another first day trains another quantizer: the later runs are re-made, not reused
-    before = {run.path.name for run in hist.runs(days[34])[32:]}
-    for i, (d, x) in enumerate(zip(days, [clustered(10, seed=999), *xs[1:]])):
-        semantic_dedup([f"{d}-{i}" for i in range(10)], x, day=d, history=hist)
-    after = hist.runs(days[34])[32:]
-    assert hist.stale_days() == [] and not before & {run.path.name for run in after}
