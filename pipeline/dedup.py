@@ -204,8 +204,11 @@ def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataF
     runs = history.runs(day, compaction=EXACT_COMPACTION)
     if not runs or not len(hashes):
         return pl.DataFrame(schema={"text_hash": pl.Utf8, "day": pl.Date})
-    distinct = sorted(set(hashes))
+    distinct = list(set(hashes))
     probe_words = _hash_columns(distinct)
+    order = np.argsort(probe_words[0], kind="stable")  # sorted once for the lookups in every run
+    distinct = [distinct[i] for i in order]
+    probe_words = probe_words[:, order]
     found, found_days = [], []
     for run in runs:
         probe, stored = keyfile.match(_run_hashes(run), probe_words[0])

@@ -36,14 +36,16 @@ def load(path: Path) -> np.ndarray:
 
 
 def match(stored: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index into `keys`, stored columns (k, m)) of every stored entry whose key equals one of `keys`."""
+    """(index into `keys`, stored columns (k, m)) of every stored entry whose key equals one of `keys`.
+    Pass `keys` sorted when matching them against several files: sorted probes walk each file front to
+    back, and the order is computed once."""
     keys = np.asarray(keys, dtype=np.uint64)
-    order = np.argsort(keys, kind="stable")  # probes in key order walk the file front to back
-    lo = np.searchsorted(stored[0], keys[order], side="left")
-    hi = np.searchsorted(stored[0], keys[order], side="right")
-    count = hi - lo
-    if not count.any():
+    lo = np.searchsorted(stored[0], keys, side="left")
+    # most of a day's keys are new: only the probes found at `lo` need the end of their run of equal keys
+    hit = np.flatnonzero(stored[0][np.minimum(lo, len(stored[0]) - 1)] == keys) if len(stored[0]) else lo[:0]
+    if not hit.size:
         return np.zeros(0, dtype=np.int64), np.zeros((stored.shape[0], 0), dtype=np.uint64)
-    probe = np.repeat(order, count)
-    position = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(count.sum())
+    count = np.searchsorted(stored[0], keys[hit], side="right") - lo[hit]
+    probe = np.repeat(hit, count)
+    position = np.repeat(lo[hit] - (np.cumsum(count) - count), count) + np.arange(count.sum())
     return probe, np.asarray(stored[:, position])

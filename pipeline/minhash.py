@@ -248,6 +248,7 @@ def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, n
     """
     if not runs or cur_keys.height == 0:
         return pl.DataFrame(), np.zeros((0, 2), dtype=np.int64)
+    cur_keys = cur_keys.sort("key")  # sorted once for the lookups in every run
     probe_keys = cur_keys["key"].to_numpy()
     probe_bands = cur_keys["band"].to_numpy()
     probe_nodes = cur_keys["row"].to_numpy().astype(np.int64)

@@ -113,12 +113,12 @@ def centroids(quantizer) -> np.ndarray:
 
 def quantizer_digest(quantizer) -> str:
     """Which coarse quantizer an IVF index uses, so rows are assigned to lists once per quantizer. A
-    sample of the centroids identifies a trained quantizer as well as all of them, at a tenth of the cost."""
+    sample of the centroids identifies a trained quantizer as well as all of them, at a 64th of the cost."""
     import faiss
 
     flat = faiss.downcast_index(quantizer)
     c = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
-    return hashlib.blake2b(np.ascontiguousarray(c[:, ::10]).tobytes(), digest_size=16).hexdigest() + f"-{c.shape}"
+    return hashlib.blake2b(np.ascontiguousarray(c[::8, ::8]).tobytes(), digest_size=16).hexdigest() + f"-{c.shape}"
 
 
 def assign_lists(centroids: np.ndarray, x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,7 @@ def assign_lists(centroids: np.ndarray, x: np.ndarray, k: int, block: int = 1024
     lists = np.empty((len(x), k), dtype=np.int64)
     for s in range(0, len(x), block):
         all_sims = x[s : s + block] @ centroids.T
-        top = np.argpartition(-all_sims, k - 1, axis=1)[:, :k] if k < len(centroids) else None
+        top = np.argpartition(all_sims, -k, axis=1)[:, -k:] if k < len(centroids) else None
         if top is None:
             top = np.broadcast_to(np.arange(k), all_sims.shape)
         top_sims = np.take_along_axis(all_sims, top, axis=1)
