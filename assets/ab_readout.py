@@ -67,8 +67,11 @@ def simulate_from_users(
     responses = responses.filter(pl.col("slice").is_in(SLICES))
     pool = read_window(lake, "prompts", plan)
     replayed = pool.filter(pl.col("prompt_id").is_in(responses["prompt_id"].unique().to_list()))
+    # every deduped served turn of the window, not the sampled pool: the held-out users' turns outside the
+    # replayed conversations are few in the pool (a 2-day window leaves a few dozen), and many more here
+    turns = read_window(lake, "unique_prompts", plan)
     simulator, counters = user_simulator.fit_user_simulator(
-        user_simulator.turns_from_prompts(pool),
+        user_simulator.turns_from_prompts(turns if turns.height else pool),
         excluded_users=reward_model_users(lake, plan, curation),
         excluded_conversations=replayed["conversation_id"].unique().to_list(),
         config=user_simulator.UserSimulatorConfig(min_rows=ab.simulator_min_rows),

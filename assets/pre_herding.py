@@ -1,5 +1,6 @@
 """Pre-herding assets: engagement labels, and the two reward models with their validation report."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ import polars as pl
 from assets.checks import result
 from assets.curation import CurationSettings
 from assets.generation import (
+    BASE,
     GROUP_PRE,
     GenerationPlan,
     GenerationSettings,
@@ -264,13 +266,25 @@ def reward_model_pairwise(
             f"only {pairs.height} preference pairs in the window {plan.days}: widen `window_days` or add "
             "annotation pairs (`annotations_path`)"
         )
+    config, embed_fn = RewardEvalConfig(), cached_embed_fn(settings, curation)
+
+    def fit(rows: pl.DataFrame) -> EmbeddingRewardModel:
+        return EmbeddingRewardModel.fit_pairwise(rows, head_config(settings, curation, "pairwise"), embed_fn=embed_fn)
+
     train, held_out = split_pairs(pairs, eval_fraction=0.2)
-    model = EmbeddingRewardModel.fit_pairwise(
-        train, head_config(settings, curation, "pairwise"), embed_fn=cached_embed_fn(settings, curation)
-    )
+    # a few held-out pairs cannot tell a model from the length baseline: then every pair is judged by
+    # cross-validation and the saved model learns from all of them
+    cross_validate = held_out.height < config.min_eval_pairs
+    if cross_validate:
+        train = held_out = pairs
+    model = fit(train)
     target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
     metrics = evaluate_reward_model(
-        model, eval_pairs=held_out, out_dir=_eval_dir(settings, plan, "pairwise"), config=RewardEvalConfig()
+        model,
+        eval_pairs=held_out,
+        out_dir=_eval_dir(settings, plan, "pairwise"),
+        config=config,
+        cross_validate=fit if cross_validate else None,
     )
     _write_metrics(lake, plan, "pairwise", metrics)
     _card(target, "pairwise", model, train, metrics)
@@ -279,6 +293,9 @@ def reward_model_pairwise(
         "pairs_by_source": dg.MetadataValue.json(sources),
         "train_pairs": train.height,
         "held_out_pairs": held_out.height,
+        "validation": f"{config.cv_folds}-fold cross-validation (fewer than {config.min_eval_pairs} held-out pairs)"
+        if cross_validate
+        else "held-out 20% of prompts",
         "train_pair_accuracy": float(model.metadata.get("train_pair_accuracy", 0.0)),
         **_headline(metrics, "pairwise", "pair_accuracy"),
         "path": dg.MetadataValue.path(str(target)),
@@ -286,12 +303,28 @@ def reward_model_pairwise(
     }
     if annotations is not None:
         meta["annotation_quarantine"] = annotations.quarantine.height
+    outcome = beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline")
+    if not outcome.passed:
+        outcome, judge = _keep_parent_judge(settings, plan, target, outcome)
+        meta["judge_from"] = judge
     yield dg.MaterializeResult(metadata=meta)
-    yield result(
-        "reward_model_pairwise",
-        "beats_length_baseline",
-        beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline"),
-    )
+    yield result("reward_model_pairwise", "beats_length_baseline", outcome)
+
+
+def _keep_parent_judge(
+    settings: FlywheelSettings, plan: GenerationPlan, target: Path, failed: CheckOutcome
+) -> tuple[CheckOutcome, str]:
+    """A pairwise model that does not beat the length baseline never judges: the generation keeps its parent's
+    (validated when it was trained, or the check would have stopped that generation), and the check warns.
+    Without a parent model (the first generation) the check fails and blocks."""
+    parent = reward_model_dir(settings, plan.parent, "pairwise") if plan.parent != BASE else None
+    if parent is None or not parent.is_dir():
+        return failed, plan.generation
+    tmp = staging_dir(target)
+    shutil.copytree(parent, tmp, dirs_exist_ok=True)
+    replace_dir(tmp, target)
+    detail = f"{failed.detail}; this generation judges with {plan.parent}'s pairwise model instead"
+    return CheckOutcome(failed.name, False, detail, metadata=failed.metadata, severity=WARNING), plan.parent
 
 
 def _metric(frame: pl.DataFrame, section: str, metric: str) -> dict | None:
@@ -308,7 +341,8 @@ def beats_length(frame: pl.DataFrame, section: str, metric: str, name: str) -> C
         name,
         bool(passed),
         f"held-out {metric} {row['value']:.3f} vs length-only {row['length_baseline']:.3f} "
-        f"(random {row['random_baseline'] if row['random_baseline'] is not None else float('nan'):.3f}, n={row['n']})",
+        f"(random {row['random_baseline'] if row['random_baseline'] is not None else float('nan'):.3f}, n={row['n']}"
+        + (f", {row['detail']})" if row.get("detail") else ")"),
         metadata={
             "value": row["value"],
             "length_baseline": row["length_baseline"],

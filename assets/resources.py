@@ -121,6 +121,7 @@ class ReleaseSettings(dg.ConfigurableResource):
     win_rate_error: float = library_field(OfflineEvalConfig, "win_rate_error")
     win_rate_warn: float = library_field(OfflineEvalConfig, "win_rate_warn")
     slice_divergence_max: float = library_field(OfflineEvalConfig, "slice_divergence_max")
+    slice_divergence_z: float = library_field(OfflineEvalConfig, "slice_divergence_z")
     steerability_tolerance: float = library_field(OfflineEvalConfig, "steerability_tolerance")
     max_train_eval_overlap: int = library_field(OfflineEvalConfig, "max_train_eval_overlap")
 

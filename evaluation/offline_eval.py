@@ -51,6 +51,7 @@ _GATE_FIELDS = (
     "win_rate_error",
     "win_rate_warn",
     "slice_divergence_max",
+    "slice_divergence_z",
     "steerability_tolerance",
     "max_train_eval_overlap",
 )
@@ -90,6 +91,7 @@ class OfflineEvalConfig:
     win_rate_error: float = forwarded(release_gates.GateConfig, "win_rate_error")
     win_rate_warn: float = forwarded(release_gates.GateConfig, "win_rate_warn")
     slice_divergence_max: float = forwarded(release_gates.GateConfig, "slice_divergence_max")
+    slice_divergence_z: float = forwarded(release_gates.GateConfig, "slice_divergence_z")
     steerability_tolerance: float = forwarded(release_gates.GateConfig, "steerability_tolerance")
     max_train_eval_overlap: int = forwarded(release_gates.GateConfig, "max_train_eval_overlap")
 

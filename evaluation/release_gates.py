@@ -7,7 +7,8 @@ They block the failure modes of a flywheel that optimizes against its own judges
   `win_rate_warn`, 0.60). Real generation-over-generation gains on chat are small.
 - `slice_divergence`: |win rate on eval_user - win rate on eval_internal| above `slice_divergence_max`
   (0.10) for any judge means the model improved on one population only (overfit to internal testers,
-  or to the traffic it was trained on).
+  or to the traffic it was trained on), when the gap is also beyond the slices' noise
+  (`slice_divergence_z` standard errors); a larger gap within noise warns.
 - `steerability`: the instruction-following rate may not drop by more than `steerability_tolerance`
   against the previous generation (error); an instruction type whose violation rate rises by more
   than that tolerance warns.
@@ -55,6 +56,14 @@ class GateConfig:
     slice_divergence_max: float = field(
         default=0.10, metadata={"help": "Largest allowed |eval_user - eval_internal| win-rate gap per judge."}
     )
+    slice_divergence_z: float = field(
+        default=1.96,
+        metadata={
+            "help": "A gap beyond `slice_divergence_max` fails only when it is also this many standard errors from 0 "
+            "(each slice's error read off its win-rate interval): a slice of a few dozen prompts swings by more than "
+            "the limit by chance, and then warns instead. 0 fails on the gap alone."
+        },
+    )
     steerability_tolerance: float = field(
         default=0.02,
         metadata={"help": "Largest allowed drop of the instruction-following rate (and rise of a violation rate)."},
@@ -74,6 +83,8 @@ class GateConfig:
             raise ValueError("need 0.5 <= win_rate_warn <= win_rate_error <= 1 (defaults 0.60 and 0.65)")
         if len(self.slices) != 2:
             raise ValueError("slices must name exactly two slices (the divergence gate compares them)")
+        if self.slice_divergence_z < 0:
+            raise ValueError(f"slice_divergence_z={self.slice_divergence_z} must be >= 0 (1.96: a 95% two-sided test)")
         for name in ("slice_divergence_max", "steerability_tolerance"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
@@ -131,28 +142,52 @@ def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) 
     )
 
 
+def _standard_error(row: dict) -> float:
+    """A win rate's standard error read off its 95% interval; 0 when it has none."""
+    if row.get("ci_low") is None or row.get("ci_high") is None:
+        return 0.0
+    return (row["ci_high"] - row["ci_low"]) / (2 * 1.96)
+
+
 def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
-    """|win rate(second slice) - win rate(first slice)| per judge, within `slice_divergence_max`."""
+    """|win rate(second slice) - win rate(first slice)| per judge, within `slice_divergence_max`; a larger gap
+    that is within `slice_divergence_z` standard errors of 0 (small slices) warns instead of failing."""
     config = config or GateConfig()
     a, b = config.slices
-    wide = {}
+    wide: dict[str, dict[str, dict]] = {}
     for r in win_rates.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
-        wide.setdefault(r["judge"], {})[r["slice"]] = r["win_rate"]
-    gaps = {j: abs(v[b] - v[a]) for j, v in wide.items() if a in v and b in v}
+        wide.setdefault(r["judge"], {})[r["slice"]] = r
+    gaps, z = {}, {}
+    for judge, v in wide.items():
+        if a in v and b in v:
+            gaps[judge] = abs(v[b]["win_rate"] - v[a]["win_rate"])
+            se = (_standard_error(v[a]) ** 2 + _standard_error(v[b]) ** 2) ** 0.5
+            z[judge] = gaps[judge] / se if se > 0 else float("inf")
     if not gaps:
         return _result("slice_divergence", "error", f"no judge has win rates on both {a} and {b}")
+    over = {j for j, g in gaps.items() if g > config.slice_divergence_max}
+    real = sorted(j for j in over if z[j] >= config.slice_divergence_z)
     worst = max(gaps, key=gaps.get)
-    ok = gaps[worst] <= config.slice_divergence_max
-    detail = (
-        f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}"
-        if ok
-        else f"{worst}: |{b} - {a}| = {gaps[worst]:.3f} > {config.slice_divergence_max}"
-    )
+    sizes = {s: wide[worst][s].get("n") for s in (a, b)}
+    if real:
+        j = max(real, key=gaps.get)
+        severity = "error"
+        detail = f"{j}: |{b} - {a}| = {gaps[j]:.3f} > {config.slice_divergence_max} ({z[j]:.1f} standard errors)"
+    elif over:
+        severity = "warn"
+        detail = (
+            f"{worst}: |{b} - {a}| = {gaps[worst]:.3f} > {config.slice_divergence_max}, but only {z[worst]:.1f} "
+            f"standard errors from 0 (prompts per slice: {sizes}): within noise"
+        )
+    else:
+        severity = "ok"
+        detail = f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}"
     return _result(
         "slice_divergence",
-        "ok" if ok else "error",
+        severity,
         detail,
         gaps=gaps,
+        z=z,
         max_gap=gaps[worst],
         limit=config.slice_divergence_max,
     )

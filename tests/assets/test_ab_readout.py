@@ -73,13 +73,25 @@ def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _run(tmp_path, treatment: list[str]):
+def _run(tmp_path, treatment: list[str], unique_extra: int = 0):
     home = tmp_path / "home"
     settings = FlywheelSettings(home=str(home))
     lake = Lake(home)
     pools = [_pool(d, k) for k, d in enumerate(DAYS)]
     for d, p in zip(DAYS, pools):
         lake.write("prompts", date.fromisoformat(d), p)
+        if unique_extra:
+            # the day's deduped prompts: the sampled pool is a subset of them
+            more = (
+                pl.concat([_pool(d, 10 + k) for k in range(-(-unique_extra // 240))])
+                .head(unique_extra)
+                .with_columns(
+                    pl.format("{}-x{}", "prompt_id", pl.int_range(pl.len())),
+                    pl.format("{}-x{}", "conversation_id", pl.int_range(pl.len())),
+                    pl.format("v{}", pl.int_range(pl.len())).alias("user_hash"),
+                )
+            )
+            lake.write("unique_prompts", date.fromisoformat(d), pl.concat([p, more]).drop("split", "cluster_id"))
     save_plan(settings, GenerationPlan("gen-1", 1, "gen-0", DAYS, "2026-01-06T06:00:00+00:00"))
     lake.write("eval_responses", Partition.generation("gen-1"), _responses(pools[-1], treatment))
     result = dg.materialize(
@@ -120,3 +132,16 @@ def test_identical_arms_are_not_shipped(tmp_path):
     lifts = lake.read("ab_lifts", Partition.generation("gen-1"))
     assert lifts["lift"].abs().max() < 0.05
     assert meta["verdict"].value == "inconclusive"
+
+
+def test_the_simulator_learns_from_every_deduped_turn_of_the_window(tmp_path):
+    # the sampled pool leaves few held-out turns outside the replayed conversations; the deduped prompts have more
+    _, meta, checks = _run(tmp_path, WARM, unique_extra=400)
+    summary = meta["simulator"].value
+    assert summary["rows_read"] == 2 * (240 + 400)
+    # the new users the sampling rule holds out are learnt from; its training users and the replayed conversations
+    # are not
+    dropped = summary["dropped_reward_model_user"] + summary["dropped_replayed_conversation"]
+    assert summary["rows_used"] == 2 * (240 + 400) - dropped
+    assert summary["dropped_reward_model_user"] >= 2 * 120 and summary["rows_used"] >= 50
+    assert meta["verdict"].value == "ship" and checks["sample_ratio"].passed

@@ -55,7 +55,13 @@ def test_resource_defaults_and_help_are_the_librarys(resource, monkeypatch):
 
 
 def test_release_gates_forward_the_gate_config():
-    for name in ("win_rate_error", "win_rate_warn", "slice_divergence_max", "steerability_tolerance"):
+    for name in (
+        "win_rate_error",
+        "win_rate_warn",
+        "slice_divergence_max",
+        "slice_divergence_z",
+        "steerability_tolerance",
+    ):
         assert getattr(ReleaseSettings(), name) == getattr(GateConfig(), name)
 
 

@@ -53,6 +53,27 @@ def test_slice_divergence():
     assert not slice_divergence(_wr(0.5, 0.5).head(1)).passed  # cannot compare: not a pass
 
 
+def test_a_gap_within_a_small_slices_noise_warns():
+    # 21 internal prompts: 9 wins (0.43, interval 0.24 .. 0.67) against 0.54 on 150 user prompts
+    small = pl.DataFrame(
+        {
+            "slice": ["eval_internal", "eval_user"],
+            "judge": ["rm", "rm"],
+            "n": [21, 150],
+            "win_rate": [9 / 21, 0.54],
+            "ci_low": [0.238, 0.46],
+            "ci_high": [0.667, 0.627],
+        }
+    )
+    noisy = slice_divergence(small)
+    assert noisy.passed and noisy.severity == "warn" and "within noise" in noisy.detail and "21" in noisy.detail
+    assert noisy.metadata["z"]["rm"] == pytest.approx(0.111 / 0.1175, abs=0.02)
+    strict = slice_divergence(small, GateConfig(slice_divergence_z=0))
+    assert not strict.passed and strict.severity == "error"
+    # the same gap measured on large slices is real
+    assert not slice_divergence(_wr(9 / 21, 0.54)).passed
+
+
 def _steer(following: float, violations: dict[str, float]) -> pl.DataFrame:
     rows = [{"level": "overall", "key": "all", "n": 50, "following_rate": following, "violation_rate": 0.1}]
     rows += [

@@ -113,12 +113,15 @@ class SFTBuildConfig:
             "went on for at least this many turns after it (and no thumbs-down)."
         },
     )
+    # Rule-keeping card replies are the scarcest source (a few dozen per generation early on) and the one the
+    # held-out instruction-following rate moves with: at half the mix one SFT round of the tiny policy lifts
+    # it about twice as far as at 0.3, and the other sources still fill the other half (README).
     mix: dict[str, float] = field(
         default_factory=lambda: {
-            "rejection_sampled": 0.45,
-            "steerability": 0.3,
+            "steerability": 0.5,
+            "rejection_sampled": 0.3,
             "served_engaged": 0.15,
-            "rewrite": 0.1,
+            "rewrite": 0.05,
         },
         metadata={
             "help": f"Target share of each source in {SFT_SOURCES}. Shares are met exactly among sources "
@@ -127,7 +130,7 @@ class SFTBuildConfig:
     )
     max_examples: int | None = field(default=None, metadata={"help": "Cap on the mixture size."})
     steer_per_prompt: int = field(
-        default=2,
+        default=4,
         metadata={
             "help": "Distinct rule-keeping replies kept per training-card prompt (the `steerability` source); "
             "such prompts are rare successes early on, so more than the single best one is kept."

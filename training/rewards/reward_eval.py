@@ -66,8 +66,21 @@ class RewardEvalConfig:
         metadata={"help": "Floor of the score spread that scales artifact deltas (a constant scorer has none)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random baseline and the probe sample."})
+    min_eval_pairs: int = field(
+        default=30,
+        metadata={
+            "help": "Fewest held-out pairs a pairwise model is judged on. With fewer (a short window mines a few "
+            "dozen engagement pairs), pair accuracy is measured by `cv_folds`-fold cross-validation over all "
+            "pairs instead, and the saved model is fit on all of them."
+        },
+    )
+    cv_folds: int = field(default=5, metadata={"help": "Folds of that cross-validation (pairs grouped by prompt)."})
 
     def __post_init__(self) -> None:
+        if self.min_eval_pairs < 0:
+            raise ValueError(f"min_eval_pairs={self.min_eval_pairs} must be >= 0 (0: always a held-out split)")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds={self.cv_folds} must be at least 2")
         if self.artifact_tolerance < 0:
             raise ValueError(f"artifact_tolerance={self.artifact_tolerance} must be >= 0")
         if self.n_bins < 2:
@@ -204,16 +217,28 @@ def split_by_day(frame: pl.DataFrame, eval_days: int = 1) -> tuple[pl.DataFrame,
     return frame.filter(pl.col("day") < cut), frame.filter(pl.col("day") >= cut)
 
 
+def _prompt_keys(pairs: pl.DataFrame) -> np.ndarray:
+    """A number in [0, 1] per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
+    return np.array(
+        [
+            int(hashlib.sha1(repr([(m["role"], m["content"]) for m in p]).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            for p in pairs["prompt"].to_list()
+        ],
+        dtype=np.float64,
+    )
+
+
 def split_pairs(pairs: pl.DataFrame, eval_fraction: float = 0.2) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(train, eval) pairs, split by a hash of the prompt so pairs sharing a prompt stay together."""
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction={eval_fraction} must be in (0, 1)")
-    keys = [
-        int(hashlib.sha1(repr([(m["role"], m["content"]) for m in p]).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        for p in pairs["prompt"].to_list()
-    ]
-    held = pl.Series(keys) < eval_fraction
+    held = pl.Series(_prompt_keys(pairs) < eval_fraction)
     return pairs.filter(~held), pairs.filter(held)
+
+
+def pair_folds(pairs: pl.DataFrame, folds: int) -> np.ndarray:
+    """The fold (0 .. folds-1) of each pair, by the same prompt hash as `split_pairs`."""
+    return np.minimum((_prompt_keys(pairs) * folds).astype(np.int64), folds - 1)
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -288,12 +313,41 @@ def _pair_accuracy(chosen: np.ndarray, rejected: np.ndarray) -> float:
     return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
 
 
-def pairwise_metrics(model: RewardModel, pairs: pl.DataFrame, config: RewardEvalConfig) -> list[dict]:
-    if pairs.height == 0:
-        return []
+def _pair_scores(model: RewardModel, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     contexts, chosen, rejected, _ = pairs_to_lists(pairs)
     s = np.asarray(model.score(contexts + contexts, chosen + rejected), dtype=np.float64)
-    sc, sr = s[: len(chosen)], s[len(chosen) :]
+    return s[: len(chosen)], s[len(chosen) :]
+
+
+def cross_validated_scores(
+    fit: Callable[[pl.DataFrame], RewardModel], pairs: pl.DataFrame, folds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold (chosen, rejected) scores: each pair scored by a model `fit` on the other folds only."""
+    fold = pair_folds(pairs, folds)
+    sc, sr = np.zeros(pairs.height), np.zeros(pairs.height)
+    for k in range(folds):
+        test = fold == k
+        if not test.any():
+            continue
+        train = pairs.filter(pl.Series(~test))
+        if train.is_empty():
+            raise ValueError(f"fold {k} holds every pair: cross-validation needs pairs of at least 2 prompts")
+        sc[test], sr[test] = _pair_scores(fit(train), pairs.filter(pl.Series(test)))
+    return sc, sr
+
+
+def pairwise_metrics(
+    model: RewardModel,
+    pairs: pl.DataFrame,
+    config: RewardEvalConfig,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[dict]:
+    """Pair accuracy against the length-only and random baselines; `scores` (chosen, rejected), e.g.
+    out-of-fold ones, replace `model`'s own scores of the pairs."""
+    if pairs.height == 0:
+        return []
+    _, chosen, rejected, _ = pairs_to_lists(pairs)
+    sc, sr = scores if scores is not None else _pair_scores(model, pairs)
     lc = np.array([len(c) for c in chosen], dtype=np.float64)
     lr = np.array([len(r) for r in rejected], dtype=np.float64)
     coin = np.random.default_rng(config.seed).integers(0, 2, size=len(chosen)).astype(np.float64)
@@ -320,11 +374,14 @@ def evaluate_reward_model(
     train_prompts: pl.DataFrame | None = None,
     out_dir: str | Path | None = None,
     config: RewardEvalConfig | None = None,
+    cross_validate: Callable[[pl.DataFrame], RewardModel] | None = None,
 ) -> pl.DataFrame:
     """The validation report of one model as an `EVAL_METRICS` frame (see the module docstring).
 
     The artifact probe modifies a seeded sample of the held-out served responses (or, without
-    prompts, of the held-out chosen responses).
+    prompts, of the held-out chosen responses). With `cross_validate` (a function fitting a model on
+    pairs), the pair metrics come from `config.cv_folds`-fold cross-validation over `eval_pairs`
+    (each pair scored by a model that never saw it), and their detail says so.
     """
     config = config or RewardEvalConfig()
     if eval_prompts is None and eval_pairs is None:
@@ -333,7 +390,13 @@ def evaluate_reward_model(
     if eval_prompts is not None:
         rows += pointwise_metrics(model, eval_prompts, config, train_prompts, out_dir)
     if eval_pairs is not None:
-        rows += pairwise_metrics(model, eval_pairs, config)
+        scores = None
+        if cross_validate is not None:
+            scores = cross_validated_scores(cross_validate, eval_pairs, config.cv_folds)
+        pair_rows = pairwise_metrics(model, eval_pairs, config, scores)
+        if scores is not None:
+            pair_rows = [dict(r, detail=f"{config.cv_folds}-fold cross-validation") for r in pair_rows]
+        rows += pair_rows
     contexts, responses = [], []
     if eval_prompts is not None:
         usable = eval_prompts.filter(pl.col("served_response").is_not_null())

@@ -14,8 +14,10 @@ from training.rewards.reward_eval import (
     EVAL_METRICS,
     RewardEvalConfig,
     artifact_probe,
+    cross_validated_scores,
     evaluate_reward_model,
     expected_calibration_error,
+    pair_folds,
     split_by_day,
     split_pairs,
 )
@@ -180,7 +182,39 @@ def test_split_pairs_keeps_a_prompt_on_one_side():
     assert split_pairs(pairs, eval_fraction=0.3)[1]["pair_id"].to_list() == held["pair_id"].to_list()
 
 
+def _memorizer(train: pl.DataFrame) -> FakeModel:
+    """A 'model' that knows only its training pairs: +1 for a reply it saw chosen, -1 for one it saw rejected."""
+    seen = {r: 1.0 for r in train["chosen"]} | {r: -1.0 for r in train["rejected"]}
+    return FakeModel(lambda ctx, resp: seen.get(resp, 0.0))
+
+
+def test_cross_validation_scores_each_pair_with_a_model_that_never_saw_it():
+    pairs = _eval_pairs(_eval_prompts(60)).with_columns(
+        pl.format("chosen {}", pl.int_range(pl.len())).alias("chosen"),
+        pl.format("rejected {}", pl.int_range(pl.len())).alias("rejected"),
+    )
+    folds = pair_folds(pairs, 5)
+    assert set(folds) <= set(range(5)) and len(set(folds)) > 1
+    by_prompt: dict[str, set] = {}
+    for prompt, fold in zip(pairs["prompt"].to_list(), folds):
+        by_prompt.setdefault(str(prompt), set()).add(int(fold))
+    assert all(len(f) == 1 for f in by_prompt.values())  # a prompt's pairs share a fold
+
+    chosen, rejected = cross_validated_scores(_memorizer, pairs, 5)
+    assert (chosen == 0).all() and (rejected == 0).all()  # out of fold, a memorizer knows nothing
+    in_sample = evaluate_reward_model(_memorizer(pairs), eval_pairs=pairs)
+    crossed = evaluate_reward_model(_memorizer(pairs), eval_pairs=pairs, cross_validate=_memorizer)
+    row = lambda f: f.filter(pl.col("metric") == "pair_accuracy").row(0, named=True)  # noqa: E731
+    assert row(in_sample)["value"] == 1.0 and row(in_sample)["detail"] is None
+    assert row(crossed)["value"] == 0.5 and row(crossed)["detail"] == "5-fold cross-validation"
+    assert row(crossed)["n"] == pairs.height and row(crossed)["flag"] is True
+
+
 def test_config_and_inputs_are_validated():
+    with pytest.raises(ValueError, match="cv_folds"):
+        RewardEvalConfig(cv_folds=1)
+    with pytest.raises(ValueError, match="min_eval_pairs"):
+        RewardEvalConfig(min_eval_pairs=-1)
     with pytest.raises(ValueError, match="n_bins"):
         RewardEvalConfig(n_bins=1)
     with pytest.raises(ValueError, match="eval_prompts"):
