@@ -18,7 +18,7 @@ import hashlib
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -26,8 +26,14 @@ import polars as pl
 from pipeline.faiss_gpu import gpu_count, to_gpus
 from pipeline.history import Compaction, DayChain, Run
 
-if TYPE_CHECKING:
-    from pipeline.semdedup import SemDedupConfig
+
+class IndexSettings(Protocol):
+    """What the indexes read of `pipeline.semdedup.SemDedupConfig` (a dataclass: segments copy it)."""
+
+    index_kind: str
+    ivf_min_rows: int
+    history_lists: int
+    seed: int
 
 
 def commit_run(
@@ -35,7 +41,7 @@ def commit_run(
     day: date,
     ids: list[str],
     x: np.ndarray,
-    config: SemDedupConfig,
+    config: IndexSettings,
     quantizer=None,
     lists: np.ndarray | None = None,
 ) -> None:
@@ -72,11 +78,11 @@ _SEGMENT_DAYS = 32
 _SHARED_ROWS_PER_LIST = 15
 
 
-def segment_compaction(config: SemDedupConfig, history: DayChain) -> Compaction:
+def segment_compaction(config: IndexSettings, history: DayChain) -> Compaction:
     return Compaction(max_block_days=_SEGMENT_DAYS, merge_sidecars=partial(_merge_indexes, config, history))
 
 
-def shared_quantizer(history: DayChain, config: SemDedupConfig, compaction: Compaction, day: date):
+def shared_quantizer(history: DayChain, config: IndexSettings, compaction: Compaction, day: date):
     """The coarse quantizer (an IVF index's) of the history's first 32-day segment, for runs after it;
     None before it, with flat indexes, or when that segment was too small for an IVF index.
 
@@ -157,7 +163,7 @@ def _add_to_quantizer(quantizer, x: np.ndarray, lists: np.ndarray | None = None)
 
 
 def _merge_indexes(
-    config: SemDedupConfig, history: DayChain, pieces: list[Run], offsets: list[int], stem: Path
+    config: IndexSettings, history: DayChain, pieces: list[Run], offsets: list[int], stem: Path
 ) -> dict[str, Path]:
     """One FAISS index over merged runs. After the first 32 days the pieces share the history's
     quantizer and their lists are moved into one index; otherwise the vectors are re-indexed (IVF once
@@ -248,7 +254,7 @@ def search_runs(
     return best, ref_id.tolist(), ref_day.tolist()
 
 
-def build_index(x: np.ndarray, config: SemDedupConfig, max_lists: int | None = None):
+def build_index(x: np.ndarray, config: IndexSettings, max_lists: int | None = None):
     """A new index of `x`; `max_lists`: train a quantizer of up to that many lists (rows/15 at most),
     one meant to be shared by later segments, instead of the 2 sqrt(rows) that suit this index alone.
     A shared quantizer gets more lists than its own rows would balance: the lists it is searched with
