@@ -10,7 +10,8 @@ needs no model.
 
 Two histories are built, of N and of `--factor` x N days, through the real steps (exact, near and
 semantic dedup with their day chains). Then day N+1 of each is run `--repeat` times, each in a fresh
-process on a fresh copy of the history, which reports the wall time of the three steps and its peak
+process on a fresh copy of the history, the two days taking turns (so a load that changes while the
+benchmark runs slows both alike), which reports the wall time of the three steps and its peak
 memory (the whole process, and above what the process held before the steps). Printed: the medians
 and their ratios (target: at most 1.2 each).
 
@@ -116,27 +117,35 @@ def replayed(base: list, index: int, dim: int) -> tuple[pl.DataFrame, np.ndarray
     return shifted, unit_rows(vectors @ q.astype(np.float32) if k else vectors)
 
 
-def measure(root: Path, frame: pl.DataFrame, vectors: np.ndarray, repeat: int) -> dict:
-    """Run one day `repeat` times, each in a fresh process on a fresh copy of the history; the median
-    time and peak memory (a loaded machine slows single runs at random)."""
-    runs = []
+def measure(cases: list[tuple[Path, pl.DataFrame, np.ndarray]], repeat: int) -> list[dict]:
+    """Run each case's day `repeat` times, each in a fresh process on a fresh copy of its history, the
+    cases taking turns (a load that changes during the benchmark then slows them alike); per case, the
+    median time and peak memory (a loaded machine slows single runs at random)."""
+    runs: list[list[dict]] = [[] for _ in cases]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "day.parquet"
-        frame.with_columns(vector=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))).write_parquet(path)
+        paths = []
+        for c, (_, frame, vectors) in enumerate(cases):
+            paths.append(Path(tmp) / f"day-{c}.parquet")
+            vector = pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))
+            frame.with_columns(vector=vector).write_parquet(paths[-1])
         for i in range(repeat):
-            probe = Path(tmp) / f"history-{i}"
-            shutil.copytree(root, probe)
-            out = subprocess.run(
-                [sys.executable, __file__, "--measure", str(probe), str(path)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                check=True,
-            )
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            shutil.rmtree(probe, ignore_errors=True)
-    median = {k: float(np.median([r[k] for r in runs])) for k in ("seconds", "peak_mb", "step_peak_mb")}
-    return {**runs[0], **median, "all_seconds": [round(r["seconds"], 3) for r in runs]}
+            for c, (root, _, _) in enumerate(cases):
+                probe = Path(tmp) / f"history-{c}-{i}"
+                shutil.copytree(root, probe)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--measure", str(probe), str(paths[c])],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                    check=True,
+                )
+                runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(probe, ignore_errors=True)
+    results = []
+    for case in runs:
+        median = {k: float(np.median([r[k] for r in case])) for k in ("seconds", "peak_mb", "step_peak_mb")}
+        results.append({**case[0], **median, "all_seconds": [round(r["seconds"], 3) for r in case]})
+    return results
 
 
 def _measure_child(root: str, path: str) -> None:
@@ -170,22 +179,25 @@ def main() -> int:
         return 0
     base = base_days(args.days, args.rows, args.dim)
     root = Path(tempfile.mkdtemp(prefix="flywheel-history-"))
-    results = {}
     try:
         t0 = time.perf_counter()
         n_long = args.days * args.factor
-        for i in range(n_long + 1):
-            if i in (args.days, n_long):
-                # day N+1 after i days of history, measured on copies so the history goes on untouched
-                results[i] = measure(root, *replayed(base, i, args.dim), args.repeat)
-                print(f"day {i + 1} after {i} days of history: {results[i]}", flush=True)
-            if i < n_long:
-                run_day(root, *replayed(base, i, args.dim))
+        short_root = root.with_name(root.name + f"-{args.days}")
+        for i in range(n_long):
+            if i == args.days:  # the history of day N+1, kept aside while the long one grows
+                shutil.copytree(root, short_root)
+            run_day(root, *replayed(base, i, args.dim))
             if i % args.days == args.days - 1:
                 print(f"  history of {i + 1} days built ({time.perf_counter() - t0:.0f}s)", flush=True)
+        short, long_ = measure(
+            [(short_root, *replayed(base, args.days, args.dim)), (root, *replayed(base, n_long, args.dim))],
+            args.repeat,
+        )
+        print(f"day {args.days + 1} after {args.days} days of history: {short}", flush=True)
+        print(f"day {n_long + 1} after {n_long} days of history: {long_}", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    short, long_ = results[args.days], results[n_long]
+        shutil.rmtree(root.with_name(root.name + f"-{args.days}"), ignore_errors=True)
     print(f"\nrows per day {args.rows}, history {args.days} vs {n_long} days (cpu count {os.cpu_count()})")
     print(
         f"time         {short['seconds']:.2f}s vs {long_['seconds']:.2f}s  ratio {long_['seconds'] / short['seconds']:.2f}"

@@ -23,9 +23,10 @@ chain: A~B and B~C put A and C in one group even when A and C alone are below th
 
 Cross-day (both steps), with a `pipeline.history.DayChain`: a day is decided against the rows kept
 on the days before it and nothing else, so the result does not depend on the order in which days
-were materialized; the day then commits what it kept. Exact dedup joins the day's hashes against the
-earlier days' hash runs in DuckDB (the history is streamed, never loaded); near dedup joins the day's
-LSH band keys against the earlier days' key runs and reads back only the matched signatures. A row
+were materialized; the day then commits what it kept. Each run carries a sorted key file
+(`pipeline.keyfile`): exact dedup binary-searches the earlier days' hash files for the day's hashes,
+near dedup their band-key files for the day's LSH band keys and reads back only the matched
+signatures, so a lookup costs ~log(stored keys) per key and never holds the history in memory. A row
 near an earlier day's row is dropped with that row's id as kept_id.
 
 Short texts: MinHash of a few shingles is unreliable (one typo in "hello there" changes half its
@@ -44,14 +45,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline import minhash, schema
-from pipeline.history import Compaction, DayChain, days_covered
+from pipeline import keyfile, minhash, schema
+from pipeline.history import Compaction, DayChain, Run, days_covered
 from pipeline.minhash import BACKENDS
 from pipeline.step import StepCounters, StepResult
 
@@ -61,7 +63,6 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 SEEN_PREFIX = "seen:"
 KEEP_POLICIES = ("first", "longest")
-EXACT_COMPACTION = Compaction()
 NEAR_COMPACTION = Compaction(merge_sidecars=minhash.merge_keys, row_group_size=minhash.ENTRY_ROW_GROUP)
 _NORMALIZATION_VERSION = "n1"
 
@@ -170,24 +171,61 @@ def _one_day(days: pl.Series, fn: str, day: date | None = None) -> date:
     return day if day is not None else found[0]
 
 
-def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataFrame:
-    """(text_hash, day) of the given hashes kept on a day before `day`: a DuckDB join that streams the
-    earlier days' hash runs against the day's distinct hashes, so the history is never in memory."""
-    import duckdb
+def _hash_columns(hashes: Sequence[str], days: Sequence[date] | None = None) -> np.ndarray:
+    """Hex hashes as a key file's columns: the two 64-bit halves, and the day (days since 1970) if given."""
+    words = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes), dtype=">u8").reshape(-1, 2).T
+    if days is None:
+        return words.astype(np.uint64)
+    ordinals = pl.Series(list(days), dtype=pl.Date).cast(pl.Int32).to_numpy().astype(np.uint64)
+    return np.vstack([words.astype(np.uint64), ordinals])
 
+
+def _run_hashes(run: Run) -> np.ndarray:
+    """A run's hash key file, memory-mapped; for a run of an earlier release (no key file), built from
+    its entries."""
+    if "hashes" in run.sidecars:
+        return keyfile.load(run.sidecars["hashes"])
+    entries = pl.read_parquet(run.path, columns=["text_hash", "day"])
+    return _hash_columns(entries["text_hash"].to_list(), entries["day"].to_list())
+
+
+def _merge_hashes(pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
+    path = stem.with_name(stem.name + ".hashes")
+    keyfile.save(path, np.hstack([np.asarray(_run_hashes(p)) for p in pieces]))
+    return {"hashes": path}
+
+
+EXACT_COMPACTION = Compaction(merge_sidecars=_merge_hashes)
+
+
+def seen_before(hashes: Sequence[str], history: DayChain, day: date) -> pl.DataFrame:
+    """(text_hash, day) of the given hashes kept on a day before `day`: each run's sorted hash file is
+    binary-searched for the day's distinct hashes, so the history is never read whole nor held."""
     runs = history.runs(day, compaction=EXACT_COMPACTION)
     if not runs or not len(hashes):
         return pl.DataFrame(schema={"text_hash": pl.Utf8, "day": pl.Date})
-    files = ", ".join("'" + str(r.path).replace("'", "''") + "'" for r in runs)
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("cur", pl.DataFrame({"h": pl.Series(hashes, dtype=pl.Utf8)}).unique().to_arrow())
-        return con.sql(
-            f"SELECT o.text_hash, min(o.day) AS day FROM read_parquet([{files}]) o "
-            "SEMI JOIN cur c ON o.text_hash = c.h GROUP BY o.text_hash"
-        ).pl()
-    finally:
-        con.close()
+    distinct = list(set(hashes))
+    probe_words = _hash_columns(distinct)
+    order = np.argsort(probe_words[0], kind="stable")  # sorted once for the lookups in every run
+    distinct = [distinct[i] for i in order]
+    probe_words = probe_words[:, order]
+    found, found_days = [], []
+    for run in runs:
+        probe, stored = keyfile.match(_run_hashes(run), probe_words[0])
+        same = stored[1] == probe_words[1][probe]
+        found.append(probe[same])
+        found_days.append(stored[2][same])
+    at = np.concatenate(found)
+    return (
+        pl.DataFrame(
+            {
+                "text_hash": pl.Series([distinct[i] for i in at], dtype=pl.Utf8),
+                "day": pl.Series(np.concatenate(found_days).astype(np.int32)).cast(pl.Date),
+            }
+        )
+        .group_by("text_hash")
+        .agg(pl.col("day").min())
+    )
 
 
 def exact_dedup(
@@ -248,7 +286,12 @@ def exact_dedup(
         run = pl.DataFrame(
             {"text_hash": kept["text_hash"], id_col: ids.filter(keep_mask), "day": days.filter(keep_mask)}
         )
-        history.commit(day, run.sort("text_hash"), compaction=EXACT_COMPACTION)
+        history.commit(
+            day,
+            run.sort("text_hash"),
+            sidecars={"hashes": lambda path: keyfile.save(path, _hash_columns(run["text_hash"], run["day"]))},
+            compaction=EXACT_COMPACTION,
+        )
     counters = ExactCounters(
         rows_in=df.height,
         rows_kept=kept.height,

@@ -16,8 +16,9 @@ Re-running an earlier day with a different outcome changes its chain hash: every
 is then marked stale (naming the day that changed), and a stale day refuses to serve as the base of
 the next one until it is re-materialized. A re-run with the same outcome changes nothing.
 
-Cost per day: a step reads the runs of the days in its lookback window through DuckDB or one file
-at a time (never the whole history into memory at once), and writes one run. Commits are atomic:
+Cost per day: a step reads the runs of the days in its lookback window one file at a time (sorted
+key files it binary-searches, or one index at a time; never the whole history into memory at once),
+and writes one run. Commits are atomic:
 the run is written first under a fresh name, then the manifest is replaced (rename), then the old
 run of that day is removed; a crash leaves the old state or the new one.
 """
@@ -156,6 +157,10 @@ class DayChain:
         else:
             pieces = [self._block(a, b, compaction) for a, b in self._blocks(start, end, compaction.max_block_days)]
         return [p for p in pieces if p is not None and p.rows]
+
+    def segment(self, first: date, last: date, compaction: Compaction) -> Run | None:
+        """The compacted segment of the aligned block `first`..`last` as chained now (built when missing)."""
+        return self._block(first, last, compaction)
 
     def _day_run(self, d: date) -> Run | None:
         man = self.manifest(d)

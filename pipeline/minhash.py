@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import keyfile
+
 BACKENDS = ("rensa", "datasketch")
 _HASH_VERSION = "cp64v1"  # how char shingles are hashed for rensa; part of every stored signature's id
 _MUL = np.uint64(0x9E3779B97F4A7C15)
@@ -193,9 +195,46 @@ def run_entries(
     )
 
 
+def _packed_keys(keys: np.ndarray) -> np.ndarray:
+    """A run's band keys as a key file (`pipeline.keyfile`): row 0 the keys, row 1 band << 32 | entry row."""
+    n, bands = keys.shape
+    band = np.tile(np.arange(bands, dtype=np.uint64), n)
+    row = np.repeat(np.arange(n, dtype=np.uint64), bands)
+    return np.vstack([keys.reshape(-1), (band << np.uint64(32)) | row])
+
+
 def write_keys(path: Path, sig: np.ndarray, bands: int, rows: int) -> None:
-    """The band keys of a run, sorted by key (row-group statistics then let a join skip most of them)."""
-    keys_frame(band_keys(sig, bands, rows)).sort("key").write_parquet(path, compression="zstd", statistics=True)
+    """The band keys of a run as a sorted key file (see `read_keys`)."""
+    keyfile.save(path, _packed_keys(band_keys(sig, bands, rows)))
+
+
+def read_keys(path: Path) -> np.ndarray:
+    """A run's key file, memory-mapped. Key files of earlier releases (Parquet: band, key, row) are read
+    whole and converted, so an existing history keeps working."""
+    if keyfile.is_keyfile(path):
+        return keyfile.load(path)
+    old = pl.read_parquet(path).sort("key")
+    band = old["band"].to_numpy().astype(np.uint64)
+    return np.vstack([old["key"].to_numpy().astype(np.uint64), (band << np.uint64(32)) | old["row"].to_numpy()])
+
+
+def lookup_keys(stored: np.ndarray, keys: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probe position, stored entry row) of every stored key equal to a probe's key in the same band."""
+    probe, found = keyfile.match(stored, keys)
+    same_band = (found[1] >> np.uint64(32)) == bands[probe].astype(np.uint64)
+    return probe[same_band], (found[1][same_band] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _read_rows(path: Path, wanted: np.ndarray) -> pl.DataFrame:
+    """Rows `wanted` (sorted, distinct) of a run: only the row groups holding them are read."""
+    import pyarrow.parquet as pq
+
+    groups = np.unique(wanted // ENTRY_ROW_GROUP).tolist()
+    table = pl.from_arrow(pq.ParquetFile(path).read_row_groups(groups))
+    offsets = np.concatenate([[g * ENTRY_ROW_GROUP] for g in groups])
+    # row r sits in group r // G at position r % G; groups were read in order, each G rows long but the last
+    local = np.searchsorted(offsets, wanted, side="right") - 1
+    return table[local * ENTRY_ROW_GROUP + (wanted - offsets[local])]
 
 
 def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
@@ -203,52 +242,38 @@ def history_matches(runs: list, cur_keys: pl.DataFrame) -> tuple[pl.DataFrame, n
 
     `runs` are `pipeline.history.Run`s with a `keys` sidecar; `cur_keys` is `keys_frame` of the current
     rows. Returns (entries of the matched earlier rows, one per row, with their `sig`) and the pairs
-    (current row, index into those entries). DuckDB streams the key files through a join against the
-    day's keys, and only the row groups holding a match are read back, so memory stays flat however
-    long the history is.
+    (current row, index into those entries). Each run's sorted key file is memory-mapped and
+    binary-searched for the day's keys, and only the row groups holding a match are read back, so
+    neither the time nor the memory of a run's lookup follows the number of keys it stores.
     """
-    import duckdb
-    import pyarrow.parquet as pq
-
     if not runs or cur_keys.height == 0:
         return pl.DataFrame(), np.zeros((0, 2), dtype=np.int64)
-    files = ", ".join("'" + str(r.sidecars["keys"]).replace("'", "''") + "'" for r in runs)
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("cur", cur_keys.rename({"row": "node"}).to_arrow())
-        hits = con.sql(
-            f"SELECT DISTINCT c.node, o.filename AS file, o.row FROM read_parquet([{files}], filename = true) o "
-            "JOIN cur c ON o.band = c.band AND o.key = c.key"
-        ).pl()
-    finally:
-        con.close()
-    if hits.height == 0:
+    cur_keys = cur_keys.sort("key")  # sorted once for the lookups in every run
+    probe_keys = cur_keys["key"].to_numpy()
+    probe_bands = cur_keys["band"].to_numpy()
+    probe_nodes = cur_keys["row"].to_numpy().astype(np.int64)
+    parts, pairs, offset = [], [], 0
+    for run in runs:
+        probe, row = lookup_keys(read_keys(run.sidecars["keys"]), probe_keys, probe_bands)
+        if not len(row):
+            continue
+        wanted, entry = np.unique(row, return_inverse=True)
+        parts.append(_read_rows(run.path, wanted))
+        pairs.append(np.unique(np.column_stack([probe_nodes[probe], entry + offset]), axis=0))
+        offset += len(wanted)
+    if not parts:
         return pl.DataFrame(), np.zeros((0, 2), dtype=np.int64)
-    by_keys = {str(r.sidecars["keys"]): r for r in runs}
-    parts = []
-    for file, rows in hits.select("file", "row").unique().group_by("file", maintain_order=True):
-        run = by_keys[file[0]]
-        wanted = np.sort(rows["row"].to_numpy().astype(np.int64))
-        groups = np.unique(wanted // ENTRY_ROW_GROUP).tolist()
-        table = pl.from_arrow(pq.ParquetFile(run.path).read_row_groups(groups))
-        offsets = np.concatenate([[g * ENTRY_ROW_GROUP] for g in groups])
-        # row r sits in group r // G at position r % G; groups were read in order, each G rows long but the last
-        local = np.searchsorted(offsets, wanted, side="right") - 1
-        pos = local * ENTRY_ROW_GROUP + (wanted - offsets[local])
-        parts.append(table[pos].with_columns(file=pl.lit(file[0]), row=pl.Series(wanted, dtype=pl.UInt32)))
-    entries = pl.concat(parts).with_row_index("_e")
-    pairs = hits.join(entries.select("_e", "file", "row"), on=["file", "row"]).select("node", "_e")
-    return entries.drop("_e", "file", "row"), pairs.to_numpy().astype(np.int64)
+    return pl.concat(parts), np.vstack(pairs).astype(np.int64)
 
 
 def merge_keys(pieces: list, offsets: list[int], stem: Path) -> dict[str, Path]:
-    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries."""
-    keys = pl.concat(
-        [
-            pl.read_parquet(p.sidecars["keys"]).with_columns(row=pl.col("row") + pl.lit(off, pl.UInt32))
-            for p, off in zip(pieces, offsets)
-        ]
-    )
+    """The keys sidecar of merged runs: each piece's keys with its rows shifted to the merged entries
+    (rows are the low 32 bits; a segment holds far fewer than 2^32 entries)."""
+    parts = []
+    for p, off in zip(pieces, offsets):
+        stored = np.array(read_keys(p.sidecars["keys"]))
+        stored[1] += np.uint64(off)
+        parts.append(stored)
     path = stem.with_name(stem.name + ".keys")
-    keys.sort("key").write_parquet(path, compression="zstd", statistics=True)
+    keyfile.save(path, np.hstack(parts))
     return {"keys": path}

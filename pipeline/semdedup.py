@@ -10,8 +10,11 @@ the row that was kept.
 Across days: the vectors each day KEPT are committed as that day's run of a ``pipeline.history.DayChain``
 (row ids and a hash of each vector, plus a FAISS index of the vectors beside it); a new day's rows
 within ``eps`` of any earlier day's kept row are dropped first. A day searches exactly the days before
-it (the newest ``lookback_days`` when set), one index at a time, so memory holds one day's index and
-the result does not depend on the order in which days were materialized.
+it (the newest ``lookback_days`` when set), one index (a run, or a segment of up to 32 days) at a time,
+so memory holds one segment's index and the result does not depend on the order in which days were
+materialized. The first 32-day segment trains a coarse quantizer that every later run and segment
+shares (`history_lists`): a day assigns its rows to IVF lists once and each segment only scans those
+lists, so adding segments adds no quantizer searches, and segments merge by moving lists.
 
 Why ``eps = 0.05`` (cosine >= 0.95) by default, measured with all-MiniLM-L6-v2: case and punctuation
 variants of a sentence score 0.97-0.98 ("I am a student at BYU" / "i am a student at byu."), close
@@ -24,21 +27,26 @@ rewordings. (SemDeDup's paper uses 0.07-0.3 to thin web-scale pretraining data.)
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from pipeline import schema
 from pipeline.faiss_gpu import kmeans_gpu_arg, to_gpus
-from pipeline.history import Compaction, DayChain, Run, days_covered
+from pipeline.history import DayChain, days_covered
+from pipeline.semindex import (
+    assign_lists,
+    centroids,
+    commit_run,
+    quantizer_digest,
+    search_runs,
+    segment_compaction,
+    shared_quantizer,
+)
 from pipeline.step import StepCounters, StepResult
 
 KEEP_POLICIES = ("centroid", "first", "longest")
@@ -94,6 +102,14 @@ class SemDedupConfig:
     ivf_nprobe: int = field(
         default=8, metadata={"help": "IVF lists searched per query (8: 99.9% recall of pairs at cosine 0.96)"}
     )
+    history_lists: int = field(
+        default=2048,
+        metadata={
+            "help": "IVF lists of the history's shared coarse quantizer, trained once on the kept rows of the "
+            "history's first 32 days (at most rows/15 lists): every later run and segment uses it, so a day "
+            "assigns its rows to lists once, whatever the number of segments"
+        },
+    )
     use_gpu: bool = field(default=True, metadata={"help": "use FAISS GPUs when faiss.get_num_gpus() > 0"})
     block_elements: int = field(
         default=1 << 24, metadata={"help": "similarity entries computed per block (memory: 4 bytes each)"}
@@ -110,6 +126,8 @@ class SemDedupConfig:
             raise ValueError(f"semdedup `index_kind`={self.index_kind!r} is unknown: use one of {list(INDEX_KINDS)}")
         if self.kmeans_iters < 1 or self.max_points_per_centroid < 1 or self.ivf_nprobe < 1:
             raise ValueError("semdedup `kmeans_iters`, `max_points_per_centroid` and `ivf_nprobe` must be >= 1")
+        if self.history_lists < 2:
+            raise ValueError(f"semdedup `history_lists`={self.history_lists} must be >= 2")
         if self.lookback_days is not None and self.lookback_days < 1:
             raise ValueError(f"semdedup `lookback_days`={self.lookback_days} must be >= 1 or None (all days)")
         if self.block_elements < 1024:
@@ -272,10 +290,18 @@ def semantic_dedup(
     dropped = np.zeros(n, dtype=bool)
 
     prev_dups, runs = 0, []
+    # the day's rows are assigned to the shared quantizer's lists once: for the search and for its own index
+    quantizer, assigned = None, {}
+    if history is not None and n:
+        quantizer = shared_quantizer(history, config, segment_compaction(config, history), day)
+    if quantizer is not None:
+        assigned[quantizer_digest(quantizer)] = assign_lists(centroids(quantizer), x, config.ivf_nprobe)
     if history is not None and config.cross_day:
-        runs = history.runs(day, config.lookback_days, _compaction(config))
+        runs = history.runs(day, config.lookback_days, segment_compaction(config, history))
     if runs and n:
-        sims, ref_ids, ref_days = search_runs(runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe)
+        sims, ref_ids, ref_days = search_runs(
+            runs, x, use_gpu=config.use_gpu, nprobe=config.ivf_nprobe, assigned=assigned, min_sim=threshold
+        )
         for i in np.flatnonzero(sims >= threshold):
             dropped[i] = True
             drops.append(
@@ -326,7 +352,8 @@ def semantic_dedup(
 
     kept_rows = np.flatnonzero(~dropped)
     if history is not None:
-        commit_run(history, day, [ids[i] for i in kept_rows], x[kept_rows], config)
+        lists = assigned[quantizer_digest(quantizer)][1][kept_rows, 0] if quantizer is not None else None
+        commit_run(history, day, [ids[i] for i in kept_rows], x[kept_rows], config, quantizer=quantizer, lists=lists)
     drops_df = schema.drops_frame([{"day": day, "stage": stage, "reason_code": REASON, **d} for d in drops])
     kept = pl.DataFrame(
         {"row_id": [ids[i] for i in kept_rows], "cluster_id": cluster[kept_rows]},
@@ -343,104 +370,3 @@ def semantic_dedup(
         history_days=days_covered(runs),
     )
     return StepResult(kept=kept, drops=drops_df, counters=counters)
-
-
-def commit_run(history: DayChain, day: date, ids: list[str], x: np.ndarray, config: SemDedupConfig) -> None:
-    """A day's kept vectors as its run: row ids with a hash of each vector (so the run's content hash
-    changes when the vectors do), and the FAISS index of the vectors beside it."""
-    import faiss
-
-    entries = pl.DataFrame(
-        {
-            "row_id": pl.Series(ids, dtype=pl.Utf8),
-            "vector_hash": [hashlib.blake2b(v.tobytes(), digest_size=8).hexdigest() for v in x],
-        }
-    )
-
-    def write_index(path: Path) -> None:
-        index, _ = _build_index(x, config)
-        faiss.write_index(index, str(path))
-
-    history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=_compaction(config))
-
-
-def _compaction(config: SemDedupConfig) -> Compaction:
-    # a search holds one segment's index in memory at a time: 32 days at most per segment
-    return Compaction(max_block_days=32, merge_sidecars=partial(_merge_indexes, config))
-
-
-def _merge_indexes(config: SemDedupConfig, pieces: list[Run], offsets: list[int], stem: Path) -> dict[str, Path]:
-    """One FAISS index over merged runs (IVF once it is large), from the vectors of the pieces' indexes."""
-    import faiss
-
-    parts = []
-    for p in pieces:
-        index = faiss.read_index(str(p.sidecars["faiss"]))
-        if isinstance(index, faiss.IndexIVF):
-            index.make_direct_map()
-        parts.append(index.reconstruct_n(0, index.ntotal))
-    # a merged segment is searched by every later day: IVF as soon as it has enough rows to train one
-    # (a flat search costs rows x stored; IVF scans nprobe of about 2 sqrt(stored) lists)
-    segment_config = dataclasses.replace(config, index_kind="ivf") if config.index_kind == "auto" else config
-    merged, _ = _build_index(np.vstack(parts).astype(np.float32), segment_config)
-    path = stem.with_name(stem.name + ".faiss")
-    faiss.write_index(merged, str(path))
-    return {"faiss": path}
-
-
-def search_runs(
-    runs: list[Run], x: np.ndarray, *, use_gpu: bool = True, nprobe: int = 8
-) -> tuple[np.ndarray, list[str | None], list[str | None]]:
-    """Best cosine of each unit row to any row of the earlier days' runs, its id and day (one index in
-    memory at a time)."""
-    import faiss
-
-    n = x.shape[0]
-    best = np.full(n, -np.inf, dtype=np.float32)
-    ref_id = np.full(n, None, dtype=object)
-    ref_day = np.full(n, None, dtype=object)
-    for run in runs:
-        index = faiss.read_index(str(run.sidecars["faiss"]))
-        if index.d != x.shape[1]:
-            raise ValueError(
-                f"semantic history of {run.day} holds {index.d}-d vectors, the rows are {x.shape[1]}-d: "
-                "the embedding model changed; point the history at a new folder"
-            )
-        index = to_gpus(index, use_gpu=use_gpu, nprobe=nprobe)
-        sims, pos = index.search(x, 1)
-        del index  # before the next one is read: one index in memory at a time
-        better = np.flatnonzero((pos[:, 0] >= 0) & (sims[:, 0] > best))
-        if not better.size:
-            continue
-        ids = pl.read_parquet(run.path, columns=["row_id"])["row_id"].to_numpy().astype(object)
-        best[better] = sims[better, 0]
-        ref_id[better] = ids[pos[better, 0]]
-        ref_day[better] = run.day.isoformat()
-    return best, ref_id.tolist(), ref_day.tolist()
-
-
-def _build_index(x: np.ndarray, config: SemDedupConfig):
-    import faiss
-
-    n, d = x.shape
-    use_ivf = config.index_kind == "ivf" or (config.index_kind == "auto" and n >= config.ivf_min_rows)
-    # Searching costs ~ rows x stored / nlist, training ~ nlist^2: 2 sqrt(n) lists balance the two.
-    # FAISS wants >= 39 training rows per list, which is also all that is sampled.
-    nlist = next((m for m in (int(2 * np.sqrt(n)), int(np.sqrt(n))) if n >= 39 * m), 0)
-    if not use_ivf or nlist < 2:
-        index = faiss.IndexFlatIP(d)
-        index.add(x)
-        return index, "flat"
-    quantizer = faiss.IndexFlatIP(d)
-    # fp16 codes: half the memory and about half the scan time of IVFFlat; cosine error ~1e-4,
-    # far below any useful eps (8-bit codes err by ~1e-2, too close to the threshold)
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    index.cp.niter = 10
-    index.cp.seed = config.seed
-    rng = np.random.default_rng(config.seed)
-    sample = x[np.sort(rng.choice(n, size=min(n, 39 * nlist), replace=False))]
-    index.train(sample)
-    index.add(x)
-    return index, "ivf"
