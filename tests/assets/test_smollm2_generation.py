@@ -50,7 +50,9 @@ def test_one_smollm2_generation_with_lora(tmp_path):
     ).resources()
     resources = {
         "settings": settings,
-        "curation": CurationSettings(topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch"),
+        "curation": CurationSettings(
+            topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch", history_start=DAYS[0]
+        ),
         "generation": GenerationSettings(
             window_days=2,
             reward_train_rows=2000,

@@ -41,7 +41,9 @@ def _sft_frame() -> pl.DataFrame:
         },
         schema_overrides={"prompt": pl.List(schema.MESSAGE)},
     )
-    res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0), rewrites=rewrites)
+    # equal shares, so that two rule-keeping replies leave room for every other source
+    mix = dict.fromkeys(datasets_build.SFT_SOURCES, 1.0)
+    res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix), rewrites=rewrites)
     # the same join the sft_dataset asset validates: ids from the frame, texts from the dataset
     return res.frame.with_columns(res.dataset.to_polars().get_column("messages"))
 
