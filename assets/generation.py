@@ -69,7 +69,7 @@ class GenerationSettings(dg.ConfigurableResource):
     grpo_steps: int = Field(default=6, description="GRPO optimizer steps")
     # The tiny default policy learns from scratch-sized steps: at SFT's library default (1e-4) 30 steps barely
     # move it, at 1e-3 one generation lifts its held-out instruction following from 0.03 to 0.27 (README); at
-    # 2e-5 ten DPO steps leave its loss at 0.691 (log 2 = 0.693), at 1e-4 the reward margin grows fivefold.
+    # 2e-5 ten DPO steps leave its loss at log 2 (no preference learnt; `dpo_checkpoint`'s metadata shows it).
     # Lower all three for a pre-trained instruct model (e.g. 1e-4, 5e-6, 1e-6).
     sft_learning_rate: float = Field(default=1e-3, description="SFT peak learning rate")
     dpo_learning_rate: float = Field(default=1e-4, description="DPO peak learning rate")

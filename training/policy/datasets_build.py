@@ -114,8 +114,7 @@ class SFTBuildConfig:
         },
     )
     # Rule-keeping card replies are the scarcest source (a few dozen per generation early on) and the one the
-    # held-out instruction-following rate moves with: at half the mix one SFT round of the tiny policy lifts
-    # it about twice as far as at 0.3, and the other sources still fill the other half (README).
+    # held-out instruction-following rate moves with, so they get half the mix; the other sources fill the rest.
     mix: dict[str, float] = field(
         default_factory=lambda: {
             "steerability": 0.5,
