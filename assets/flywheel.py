@@ -25,7 +25,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from assets.generation import BASE
+from assets.generation import BASE, last_released
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import steerability
@@ -39,6 +39,7 @@ TABLE = (
     "parent",
     "released",
     "blocked_by",
+    "ab_verdict",
     "steer_if_heldout",
     "steer_violation_heldout",
     "win_rate_user",
@@ -77,14 +78,14 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
     )
 
 
-def heldout_progress(settings: FlywheelSettings, table: pl.DataFrame) -> dict | None:
-    """Held-out instruction following of the last released generation against gen-0, with a paired bootstrap
-    interval over the held-out prompts; None before a generation is released."""
-    released = table.filter(pl.col("released"))
+def heldout_progress(settings: FlywheelSettings) -> dict | None:
+    """Held-out instruction following of the last released generation (the one the next generation builds on:
+    its gates passed and its A/B readout did not reject it) against gen-0, with a paired bootstrap interval over
+    the held-out prompts; None before a generation is released."""
     lake = settings.lake()
-    if released.is_empty() or not lake.exists("eval_records"):
+    last = last_released(lake.scan("generations").collect()) if lake.exists("generations") else BASE
+    if last == BASE or not lake.exists("eval_records"):
         return None
-    last = released["generation"][-1]
     records = lake.scan("eval_records").filter(pl.col("metric") == "steerability/all_followed").collect()
 
     def rates(policy: str) -> pl.DataFrame:
@@ -101,7 +102,7 @@ def print_table(settings: FlywheelSettings) -> None:
     if table.is_empty():
         print("no generation recorded")
         return
-    progress = heldout_progress(settings, table)
+    progress = heldout_progress(settings)
     table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
         print(table)
@@ -183,7 +184,9 @@ def run_flywheel(
         if todo and not consolidate(todo, instance, resources):
             return 1
         setup += time.perf_counter() - t0
-        gen_resources = {**resources, "generation": {**resources.get("generation", {}), "window_end": window[-1]}}
+        # the window's own days and no earlier ones: GenerationSettings' default window reaches back a week
+        own = {"window_end": window[-1], "window_days": window_days}
+        gen_resources = {**resources, "generation": {**resources.get("generation", {}), **own}}
         if not run_one(instance, gen_resources, f"gen-{done + 1} (window {window[0]} .. {window[-1]})"):
             # not a release gate (those record the generation as blocked): a step failed, so the flywheel stops
             # here; running the command again redoes this generation under the same name

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from assets import flywheel
+from assets.generation import last_released
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 from tests.assets.test_generation_assets import _annotations
@@ -34,8 +35,8 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     resources = {
         "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
         "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
+        # no window_days here: the flywheel gives each generation its own window whatever the default
         "generation": {
-            "window_days": 1,
             "pretrain_steps": 5,
             "candidate_prompts": 6,
             "samples_per_prompt": 2,
@@ -79,7 +80,9 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "gen-1 (window 2026-01-05 .. 2026-01-05):" in out and "offline_eval" in out
     assert "steer_if_heldout" in out and "generations report:" in out
-    assert ("held-out instruction following, gen-0 -> " in out) == bool(table["released"].any())
+    # the difference is printed for the generation the flywheel builds on: released and not rejected by its A/B
+    assert ("held-out instruction following, gen-0 -> " in out) == (last_released(table) != "gen-0")
+    assert "ab_verdict" in out
     assert "DEBUG" not in out
     assert Path(home / "reports" / "generations" / "index.html").is_file()
     # running it again finds both generations recorded: nothing to redo
