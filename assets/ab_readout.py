@@ -65,13 +65,15 @@ def simulate_from_users(
     if responses.is_empty():
         raise ValueError(f"{plan.generation} has no eval_responses: materialize offline_eval first")
     responses = responses.filter(pl.col("slice").is_in(SLICES))
-    pool = read_window(lake, "prompts", plan)
-    replayed = pool.filter(pl.col("prompt_id").is_in(responses["prompt_id"].unique().to_list()))
     # every deduped served turn of the window, not the sampled pool: the held-out users' turns outside the
     # replayed conversations are few in the pool (a 2-day window leaves a few dozen), and many more here
     turns = read_window(lake, "unique_prompts", plan)
+    if turns.is_empty():
+        turns = read_window(lake, "prompts", plan)
+    # the eval prompts come from the deduped turns, so their conversations are found there
+    replayed = turns.filter(pl.col("prompt_id").is_in(responses["prompt_id"].unique().implode()))
     simulator, counters = user_simulator.fit_user_simulator(
-        user_simulator.turns_from_prompts(turns if turns.height else pool),
+        user_simulator.turns_from_prompts(turns),
         excluded_users=reward_model_users(lake, plan, curation),
         excluded_conversations=replayed["conversation_id"].unique().to_list(),
         config=user_simulator.UserSimulatorConfig(min_rows=ab.simulator_min_rows),

@@ -23,6 +23,7 @@ from assets.generation import (
     GenerationSettings,
     current_plan,
     dataset_dir,
+    held_out_prompts,
     models_dir,
     policy_dir,
     read_window,
@@ -83,16 +84,16 @@ def offline_eval(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
-    pool = read_window(lake, "prompts", plan)
-    if pool.is_empty():
+    if read_window(lake, "prompts", plan).is_empty():
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
+    held_out = held_out_prompts(lake, plan, curation.sampling_config())
     # the judges embed with the embedder their features were trained on (the curation's)
     judges = tuple(load_scorer(settings, plan.generation, k, curation) for k in ("pointwise", "pairwise"))
     result = evaluate(
         plan.generation,
         {"new": str(policy_dir(settings, plan.generation)), "parent": parent_policy(settings, generation, plan)},
         {"new": plan.generation, "parent": plan.parent},
-        pool,
+        held_out,
         judges,
         _training_prompts(settings, lake, plan),
         release.eval_config(generation),

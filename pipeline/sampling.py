@@ -201,6 +201,23 @@ def assign_split(user_hash: pl.Series, source: pl.Series, config: SamplingConfig
     )["split"]
 
 
+def held_out_rows(
+    prompts: pl.DataFrame, config: SamplingConfig, exclude_users: pl.Series | None = None
+) -> pl.DataFrame:
+    """Every row of a held-out user, with its `split` (eval_internal / eval_user), from deduped traffic rather
+    than the sampled pool: nothing trains on a held-out user, so the pool's thinning only throws away evaluation
+    data, and a small slice (a few internal testers) needs every prompt it has. `exclude_users` (user hashes
+    some training saw, e.g. the pool's `train` split) are left out whatever the split says, so a user whose
+    split differs between the two frames is never on both sides."""
+    if prompts.is_empty():
+        return prompts.with_columns(pl.lit(None, pl.Utf8).alias("split"))
+    split = assign_split(prompts["user_hash"], prompts["source"], config)
+    held = prompts.with_columns(split.alias("split")).filter(pl.col("split") != "train")
+    if exclude_users is not None and exclude_users.len():
+        held = held.filter(~pl.col("user_hash").is_in(exclude_users.drop_nulls().unique().implode()))
+    return held
+
+
 def _water_fill(available: np.ndarray, n: int, tiebreak: np.ndarray) -> np.ndarray:
     """Equal counts per group, capped by availability; the leftover of the capped is shared by the rest."""
     if n >= available.sum():

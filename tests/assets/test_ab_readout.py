@@ -13,6 +13,7 @@ from assets.generation import GenerationPlan, save_plan
 from assets.resources import AbSettings, FlywheelSettings
 from pipeline import schema
 from pipeline.lake import Lake, Partition
+from pipeline.sampling import held_out_rows
 
 DAYS = ["2026-01-04", "2026-01-05"]
 WARM = ["That sounds fun! What did you like most about it?", "Oh nice, tell me more, how did it go?"]
@@ -73,11 +74,12 @@ def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _run(tmp_path, treatment: list[str], unique_extra: int = 0):
+def _run(tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_pool: bool = False):
     home = tmp_path / "home"
     settings = FlywheelSettings(home=str(home))
     lake = Lake(home)
     pools = [_pool(d, k) for k, d in enumerate(DAYS)]
+    evals = pools[-1]
     for d, p in zip(DAYS, pools):
         lake.write("prompts", date.fromisoformat(d), p)
         if unique_extra:
@@ -92,8 +94,10 @@ def _run(tmp_path, treatment: list[str], unique_extra: int = 0):
                 )
             )
             lake.write("unique_prompts", date.fromisoformat(d), pl.concat([p, more]).drop("split", "cluster_id"))
+            if eval_outside_pool:  # offline evaluation judged held-out deduped turns the pool does not hold
+                evals = held_out_rows(more, CurationSettings().sampling_config())
     save_plan(settings, GenerationPlan("gen-1", 1, "gen-0", DAYS, "2026-01-06T06:00:00+00:00"))
-    lake.write("eval_responses", Partition.generation("gen-1"), _responses(pools[-1], treatment))
+    lake.write("eval_responses", Partition.generation("gen-1"), _responses(evals, treatment))
     result = dg.materialize(
         [dg.AssetSpec("offline_eval"), ab_readout],
         selection=[ab_readout],
@@ -145,3 +149,12 @@ def test_the_simulator_learns_from_every_deduped_turn_of_the_window(tmp_path):
     assert summary["rows_used"] == 2 * (240 + 400) - dropped
     assert summary["dropped_reward_model_user"] >= 2 * 120 and summary["rows_used"] >= 50
     assert meta["verdict"].value == "ship" and checks["sample_ratio"].passed
+
+
+def test_the_conversations_replayed_from_outside_the_pool_are_not_learnt_from(tmp_path):
+    # the eval prompts are held-out deduped turns, not pool rows: their conversations are still found and left out
+    lake, meta, _ = _run(tmp_path, WARM, unique_extra=400, eval_outside_pool=True)
+    replayed = lake.read("eval_responses", Partition.generation("gen-1"))["prompt_id"].n_unique()
+    assert replayed >= 20
+    summary = meta["simulator"].value
+    assert summary["dropped_replayed_conversation"] == replayed

@@ -17,6 +17,7 @@ from pipeline.sampling import (
     REPORT,
     SamplingConfig,
     assign_split,
+    held_out_rows,
     sample_pool,
     sample_step,
 )
@@ -323,6 +324,28 @@ def test_internal_users_are_held_out_at_their_own_rate():
     rates = dict(frame.group_by("source").agg(pl.col("held").mean()).iter_rows())
     assert rates["internal"] == pytest.approx(0.5, abs=0.06)
     assert rates["external"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_held_out_rows_keep_every_prompt_of_a_held_out_user_and_none_of_a_training_user():
+    frame = prompts_frame([600, 400], n_users=300, internal_share=0.1, seed=4)
+    config = SamplingConfig(retain_fraction=0.3, eval_fraction=0.2, internal_eval_fraction=0.5)
+    pool = sample_pool(frame, config)[0]
+    held = held_out_rows(frame, config)
+    split = assign_split(frame["user_hash"], frame["source"], config)
+    # exactly the rows the split holds out, each with its slice, whatever the pool's thinning kept
+    assert sorted(held["prompt_id"]) == sorted(frame.filter(split != "train")["prompt_id"])
+    assert set(held["split"]) == {"eval_internal", "eval_user"}
+    assert held.filter((pl.col("split") == "eval_internal") != (pl.col("source") == "internal")).height == 0
+    pooled = pool.filter(pl.col("split") != "train")
+    assert set(pooled["prompt_id"]) < set(held["prompt_id"]) and held.height > 2 * pooled.height
+    assert not set(held["user_hash"]) & set(pool.filter(pl.col("split") == "train")["user_hash"])
+
+    # a user some training saw is left out, whatever the split says
+    some = pl.Series(held["user_hash"].unique().sort()[:3])
+    fewer = held_out_rows(frame, config, exclude_users=some)
+    assert not set(fewer["user_hash"]) & set(some)
+    assert fewer.height == held.filter(~pl.col("user_hash").is_in(some.implode())).height > 0
+    assert held_out_rows(frame.head(0), config).is_empty()
 
 
 def test_sample_step_has_the_step_shape_with_typed_counters():
