@@ -309,6 +309,13 @@ def _run_stage(
     return invocation.get_materialize_result()
 
 
+def _length_slope(settings: FlywheelSettings, plan: GenerationPlan) -> float:
+    """The reward model's within-prompt length trend, as the SFT set's manifest recorded it (0 when it has none)."""
+    manifest = dataset_dir(settings, plan.generation, "sft") / "manifest.json"
+    trend = json.loads(manifest.read_text()).get("length_trend") if manifest.is_file() else None
+    return float((trend or {}).get("slope") or 0.0)
+
+
 def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> str:
     return str(models_dir(settings, plan.generation) / stage)
 
@@ -378,11 +385,11 @@ def dpo_checkpoint(
 
 
 @dg.asset(
-    deps=["dpo_checkpoint", "rl_prompts", "reward_model_pointwise"],
+    deps=["dpo_checkpoint", "rl_prompts", "reward_model_pointwise", "sft_dataset"],
     group_name=GROUP_HERD,
     kinds={"pytorch", "trl"},
     description="Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
-    "reward model, with TRL. The generation's final policy.",
+    "reward model less its length trend (as the SFT set measured it), with TRL. The generation's final policy.",
 )
 def grpo_checkpoint(
     context: dg.AssetExecutionContext,
@@ -401,6 +408,8 @@ def grpo_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
             "output_dir": str(policy_dir(settings, plan.generation)),
             "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+            # the same length trend the SFT and preference sets were ranked without
+            "length_slope": _length_slope(settings, plan),
             "max_steps": generation.grpo_steps,
             "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,

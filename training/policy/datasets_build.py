@@ -36,6 +36,7 @@ from training.policy.dataset_lineage import (
 from training.policy.models import chat_messages
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts  # noqa: F401  (one import place)
 from training.policy.steer_data import check_candidates, steer_pairs
+from training.rewards.length_bias import fit_length_trend, remove_length_trend
 
 PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
@@ -128,6 +129,14 @@ class SFTBuildConfig:
         },
     )
     max_examples: int | None = field(default=None, metadata={"help": "Cap on the mixture size."})
+    length_neutral: bool = field(
+        default=True,
+        metadata={
+            "help": "Rank candidates by the reward minus its within-prompt length trend (fitted on these candidates, "
+            "see training.rewards.length_bias), so rejection sampling keeps what the reward model likes besides "
+            "length; the trend is in the manifest. False ranks by the raw score."
+        },
+    )
     steer_per_prompt: int = field(
         default=4,
         metadata={
@@ -152,6 +161,14 @@ class SFTBuildConfig:
             raise ValueError(f"max_examples={self.max_examples} must be >= 1 or None")
         if self.steer_per_prompt < 1:
             raise ValueError(f"steer_per_prompt={self.steer_per_prompt} must be >= 1; set it e.g. to 2")
+
+
+def _length_neutral(candidates: pl.DataFrame, enabled: bool) -> tuple[pl.DataFrame, dict | None]:
+    """Candidates whose `rm_pointwise` has the within-prompt length trend taken out, and that trend."""
+    if not enabled or "rm_pointwise" not in candidates.columns:
+        return candidates, None
+    trend = fit_length_trend(candidates)
+    return remove_length_trend(candidates, trend.slope), trend.as_dict()
 
 
 def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None):
@@ -242,6 +259,8 @@ def build_sft_dataset(
     stage = "sft_data"
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
     candidates = _rule_checked(prompts, candidates)
+    raw_candidates = candidates  # lineage hashes the scores as the reward model gave them
+    candidates, length_trend = _length_neutral(candidates, cfg.length_neutral)
     split_dropped = {r["row_id"] for r in drop_rows}
     by_id = _prompt_index(prompts)
     pools: dict[str, list[dict]] = {s: [] for s in SFT_SOURCES}
@@ -333,12 +352,13 @@ def build_sft_dataset(
         "ratios_target": targets,
         "ratios_achieved": {s: (len(kept[s]) / total if total else 0.0) for s in SFT_SOURCES},
         "missing_sources": [s for s, v in cfg.mix.items() if v > 0 and not pools[s]],
+        "length_trend": length_trend,
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
         "content_hash": content_hash([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
         "parents": {
             "prompts": frame_hash(prompts.select("prompt_id")),
-            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),
@@ -375,6 +395,14 @@ class PreferenceBuildConfig:
         metadata={
             "help": "On a character card's prompt, the rule-breaking reply paired against a rule-keeping one is the "
             "closest in length, and must be within this many characters (else steer_length_delta)."
+        },
+    )
+    length_neutral: bool = field(
+        default=True,
+        metadata={
+            "help": "Choose the best and worst candidate by the reward minus its within-prompt length trend, so the "
+            "pairs do not teach the reward model's length preference (the character-card pairs are matched by "
+            "length anyway). False uses the raw score."
         },
     )
     train_splits: tuple[str, ...] = field(
@@ -433,6 +461,8 @@ def build_preference_dataset(
     stage = "preference_data"
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
     candidates = _rule_checked(prompts, candidates)
+    raw_candidates = candidates  # lineage hashes the scores as the reward model gave them
+    candidates, length_trend = _length_neutral(candidates, cfg.length_neutral)
     by_id = _prompt_index(prompts)
     pairs: list[dict] = []
     steer_ids = {pid for pid, p in by_id.items() if p.get("instructions")}
@@ -513,12 +543,13 @@ def build_preference_dataset(
         "kind": "preference",
         "rows": len(rows),
         "pairs_considered": len(pairs),
+        "length_trend": length_trend,
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
         "content_hash": content_hash([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
         "parents": {
-            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),

@@ -35,6 +35,7 @@ from training.policy.stage_runner import (
     trl_args,
 )
 from training.policy.steer_data import violations
+from training.rewards.length_bias import length_adjusted
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
 
@@ -63,6 +64,13 @@ class GRPORunConfig(StageConfig):
         default=0.04, metadata={"help": "KL pull toward the starting policy; 0 drops the reference model."}
     )
     rm_weight: float = field(default=1.0, metadata={"help": "Weight of the reward-model score."})
+    length_slope: float = field(
+        default=0.0,
+        metadata={
+            "help": "The reward model's within-prompt length trend, per unit of log(1 + chars), taken out of its "
+            "score (training.rewards.length_bias; the dataset manifests record it); 0 uses the raw score."
+        },
+    )
     length_band_min_chars: int = field(default=1, metadata={"help": "Shortest reply not penalised by the band."})
     length_band_max_chars: int = field(default=400, metadata={"help": "Longest reply not penalised by the band."})
     length_band_weight: float = field(
@@ -127,14 +135,16 @@ def _reply(completion: Any) -> str:
 class RewardModelScore:
     """GRPO reward: the pointwise reward model's score of each completion in its conversation."""
 
-    def __init__(self, score_fn: ScoreFn) -> None:
-        self.score_fn = score_fn
+    def __init__(self, score_fn: ScoreFn, length_slope: float = 0.0) -> None:
+        self.score_fn, self.length_slope = score_fn, length_slope
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         contexts = [list(p) if not isinstance(p, str) else [{"role": "user", "content": p}] for p in prompts]
-        scores = np.asarray(self.score_fn(contexts, [_reply(c) for c in completions]), dtype=np.float64).reshape(-1)
+        replies = [_reply(c) for c in completions]
+        scores = np.asarray(self.score_fn(contexts, replies), dtype=np.float64).reshape(-1)
         if len(scores) != len(completions):
             raise ValueError(f"the reward model returned {len(scores)} scores for {len(completions)} completions")
+        scores = length_adjusted(scores, replies, self.length_slope)
         return [float(s) if np.isfinite(s) else None for s in scores]
 
 
@@ -176,7 +186,7 @@ def reward_functions(
     cfg: GRPORunConfig, score_fn: ScoreFn, with_rules: bool = False
 ) -> tuple[list[Callable], list[float]]:
     """The weighted reward functions; `with_rules` when the prompts carry card instructions."""
-    funcs: list[Callable] = [RewardModelScore(score_fn)]
+    funcs: list[Callable] = [RewardModelScore(score_fn, cfg.length_slope)]
     weights = [cfg.rm_weight]
     if with_rules and cfg.rule_weight > 0:
         funcs.append(RuleChecks())

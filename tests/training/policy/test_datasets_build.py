@@ -1,6 +1,7 @@
 import json
 
 import datasets
+import numpy as np
 import polars as pl
 import pytest
 
@@ -205,3 +206,49 @@ def test_sft_rewrites_in_annotation_form_use_their_own_prompt():
     ]
     assert got["p0"][-1]["content"] == "a careful rewrite" and got["p0"][0]["role"] == "system"
     assert drop_reasons(res)["bad/rewrite/2"] == "bad_prompt"
+
+
+# ---- the reward model's length preference ------------------------------------------------------------------------
+
+
+def _short_loving_candidates(n_prompts: int = 30) -> pl.DataFrame:
+    """Four replies per prompt of 12, 24, 48 and 96 characters, scored by a reward that mostly pays for brevity
+    (minus log-length) plus a content term that is highest for the 48-character reply."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(n_prompts):
+        for k, n in enumerate((12, 24, 48, 96)):
+            content = 1.0 if n == 48 else 0.0
+            text = "a" * (n - 1) + "."
+            rows.append((f"p{p}", k, text, -float(np.log1p(len(text))) + content + rng.normal(0, 0.05)))
+    return cands(rows)
+
+
+def test_rejection_sampling_does_not_learn_the_reward_models_length_preference():
+    prompts, c = prompts_frame(30), _short_loving_candidates()
+    mix = {"rejection_sampled": 1.0}
+    neutral = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=-100.0, mix=mix))
+    raw = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=-100.0, mix=mix, length_neutral=False))
+
+    def kept_lengths(res) -> list[int]:
+        return [len(r["messages"][-1]["content"]) for r in res.dataset]
+
+    assert set(kept_lengths(raw)) == {12}  # brevity wins every prompt on the raw score
+    assert set(kept_lengths(neutral)) == {48}  # the content term wins once the length trend is out
+    trend = neutral.manifest["length_trend"]
+    assert trend["slope"] == pytest.approx(-1.0, abs=0.25) and trend["prompts"] == 30
+    assert raw.manifest["length_trend"] is None
+
+
+def test_preference_pairs_are_chosen_without_the_length_trend():
+    prompts, c = prompts_frame(30), _short_loving_candidates()
+    neutral = build_preference_dataset(prompts, c, PreferenceBuildConfig())
+    raw = build_preference_dataset(prompts, c, PreferenceBuildConfig(length_neutral=False))
+
+    def chosen_lengths(res) -> set[int]:
+        return {len(r["chosen"][0]["content"]) for r in res.dataset}
+
+    assert chosen_lengths(raw) == {12} and chosen_lengths(neutral) == {48}
+    assert neutral.manifest["length_trend"]["slope"] < 0
+    # the lineage hashes the reward model's own scores, whichever ranking was used
+    assert neutral.manifest["parents"]["candidates"] == raw.manifest["parents"]["candidates"]

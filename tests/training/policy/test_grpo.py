@@ -79,6 +79,13 @@ def test_reward_functions_and_loader_resolution():
     assert rm(["plain prompt", "p2"], ["a", "b"]) == [1.0, None]
     funcs, weights = reward_functions(GRPORunConfig(), as_score_fn(toy_reward.ToyRewardModel()))
     assert [type(f).__name__ for f in funcs] == ["RewardModelScore"] and weights == [1.0]
+    # a reward that pays for brevity, with its length trend taken out, ranks the replies alike
+    brevity = lambda c, r: -np.log1p([len(x) for x in r])  # noqa: E731
+    texts = [[{"role": "assistant", "content": "x" * n}] for n in (3, 30, 300)]
+    assert np.diff(RewardModelScore(brevity)([["u"]] * 3, texts)).max() < 0
+    np.testing.assert_allclose(RewardModelScore(brevity, length_slope=-1.0)([["u"]] * 3, texts), 0.0, atol=1e-12)
+    funcs, _ = reward_functions(GRPORunConfig(length_slope=-0.5), brevity)
+    assert funcs[0].length_slope == -0.5
     assert load_reward_loader("tests.training.toy_reward:load_scorer") is toy_reward.load_scorer
     with pytest.raises(ValueError, match="cannot import"):
         load_reward_loader("no.such.module:load")
