@@ -224,17 +224,21 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     metadata=schema_metadata({"messages": pl.List(schema.MESSAGE), "source": pl.Utf8, "prompt_id": pl.Utf8}),
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
     "(rejection sampling); on the training character cards only replies that keep every rule of the card; mixed "
-    "with engaged served replies at the manifest's stated ratios; TRL's conversational format.",
+    "with engaged served replies at the manifest's stated ratios, over as many rows as SFT will see (a scarce "
+    "source repeats, as extra epochs); TRL's conversational format.",
     check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
 )
-def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings):
+def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
     plan = current_plan(settings)
     prompts, cands = _candidate_inputs(settings, plan)
     served = pool_prompts(settings, plan)
+    # the mixture fills the examples SFT will see, so its shares hold over what is trained on and the abundant
+    # sources are not cut down to the scarcest one's few rows (one epoch, -1 steps: no repeats)
+    budget = generation.sft_steps * generation.train_batch_size if generation.sft_steps > 0 else None
     build = build_sft_dataset(
         pl.concat([prompts, served], how="diagonal_relaxed").unique("prompt_id"),
         cands,
-        SFTBuildConfig(),
+        SFTBuildConfig(size=budget),
         pii_check=privacy_pii_check(),
         parents={"candidates": plan.generation, "window": ",".join(plan.days)},
     )

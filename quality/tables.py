@@ -319,7 +319,10 @@ def _sft_derive(df: pl.DataFrame) -> pl.DataFrame:
     if {"prompt_id", "source", "row_id"} <= set(df.columns):
         # rewrites and character-card replies may hold several examples of one prompt; other sources one
         several = pl.col("source").is_in(list(SEVERAL_PER_PROMPT))
-        out = out.with_columns(_example_key=pl.when(several).then(pl.col("row_id")).otherwise(pl.col("prompt_id")))
+        # a scarce source's extra epochs (row ids suffixed #r1, #r2, ...) are deliberate repeats, not duplicates
+        epoch = pl.col("row_id").str.extract(r"(#r\d+)$").fill_null("")
+        key = pl.when(several).then(pl.col("row_id")).otherwise(pl.col("prompt_id") + epoch)
+        out = out.with_columns(_example_key=key)
     return out
 
 

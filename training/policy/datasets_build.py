@@ -129,6 +129,16 @@ class SFTBuildConfig:
         },
     )
     max_examples: int | None = field(default=None, metadata={"help": "Cap on the mixture size."})
+    size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows of the mixture. None: the largest mixture the sources allow without repeating a row, so "
+            "the scarcest source bounds every other. A number (e.g. the examples SFT will see, steps x batch): each "
+            "source fills its share of it with distinct rows, and a source with too few repeats them as extra "
+            "epochs (row ids suffixed #r1, #r2, ...), so the abundant sources are not thinned to the scarce one's "
+            "size. `max_examples` still caps it."
+        },
+    )
     length_neutral: bool = field(
         default=True,
         metadata={
@@ -159,6 +169,8 @@ class SFTBuildConfig:
             raise ValueError(f"mix={self.mix} needs non-negative shares with a positive sum")
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples={self.max_examples} must be >= 1 or None")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size={self.size} must be >= 1, or None for the largest mixture without repeats")
         if self.steer_per_prompt < 1:
             raise ValueError(f"steer_per_prompt={self.steer_per_prompt} must be >= 1; set it e.g. to 2")
 
@@ -171,16 +183,28 @@ def _length_neutral(candidates: pl.DataFrame, enabled: bool) -> tuple[pl.DataFra
     return remove_length_trend(candidates, trend.slope), trend.as_dict()
 
 
-def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None):
-    """Rows per source that meet the shares exactly with what is available; the surplus becomes drops."""
+def _epochs(rows: list[dict], n: int) -> list[dict]:
+    """`n` rows: the first ones, or all of them and then again as further epochs (ids suffixed #r1, #r2, ...)."""
+    out, epoch = list(rows[:n]), 1
+    while len(out) < n:
+        out += [dict(r, row_id=f"{r['row_id']}#r{epoch}") for r in rows[: n - len(out)]]
+        epoch += 1
+    return out
+
+
+def _mix(pools: dict[str, list[dict]], shares: dict[str, float], cap: int | None, size: int | None = None):
+    """Rows per source that meet the shares exactly; the surplus becomes drops. Without `size`, the mixture is
+    as large as what is available allows; with it, a scarce source repeats its rows to fill its share."""
     live = {s: shares.get(s, 0.0) for s in pools if pools[s] and shares.get(s, 0.0) > 0}
     targets = {s: v / sum(live.values()) for s, v in live.items()} if live else {}
-    size = min((len(pools[s]) / share for s, share in targets.items()), default=0)
-    size = int(min(size, cap) if cap else size)
+    repeat = size is not None
+    if size is None:
+        size = int(min((len(pools[s]) / share for s, share in targets.items()), default=0))
+    size = min(size, cap) if cap else size
     kept, surplus = {}, []
     for source, rows in pools.items():
-        n = min(len(rows), round(size * targets[source])) if source in targets else 0
-        kept[source] = rows[:n]
+        n = round(size * targets[source]) if source in targets else 0
+        kept[source] = _epochs(rows, n if repeat else min(n, len(rows)))
         reason = "mix_ratio_cap" if source in targets else "source_not_in_mix"
         surplus += [dict(r, reason_code=reason) for r in rows[n:]]
     return kept, targets, surplus
@@ -325,7 +349,7 @@ def build_sft_dataset(
 
     for rows in pools.values():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
-    kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples)
+    kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples, cfg.size)
     drop_rows += surplus
     rows = sorted(
         (
@@ -348,6 +372,8 @@ def build_sft_dataset(
         "rows": total,
         "score_floor": floor,
         "rows_by_source": {s: len(kept[s]) for s in SFT_SOURCES},
+        # rows beyond a source's distinct ones: its extra epochs when `size` asks for more than it has
+        "repeated_by_source": {s: max(0, len(kept[s]) - len(pools[s])) for s in SFT_SOURCES},
         "available_by_source": {s: len(pools[s]) for s in SFT_SOURCES},
         "ratios_target": targets,
         "ratios_achieved": {s: (len(kept[s]) / total if total else 0.0) for s in SFT_SOURCES},

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import datasets
@@ -252,3 +253,33 @@ def test_preference_pairs_are_chosen_without_the_length_trend():
     assert neutral.manifest["length_trend"]["slope"] < 0
     # the lineage hashes the reward model's own scores, whichever ranking was used
     assert neutral.manifest["parents"]["candidates"] == raw.manifest["parents"]["candidates"]
+
+
+def test_a_mixture_of_a_given_size_repeats_the_scarce_source_instead_of_thinning_the_others():
+    prompts = prompts_frame(10)
+    c = cands([(f"p{i}", 0, f"sampled reply {i}", 1.0 + i) for i in range(10)])
+    rewrites = pl.DataFrame({"prompt_id": ["p0", "p1"], "text": ["rewritten one", "rewritten two"]})
+    cfg = SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2}, size=20)
+    res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
+    m = res.manifest
+    # 20 rows: all 10 sampled replies, 6 of the 10 served ones, and the 2 rewrites twice each
+    assert m["rows_by_source"] == {"rejection_sampled": 10, "steerability": 0, "served_engaged": 6, "rewrite": 4}
+    assert m["repeated_by_source"] == {"rejection_sampled": 0, "steerability": 0, "served_engaged": 0, "rewrite": 2}
+    assert m["ratios_achieved"]["rewrite"] == pytest.approx(0.2)
+    rewrite_ids = sorted(res.frame.filter(pl.col("source") == "rewrite")["row_id"])
+    assert rewrite_ids == ["p0/rewrite/0", "p0/rewrite/0#r1", "p1/rewrite/1", "p1/rewrite/1#r1"]
+    assert m["drops_by_reason"]["sft_data/mix_ratio_cap"] == 4  # the served replies beyond their share
+    # the repeats are the same examples, and the quality suite reads them as epochs, not duplicates
+    texts = [r["messages"][-1]["content"] for r in res.dataset if r["source"] == "rewrite"]
+    assert sorted(texts) == ["rewritten one", "rewritten one", "rewritten two", "rewritten two"]
+    from quality.tables import _sft_derive
+
+    derived = _sft_derive(res.frame.with_columns(messages=pl.Series(res.dataset["messages"])))
+    assert derived.select("_example_key", "source").is_unique().all()
+    # `max_examples` still caps it, and without `size` nothing repeats
+    capped = build_sft_dataset(prompts, c, dataclasses.replace(cfg, max_examples=10), rewrites=rewrites)
+    assert capped.manifest["rows"] == 10
+    plain = build_sft_dataset(prompts, c, dataclasses.replace(cfg, size=None), rewrites=rewrites)
+    assert plain.manifest["rows"] == 10 and not any(plain.manifest["repeated_by_source"].values())
+    with pytest.raises(ValueError, match="size=0"):
+        SFTBuildConfig(size=0)
