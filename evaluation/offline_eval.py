@@ -66,7 +66,7 @@ class OfflineEvalConfig:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the replies (both policies)."})
     seed: int = field(default=0, metadata={"help": "Seed of prompt choice, sampling and bootstraps; shared by both."})
     steerability_samples: int = field(
-        default=4, metadata={"help": "Replies per steerability prompt and policy (more = a less noisy rate)."}
+        default=8, metadata={"help": "Replies per steerability prompt and policy (more = a less noisy rate)."}
     )
     steerability_suite: str | None = field(
         default=None, metadata={"help": "Steerability suite JSON; None uses the shipped suite."}
@@ -97,7 +97,7 @@ class OfflineEvalConfig:
 
     def __post_init__(self) -> None:
         if self.steerability_samples < 1:
-            raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 4)")
+            raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 8)")
         if self.eval_prompts < 1:
             raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1 (default 150)")
         self.gate_config()  # fails fast on bad gate limits
@@ -199,8 +199,11 @@ def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFram
     return contexts
 
 
-def sample_policy_replies(policy: str, contexts: list[list[dict]], config: OfflineEvalConfig) -> tuple[list[str], dict]:
-    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`."""
+def sample_policy_replies(
+    policy: str, contexts: list[list[dict]], config: OfflineEvalConfig, segments: list[int] | None = None
+) -> tuple[list[str], dict]:
+    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`; each of `segments`
+    (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
     from training.policy.candidates import CandidateConfig, sample_replies
     from training.policy.models import PolicyConfig
 
@@ -213,7 +216,10 @@ def sample_policy_replies(policy: str, contexts: list[list[dict]], config: Offli
         cpu_threads=config.cpu_threads,
     )
     texts, _, stats = sample_replies(
-        PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads), contexts, cfg
+        PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads),
+        contexts,
+        cfg,
+        segments,
     )
     return [t[0] for t in texts], stats
 
@@ -274,9 +280,12 @@ def evaluate(
         ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)
         drops = pl.concat([drops, ifeval_drops])
     contexts = reply_contexts(evals, steer, ifeval_inputs)
+    # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
+    # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
+    segments = [evals.height, steer.height, len(contexts) - evals.height - steer.height]
     replies, speed = {}, {}
     for role, path in policies.items():  # one model load per policy, same seed: paired samples
-        replies[role], stats = sample_policy_replies(path, contexts, config)
+        replies[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(generation, evals, steer, replies, names)
     ev.judge(*judges, n_resamples=config.bootstrap_resamples, seed=config.seed)

@@ -1,5 +1,7 @@
 """The offline evaluation's pieces that need no model, and the command line on two tiny policies."""
 
+import dataclasses
+
 import polars as pl
 
 from evaluation.ab_test import ab_decision
@@ -88,6 +90,11 @@ def test_evaluate_two_policies_gates_and_tables(tmp_path):
     # no training prompts known: the disjoint gate is not run rather than passed
     again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, None, config)
     assert "train_eval_disjoint" not in again.gates
+    # a policy answers the character cards alike in every evaluation, whatever the window's prompts
+    fewer = dataclasses.replace(config, eval_prompts=1)
+    other = evaluate("c", {"new": policy, "parent": policy}, {"new": "c", "parent": "b"}, pool, judges, None, fewer)
+    assert other.evaluation.evals.height != result.evaluation.evals.height
+    assert other.evaluation.steer_replies["new"] == result.evaluation.steer_replies["new"]
 
 
 def test_command_line_lists_every_setting():

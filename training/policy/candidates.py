@@ -170,22 +170,41 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
+def _batches(n: int, batch_size: int, segments: Sequence[int] | None) -> list[tuple[int, int, bool]]:
+    """(start, end, reseed) of each batch; batches never straddle a segment, and each segment starts reseeded."""
+    bounds = list(np.cumsum([0, *segments])) if segments is not None else [0, n]
+    if bounds[-1] != n or any(b < 0 for b in (segments or [])):
+        raise ValueError(f"segments {list(segments or [])} must be non-negative and sum to the {n} prompts")
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        out += [(int(s), int(min(s + batch_size, hi)), s == lo) for s in range(int(lo), int(hi), batch_size)]
+    return out
+
+
 def sample_replies(
-    policy: PolicyConfig, prompt_messages: list[list[dict]], cfg: CandidateConfig
+    policy: PolicyConfig,
+    prompt_messages: list[list[dict]],
+    cfg: CandidateConfig,
+    segments: Sequence[int] | None = None,
 ) -> tuple[list[list[str]], list[list[int]], dict[str, Any]]:
-    """`num_samples` sampled replies per prompt from one policy, with per-reply token counts and timing."""
+    """`num_samples` sampled replies per prompt from one policy, with per-reply token counts and timing.
+
+    `segments` (lengths summing to the prompt count) samples each consecutive part as if it were alone: the
+    seed and the batching restart at its first prompt, so the replies to a fixed part (a benchmark suite) are
+    the same whatever comes before it."""
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(policy, padding_side="left")
     if policy.dtype == "auto":
         policy = replace(policy, dtype=inference_dtype(device))
     model = load_model(policy, device).eval()
     eos = _eos_ids(model, tokenizer)
-    torch.manual_seed(cfg.seed)
     texts: list[list[str]] = []
     n_tokens: list[list[int]] = []
     gen_tokens, gen_seconds = 0, 0.0
-    for start in range(0, len(prompt_messages), cfg.batch_size):
-        chunk = prompt_messages[start : start + cfg.batch_size]
+    for start, end, reseed in _batches(len(prompt_messages), cfg.batch_size, segments):
+        if reseed:
+            torch.manual_seed(cfg.seed)
+        chunk = prompt_messages[start:end]
         encoded = [{"input_ids": fit_prompt(tokenizer, m, cfg.max_prompt_tokens)} for m in chunk]
         batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(device)
         t0 = time.perf_counter()

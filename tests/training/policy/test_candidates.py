@@ -12,6 +12,7 @@ from training.policy.candidates import (
     fit_prompt,
     generate_candidates,
     generator_pool,
+    sample_replies,
     valid_prompts,
 )
 from training.policy.models import PolicyConfig
@@ -108,3 +109,20 @@ def test_valid_prompts_and_config_validation():
 def test_no_valid_prompt_gives_an_empty_frame_and_the_drops():
     res = generate_candidates(_bad_prompts(), [tiny_policy_dir()], length_scorer, cfg=CFG)
     assert res.frame.is_empty() and res.frame.schema == CANDIDATES and res.drops.height == 2
+
+
+def test_a_segment_is_sampled_as_if_alone():
+    # the fixed suite's replies do not depend on how many window prompts were sampled before it
+    suite = [[{"role": "user", "content": f"tell me about {t}"}] for t in ("cats", "rain", "chess")]
+    window = [[{"role": "user", "content": f"hi number {i}"}] for i in range(5)]
+    policy = PolicyConfig(model_name_or_path=tiny_policy_dir())
+    cfg = CandidateConfig(num_samples=1, max_new_tokens=8, batch_size=2, device="cpu", seed=3)
+    alone, _, _ = sample_replies(policy, suite, cfg)
+    after_five, _, _ = sample_replies(policy, window + suite, cfg, segments=[5, 3])
+    after_three, _, _ = sample_replies(policy, window[:3] + suite, cfg, segments=[3, 3, 0])
+    assert after_five[5:] == alone and after_three[3:] == alone
+    # without segments, the suite's draws follow the ones before it
+    unsegmented, _, _ = sample_replies(policy, window + suite, cfg)
+    assert unsegmented[:4] == after_five[:4] and unsegmented[5:] != alone
+    with pytest.raises(ValueError, match="sum to the 8 prompts"):
+        sample_replies(policy, window + suite, cfg, segments=[5, 2])
