@@ -54,6 +54,10 @@ LIFTS = pl.Schema(
         "boot_ci_low": pl.Float64,
         "boot_ci_high": pl.Float64,
         "boot_p_value": pl.Float64,
+        # simulated readouts only: the interval over the replayed conversations (resampled in pairs), since which
+        # prompts were replayed is itself a sample and thousands of simulated users cannot make it larger
+        "prompt_ci_low": pl.Float64,
+        "prompt_ci_high": pl.Float64,
     }
 )
 
@@ -390,22 +394,24 @@ VERDICTS = ("ship", "no-ship", "inconclusive", "invalid")
 
 
 def _significant(row: dict, sign: int) -> bool:
-    """Both the delta-method and (when computed) the bootstrap interval exclude 0 on the `sign` side."""
+    """The delta-method interval and, when computed, the bootstrap and replayed-prompt intervals all exclude 0 on
+    the `sign` side."""
 
     def beyond(lo, hi) -> bool:
         return lo is not None and hi is not None and (lo > 0 if sign > 0 else hi < 0)
 
     if not beyond(row.get("delta_ci_low"), row.get("delta_ci_high")):
         return False
-    boot = (row.get("boot_ci_low"), row.get("boot_ci_high"))
-    return boot == (None, None) or beyond(*boot)
+    others = [(row.get(f"{k}_ci_low"), row.get(f"{k}_ci_high")) for k in ("boot", "prompt")]
+    return all(ci == (None, None) or beyond(*ci) for ci in others)
 
 
 def ab_decision(lifts: pl.DataFrame, srm: pl.DataFrame, primary: str = "breadth") -> tuple[str, str]:
     """(verdict, reason), one of `VERDICTS`. invalid: sample-ratio mismatch, no lift can be trusted; no-ship: a
     metric is significantly worse in treatment; ship: the primary metric (breadth) is significantly better and
     nothing is significantly worse; inconclusive: otherwise (intervals include 0, or too few engaged users for
-    an estimate). Significant = the delta-method and bootstrap 95% intervals both exclude 0."""
+    an estimate). Significant = the delta-method and bootstrap 95% intervals both exclude 0, and so does the
+    replayed-prompt interval of a simulated readout."""
     if srm.height and bool(srm["srm"][0]):
         return "invalid", f"sample-ratio mismatch (p = {srm['p_value'][0]:.2g}): assignment or logging is broken"
     rows = {r["metric"]: r for r in lifts.iter_rows(named=True)}

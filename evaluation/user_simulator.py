@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -262,15 +262,56 @@ def simulated_logs(
     return experiment_logs(simulate_arm_users(p_control, p_treatment, c), c)
 
 
+def _lift_statistics(max_messages: int):
+    """Breadth and depth lift of treatment over control from per-conversation continue probabilities, along
+    `axis` (so scipy's bootstrap can evaluate many resamples at once)."""
+
+    def depth(p: np.ndarray, axis: int) -> np.ndarray:
+        # E[min(G, m)] for G geometric with stop probability 1 - p is (1 - p^m) / (1 - p), weighted by P(engaged) = p
+        return (p * (1 - p**max_messages) / (1 - p)).sum(axis=axis) / p.sum(axis=axis)
+
+    return {
+        "breadth": lambda pc, pt, axis=-1: pt.mean(axis=axis) / pc.mean(axis=axis) - 1,
+        "depth": lambda pc, pt, axis=-1: depth(pt, axis) / depth(pc, axis) - 1,
+    }
+
+
 def expected_lifts(p_control: np.ndarray, p_treatment: np.ndarray, max_messages: int = 60) -> dict[str, float]:
     """The population breadth and depth lifts the simulated experiment estimates (what an infinite one reads)."""
+    pc, pt = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
+    return {m: float(f(pc, pt)) for m, f in _lift_statistics(max_messages).items()}
 
-    def depth(p: np.ndarray) -> float:
-        # E[min(G, m)] for G geometric with stop probability 1 - p is (1 - p^m) / (1 - p), weighted by P(engaged) = p
-        return float((p * (1 - p**max_messages) / (1 - p)).sum() / p.sum())
+
+def prompt_intervals(
+    p_control: np.ndarray,
+    p_treatment: np.ndarray,
+    max_messages: int = 60,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, tuple[float | None, float | None]]:
+    """Per metric, the (1 - alpha) percentile interval of the expected lift over the replayed conversations,
+    resampled in pairs (scipy.stats.bootstrap): how far the lift could move had other held-out conversations been
+    replayed. (None, None) with fewer than two conversations or no resamples."""
+    from scipy import stats
 
     pc, pt = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
-    return {"breadth": float(pt.mean() / pc.mean() - 1), "depth": depth(pt) / depth(pc) - 1}
+    if pc.size < 2 or n_resamples < 1:
+        return {m: (None, None) for m in _lift_statistics(max_messages)}
+    out = {}
+    for metric, statistic in _lift_statistics(max_messages).items():
+        res = stats.bootstrap(
+            (pc, pt),
+            statistic,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=1 - alpha,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        out[metric] = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return out
 
 
 def turns_from_prompts(prompts: pl.DataFrame) -> pl.DataFrame:
@@ -352,6 +393,19 @@ def simulated_readout(
     p_t = simulator.p_continue(replies.context, replies.treatment)
     exposures, events = simulated_logs(p_c, p_t, experiment)
     readout = ab_test.ab_readout(exposures, events, analysis)
+    intervals = prompt_intervals(p_c, p_t, experiment.max_messages, analysis.n_bootstrap, analysis.alpha, analysis.seed)
+    metric = pl.col("metric").replace_strict
+    readout = replace(
+        readout,
+        lifts=readout.lifts.with_columns(
+            metric({m: lo for m, (lo, _) in intervals.items()}, default=None, return_dtype=pl.Float64).alias(
+                "prompt_ci_low"
+            ),
+            metric({m: hi for m, (_, hi) in intervals.items()}, default=None, return_dtype=pl.Float64).alias(
+                "prompt_ci_high"
+            ),
+        ),
+    )
     scores = pl.DataFrame({"prompt_id": replies.conversation, "p_continue_control": p_c, "p_continue_treatment": p_t})
     return SimulatedReadout(
         simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages)

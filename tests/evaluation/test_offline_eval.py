@@ -37,6 +37,14 @@ def test_ab_decision_rules():
     assert ab_decision(_lifts([("breadth", None, None, None, None)]), ok)[0] == "inconclusive"
     bad = pl.DataFrame({"srm": [True], "p_value": [1e-9]})
     assert ab_decision(_lifts([("breadth", 0.01, 0.05, 0.01, 0.05)]), bad)[0] == "invalid"
+    # a simulated readout's replayed-prompt interval must agree too: many simulated users cannot stand in for
+    # more replayed prompts
+    worse = _lifts([("breadth", -0.03, -0.01, -0.03, -0.01)])
+    assert ab_decision(worse, ok)[0] == "no-ship"
+    on_few_prompts = worse.with_columns(prompt_ci_low=pl.lit(-0.08), prompt_ci_high=pl.lit(0.04))
+    assert ab_decision(on_few_prompts, ok)[0] == "inconclusive"
+    clear = worse.with_columns(prompt_ci_low=pl.lit(-0.05), prompt_ci_high=pl.lit(-0.005))
+    assert ab_decision(clear, ok)[0] == "no-ship"
 
 
 def test_json_documents_hold_no_nan():

@@ -13,6 +13,7 @@ from evaluation.user_simulator import (
     UserSimulatorConfig,
     expected_lifts,
     fit_user_simulator,
+    prompt_intervals,
     simulate_arm_users,
     simulated_readout,
 )
@@ -139,3 +140,21 @@ def test_bad_probabilities_fail_fast():
         simulate_arm_users(np.array([1.0]), np.array([0.5]))
     with pytest.raises(ValueError, match="max_messages"):
         SimulatedAbConfig(max_messages=0)
+
+
+def test_the_replayed_prompt_interval_reflects_how_few_prompts_were_replayed():
+    rng = np.random.default_rng(5)
+    p_c = rng.uniform(0.3, 0.8, 40)
+    # the same replies: every resample reads no lift
+    same = prompt_intervals(p_c, p_c, n_resamples=500)
+    assert all(lo == hi == pytest.approx(0.0) for lo, hi in same.values())
+    # better on every prompt: the interval lies above 0
+    better = prompt_intervals(p_c, np.clip(p_c + 0.08, 0, 0.95), n_resamples=500)
+    assert all(lo > 0 for lo, _ in better.values())
+    # a small average loss made of large gains and losses on 40 prompts: the interval straddles 0, while
+    # simulated users by the hundred thousand would call it significant
+    mixed = np.clip(p_c + rng.normal(-0.01, 0.12, 40), 0.05, 0.95)
+    wide = prompt_intervals(p_c, mixed, n_resamples=500)
+    assert all(lo < 0 < hi for lo, hi in wide.values())
+    assert prompt_intervals(p_c[:1], p_c[:1]) == {"breadth": (None, None), "depth": (None, None)}
+    assert prompt_intervals(p_c, p_c, n_resamples=0)["breadth"] == (None, None)
