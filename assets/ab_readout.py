@@ -43,14 +43,12 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
     return out[0], out[1]
 
 
-def reward_model_users(lake: Lake, plan: GenerationPlan, curation: CurationSettings) -> set[str]:
+def reward_model_users(pool: pl.DataFrame, unique: pl.DataFrame, curation: CurationSettings) -> set[str]:
     """Every user whose traffic the reward models may train on: the `train` split of the window's pool and of
     its unique prompts (the reward models read those, split by the same rule)."""
     users = set()
-    pool = read_window(lake, "prompts", plan)
     if pool.height:
         users |= set(pool.filter(pl.col("split") == "train")["user_hash"].drop_nulls().to_list())
-    unique = read_window(lake, "unique_prompts", plan)
     if unique.height:
         split = assign_split(unique["user_hash"], unique["source"], curation.sampling_config())
         users |= set(unique.filter(split == "train")["user_hash"].drop_nulls().to_list())
@@ -67,14 +65,13 @@ def simulate_from_users(
     responses = responses.filter(pl.col("slice").is_in(SLICES))
     # every deduped served turn of the window, not the sampled pool: the held-out users' turns outside the
     # replayed conversations are few in the pool (a 2-day window leaves a few dozen), and many more here
-    turns = read_window(lake, "unique_prompts", plan)
-    if turns.is_empty():
-        turns = read_window(lake, "prompts", plan)
+    pool, unique = read_window(lake, "prompts", plan), read_window(lake, "unique_prompts", plan)
+    turns = unique if unique.height else pool
     # the eval prompts come from the deduped turns, so their conversations are found there
     replayed = turns.filter(pl.col("prompt_id").is_in(responses["prompt_id"].unique().implode()))
     simulator, counters = user_simulator.fit_user_simulator(
         user_simulator.turns_from_prompts(turns),
-        excluded_users=reward_model_users(lake, plan, curation),
+        excluded_users=reward_model_users(pool, unique, curation),
         excluded_conversations=replayed["conversation_id"].unique().to_list(),
         config=user_simulator.UserSimulatorConfig(min_rows=ab.simulator_min_rows),
     )

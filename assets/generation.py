@@ -23,7 +23,6 @@ from pydantic import Field
 
 from assets.resources import FlywheelSettings
 from pipeline.lake import Lake, Partition, atomic_write_text
-from pipeline.sampling import SamplingConfig, held_out_rows
 
 GROUP_PRE = "pre_herding"
 GROUP_HERD = "herding"
@@ -154,18 +153,6 @@ def current_plan(settings: FlywheelSettings) -> GenerationPlan:
 def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
     parts = [lake.read(table, d) for d in plan.day_dates if lake.exists(table, d)]
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
-
-
-def held_out_prompts(lake: Lake, plan: GenerationPlan, sampling: SamplingConfig) -> pl.DataFrame:
-    """The window's held-out prompts for offline evaluation: every deduped turn of a held-out user
-    (`unique_prompts`), less any user the pool trains on; the pool's held-out rows when the deduped turns
-    are gone."""
-    pool = read_window(lake, "prompts", plan)
-    unique = read_window(lake, "unique_prompts", plan)
-    if unique.is_empty():
-        return pool.filter(pl.col("split") != "train") if pool.height else pool
-    trained = pool.filter(pl.col("split") == "train")["user_hash"] if pool.height else None
-    return held_out_rows(unique, sampling, exclude_users=trained)
 
 
 def write_generation_table(lake: Lake, table: str, plan: GenerationPlan, df: pl.DataFrame) -> Path:

@@ -23,7 +23,6 @@ from assets.generation import (
     GenerationSettings,
     current_plan,
     dataset_dir,
-    held_out_prompts,
     models_dir,
     policy_dir,
     read_window,
@@ -42,15 +41,16 @@ from evaluation.offline_eval import GATES, SLICES, STAGE, evaluate, trained_prom
 from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, lineage_inputs
 from evaluation.winrate import EVAL_RECORDS_SCHEMA
 from pipeline.lake import Lake, Partition
+from pipeline.sampling import held_out_prompts
 
 
-def _training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan) -> pl.DataFrame:
+def _training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan, pool: pl.DataFrame) -> pl.DataFrame:
     ids = {}
     for name in ("sft", "preference", "rl"):
         rows = dataset_dir(settings, plan.generation, name) / "rows.parquet"
         if rows.is_file():
             ids[name] = pl.read_parquet(rows, columns=["prompt_id"])["prompt_id"].to_list()
-    return trained_prompts(ids, gen_table(lake, "candidate_prompts", plan), read_window(lake, "prompts", plan))
+    return trained_prompts(ids, gen_table(lake, "candidate_prompts", plan), pool)
 
 
 def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResult:
@@ -84,9 +84,10 @@ def offline_eval(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
-    if read_window(lake, "prompts", plan).is_empty():
+    pool = read_window(lake, "prompts", plan)
+    if pool.is_empty():
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
-    held_out = held_out_prompts(lake, plan, curation.sampling_config())
+    held_out = held_out_prompts(read_window(lake, "unique_prompts", plan), pool, curation.sampling_config())
     # the judges embed with the embedder their features were trained on (the curation's)
     judges = tuple(load_scorer(settings, plan.generation, k, curation) for k in ("pointwise", "pairwise"))
     result = evaluate(
@@ -95,7 +96,7 @@ def offline_eval(
         {"new": plan.generation, "parent": plan.parent},
         held_out,
         judges,
-        _training_prompts(settings, lake, plan),
+        _training_prompts(settings, lake, plan, pool),
         release.eval_config(generation),
     )
     for table, frame in result.tables().items():

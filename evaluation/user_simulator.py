@@ -394,18 +394,11 @@ def simulated_readout(
     exposures, events = simulated_logs(p_c, p_t, experiment)
     readout = ab_test.ab_readout(exposures, events, analysis)
     intervals = prompt_intervals(p_c, p_t, experiment.max_messages, analysis.n_bootstrap, analysis.alpha, analysis.seed)
-    metric = pl.col("metric").replace_strict
-    readout = replace(
-        readout,
-        lifts=readout.lifts.with_columns(
-            metric({m: lo for m, (lo, _) in intervals.items()}, default=None, return_dtype=pl.Float64).alias(
-                "prompt_ci_low"
-            ),
-            metric({m: hi for m, (_, hi) in intervals.items()}, default=None, return_dtype=pl.Float64).alias(
-                "prompt_ci_high"
-            ),
-        ),
+    found = pl.DataFrame(
+        [{"metric": m, "prompt_ci_low": lo, "prompt_ci_high": hi} for m, (lo, hi) in intervals.items()],
+        schema={"metric": pl.Utf8, "prompt_ci_low": pl.Float64, "prompt_ci_high": pl.Float64},
     )
+    readout = replace(readout, lifts=readout.lifts.update(found, on="metric"))
     scores = pl.DataFrame({"prompt_id": replies.conversation, "p_continue_control": p_c, "p_continue_treatment": p_t})
     return SimulatedReadout(
         simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages)

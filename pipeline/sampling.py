@@ -218,6 +218,15 @@ def held_out_rows(
     return held
 
 
+def held_out_prompts(unique: pl.DataFrame, pool: pl.DataFrame, config: SamplingConfig) -> pl.DataFrame:
+    """The held-out prompts of a window for evaluation: every deduped turn (`unique`) of a held-out user, less
+    any user the pool's `train` split holds; the pool's own held-out rows when there are no deduped turns."""
+    if unique.is_empty():
+        return pool.filter(pl.col("split") != "train") if pool.height else pool
+    trained = pool.filter(pl.col("split") == "train")["user_hash"] if pool.height else None
+    return held_out_rows(unique, config, exclude_users=trained)
+
+
 def _water_fill(available: np.ndarray, n: int, tiebreak: np.ndarray) -> np.ndarray:
     """Equal counts per group, capped by availability; the leftover of the capped is shared by the rest."""
     if n >= available.sum():

@@ -119,6 +119,8 @@ def test_users_prefer_the_warmer_arm(tmp_path):
     assert lifts["source"].to_list() == ["users", "users"] and lifts["simulated"].all()
     assert lifts["simulated_from"][0].startswith("simulated from tfidf-char2-4+logreg engagement model")
     assert (lifts["delta_ci_low"] > 0).all() and lifts["verdict"][0] == "ship"
+    # the interval over the replayed prompts is filled in too, and agrees
+    assert (lifts["prompt_ci_low"] > 0).all() and (lifts["prompt_ci_high"] >= lifts["prompt_ci_low"]).all()
     assert meta["verdict"].value == "ship" and "simulated from" in meta["source"].value
     summary = meta["simulator"].value
     # trained on held-out users only, and never on the conversations it replays

@@ -1,8 +1,6 @@
 """One tiny generation end to end, in process: reward models, gen-0 policy, datasets, SFT -> DPO -> GRPO."""
 
 import json
-import shutil
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -10,21 +8,13 @@ import polars as pl
 import pytest
 
 from assets.curation import CURATION_ASSETS, CurationSettings
-from assets.generation import (
-    GenerationPlan,
-    GenerationSettings,
-    current_plan,
-    generation_plan,
-    held_out_prompts,
-    policy_dir,
-)
+from assets.generation import GenerationSettings, current_plan, generation_plan, policy_dir
 from assets.herding import HERDING_ASSETS
 from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
-from pipeline.sampling import SamplingConfig, held_out_rows, sample_pool
 from tests.assets.test_curation_assets import write_traffic
 from training.policy.steer_data import steer_prompts
 
@@ -120,38 +110,3 @@ def test_tiny_generation_end_to_end(tmp_path):
     assert "content_hash" in mats["sft_dataset"]
     metrics = lake.read("reward_model_metrics", Partition.generation("gen-1"))
     assert {"pointwise", "pairwise"} == set(metrics["model"])
-
-
-def test_offline_evaluation_reads_every_deduped_turn_of_a_held_out_user(tmp_path):
-    day = "2026-01-04"
-    n = 600
-    unique = pl.DataFrame(
-        {
-            "prompt_id": [f"p{i}" for i in range(n)],
-            "user_hash": [f"u{i % 150}" for i in range(n)],
-            "source": ["internal" if i % 150 < 15 else "external" for i in range(n)],
-            "cluster_id": [i % 4 for i in range(n)],
-            "day": [date.fromisoformat(day)] * n,
-        }
-    )
-    sampling = SamplingConfig(retain_fraction=0.3, eval_fraction=0.2, internal_eval_fraction=0.5)
-    pool = sample_pool(unique, sampling)[0]
-    # one held-out user the pool's split puts on the training side (its source differed there): never evaluated
-    moved = pool.filter(pl.col("split") == "eval_user")["user_hash"][0]
-    pool = pool.with_columns(
-        pl.when(pl.col("user_hash") == moved).then(pl.lit("train")).otherwise("split").alias("split")
-    )
-    lake = Lake(tmp_path)
-    lake.write("prompts", date.fromisoformat(day), pool)
-    lake.write("unique_prompts", date.fromisoformat(day), unique.drop("cluster_id"))
-    plan = GenerationPlan("gen-1", 1, "gen-0", [day], "now")
-
-    held = held_out_prompts(lake, plan, sampling)
-    expected = held_out_rows(unique.drop("cluster_id"), sampling).filter(pl.col("user_hash") != moved)
-    assert sorted(held["prompt_id"]) == sorted(expected["prompt_id"])
-    assert held.height > 2 * pool.filter(pl.col("split") != "train").height
-    assert moved not in set(held["user_hash"])
-    # without the deduped turns (an old lake), the pool's held-out rows
-    shutil.rmtree(lake.partition_dir("unique_prompts", date.fromisoformat(day)))
-    fallback = held_out_prompts(lake, plan, sampling)
-    assert sorted(fallback["prompt_id"]) == sorted(pool.filter(pl.col("split") != "train")["prompt_id"])

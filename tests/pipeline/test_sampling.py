@@ -17,6 +17,7 @@ from pipeline.sampling import (
     REPORT,
     SamplingConfig,
     assign_split,
+    held_out_prompts,
     held_out_rows,
     sample_pool,
     sample_step,
@@ -346,6 +347,36 @@ def test_held_out_rows_keep_every_prompt_of_a_held_out_user_and_none_of_a_traini
     assert not set(fewer["user_hash"]) & set(some)
     assert fewer.height == held.filter(~pl.col("user_hash").is_in(some.implode())).height > 0
     assert held_out_rows(frame.head(0), config).is_empty()
+
+
+def test_evaluation_reads_every_deduped_turn_of_a_held_out_user():
+    n = 600
+    unique = pl.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "user_hash": [f"u{i % 150}" for i in range(n)],
+            "source": ["internal" if i % 150 < 15 else "external" for i in range(n)],
+            "cluster_id": [i % 4 for i in range(n)],
+            "day": [DAY] * n,
+        }
+    )
+    sampling = SamplingConfig(retain_fraction=0.3, eval_fraction=0.2, internal_eval_fraction=0.5)
+    pool = sample_pool(unique, sampling)[0]
+    # one held-out user the pool's split puts on the training side (its source differed there): never evaluated
+    moved = pool.filter(pl.col("split") == "eval_user")["user_hash"][0]
+    pool = pool.with_columns(
+        pl.when(pl.col("user_hash") == moved).then(pl.lit("train")).otherwise("split").alias("split")
+    )
+    unique = unique.drop("cluster_id")
+
+    held = held_out_prompts(unique, pool, sampling)
+    expected = held_out_rows(unique, sampling).filter(pl.col("user_hash") != moved)
+    assert sorted(held["prompt_id"]) == sorted(expected["prompt_id"])
+    assert held.height > 2 * pool.filter(pl.col("split") != "train").height
+    assert moved not in set(held["user_hash"])
+    # without the deduped turns (an old lake), the pool's held-out rows
+    fallback = held_out_prompts(unique.head(0), pool, sampling)
+    assert sorted(fallback["prompt_id"]) == sorted(pool.filter(pl.col("split") != "train")["prompt_id"])
 
 
 def test_sample_step_has_the_step_shape_with_typed_counters():
