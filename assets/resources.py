@@ -64,6 +64,11 @@ class FlywheelSettings(dg.ConfigurableResource):
     replay_end_date: str = library_field(SourceConfig, "end_date", env="FLYWHEEL_REPLAY_END")
     replay_days: int = library_field(SourceConfig, "replay_days", env="FLYWHEEL_REPLAY_DAYS")
     internal_user_fraction: float = library_field(SourceConfig, "internal_user_fraction")
+    max_line_bytes: int = library_field(SourceConfig, "max_line_bytes")
+    max_file_bytes: int = library_field(SourceConfig, "max_file_bytes")
+    max_day_bytes: int = library_field(SourceConfig, "max_day_bytes")
+    max_json_depth: int = library_field(SourceConfig, "max_json_depth")
+    max_int_digits: int = library_field(SourceConfig, "max_int_digits")
     max_text_chars: int = library_field(IngestConfig, "max_text_chars")
     late_grace_minutes: int = library_field(IngestConfig, "late_grace_minutes")
     production: bool = Field(
@@ -87,6 +92,11 @@ class FlywheelSettings(dg.ConfigurableResource):
             end_date=self.replay_end_date,
             replay_days=self.replay_days,
             internal_user_fraction=self.internal_user_fraction,
+            max_line_bytes=self.max_line_bytes,
+            max_file_bytes=self.max_file_bytes,
+            max_day_bytes=self.max_day_bytes,
+            max_json_depth=self.max_json_depth,
+            max_int_digits=self.max_int_digits,
         )
 
     def ingest_config(self) -> IngestConfig:
