@@ -12,8 +12,9 @@ from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
 from pipeline import schema
 from pipeline.history import file_hash
-from pipeline.ingest import ingest_day
-from pipeline.sources import chitchat_path, day_files, read_day
+from pipeline.ingest import FILE_REASON_CODES, ingest_day
+from pipeline.privacy import PrivacyConfig, scrub_frame
+from pipeline.sources import chitchat_path, read_day, scan_day
 
 GROUP = "ingest"
 
@@ -26,7 +27,7 @@ GROUP = "ingest"
             description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.CONVERSATIONS),
-            code_version="ingest-1",
+            code_version="ingest-2",
         ),
         dg.AssetSpec(
             "quarantine",
@@ -34,7 +35,7 @@ GROUP = "ingest"
             description="Every rejected input record of the day, with its reason code, detail, payload and location.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.QUARANTINE),
-            code_version="ingest-1",
+            code_version="ingest-2",
         ),
     ],
     check_specs=[
@@ -78,7 +79,7 @@ def _memo(context, settings: FlywheelSettings, source, day: date, hasher) -> Ste
         f"{k.asset_key.to_user_string()}:{k.name}" for k in context.selected_asset_check_keys
     )
     code = context.assets_def.code_versions_by_key.get(dg.AssetKey("conversations")) or ""
-    extra = [str(day), hasher("salt-fingerprint"), *selection]
+    extra = [str(day), hasher("salt-fingerprint"), *selection, *_refused_files(source, day)]
     config = (source, settings.ingest_config())
     return StepMemo(settings.home, "ingest", day, fingerprint(code, config, files, extra))
 
@@ -87,8 +88,29 @@ def _source_files(source, day: date) -> list[Path] | None:
     if source.kind == "chitchat":
         return [chitchat_path(source)]
     if source.kind == "folder" and source.path and Path(source.path).is_dir():
-        return day_files(Path(source.path), day)
+        return scan_day(Path(source.path), day).files
     return None
+
+
+def _refused_files(source, day: date) -> list[str]:
+    """The day's refused entries, by name and reason: adding or removing one changes the quarantine."""
+    if source.kind == "folder" and source.path and Path(source.path).is_dir():
+        return [f"{label}:{code}" for label, code, _ in scan_day(Path(source.path), day).refused]
+    return []
+
+
+def unread_files(quarantine) -> dict:
+    """The files the source refused or could not read to their end, with their reason (file-level rows)."""
+    files = quarantine.filter(quarantine["reason_code"].is_in(FILE_REASON_CODES)).select(
+        "source_file", "reason_code", "detail"
+    )
+    return {"unread_files": files.height, "unread_file_list": preview_table(files, max_rows=50)}
+
+
+def _preview(conv):
+    """The first accepted rows as the scrubbing step would show them: metadata never holds raw PII."""
+    head = conv.head(5).select("conversation_id", "turn_index", "role", "text", "ts", "character_id")
+    return preview_table(scrub_frame(head, PrivacyConfig())[0].drop("pii_types"))
 
 
 def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher):
@@ -100,6 +122,12 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
         f"{day}: read {result.records_read} records, accepted {result.conversations.height}, "
         f"quarantined {result.quarantine.height}"
     )
+    unread = result.quarantine.filter(result.quarantine["reason_code"].is_in(FILE_REASON_CODES))
+    if unread.height:
+        context.log.warning(
+            f"{day}: {unread.height} files not read to their end: "
+            + ", ".join(f"{f} ({c})" for f, c in unread.select("source_file", "reason_code").iter_rows())
+        )
 
     selected = context.selected_asset_keys
     conv = result.conversations
@@ -115,9 +143,8 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
                 "roles": counts_table(dict(conv.group_by("role").len().iter_rows()) if conv.height else {}, key="role"),
                 "source": source.kind,
                 "path": dg.MetadataValue.path(str(lake.partition_dir("conversations", day))),
-                "preview": preview_table(
-                    conv.select("conversation_id", "turn_index", "role", "text", "ts", "character_id")
-                ),
+                "preview": _preview(conv),
+                **unread_files(result.quarantine),
             },
         )
     reasons = result.reason_counts()
@@ -131,6 +158,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
                 "by_reason": counts_table(reasons, total=result.records_read),
                 "path": dg.MetadataValue.path(str(lake.partition_dir("quarantine", day))),
                 "preview": preview_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
+                **unread_files(result.quarantine),
             },
         )
     checks = context.selected_asset_check_keys

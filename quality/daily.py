@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.ingest import FILE_REASON_CODES
 from pipeline.lake import Lake, atomic_write_bytes
 from pipeline.prompts import TURN_DROP_REASONS
 from quality.contracts import (
@@ -77,6 +78,14 @@ def _reasons(df: pl.DataFrame | None, column: str = "reason_code") -> dict[str, 
     if df is None or df.is_empty():
         return {}
     return {k: int(v) for k, v in df.group_by(column).len().sort("len", descending=True).iter_rows()}
+
+
+def unread_files(quarantine: pl.DataFrame | None) -> list[tuple[str, str, str]]:
+    """The files ingest refused or could not read to their end: its file-level quarantine rows."""
+    if quarantine is None:
+        return []
+    rows = quarantine.filter(pl.col("reason_code").is_in(FILE_REASON_CODES))
+    return list(rows.select("source_file", "reason_code", "detail").iter_rows())
 
 
 def stage_counts(lake: Lake, day: date) -> tuple[list[StageCount], dict[str, float]]:
@@ -208,6 +217,7 @@ def gather(
         stages=stages or None,
         records_read=int(stats["records_read"].sum()) if stats is not None else None,
         quarantine_reasons=_reasons(_read(lake, "quarantine", day)) if stats is not None else None,
+        unread_files=unread_files(_read(lake, "quarantine", day)),
         pii_counts=dict(zip(pii["pii_type"].to_list(), (int(n) for n in pii["items"].to_list())))
         if pii is not None
         else None,
