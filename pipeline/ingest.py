@@ -358,7 +358,11 @@ class _DayIngest:
             if ti < 0:
                 raise _Reject("bad_value", f"`turn_index` {ti} is negative")
             if ti > _INT32_MAX:
-                raise _Reject("out_of_range", f"`turn_index` {ti} is beyond {_INT32_MAX}, the column's largest")
+                # the value itself is left out: a long number reads as a phone number to the scrubber
+                raise _Reject(
+                    "out_of_range",
+                    f"`turn_index` has {len(str(ti))} digits and is beyond {_INT32_MAX:_}, the column's largest",
+                )
             turn_index = ti
         elif position is not None:
             turn_index = position

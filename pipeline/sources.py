@@ -441,7 +441,7 @@ class _LineReader:
                 if self.over_limit:
                     return
                 break
-            chunk = self.stream.read(min(_CHUNK, room))
+            chunk = self.stream.read1(min(_CHUNK, room))  # what was decompressed before a break is returned
             if not chunk:
                 break
             self.bytes_read += len(chunk)
@@ -565,7 +565,7 @@ def _read_jsonl(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) 
                 label,
                 "truncated_file",
                 f"{_why(e)} after {reader.bytes_read} bytes: the {lines} lines before the break are kept, "
-                f"the incomplete line after them ({reader.pending} bytes) is not",
+                f"the incomplete line after them ({reader.pending} bytes) is dropped",
             )
             return
     budget.left -= reader.bytes_read
