@@ -398,11 +398,12 @@ class _DayIngest:
             "feedback": feedback,
             "day": self.day,
         }
-        bad = next((k for k, v in cand.items() if isinstance(v, str) and _has_surrogate(v)), None)
-        if bad is not None:
-            raise _Reject(
-                "lone_surrogate", f"`{bad}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
-            )
+        # text and user_id are checked above; role, source and feedback are from fixed sets
+        for key in ("conversation_id", "message_id", "character_id", "served_by", "surface"):
+            if cand[key] is not None and _has_surrogate(cand[key]):
+                raise _Reject(
+                    "lone_surrogate", f"`{key}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
+                )
         return cand
 
     # -- per conversation ----------------------------------------------------------------------

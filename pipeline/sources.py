@@ -468,6 +468,19 @@ class _IntTooLong(ValueError):
     pass
 
 
+@lru_cache(maxsize=8)
+def _bounded_decoder(max_digits: int) -> json.JSONDecoder:
+    """A JSON decoder that refuses integers longer than `max_digits` before converting them."""
+
+    def bounded_int(digits: str) -> int:
+        n = len(digits.lstrip("-"))
+        if n > max_digits:
+            raise _IntTooLong(f"an integer has {n} digits, the limit is {max_digits}")
+        return int(digits)
+
+    return json.JSONDecoder(parse_int=bounded_int)
+
+
 def _json_depth_over(text: str, limit: int) -> bool:
     """Whether objects and lists nest deeper than `limit`, found without recursing (brackets inside strings
     do not count)."""
@@ -504,13 +517,8 @@ def _parse_line(label: str, lineno: int, raw: bytes, length: int, cfg: SourceCon
         detail = f"objects and lists nest deeper than {cfg.max_json_depth} levels (max_json_depth); not parsed"
         return Record(label, lineno, text, error=("nesting_too_deep", detail))
 
-    def bounded_int(digits: str) -> int:
-        if len(digits.lstrip("-")) > cfg.max_int_digits:
-            raise _IntTooLong(f"an integer has {len(digits.lstrip('-'))} digits, the limit is {cfg.max_int_digits}")
-        return int(digits)
-
     try:
-        value = json.loads(text, parse_int=bounded_int)
+        value = _bounded_decoder(cfg.max_int_digits).decode(text)
     except _IntTooLong as e:
         return Record(label, lineno, text, error=("int_too_long", f"{e} (max_int_digits)"))
     except json.JSONDecodeError as e:
