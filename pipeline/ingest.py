@@ -262,7 +262,8 @@ class _DayIngest:
                 "source_file": rec.source_file,
                 "line": rec.line,
                 "reason_code": code,
-                "detail": self.redactor.detail(detail),
+                # a reader's detail is its own wording; a check's may quote the record
+                "detail": detail if rec.error is not None else self.redactor.detail(detail),
                 "raw": raw,
             }
         )

@@ -31,6 +31,8 @@ USER_ID_KEYS = (
     "author_id",
 )
 RAW_LIMIT = 20_000  # characters of a quarantined payload
+# scrubbing sees this much beyond a cut, so a PII item that straddles the cut is still recognised
+_MARGIN = 256
 _MAX_DEPTH = 64  # deeper parts of a payload are elided, not walked
 _KEYS = "|".join(re.escape(k) for k in sorted(USER_ID_KEYS, key=len, reverse=True))
 _ID_PAIR = re.compile(
@@ -62,7 +64,7 @@ class Redactor:
 
     def text(self, s: str) -> str:
         # cut before scrubbing so the work stays bounded; a PII item cut in two is cut off by the final cut
-        return _cut(scrub_text(_safe(s[: self.max_text_chars + 64]), self.config), self.max_text_chars)
+        return _cut(scrub_text(_safe(s[: self.max_text_chars + _MARGIN]), self.config), self.max_text_chars)
 
     def _pseudonym(self, v: Any) -> Any:
         if v is None or isinstance(v, bool):
@@ -95,7 +97,7 @@ class Redactor:
 
     def line(self, raw: str) -> str:
         """An unparseable line: values of user id keys pseudonymised, then scrubbed and cut."""
-        raw = _safe(raw[: RAW_LIMIT + 64])
+        raw = _safe(raw[: RAW_LIMIT + _MARGIN])
 
         def pseudonymise(m: re.Match) -> str:
             value = m.group(2)

@@ -99,7 +99,6 @@ class SourceConfig:
     )
 
     def __post_init__(self) -> None:
-        self._check_limits()
         if self.kind not in SOURCE_KINDS:
             raise SourceConfigError(
                 f"source kind {self.kind!r} is unknown: set `kind` (env FLYWHEEL_SOURCE_KIND) to one of {SOURCE_KINDS}"
@@ -138,6 +137,7 @@ class SourceConfig:
             raise SourceConfigError(
                 f"source `path` {self.path!r} is not a file: leave it empty to use the installed package"
             )
+        self._check_limits()
 
     def _check_limits(self) -> None:
         for name in ("max_line_bytes", "max_file_bytes", "max_day_bytes", "max_json_depth", "max_int_digits"):
