@@ -32,7 +32,8 @@ GROUP = "ingest"
         dg.AssetSpec(
             "quarantine",
             group_name=GROUP,
-            description="Every rejected input record of the day, with its reason code, detail, payload and location.",
+            description="Every rejected input record or file of the day, with its reason code, detail and location, "
+            "and its payload with user ids pseudonymised and text scrubbed.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.QUARANTINE),
             code_version="ingest-2",
