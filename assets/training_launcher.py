@@ -8,6 +8,8 @@ writes FLYWHEEL_HOME on the same shared volume, mounted at the same path, as the
 """
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import library_field
-from training.policy.launcher import LaunchConfig, stage_command
+from training.policy.launcher import LaunchConfig, stage_command, stage_env
 
 BACKENDS = ("subprocess", "k8s")
 # the stages read models and datasets from the lake and never reach a hub
@@ -105,6 +107,12 @@ class TrainingLauncher(dg.ConfigurableResource):
         "(env FLYWHEEL_TRL_CONFIG)",
     )
     cpu: bool = library_field(LaunchConfig, "cpu")
+    env_passthrough: list[str] = Field(
+        default_factory=lambda: [n for n in os.environ.get("FLYWHEEL_TRAIN_ENV_PASSTHROUGH", "").split(",") if n],
+        description="backend 'subprocess': names of further environment variables a stage receives, beyond the "
+        "allow-list (PATH, HOME, PYTHONPATH, HF_*/TRANSFORMERS_*, CUDA_*/NCCL_*, OMP/MKL threads, FLYWHEEL_* "
+        "but the salt, ...); secret-looking names are refused (env FLYWHEEL_TRAIN_ENV_PASSTHROUGH, comma-separated)",
+    )
     backend: str = Field(
         default_factory=lambda: os.environ.get("FLYWHEEL_TRAIN_BACKEND") or "subprocess",
         description="'subprocess' (this machine) or 'k8s' (a pod per stage); env FLYWHEEL_TRAIN_BACKEND",
@@ -148,5 +156,36 @@ class TrainingLauncher(dg.ConfigurableResource):
                 base_pod_spec=training_pod_spec(self.pod, home),
             )
         self.launch_config().check_files()
-        env = {**os.environ, "FLYWHEEL_HOME": home, **_OFFLINE_ENV}
-        return dg.PipesSubprocessClient().run(command=command, context=context, extras=extras, env=env)
+        env = {**stage_env(os.environ, self.env_passthrough), "FLYWHEEL_HOME": home, **_OFFLINE_ENV}
+        return StageSubprocessClient().run(command=command, context=context, extras=extras, env=env)
+
+
+class StageSubprocessClient(dg.PipesSubprocessClient):
+    """`PipesSubprocessClient`, but the process gets `env` and the Pipes variables only.
+
+    Dagster's client starts from the whole `os.environ`, which in a code server or run worker holds the
+    user-hash salt and any storage or hub credential; a training stage needs none of them.
+    """
+
+    def run(self, *, context, extras=None, command, env=None, cwd=None) -> dg.PipesClientCompletedInvocation:
+        with dg.open_pipes_session(
+            context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
+        ) as session:
+            process = subprocess.Popen(
+                command,
+                cwd=cwd or self.cwd,
+                env={**(env or {}), **session.get_bootstrap_env_vars()},
+                stdout=None if self.forward_stdio else subprocess.PIPE,
+                stderr=None if self.forward_stdio else subprocess.PIPE,
+            )
+            try:
+                process.wait()
+            except dg.DagsterExecutionInterruptedError:
+                if self.forward_termination:
+                    context.log.info("[pipes] execution interrupted, sending SIGINT to the training stage")
+                    process.send_signal(signal.SIGINT)
+                    process.wait(timeout=self.termination_timeout_seconds)
+                raise
+            if process.returncode != 0:
+                raise dg.Failure(f"training stage {command[-1]!r} exited with code {process.returncode}")
+        return dg.PipesClientCompletedInvocation(session)

@@ -138,3 +138,49 @@ def test_k8s_backend_hands_pipes_the_pod_image_and_command(monkeypatch):
     assert env["FLYWHEEL_HOME"] == "/flywheel/home"
     with pytest.raises(ValueError, match="home_mount"):
         launcher.run(None, "training.policy.grpo", {}, home="/elsewhere")
+
+
+def test_local_stage_runs_with_the_allow_listed_environment_only(tmp_path, monkeypatch):
+    import dagster as dg
+
+    # a stand-in stage: reports the names of the variables it was started with, through Pipes
+    (tmp_path / "envstage.py").write_text(
+        "import os\n"
+        "from dagster_pipes import open_dagster_pipes\n"
+        "with open_dagster_pipes() as pipes:\n"
+        "    pipes.report_asset_materialization(metadata={'env': {'raw_value': sorted(os.environ), 'type': 'json'}})\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{REPO}")
+    monkeypatch.setenv("FLYWHEEL_USER_SALT", "s3cret-salt-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_secret")
+    monkeypatch.setenv("SOME_UNLISTED_VARIABLE", "x")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    launcher = TrainingLauncher(launcher="python", backend="subprocess", trl_config=None)
+
+    @dg.asset
+    def stage(context: dg.AssetExecutionContext):
+        return launcher.run(context, "envstage", {"max_steps": 1}, home=str(tmp_path / "home")).get_materialize_result()
+
+    result = dg.materialize([stage])
+    assert result.success
+    (mat,) = result.get_asset_materialization_events()
+    names = set(mat.materialization.metadata["env"].value)
+    assert {"PATH", "PYTHONPATH", "OMP_NUM_THREADS", "FLYWHEEL_HOME", "HF_HUB_OFFLINE"} <= names
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= names
+    assert not names & {"FLYWHEEL_USER_SALT", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "SOME_UNLISTED_VARIABLE"}
+
+
+def test_local_stage_failure_names_the_stage(tmp_path, monkeypatch):
+    import dagster as dg
+
+    (tmp_path / "failstage.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{REPO}")
+    launcher = TrainingLauncher(launcher="python", backend="subprocess", trl_config=None)
+
+    @dg.asset
+    def stage(context: dg.AssetExecutionContext):
+        launcher.run(context, "failstage", {}, home=str(tmp_path / "home"))
+
+    with pytest.raises(dg.Failure, match="'failstage' exited with code 3"):
+        dg.materialize([stage])
