@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from assets.deploy_check import pinned_image
 from assets.resources import library_field
 from training.policy.launcher import LaunchConfig, stage_command, stage_env
 
@@ -28,8 +29,9 @@ class TrainingPod(dg.Config):
     """The Kubernetes pod a training stage runs in (backend 'k8s')."""
 
     image: str = Field(
-        default_factory=lambda: os.environ.get("FLYWHEEL_IMAGE") or "characterflywheel:latest",
-        description="container image with the project installed (deploy/Dockerfile); env FLYWHEEL_IMAGE",
+        default_factory=lambda: os.environ.get("FLYWHEEL_IMAGE") or "",
+        description="container image with the project installed (deploy/Dockerfile), pinned by digest "
+        "(`REPOSITORY:TAG@sha256:...`, the code server's own); env FLYWHEEL_IMAGE",
     )
     namespace: str | None = Field(default=None, description="namespace of the pods; None = the run's own")
     gpus: int = Field(default=1, description="nvidia.com/gpu per pod (requested and limited)")
@@ -50,11 +52,18 @@ class TrainingPod(dg.Config):
     python: str = Field(default="python", description="the image's Python interpreter")
 
 
+# training pods carry this label: deploy/k8s/networkpolicy.yaml lets them reach only each other
+TRAINING_POD_LABELS = {"app.kubernetes.io/component": "training_stage"}
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001}
+
+
 def training_pod_spec(pod: TrainingPod, home: str) -> dict:
     """The base pod spec of a training stage: GPU requests, node selector, FLYWHEEL_HOME volume, shared memory.
 
     The image and the command are set by `PipesK8sClient.run`; the Pipes variables are added to the first
-    container's env. No secret is mounted: training reads the lake and writes models, and never hashes users.
+    container's env. No secret is mounted and no service-account token either: training reads the lake and
+    writes models, never hashes users and never calls the Kubernetes API. It runs as a non-root user with a
+    read-only root filesystem and no capabilities; caches and temporary files go to /tmp, an emptyDir.
     """
     home_path = Path(home)
     if not home_path.is_absolute() or not home_path.is_relative_to(pod.home_mount):
@@ -75,15 +84,27 @@ def training_pod_spec(pod: TrainingPod, home: str) -> dict:
         "volumeMounts": [
             {"name": "flywheel-home", "mountPath": pod.home_mount},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
+        "imagePullPolicy": "IfNotPresent",  # safe: the image is pinned by digest
+        "securityContext": {
+            **_NON_ROOT,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     spec = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {**_NON_ROOT, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "nodeSelector": dict(pod.node_selector),
         "volumes": [
             {"name": "flywheel-home", "persistentVolumeClaim": {"claimName": pod.home_claim}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": pod.shm_size}},
+            {"name": "tmp", "emptyDir": {}},
         ],
     }
     if pod.gpus:
@@ -150,9 +171,10 @@ class TrainingLauncher(dg.ConfigurableResource):
             return PipesK8sClient().run(
                 context=context,
                 extras=extras,
-                image=self.pod.image,
+                image=pinned_image(self.pod.image, "training pod `image` (env FLYWHEEL_IMAGE)"),
                 command=command,
                 namespace=self.pod.namespace,
+                base_pod_meta={"labels": TRAINING_POD_LABELS},
                 base_pod_spec=training_pod_spec(self.pod, home),
             )
         self.launch_config().check_files()
