@@ -183,7 +183,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
 
 class StageSubprocessClient(dg.PipesSubprocessClient):
-    """`PipesSubprocessClient`, but the process gets `env` and the Pipes variables only.
+    """`PipesSubprocessClient`, but the process gets the given `env` and the Pipes variables only.
 
     Dagster's client starts from the whole `os.environ`, which in a code server or run worker holds the
     user-hash salt and any storage or hub credential; a training stage needs none of them.
@@ -196,7 +196,7 @@ class StageSubprocessClient(dg.PipesSubprocessClient):
             process = subprocess.Popen(
                 command,
                 cwd=cwd or self.cwd,
-                env={**(env or {}), **session.get_bootstrap_env_vars()},
+                env={**self.env, **(env or {}), **session.get_bootstrap_env_vars()},
                 stdout=None if self.forward_stdio else subprocess.PIPE,
                 stderr=None if self.forward_stdio else subprocess.PIPE,
             )
