@@ -206,7 +206,7 @@ _SECRET_WORDS = ("SALT", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", 
 
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
-    return any(word in upper for word in _SECRET_WORDS)
+    return any(word in upper for word in _SECRET_WORDS) or upper.endswith("_KEY") or "_AUTH" in upper
 
 
 def stage_env(environ: Mapping[str, str], extra: Sequence[str] = ()) -> dict[str, str]:

@@ -182,6 +182,8 @@ def test_a_stage_gets_the_allow_listed_environment_and_never_a_secret():
         "DAGSTER_PG_PASSWORD": "p",
         "WANDB_API_KEY": "w",
         "MY_PROXY": "http://proxy",
+        "FLYWHEEL_SIGNING_KEY": "k",
+        "HF_HUB_AUTH_HEADER": "Bearer x",
     }
     env = stage_env(parent)
     assert env == {k: parent[k] for k in list(parent)[:11]}
