@@ -59,6 +59,10 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     source = settings.source_config()
     lake = settings.lake()
     hasher = settings.hasher()
+    if hasher.warning:
+        context.log.warning(hasher.warning)
+        for key in context.selected_asset_keys:
+            context.add_asset_metadata({"user_salt_warning": hasher.warning}, asset_key=key)
     memo = _memo(context, settings, source, day, hasher)
     outputs = {t: lake.partition_dir(t, day) / "part-0.parquet" for t in ("conversations", "quarantine")}
     if memo is not None and (events := memo.replay(outputs)) is not None:

@@ -20,7 +20,7 @@ def _report_inputs(lake: Lake, day: date) -> list:
     for table in ("conversations", "unique_prompts", "clusters", "topic_assignments"):
         prev = lake.previous_day(table, day)
         files += lake.files(table, prev) if prev else []
-    files += sorted((lake.home / "state" / "suite_results").glob(f"*/day={day.isoformat()}.pkl"))
+    files += sorted((lake.home / "state" / "suite_results").glob(f"*/day={day.isoformat()}.json"))
     return files
 
 

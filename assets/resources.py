@@ -73,7 +73,7 @@ class FlywheelSettings(dg.ConfigurableResource):
     late_grace_minutes: int = library_field(IngestConfig, "late_grace_minutes")
     production: bool = Field(
         default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
-        description="production mode: refuses the public demo salt for user hashes",
+        description="production mode: refuses a missing, public (demo or example placeholder) or short (< 16 chars) salt for user hashes",
     )
     # A secret: pass it as dg.EnvVar("FLYWHEEL_USER_SALT") (as `assets.definitions` does), so the UI and
     # a run's config show the variable's name, never its value.

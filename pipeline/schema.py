@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -77,10 +78,40 @@ def empty(schema: pl.Schema) -> pl.DataFrame:
 
 DEMO_SALT = "characterflywheel-demo-salt"
 SALT_ENV = "FLYWHEEL_USER_SALT"
+# HMAC-SHA256 keys this short can be brute-forced offline against known ids; `openssl rand -hex 32` gives 64
+MIN_SALT_CHARS = 16
+# values that ship in the repository (deploy/k8s/secret.example.yaml): public, so no secret
+PLACEHOLDER_SALTS = frozenset({"replace-with-a-long-random-value"})
+_SALT_FIX = f"set {SALT_ENV} (or the `user_salt` setting) to a long random secret, e.g. `openssl rand -hex 32`"
+DEMO_SALT_WARNING = (
+    f"user ids are hashed with the PUBLIC demo salt: {SALT_ENV} is not set, so anyone can link a hash to a "
+    f"known user id. Fine for the demo; for real traffic {_SALT_FIX} (FLYWHEEL_PRODUCTION=1 refuses the demo salt)"
+)
+
+log = logging.getLogger(__name__)
 
 
 class SaltError(ValueError):
     pass
+
+
+def check_production_salt(salt: str | None) -> None:
+    """Fail fast, naming the setting and the fix, on a salt that production must not use."""
+    if not salt:
+        raise SaltError(
+            f"no user-id salt configured: {_SALT_FIX}; the built-in demo salt is refused when `production` is true"
+        )
+    if salt == DEMO_SALT:
+        raise SaltError(f"{SALT_ENV} is the public demo salt; production needs a secret of its own: {_SALT_FIX}")
+    if salt.strip() in PLACEHOLDER_SALTS:
+        raise SaltError(
+            f"{SALT_ENV} is the placeholder of deploy/k8s/secret.example.yaml, which is public: create the Secret "
+            f"with a value of your own: {_SALT_FIX}"
+        )
+    if len(salt) < MIN_SALT_CHARS:
+        raise SaltError(
+            f"{SALT_ENV} has {len(salt)} characters; production needs at least {MIN_SALT_CHARS}: {_SALT_FIX}"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,22 +121,26 @@ class UserHasher:
     The salt is a secret: with it, a known id can be linked to its hash; without it, nobody can.
     """
 
-    salt: str
+    salt: str = field(repr=False)
 
     @classmethod
     def from_settings(cls, salt: str | None = None, *, production: bool = False) -> UserHasher:
+        """The hasher of the configured salt. Production refuses a missing, public or short salt; elsewhere a
+        missing salt falls back to the public demo salt, with a warning every time."""
         salt = salt or os.environ.get(SALT_ENV)
-        if not salt:
-            if production:
-                raise SaltError(
-                    f"no user-id salt configured: set the environment variable {SALT_ENV} "
-                    "(or the `user_salt` setting) to a long random secret; "
-                    "the built-in demo salt is refused when `production` is true"
-                )
+        if production:
+            check_production_salt(salt)
+        elif not salt:
             salt = DEMO_SALT
-        elif production and salt == DEMO_SALT:
-            raise SaltError(f"{SALT_ENV} is the public demo salt; production needs a secret of its own")
-        return cls(salt)
+        hasher = cls(salt)
+        if hasher.warning:
+            log.warning(hasher.warning)
+        return hasher
+
+    @property
+    def warning(self) -> str | None:
+        """What a run using this hasher must say loudly (the demo salt is public), or None."""
+        return DEMO_SALT_WARNING if self.salt == DEMO_SALT else None
 
     def __call__(self, raw_user_id: str) -> str:
         digest = hmac.new(self.salt.encode(), str(raw_user_id).encode(), hashlib.sha256)

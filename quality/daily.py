@@ -7,7 +7,7 @@ stage. Tables a day has not produced yet are reported as missing, not as failure
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -47,12 +47,13 @@ SUITES = (
 
 
 def suite_result_path(lake: Lake, table: str, day: date) -> Path:
-    return lake.home / "state" / "suite_results" / table / f"day={day.isoformat()}.pkl"
+    return lake.home / "state" / "suite_results" / table / f"day={day.isoformat()}.json"
 
 
 def save_suite_result(lake: Lake, table: str, day: date, result: SuiteResult) -> None:
-    """Keep the result of a suite run on a lake partition, so the report need not validate it again."""
-    atomic_write_bytes(suite_result_path(lake, table, day), pickle.dumps(result))
+    """Keep the result of a suite run on a lake partition, so the report need not validate it again. As JSON:
+    the lake's volume is writable by training pods, and a pickle read from it would run whatever it holds."""
+    atomic_write_bytes(suite_result_path(lake, table, day), json.dumps(result.to_json()).encode())
 
 
 def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.DataFrame) -> SuiteResult:
@@ -62,10 +63,10 @@ def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.Dat
     files = lake.files(table, day)
     if path.is_file() and files and path.stat().st_mtime >= max(f.stat().st_mtime for f in files):
         try:
-            cached = pickle.loads(path.read_bytes())
-            if isinstance(cached, SuiteResult) and cached.table == suite:
+            cached = SuiteResult.from_json(json.loads(path.read_bytes()))
+            if cached.table == suite:
                 return cached
-        except Exception:  # written by another version of the code: validate again
+        except ValueError:  # not JSON, or written by another version of the code: validate again
             pass
     return validate_table(suite, df, previous_rows=lake.previous_rows(table, day))
 
