@@ -39,7 +39,8 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
-from pipeline.sources import Record, SourceConfig, stable_unit
+from pipeline.seeded_uniform import seeded_uniform
+from pipeline.sources import Record, SourceConfig
 
 REASON_CODES = (
     "invalid_json",
@@ -308,7 +309,7 @@ class _DayIngest:
         user_id = pick("user_id") or conversation_id  # no user id: each conversation counts as its own user
         user_hash = self.hasher(user_id)
         if source is None:
-            source = "internal" if stable_unit(user_hash) < self.cfg.internal_user_fraction else "external"
+            source = "internal" if seeded_uniform(user_hash) < self.cfg.internal_user_fraction else "external"
         return {
             "message_id": _str_field(m, "message_id", required=False, aliases=("id",)),
             "conversation_id": conversation_id,

@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.seeded_uniform import seeded_uniform
+
 SOURCE_KINDS = ("chitchat", "folder", "hf_dataset")
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
@@ -123,11 +125,6 @@ class Record:
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
-
-
-def stable_unit(key: str) -> float:
-    """A deterministic number in [0, 1) from a string (same on every machine and run)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def _replay_offsets(starts: list[tuple[str, datetime]], cfg: SourceConfig) -> dict[str, tuple[date, timedelta]]:
@@ -362,7 +359,7 @@ def _hf_plan(path: str, split: str, allow_hub: bool, end_date: str, replay_days:
         return by_day, replay_ts
     base = datetime.combine(cfg.first_day, datetime.min.time()).replace(tzinfo=UTC)
     # without timestamps, each row gets a stable pseudo-random start time, and rows are spread evenly over the days
-    starts = {i: base + timedelta(seconds=int(stable_unit(f"{path}:{i}") * 86000)) for i in range(len(ds))}
+    starts = {i: base + timedelta(seconds=int(seeded_uniform(f"{path}:{i}") * 86000)) for i in range(len(ds))}
     for key, (day, shift) in _replay_offsets([(f"{i:012d}", t) for i, t in starts.items()], cfg).items():
         i = int(key)
         by_day.setdefault(day, []).append(i)
