@@ -31,7 +31,6 @@ GPT-4 responses need: one prompt's text was edited after they were generated.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import random
@@ -44,6 +43,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.maybe_gzip import open_maybe_gzip
 
 STAGE = "ifeval"
 JOINS = ("prompt", "position", "prompt_then_position")
@@ -183,13 +183,6 @@ def ensure_punkt(data_dir: str | Path | None = None) -> Path | None:
 # Reading the files
 
 
-def _open_text(path: str | Path):
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
 def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
     return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
 
@@ -198,7 +191,7 @@ def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """IFEval prompts (`{"key","prompt","instruction_id_list","kwargs"}` JSONL, optionally gzipped) as a
     frame with `kwargs` kept as a JSON list (its dicts differ per instruction); bad lines are dropped."""
     rows, drops = [], []
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -224,7 +217,7 @@ def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def read_responses(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Responses (`{"prompt","response"}` JSONL, optionally gzipped), in file order."""
     rows, drops = [], []
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

@@ -21,7 +21,6 @@ failures are records too (with an error), so the ingest step can quarantine them
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import re
@@ -32,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.maybe_gzip import open_maybe_gzip
 from pipeline.seeded_uniform import seeded_uniform
 
 SOURCE_KINDS = ("chitchat", "folder", "hf_dataset")
@@ -158,8 +158,7 @@ def chitchat_path(cfg: SourceConfig) -> Path:
 
 @lru_cache(maxsize=2)
 def _load_json_corpus(path: str) -> dict:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_maybe_gzip(path) as f:
         return json.load(f)
 
 
@@ -261,8 +260,7 @@ def folder_days(folder: Path) -> list[date]:
 
 
 def _read_jsonl(path: Path, label: str) -> Iterator[Record]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with open_maybe_gzip(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             raw = raw.rstrip(b"\r\n")
             if not raw.strip():

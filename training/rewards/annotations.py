@@ -53,7 +53,6 @@ last assistant turn, which becomes `chosen` / `rejected`. Extra reason codes:
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import json
 import re
@@ -65,6 +64,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.maybe_gzip import open_maybe_gzip
 
 KINDS = ("pointwise", "pairwise", "rewrite", "steerability")
 STRENGTHS = (1, 2, 3)
@@ -152,9 +152,7 @@ class AnnotationSet:
 
 def _lines(source: str | Path | Iterable[str]) -> Iterator[str]:
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with open_maybe_gzip(source) as fh:
             yield from fh
     else:
         yield from source
@@ -506,8 +504,7 @@ def read_hh_rlhf(
 
 
 def _first_record(path: Path) -> dict | None:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with open_maybe_gzip(path, errors="replace") as f:
         for line in f:
             if line.strip():
                 try:
