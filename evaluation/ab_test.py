@@ -120,14 +120,7 @@ class AbReadout:
 
 
 def _drops(df: pl.DataFrame, reason: str, detail: str, id_expr: pl.Expr) -> pl.DataFrame:
-    return df.select(
-        pl.lit(None, pl.Date).alias("day") if "day" not in df.columns else pl.col("day"),
-        pl.lit(STAGE).alias("stage"),
-        id_expr.alias("row_id"),
-        pl.lit(reason).alias("reason_code"),
-        pl.lit(None, pl.Utf8).alias("kept_id"),
-        pl.lit(detail).alias("detail"),
-    ).cast(dict(schema.DROPS))
+    return schema.drops_of(df, STAGE, id_expr, pl.lit(reason), pl.lit(detail))
 
 
 def user_messages(

@@ -37,6 +37,7 @@ import random
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +184,7 @@ def ensure_punkt(data_dir: str | Path | None = None) -> Path | None:
 # Reading the files
 
 
-def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
-    return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
+_drop = partial(schema.drop_row, STAGE)
 
 
 def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:

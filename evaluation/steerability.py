@@ -389,8 +389,7 @@ def _check_name(name: str, text: str) -> tuple[bool, str]:
 # Scoring
 
 
-def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
-    return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
+_drop = functools.partial(schema.drop_row, STAGE)
 
 
 def score_responses(
@@ -455,7 +454,7 @@ def score_responses(
             "checks": pl.List(CHECK),
         },
     )
-    drops_df = pl.DataFrame(drops, schema=schema.DROPS) if drops else schema.empty(schema.DROPS)
+    drops_df = schema.drops_frame(drops)
     return SteerabilityScores(out, summarize(out), drops_df)
 
 

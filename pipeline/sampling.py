@@ -478,17 +478,7 @@ def sample_pool(
     drops = pl.concat(
         [d.select("day", "prompt_id", "reason_code", "detail") for d in (not_chosen, bad)], how="vertical_relaxed"
     )
-    drops = schema.conform(
-        drops.select(
-            pl.col("day"),
-            pl.lit(STAGE).alias("stage"),
-            pl.col("prompt_id").alias("row_id"),
-            "reason_code",
-            pl.lit(None, pl.Utf8).alias("kept_id"),
-            "detail",
-        ),
-        schema.DROPS,
-    )
+    drops = schema.drops_of(drops, STAGE, "prompt_id", "reason_code", "detail")
 
     targets: dict[str, dict[str, float] | None] = dict(zip(dims, effective))
     for d in config.report_dimensions:

@@ -28,7 +28,6 @@ from training.policy.dataset_lineage import (
     BuildResult,
     content_hash,
     counts_by_reason,
-    drops_frame,
     frame_hash,
     split_filter,
     to_dataset,
@@ -365,7 +364,7 @@ def build_sft_dataset(
         ),
         key=lambda r: r["row_id"],
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     total = len(rows)
     manifest = {
         "kind": "sft",
@@ -564,7 +563,7 @@ def build_preference_dataset(
         pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None, schema=PREFERENCE_PAIRS),
         PREFERENCE_PAIRS,
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     manifest = {
         "kind": "preference",
         "rows": len(rows),

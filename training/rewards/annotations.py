@@ -376,15 +376,14 @@ def _pairs_from_pairwise(pairwise: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataF
         (pl.col("strength").cast(pl.Float64) / max(STRENGTHS)).fill_null(0.0).alias("margin"),
         pl.col("day"),
     )
-    ties = pairwise.filter(pl.col("preferred") == "tie").select(
-        pl.col("day"),
-        pl.lit(TIE_STAGE).alias("stage"),
-        pl.col("annotation_id").alias("row_id"),
-        pl.lit("tie").alias("reason_code"),
-        pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-        pl.lit("the annotator preferred neither response").alias("detail"),
+    ties = schema.drops_of(
+        pairwise.filter(pl.col("preferred") == "tie"),
+        TIE_STAGE,
+        "annotation_id",
+        pl.lit("tie"),
+        pl.lit("the annotator preferred neither response"),
     )
-    return schema.conform(pairs, PAIRS), schema.conform(ties, schema.DROPS)
+    return schema.conform(pairs, PAIRS), ties
 
 
 def resolve_prompts(
@@ -410,16 +409,14 @@ def resolve_prompts(
         .with_columns(pl.coalesce(pl.col("prompt"), pl.col("_known")).alias("prompt"))
         .drop("_known")
     )
-    unknown = joined.filter(pl.col("prompt").is_null())
-    drops = unknown.select(
-        pl.col("day"),
-        pl.lit(stage).alias("stage"),
-        pl.col(row_id).alias("row_id"),
-        pl.lit("unknown_prompt_id").alias("reason_code"),
-        pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-        pl.format("prompt_id {} is not in the prompts table", pl.col("prompt_id").fill_null("null")).alias("detail"),
+    drops = schema.drops_of(
+        joined.filter(pl.col("prompt").is_null()),
+        stage,
+        row_id,
+        pl.lit("unknown_prompt_id"),
+        pl.format("prompt_id {} is not in the prompts table", pl.col("prompt_id").fill_null("null")),
     )
-    return joined.filter(pl.col("prompt").is_not_null()).select(frame.columns), schema.conform(drops, schema.DROPS)
+    return joined.filter(pl.col("prompt").is_not_null()).select(frame.columns), drops
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
