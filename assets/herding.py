@@ -32,6 +32,7 @@ from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline import schema
+from pipeline.device import policy_cpu_threads
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
@@ -48,12 +49,6 @@ from training.policy.datasets_build import (
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
-
-
-def tiny_threads(generation: GenerationSettings) -> int | None:
-    """torch CPU threads for a stage: one for the tiny built-in policy (a second thread only waits on the first,
-    and spins on a busy machine), torch's default for a configured model."""
-    return None if generation.policy_model else 1
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -94,8 +89,9 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         )
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
-    # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
-    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    config = TinyLlamaConfig(
+        pretrain_steps=generation.pretrain_steps, cpu_threads=policy_cpu_threads(generation.policy_model)
+    )
     manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
@@ -149,7 +145,7 @@ def candidates(
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
         "seed": plan.number,
-        "cpu_threads": tiny_threads(generation),
+        "cpu_threads": policy_cpu_threads(generation.policy_model),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -351,7 +347,7 @@ def sft_checkpoint(
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
             "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
+            "cpu_threads": policy_cpu_threads(generation.policy_model),
         },
     )
 
@@ -383,7 +379,7 @@ def dpo_checkpoint(
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
             "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
+            "cpu_threads": policy_cpu_threads(generation.policy_model),
         },
     )
 
@@ -418,7 +414,7 @@ def grpo_checkpoint(
             "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,
             "use_lora": generation.use_lora,
-            "cpu_threads": tiny_threads(generation),
+            "cpu_threads": policy_cpu_threads(generation.policy_model),
         },
     )
 

@@ -147,6 +147,25 @@ DEDUPED_PROMPTS = pl.Schema({**PROMPTS, "text_hash": pl.Utf8})
 PROMPT_EMBEDDINGS = pl.Schema({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date})
 POOL = pl.Schema({**DEDUPED_PROMPTS, "cluster_id": pl.Int64, "split": pl.Utf8, "sample_weight": pl.Float64})
 
+# A preference pair: the reply a source prefers (`chosen`) and the other (`rejected`) to one prompt, with how
+# strongly it prefers it (`margin`, 0 unknown or slight .. 1). Reward models and DPO both train on these.
+PREFERENCE_PAIR = pl.Schema(
+    {
+        "pair_id": pl.Utf8,
+        "prompt_id": pl.Utf8,
+        "prompt": pl.List(MESSAGE),
+        "chosen": pl.Utf8,
+        "rejected": pl.Utf8,
+        "source": pl.Utf8,
+        "margin": pl.Float64,
+    }
+)
+# the preference dataset DPO trains on: each pair's length and emoji differences (chosen - rejected), and
+# why the artifact filters dropped it (null for a kept pair)
+PREFERENCE_PAIRS = pl.Schema(
+    {**PREFERENCE_PAIR, "delta_len": pl.Int32, "delta_emoji": pl.Int32, "drop_reason": pl.Utf8}
+)
+
 # One row per row a step removed: what it was, which step, and why. Every step writes its drops
 # here, so a report can account for each row between two tables.
 DROPS = pl.Schema(

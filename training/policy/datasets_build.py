@@ -41,21 +41,7 @@ PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
-PREFERENCE_PAIRS = pl.Schema(
-    {
-        "pair_id": pl.Utf8,
-        "prompt_id": pl.Utf8,
-        "prompt": pl.List(schema.MESSAGE),
-        "chosen": pl.Utf8,
-        "rejected": pl.Utf8,
-        "source": pl.Utf8,
-        "margin": pl.Float64,
-        "delta_len": pl.Int32,
-        "delta_emoji": pl.Int32,
-        # null for kept pairs
-        "drop_reason": pl.Utf8,
-    }
-)
+PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
 
 def privacy_pii_check() -> PiiCheck | None:

@@ -70,18 +70,7 @@ KINDS = ("pointwise", "pairwise", "rewrite", "steerability")
 STRENGTHS = (1, 2, 3)
 TIE_STAGE = "annotation_pairs"
 
-PAIRS = pl.Schema(
-    {
-        "pair_id": pl.Utf8,
-        "prompt_id": pl.Utf8,
-        "prompt": pl.List(schema.MESSAGE),
-        "chosen": pl.Utf8,
-        "rejected": pl.Utf8,
-        "source": pl.Utf8,
-        "margin": pl.Float64,
-        "day": pl.Date,
-    }
-)
+PAIRS = pl.Schema({**schema.PREFERENCE_PAIR, "day": pl.Date})
 _COMMON = {"annotation_id": pl.Utf8, "prompt_id": pl.Utf8, "prompt": pl.List(schema.MESSAGE)}
 _TAIL = {"annotator": pl.Utf8, "day": pl.Date, "source_file": pl.Utf8, "line": pl.Int64}
 POINTWISE = pl.Schema(
