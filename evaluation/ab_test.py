@@ -369,16 +369,6 @@ def ab_readout(exposures: pl.DataFrame, events: pl.DataFrame, config: AbConfig |
     return AbReadout(lifts, arms, srm, users, drops, counters)
 
 
-def ab_readout_duckdb(catalog_path: str, config: AbConfig | None = None) -> AbReadout:
-    """The readout from the `ab_exposures` and `ab_events` views of a DuckDB catalog."""
-    import duckdb
-
-    with duckdb.connect(catalog_path, read_only=True) as con:
-        exposures = con.sql("SELECT user_hash, arm, day FROM ab_exposures").pl()
-        events = con.sql("SELECT user_hash, day, messages FROM ab_events").pl()
-    return ab_readout(exposures, events, config)
-
-
 def lifts_by_metric(readout: AbReadout) -> dict[str, dict[str, Any]]:
     return {r["metric"]: r for r in readout.lifts.iter_rows(named=True)}
 

@@ -457,3 +457,26 @@ def score_ifeval_files(
     result = score_ifeval(inputs, responses, config)
     result.drops = pl.concat([in_drops, resp_drops, result.drops])
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m evaluation.ifeval INPUTS RESPONSES`: score a response file as the reference script does and
+    print the four accuracies, with the prompts left unscored and why."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evaluation.ifeval", description=main.__doc__)
+    parser.add_argument("inputs", help="IFEval prompts JSONL (optionally gzipped)")
+    parser.add_argument("responses", help='{"prompt","response"} JSONL (optionally gzipped)')
+    parser.add_argument("--join", default="prompt_then_position", choices=JOINS)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the checkers' draws for invalid arguments")
+    parser.add_argument("--nltk_data_dir", default=None, help="where the offline Punkt model is written")
+    args = parser.parse_args(argv)
+    config = IFEvalConfig(join=args.join, seed=args.seed, nltk_data_dir=args.nltk_data_dir)
+    result = score_ifeval_files(args.inputs, args.responses, config)
+    not_scored = dict(result.drops.group_by("reason_code").len().iter_rows()) if result.drops.height else {}
+    print(json.dumps({"accuracies": result.accuracies(), "not_scored": not_scored}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -48,7 +48,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -544,20 +543,6 @@ def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
             ),
         ]
     )
-
-
-def generate_and_score(
-    suite: dict | None,
-    generate: Callable[[list[str], list[list[dict]]], list[str]],
-    config: SteerabilityConfig | None = None,
-    split: str | None = HELDOUT,
-) -> SteerabilityScores:
-    """Build the prompts, ask `generate(systems, messages)` for one reply per prompt, score them."""
-    prompts = build_prompts(suite, config, split)
-    replies = list(generate(prompts["system"].to_list(), prompts["messages"].to_list()))
-    if len(replies) != prompts.height:
-        raise ValueError(f"generate returned {len(replies)} replies for {prompts.height} prompts")
-    return score_responses(prompts.with_columns(pl.Series("response", replies, dtype=pl.Utf8)), config)
 
 
 def following_difference(
