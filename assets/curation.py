@@ -31,7 +31,7 @@ from assets.steps import publish
 from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
-from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
+from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.privacy import PrivacyConfig, scrub_step
@@ -39,6 +39,7 @@ from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_
 from pipeline.sampling import SamplingConfig, sample_step
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup
 from pipeline.step import StepCounters, StepResult
+from pipeline.text_hash import raw_text_hashes
 from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
 from quality.contracts import check_split_disjoint, check_stage_conservation
 
@@ -327,7 +328,7 @@ def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSetti
     index = pl.DataFrame(
         {
             "prompt_id": prompts["prompt_id"],
-            "text_hash": text_hashes(texts.to_list()),
+            "text_hash": raw_text_hashes(texts.to_list()),
             "model_id": [config.model_id] * prompts.height,
             "day": [day] * prompts.height,
         },

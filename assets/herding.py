@@ -7,6 +7,7 @@ scripts report their metrics back as the asset's materialization metadata.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +33,7 @@ from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline import schema
+from pipeline.device import policy_cpu_threads
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
@@ -48,12 +50,6 @@ from training.policy.datasets_build import (
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
-
-
-def tiny_threads(generation: GenerationSettings) -> int | None:
-    """torch CPU threads for a stage: one for the tiny built-in policy (a second thread only waits on the first,
-    and spins on a busy machine), torch's default for a configured model."""
-    return None if generation.policy_model else 1
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -94,8 +90,9 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         )
     corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
     tmp = staging_dir(target)
-    # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
-    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    config = TinyLlamaConfig(
+        pretrain_steps=generation.pretrain_steps, cpu_threads=policy_cpu_threads(generation.policy_model)
+    )
     manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
@@ -149,7 +146,7 @@ def candidates(
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
         "seed": plan.number,
-        "cpu_threads": tiny_threads(generation),
+        "cpu_threads": policy_cpu_threads(generation.policy_model),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -302,17 +299,6 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 # ---- training through Pipes -------------------------------------------------------------------
 
 
-def _run_stage(
-    context: dg.AssetExecutionContext,
-    launcher: TrainingLauncher,
-    settings: FlywheelSettings,
-    module: str,
-    config: dict,
-) -> dg.MaterializeResult:
-    invocation = launcher.run(context, module, config, home=str(Path(settings.home).resolve()))
-    return invocation.get_materialize_result()
-
-
 def _length_slope(settings: FlywheelSettings, plan: GenerationPlan) -> float:
     """The reward model's within-prompt length trend, as the SFT set's manifest recorded it (0 when it has none)."""
     manifest = dataset_dir(settings, plan.generation, "sft") / "manifest.json"
@@ -324,103 +310,85 @@ def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> 
     return str(models_dir(settings, plan.generation) / stage)
 
 
-@dg.asset(
-    deps=["sft_dataset", "policy_base"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
-)
-def sft_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.sft",
-        {
-            "model_name_or_path": parent_policy(settings, generation, plan),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
-            "output_dir": _stage_dir(settings, plan, "sft"),
-            "max_steps": generation.sft_steps,
-            "learning_rate": generation.sft_learning_rate,
-            "use_lora": generation.use_lora,
-            "per_device_train_batch_size": generation.train_batch_size,
-            "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
-        },
+def _training_stage(
+    stage: str,
+    deps: list[str],
+    description: str,
+    start_from: Callable[[FlywheelSettings, GenerationSettings, GenerationPlan], str],
+    dataset: str,
+    extra: Callable[[FlywheelSettings, GenerationSettings, GenerationPlan], dict],
+    final: bool = False,
+) -> dg.AssetsDefinition:
+    """The `<stage>_checkpoint` asset: `training.policy.<stage>` run by the `launcher` resource (through Pipes)
+    from the policy `start_from` gives, on the generation's `dataset`, into the stage's folder (the final stage
+    into the generation's policy folder), with its `<stage>_steps` and `<stage>_learning_rate`, LoRA, the
+    policy's CPU threads and the stage's `extra` settings."""
+
+    @dg.asset(
+        name=f"{stage}_checkpoint", deps=deps, group_name=GROUP_HERD, kinds={"pytorch", "trl"}, description=description
     )
-
-
-@dg.asset(
-    deps=["sft_checkpoint", "preference_dataset"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
-)
-def dpo_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.dpo",
-        {
-            "model_name_or_path": _stage_dir(settings, plan, "sft"),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
-            "output_dir": _stage_dir(settings, plan, "dpo"),
-            "max_steps": generation.dpo_steps,
-            "learning_rate": generation.dpo_learning_rate,
+    def checkpoint(
+        context: dg.AssetExecutionContext,
+        settings: FlywheelSettings,
+        generation: GenerationSettings,
+        launcher: TrainingLauncher,
+    ) -> dg.MaterializeResult:
+        plan = current_plan(settings)
+        config = {
+            "model_name_or_path": start_from(settings, generation, plan),
+            "dataset_path": str(dataset_dir(settings, plan.generation, dataset)),
+            "output_dir": str(policy_dir(settings, plan.generation)) if final else _stage_dir(settings, plan, stage),
+            "max_steps": getattr(generation, f"{stage}_steps"),
+            "learning_rate": getattr(generation, f"{stage}_learning_rate"),
             "use_lora": generation.use_lora,
-            "per_device_train_batch_size": generation.train_batch_size,
-            "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
-        },
-    )
+            "cpu_threads": policy_cpu_threads(generation.policy_model),
+            **extra(settings, generation, plan),
+        }
+        invocation = launcher.run(context, f"training.policy.{stage}", config, home=str(Path(settings.home).resolve()))
+        return invocation.get_materialize_result()
+
+    return checkpoint
 
 
-@dg.asset(
-    deps=["dpo_checkpoint", "rl_prompts", "reward_model_pointwise", "sft_dataset"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
+def _batches(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> dict:
+    return {"per_device_train_batch_size": generation.train_batch_size, "max_length": generation.train_max_length}
+
+
+def _rl_rewards(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> dict:
+    return {
+        "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+        # the same length trend the SFT and preference sets were ranked without
+        "length_slope": _length_slope(settings, plan),
+        "max_completion_length": generation.max_new_tokens,
+    }
+
+
+sft_checkpoint = _training_stage(
+    "sft",
+    ["sft_dataset", "policy_base"],
+    "Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
+    parent_policy,
+    "sft",
+    _batches,
+)
+dpo_checkpoint = _training_stage(
+    "dpo",
+    ["sft_checkpoint", "preference_dataset"],
+    "A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
+    lambda settings, generation, plan: _stage_dir(settings, plan, "sft"),
+    "preference",
+    _batches,
+)
+grpo_checkpoint = _training_stage(
+    "grpo",
+    ["dpo_checkpoint", "rl_prompts", "reward_model_pointwise", "sft_dataset"],
+    "Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
     "reward model less its length trend (as the SFT set measured it), with TRL. The generation's final policy.",
+    lambda settings, generation, plan: _stage_dir(settings, plan, "dpo"),
+    "rl",
+    _rl_rewards,
+    final=True,
 )
-def grpo_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.grpo",
-        {
-            "model_name_or_path": _stage_dir(settings, plan, "dpo"),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
-            "output_dir": str(policy_dir(settings, plan.generation)),
-            "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
-            # the same length trend the SFT and preference sets were ranked without
-            "length_slope": _length_slope(settings, plan),
-            "max_steps": generation.grpo_steps,
-            "learning_rate": generation.grpo_learning_rate,
-            "max_completion_length": generation.max_new_tokens,
-            "use_lora": generation.use_lora,
-            "cpu_threads": tiny_threads(generation),
-        },
-    )
 
 
 HERDING_ASSETS = [

@@ -21,6 +21,7 @@ from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
 from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help
+from pipeline.device import policy_cpu_threads
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
 from pipeline.schema import SALT_ENV, UserHasher
@@ -141,7 +142,7 @@ class ReleaseSettings(dg.ConfigurableResource):
             f.name: getattr(self, f.name) for f in fields(OfflineEvalConfig) if f.name in type(self).model_fields
         }
         if self.cpu_threads is None:
-            forwarded["cpu_threads"] = 1 if generation.policy_model is None else None
+            forwarded["cpu_threads"] = policy_cpu_threads(generation.policy_model)
         return OfflineEvalConfig(
             **forwarded, eval_prompts=generation.eval_prompts, max_new_tokens=generation.max_new_tokens
         )

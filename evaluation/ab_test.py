@@ -120,14 +120,7 @@ class AbReadout:
 
 
 def _drops(df: pl.DataFrame, reason: str, detail: str, id_expr: pl.Expr) -> pl.DataFrame:
-    return df.select(
-        pl.lit(None, pl.Date).alias("day") if "day" not in df.columns else pl.col("day"),
-        pl.lit(STAGE).alias("stage"),
-        id_expr.alias("row_id"),
-        pl.lit(reason).alias("reason_code"),
-        pl.lit(None, pl.Utf8).alias("kept_id"),
-        pl.lit(detail).alias("detail"),
-    ).cast(dict(schema.DROPS))
+    return schema.drops_of(df, STAGE, id_expr, pl.lit(reason), pl.lit(detail))
 
 
 def user_messages(
@@ -374,16 +367,6 @@ def ab_readout(exposures: pl.DataFrame, events: pl.DataFrame, config: AbConfig |
     users, drops, counters = user_messages(exposures, events, config)
     lifts, arms, srm = analyze(users, config)
     return AbReadout(lifts, arms, srm, users, drops, counters)
-
-
-def ab_readout_duckdb(catalog_path: str, config: AbConfig | None = None) -> AbReadout:
-    """The readout from the `ab_exposures` and `ab_events` views of a DuckDB catalog."""
-    import duckdb
-
-    with duckdb.connect(catalog_path, read_only=True) as con:
-        exposures = con.sql("SELECT user_hash, arm, day FROM ab_exposures").pl()
-        events = con.sql("SELECT user_hash, day, messages FROM ab_events").pl()
-    return ab_readout(exposures, events, config)
 
 
 def lifts_by_metric(readout: AbReadout) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,6 @@ entry point is the one that samples replies, so it alone loads policies, through
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from evaluation import release_gates, steerability
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
+from pipeline.seeded_uniform import seeded_uniforms
 
 STAGE = "offline_eval"
 GATES = {
@@ -135,10 +135,6 @@ class OfflineEvalRun(OfflineEvalConfig):
 # ---- inputs -----------------------------------------------------------------------------------------------
 
 
-def _rank(ids: list[str], seed: int) -> list[str]:
-    return [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids]
-
-
 def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Up to `per_slice` held-out prompts per slice, chosen by a seeded hash of the prompt id (the same
     prompts on every run); prompts that do not end in a user turn are returned as drops."""
@@ -147,7 +143,7 @@ def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tu
     held = pool.filter(pl.col("split").is_in(SLICES))
     usable, drops = valid_prompts(held, stage=STAGE)
     chosen = (
-        usable.with_columns(pl.Series("_rank", _rank(usable["prompt_id"].to_list(), seed), dtype=pl.Utf8))
+        usable.with_columns(pl.Series("_rank", seeded_uniforms(usable["prompt_id"].to_list(), str(seed))))
         .sort("split", "_rank")
         .group_by("split", maintain_order=True)
         .head(per_slice)

@@ -299,17 +299,6 @@ def train_eval_disjoint(
     )
 
 
-def gate_frame(results: list[GateResult]) -> pl.DataFrame:
-    """One row per gate, for a report: gate, passed, severity, detail."""
-    return pl.DataFrame(
-        [
-            {"gate": r.metadata.get("gate"), "passed": r.passed, "severity": r.severity, "detail": r.detail}
-            for r in results
-        ],
-        schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8},
-    )
-
-
 def release_decision(results: list[GateResult]) -> GateResult:
     """All gates together: fails when any gate fails; warns when any warns."""
     severity = _worst([r.severity for r in results]) if results else "error"

@@ -48,7 +48,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -389,8 +388,7 @@ def _check_name(name: str, text: str) -> tuple[bool, str]:
 # Scoring
 
 
-def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
-    return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
+_drop = functools.partial(schema.drop_row, STAGE)
 
 
 def score_responses(
@@ -455,7 +453,7 @@ def score_responses(
             "checks": pl.List(CHECK),
         },
     )
-    drops_df = pl.DataFrame(drops, schema=schema.DROPS) if drops else schema.empty(schema.DROPS)
+    drops_df = schema.drops_frame(drops)
     return SteerabilityScores(out, summarize(out), drops_df)
 
 
@@ -545,20 +543,6 @@ def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
             ),
         ]
     )
-
-
-def generate_and_score(
-    suite: dict | None,
-    generate: Callable[[list[str], list[list[dict]]], list[str]],
-    config: SteerabilityConfig | None = None,
-    split: str | None = HELDOUT,
-) -> SteerabilityScores:
-    """Build the prompts, ask `generate(systems, messages)` for one reply per prompt, score them."""
-    prompts = build_prompts(suite, config, split)
-    replies = list(generate(prompts["system"].to_list(), prompts["messages"].to_list()))
-    if len(replies) != prompts.height:
-        raise ValueError(f"generate returned {len(replies)} replies for {prompts.height} prompts")
-    return score_responses(prompts.with_columns(pl.Series("response", replies, dtype=pl.Utf8)), config)
 
 
 def following_difference(

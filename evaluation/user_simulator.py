@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 
 from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
+from pipeline.seeded_uniform import seeded_uniforms
 
 STAGE = "user_simulator"
 TURN_COLUMNS = ("user_hash", "conversation_id", "context", "reply", "continued")
@@ -146,10 +147,7 @@ def _digest(frame: pl.DataFrame) -> str:
 
 
 def _held_users(users: pl.Series, fraction: float, seed: int) -> pl.Series:
-    u = users.map_elements(
-        lambda x: int(hashlib.sha256(f"{seed}:{x}".encode()).hexdigest()[:8], 16) / 2**32, pl.Float64
-    )
-    return u < fraction
+    return pl.Series(seeded_uniforms(users.to_list(), str(seed))) < fraction
 
 
 def fit_user_simulator(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -125,8 +126,7 @@ class WinRateResult(NamedTuple):
     drops: pl.DataFrame
 
 
-def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
-    return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
+_drop = partial(schema.drop_row, STAGE)
 
 
 def pair_generations(

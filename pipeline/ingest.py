@@ -67,7 +67,8 @@ import polars as pl
 from pipeline import schema
 from pipeline.privacy import PrivacyConfig
 from pipeline.redact import Redactor
-from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig, stable_unit
+from pipeline.seeded_uniform import seeded_uniform
+from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig
 
 REASON_CODES = (
     "invalid_json",
@@ -383,7 +384,7 @@ class _DayIngest:
             raise _Reject("lone_surrogate", "`user_id` holds a lone surrogate")
         user_hash = self.hasher(user_id)
         if source is None:
-            source = "internal" if stable_unit(user_hash) < self.cfg.internal_user_fraction else "external"
+            source = "internal" if seeded_uniform(user_hash) < self.cfg.internal_user_fraction else "external"
         cand = {
             "message_id": _id_field(m, "message_id", aliases=("id",), null_is_absent=True),
             "conversation_id": conversation_id,

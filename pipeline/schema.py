@@ -182,6 +182,25 @@ DEDUPED_PROMPTS = pl.Schema({**PROMPTS, "text_hash": pl.Utf8})
 PROMPT_EMBEDDINGS = pl.Schema({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date})
 POOL = pl.Schema({**DEDUPED_PROMPTS, "cluster_id": pl.Int64, "split": pl.Utf8, "sample_weight": pl.Float64})
 
+# A preference pair: the reply a source prefers (`chosen`) and the other (`rejected`) to one prompt, with how
+# strongly it prefers it (`margin`, 0 unknown or slight .. 1). Reward models and DPO both train on these.
+PREFERENCE_PAIR = pl.Schema(
+    {
+        "pair_id": pl.Utf8,
+        "prompt_id": pl.Utf8,
+        "prompt": pl.List(MESSAGE),
+        "chosen": pl.Utf8,
+        "rejected": pl.Utf8,
+        "source": pl.Utf8,
+        "margin": pl.Float64,
+    }
+)
+# the preference dataset DPO trains on: each pair's length and emoji differences (chosen - rejected), and
+# why the artifact filters dropped it (null for a kept pair)
+PREFERENCE_PAIRS = pl.Schema(
+    {**PREFERENCE_PAIR, "delta_len": pl.Int32, "delta_emoji": pl.Int32, "drop_reason": pl.Utf8}
+)
+
 # One row per row a step removed: what it was, which step, and why. Every step writes its drops
 # here, so a report can account for each row between two tables.
 DROPS = pl.Schema(
@@ -197,10 +216,53 @@ DROPS = pl.Schema(
 )
 
 
-def drops_frame(rows: list[dict] | dict[str, list]) -> pl.DataFrame:
-    """DROPS rows from a list of row dicts or from columns; absent columns (e.g. `kept_id`) are null."""
+def drop_row(stage: str, row_id: str, reason_code: str, detail: str | None = None) -> dict:
+    """One DROPS row as a dict, for steps that collect their drops row by row (see `drops_frame`)."""
+    return {
+        "day": None,
+        "stage": stage,
+        "row_id": row_id,
+        "reason_code": reason_code,
+        "kept_id": None,
+        "detail": detail,
+    }
+
+
+def drops_frame(rows: list[dict] | dict[str, list], stage: str | None = None) -> pl.DataFrame:
+    """DROPS rows from a list of row dicts or from columns; absent columns (e.g. `kept_id`) are null, other
+    keys are left out, and `stage`, when given, is every row's stage."""
     frame = pl.DataFrame(rows) if isinstance(rows, dict) else pl.DataFrame(rows, infer_schema_length=None)
     if frame.width == 0:
         return empty(DROPS)
+    if stage is not None:
+        frame = frame.with_columns(stage=pl.lit(stage, pl.Utf8))
     missing = [pl.lit(None, dtype).alias(name) for name, dtype in DROPS.items() if name not in frame.columns]
     return conform(frame.with_columns(missing), DROPS)
+
+
+def drops_of(
+    frame: pl.DataFrame,
+    stage: str,
+    row_id: pl.Expr | str,
+    reason_code: pl.Expr | str,
+    detail: pl.Expr | str | None = None,
+    kept_id: pl.Expr | str | None = None,
+) -> pl.DataFrame:
+    """DROPS rows, one per row of `frame` (the rows a step removed): `day` from its `day` column (null without
+    one), the others from expressions over it (a string names a column; `pl.lit` gives a constant)."""
+
+    def expr(value: pl.Expr | str | None) -> pl.Expr:
+        return pl.lit(None, pl.Utf8) if value is None else pl.col(value) if isinstance(value, str) else value
+
+    day = pl.col("day") if "day" in frame.columns else pl.lit(None, pl.Date)
+    return conform(
+        frame.select(
+            day.alias("day"),
+            pl.lit(stage, pl.Utf8).alias("stage"),
+            expr(row_id).alias("row_id"),
+            expr(reason_code).alias("reason_code"),
+            expr(kept_id).alias("kept_id"),
+            expr(detail).alias("detail"),
+        ),
+        DROPS,
+    )

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import hashlib
 import json
-import os
 import re
 import stat
 from collections.abc import Iterator
@@ -41,6 +39,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from pipeline.maybe_gzip import open_maybe_gzip
+from pipeline.seeded_uniform import seeded_uniform
 
 SOURCE_KINDS = ("chitchat", "folder", "hf_dataset")
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -182,11 +183,6 @@ class Record:
 # ---- shared helpers ---------------------------------------------------------------------------
 
 
-def stable_unit(key: str) -> float:
-    """A deterministic number in [0, 1) from a string (same on every machine and run)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
-
-
 def _replay_offsets(starts: list[tuple[str, datetime]], cfg: SourceConfig) -> dict[str, tuple[date, timedelta]]:
     """Spread items evenly over the replay days in start order; shift each to its day, same time of day."""
     order = sorted(starts, key=lambda kv: (kv[1], kv[0]))
@@ -218,8 +214,7 @@ def chitchat_path(cfg: SourceConfig) -> Path:
 
 @lru_cache(maxsize=2)
 def _load_json_corpus(path: str) -> dict:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_maybe_gzip(path) as f:
         return json.load(f)
 
 
@@ -393,19 +388,6 @@ def folder_days(folder: Path) -> list[date]:
     return sorted(days)
 
 
-@contextlib.contextmanager
-def _open_binary(path: Path) -> Iterator[IO[bytes]]:
-    """`path` opened for reading bytes (decompressed for .gz), never through a symbolic link: one swapped in
-    after the day was scanned fails to open (ELOOP)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as raw:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                yield f
-        else:
-            yield raw
-
-
 class _ByteBudget:
     """The decompressed bytes a day may still read (`max_day_bytes`), spent file by file."""
 
@@ -552,7 +534,7 @@ def _read_jsonl(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) 
     lines = 0
     stack = contextlib.ExitStack()
     try:
-        f = stack.enter_context(_open_binary(path))
+        f = stack.enter_context(open_maybe_gzip(path, "rb", follow_symlinks=False))
     except OSError as e:
         yield _open_failure(label, e)
         return
@@ -609,7 +591,7 @@ def _read_parquet(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget
     row = 0
     stack = contextlib.ExitStack()
     try:
-        pf = pq.ParquetFile(stack.enter_context(_open_binary(path)))
+        pf = pq.ParquetFile(stack.enter_context(open_maybe_gzip(path, "rb", follow_symlinks=False)))
     except OSError as e:
         stack.close()
         yield _open_failure(label, e)
@@ -705,7 +687,7 @@ def _hf_plan(path: str, split: str, allow_hub: bool, end_date: str, replay_days:
         return by_day, replay_ts
     base = datetime.combine(cfg.first_day, datetime.min.time()).replace(tzinfo=UTC)
     # without timestamps, each row gets a stable pseudo-random start time, and rows are spread evenly over the days
-    starts = {i: base + timedelta(seconds=int(stable_unit(f"{path}:{i}") * 86000)) for i in range(len(ds))}
+    starts = {i: base + timedelta(seconds=int(seeded_uniform(f"{path}:{i}") * 86000)) for i in range(len(ds))}
     for key, (day, shift) in _replay_offsets([(f"{i:012d}", t) for i, t in starts.items()], cfg).items():
         i = int(key)
         by_day.setdefault(day, []).append(i)

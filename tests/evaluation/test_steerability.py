@@ -16,7 +16,6 @@ from evaluation.steerability import (
     check_instruction,
     eval_records,
     following_difference,
-    generate_and_score,
     load_suite,
     render_system,
     score_responses,
@@ -191,19 +190,6 @@ def test_language_verdict_is_deterministic():
     text = "Ciao"  # short and ambiguous: an unseeded detector may flip between runs
     verdicts = {check_instruction({"type": "language", "code": "it"}, text)[0] for _ in range(10)}
     assert len(verdicts) == 1
-
-
-def test_generate_and_score_calls_the_model_once_per_prompt(suite):
-    calls = []
-
-    def model(systems, messages):
-        calls.append(len(systems))
-        return ["Que puis-je faire pour vous ?"] * len(systems)
-
-    rows, summary, drops = generate_and_score(suite, model)
-    assert calls == [50] and rows.height == 50 and drops.height == 0
-    pierre = summary.filter((pl.col("level") == "character") & (pl.col("key") == "pierre")).row(0, named=True)
-    assert pierre["following_rate"] == 1.0  # short, French, no politics
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,23 @@ def test_demo_salt_warns_on_every_use_and_never_shows_the_salt(monkeypatch, capl
         secret = schema.UserHasher.from_settings("a-salt-of-my-own-42")
     assert secret.warning is None and not caplog.records
     assert "a-salt-of-my-own-42" not in repr(secret)
+
+
+def test_drop_rows_collected_one_by_one_become_a_drops_frame():
+    rows = [schema.drop_row("winrate", "p1", "missing_in_new"), {"row_id": "p2", "reason_code": "x", "extra": [1]}]
+    out = schema.drops_frame(rows, stage="winrate")
+    assert out.schema == schema.DROPS
+    assert out.select("stage", "row_id", "reason_code").rows() == [
+        ("winrate", "p1", "missing_in_new"),
+        ("winrate", "p2", "x"),
+    ]
+    assert out["detail"].null_count() == 2 and schema.drops_frame([], stage="s").is_empty()
+
+
+def test_drops_of_a_frame_take_its_day_when_it_has_one():
+    removed = pl.DataFrame({"day": [date(2026, 1, 2)], "prompt_id": ["p1"], "why": ["short"]})
+    out = schema.drops_of(removed, "sampling", "prompt_id", "why", pl.lit("too short"))
+    assert out.schema == schema.DROPS
+    assert out.row(0) == (date(2026, 1, 2), "sampling", "p1", "short", None, "too short")
+    undated = schema.drops_of(removed.drop("day"), "sampling", pl.col("prompt_id"), pl.lit("tie"))
+    assert undated.row(0) == (None, "sampling", "p1", "tie", None, None)

@@ -14,7 +14,6 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import schema
 from training.cards import write_dataset_card
 
 CARD_SUMMARIES = {
@@ -53,26 +52,6 @@ class BuildResult:
             manifest=self.manifest,
         )
         return out
-
-
-def drops_frame(rows: list[dict], stage: str) -> pl.DataFrame:
-    """DROPS rows from dicts with row_id, reason_code and optionally day, kept_id, detail."""
-    frame = pl.DataFrame(
-        [
-            {
-                "day": r.get("day"),
-                "stage": stage,
-                "row_id": r["row_id"],
-                "reason_code": r["reason_code"],
-                "kept_id": r.get("kept_id"),
-                "detail": r.get("detail"),
-            }
-            for r in rows
-        ]
-        or None,
-        schema=schema.DROPS,
-    )
-    return schema.conform(frame, schema.DROPS)
 
 
 def split_filter(prompts: pl.DataFrame, train_splits: tuple[str, ...]) -> tuple[pl.DataFrame, list[dict]]:

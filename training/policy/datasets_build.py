@@ -28,7 +28,6 @@ from training.policy.dataset_lineage import (
     BuildResult,
     content_hash,
     counts_by_reason,
-    drops_frame,
     frame_hash,
     split_filter,
     to_dataset,
@@ -42,21 +41,7 @@ PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
-PREFERENCE_PAIRS = pl.Schema(
-    {
-        "pair_id": pl.Utf8,
-        "prompt_id": pl.Utf8,
-        "prompt": pl.List(schema.MESSAGE),
-        "chosen": pl.Utf8,
-        "rejected": pl.Utf8,
-        "source": pl.Utf8,
-        "margin": pl.Float64,
-        "delta_len": pl.Int32,
-        "delta_emoji": pl.Int32,
-        # null for kept pairs
-        "drop_reason": pl.Utf8,
-    }
-)
+PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
 
 def privacy_pii_check() -> PiiCheck | None:
@@ -365,7 +350,7 @@ def build_sft_dataset(
         ),
         key=lambda r: r["row_id"],
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     total = len(rows)
     manifest = {
         "kind": "sft",
@@ -564,7 +549,7 @@ def build_preference_dataset(
         pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None, schema=PREFERENCE_PAIRS),
         PREFERENCE_PAIRS,
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     manifest = {
         "kind": "preference",
         "rows": len(rows),

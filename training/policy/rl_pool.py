@@ -18,7 +18,6 @@ from training.policy.dataset_lineage import (
     BuildResult,
     content_hash,
     counts_by_reason,
-    drops_frame,
     frame_hash,
     split_filter,
     to_dataset,
@@ -160,7 +159,7 @@ def select_rl_prompts(
         {"prompt": m, "prompt_id": pid, "instructions": None}
         for m, pid in zip(messages, frame["prompt_id"].to_list(), strict=True)
     ] + steer_rows
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     manifest = {
         "kind": "rl_pool",
         "rows": len(rows),

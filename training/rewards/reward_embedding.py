@@ -196,14 +196,6 @@ class EmbeddingRewardModel:
         out = self._forward(*self.features(contexts, responses))[:, 0].astype(np.float64)
         return 1.0 / (1.0 + np.exp(-out)) if self.metadata["kind"] == "pointwise" else out
 
-    def expected_reply_len(self, contexts: list[Messages], responses: list[str]) -> np.ndarray:
-        """Expected length of the user's reply (the regression head; pointwise models only)."""
-        if self.metadata["kind"] != "pointwise":
-            raise ValueError("a pairwise model has no reply-length head")
-        out = self._forward(*self.features(contexts, responses))[:, 1]
-        log_len = out * float(self.head.len_std) + float(self.head.len_mean)
-        return np.clip(np.expm1(log_len.astype(np.float64)), 0.0, None)
-
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file
 

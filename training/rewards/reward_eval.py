@@ -21,7 +21,6 @@ attention, and in `detail` the path of any plot. Sections:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
+from pipeline.seeded_uniform import seeded_uniforms
 from training.rewards.base import Messages, RewardModel, pairs_to_lists, prompt_contexts
 
 EVAL_METRICS = pl.Schema(
@@ -218,14 +218,8 @@ def split_by_day(frame: pl.DataFrame, eval_days: int = 1) -> tuple[pl.DataFrame,
 
 
 def _prompt_keys(pairs: pl.DataFrame) -> np.ndarray:
-    """A number in [0, 1] per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
-    return np.array(
-        [
-            int(hashlib.sha1(repr([(m["role"], m["content"]) for m in p]).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-            for p in pairs["prompt"].to_list()
-        ],
-        dtype=np.float64,
-    )
+    """A number in [0, 1) per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
+    return seeded_uniforms([repr([(m["role"], m["content"]) for m in p]) for p in pairs["prompt"].to_list()])
 
 
 def split_pairs(pairs: pl.DataFrame, eval_fraction: float = 0.2) -> tuple[pl.DataFrame, pl.DataFrame]:
