@@ -1,0 +1,108 @@
+"""How much evidence stands behind a verdict, and whether it is enough to decide one.
+
+A verdict has three outcomes: it passes, it fails, or the evidence is *insufficient* to say. The third one
+never passes and never blocks on its own; the release rule (`release_rule`) decides what a generation with
+some undecided gates may do. The minima are the settings of `release_gates.GateConfig`:
+
+- a slice with fewer than `min_slice_users` held-out users says little about users in general: a win rate
+  over a handful of people is about those people;
+- a judge must discriminate on held-out data better than a length-only model by `judge_margin` (held-out
+  AUC for the pointwise engagement model, within turn-position strata when its validation measured them,
+  since logged conversations end where they were recorded and a model that learnt only *where* a turn falls
+  scores well without judging the reply; pair accuracy for the pairwise model), on at least
+  `min_judge_heldout` held-out rows or pairs;
+- the user simulator's minimum (its training users) is the A/B readout's, in `evaluation.user_simulator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+OUTCOMES = ("pass", "fail", "insufficient")
+# the held-out metric that decides whether a judge may judge, best first: stratified by turn position, then plain
+JUDGE_METRICS = {"pointwise": ("auc_within_turn", "auc"), "pairwise": ("pair_accuracy",)}
+
+
+def outcome(severity: str) -> str:
+    """A gate's severity as a verdict: ok and warn pass, error fails, insufficient is neither."""
+    return {"ok": "pass", "warn": "pass", "error": "fail"}.get(severity, "insufficient")
+
+
+def judge_evidence(metrics: pl.DataFrame, margin: float, min_heldout: int) -> dict[str, dict[str, Any]]:
+    """Per judge (the `model` column of the `reward_model_metrics` table: pointwise, pairwise): its held-out
+    validation (`metric`, `value`, `length_baseline`, `n`) and whether it is `sufficient` to judge, with the
+    `reason` when it is not. A judge without a validation row is insufficient."""
+    out: dict[str, dict[str, Any]] = {}
+    if metrics.is_empty() or not {"model", "section", "metric", "value", "length_baseline", "n"} <= set(
+        metrics.columns
+    ):
+        return out
+    for judge, names in JUDGE_METRICS.items():
+        rows = metrics.filter((pl.col("model") == judge) & (pl.col("section") == judge) & pl.col("value").is_not_null())
+        found = next((r for name in names for r in rows.filter(pl.col("metric") == name).iter_rows(named=True)), None)
+        if found is None:
+            out[judge] = {"sufficient": False, "reason": f"no held-out {' or '.join(names)} recorded"}
+            continue
+        value, baseline, n = found["value"], found["length_baseline"], int(found["n"] or 0)
+        record = {
+            "metric": found["metric"],
+            "value": value,
+            "length_baseline": baseline,
+            "margin": margin,
+            "n": n,
+            "stratified": found["metric"].endswith("_within_turn"),
+        }
+        if n < min_heldout:
+            reason = f"validated on {n} held-out rows (< {min_heldout})"
+        elif baseline is None:
+            reason = f"no length-only baseline for its held-out {found['metric']}"
+        elif value < baseline + margin:
+            reason = f"held-out {found['metric']} {value:.3f} does not beat the length-only {baseline:.3f} by {margin}"
+        else:
+            reason = None
+        out[judge] = {**record, "sufficient": reason is None, "reason": reason}
+    return out
+
+
+def slice_users(summary: pl.DataFrame) -> dict[str, int | None]:
+    """Held-out users per slice of a win-rate summary (None: the summary does not say, as older ones do not)."""
+    if "users" not in summary.columns:
+        return {s: None for s in summary["slice"].unique(maintain_order=True)}
+    return {
+        r["slice"]: r["users"]
+        for r in summary.group_by("slice", maintain_order=True).agg(pl.col("users").max()).iter_rows(named=True)
+    }
+
+
+def evidence_of(summary: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per slice: prompts judged, users and conversations behind them, and the interval's resampled unit."""
+    cols = [c for c in ("users", "conversations", "unit") if c in summary.columns]
+    out = {}
+    for r in (
+        summary.group_by("slice", maintain_order=True)
+        .agg(pl.col("n").max().alias("prompts"), *[pl.col(c).first() for c in cols])
+        .iter_rows(named=True)
+    ):
+        out[r.pop("slice")] = r
+    return out
+
+
+def release_rule(severities: Mapping[str, str], min_decided: int) -> tuple[str, str, dict[str, Any]]:
+    """(severity, detail, metadata) of the release rule over the gates' severities: a gate that failed blocks;
+    an insufficient gate neither passes nor blocks; the release also needs at least `min_decided` gates decided
+    (passed or failed), so a generation is never released on missing evidence alone."""
+    decided = sorted(g for g, s in severities.items() if outcome(s) != "insufficient")
+    insufficient = sorted(g for g, s in severities.items() if outcome(s) == "insufficient")
+    meta = {"decided": decided, "insufficient": insufficient, "min_decided": min_decided}
+    if len(decided) < min_decided:
+        detail = (
+            f"only {len(decided)} gates had enough evidence to decide ({', '.join(decided) or 'none'}; "
+            f"insufficient: {', '.join(insufficient)}): a release needs at least {min_decided}"
+        )
+        return "error", detail, meta
+    if insufficient:
+        return "ok", f"{len(decided)} gates decided; insufficient evidence for {', '.join(insufficient)}", meta
+    return "ok", f"all {len(decided)} gates decided", meta
