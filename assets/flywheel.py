@@ -39,6 +39,7 @@ TABLE = (
     "parent",
     "released",
     "blocked_by",
+    "insufficient",
     "ab_verdict",
     "steer_if_heldout",
     "steer_violation_heldout",
@@ -103,7 +104,8 @@ def print_table(settings: FlywheelSettings) -> None:
         print("no generation recorded")
         return
     progress = heldout_progress(settings)
-    table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
+    lists = [c for c in ("blocked_by", "insufficient") if c in table.columns]
+    table = table.with_columns(pl.col(lists).list.join(","), pl.col(pl.Float64).round(3))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
         print(table)
     if progress:
@@ -123,9 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         help="generations to record in FLYWHEEL_HOME (env GENERATIONS)",
     )
     parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="one seed for every random choice of the models (env FLYWHEEL_SEED, `make flywheel SEED=n`; default 0)",
+    )
     args = parser.parse_args(argv)
     quiet_libraries()
-    return run_flywheel(args.generations, args.window_days)
+    resources = {"generation": {"seed": args.seed}} if args.seed is not None else None
+    return run_flywheel(args.generations, args.window_days, resources=resources)
 
 
 def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:

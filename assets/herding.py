@@ -25,6 +25,7 @@ from assets.generation import (
     policy_dir,
     read_window,
     reward_model_dir,
+    run_seed,
     write_generation_table,
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
@@ -89,13 +90,20 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     manifest_path = target / "policy_manifest.json"
     if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
         manifest = json.loads(manifest_path.read_text())
+        built_seed = (manifest.get("config") or {}).get("seed", 0)
+        if built_seed != generation.seed:
+            raise ValueError(
+                f"gen-0 in {settings.home} was built with seed {built_seed}, not {generation.seed}: every generation "
+                "there descends from it, so run seed "
+                f"{generation.seed} in a fresh FLYWHEEL_HOME (or set `seed` / FLYWHEEL_SEED back to {built_seed})"
+            )
         return dg.MaterializeResult(
             metadata={"policy": str(target), "built": False, "n_params": int(manifest.get("n_params", 0))}
         )
-    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
+    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000, seed=generation.seed))
     tmp = staging_dir(target)
     # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
-    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1, seed=generation.seed)
     manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
@@ -143,12 +151,12 @@ def candidates(
     plan, lake = current_plan(settings), settings.lake()
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
-        train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
+        train = train.sample(generation.candidate_prompts, seed=run_seed(plan, generation.seed)).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
-        "seed": plan.number,
+        "seed": run_seed(plan, generation.seed),
         "cpu_threads": tiny_threads(generation),
     }
     res = generate_candidates(
@@ -347,6 +355,7 @@ def sft_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
             "output_dir": _stage_dir(settings, plan, "sft"),
             "max_steps": generation.sft_steps,
+            "seed": generation.seed,
             "learning_rate": generation.sft_learning_rate,
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
@@ -379,6 +388,7 @@ def dpo_checkpoint(
             "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
             "output_dir": _stage_dir(settings, plan, "dpo"),
             "max_steps": generation.dpo_steps,
+            "seed": generation.seed,
             "learning_rate": generation.dpo_learning_rate,
             "use_lora": generation.use_lora,
             "per_device_train_batch_size": generation.train_batch_size,
@@ -415,6 +425,7 @@ def grpo_checkpoint(
             # the same length trend the SFT and preference sets were ranked without
             "length_slope": _length_slope(settings, plan),
             "max_steps": generation.grpo_steps,
+            "seed": generation.seed,
             "learning_rate": generation.grpo_learning_rate,
             "max_completion_length": generation.max_new_tokens,
             "use_lora": generation.use_lora,
