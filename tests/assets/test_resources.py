@@ -77,7 +77,6 @@ def test_environment_overrides_a_forwarded_default(monkeypatch):
 
 
 def test_settings_build_valid_library_configs():
-    generation = GenerationSettings()
     generation = GenerationSettings(seed=3)  # the one seed of the models reaches the evaluation
     config = ReleaseSettings().eval_config(generation)
     assert (config.seed, config.cpu_threads, config.eval_prompts) == (3, 1, generation.eval_prompts)
