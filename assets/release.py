@@ -197,7 +197,11 @@ def generation_report(context: dg.AssetExecutionContext, settings: FlywheelSetti
     files = write_generation_report(
         recorded_generations(settings.lake()),
         settings.reports_dir / "generations",
-        GenerationReportConfig(win_rate_warn=release.win_rate_warn, win_rate_ceiling=release.win_rate_error),
+        GenerationReportConfig(
+            win_rate_warn=release.win_rate_warn,
+            win_rate_ceiling=release.win_rate_error,
+            min_decided_gates=release.min_decided_gates,
+        ),
     )
     return dg.MaterializeResult(
         metadata={

@@ -219,8 +219,9 @@ def test_report_shows_each_verdict_with_its_evidence_and_replies_side_by_side(tm
         .otherwise(pl.lit([], dtype=pl.List(pl.Utf8)))
         .alias("insufficient"),
     )
-    files = write_generation_report(frame, tmp_path)
+    files = write_generation_report(frame, tmp_path, GenerationReportConfig(min_decided_gates=4))
     html = files.index.read_text()
+    assert "at least 4 gates had the evidence to decide" in html  # the release rule, as configured
     # per gate: its outcome, with the evidence behind it
     verdicts = html[html.index('id="verdicts"') : html.index('id="replies"')]
     assert (
