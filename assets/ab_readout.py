@@ -183,7 +183,9 @@ def ab_readout(
     if simulated:
         for table, frame in (("ab_exposures", exposures), ("ab_events", events)):
             write_generation_table(lake, table, plan, frame.with_columns(pl.lit(True).alias("simulated")))
-    short = None if not evidence or evidence.get("sufficient") else f"the user simulator {evidence['reason']}"
+    if not evidence:  # logged or planted experiments: the users each arm's estimate rests on
+        evidence = {"users_per_arm": dict(zip(readout.arms["arm"], readout.arms["users"]))}
+    short = f"the user simulator {evidence['reason']}" if evidence.get("sufficient") is False else None
     verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm, insufficient=short)
     label = (
         pl.lit(ab.source).alias("source"),

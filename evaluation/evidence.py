@@ -67,16 +67,6 @@ def judge_evidence(metrics: pl.DataFrame, margin: float, min_heldout: int) -> di
     return out
 
 
-def slice_users(summary: pl.DataFrame) -> dict[str, int | None]:
-    """Held-out users per slice of a win-rate summary (None: the summary does not say, as older ones do not)."""
-    if "users" not in summary.columns:
-        return {s: None for s in summary["slice"].unique(maintain_order=True)}
-    return {
-        r["slice"]: r["users"]
-        for r in summary.group_by("slice", maintain_order=True).agg(pl.col("users").max()).iter_rows(named=True)
-    }
-
-
 def evidence_of(summary: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """Per slice: prompts judged, users and conversations behind them, and the interval's resampled unit."""
     cols = [c for c in ("users", "conversations", "unit") if c in summary.columns]

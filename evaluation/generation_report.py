@@ -474,6 +474,8 @@ def _evidence_text(evidence: Any) -> str:
 def _simulator_text(ev: Mapping[str, Any]) -> str:
     if not ev:
         return "—"
+    if "turns" not in ev:  # not simulated from a model: whatever counts the readout recorded
+        return _evidence_text(ev)
     auc = _fmt(ev.get("heldout_auc"))
     return (
         f"user simulator trained on {ev.get('users')} users and {ev.get('turns')} turns (minimum "
