@@ -166,7 +166,9 @@ class UserSimulator:
             rows = pl.concat([by_user[(u,)] for u in drawn.to_list()])
             if rows["continued"].n_unique() == 2:
                 reply_vec, context_vec, model = _fit(rows, self.config)
-                out.append(UserSimulator(self.config, reply_vec, context_vec, model, self.summary))
+                # re-centred on its own resample's base rate, as the simulator is on its data's
+                summary = {**self.summary, "continued_rate": float(rows["continued"].mean())}
+                out.append(UserSimulator(self.config, reply_vec, context_vec, model, summary))
         return out
 
     @property
