@@ -12,6 +12,9 @@ some undecided gates may do. The minima are the settings of `release_gates.GateC
   scores well without judging the reply; pair accuracy for the pairwise model), on at least
   `min_judge_heldout` held-out rows or pairs;
 - the user simulator's minimum (its training users) is the A/B readout's, in `evaluation.user_simulator`.
+
+The `describe*` functions turn the evidence documents the gates and the readout record into one line each,
+for the generations report.
 """
 
 from __future__ import annotations
@@ -78,6 +81,78 @@ def evidence_of(summary: pl.DataFrame) -> dict[str, dict[str, Any]]:
     ):
         out[r.pop("slice")] = r
     return out
+
+
+def describe_win_rate(w: Mapping[str, Any] | None) -> str:
+    """Who stands behind a win rate: prompts, users, conversations and the unit its interval resampled."""
+    if not w or w.get("win_rate") is None:
+        return ""
+    parts = [f"{w.get('n')} prompts"]
+    parts += [f"{w[k]} {k}" for k in ("users", "conversations") if w.get(k) is not None]
+    if w.get("unit"):
+        parts.append(f"CI by {w['unit']}")
+    return ", ".join(parts)
+
+
+def _slice_text(slices: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name, ev in slices.items():
+        ev = _mapping(ev)
+        counts = ", ".join(f"{ev[k]} {k}" for k in ("prompts", "users", "conversations") if ev.get(k) is not None)
+        out.append(f"{name}: {counts}" + (f" (CI by {ev['unit']})" if ev.get("unit") else ""))
+    return out
+
+
+def _judge_text(judges: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name, ev in judges.items():
+        ev = _mapping(ev)
+        if ev.get("metric") is None:
+            out.append(f"judge {name}: {ev.get('reason') or 'no validation'}")
+            continue
+        verdict = "counts" if ev.get("sufficient") else f"does not count ({ev.get('reason')})"
+        out.append(
+            f"judge {name}: held-out {ev['metric']} {_num_text(ev.get('value'))} vs length-only "
+            f"{_num_text(ev.get('length_baseline'))} on {ev.get('n')} rows: {verdict}"
+        )
+    return out
+
+
+def describe(evidence: Any) -> str:
+    """A gate's `evidence` document as one line: slices, judges, or whatever counts it recorded."""
+    ev = _mapping(evidence)
+    if not ev:
+        return "—"
+    parts = _slice_text(_mapping(ev.get("slices"))) + _judge_text(_mapping(ev.get("judges")))
+    for key, value in ev.items():
+        if key in ("slices", "judges"):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
+def describe_readout(ev: Mapping[str, Any]) -> str:
+    """An A/B readout's `evidence` document as one line: the user simulator's training and refits."""
+    if not ev:
+        return "—"
+    if "turns" not in ev:  # not simulated from a model: whatever counts the readout recorded
+        return describe(ev)
+    auc = _num_text(ev.get("heldout_auc"))
+    return (
+        f"user simulator trained on {ev.get('users')} users and {ev.get('turns')} turns (minimum "
+        f"{ev.get('min_users')} users), held-out AUC {auc} on {ev.get('heldout_rows')} turns; interval includes "
+        f"{ev.get('refits')} refits on resampled users; {ev.get('conversations')} replayed conversations"
+    )
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _num_text(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "—"
 
 
 def release_rule(severities: Mapping[str, str], min_decided: int) -> tuple[str, str, dict[str, Any]]:

@@ -37,6 +37,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from evaluation import evidence
 from pipeline.lake import atomic_write_text
 from quality import plots
 from quality.report import TEMPLATES as QUALITY_TEMPLATES
@@ -421,69 +422,6 @@ def _lift_text(lift: Mapping[str, Any] | None) -> str:
     )
 
 
-def _wr_evidence(w: Mapping[str, Any] | None) -> str:
-    """Who stands behind a win rate: prompts, users, conversations and the unit its interval resampled."""
-    if not w or _num(w.get("win_rate")) is None:
-        return ""
-    parts = [f"{w.get('n')} prompts"]
-    parts += [f"{w[k]} {k}" for k in ("users", "conversations") if w.get(k) is not None]
-    if w.get("unit"):
-        parts.append(f"CI by {w['unit']}")
-    return ", ".join(parts)
-
-
-def _slice_text(slices: Mapping[str, Any]) -> list[str]:
-    out = []
-    for name, ev in slices.items():
-        ev = _d(ev)
-        counts = ", ".join(f"{ev[k]} {k}" for k in ("prompts", "users", "conversations") if ev.get(k) is not None)
-        out.append(f"{name}: {counts}" + (f" (CI by {ev['unit']})" if ev.get("unit") else ""))
-    return out
-
-
-def _judge_text(judges: Mapping[str, Any]) -> list[str]:
-    out = []
-    for name, ev in judges.items():
-        ev = _d(ev)
-        if ev.get("metric") is None:
-            out.append(f"judge {name}: {ev.get('reason') or 'no validation'}")
-            continue
-        verdict = "counts" if ev.get("sufficient") else f"does not count ({ev.get('reason')})"
-        out.append(
-            f"judge {name}: held-out {ev['metric']} {_fmt(ev.get('value'))} vs length-only "
-            f"{_fmt(ev.get('length_baseline'))} on {ev.get('n')} rows: {verdict}"
-        )
-    return out
-
-
-def _evidence_text(evidence: Any) -> str:
-    """A gate's `evidence` document as one line: slices, judges, or whatever counts it recorded."""
-    ev = _d(evidence)
-    if not ev:
-        return "—"
-    parts = _slice_text(_d(ev.get("slices"))) + _judge_text(_d(ev.get("judges")))
-    for key, value in ev.items():
-        if key in ("slices", "judges"):
-            continue
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
-        parts.append(f"{key.replace('_', ' ')}: {value}")
-    return "; ".join(parts)
-
-
-def _simulator_text(ev: Mapping[str, Any]) -> str:
-    if not ev:
-        return "—"
-    if "turns" not in ev:  # not simulated from a model: whatever counts the readout recorded
-        return _evidence_text(ev)
-    auc = _fmt(ev.get("heldout_auc"))
-    return (
-        f"user simulator trained on {ev.get('users')} users and {ev.get('turns')} turns (minimum "
-        f"{ev.get('min_users')} users), held-out AUC {auc} on {ev.get('heldout_rows')} turns; interval includes "
-        f"{ev.get('refits')} refits on resampled users; {ev.get('conversations')} replayed conversations"
-    )
-
-
 def _gate_row(g: Mapping[str, Any]) -> dict[str, Any]:
     severity = g.get("severity") or "unknown"
     outcome = g.get("outcome") or {"ok": "pass", "warn": "pass", "error": "fail"}.get(severity, "insufficient")
@@ -492,7 +430,7 @@ def _gate_row(g: Mapping[str, Any]) -> dict[str, Any]:
         "severity": severity,
         "outcome": outcome,
         "detail": g.get("detail") or "",
-        "evidence_text": _evidence_text(g.get("evidence")),
+        "evidence_text": evidence.describe(g.get("evidence")),
     }
 
 
@@ -516,11 +454,11 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
                 "simulated": bool(ab.get("simulated")) or r.get("ab_source") == "simulate",
                 "wr_user": _wr_text(_win_rate(m, "eval_user", "pointwise")),
                 "wr_internal": _wr_text(_win_rate(m, "eval_internal", "pointwise")),
-                "wr_user_evidence": _wr_evidence(_win_rate(m, "eval_user", "pointwise")),
-                "wr_internal_evidence": _wr_evidence(_win_rate(m, "eval_internal", "pointwise")),
+                "wr_user_evidence": evidence.describe_win_rate(_win_rate(m, "eval_user", "pointwise")),
+                "wr_internal_evidence": evidence.describe_win_rate(_win_rate(m, "eval_internal", "pointwise")),
                 "insufficient": list(r.get("insufficient") or []),
                 "ab_reason": ab.get("reason") or "—",
-                "ab_evidence": _simulator_text(_d(ab.get("evidence"))),
+                "ab_evidence": evidence.describe_readout(_d(ab.get("evidence"))),
                 "samples": [x for x in m.get("samples") or [] if isinstance(x, dict)],
                 "steer_new": _fmt(_d(steer.get("new")).get("following_rate")),
                 "steer_parent": _fmt(_d(steer.get("parent")).get("following_rate")),
