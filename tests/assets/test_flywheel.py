@@ -156,3 +156,17 @@ def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsy
     assert "gen-2: win_rate_ceiling pass, artifact_drift fail" in out
     # a generation whose A/B readout had too little evidence is still built upon: it was not rejected
     assert last_released(lake.scan("generations").collect()) == "gen-1"
+
+
+def test_one_seed_reaches_the_generation_settings(monkeypatch):
+    from assets.generation import GenerationPlan, GenerationSettings, run_seed
+
+    seen = {}
+    monkeypatch.setattr(flywheel, "run_flywheel", lambda g, w, resources=None: seen.update(resources=resources) or 0)
+    assert flywheel.main(["--generations", "1", "--seed", "3"]) == 0
+    assert seen["resources"] == {"generation": {"seed": 3}}
+    monkeypatch.setenv("FLYWHEEL_SEED", "2")  # what `make flywheel SEED=2` sets
+    assert GenerationSettings().seed == 2
+    plan = GenerationPlan("gen-2", 2, "gen-1", [], "now")
+    # seed 0 keeps each generation's own draws; another seed moves them all, never onto another seed's
+    assert run_seed(plan, 0) == 2 and len({run_seed(plan, s) for s in range(4)}) == 4
