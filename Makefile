@@ -74,11 +74,13 @@ lock: $(VENV)/lock-tool/bin/uv
 demo: install
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
 
-# Several generations in a row, each on its own window of days: `make flywheel GENERATIONS=2 POLICY=tiny`.
+# Several generations in a row, each on its own window of days: `make flywheel GENERATIONS=2 POLICY=tiny SEED=1`.
+# SEED seeds every random choice of the models (not the traffic's user split).
 GENERATIONS ?= 3
 POLICY ?= tiny
+SEED ?= 0
 flywheel: install
-	FLYWHEEL_POLICY=$(POLICY) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
+	FLYWHEEL_POLICY=$(POLICY) FLYWHEEL_SEED=$(SEED) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
 test: install lint

@@ -79,6 +79,13 @@ class GenerationSettings(dg.ConfigurableResource):
         default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)"
     )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
+    seed: int = Field(
+        default_factory=lambda: int(os.environ.get("FLYWHEEL_SEED") or 0),
+        description="one seed for every random choice of the models: gen-0's pre-training, reply sampling, the "
+        "training stages' order, the reward models' splits and the evaluation's and A/B readout's bootstraps and "
+        "simulations (never the traffic's user split, which is part of the data) (env FLYWHEEL_SEED, `make "
+        "flywheel SEED=n`)",
+    )
 
 
 @dataclass
@@ -92,6 +99,12 @@ class GenerationPlan:
     @property
     def day_dates(self) -> list[date]:
         return [date.fromisoformat(d) for d in self.days]
+
+
+def run_seed(plan: GenerationPlan, seed: int) -> int:
+    """The seed of a generation's draws that differ by generation (candidates, simulated experiments): its number,
+    offset by the run's `seed` so that two seeds never share a generation's draws (seed 0 keeps the number)."""
+    return plan.number + 10_000 * seed
 
 
 def models_dir(settings: FlywheelSettings, generation: str) -> Path:

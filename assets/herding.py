@@ -26,6 +26,7 @@ from assets.generation import (
     policy_dir,
     read_window,
     reward_model_dir,
+    run_seed,
     write_generation_table,
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
@@ -85,13 +86,22 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     manifest_path = target / "policy_manifest.json"
     if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
         manifest = json.loads(manifest_path.read_text())
+        built_seed = (manifest.get("config") or {}).get("seed", 0)
+        if built_seed != generation.seed:
+            raise ValueError(
+                f"gen-0 in {settings.home} was built with seed {built_seed}, not {generation.seed}: every generation "
+                "there descends from it, so run seed "
+                f"{generation.seed} in a fresh FLYWHEEL_HOME (or set `seed` / FLYWHEEL_SEED back to {built_seed})"
+            )
         return dg.MaterializeResult(
             metadata={"policy": str(target), "built": False, "n_params": int(manifest.get("n_params", 0))}
         )
-    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
+    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000, seed=generation.seed))
     tmp = staging_dir(target)
     config = TinyLlamaConfig(
-        pretrain_steps=generation.pretrain_steps, cpu_threads=policy_cpu_threads(generation.policy_model)
+        pretrain_steps=generation.pretrain_steps,
+        cpu_threads=policy_cpu_threads(generation.policy_model),
+        seed=generation.seed,
     )
     manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
@@ -140,12 +150,12 @@ def candidates(
     plan, lake = current_plan(settings), settings.lake()
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
-        train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
+        train = train.sample(generation.candidate_prompts, seed=run_seed(plan, generation.seed)).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
-        "seed": plan.number,
+        "seed": run_seed(plan, generation.seed),
         "cpu_threads": policy_cpu_threads(generation.policy_model),
     }
     res = generate_candidates(
@@ -339,6 +349,7 @@ def _training_stage(
             "dataset_path": str(dataset_dir(settings, plan.generation, dataset)),
             "output_dir": str(policy_dir(settings, plan.generation)) if final else _stage_dir(settings, plan, stage),
             "max_steps": getattr(generation, f"{stage}_steps"),
+            "seed": generation.seed,
             "learning_rate": getattr(generation, f"{stage}_learning_rate"),
             "use_lora": generation.use_lora,
             "cpu_threads": policy_cpu_threads(generation.policy_model),

@@ -49,9 +49,12 @@ def embed_config(settings: FlywheelSettings, curation: CurationSettings | None =
     )
 
 
-def head_config(settings: FlywheelSettings, curation: CurationSettings, kind: str) -> EmbeddingHeadConfig:
+def head_config(
+    settings: FlywheelSettings, curation: CurationSettings, kind: str, seed: int = 0
+) -> EmbeddingHeadConfig:
     # without style features: with them the head learns to pay for emoji and lists (the probe flags it)
-    return EmbeddingHeadConfig(kind=kind, use_style=False, embedding_backend=embed_config(settings, curation).backend)
+    backend = embed_config(settings, curation).backend
+    return EmbeddingHeadConfig(kind=kind, use_style=False, embedding_backend=backend, seed=seed)
 
 
 def cached_embed_fn(settings: FlywheelSettings, curation: CurationSettings | None = None):
@@ -190,14 +193,15 @@ def reward_model_pointwise(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
-    prompts = training_prompts(lake, plan, generation.reward_train_rows, sampling=curation.sampling_config())
+    seed = generation.seed
+    prompts = training_prompts(lake, plan, generation.reward_train_rows, seed, curation.sampling_config())
     if prompts["day"].n_unique() > 1:
         train, held_out = split_by_day(prompts, eval_days=1)
     else:  # a one-day window: hold out a seeded fifth instead
-        mask = pl.Series(np.random.default_rng(0).random(prompts.height) < 0.2)
+        mask = pl.Series(np.random.default_rng(seed).random(prompts.height) < 0.2)
         train, held_out = prompts.filter(~mask), prompts.filter(mask)
     model = EmbeddingRewardModel.fit_pointwise(
-        train, head_config(settings, curation, "pointwise"), embed_fn=cached_embed_fn(settings, curation)
+        train, head_config(settings, curation, "pointwise", seed), embed_fn=cached_embed_fn(settings, curation)
     )
     target = _save(model, reward_model_dir(settings, plan.generation, "pointwise"))
     metrics = evaluate_reward_model(
@@ -205,7 +209,7 @@ def reward_model_pointwise(
         eval_prompts=held_out,
         train_prompts=train,
         out_dir=_eval_dir(settings, plan, "pointwise"),
-        config=RewardEvalConfig(),
+        config=RewardEvalConfig(seed=seed),
     )
     _write_metrics(lake, plan, "pointwise", metrics)
     _card(target, "pointwise", model, train, metrics)
@@ -251,7 +255,8 @@ def reward_model_pairwise(
 ):
     plan, lake = current_plan(settings), settings.lake()
     # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
-    prompts = training_prompts(lake, plan, generation.pair_mining_rows, sampling=curation.sampling_config()).drop(
+    seed = generation.seed
+    prompts = training_prompts(lake, plan, generation.pair_mining_rows, seed, curation.sampling_config()).drop(
         "cluster_id", strict=False
     )
     pairs = engagement_pairs(prompts, EngagementPairsConfig())
@@ -266,10 +271,11 @@ def reward_model_pairwise(
             f"only {pairs.height} preference pairs in the window {plan.days}: widen `window_days` or add "
             "annotation pairs (`annotations_path`)"
         )
-    config, embed_fn = RewardEvalConfig(), cached_embed_fn(settings, curation)
+    config, embed_fn = RewardEvalConfig(seed=seed), cached_embed_fn(settings, curation)
 
     def fit(rows: pl.DataFrame) -> EmbeddingRewardModel:
-        return EmbeddingRewardModel.fit_pairwise(rows, head_config(settings, curation, "pairwise"), embed_fn=embed_fn)
+        head = head_config(settings, curation, "pairwise", seed)
+        return EmbeddingRewardModel.fit_pairwise(rows, head, embed_fn=embed_fn)
 
     train, held_out = split_pairs(pairs, eval_fraction=0.2)
     # a few held-out pairs cannot tell a model from the length baseline: then every pair is judged by

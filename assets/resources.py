@@ -118,7 +118,6 @@ class ReleaseSettings(dg.ConfigurableResource):
     field of that name (held-out prompts per slice and reply length come from the generation's sizes)."""
 
     temperature: float = library_field(OfflineEvalConfig, "temperature")
-    seed: int = library_field(OfflineEvalConfig, "seed")
     steerability_samples: int = library_field(OfflineEvalConfig, "steerability_samples")
     steerability_suite: str | None = library_field(OfflineEvalConfig, "steerability_suite")
     bootstrap_resamples: int = library_field(OfflineEvalConfig, "bootstrap_resamples")
@@ -135,16 +134,25 @@ class ReleaseSettings(dg.ConfigurableResource):
     slice_divergence_z: float = library_field(OfflineEvalConfig, "slice_divergence_z")
     steerability_tolerance: float = library_field(OfflineEvalConfig, "steerability_tolerance")
     max_train_eval_overlap: int = library_field(OfflineEvalConfig, "max_train_eval_overlap")
+    min_slice_users: int = library_field(OfflineEvalConfig, "min_slice_users")
+    judge_margin: float = library_field(OfflineEvalConfig, "judge_margin")
+    min_judge_heldout: int = library_field(OfflineEvalConfig, "min_judge_heldout")
+    min_decided_gates: int = library_field(OfflineEvalConfig, "min_decided_gates")
+    sample_prompts: int = library_field(OfflineEvalConfig, "sample_prompts")
 
     def eval_config(self, generation) -> OfflineEvalConfig:
-        """The library config; `generation` (GenerationSettings) sets the prompts per slice and reply length."""
+        """The library config; `generation` (GenerationSettings) sets the prompts per slice, the reply length and
+        the seed (its one seed of the models' random choices)."""
         forwarded = {
             f.name: getattr(self, f.name) for f in fields(OfflineEvalConfig) if f.name in type(self).model_fields
         }
         if self.cpu_threads is None:
             forwarded["cpu_threads"] = policy_cpu_threads(generation.policy_model)
         return OfflineEvalConfig(
-            **forwarded, eval_prompts=generation.eval_prompts, max_new_tokens=generation.max_new_tokens
+            **forwarded,
+            eval_prompts=generation.eval_prompts,
+            max_new_tokens=generation.max_new_tokens,
+            seed=generation.seed,
         )
 
 
@@ -171,12 +179,15 @@ class AbSettings(dg.ConfigurableResource):
     planted_lift_breadth: float = library_field(AbSimConfig, "lift_breadth")
     planted_lift_depth: float = library_field(AbSimConfig, "lift_depth")
     simulator_min_rows: int = library_field(UserSimulatorConfig, "min_rows")
+    min_simulator_users: int = library_field(UserSimulatorConfig, "min_users")
+    simulator_refits: int = library_field(UserSimulatorConfig, "refits")
 
-    def ab_config(self, start: str | None = None) -> AbConfig:
+    def ab_config(self, start: str | None = None, seed: int = 0) -> AbConfig:
+        """The analysis; `seed` (the generation settings' one seed) seeds its bootstrap."""
         if self.source not in AB_SOURCES:
             raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to one of {AB_SOURCES}")
         names = {f.name for f in fields(AbConfig)} - {"start", "seed"}
-        return AbConfig(start=start or self.start, seed=0, **{n: getattr(self, n) for n in names})
+        return AbConfig(start=start or self.start, seed=seed, **{n: getattr(self, n) for n in names})
 
     def sim_config(self, last_day: str, seed: int, cls: type = AbSimConfig, **extra):
         """The simulation (`cls`: the planted-lift AbSimConfig or the user simulator's SimulatedAbConfig) of a

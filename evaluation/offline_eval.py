@@ -46,6 +46,8 @@ GATES = {
     "around the parent's.",
     "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
     "candidate prompts), by id or by normalised text.",
+    "evidence_rule": "The release rule: no gate failed, and at least `min_decided_gates` gates had the evidence to "
+    "decide (a gate with insufficient evidence neither passes nor blocks on its own).",
 }
 _GATE_FIELDS = (
     "win_rate_error",
@@ -54,6 +56,10 @@ _GATE_FIELDS = (
     "slice_divergence_z",
     "steerability_tolerance",
     "max_train_eval_overlap",
+    "min_slice_users",
+    "judge_margin",
+    "min_judge_heldout",
+    "min_decided_gates",
 )
 
 
@@ -94,12 +100,22 @@ class OfflineEvalConfig:
     slice_divergence_z: float = forwarded(release_gates.GateConfig, "slice_divergence_z")
     steerability_tolerance: float = forwarded(release_gates.GateConfig, "steerability_tolerance")
     max_train_eval_overlap: int = forwarded(release_gates.GateConfig, "max_train_eval_overlap")
+    min_slice_users: int = forwarded(release_gates.GateConfig, "min_slice_users")
+    judge_margin: float = forwarded(release_gates.GateConfig, "judge_margin")
+    min_judge_heldout: int = forwarded(release_gates.GateConfig, "min_judge_heldout")
+    min_decided_gates: int = forwarded(release_gates.GateConfig, "min_decided_gates")
+    sample_prompts: int = field(
+        default=3,
+        metadata={"help": "Held-out card prompts and pool prompts (each) whose replies the report shows side by side."},
+    )
 
     def __post_init__(self) -> None:
         if self.steerability_samples < 1:
             raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 8)")
         if self.eval_prompts < 1:
             raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1 (default 150)")
+        if self.sample_prompts < 0:
+            raise ValueError(f"sample_prompts={self.sample_prompts} must be >= 0 (default 3)")
         self.gate_config()  # fails fast on bad gate limits
 
     def gate_config(self) -> release_gates.GateConfig:
@@ -231,6 +247,7 @@ class OfflineEvalResult:
     drops: pl.DataFrame
     ifeval: pl.DataFrame | None
     tokens_per_s: dict[str, Any]
+    samples: pl.DataFrame | None = None
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The result tables by their lake names."""
@@ -245,6 +262,8 @@ class OfflineEvalResult:
         }
         if self.ifeval is not None:
             out["eval_ifeval"] = self.ifeval
+        if self.samples is not None:
+            out["eval_samples"] = self.samples
         return out
 
 
@@ -256,9 +275,11 @@ def evaluate(
     judges: tuple[Any, Any],
     training: pl.DataFrame | None,
     config: OfflineEvalConfig,
+    judge_validation: pl.DataFrame | None = None,
 ) -> OfflineEvalResult:
     """Sample both policies (`policies`: new / parent -> model path) on the pool's eval slices and the
-    steerability suite, judge the pairs with `judges` (pointwise, pairwise reward models), and gate."""
+    steerability suite, judge the pairs with `judges` (pointwise, pairwise reward models), and gate;
+    `judge_validation` (the judges' `reward_model_metrics` rows) says which judges may judge."""
     if pool.is_empty():
         raise ValueError("no pool prompts: materialize the consolidation job for the window's days")
     evals, drops = select_eval_prompts(pool, config.eval_prompts, config.seed)
@@ -284,13 +305,16 @@ def evaluate(
         replies[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(generation, evals, steer, replies, names)
-    ev.judge(*judges, n_resamples=config.bootstrap_resamples, seed=config.seed)
-    gates = ev.gates(training, config.gate_config())
+    ev.judge(
+        *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
+    )
+    gates = ev.gates(training, config.gate_config(), judge_validation)
     records, ifeval = ev.records(), None
     if ifeval_inputs is not None:
         ifeval, ifeval_records = score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
         records = pl.concat([records, ifeval_records])
-    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed)
+    samples = ev.samples(config.sample_prompts)
+    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples)
 
 
 def _read_parquet(path: str) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from evaluation import style_monitor
+from evaluation import evidence, style_monitor
 from evaluation.generation_report import run_chart_columns
 
 METRICS_TABLES = (
@@ -28,6 +28,7 @@ METRICS_TABLES = (
     "ab_lifts",
     "ab_arms",
     "ab_srm",
+    "eval_samples",
 )
 
 
@@ -73,8 +74,10 @@ def _by_role(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:
 
 
 def _ab(lifts: pl.DataFrame, arms: pl.DataFrame, srm: pl.DataFrame) -> dict:
-    skip = ("metric", "generation", "source", "simulated", "simulated_from", "verdict", "reason")
+    skip = ("metric", "generation", "source", "simulated", "simulated_from", "verdict", "reason", "evidence")
+    evidence = lifts["evidence"][0] if "evidence" in lifts.columns else None
     return {
+        "evidence": json.loads(evidence) if evidence else None,
         "source": lifts["source"][0],
         "simulated": bool(lifts["simulated"][0]),
         "simulated_from": lifts["simulated_from"][0] if "simulated_from" in lifts.columns else None,
@@ -112,6 +115,9 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
         }
     if get("ab_lifts").height:
         metrics["ab"] = _ab(get("ab_lifts"), get("ab_arms"), get("ab_srm"))
+    samples = get("eval_samples")
+    if samples.height:
+        metrics["samples"] = samples.drop("generation", strict=False).to_dicts()
     if ifeval.height:
         metrics["ifeval"] = {
             r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")} for r in ifeval.iter_rows(named=True)
@@ -160,6 +166,7 @@ def generation_row(
     if gates.is_empty():
         raise ValueError(f"{name} has no release-gate results: materialize offline_eval first")
     blocked_by = gates.filter(pl.col("severity") == "error")["gate"].to_list()
+    insufficient = gates.filter(pl.col("severity") == "insufficient")["gate"].to_list()
     ab = metrics.get("ab") if not blocked_by else None
     if not blocked_by and ab is None:
         raise ValueError(f"{name} has no A/B readout: materialize ab_readout first")
@@ -181,8 +188,27 @@ def generation_row(
         "checkpoints": json_document(checkpoints),
         "metrics": json_document(metrics),
         "gate": gate,
-        "gate_detail": json_document(gates.select("gate", "severity", "detail").to_dicts()),
+        "gate_detail": json_document(gate_verdicts(gates)),
         "ab_verdict": ab["verdict"] if ab else None,
         "ab_source": ab["source"] if ab else None,
         **run_chart_columns(metrics, blocked_by),
+        "insufficient": sorted(insufficient + (["ab_readout"] if ab and ab["verdict"] == "insufficient" else [])),
     }
+
+
+def gate_verdicts(gates: pl.DataFrame) -> list[dict]:
+    """Per gate of the `release_gates` table: severity, detail, its verdict (pass, fail, insufficient) and the
+    evidence behind it (from the gate's metadata, when it recorded some)."""
+    out = []
+    for r in gates.iter_rows(named=True):
+        meta = json.loads(r["metadata"]) if r.get("metadata") else {}
+        out.append(
+            {
+                "gate": r["gate"],
+                "severity": r["severity"],
+                "outcome": evidence.outcome(r["severity"]),
+                "detail": r["detail"],
+                "evidence": meta.get("evidence"),
+            }
+        )
+    return out

@@ -9,7 +9,7 @@ import polars as pl
 
 from assets.ab_readout import CALIBRATION, ab_readout
 from assets.curation import CurationSettings
-from assets.generation import GenerationPlan, save_plan
+from assets.generation import GenerationPlan, GenerationSettings, save_plan
 from assets.resources import AbSettings, FlywheelSettings
 from pipeline import schema
 from pipeline.lake import Lake, Partition
@@ -74,7 +74,7 @@ def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _run(tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_pool: bool = False):
+def _run(tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_pool: bool = False, min_users: int = 2):
     home = tmp_path / "home"
     settings = FlywheelSettings(home=str(home))
     lake = Lake(home)
@@ -104,7 +104,9 @@ def _run(tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_poo
         resources={
             "settings": settings,
             "curation": CurationSettings(),
-            "ab": AbSettings(source="users", simulated_users=6000, n_bootstrap=200),
+            "generation": GenerationSettings(),
+            # a handful of simulated users' training users: the minimum is lowered to read the arms' preference
+            "ab": AbSettings(source="users", simulated_users=6000, n_bootstrap=200, min_simulator_users=min_users),
         },
     )
     meta = result.get_asset_materialization_events()[0].materialization.metadata
@@ -160,3 +162,16 @@ def test_the_conversations_replayed_from_outside_the_pool_are_not_learnt_from(tm
     assert replayed >= 20
     summary = meta["simulator"].value
     assert summary["dropped_replayed_conversation"] == replayed
+
+
+def test_a_simulator_below_its_users_minimum_gives_insufficient_evidence(tmp_path):
+    # the same warm arm, read by a simulator that learnt from fewer users than the default minimum of 50
+    lake, meta, _ = _run(tmp_path, WARM, min_users=50)
+    lifts = lake.read("ab_lifts", Partition.generation("gen-1"))
+    assert meta["verdict"].value == "insufficient" and lifts["verdict"][0] == "insufficient"
+    evidence = meta["evidence"].value
+    assert evidence["users"] < 50 and not evidence["sufficient"] and "users (< 50)" in evidence["reason"]
+    assert evidence["turns"] == meta["simulator"].value["rows_used"] and evidence["refits"] >= 2
+    # the interval with the simulator's own error is at least as wide as the simulated users' alone
+    width = lifts["total_ci_high"] - lifts["total_ci_low"]
+    assert (width >= lifts["delta_ci_high"] - lifts["delta_ci_low"]).all() and lifts["model_sd"].is_not_null().all()

@@ -259,6 +259,19 @@ def _length_probabilities(eval_resp: list[str], y: np.ndarray, train: pl.DataFra
     return cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
 
 
+def auc_within_strata(y: np.ndarray, score: np.ndarray, strata: np.ndarray) -> tuple[float | None, int]:
+    """(AUC averaged over strata weighted by their size, rows in strata with both labels): a model that only
+    knows which stratum (turn position) a row is in scores 0.5, since recorded conversations end where their
+    recording ended and position alone predicts `continued`. None when no stratum has both labels."""
+    total, weight = 0.0, 0
+    for value in np.unique(strata):
+        m = strata == value
+        if len(np.unique(y[m])) == 2:
+            total += skm.roc_auc_score(y[m], score[m]) * int(m.sum())
+            weight += int(m.sum())
+    return (total / weight if weight else None), weight
+
+
 def pointwise_metrics(
     model: RewardModel,
     prompts: pl.DataFrame,
@@ -280,6 +293,13 @@ def pointwise_metrics(
     if both:
         auc = [skm.roc_auc_score(y, s) for s in (score, length, rand)]
         rows.append(_row("pointwise", "auc", *auc, n=n, flag=auc[0] <= max(auc[1], auc[2])))
+    if "cut_turn" in df.columns:
+        strata = df["cut_turn"].fill_null(-1).to_numpy()
+        within = [auc_within_strata(y, s, strata) for s in (score, length, rand)]
+        if within[0][0] is not None:
+            rows.append(
+                _row("pointwise", "auc_within_turn", *(w[0] for w in within), n=within[0][1], detail="by cut_turn")
+            )
     rows.append(_row("pointwise", "positive_rate", y.mean(), n=n))
     if model.metadata.get("kind") != "pointwise":
         return rows
