@@ -1,4 +1,7 @@
-"""Scrub personal data from message text before it reaches prompts, embeddings or training sets.
+"""Scrub personal data from message text before it reaches the lake, prompts, embeddings or training sets.
+
+Ingest runs `scrub_step` on accepted text before the landing table is written (and the same detectors on
+quarantined payloads, `pipeline.redact`), so no table holds raw PII.
 
 Each detected item is replaced by a typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IP]`,
 `[URL]`, `[HANDLE]`), so a reader still sees that something was there and of which kind.

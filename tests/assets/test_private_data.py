@@ -17,6 +17,7 @@ from assets.resources import FlywheelSettings
 from pipeline.lake import Lake
 from pipeline.prompts import chat_messages
 from pipeline.schema import UserHasher
+from quality.daily import gather
 from tests.assets.traffic import DAY, write_traffic
 
 SALT = "planted-salt-5c0ffee-91d2"
@@ -156,6 +157,7 @@ def test_no_raw_id_salt_or_pii_in_the_lake_or_the_event_log(planted_day):
             r.data["pii_type"]: r.data["rows"] for r in planted_day["metadata"][asset]["pii_by_type"].value.records
         }
         assert shown["EMAIL"] == counts["EMAIL"] and shown["PHONE"] == counts["PHONE"], asset
+    assert gather(lake, day).pii_counts == counts  # and the quality report
 
     # every file, the landing table included, and every event: zero hits
     assert _scan(home) > 20
