@@ -4,6 +4,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from assets.checks import SUITE, run_suite, suite_spec
 from assets.metadata import counts_table, preview_table, schema_metadata
@@ -13,7 +14,7 @@ from assets.versions import StepMemo, fingerprint
 from pipeline import schema
 from pipeline.history import file_hash
 from pipeline.ingest import FILE_REASON_CODES, ingest_day
-from pipeline.privacy import PrivacyConfig, scrub_frame
+from pipeline.privacy import PrivacyConfig
 from pipeline.sources import chitchat_path, read_day, scan_day
 
 GROUP = "ingest"
@@ -24,10 +25,11 @@ GROUP = "ingest"
         dg.AssetSpec(
             "conversations",
             group_name=GROUP,
-            description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
+            description="One row per accepted message of the day's traffic: user ids replaced by salted hashes, "
+            "text scrubbed of PII before it is written, per-row `pii_types`; counts per type in `pii_counts`.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.CONVERSATIONS),
-            code_version="ingest-2",
+            code_version="ingest-3",
         ),
         dg.AssetSpec(
             "quarantine",
@@ -36,7 +38,7 @@ GROUP = "ingest"
             "and its payload with user ids pseudonymised and text scrubbed.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.QUARANTINE),
-            code_version="ingest-2",
+            code_version="ingest-3",
         ),
     ],
     check_specs=[
@@ -85,7 +87,7 @@ def _memo(context, settings: FlywheelSettings, source, day: date, hasher) -> Ste
     )
     code = context.assets_def.code_versions_by_key.get(dg.AssetKey("conversations")) or ""
     extra = [str(day), hasher("salt-fingerprint"), *selection, *_refused_files(source, day)]
-    config = (source, settings.ingest_config())
+    config = (source, settings.ingest_config(), PrivacyConfig())
     return StepMemo(settings.home, "ingest", day, fingerprint(code, config, files, extra))
 
 
@@ -113,16 +115,17 @@ def unread_files(quarantine) -> dict:
 
 
 def _preview(conv):
-    """The first accepted rows as the scrubbing step would show them: metadata never holds raw PII."""
-    head = conv.head(5).select("conversation_id", "turn_index", "role", "text", "ts", "character_id")
-    return preview_table(scrub_frame(head, PrivacyConfig())[0].drop("pii_types"))
+    """The first accepted rows (their text scrubbed at ingest: metadata never holds raw PII)."""
+    return preview_table(conv.head(5).select("conversation_id", "turn_index", "role", "text", "ts", "character_id"))
 
 
 def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher):
-    result = ingest_day(read_day(source, day), day, settings.ingest_config(), hasher)
+    result = ingest_day(read_day(source, day), day, settings.ingest_config(), hasher, PrivacyConfig())
     conv_path = lake.write("conversations", day, result.conversations)
     quar_path = lake.write("quarantine", day, result.quarantine)
     lake.write("ingest_stats", day, result.stats(source.kind))
+    # the counts of what scrubbing replaced: shown by `scrubbed_conversations` and the quality report
+    lake.write("pii_counts", day, result.pii_counts.with_columns(pl.lit(day).alias("day")))
     context.log.info(
         f"{day}: read {result.records_read} records, accepted {result.conversations.height}, "
         f"quarantined {result.quarantine.height}"
@@ -149,6 +152,8 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
                 "source": source.kind,
                 "path": dg.MetadataValue.path(str(lake.partition_dir("conversations", day))),
                 "preview": _preview(conv),
+                "rows_with_pii": result.scrub.rows_with_pii,
+                "pii_by_type": counts_table(result.pii_by_type(), key="pii_type"),
                 **unread_files(result.quarantine),
             },
         )
@@ -169,7 +174,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
     checks = context.selected_asset_check_keys
     if dg.AssetCheckKey(dg.AssetKey("conversations"), "conservation") in checks:
         yield conservation_check(lake, day)
-    for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
+    for table, df in (("conversations", conv.drop("pii_types")), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
             yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
 

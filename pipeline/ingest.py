@@ -7,9 +7,13 @@ two tables, so ``records_read == accepted + quarantined`` always holds, and the 
 reader, not derived from the outputs. No bad record or file fails the day: whatever slips past the
 checks below is quarantined too.
 
-A quarantine row keeps the record as a person needs it to see what went wrong, and no more: user ids
-replaced by the salted hash the accepted rows carry, strings scrubbed of PII and cut like accepted
-text, the payload cut to 20,000 characters (`pipeline.redact`).
+Accepted text is scrubbed of PII before anything leaves ingest (`pipeline.privacy.scrub_step`, the step
+`scrubbed_conversations` is named for, with the same `PrivacyConfig` as quarantine payloads), so the
+landing table never holds raw PII: each accepted row carries the `pii_types` replaced in it, and the
+result the day's counts per type (`pii_counts`). A quarantine row keeps the record as a person needs
+it to see what went wrong, and no more: user ids replaced by the salted hash the accepted rows carry,
+strings scrubbed of PII and cut like accepted text, the payload cut to 20,000 characters
+(`pipeline.redact`).
 
 Reason codes (the `quarantine.reason_code` column), per line or record:
 
@@ -65,7 +69,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
-from pipeline.privacy import PrivacyConfig
+from pipeline.privacy import PrivacyConfig, ScrubCounters, scrub_step
 from pipeline.redact import Redactor
 from pipeline.seeded_uniform import seeded_uniform
 from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig
@@ -137,9 +141,13 @@ class IngestConfig:
 @dataclass
 class IngestResult:
     day: date
+    # accepted messages, text already scrubbed: `schema.SCRUBBED_CONVERSATIONS` (the contract plus `pii_types`)
     conversations: pl.DataFrame
     quarantine: pl.DataFrame
     records_read: int
+    # what scrubbing the accepted text replaced: `pii_type, items, rows` (`pipeline.privacy.scrub_frame`)
+    pii_counts: pl.DataFrame
+    scrub: ScrubCounters
 
     def stats(self, source_kind: str) -> pl.DataFrame:
         row = {
@@ -150,6 +158,9 @@ class IngestResult:
             "quarantined": self.quarantine.height,
         }
         return pl.DataFrame([row], schema=schema.INGEST_STATS, orient="row")
+
+    def pii_by_type(self) -> dict[str, int]:
+        return {t: int(n) for t, n in self.pii_counts.select("pii_type", "items").iter_rows()}
 
     def reason_counts(self) -> dict[str, int]:
         if not self.quarantine.height:
@@ -240,6 +251,7 @@ class _DayIngest:
         self.day = day
         self.cfg = cfg
         self.hasher = hasher
+        self.privacy = privacy
         self.redactor = Redactor(hasher, privacy, cfg.max_text_chars)
         self.start = datetime.combine(day, time.min).replace(tzinfo=UTC)
         self.end = self.start + timedelta(days=1, minutes=cfg.late_grace_minutes)
@@ -455,7 +467,16 @@ class _DayIngest:
             if self.quarantine
             else schema.empty(schema.QUARANTINE)
         ).sort(["source_file", "line", "reason_code", "detail"], maintain_order=True)
-        return IngestResult(self.day, conversations, quarantine, self.records_read)
+        # scrubbed here, before anything is written: the landing table never holds raw PII
+        scrubbed = scrub_step(conversations, self.privacy)
+        return IngestResult(
+            self.day,
+            scrubbed.kept,
+            quarantine,
+            self.records_read,
+            scrubbed.tables["pii_counts"],
+            scrubbed.counters,
+        )
 
 
 def ingest_day(
@@ -466,7 +487,7 @@ def ingest_day(
     privacy: PrivacyConfig | None = None,
 ) -> IngestResult:
     """Validate a day's records into accepted conversation rows and quarantine rows; `privacy` is how
-    quarantined payloads are scrubbed (the scrubbing step's defaults when None)."""
+    accepted text and quarantined payloads are scrubbed (the scrubbing step's defaults when None)."""
     job = _DayIngest(
         day, config or IngestConfig(), hasher or schema.UserHasher.from_settings(), privacy or PrivacyConfig()
     )

@@ -38,7 +38,7 @@ def test_conservation_holds_and_good_records_are_kept(bad_day):
     _, accepted, result = bad_day
     assert result.records_read == result.conversations.height + result.quarantine.height
     conv = result.conversations
-    assert conv.schema == schema.CONVERSATIONS
+    assert conv.schema == schema.SCRUBBED_CONVERSATIONS  # the contract plus `pii_types` (scrubbed at ingest)
     lines_and_bom = conv.filter(
         ~pl.col("conversation_id").str.starts_with("gz-") & ~pl.col("conversation_id").str.starts_with("big-")
     )
