@@ -31,11 +31,12 @@ from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
+from engine.sampling import CandidateConfig
 from pipeline import schema
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
-from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
+from training.policy.candidates import CANDIDATES, generate_candidates
 from training.policy.dataset_lineage import content_hash
 from training.policy.datasets_build import (
     PREFERENCE_PAIRS,

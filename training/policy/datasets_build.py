@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from evaluation.style import StyleGuards, count_emoji
+from engine.style import StyleGuards, count_emoji
 from pipeline import schema
 from training.policy.dataset_lineage import (
     BuildResult,

@@ -71,7 +71,7 @@ def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[st
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from training.policy.models import load_model, load_tokenizer
+    from engine.policy import load_model, load_tokenizer
 
     cfg.require_inputs()
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.style import count_emoji
+from engine.style import count_emoji
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_runner import (
     MetricsRecorder,
@@ -207,7 +207,7 @@ def run_grpo(
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    from training.policy.models import load_model, load_tokenizer
+    from engine.policy import load_model, load_tokenizer
 
     cfg.require_inputs()
     started = time.perf_counter()

@@ -64,7 +64,7 @@ def run_sft(cfg: SFTRunConfig, reporter: StageReporter | None = None) -> dict[st
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from training.policy.models import load_model, load_tokenizer
+    from engine.policy import load_model, load_tokenizer
 
     cfg.require_inputs()
     started = time.perf_counter()

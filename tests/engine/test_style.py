@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.style import StyleGuards, count_emoji, has_list, style_features, style_frame
+from engine.style import StyleGuards, count_emoji, has_list, style_features, style_frame
 
 
 def test_count_emoji_counts_grapheme_clusters_not_symbols():
