@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 
 from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
+from pipeline.digest import rows_digest
 
 STAGE = "user_simulator"
 TURN_COLUMNS = ("user_hash", "conversation_id", "context", "reply", "continued")
@@ -138,13 +139,6 @@ class UserSimulator:
         return np.clip(p, 1 - self.config.p_max, self.config.p_max)
 
 
-def _digest(frame: pl.DataFrame) -> str:
-    h = hashlib.sha256()
-    for row in frame.select("context", "reply", "continued").iter_rows():
-        h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()
-
-
 def _held_users(users: pl.Series, fraction: float, seed: int) -> pl.Series:
     u = users.map_elements(
         lambda x: int(hashlib.sha256(f"{seed}:{x}".encode()).hexdigest()[:8], 16) / 2**32, pl.Float64
@@ -217,7 +211,7 @@ def fit_user_simulator(
         "continued_rate": float(frame["continued"].mean()),
         "heldout_auc": auc,
         "heldout_rows": test.height,
-        "data_sha256": _digest(frame),
+        "data_sha256": rows_digest(frame.select("context", "reply", "continued").iter_rows()),
     }
     counters["rows_used"] = frame.height
     return UserSimulator(config, reply_vec, context_vec, model, summary), counters

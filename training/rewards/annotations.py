@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -65,6 +64,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.digest import digest
 
 KINDS = ("pointwise", "pairwise", "rewrite", "steerability")
 STRENGTHS = (1, 2, 3)
@@ -158,10 +158,6 @@ def _lines(source: str | Path | Iterable[str]) -> Iterator[str]:
             yield from fh
     else:
         yield from source
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def _field(obj: dict, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
@@ -333,7 +329,7 @@ def read_annotations(
                 raise _Reject("unknown_kind", f"`kind` is {kind!r}, not one of {KINDS}")
             prompt_id, prompt = _prompt(obj)
             body = _PARSERS[kind](obj)
-            ann_id = _field(obj, "id", str, required=False) or _digest(json.dumps(obj, sort_keys=True))
+            ann_id = _field(obj, "id", str, required=False) or digest(obj)[:16]
             if ann_id in seen:
                 raise _Reject("duplicate_id", f"annotation id {ann_id!r} appeared earlier in the input")
             seen.add(ann_id)
@@ -480,7 +476,7 @@ def read_hh_rlhf(
         try:
             obj = _load_object(raw)
             prompt, chosen, rejected = split_hh_pair(_field(obj, "chosen", str), _field(obj, "rejected", str))
-            pair_id = f"{source_name}:" + _digest(json.dumps(prompt), chosen, rejected)
+            pair_id = f"{source_name}:" + digest(prompt, chosen, rejected)[:16]
             if pair_id in seen:
                 raise _Reject("duplicate_id", "the same pair appeared earlier in the input")
             seen.add(pair_id)
