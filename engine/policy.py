@@ -2,7 +2,7 @@
 
 Training stages load the policy they train and evaluation loads the two policies it compares through the same
 `PolicyConfig`, so a checkpoint means the same model, dtype and device to both. The tiny default policy that
-`training.policy.models` builds is a Hugging Face folder like any other and loads here unchanged.
+training builds is a Hugging Face folder like any other and loads here unchanged.
 """
 
 from __future__ import annotations

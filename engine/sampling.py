@@ -1,7 +1,7 @@
 """Sampling replies from a policy, and which prompts can be answered at all.
 
-Candidate generation (`training.policy.candidates`) and offline evaluation sample through the same function,
-so a policy answers a prompt alike in both: the prompt is fitted to the token budget by cutting its oldest
+Candidate generation in training and offline evaluation sample through the same function, so a policy answers
+a prompt alike in both: the prompt is fitted to the token budget by cutting its oldest
 turns (never the system card), batches are left-padded through `model.generate`, and a reply ends at the
 first end-of-turn token. A prompt is answerable when its history is non-empty and ends in a user turn.
 """
@@ -24,7 +24,7 @@ from pipeline.device import describe_device, inference_dtype, resolve_device
 
 @dataclass
 class CandidateConfig:
-    """Sampling settings for candidate generation."""
+    """Sampling settings: replies per prompt, their length and randomness, batching and device."""
 
     num_samples: int = field(default=4, metadata={"help": "Replies sampled per prompt per generator."})
     max_new_tokens: int = field(default=64, metadata={"help": "Longest reply, in tokens."})
