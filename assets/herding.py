@@ -33,13 +33,14 @@ from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
+from engine.sampling import CandidateConfig
 from pipeline import schema
 from pipeline.device import policy_cpu_threads
+from pipeline.digest import rows_digest
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
-from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
-from training.policy.dataset_lineage import content_hash
+from training.policy.candidates import CANDIDATES, generate_candidates
 from training.policy.datasets_build import (
     PREFERENCE_PAIRS,
     PreferenceBuildConfig,
@@ -109,7 +110,7 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         tmp,
         title="CharacterFlywheel gen-0 policy",
         base_model=None,
-        data_hashes={"pretrain_corpus": content_hash(corpus)},
+        data_hashes={"pretrain_corpus": rows_digest(corpus)},
         metrics=pretrain,
     )
     replace_dir(tmp, target)

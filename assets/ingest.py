@@ -12,7 +12,7 @@ from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
 from pipeline import schema
-from pipeline.history import file_hash
+from pipeline.digest import file_digest
 from pipeline.ingest import FILE_REASON_CODES, ingest_day
 from pipeline.privacy import PrivacyConfig
 from pipeline.sources import chitchat_path, read_day, scan_day
@@ -142,7 +142,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
     if dg.AssetKey("conversations") in selected:
         yield dg.MaterializeResult(
             asset_key="conversations",
-            data_version=dg.DataVersion(file_hash(conv_path)),
+            data_version=dg.DataVersion(file_digest(conv_path)),
             metadata={
                 "dagster/row_count": conv.height,
                 "records_read": result.records_read,
@@ -161,7 +161,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
     if dg.AssetKey("quarantine") in selected:
         yield dg.MaterializeResult(
             asset_key="quarantine",
-            data_version=dg.DataVersion(file_hash(quar_path)),
+            data_version=dg.DataVersion(file_digest(quar_path)),
             metadata={
                 "dagster/row_count": result.quarantine.height,
                 "quarantine_rate": round(result.quarantine.height / max(result.records_read, 1), 5),

@@ -21,12 +21,12 @@ from assets.generation import (
 )
 from assets.metadata import png_markdown, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
+from pipeline.digest import frame_digest
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
 from training.cards import write_model_card
-from training.policy.dataset_lineage import frame_hash
 from training.rewards.annotations import read_annotation_source
 from training.rewards.engagement import USER_DAY_ENGAGEMENT, check_labels, user_day_engagement
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
@@ -140,7 +140,7 @@ def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataF
         target,
         title=f"CharacterFlywheel {kind} reward model",
         base_model=model.metadata.get("embedding_model"),
-        data_hashes={"train_rows": frame_hash(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
+        data_hashes={"train_rows": frame_digest(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
         metrics={k: v for k, v in model.metadata.items() if k != "config"} | held_out,
         library_name="pytorch",
         summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`).",

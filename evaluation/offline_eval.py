@@ -16,7 +16,8 @@ It prints the gates and writes the tables (`win_rates.parquet`, `steerability.pa
 `offline_eval` asset runs the same steps and writes the tables into the lake.
 
 Scoring lives in the evaluation modules (winrate, steerability, style_monitor, ifeval, release_gates); this
-entry point is the one that samples replies, so it alone loads policies, through training's public API.
+entry point samples the replies, through `engine` as candidate generation does, and loads the judging reward
+models through training's public loading API.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from typing import Any
 
 import polars as pl
 
-from evaluation import release_gates, steerability
+from engine.cards import build_prompts, load_suite
+from engine.policy import PolicyConfig
+from engine.sampling import CandidateConfig, sample_replies, valid_prompts
+from evaluation import release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
@@ -154,8 +158,6 @@ class OfflineEvalRun(OfflineEvalConfig):
 def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Up to `per_slice` held-out prompts per slice, chosen by a seeded hash of the prompt id (the same
     prompts on every run); prompts that do not end in a user turn are returned as drops."""
-    from training.policy.candidates import valid_prompts
-
     held = pool.filter(pl.col("split").is_in(SLICES))
     usable, drops = valid_prompts(held, stage=STAGE)
     chosen = (
@@ -191,7 +193,7 @@ def trained_prompts(
 
 def steerability_prompts(config: OfflineEvalConfig) -> pl.DataFrame:
     """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
-    base = steerability.build_prompts(steerability.load_suite(config.steerability_suite))
+    base = build_prompts(load_suite(config.steerability_suite))
     return pl.concat(
         [
             base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
@@ -216,9 +218,6 @@ def sample_policy_replies(
 ) -> tuple[list[str], dict]:
     """One reply per context from `policy` (a model folder or name), seeded by `config.seed`; each of `segments`
     (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
-    from training.policy.candidates import CandidateConfig, sample_replies
-    from training.policy.models import PolicyConfig
-
     cfg = CandidateConfig(
         num_samples=1,
         max_new_tokens=config.max_new_tokens,

@@ -2,12 +2,12 @@
 
 `collect_metrics` turns the tables of a generation's evaluation, A/B readout and reward-model report into
 the `metrics` document of the `generations` table (its keys are listed in `evaluation.generation_report`).
-The hashes name files by content, so the same inputs always give the same hash and a changed byte changes it.
+The hashes (`pipeline.digest`) name files by content, so the same inputs always give the same hash and a changed
+byte changes it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -18,6 +18,7 @@ import polars as pl
 
 from evaluation import evidence, style_monitor
 from evaluation.generation_report import run_chart_columns
+from pipeline.digest import dir_digest, files_digest
 
 METRICS_TABLES = (
     "eval_win_rates",
@@ -45,28 +46,6 @@ def json_document(value) -> str:
         return v
 
     return json.dumps(clean(value), sort_keys=True, default=str)
-
-
-def files_digest(paths: Iterable[Path], root: Path | None = None) -> str | None:
-    """sha256 over the files' names (relative to `root`, else base names) and bytes; None for no files."""
-    paths = sorted(paths)
-    if not paths:
-        return None
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p.relative_to(root) if root else p.name).encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def dir_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str | None:
-    """`files_digest` of every file under `directory` but hidden ones and the names in `exclude`."""
-    if not directory.is_dir():
-        return None
-    files = [p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name not in exclude]
-    return files_digest(files, directory)
 
 
 def _by_role(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:

@@ -28,7 +28,6 @@ metadata carries the `evidence` behind it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from evaluation import evidence
+from pipeline.digest import rows_digest
 
 SEVERITIES = ("ok", "warn", "insufficient", "error")
 
@@ -374,7 +374,7 @@ def train_eval_disjoint(
         by_text = {r["prompt_id"] for r in ev.iter_rows(named=True) if r["k"] in tkeys}
     overlap = sorted(ids | by_text)
     ok = len(overlap) <= config.max_train_eval_overlap
-    digest = hashlib.sha256("\n".join(overlap).encode()).hexdigest()[:16]
+    digest = rows_digest(overlap)[:16]
     detail = (
         f"{len(overlap)} eval prompts overlap training (allowed {config.max_train_eval_overlap})"
         if overlap

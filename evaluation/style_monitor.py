@@ -7,7 +7,7 @@ hold each one inside a band.
 
 Per response (`response_features`):
 - `n_chars`, `n_words` (whitespace-separated tokens);
-- `has_list`, `n_emoji`: as `evaluation.style` defines them (two or more bullet/numbered lines; emoji per
+- `has_list`, `n_emoji`: as `engine.style` defines them (two or more bullet/numbered lines; emoji per
   grapheme cluster), so the monitors measure exactly what the preference-pair filters act on;
 - `stock_phrases`: names of the STOCK_PHRASES found (case-insensitive, curly apostrophes folded);
 - `is_refusal`: a REFUSAL_PATTERNS match in the first `refusal_window_chars` characters. Refusals lead
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from evaluation.style import count_emoji, has_list
+from engine.style import count_emoji, has_list
 
 # name -> pattern, matched on lowercased text with curly apostrophes folded to '
 STOCK_PHRASES: dict[str, str] = {

@@ -31,7 +31,6 @@ simulator that learnt from fewer than `min_users` users gives the readout insuff
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -47,6 +46,7 @@ from sklearn.metrics import roc_auc_score
 
 from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
+from pipeline.digest import rows_digest
 from pipeline.seeded_uniform import seeded_uniforms
 
 STAGE = "user_simulator"
@@ -199,13 +199,6 @@ class UserSimulator:
         return np.clip(p, 1 - self.config.p_max, self.config.p_max)
 
 
-def _digest(frame: pl.DataFrame) -> str:
-    h = hashlib.sha256()
-    for row in frame.select("context", "reply", "continued").iter_rows():
-        h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()
-
-
 def _held_users(users: pl.Series, fraction: float, seed: int) -> pl.Series:
     return pl.Series(seeded_uniforms(users.to_list(), str(seed))) < fraction
 
@@ -261,7 +254,7 @@ def fit_user_simulator(
         "continued_rate": float(frame["continued"].mean()),
         "heldout_auc": auc,
         "heldout_rows": test.height,
-        "data_sha256": _digest(frame),
+        "data_sha256": rows_digest(frame.select("context", "reply", "continued").iter_rows()),
     }
     counters["rows_used"] = frame.height
     return UserSimulator(config, reply_vec, context_vec, model, summary, frame), counters

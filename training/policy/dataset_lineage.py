@@ -6,7 +6,6 @@ a changed row changes it; drop counts by reason let a report account for every i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,19 +66,6 @@ def split_filter(prompts: pl.DataFrame, train_splits: tuple[str, ...]) -> tuple[
         for r in prompts.filter(~keep).select("day", "prompt_id", "split").iter_rows(named=True)
     ]
     return prompts.filter(keep), dropped
-
-
-def content_hash(rows: list[dict]) -> str:
-    """sha256 over canonical JSON lines: stable across runs and machines for the same rows in the same order."""
-    h = hashlib.sha256()
-    for row in rows:
-        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def frame_hash(frame: pl.DataFrame) -> str:
-    return content_hash(frame.to_dicts())
 
 
 def counts_by_reason(drops: pl.DataFrame) -> dict[str, int]:

@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from evaluation.style import StyleGuards, count_emoji
+from engine.style import StyleGuards, count_emoji
 from pipeline import schema
+from pipeline.digest import frame_digest, rows_digest
 from training.policy.dataset_lineage import (
     BuildResult,
-    content_hash,
     counts_by_reason,
-    frame_hash,
     split_filter,
     to_dataset,
 )
@@ -366,10 +365,10 @@ def build_sft_dataset(
         "length_trend": length_trend,
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
-        "content_hash": content_hash([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
+        "content_hash": rows_digest([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
         "parents": {
-            "prompts": frame_hash(prompts.select("prompt_id")),
-            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "prompts": frame_digest(prompts.select("prompt_id")),
+            "candidates": frame_digest(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),
@@ -558,9 +557,9 @@ def build_preference_dataset(
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
-        "content_hash": content_hash([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
+        "content_hash": rows_digest([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
         "parents": {
-            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "candidates": frame_digest(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),

@@ -60,7 +60,7 @@ def _last(curve: list[dict]) -> float | None:
 
 def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[str, Any]:
     """Train on the `prompt/chosen/rejected` dataset at `cfg.dataset_path`; returns the metrics."""
-    from training.policy.models import load_model
+    from engine.policy import load_model
 
     reference = cfg.ref_model_name_or_path or cfg.model_name_or_path
 

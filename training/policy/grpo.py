@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.style import count_emoji
+from engine.style import count_emoji
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_runner import StageConfig, stage_main
 from training.policy.steer_data import violations

@@ -23,10 +23,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from engine.policy import PolicyConfig
 from pipeline.device import describe_device, trainer_device_kwargs
 from pipeline.lake import replace_dir
 from training.cards import write_model_card
-from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
 
 

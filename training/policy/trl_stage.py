@@ -68,7 +68,7 @@ def run_trl_stage(
     import trl
     from transformers import set_seed
 
-    from training.policy.models import load_model, load_tokenizer
+    from engine.policy import load_model, load_tokenizer
 
     cfg.require_inputs()
     started = time.perf_counter()

@@ -53,7 +53,6 @@ last assistant turn, which becomes `chosen` / `rejected`. Extra reason codes:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +63,7 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.digest import digest
 from pipeline.maybe_gzip import open_maybe_gzip
 
 KINDS = ("pointwise", "pairwise", "rewrite", "steerability")
@@ -145,10 +145,6 @@ def _lines(source: str | Path | Iterable[str]) -> Iterator[str]:
             yield from fh
     else:
         yield from source
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def _field(obj: dict, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
@@ -346,7 +342,7 @@ def read_annotations(
             raise _Reject("unknown_kind", f"`kind` is {kind!r}, not one of {KINDS}")
         prompt_id, prompt = _prompt(obj)
         body = _PARSERS[kind](obj)
-        ann_id = _field(obj, "id", str, required=False) or _digest(json.dumps(obj, sort_keys=True))
+        ann_id = _field(obj, "id", str, required=False) or digest(obj)[:16]
         row = {
             "annotation_id": ann_id,
             "prompt_id": prompt_id,
@@ -478,7 +474,7 @@ def read_hh_rlhf(
 
     def parse(obj: dict, line_no: int) -> tuple[str, dict]:
         prompt, chosen, rejected = split_hh_pair(_field(obj, "chosen", str), _field(obj, "rejected", str))
-        pair_id = f"{source_name}:" + _digest(json.dumps(prompt), chosen, rejected)
+        pair_id = f"{source_name}:" + digest(prompt, chosen, rejected)[:16]
         row = {
             "pair_id": pair_id,
             "prompt_id": None,

@@ -2,7 +2,7 @@
 
 A (context, response) pair becomes `[c, r, c*r, |c-r|, style(r)]`, with `c` and `r` the
 normalised embeddings of the rendered context and of the response and `style` the standardised
-`evaluation.style.STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
+`engine.style.STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
 
 - pointwise: two outputs, the logit of p(continue) (binary cross-entropy) and the standardised
   log(1 + reply_len) (squared error, weighted by `reply_len_weight`);
@@ -25,7 +25,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from evaluation.style import STYLE_FEATURES, style_matrix
+from engine.style import STYLE_FEATURES, style_matrix
 from pipeline.device import DEVICE_CHOICES, resolve_device
 from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
 from training.rewards.base import (

@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.style import StyleGuards, count_emoji, has_list, style_features
+from engine.style import StyleGuards, count_emoji, has_list, style_features
 
 
 def test_count_emoji_counts_grapheme_clusters_not_symbols():
