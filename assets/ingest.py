@@ -14,6 +14,7 @@ from pipeline import schema
 from pipeline.history import file_hash
 from pipeline.ingest import ingest_day
 from pipeline.sources import chitchat_path, day_files, read_day
+from quality.row_counts import row_count_history
 
 GROUP = "ingest"
 
@@ -138,7 +139,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
         yield conservation_check(lake, day)
     for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
-            yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
+            yield run_suite(table, table, df, row_count_history(lake, table, day), lake=lake, day=day)[1]
 
 
 def conservation_check(lake, day: date) -> dg.AssetCheckResult:
