@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from assets.curation import CurationSettings
-from assets.generation import GROUP_RELEASE, GenerationPlan, current_plan, read_window, write_generation_table
+from assets.generation import GROUP_RELEASE, GenerationPlan, current_plan, write_generation_table
 from assets.metadata import preview_table, schema_metadata
 from assets.resources import AbSettings, FlywheelSettings
 from assets.tables import gen_table, write_drops
@@ -21,6 +21,7 @@ from evaluation.ab_simulator import simulate_ab_logs
 from evaluation.offline_eval import SLICES
 from pipeline.lake import Lake
 from pipeline.sampling import assign_split
+from training.generation_plan import read_window
 
 CALIBRATION = "readout_calibration"
 

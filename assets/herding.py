@@ -23,17 +23,17 @@ from assets.generation import (
     dataset_dir,
     models_dir,
     policy_dir,
-    read_window,
     reward_model_dir,
     write_generation_table,
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
-from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
+from assets.reward_models import load_scorer
 from assets.training_launcher import TrainingLauncher
 from pipeline import schema
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
+from training.generation_plan import read_window, training_prompts
 from training.policy import smollm2
 from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
 from training.policy.dataset_lineage import content_hash

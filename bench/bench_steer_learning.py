@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl  # noqa: E402
 
-from assets.generation import GenerationPlan, GenerationSettings  # noqa: E402
-from assets.pre_herding import training_prompts  # noqa: E402
+from assets.generation import GenerationSettings  # noqa: E402
 from evaluation import steerability  # noqa: E402
 from pipeline.lake import Lake  # noqa: E402
+from training.generation_plan import GenerationPlan, training_prompts  # noqa: E402
 from training.policy.candidates import CandidateConfig, sample_replies  # noqa: E402
 from training.policy.dataset_lineage import to_dataset  # noqa: E402
 from training.policy.models import (  # noqa: E402
