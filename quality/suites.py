@@ -1,6 +1,7 @@
 """Expectation suites for the lake's tables, built in code, and `validate_table` to run them.
 
-Each table's own expectations live in `quality.tables` (a registry, table name -> `TableSuite`).
+Each table's own expectations live in `quality.tables` (a registry, table name -> `TableSuite`, with the
+lake's daily tables) and `quality.training_tables` (the training sets).
 Every suite also gets checks common to all tables: the contract's columns and types, required
 columns, uniqueness, a row-count floor and, given the previous days' row counts, a band around the
 table's usual count (`quality.row_counts`), one day per partition, and salted user hashes.
@@ -18,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from quality import gx_engine
+from quality import training_tables as _training_tables  # noqa: F401  registers the training sets' suites
 from quality.outcomes import CRITICAL, ExpectationOutcome, SuiteResult, json_safe
 from quality.row_counts import row_count_band
 from quality.suite_config import SuiteConfig, row_count_bounds
