@@ -7,7 +7,8 @@ each run of the generation job works on *the generation in progress*, which `gen
 names (gen-1, gen-2, ...) and describes (window days, parent policy). The plan is replaced, not
 advanced, until `generation_record` records the generation, so re-running any step re-does the
 same generation; the run after a recorded one starts the next. Every artifact carries its
-generation's name, and the `generations` table keeps the lineage of all of them.
+generation's name, and the `generations` table keeps the lineage of all of them. The plan and its
+window of days are library code (`training.generation_plan`); this module saves and loads the plan.
 """
 
 import json
