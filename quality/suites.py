@@ -7,8 +7,8 @@ columns, uniqueness, a row-count floor and, given the previous days' row counts,
 table's usual count (`quality.row_counts`), one day per partition, and salted user hashes.
 
 Contract breaches (types, nulls, value sets, uniqueness, hard length bounds, hashed user ids) are
-``critical``: training must not consume the table. Distribution bands and the day-over-day row
-count band are ``warning`` by default: unusual, worth a look, not proof of a bug.
+``critical``: training must not consume the table. Distribution bands and the row-count band
+are ``warning`` by default: unusual, worth a look, not proof of a bug.
 """
 
 from __future__ import annotations
