@@ -1,13 +1,13 @@
 """The usual row count of a daily table, learnt from the table's own history.
 
 Real traffic is uneven: the default replay's days range from 5k to 33k messages, so a band fixed to
-yesterday's count (half to twice it) warns on most days and a person learns to ignore it. The band
-here is centred on the median of the table's previous days and as wide as their spread: in log
-space, the median plus or minus `row_band_sigmas` robust standard deviations (1.4826 x the median
-absolute deviation), and never narrower than [median / `row_band_ratio`, median x `row_band_ratio`],
-so a steady history does not make it hair-trigger. Until `row_history_min_days` days are known the
-spread is not, and the band is that floor alone. A day whose count collapses (a source that stopped
-delivering, a filter that ate the day) falls far outside it.
+yesterday's count (half to twice it) warns on many ordinary days and a person learns to ignore it.
+The band here is centred on the median of the table's previous days and as wide as their spread: in
+log space, the median plus or minus `row_band_sigmas` robust standard deviations (1.4826 x the median
+absolute deviation), and never narrower than [median / `row_band_ratio`, median x `row_band_ratio`]
+(5 by default), so a steady history does not make it hair-trigger. Until `row_history_min_days` days
+are known the spread is not, and the band is that floor alone. A day whose count collapses (a source
+that stopped delivering, a filter that ate the day) falls far outside it.
 """
 
 from __future__ import annotations

@@ -38,10 +38,11 @@ class SuiteConfig:
         metadata={"help": "Previous days needed before their spread widens the row-count band beyond its floor."},
     )
     row_band_ratio: float = field(
-        default=4.0,
+        default=5.0,
         metadata={
             "help": "Floor of the row-count band: today's count within [median / x, median * x] of the previous "
-            "days' counts always passes (real traffic is uneven: the default replay's days differ up to 7x)."
+            "days' counts always passes (real traffic is uneven: a replayed day may hold a quarter of the "
+            "week's usual count)."
         },
     )
     row_band_sigmas: float = field(
@@ -128,7 +129,7 @@ class SuiteConfig:
         if self.row_band_ratio < 1.0 or self.row_band_sigmas < 0.0:
             raise ValueError(
                 f"row_band_ratio={self.row_band_ratio}, row_band_sigmas={self.row_band_sigmas}: use a ratio >= 1 "
-                "(e.g. 4.0) and sigmas >= 0 (e.g. 3.0)"
+                "(e.g. 5.0) and sigmas >= 0 (e.g. 3.0)"
             )
         for name in ("row_count_severity", "distribution_severity"):
             if getattr(self, name) not in SEVERITIES:

@@ -49,18 +49,18 @@ def test_a_collapsed_day_of_the_default_traffic_is_outside_its_band(replay_messa
 def test_band_is_the_floor_around_the_median_until_the_history_has_a_spread():
     assert row_count_band([]) is None
     assert row_count_band([0, 0]) is None  # only empty days: nothing to judge by
-    assert row_count_band([100]) == (25, 400)
-    assert row_count_band([100, 400]) == (50, 800)  # the median of the logs: the geometric mean
+    assert row_count_band([100]) == (20, 500)
+    assert row_count_band([100, 400]) == (40, 1000)  # the median of the logs: the geometric mean
     steady = [1000, 1010, 990, 1000, 1005]
-    assert row_count_band(steady) == (250, 4000)
+    assert row_count_band(steady) == (200, 5000)
     assert row_count_band(steady, SuiteConfig(row_band_ratio=2.0)) == (500, 2000)
     # an uneven history widens the band beyond the floor
     uneven = [1000, 3000, 400, 2500, 600, 5000, 300]
     low, high = row_count_band(uneven)
-    assert low < statistics.median(uneven) / 4 and high > statistics.median(uneven) * 4
+    assert low < statistics.median(uneven) / 5 and high > statistics.median(uneven) * 5
     # ... but only once row_history_min_days days show the spread: until then the floor around their median
-    assert row_count_band(uneven[:2]) == (434, 6928)
-    assert row_count_band(uneven[:2], SuiteConfig(row_history_min_days=2))[0] < 434
+    assert row_count_band(uneven[:2]) == (347, 8660)
+    assert row_count_band(uneven[:2], SuiteConfig(row_history_min_days=2))[0] < 347
     with pytest.raises(ValueError, match="row count"):
         row_count_band([10, -1])
 
