@@ -21,7 +21,8 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from assets.resources import FlywheelSettings
+from assets.resources import FlywheelSettings, library_field
+from pipeline.judge_data import JudgeDataConfig, history_days
 from pipeline.lake import Lake, Partition, atomic_write_text
 
 GROUP_PRE = "pre_herding"
@@ -79,6 +80,11 @@ class GenerationSettings(dg.ConfigurableResource):
         default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)"
     )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
+    max_earlier_days: int = library_field(JudgeDataConfig, "max_earlier_days")
+    min_slice_users: int = library_field(JudgeDataConfig, "min_slice_users")
+
+    def judge_data_config(self) -> JudgeDataConfig:
+        return JudgeDataConfig(max_earlier_days=self.max_earlier_days, min_slice_users=self.min_slice_users)
 
 
 @dataclass
@@ -152,6 +158,13 @@ def current_plan(settings: FlywheelSettings) -> GenerationPlan:
 
 def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
     parts = [lake.read(table, d) for d in plan.day_dates if lake.exists(table, d)]
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+
+
+def read_history(lake: Lake, table: str, plan: GenerationPlan, max_earlier_days: int = 0) -> pl.DataFrame:
+    """`table` over every day up to the window's last that the judges may read (`judge_data.history_days`)."""
+    days = history_days(lake.days(table), plan.day_dates, max_earlier_days) if lake.exists(table) else []
+    parts = [lake.read(table, d) for d in days]
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
 

@@ -15,8 +15,8 @@ external on another can be held out by one frame and not by another).
 `pooled_slices` makes evaluation slices big enough: when the window holds out fewer than `min_slice_users`
 users in a slice, held-out users of earlier days join it, latest day first, as long as nothing trained on
 them (neither the judges' training rows nor the users a caller names, e.g. the pools' `train` splits the
-policies learnt from). Every pooled row says it was pooled, and a users table says which day each user
-came from.
+policies learnt from). A pooled user brings the rows of the latest earlier day they appear on; every pooled
+row says it was pooled, and a users table says which day each user came from.
 
 Rows a selection leaves out are counted by reason code, never dropped silently.
 """
@@ -209,8 +209,8 @@ def pooled_slices(
     """The window's held-out rows (`window_held_out`, with their `split`), plus, in each slice with fewer than
     `min_slice_users` users, held-out users of the days in `earlier` (curated prompts of days before the
     window) that no training saw: neither `trained_users` nor anyone `earlier` puts in training. Users join
-    latest day first (by user hash within a day), until the slice has enough; each brings every held-out
-    row it has in `earlier`."""
+    latest day first (by user hash within a day), until the slice has enough; each brings its held-out rows of
+    that day."""
     sampling, config = sampling or SamplingConfig(), config or JudgeDataConfig()
     if "split" not in window_held_out.columns:
         raise ValueError("window_held_out lacks `split`: pass `sampling.held_out_prompts` of the window")
@@ -245,7 +245,9 @@ def pooled_slices(
         need = max(config.min_slice_users - len(have[s]), 0) if s in short else 0
         chosen += offered[:need]
         dropped[SLICE_FULL] += max(len(offered) - need, 0)
-    pooled = candidates.filter(pl.col("user_hash").is_in(chosen)).with_columns(pl.lit(True).alias("pooled"))
+    # a pooled user brings the rows of the day that brought them in: one day's traffic per user, like the window's
+    joined = order.filter(pl.col("user_hash").is_in(chosen)).select("user_hash", "day")
+    pooled = candidates.join(joined, on=["user_hash", "day"], how="semi").with_columns(pl.lit(True).alias("pooled"))
     users.append(_user_table(pooled, pooled=True))
     rows = pl.concat([window_rows, pooled], how="diagonal_relaxed")
     return PooledSlices(rows, pl.concat(users).sort("split", "pooled", "day", "user_hash"), dropped)

@@ -134,9 +134,13 @@ def test_small_slices_pool_held_out_users_of_earlier_days_that_nothing_trained_o
     assert out.users.schema == POOLED_USERS
     assert (out.rows.filter(pl.col("pooled"))["day"] < WINDOW[0]).all()
     assert out.rows.filter(~pl.col("pooled")).height == held.height
+    # each pooled user comes from the latest earlier day they appear on, with that day's rows only
     latest = earlier.group_by("user_hash").agg(pl.col("day").max().alias("last"))
     joined = pooled.join(latest, on="user_hash")
     assert (joined["day"] == joined["last"]).all()
+    came = out.rows.filter(pl.col("pooled")).join(pooled.select("user_hash", "day"), on="user_hash")
+    assert (came["day"] == came["day_right"]).all()
+    assert came.height == earlier.join(pooled.select("user_hash", "day"), on=["user_hash", "day"]).height
     # a slice stops at its minimum, or takes every eligible user there is, latest day first
     trained = set(split.train["user_hash"]) | set(policy_trained)
     for name, counts in per_slice.items():
