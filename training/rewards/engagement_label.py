@@ -17,8 +17,9 @@ every stratum and scores exactly 0.5.
 
 `choose_label` fits one model per candidate on the training rows, measures it on validation rows (held-out
 users) next to a length-only scorer, and picks the label with the highest stratified AUC (ties: the earlier
-candidate). The measurements frame (`LABEL_MEASUREMENTS`) records every candidate, so the choice can be
-checked. The choice is made on the same validation rows that then report the chosen model's metrics, a small
+candidate). When the validation rows are too few to measure any label, the first learnable candidate is
+learnt and its record says it was not chosen by measurement. The measurements frame (`LABEL_MEASUREMENTS`)
+records every candidate, so the choice can be checked. The choice is made on the same validation rows that then report the chosen model's metrics, a small
 optimism over three candidates that the card states.
 """
 
@@ -161,7 +162,7 @@ def choose_label(
 ) -> LabelChoice:
     """Fit `fit(rows)` (a pointwise model learning `TARGET`, with a `score(contexts, responses)` method) once per
     candidate label on `train`, measure each on `validation` within turn-position strata, and keep the best.
-    Raises ValueError when no candidate can be both learnt and measured, naming why for each."""
+    Raises ValueError when no candidate can be learnt, naming why for each."""
     config = config or LabelChoiceConfig()
     if config.stratum_column not in validation.columns:
         raise ValueError(f"validation rows lack the turn position `{config.stratum_column}` to stratify by")
@@ -205,14 +206,22 @@ def choose_label(
             }
         )
     measured = [r for r in rows if r.get("stratified_auc") is not None]
-    if not measured:
-        raise ValueError(
-            "no engagement label can be learnt and measured within turn-position strata: "
-            + "; ".join(f"{r['label']}: {r.get('detail')}" for r in rows)
-            + ". Widen the window or `max_earlier_days`, or hold out more users (`eval_fraction`)"
-        )
-    best = max(measured, key=lambda r: r["stratified_auc"])  # max keeps the first of equals: candidate order
+    if measured:
+        best = max(measured, key=lambda r: r["stratified_auc"])  # max keeps the first of equals: candidate order
+        best["detail"] = "chosen: highest discrimination within turn-position strata"
+    else:
+        # too few validation rows to measure: the first learnable candidate, and the record says it was not chosen
+        # by measurement
+        learnable = [r for r in rows if "one class" not in (r.get("detail") or "")]
+        if not learnable:
+            raise ValueError(
+                "no engagement label can be learnt: "
+                + "; ".join(f"{r['label']}: {r.get('detail')}" for r in rows)
+                + ". Widen the window or `max_earlier_days`"
+            )
+        best = learnable[0]
+        models[best["label"]] = fit(_usable(with_target(train, best["label"], thresholds[best["label"]])))
+        best["detail"] = f"chosen by default, not by measurement: {best['detail']}"
     best["chosen"] = True
-    best["detail"] = "chosen: highest discrimination within turn-position strata"
     frame = pl.DataFrame([{k: r.get(k) for k in LABEL_MEASUREMENTS} for r in rows], schema=LABEL_MEASUREMENTS)
     return LabelChoice(best["label"], thresholds[best["label"]], frame, models[best["label"]])

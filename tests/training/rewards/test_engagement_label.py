@@ -114,5 +114,13 @@ def test_targets_and_failures():
         with_target(rows, "thumbs", None)
     with pytest.raises(ValueError, match="candidates"):
         LabelChoiceConfig(candidates=("thumbs",))
+    # too few validation rows to measure: the first candidate is learnt, and the record says so
+    unmeasured = choose_label(rows, rows.head(3), _Lookup)
+    assert unmeasured.label == "continued" and isinstance(unmeasured.model, _Lookup)
+    assert unmeasured.measurements["stratified_auc"].null_count() == 3
+    assert unmeasured.measurements["detail"][0].startswith("chosen by default, not by measurement")
+    flat = rows.with_columns(
+        pl.lit(True).alias("continued"), pl.lit(5).alias("reply_len"), pl.lit(1).alias("depth_after")
+    )
     with pytest.raises(ValueError, match="no engagement label can be learnt"):
-        choose_label(rows, rows.head(3), _Lookup)
+        choose_label(flat, flat, _Lookup)
