@@ -161,8 +161,8 @@ def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataF
         metrics={k: v for k, v in model.metadata.items() if k != "config"} | held_out,
         library_name="pytorch",
         summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`), "
-        "trained on the training users of every curated day up to its generation's window and validated on the "
-        "window's held-out users."
+        "trained on the training users of every curated day up to its generation's window (`training_data`) and "
+        f"validated on {model.metadata.get('validation', 'held-out data')}."
         + (
             f" It learns the engagement label `{model.metadata['label_choice']['label']}`, chosen among continued, "
             "reply length and depth after the turn by its discrimination within turn-position strata on the "
@@ -240,11 +240,12 @@ def reward_model_pointwise(
 ):
     plan, lake = current_plan(settings), settings.lake()
     rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
-    train, held_out, validation = _capped(rows.train, generation.reward_train_rows), rows.validation, "held-out users"
+    train, held_out = _capped(rows.train, generation.reward_train_rows), rows.validation
+    validation = "the window's held-out users"
     if held_out.height < MIN_VALIDATION_ROWS or held_out["continued"].drop_nulls().n_unique() < 2:
         # too few held-out users in the window to measure on: the training users' latest day (or a seeded
         # fifth of their rows) validates instead, and the metadata says so
-        validation = f"training users' {'latest day' if train['day'].n_unique() > 1 else 'seeded fifth'}"
+        validation = f"the training users' {'latest day' if train['day'].n_unique() > 1 else 'seeded fifth'}"
         if train["day"].n_unique() > 1:
             train, held_out = split_by_day(train, eval_days=1)
         else:
@@ -350,7 +351,13 @@ def reward_model_pairwise(
     if cross_validate:
         held_out = train
     model = fit(train)
-    model.metadata["training_data"] = rows.counters
+    validation = (
+        f"{config.cv_folds}-fold cross-validation of the training pairs (fewer than {config.min_eval_pairs} "
+        "held-out pairs)"
+        if cross_validate
+        else "pairs of the window's held-out users" + (" and 20% of the annotation prompts" if annotations else "")
+    )
+    model.metadata |= {"training_data": rows.counters, "validation": validation}
     target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
     metrics = evaluate_reward_model(
         model,
@@ -366,10 +373,7 @@ def reward_model_pairwise(
         "pairs_by_source": dg.MetadataValue.json(sources),
         "train_pairs": train.height,
         "held_out_pairs": held_out.height,
-        "validation": f"{config.cv_folds}-fold cross-validation of the training pairs (fewer than "
-        f"{config.min_eval_pairs} held-out pairs)"
-        if cross_validate
-        else "pairs of the window's held-out users" + (" and 20% of the annotation prompts" if annotations else ""),
+        "validation": validation,
         "training_data": dg.MetadataValue.json(rows.counters),
         "train_pair_accuracy": float(model.metadata.get("train_pair_accuracy", 0.0)),
         **_headline(metrics, "pairwise", "pair_accuracy"),

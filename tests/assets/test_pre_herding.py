@@ -110,7 +110,7 @@ def test_the_reward_models_learn_from_every_earlier_day_and_choose_their_label(t
     data = point["training_data"].value
     # every curated day up to the window trains; the window's held-out users validate and never train
     assert data["train_days"] == len(DAYS) and data["validation_users"] > 0 and data["dropped_held_out_user"] > 0
-    assert point["validation"].value == "held-out users"
+    assert point["validation"].value == "the window's held-out users"
     # what a reply says tells how long the answer is, not where the recording ends: the label is reply length
     assert point["label"].value == "reply_len"
     meta = json.loads((reward_model_dir(settings, "gen-1", "pointwise") / "metadata.json").read_text())
@@ -118,6 +118,7 @@ def test_the_reward_models_learn_from_every_earlier_day_and_choose_their_label(t
     assert meta["label_choice"]["reply_len/stratified_auc"] > meta["label_choice"]["continued/stratified_auc"]
     card = (reward_model_dir(settings, "gen-1", "pointwise") / "README.md").read_text()
     assert "label_choice/label | reply_len" in card and "held_out/label/stratified_auc[continued]" in card
+    assert "validated on the window's held-out users" in card and "training_data/train_days | 4" in card
     metrics = lake.read("reward_model_metrics", Partition.generation("gen-1"))
     assert metrics.filter(pl.col("section") == "label").height == 3
     assert mats["reward_model_pairwise"]["training_data"].value == data
