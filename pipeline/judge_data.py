@@ -37,6 +37,7 @@ AFTER_WINDOW = "after_window"
 BEFORE_HISTORY = "before_history"
 HELD_OUT_USER = "held_out_user"
 WINDOW_HELD_OUT_USER = "window_held_out_user"
+MISSING_DAY = "missing_day"
 # reason codes of held-out users of earlier days kept out of an evaluation slice
 TRAINED_USER = "trained_user"
 SLICE_FULL = "slice_full"
@@ -166,7 +167,7 @@ def time_ordered_split(
     tagged = pl.concat([work.filter(pl.col("_reason").is_not_null()), inside], how="vertical_relaxed")
     counts = dict(tagged.filter(pl.col("_reason").is_not_null()).group_by("_reason").len().iter_rows())
     dropped = {r: int(counts.get(r, 0)) for r in (AFTER_WINDOW, BEFORE_HISTORY, HELD_OUT_USER, WINDOW_HELD_OUT_USER)}
-    dropped["missing_day"] = rows.height - work.height
+    dropped[MISSING_DAY] = rows.height - work.height
     train = inside.filter(pl.col("_reason").is_null()).drop("_reason")
     return TimeOrderedSplit(train, validation, held, dropped)
 
