@@ -7,6 +7,9 @@ unlike the reward models'), never from the held-out users it is validated on or 
 With `source = simulate` the logs carry a planted lift (`evaluation.ab_simulator`); with `source = lake` it
 reads the `ab_exposures` / `ab_events` tables you loaded. Whatever the source, a planted-lift experiment is
 read out too, as the readout's own calibration check. Every simulated output says so.
+
+A readout simulated from a model states that model's evidence (training users and turns, held-out AUC, refits
+on resampled users behind its interval); below its minimum of training users the verdict is `insufficient`.
 """
 
 import dagster as dg
@@ -19,6 +22,7 @@ from assets.generation import (
     GenerationSettings,
     current_plan,
     read_history,
+    run_seed,
     write_generation_table,
 )
 from assets.metadata import preview_table, schema_metadata
@@ -27,6 +31,7 @@ from assets.tables import gen_table, write_drops
 from evaluation import ab_test, user_simulator
 from evaluation.ab_simulator import simulate_ab_logs
 from evaluation.offline_eval import SLICES
+from evaluation.record import json_document
 from pipeline.judge_data import JudgeDataConfig, time_ordered_split
 from pipeline.lake import Lake
 
@@ -52,7 +57,12 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
 
 
 def simulate_from_users(
-    lake: Lake, plan: GenerationPlan, ab: AbSettings, curation: CurationSettings, judge: JudgeDataConfig | None = None
+    lake: Lake,
+    plan: GenerationPlan,
+    ab: AbSettings,
+    curation: CurationSettings,
+    seed: int = 0,
+    judge: JudgeDataConfig | None = None,
 ) -> tuple[user_simulator.SimulatedReadout, dict]:
     """The readout of simulated users acting on the engagement model's scores of both arms' eval replies."""
     responses = gen_table(lake, "eval_responses", plan)
@@ -72,22 +82,28 @@ def simulate_from_users(
         user_simulator.turns_from_prompts(rows.train),
         excluded_users=sorted(rows.held_out_users),
         excluded_conversations=replayed["conversation_id"].unique().to_list(),
-        config=user_simulator.UserSimulatorConfig(min_rows=ab.simulator_min_rows),
+        config=user_simulator.UserSimulatorConfig(
+            min_rows=ab.simulator_min_rows,
+            min_users=ab.min_simulator_users,
+            refits=ab.simulator_refits,
+            seed=seed,
+        ),
         validation=user_simulator.turns_from_prompts(rows.validation),
     )
     replies = user_simulator.ArmReplies.from_responses(responses, plan.parent, plan.generation)
-    experiment = ab.sim_config(plan.days[-1], seed=plan.number, cls=user_simulator.SimulatedAbConfig)
-    out = user_simulator.simulated_readout(simulator, replies, experiment, ab.ab_config(start=experiment.start))
+    experiment = ab.sim_config(plan.days[-1], seed=run_seed(plan, seed), cls=user_simulator.SimulatedAbConfig)
+    analysis = ab.ab_config(start=experiment.start, seed=seed)
+    out = user_simulator.simulated_readout(simulator, replies, experiment, analysis)
     summary = {k: v for k, v in simulator.summary.items() if k != "data_sha256"}
     return out, {**counters, **summary, "training_data": rows.counters}
 
 
-def calibration(ab: AbSettings, plan: GenerationPlan) -> tuple[bool, dict]:
+def calibration(ab: AbSettings, plan: GenerationPlan, seed: int = 0) -> tuple[bool, dict]:
     """The planted-lift experiment read out by the same code: passes when each planted lift lies inside the
     delta-method interval (at 95%, about 1 seed in 20 misses one by chance)."""
-    sim = ab.planted_config(plan.days[-1], seed=plan.number)
+    sim = ab.planted_config(plan.days[-1], seed=run_seed(plan, seed))
     exposures, events = simulate_ab_logs(sim)
-    readout = ab_test.ab_readout(exposures, events, ab.ab_config(start=sim.start))
+    readout = ab_test.ab_readout(exposures, events, ab.ab_config(start=sim.start, seed=seed))
     truth, rows = sim.truth(), ab_test.lifts_by_metric(readout)
     found = {
         m: {"planted": truth[m], "lift": rows[m]["lift"], "ci": [rows[m]["delta_ci_low"], rows[m]["delta_ci_high"]]}
@@ -102,7 +118,14 @@ def calibration(ab: AbSettings, plan: GenerationPlan) -> tuple[bool, dict]:
     group_name=GROUP_RELEASE,
     kinds={"duckdb", "parquet"},
     metadata=schema_metadata(
-        ab_test.LIFTS, source=pl.Utf8, simulated=pl.Boolean, verdict=pl.Utf8, reason=pl.Utf8, generation=pl.Utf8
+        ab_test.LIFTS,
+        source=pl.Utf8,
+        simulated=pl.Boolean,
+        simulated_from=pl.Utf8,
+        evidence=pl.Utf8,
+        verdict=pl.Utf8,
+        reason=pl.Utf8,
+        generation=pl.Utf8,
     ),
     description="Online A/B readout of the new generation (treatment) against its parent (control) over a 7-day "
     "window: breadth and depth per arm, lifts with delta-method and bootstrap 95% CIs, p-values, the SRM test and "
@@ -129,15 +152,17 @@ def ab_readout(
     curation: CurationSettings,
     generation: GenerationSettings,
 ):
-    plan, lake = current_plan(settings), settings.lake()
-    config, simulated = ab.ab_config(), ab.source != "lake"
-    simulator, extra = None, {}
+    plan, lake, seed = current_plan(settings), settings.lake(), generation.seed
+    config, simulated = ab.ab_config(seed=seed), ab.source != "lake"
+    simulator, extra, evidence = None, {}, {}
     if ab.source == "users":
-        out, sim_summary = simulate_from_users(lake, plan, ab, curation, generation.judge_data_config())
+        out, sim_summary = simulate_from_users(lake, plan, ab, curation, seed, generation.judge_data_config())
         exposures, events, readout, simulator = out.exposures, out.events, out.readout, out.model
+        evidence = out.evidence
         write_generation_table(lake, "ab_sim_scores", plan, out.scores)
         extra = {
             "simulator": dg.MetadataValue.json(sim_summary),
+            "evidence": dg.MetadataValue.json(evidence),
             "expected_lifts": dg.MetadataValue.json(out.expected),
             "mean_p_continue": dg.MetadataValue.json(
                 {
@@ -147,9 +172,9 @@ def ab_readout(
             ),
         }
     elif ab.source == "simulate":
-        sim = ab.planted_config(plan.days[-1], seed=plan.number)
+        sim = ab.planted_config(plan.days[-1], seed=run_seed(plan, seed))
         exposures, events = simulate_ab_logs(sim)
-        config = ab.ab_config(start=sim.start)
+        config = ab.ab_config(start=sim.start, seed=seed)
         readout = ab_test.ab_readout(exposures, events, config)
     else:
         exposures, events = _lake_logs(lake, plan)
@@ -157,11 +182,15 @@ def ab_readout(
     if simulated:
         for table, frame in (("ab_exposures", exposures), ("ab_events", events)):
             write_generation_table(lake, table, plan, frame.with_columns(pl.lit(True).alias("simulated")))
-    verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm)
+    if not evidence:  # logged or planted experiments: the users each arm's estimate rests on
+        evidence = {"users_per_arm": dict(zip(readout.arms["arm"], readout.arms["users"]))}
+    short = f"the user simulator {evidence['reason']}" if evidence.get("sufficient") is False else None
+    verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm, insufficient=short)
     label = (
         pl.lit(ab.source).alias("source"),
         pl.lit(simulated).alias("simulated"),
         pl.lit(f"simulated from {simulator}" if simulator else None, pl.Utf8).alias("simulated_from"),
+        pl.lit(json_document(evidence) if evidence else None, pl.Utf8).alias("evidence"),
     )
     lifts = readout.lifts.with_columns(*label, pl.lit(verdict).alias("verdict"), pl.lit(reason).alias("reason"))
     write_generation_table(lake, "ab_lifts", plan, lifts)
@@ -177,7 +206,7 @@ def ab_readout(
         "verdict": verdict,
         "verdict_reason": reason,
         "arms": preview_table(arms.with_columns(pl.col("breadth", "depth").round(4))),
-        "lifts": preview_table(lifts.drop("reason").with_columns(pl.col(pl.Float64).round(4)), 10),
+        "lifts": preview_table(lifts.drop("reason", "evidence").with_columns(pl.col(pl.Float64).round(4)), 10),
         "srm_p_value": float(srm["p_value"]) if srm["p_value"] is not None else float("nan"),
         "observed_treatment_share": float(srm["observed_treatment_share"] or 0.0),
         "counters": dg.MetadataValue.json(readout.counters),
@@ -185,7 +214,7 @@ def ab_readout(
     for r in readout.lifts.filter(pl.col("lift").is_not_null()).iter_rows(named=True):
         meta[f"lift/{r['metric']}"] = float(r["lift"])
     yield dg.MaterializeResult(metadata={**meta, **extra})
-    calibrated, found = calibration(ab, plan)
+    calibrated, found = calibration(ab, plan, seed)
     yield dg.AssetCheckResult(
         asset_key="ab_readout",
         check_name=CALIBRATION,

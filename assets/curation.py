@@ -31,14 +31,15 @@ from assets.steps import publish
 from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
-from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
+from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
-from pipeline.privacy import PrivacyConfig, scrub_step
+from pipeline.privacy import PrivacyConfig, landed_scrub_step
 from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
 from pipeline.sampling import SamplingConfig, sample_step
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup
 from pipeline.step import StepCounters, StepResult
+from pipeline.text_hash import raw_text_hashes
 from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
 from quality.contracts import check_split_disjoint, check_stage_conservation
 
@@ -170,9 +171,10 @@ def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) 
     group_name=GROUP,
     kinds={"polars", "parquet"},
     metadata=schema_metadata(schema.CONVERSATIONS),
-    code_version="scrub-1",
-    description="Accepted messages with emails, phones, cards, IPs, token URLs and handles replaced by typed "
-    "placeholders; per-row `pii_types`.",
+    code_version="scrub-2",
+    description="Accepted messages as curation reads them, past the blocking suite: emails, phones, cards, IPs, "
+    "token URLs and handles replaced by typed placeholders (at ingest, before `conversations` is written), "
+    "per-row `pii_types`, counts per type in metadata.",
     check_specs=[suite_spec("scrubbed_conversations", "conversations", blocking=True)],
 )
 def scrubbed_conversations(context: dg.AssetExecutionContext, settings: FlywheelSettings):
@@ -182,9 +184,13 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         yield from events
         return
     conv = lake.read("conversations", day)
-    step = scrub_step(conv, PrivacyConfig())
+    # ingest scrubs and counts; a landing partition from before that (raw text) is scrubbed and counted here
+    landed = "pii_types" in conv.columns
+    counts = lake.read("pii_counts", day) if landed and lake.exists("pii_counts", day) else None
+    step = landed_scrub_step(conv, counts, PrivacyConfig())
     scrubbed, counts = step.kept, step.tables["pii_counts"]
-    lake.write("pii_counts", day, counts.with_columns(pl.lit(day).alias("day")))
+    if not landed:
+        lake.write("pii_counts", day, counts.with_columns(pl.lit(day).alias("day")))
     by_type = dict(zip(counts["pii_type"].to_list(), counts["items"].to_list()))
     published = publish(
         lake,
@@ -327,7 +333,7 @@ def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSetti
     index = pl.DataFrame(
         {
             "prompt_id": prompts["prompt_id"],
-            "text_hash": text_hashes(texts.to_list()),
+            "text_hash": raw_text_hashes(texts.to_list()),
             "model_id": [config.model_id] * prompts.height,
             "day": [day] * prompts.height,
         },

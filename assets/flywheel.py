@@ -28,7 +28,7 @@ import polars as pl
 from assets.generation import BASE, last_released
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
-from evaluation import steerability
+from evaluation import evidence, steerability
 from pipeline.sources import available_days
 
 DEFAULT_GENERATIONS = 3
@@ -39,6 +39,7 @@ TABLE = (
     "parent",
     "released",
     "blocked_by",
+    "insufficient",
     "ab_verdict",
     "steer_if_heldout",
     "steer_violation_heldout",
@@ -78,6 +79,22 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
     )
 
 
+def verdict_lines(settings: FlywheelSettings) -> list[str]:
+    """One line per recorded generation: each release gate's verdict and the A/B readout's."""
+    lake = settings.lake()
+    if not lake.exists("generations"):
+        return []
+    frame = lake.scan("generations").collect().sort("number")
+    out = []
+    for r in frame.iter_rows(named=True):
+        gates = [g for g in json.loads(r.get("gate_detail") or "[]") if isinstance(g, dict)]
+        parts = [f"{g.get('gate')} {g.get('outcome') or evidence.outcome(g.get('severity') or '')}" for g in gates]
+        if r.get("ab_verdict"):
+            parts.append(f"A/B {r['ab_verdict']}")
+        out.append(f"{r['generation']}: " + (", ".join(parts) or "no gate recorded"))
+    return out
+
+
 def heldout_progress(settings: FlywheelSettings) -> dict | None:
     """Held-out instruction following of the last released generation (the one the next generation builds on:
     its gates passed and its A/B readout did not reject it) against gen-0, with a paired bootstrap interval over
@@ -103,9 +120,14 @@ def print_table(settings: FlywheelSettings) -> None:
         print("no generation recorded")
         return
     progress = heldout_progress(settings)
-    table = table.with_columns(pl.col("blocked_by").list.join(","), pl.col(pl.Float64).round(3))
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+    lists = [c for c in ("blocked_by", "insufficient") if c in table.columns]
+    table = table.with_columns(pl.col(lists).list.join(","), pl.col(pl.Float64).round(3))
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
         print(table)
+    lines = verdict_lines(settings)
+    if lines:
+        print("verdicts per gate (pass, fail, or insufficient evidence: neither passes nor blocks):")
+        print("\n".join(f"  {line}" for line in lines))
     if progress:
         print(
             f"held-out instruction following, {BASE} -> {progress['generation']}: {progress['base']:.3f} -> "
@@ -123,9 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         help="generations to record in FLYWHEEL_HOME (env GENERATIONS)",
     )
     parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="one seed for every random choice of the models (env FLYWHEEL_SEED, `make flywheel SEED=n`; default 0)",
+    )
     args = parser.parse_args(argv)
     quiet_libraries()
-    return run_flywheel(args.generations, args.window_days)
+    resources = {"generation": {"seed": args.seed}} if args.seed is not None else None
+    return run_flywheel(args.generations, args.window_days, resources=resources)
 
 
 def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:

@@ -81,10 +81,20 @@ class GenerationSettings(dg.ConfigurableResource):
     )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
     max_earlier_days: int = library_field(JudgeDataConfig, "max_earlier_days")
-    min_slice_users: int = library_field(JudgeDataConfig, "min_slice_users")
+    seed: int = Field(
+        default_factory=lambda: int(os.environ.get("FLYWHEEL_SEED") or 0),
+        description="one seed for every random choice of the models: gen-0's pre-training, reply sampling, the "
+        "training stages' order, the reward models' splits and the evaluation's and A/B readout's bootstraps and "
+        "simulations (never the traffic's user split, which is part of the data) (env FLYWHEEL_SEED, `make "
+        "flywheel SEED=n`)",
+    )
 
-    def judge_data_config(self) -> JudgeDataConfig:
-        return JudgeDataConfig(max_earlier_days=self.max_earlier_days, min_slice_users=self.min_slice_users)
+    def judge_data_config(self, min_slice_users: int | None = None) -> JudgeDataConfig:
+        """The judges' data settings; `min_slice_users` is the release's (the minimum its win-rate gates ask for),
+        which evaluation slices are pooled up to."""
+        if min_slice_users is None:
+            return JudgeDataConfig(max_earlier_days=self.max_earlier_days)
+        return JudgeDataConfig(max_earlier_days=self.max_earlier_days, min_slice_users=min_slice_users)
 
 
 @dataclass
@@ -98,6 +108,12 @@ class GenerationPlan:
     @property
     def day_dates(self) -> list[date]:
         return [date.fromisoformat(d) for d in self.days]
+
+
+def run_seed(plan: GenerationPlan, seed: int) -> int:
+    """The seed of a generation's draws that differ by generation (candidates, simulated experiments): its number,
+    offset by the run's `seed` so that two seeds never share a generation's draws (seed 0 keeps the number)."""
+    return plan.number + 10_000 * seed
 
 
 def models_dir(settings: FlywheelSettings, generation: str) -> Path:

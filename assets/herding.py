@@ -7,6 +7,7 @@ scripts report their metrics back as the asset's materialization metadata.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -25,18 +26,21 @@ from assets.generation import (
     policy_dir,
     read_window,
     reward_model_dir,
+    run_seed,
     write_generation_table,
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
 from assets.training_launcher import TrainingLauncher
+from engine.sampling import CandidateConfig
 from pipeline import schema
+from pipeline.device import policy_cpu_threads
+from pipeline.digest import rows_digest
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
-from training.policy.candidates import CANDIDATES, CandidateConfig, generate_candidates
-from training.policy.dataset_lineage import content_hash
+from training.policy.candidates import CANDIDATES, generate_candidates
 from training.policy.datasets_build import (
     PREFERENCE_PAIRS,
     PreferenceBuildConfig,
@@ -48,12 +52,6 @@ from training.policy.datasets_build import (
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
-
-
-def tiny_threads(generation: GenerationSettings) -> int | None:
-    """torch CPU threads for a stage: one for the tiny built-in policy (a second thread only waits on the first,
-    and spins on a busy machine), torch's default for a configured model."""
-    return None if generation.policy_model else 1
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -89,20 +87,30 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     manifest_path = target / "policy_manifest.json"
     if manifest_path.is_file():  # gen-0 is built once; later generations start from their parent
         manifest = json.loads(manifest_path.read_text())
+        built_seed = (manifest.get("config") or {}).get("seed", 0)
+        if built_seed != generation.seed:
+            raise ValueError(
+                f"gen-0 in {settings.home} was built with seed {built_seed}, not {generation.seed}: every generation "
+                "there descends from it, so run seed "
+                f"{generation.seed} in a fresh FLYWHEEL_HOME (or set `seed` / FLYWHEEL_SEED back to {built_seed})"
+            )
         return dg.MaterializeResult(
             metadata={"policy": str(target), "built": False, "n_params": int(manifest.get("n_params", 0))}
         )
-    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000))
+    corpus = corpus_from_prompts(training_prompts(lake, plan, cap=20_000, seed=generation.seed))
     tmp = staging_dir(target)
-    # one thread: a model this small spends a second thread waiting on the first, and spins on a busy machine
-    config = TinyLlamaConfig(pretrain_steps=generation.pretrain_steps, cpu_threads=1)
+    config = TinyLlamaConfig(
+        pretrain_steps=generation.pretrain_steps,
+        cpu_threads=policy_cpu_threads(generation.policy_model),
+        seed=generation.seed,
+    )
     manifest = build_tiny_policy(corpus, tmp, config)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
         tmp,
         title="CharacterFlywheel gen-0 policy",
         base_model=None,
-        data_hashes={"pretrain_corpus": content_hash(corpus)},
+        data_hashes={"pretrain_corpus": rows_digest(corpus)},
         metrics=pretrain,
     )
     replace_dir(tmp, target)
@@ -143,13 +151,13 @@ def candidates(
     plan, lake = current_plan(settings), settings.lake()
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
-        train = train.sample(generation.candidate_prompts, seed=plan.number).sort("prompt_id")
+        train = train.sample(generation.candidate_prompts, seed=run_seed(plan, generation.seed)).sort("prompt_id")
     scorer = load_scorer(settings, plan.generation, "pointwise", curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
-        "seed": plan.number,
-        "cpu_threads": tiny_threads(generation),
+        "seed": run_seed(plan, generation.seed),
+        "cpu_threads": policy_cpu_threads(generation.policy_model),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -302,17 +310,6 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 # ---- training through Pipes -------------------------------------------------------------------
 
 
-def _run_stage(
-    context: dg.AssetExecutionContext,
-    launcher: TrainingLauncher,
-    settings: FlywheelSettings,
-    module: str,
-    config: dict,
-) -> dg.MaterializeResult:
-    invocation = launcher.run(context, module, config, home=str(Path(settings.home).resolve()))
-    return invocation.get_materialize_result()
-
-
 def _length_slope(settings: FlywheelSettings, plan: GenerationPlan) -> float:
     """The reward model's within-prompt length trend, as the SFT set's manifest recorded it (0 when it has none)."""
     manifest = dataset_dir(settings, plan.generation, "sft") / "manifest.json"
@@ -324,103 +321,86 @@ def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> 
     return str(models_dir(settings, plan.generation) / stage)
 
 
-@dg.asset(
-    deps=["sft_dataset", "policy_base"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
-)
-def sft_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.sft",
-        {
-            "model_name_or_path": parent_policy(settings, generation, plan),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "sft")),
-            "output_dir": _stage_dir(settings, plan, "sft"),
-            "max_steps": generation.sft_steps,
-            "learning_rate": generation.sft_learning_rate,
-            "use_lora": generation.use_lora,
-            "per_device_train_batch_size": generation.train_batch_size,
-            "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
-        },
+def _training_stage(
+    stage: str,
+    deps: list[str],
+    description: str,
+    start_from: Callable[[FlywheelSettings, GenerationSettings, GenerationPlan], str],
+    dataset: str,
+    extra: Callable[[FlywheelSettings, GenerationSettings, GenerationPlan], dict],
+    final: bool = False,
+) -> dg.AssetsDefinition:
+    """The `<stage>_checkpoint` asset: `training.policy.<stage>` run by the `launcher` resource (through Pipes)
+    from the policy `start_from` gives, on the generation's `dataset`, into the stage's folder (the final stage
+    into the generation's policy folder), with its `<stage>_steps` and `<stage>_learning_rate`, LoRA, the
+    policy's CPU threads and the stage's `extra` settings."""
+
+    @dg.asset(
+        name=f"{stage}_checkpoint", deps=deps, group_name=GROUP_HERD, kinds={"pytorch", "trl"}, description=description
     )
-
-
-@dg.asset(
-    deps=["sft_checkpoint", "preference_dataset"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
-)
-def dpo_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.dpo",
-        {
-            "model_name_or_path": _stage_dir(settings, plan, "sft"),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "preference")),
-            "output_dir": _stage_dir(settings, plan, "dpo"),
-            "max_steps": generation.dpo_steps,
-            "learning_rate": generation.dpo_learning_rate,
+    def checkpoint(
+        context: dg.AssetExecutionContext,
+        settings: FlywheelSettings,
+        generation: GenerationSettings,
+        launcher: TrainingLauncher,
+    ) -> dg.MaterializeResult:
+        plan = current_plan(settings)
+        config = {
+            "model_name_or_path": start_from(settings, generation, plan),
+            "dataset_path": str(dataset_dir(settings, plan.generation, dataset)),
+            "output_dir": str(policy_dir(settings, plan.generation)) if final else _stage_dir(settings, plan, stage),
+            "max_steps": getattr(generation, f"{stage}_steps"),
+            "seed": generation.seed,
+            "learning_rate": getattr(generation, f"{stage}_learning_rate"),
             "use_lora": generation.use_lora,
-            "per_device_train_batch_size": generation.train_batch_size,
-            "max_length": generation.train_max_length,
-            "cpu_threads": tiny_threads(generation),
-        },
-    )
+            "cpu_threads": policy_cpu_threads(generation.policy_model),
+            **extra(settings, generation, plan),
+        }
+        invocation = launcher.run(context, f"training.policy.{stage}", config, home=str(Path(settings.home).resolve()))
+        return invocation.get_materialize_result()
+
+    return checkpoint
 
 
-@dg.asset(
-    deps=["dpo_checkpoint", "rl_prompts", "reward_model_pointwise", "sft_dataset"],
-    group_name=GROUP_HERD,
-    kinds={"pytorch", "trl"},
-    description="Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
+def _batches(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> dict:
+    return {"per_device_train_batch_size": generation.train_batch_size, "max_length": generation.train_max_length}
+
+
+def _rl_rewards(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> dict:
+    return {
+        "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+        # the same length trend the SFT and preference sets were ranked without
+        "length_slope": _length_slope(settings, plan),
+        "max_completion_length": generation.max_new_tokens,
+    }
+
+
+sft_checkpoint = _training_stage(
+    "sft",
+    ["sft_dataset", "policy_base"],
+    "Supervised fine-tuning of the parent policy on the SFT set (assistant-only loss), with TRL.",
+    parent_policy,
+    "sft",
+    _batches,
+)
+dpo_checkpoint = _training_stage(
+    "dpo",
+    ["sft_checkpoint", "preference_dataset"],
+    "A small DPO patch on the preference set, against the SFT model as reference, with TRL.",
+    lambda settings, generation, plan: _stage_dir(settings, plan, "sft"),
+    "preference",
+    _batches,
+)
+grpo_checkpoint = _training_stage(
+    "grpo",
+    ["dpo_checkpoint", "rl_prompts", "reward_model_pointwise", "sft_dataset"],
+    "Online RL (GRPO) from the DPO model on the RL prompts, rewarded by this generation's pointwise "
     "reward model less its length trend (as the SFT set measured it), with TRL. The generation's final policy.",
+    lambda settings, generation, plan: _stage_dir(settings, plan, "dpo"),
+    "rl",
+    _rl_rewards,
+    final=True,
 )
-def grpo_checkpoint(
-    context: dg.AssetExecutionContext,
-    settings: FlywheelSettings,
-    generation: GenerationSettings,
-    launcher: TrainingLauncher,
-):
-    plan = current_plan(settings)
-    return _run_stage(
-        context,
-        launcher,
-        settings,
-        "training.policy.grpo",
-        {
-            "model_name_or_path": _stage_dir(settings, plan, "dpo"),
-            "dataset_path": str(dataset_dir(settings, plan.generation, "rl")),
-            "output_dir": str(policy_dir(settings, plan.generation)),
-            "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
-            # the same length trend the SFT and preference sets were ranked without
-            "length_slope": _length_slope(settings, plan),
-            "max_steps": generation.grpo_steps,
-            "learning_rate": generation.grpo_learning_rate,
-            "max_completion_length": generation.max_new_tokens,
-            "use_lora": generation.use_lora,
-            "cpu_threads": tiny_threads(generation),
-        },
-    )
 
 
 HERDING_ASSETS = [

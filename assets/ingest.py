@@ -4,6 +4,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from assets.checks import SUITE, run_suite, suite_spec
 from assets.metadata import counts_table, preview_table, schema_metadata
@@ -11,9 +12,10 @@ from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
 from pipeline import schema
-from pipeline.history import file_hash
-from pipeline.ingest import ingest_day
-from pipeline.sources import chitchat_path, day_files, read_day
+from pipeline.digest import file_digest
+from pipeline.ingest import FILE_REASON_CODES, ingest_day
+from pipeline.privacy import PrivacyConfig
+from pipeline.sources import chitchat_path, read_day, scan_day
 
 GROUP = "ingest"
 
@@ -23,18 +25,20 @@ GROUP = "ingest"
         dg.AssetSpec(
             "conversations",
             group_name=GROUP,
-            description="One row per accepted message of the day's traffic (user ids replaced by salted hashes).",
+            description="One row per accepted message of the day's traffic: user ids replaced by salted hashes, "
+            "text scrubbed of PII before it is written, per-row `pii_types`; counts per type in `pii_counts`.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.CONVERSATIONS),
-            code_version="ingest-1",
+            code_version="ingest-3",
         ),
         dg.AssetSpec(
             "quarantine",
             group_name=GROUP,
-            description="Every rejected input record of the day, with its reason code, detail, payload and location.",
+            description="Every rejected input record or file of the day, with its reason code, detail and location, "
+            "and its payload with user ids pseudonymised and text scrubbed.",
             kinds={"polars", "parquet"},
             metadata=schema_metadata(schema.QUARANTINE),
-            code_version="ingest-1",
+            code_version="ingest-3",
         ),
     ],
     check_specs=[
@@ -57,6 +61,10 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     source = settings.source_config()
     lake = settings.lake()
     hasher = settings.hasher()
+    if hasher.warning:
+        context.log.warning(hasher.warning)
+        for key in context.selected_asset_keys:
+            context.add_asset_metadata({"user_salt_warning": hasher.warning}, asset_key=key)
     memo = _memo(context, settings, source, day, hasher)
     outputs = {t: lake.partition_dir(t, day) / "part-0.parquet" for t in ("conversations", "quarantine")}
     if memo is not None and (events := memo.replay(outputs)) is not None:
@@ -78,8 +86,8 @@ def _memo(context, settings: FlywheelSettings, source, day: date, hasher) -> Ste
         f"{k.asset_key.to_user_string()}:{k.name}" for k in context.selected_asset_check_keys
     )
     code = context.assets_def.code_versions_by_key.get(dg.AssetKey("conversations")) or ""
-    extra = [str(day), hasher("salt-fingerprint"), *selection]
-    config = (source, settings.ingest_config())
+    extra = [str(day), hasher("salt-fingerprint"), *selection, *_refused_files(source, day)]
+    config = (source, settings.ingest_config(), PrivacyConfig())
     return StepMemo(settings.home, "ingest", day, fingerprint(code, config, files, extra))
 
 
@@ -87,26 +95,54 @@ def _source_files(source, day: date) -> list[Path] | None:
     if source.kind == "chitchat":
         return [chitchat_path(source)]
     if source.kind == "folder" and source.path and Path(source.path).is_dir():
-        return day_files(Path(source.path), day)
+        return scan_day(Path(source.path), day).files
     return None
 
 
+def _refused_files(source, day: date) -> list[str]:
+    """The day's refused entries, by name and reason: adding or removing one changes the quarantine."""
+    if source.kind == "folder" and source.path and Path(source.path).is_dir():
+        return [f"{label}:{code}" for label, code, _ in scan_day(Path(source.path), day).refused]
+    return []
+
+
+def unread_files(quarantine) -> dict:
+    """The files the source refused or could not read to their end, with their reason (file-level rows)."""
+    files = quarantine.filter(quarantine["reason_code"].is_in(FILE_REASON_CODES)).select(
+        "source_file", "reason_code", "detail"
+    )
+    return {"unread_files": files.height, "unread_file_list": preview_table(files, max_rows=50)}
+
+
+def _preview(conv):
+    """The first accepted rows (their text scrubbed at ingest: metadata never holds raw PII)."""
+    return preview_table(conv.head(5).select("conversation_id", "turn_index", "role", "text", "ts", "character_id"))
+
+
 def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher):
-    result = ingest_day(read_day(source, day), day, settings.ingest_config(), hasher)
+    result = ingest_day(read_day(source, day), day, settings.ingest_config(), hasher, PrivacyConfig())
     conv_path = lake.write("conversations", day, result.conversations)
     quar_path = lake.write("quarantine", day, result.quarantine)
     lake.write("ingest_stats", day, result.stats(source.kind))
+    # the counts of what scrubbing replaced: shown by `scrubbed_conversations` and the quality report
+    lake.write("pii_counts", day, result.pii_counts.with_columns(pl.lit(day).alias("day")))
     context.log.info(
         f"{day}: read {result.records_read} records, accepted {result.conversations.height}, "
         f"quarantined {result.quarantine.height}"
     )
+    unread = result.quarantine.filter(result.quarantine["reason_code"].is_in(FILE_REASON_CODES))
+    if unread.height:
+        context.log.warning(
+            f"{day}: {unread.height} files not read to their end: "
+            + ", ".join(f"{f} ({c})" for f, c in unread.select("source_file", "reason_code").iter_rows())
+        )
 
     selected = context.selected_asset_keys
     conv = result.conversations
     if dg.AssetKey("conversations") in selected:
         yield dg.MaterializeResult(
             asset_key="conversations",
-            data_version=dg.DataVersion(file_hash(conv_path)),
+            data_version=dg.DataVersion(file_digest(conv_path)),
             metadata={
                 "dagster/row_count": conv.height,
                 "records_read": result.records_read,
@@ -115,28 +151,30 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
                 "roles": counts_table(dict(conv.group_by("role").len().iter_rows()) if conv.height else {}, key="role"),
                 "source": source.kind,
                 "path": dg.MetadataValue.path(str(lake.partition_dir("conversations", day))),
-                "preview": preview_table(
-                    conv.select("conversation_id", "turn_index", "role", "text", "ts", "character_id")
-                ),
+                "preview": _preview(conv),
+                "rows_with_pii": result.scrub.rows_with_pii,
+                "pii_by_type": counts_table(result.pii_by_type(), key="pii_type"),
+                **unread_files(result.quarantine),
             },
         )
     reasons = result.reason_counts()
     if dg.AssetKey("quarantine") in selected:
         yield dg.MaterializeResult(
             asset_key="quarantine",
-            data_version=dg.DataVersion(file_hash(quar_path)),
+            data_version=dg.DataVersion(file_digest(quar_path)),
             metadata={
                 "dagster/row_count": result.quarantine.height,
                 "quarantine_rate": round(result.quarantine.height / max(result.records_read, 1), 5),
                 "by_reason": counts_table(reasons, total=result.records_read),
                 "path": dg.MetadataValue.path(str(lake.partition_dir("quarantine", day))),
                 "preview": preview_table(result.quarantine.select("source_file", "line", "reason_code", "detail")),
+                **unread_files(result.quarantine),
             },
         )
     checks = context.selected_asset_check_keys
     if dg.AssetCheckKey(dg.AssetKey("conversations"), "conservation") in checks:
         yield conservation_check(lake, day)
-    for table, df in (("conversations", result.conversations), ("quarantine", result.quarantine)):
+    for table, df in (("conversations", conv.drop("pii_types")), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
             yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
 

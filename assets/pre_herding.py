@@ -22,13 +22,13 @@ from assets.generation import (
 )
 from assets.metadata import png_markdown, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
+from pipeline.digest import frame_digest
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.judge_data import JudgeDataConfig, TimeOrderedSplit, time_ordered_split
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig
 from quality.outcomes import WARNING, CheckOutcome
 from training.cards import write_model_card
-from training.policy.dataset_lineage import frame_hash
 from training.rewards.annotations import read_annotation_source
 from training.rewards.engagement import USER_DAY_ENGAGEMENT, check_labels, user_day_engagement
 from training.rewards.engagement_label import TARGET, choose_label, with_target
@@ -52,9 +52,12 @@ def embed_config(settings: FlywheelSettings, curation: CurationSettings | None =
     )
 
 
-def head_config(settings: FlywheelSettings, curation: CurationSettings, kind: str) -> EmbeddingHeadConfig:
+def head_config(
+    settings: FlywheelSettings, curation: CurationSettings, kind: str, seed: int = 0
+) -> EmbeddingHeadConfig:
     # without style features: with them the head learns to pay for emoji and lists (the probe flags it)
-    return EmbeddingHeadConfig(kind=kind, use_style=False, embedding_backend=embed_config(settings, curation).backend)
+    backend = embed_config(settings, curation).backend
+    return EmbeddingHeadConfig(kind=kind, use_style=False, embedding_backend=backend, seed=seed)
 
 
 def cached_embed_fn(settings: FlywheelSettings, curation: CurationSettings | None = None):
@@ -157,7 +160,7 @@ def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataF
         target,
         title=f"CharacterFlywheel {kind} reward model",
         base_model=model.metadata.get("embedding_model"),
-        data_hashes={"train_rows": frame_hash(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
+        data_hashes={"train_rows": frame_digest(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
         metrics={k: v for k, v in model.metadata.items() if k != "config"} | held_out,
         library_name="pytorch",
         summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`), "
@@ -239,8 +242,9 @@ def reward_model_pointwise(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
+    seed = generation.seed
     rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
-    train, held_out = _capped(rows.train, generation.reward_train_rows), rows.validation
+    train, held_out = _capped(rows.train, generation.reward_train_rows, seed), rows.validation
     validation = "the window's held-out users"
     if held_out.height < MIN_VALIDATION_ROWS or held_out["continued"].drop_nulls().n_unique() < 2:
         # too few held-out users in the window to measure on: the training users' latest day (or a seeded
@@ -249,13 +253,13 @@ def reward_model_pointwise(
         if train["day"].n_unique() > 1:
             train, held_out = split_by_day(train, eval_days=1)
         else:
-            mask = pl.Series(np.random.default_rng(0).random(train.height) < 0.2)
+            mask = pl.Series(np.random.default_rng(seed).random(train.height) < 0.2)
             train, held_out = train.filter(~mask), train.filter(mask)
     embed_fn = cached_embed_fn(settings, curation)
 
     def fit(frame: pl.DataFrame) -> EmbeddingRewardModel:
         return EmbeddingRewardModel.fit_pointwise(
-            frame, head_config(settings, curation, "pointwise"), embed_fn=embed_fn, label=TARGET
+            frame, head_config(settings, curation, "pointwise", seed), embed_fn=embed_fn, label=TARGET
         )
 
     choice = choose_label(train, held_out, fit)
@@ -268,7 +272,7 @@ def reward_model_pointwise(
         eval_prompts=held_out,
         train_prompts=train,
         out_dir=_eval_dir(settings, plan, "pointwise"),
-        config=RewardEvalConfig(),
+        config=RewardEvalConfig(seed=seed),
         label=TARGET,
     )
     metrics = pl.concat([metrics, label_rows(choice.measurements)])
@@ -319,9 +323,10 @@ def reward_model_pairwise(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
+    seed = generation.seed
     rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
     # topics are fitted per day, so a cluster id means nothing across days: pair over all the days
-    prompts = _capped(rows.train, generation.pair_mining_rows).drop("cluster_id", strict=False)
+    prompts = _capped(rows.train, generation.pair_mining_rows, seed).drop("cluster_id", strict=False)
     pairs = engagement_pairs(prompts, EngagementPairsConfig())
     held_out = engagement_pairs(rows.validation.drop("cluster_id", strict=False), EngagementPairsConfig())
     sources = {"engagement": pairs.height, "engagement_held_out_users": held_out.height}
@@ -339,10 +344,11 @@ def reward_model_pairwise(
             "`max_earlier_days` (0 = every earlier day), widen `window_days` or add annotation pairs "
             "(`annotations_path`)"
         )
-    config, embed_fn = RewardEvalConfig(), cached_embed_fn(settings, curation)
+    config, embed_fn = RewardEvalConfig(seed=seed), cached_embed_fn(settings, curation)
 
     def fit(rows: pl.DataFrame) -> EmbeddingRewardModel:
-        return EmbeddingRewardModel.fit_pairwise(rows, head_config(settings, curation, "pairwise"), embed_fn=embed_fn)
+        head = head_config(settings, curation, "pairwise", seed)
+        return EmbeddingRewardModel.fit_pairwise(rows, head, embed_fn=embed_fn)
 
     train = pairs
     # a few held-out pairs cannot tell a model from the length baseline: then the training pairs are judged by

@@ -76,13 +76,15 @@ def held_out_slices(
 
 
 def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResult:
+    """The gate as a blocking check: only an error blocks; a warning, or insufficient evidence (which neither
+    passes nor blocks on its own), fails the check at WARN severity."""
     meta = {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list, tuple)) else v for k, v in gate.metadata.items()}
     per_slice = f" (prompts per slice: {gate.metadata['n_per_slice']})" if "n_per_slice" in gate.metadata else ""
     return dg.AssetCheckResult(
         asset_key="offline_eval",
         check_name=name,
         passed=gate.severity == "ok",
-        severity=dg.AssetCheckSeverity.WARN if gate.severity == "warn" else dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if gate.severity == "error" else dg.AssetCheckSeverity.WARN,
         description=f"{gate.severity}: {gate.detail}{per_slice}",
         metadata={k: v for k, v in meta.items() if v is not None},
     )
@@ -94,8 +96,9 @@ def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResul
     kinds={"pytorch", "parquet"},
     metadata=schema_metadata(EVAL_RECORDS_SCHEMA, policy=pl.Utf8),
     description="Offline evaluation of the new generation against its parent on held-out prompts: win rates per "
-    "slice judged by this generation's pointwise and pairwise reward models (bootstrap CIs), steerability, style "
-    "monitors and false refusals; the release gates are its blocking checks.",
+    "slice judged by this generation's pointwise and pairwise reward models (bootstrap CIs over held-out users), "
+    "steerability, style monitors, false refusals and a few replies side by side; the release gates are its "
+    "blocking checks (a gate with insufficient evidence warns, and the evidence rule bounds how many may).",
     check_specs=[dg.AssetCheckSpec(n, asset="offline_eval", blocking=True, description=d) for n, d in GATES.items()],
 )
 def offline_eval(
@@ -109,7 +112,8 @@ def offline_eval(
     pool = read_window(lake, "prompts", plan)
     if pool.is_empty():
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
-    slices = held_out_slices(lake, plan, pool, curation.sampling_config(), generation.judge_data_config())
+    judge = generation.judge_data_config(release.min_slice_users)
+    slices = held_out_slices(lake, plan, pool, curation.sampling_config(), judge)
     held_out = slices.rows
     write_generation_table(lake, "eval_slice_users", plan, slices.users)
     # the judges embed with the embedder their features were trained on (the curation's)
@@ -122,6 +126,8 @@ def offline_eval(
         judges,
         _training_prompts(settings, lake, plan, pool),
         release.eval_config(generation),
+        # the judges' own held-out validation decides whether they may judge
+        gen_table(lake, "reward_model_metrics", plan),
     )
     for table, frame in result.tables().items():
         write_generation_table(lake, table, plan, frame)
@@ -219,7 +225,11 @@ def generation_report(context: dg.AssetExecutionContext, settings: FlywheelSetti
     files = write_generation_report(
         recorded_generations(settings.lake()),
         settings.reports_dir / "generations",
-        GenerationReportConfig(win_rate_warn=release.win_rate_warn, win_rate_ceiling=release.win_rate_error),
+        GenerationReportConfig(
+            win_rate_warn=release.win_rate_warn,
+            win_rate_ceiling=release.win_rate_error,
+            min_decided_gates=release.min_decided_gates,
+        ),
     )
     return dg.MaterializeResult(
         metadata={

@@ -8,7 +8,7 @@ from assets.curation import CurationSettings, _vectors
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
-from pipeline.history import file_hash
+from pipeline.digest import file_digest
 from pipeline.lake import Lake
 from quality.daily import build_daily_report
 
@@ -20,7 +20,7 @@ def _report_inputs(lake: Lake, day: date) -> list:
     for table in ("conversations", "unique_prompts", "clusters", "topic_assignments"):
         prev = lake.previous_day(table, day)
         files += lake.files(table, prev) if prev else []
-    files += sorted((lake.home / "state" / "suite_results").glob(f"*/day={day.isoformat()}.pkl"))
+    files += sorted((lake.home / "state" / "suite_results").glob(f"*/day={day.isoformat()}.json"))
     return files
 
 
@@ -46,7 +46,7 @@ def quality_report(context: dg.AssetExecutionContext, settings: FlywheelSettings
         return
     files = build_daily_report(lake, day, folder, vectors_of=lambda d: _vectors(lake, d, curation, settings))
     result = dg.MaterializeResult(
-        data_version=dg.DataVersion(file_hash(files.index)),
+        data_version=dg.DataVersion(file_digest(files.index)),
         metadata={
             "report": dg.MetadataValue.path(str(files.index.resolve())),
             "summary": dg.MetadataValue.md(files.markdown),

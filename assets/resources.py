@@ -21,6 +21,7 @@ from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
 from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help
+from pipeline.device import policy_cpu_threads
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
 from pipeline.schema import SALT_ENV, UserHasher
@@ -64,11 +65,16 @@ class FlywheelSettings(dg.ConfigurableResource):
     replay_end_date: str = library_field(SourceConfig, "end_date", env="FLYWHEEL_REPLAY_END")
     replay_days: int = library_field(SourceConfig, "replay_days", env="FLYWHEEL_REPLAY_DAYS")
     internal_user_fraction: float = library_field(SourceConfig, "internal_user_fraction")
+    max_line_bytes: int = library_field(SourceConfig, "max_line_bytes")
+    max_file_bytes: int = library_field(SourceConfig, "max_file_bytes")
+    max_day_bytes: int = library_field(SourceConfig, "max_day_bytes")
+    max_json_depth: int = library_field(SourceConfig, "max_json_depth")
+    max_int_digits: int = library_field(SourceConfig, "max_int_digits")
     max_text_chars: int = library_field(IngestConfig, "max_text_chars")
     late_grace_minutes: int = library_field(IngestConfig, "late_grace_minutes")
     production: bool = Field(
         default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
-        description="production mode: refuses the public demo salt for user hashes",
+        description="production mode: refuses a missing, public (demo or example placeholder) or short (< 16 chars) salt for user hashes",
     )
     # A secret: pass it as dg.EnvVar("FLYWHEEL_USER_SALT") (as `assets.definitions` does), so the UI and
     # a run's config show the variable's name, never its value.
@@ -87,6 +93,11 @@ class FlywheelSettings(dg.ConfigurableResource):
             end_date=self.replay_end_date,
             replay_days=self.replay_days,
             internal_user_fraction=self.internal_user_fraction,
+            max_line_bytes=self.max_line_bytes,
+            max_file_bytes=self.max_file_bytes,
+            max_day_bytes=self.max_day_bytes,
+            max_json_depth=self.max_json_depth,
+            max_int_digits=self.max_int_digits,
         )
 
     def ingest_config(self) -> IngestConfig:
@@ -107,7 +118,6 @@ class ReleaseSettings(dg.ConfigurableResource):
     field of that name (held-out prompts per slice and reply length come from the generation's sizes)."""
 
     temperature: float = library_field(OfflineEvalConfig, "temperature")
-    seed: int = library_field(OfflineEvalConfig, "seed")
     steerability_samples: int = library_field(OfflineEvalConfig, "steerability_samples")
     steerability_suite: str | None = library_field(OfflineEvalConfig, "steerability_suite")
     bootstrap_resamples: int = library_field(OfflineEvalConfig, "bootstrap_resamples")
@@ -124,16 +134,25 @@ class ReleaseSettings(dg.ConfigurableResource):
     slice_divergence_z: float = library_field(OfflineEvalConfig, "slice_divergence_z")
     steerability_tolerance: float = library_field(OfflineEvalConfig, "steerability_tolerance")
     max_train_eval_overlap: int = library_field(OfflineEvalConfig, "max_train_eval_overlap")
+    min_slice_users: int = library_field(OfflineEvalConfig, "min_slice_users")
+    judge_margin: float = library_field(OfflineEvalConfig, "judge_margin")
+    min_judge_heldout: int = library_field(OfflineEvalConfig, "min_judge_heldout")
+    min_decided_gates: int = library_field(OfflineEvalConfig, "min_decided_gates")
+    sample_prompts: int = library_field(OfflineEvalConfig, "sample_prompts")
 
     def eval_config(self, generation) -> OfflineEvalConfig:
-        """The library config; `generation` (GenerationSettings) sets the prompts per slice and reply length."""
+        """The library config; `generation` (GenerationSettings) sets the prompts per slice, the reply length and
+        the seed (its one seed of the models' random choices)."""
         forwarded = {
             f.name: getattr(self, f.name) for f in fields(OfflineEvalConfig) if f.name in type(self).model_fields
         }
         if self.cpu_threads is None:
-            forwarded["cpu_threads"] = 1 if generation.policy_model is None else None
+            forwarded["cpu_threads"] = policy_cpu_threads(generation.policy_model)
         return OfflineEvalConfig(
-            **forwarded, eval_prompts=generation.eval_prompts, max_new_tokens=generation.max_new_tokens
+            **forwarded,
+            eval_prompts=generation.eval_prompts,
+            max_new_tokens=generation.max_new_tokens,
+            seed=generation.seed,
         )
 
 
@@ -160,12 +179,15 @@ class AbSettings(dg.ConfigurableResource):
     planted_lift_breadth: float = library_field(AbSimConfig, "lift_breadth")
     planted_lift_depth: float = library_field(AbSimConfig, "lift_depth")
     simulator_min_rows: int = library_field(UserSimulatorConfig, "min_rows")
+    min_simulator_users: int = library_field(UserSimulatorConfig, "min_users")
+    simulator_refits: int = library_field(UserSimulatorConfig, "refits")
 
-    def ab_config(self, start: str | None = None) -> AbConfig:
+    def ab_config(self, start: str | None = None, seed: int = 0) -> AbConfig:
+        """The analysis; `seed` (the generation settings' one seed) seeds its bootstrap."""
         if self.source not in AB_SOURCES:
             raise ValueError(f"ab source={self.source!r}: set `source` (or FLYWHEEL_AB_SOURCE) to one of {AB_SOURCES}")
         names = {f.name for f in fields(AbConfig)} - {"start", "seed"}
-        return AbConfig(start=start or self.start, seed=0, **{n: getattr(self, n) for n in names})
+        return AbConfig(start=start or self.start, seed=seed, **{n: getattr(self, n) for n in names})
 
     def sim_config(self, last_day: str, seed: int, cls: type = AbSimConfig, **extra):
         """The simulation (`cls`: the planted-lift AbSimConfig or the user simulator's SimulatedAbConfig) of a

@@ -20,7 +20,7 @@ from assets.checks import conservation
 from assets.metadata import counts_table, preview_table, table_metadata
 from pipeline import schema
 from pipeline.crash import crash_point
-from pipeline.history import file_hash
+from pipeline.digest import file_digest
 from pipeline.lake import Lake
 from pipeline.step import StepResult
 
@@ -76,4 +76,4 @@ def publish(
     if rows_in is not None:
         label = "+".join(steps)
         checks.append(conservation(asset, label, rows_in, kept, drops.with_columns(stage=pl.lit(label)), id_column))
-    return Published(dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(file_hash(path))), checks)
+    return Published(dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(file_digest(path))), checks)

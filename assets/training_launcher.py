@@ -8,14 +8,17 @@ writes FLYWHEEL_HOME on the same shared volume, mounted at the same path, as the
 """
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from assets.deploy_check import pinned_image
 from assets.resources import library_field
-from training.policy.launcher import LaunchConfig, stage_command
+from training.policy.launcher import LaunchConfig, stage_command, stage_env
 
 BACKENDS = ("subprocess", "k8s")
 # the stages read models and datasets from the lake and never reach a hub
@@ -26,8 +29,9 @@ class TrainingPod(dg.Config):
     """The Kubernetes pod a training stage runs in (backend 'k8s')."""
 
     image: str = Field(
-        default_factory=lambda: os.environ.get("FLYWHEEL_IMAGE") or "characterflywheel:latest",
-        description="container image with the project installed (deploy/Dockerfile); env FLYWHEEL_IMAGE",
+        default_factory=lambda: os.environ.get("FLYWHEEL_IMAGE") or "",
+        description="container image with the project installed (deploy/Dockerfile), pinned by digest "
+        "(`REPOSITORY:TAG@sha256:...`, the code server's own); env FLYWHEEL_IMAGE",
     )
     namespace: str | None = Field(default=None, description="namespace of the pods; None = the run's own")
     gpus: int = Field(default=1, description="nvidia.com/gpu per pod (requested and limited)")
@@ -48,11 +52,18 @@ class TrainingPod(dg.Config):
     python: str = Field(default="python", description="the image's Python interpreter")
 
 
+# training pods carry this label: deploy/k8s/networkpolicy.yaml lets them reach only each other
+TRAINING_POD_LABELS = {"app.kubernetes.io/component": "training_stage"}
+_NON_ROOT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001}
+
+
 def training_pod_spec(pod: TrainingPod, home: str) -> dict:
     """The base pod spec of a training stage: GPU requests, node selector, FLYWHEEL_HOME volume, shared memory.
 
     The image and the command are set by `PipesK8sClient.run`; the Pipes variables are added to the first
-    container's env. No secret is mounted: training reads the lake and writes models, and never hashes users.
+    container's env. No secret is mounted and no service-account token either: training reads the lake and
+    writes models, never hashes users and never calls the Kubernetes API. It runs as a non-root user with a
+    read-only root filesystem and no capabilities; caches and temporary files go to /tmp, an emptyDir.
     """
     home_path = Path(home)
     if not home_path.is_absolute() or not home_path.is_relative_to(pod.home_mount):
@@ -73,15 +84,27 @@ def training_pod_spec(pod: TrainingPod, home: str) -> dict:
         "volumeMounts": [
             {"name": "flywheel-home", "mountPath": pod.home_mount},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
+        "imagePullPolicy": "IfNotPresent",  # safe: the image is pinned by digest
+        "securityContext": {
+            **_NON_ROOT,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     spec = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {**_NON_ROOT, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "nodeSelector": dict(pod.node_selector),
         "volumes": [
             {"name": "flywheel-home", "persistentVolumeClaim": {"claimName": pod.home_claim}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": pod.shm_size}},
+            {"name": "tmp", "emptyDir": {}},
         ],
     }
     if pod.gpus:
@@ -105,6 +128,12 @@ class TrainingLauncher(dg.ConfigurableResource):
         "(env FLYWHEEL_TRL_CONFIG)",
     )
     cpu: bool = library_field(LaunchConfig, "cpu")
+    env_passthrough: list[str] = Field(
+        default_factory=lambda: [n for n in os.environ.get("FLYWHEEL_TRAIN_ENV_PASSTHROUGH", "").split(",") if n],
+        description="backend 'subprocess': names of further environment variables a stage receives, beyond the "
+        "allow-list (PATH, HOME, PYTHONPATH, HF_*/TRANSFORMERS_*, CUDA_*/NCCL_*, OMP/MKL threads, FLYWHEEL_* "
+        "but the salt, ...); secret-looking names are refused (env FLYWHEEL_TRAIN_ENV_PASSTHROUGH, comma-separated)",
+    )
     backend: str = Field(
         default_factory=lambda: os.environ.get("FLYWHEEL_TRAIN_BACKEND") or "subprocess",
         description="'subprocess' (this machine) or 'k8s' (a pod per stage); env FLYWHEEL_TRAIN_BACKEND",
@@ -142,11 +171,43 @@ class TrainingLauncher(dg.ConfigurableResource):
             return PipesK8sClient().run(
                 context=context,
                 extras=extras,
-                image=self.pod.image,
+                image=pinned_image(self.pod.image, "training pod `image` (env FLYWHEEL_IMAGE)"),
                 command=command,
                 namespace=self.pod.namespace,
+                base_pod_meta={"labels": TRAINING_POD_LABELS},
                 base_pod_spec=training_pod_spec(self.pod, home),
             )
         self.launch_config().check_files()
-        env = {**os.environ, "FLYWHEEL_HOME": home, **_OFFLINE_ENV}
-        return dg.PipesSubprocessClient().run(command=command, context=context, extras=extras, env=env)
+        env = {**stage_env(os.environ, self.env_passthrough), "FLYWHEEL_HOME": home, **_OFFLINE_ENV}
+        return StageSubprocessClient().run(command=command, context=context, extras=extras, env=env)
+
+
+class StageSubprocessClient(dg.PipesSubprocessClient):
+    """`PipesSubprocessClient`, but the process gets the given `env` and the Pipes variables only.
+
+    Dagster's client starts from the whole `os.environ`, which in a code server or run worker holds the
+    user-hash salt and any storage or hub credential; a training stage needs none of them.
+    """
+
+    def run(self, *, context, extras=None, command, env=None, cwd=None) -> dg.PipesClientCompletedInvocation:
+        with dg.open_pipes_session(
+            context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
+        ) as session:
+            process = subprocess.Popen(
+                command,
+                cwd=cwd or self.cwd,
+                env={**self.env, **(env or {}), **session.get_bootstrap_env_vars()},
+                stdout=None if self.forward_stdio else subprocess.PIPE,
+                stderr=None if self.forward_stdio else subprocess.PIPE,
+            )
+            try:
+                process.wait()
+            except dg.DagsterExecutionInterruptedError:
+                if self.forward_termination:
+                    context.log.info("[pipes] execution interrupted, sending SIGINT to the training stage")
+                    process.send_signal(signal.SIGINT)
+                    process.wait(timeout=self.termination_timeout_seconds)
+                raise
+            if process.returncode != 0:
+                raise dg.Failure(f"training stage {command[-1]!r} exited with code {process.returncode}")
+        return dg.PipesClientCompletedInvocation(session)

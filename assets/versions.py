@@ -12,7 +12,6 @@ results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from datetime import date
@@ -21,18 +20,12 @@ from pathlib import Path
 import dagster as dg
 
 from assets.steps import Published
-from pipeline.history import file_hash
+from pipeline.digest import digest, file_digest
 from pipeline.lake import Lake, atomic_write_text
 
 
 def fingerprint(code_version: str, settings: object, files: Iterable[Path], extra: Iterable[str] = ()) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{code_version}\n{settings!r}\n".encode())
-    for f in sorted(files):
-        h.update(f"{f.name}:{file_hash(f)}\n".encode())
-    for e in extra:
-        h.update(f"{e}\n".encode())
-    return h.hexdigest()
+    return digest(code_version, repr(settings), *(f"{f.name}:{file_digest(f)}" for f in sorted(files)), *extra)
 
 
 class StepMemo:
@@ -71,7 +64,7 @@ class StepMemo:
             outputs = {"": outputs}
         versions = {m["asset_key"] or "": m["data_version"] for m in record["materializations"]}
         for key, path in (outputs or {}).items():
-            if not path.is_file() or file_hash(path) != versions.get(key):
+            if not path.is_file() or file_digest(path) != versions.get(key):
                 return None
         return self._events(record)
 

@@ -28,8 +28,9 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import minhash  # noqa: E402
-from pipeline.dedup import NearDedupConfig, exact_dedup, near_dedup, normalize_text  # noqa: E402
+from pipeline.dedup import NearDedupConfig, exact_dedup, near_dedup  # noqa: E402
 from pipeline.planted import PlantedConfig, build_planted_duplicates, score_drops  # noqa: E402
+from pipeline.text_hash import normalize_text  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "chitchat_dataset.json.gz"
 

@@ -239,9 +239,9 @@ def training_sets(work: Path, n: int) -> dict[str, str]:
 
 
 def bench_training(args, accel: str, work: Path) -> dict:
-    from training.policy.candidates import CandidateConfig, sample_replies
+    from engine.policy import PolicyConfig
+    from engine.sampling import CandidateConfig, sample_replies
     from training.policy.dpo import DPORunConfig, run_dpo
-    from training.policy.models import PolicyConfig
     from training.policy.sft import SFTRunConfig, run_sft
 
     policy, label = policy_folder(work, args.cpu_smoke)

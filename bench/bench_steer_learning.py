@@ -32,12 +32,13 @@ import polars as pl  # noqa: E402
 
 from assets.generation import GenerationPlan, GenerationSettings  # noqa: E402
 from assets.pre_herding import training_prompts  # noqa: E402
+from engine.cards import build_prompts  # noqa: E402
+from engine.policy import PolicyConfig  # noqa: E402
+from engine.sampling import CandidateConfig, sample_replies  # noqa: E402
 from evaluation import steerability  # noqa: E402
 from pipeline.lake import Lake  # noqa: E402
-from training.policy.candidates import CandidateConfig, sample_replies  # noqa: E402
 from training.policy.dataset_lineage import to_dataset  # noqa: E402
 from training.policy.models import (  # noqa: E402
-    PolicyConfig,
     TinyLlamaConfig,
     build_tiny_policy,
     chat_messages,
@@ -49,7 +50,7 @@ from training.policy.steer_data import steer_prompts, violations  # noqa: E402
 
 def heldout(policy: Path, samples: int, max_new_tokens: int) -> tuple[pl.DataFrame, dict]:
     """Per held-out prompt, the share of its replies keeping every rule; and the overall rates."""
-    prompts = steerability.build_prompts()
+    prompts = build_prompts()
     contexts = [chat_messages(s, list(m)) for s, m in zip(prompts["system"], prompts["messages"].to_list())]
     cfg = CandidateConfig(num_samples=samples, max_new_tokens=max_new_tokens, temperature=0.7, cpu_threads=1)
     texts, _, _ = sample_replies(PolicyConfig(model_name_or_path=str(policy), cpu_threads=1), contexts, cfg)

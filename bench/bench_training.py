@@ -31,8 +31,9 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
+from engine.sampling import CandidateConfig, fit_prompt  # noqa: E402
 from pipeline import schema  # noqa: E402
-from training.policy.candidates import CandidateConfig, fit_prompt, generate_candidates  # noqa: E402
+from training.policy.candidates import generate_candidates  # noqa: E402
 from training.policy.models import TinyLlamaConfig, build_tiny_policy  # noqa: E402
 
 CHITCHAT = REPO.parent / "shared" / "data" / "chitchat_dataset.json.gz"

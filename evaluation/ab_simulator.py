@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA
-from pipeline.lake import atomic_write_parquet
 
 
 @dataclass
@@ -171,12 +169,3 @@ def experiment_logs(sim: dict[str, np.ndarray], c: ExperimentConfig) -> tuple[pl
 def _dated(df: pl.DataFrame, start: dt.date, target: pl.Schema) -> pl.DataFrame:
     day = (pl.lit(start) + pl.duration(days=pl.col("d"))).cast(pl.Date).alias("day")
     return df.with_columns(day).select([pl.col(k).cast(v) for k, v in target.items()])
-
-
-def write_ab_logs(exposures: pl.DataFrame, events: pl.DataFrame, directory: str | Path) -> dict[str, Path]:
-    """Write the two logs as `ab_exposures.parquet` and `ab_events.parquet` (atomically)."""
-    directory = Path(directory)
-    return {
-        "ab_exposures": atomic_write_parquet(directory / "ab_exposures.parquet", exposures),
-        "ab_events": atomic_write_parquet(directory / "ab_events.parquet", events),
-    }

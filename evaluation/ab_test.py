@@ -58,6 +58,13 @@ LIFTS = pl.Schema(
         # prompts were replayed is itself a sample and thousands of simulated users cannot make it larger
         "prompt_ci_low": pl.Float64,
         "prompt_ci_high": pl.Float64,
+        # simulated from a model only: the spread of the lift over refits of that model on resampled training
+        # users (its own estimation error), and the interval with all three sources of error together
+        "model_ci_low": pl.Float64,
+        "model_ci_high": pl.Float64,
+        "model_sd": pl.Float64,
+        "total_ci_low": pl.Float64,
+        "total_ci_high": pl.Float64,
     }
 )
 
@@ -120,14 +127,7 @@ class AbReadout:
 
 
 def _drops(df: pl.DataFrame, reason: str, detail: str, id_expr: pl.Expr) -> pl.DataFrame:
-    return df.select(
-        pl.lit(None, pl.Date).alias("day") if "day" not in df.columns else pl.col("day"),
-        pl.lit(STAGE).alias("stage"),
-        id_expr.alias("row_id"),
-        pl.lit(reason).alias("reason_code"),
-        pl.lit(None, pl.Utf8).alias("kept_id"),
-        pl.lit(detail).alias("detail"),
-    ).cast(dict(schema.DROPS))
+    return schema.drops_of(df, STAGE, id_expr, pl.lit(reason), pl.lit(detail))
 
 
 def user_messages(
@@ -376,44 +376,40 @@ def ab_readout(exposures: pl.DataFrame, events: pl.DataFrame, config: AbConfig |
     return AbReadout(lifts, arms, srm, users, drops, counters)
 
 
-def ab_readout_duckdb(catalog_path: str, config: AbConfig | None = None) -> AbReadout:
-    """The readout from the `ab_exposures` and `ab_events` views of a DuckDB catalog."""
-    import duckdb
-
-    with duckdb.connect(catalog_path, read_only=True) as con:
-        exposures = con.sql("SELECT user_hash, arm, day FROM ab_exposures").pl()
-        events = con.sql("SELECT user_hash, day, messages FROM ab_events").pl()
-    return ab_readout(exposures, events, config)
-
-
 def lifts_by_metric(readout: AbReadout) -> dict[str, dict[str, Any]]:
     return {r["metric"]: r for r in readout.lifts.iter_rows(named=True)}
 
 
-VERDICTS = ("ship", "no-ship", "inconclusive", "invalid")
+VERDICTS = ("ship", "no-ship", "inconclusive", "insufficient", "invalid")
 
 
 def _significant(row: dict, sign: int) -> bool:
-    """The delta-method interval and, when computed, the bootstrap and replayed-prompt intervals all exclude 0 on
-    the `sign` side."""
+    """The delta-method interval and, when computed, the bootstrap, replayed-prompt and total (with the
+    simulator's own error) intervals all exclude 0 on the `sign` side."""
 
     def beyond(lo, hi) -> bool:
         return lo is not None and hi is not None and (lo > 0 if sign > 0 else hi < 0)
 
     if not beyond(row.get("delta_ci_low"), row.get("delta_ci_high")):
         return False
-    others = [(row.get(f"{k}_ci_low"), row.get(f"{k}_ci_high")) for k in ("boot", "prompt")]
+    others = [(row.get(f"{k}_ci_low"), row.get(f"{k}_ci_high")) for k in ("boot", "prompt", "total")]
     return all(ci == (None, None) or beyond(*ci) for ci in others)
 
 
-def ab_decision(lifts: pl.DataFrame, srm: pl.DataFrame, primary: str = "breadth") -> tuple[str, str]:
-    """(verdict, reason), one of `VERDICTS`. invalid: sample-ratio mismatch, no lift can be trusted; no-ship: a
-    metric is significantly worse in treatment; ship: the primary metric (breadth) is significantly better and
-    nothing is significantly worse; inconclusive: otherwise (intervals include 0, or too few engaged users for
-    an estimate). Significant = the delta-method and bootstrap 95% intervals both exclude 0, and so does the
-    replayed-prompt interval of a simulated readout."""
+def ab_decision(
+    lifts: pl.DataFrame, srm: pl.DataFrame, primary: str = "breadth", insufficient: str | None = None
+) -> tuple[str, str]:
+    """(verdict, reason), one of `VERDICTS`. invalid: sample-ratio mismatch, no lift can be trusted;
+    insufficient: the model behind a simulated readout falls below its evidence minimum (`insufficient` says
+    why), so its lifts neither ship nor reject; no-ship: a metric is significantly worse in treatment; ship: the
+    primary metric (breadth) is significantly better and nothing is significantly worse; inconclusive: otherwise
+    (intervals include 0, or too few engaged users for an estimate). Significant = the delta-method and
+    bootstrap 95% intervals both exclude 0, and so do the replayed-prompt and total intervals of a simulated
+    readout."""
     if srm.height and bool(srm["srm"][0]):
         return "invalid", f"sample-ratio mismatch (p = {srm['p_value'][0]:.2g}): assignment or logging is broken"
+    if insufficient:
+        return "insufficient", f"insufficient evidence: {insufficient}"
     rows = {r["metric"]: r for r in lifts.iter_rows(named=True)}
     worse = [m for m, r in rows.items() if _significant(r, -1)]
     if worse:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from evaluation import release_gates, steerability, style_monitor, winrate
+from evaluation import evidence, release_gates, side_by_side, steerability, style_monitor, winrate
 from evaluation.record import json_document
 from pipeline.prompts import chat_messages
 
 SLICES = ("eval_internal", "eval_user")
+JUDGES = ("pointwise", "pairwise")
 
 
 def pointwise_judge(model) -> Callable:
@@ -96,9 +97,14 @@ class Evaluation:
             json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
             for r in evals.select("system", "history").iter_rows(named=True)
         ]
+        # who each prompt belongs to, so win-rate intervals resample users (absent columns stay null)
+        owners = [
+            pl.col(c).cast(pl.Utf8) if c in evals.columns else pl.lit(None, pl.Utf8).alias(c)
+            for c in winrate.CLUSTER_COLUMNS
+        ]
         self.sides = {
             role: evals.select(
-                "prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt")
+                "prompt_id", pl.col("split").alias("slice"), pl.col("last_user").alias("prompt"), *owners
             ).with_columns(
                 pl.Series("context", ctx, dtype=pl.Utf8),
                 pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
@@ -109,16 +115,20 @@ class Evaluation:
         self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
         self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
 
-    def judge(self, pointwise, pairwise, n_resamples: int = 2000, seed: int = 0) -> None:
+    def judge(self, pointwise, pairwise, n_resamples: int = 2000, seed: int = 0, min_cluster_users: int = 20) -> None:
         """Win rates by both reward models (`n_resamples` bootstrap resamples), steerability scores and style
         monitors of both sides."""
         self.wr = winrate.win_rate(
             self.sides["new"],
             self.sides["parent"],
-            pointwise={"pointwise": pointwise_judge(pointwise)},
-            pairwise={"pairwise": utility_judge(pairwise)},
+            pointwise={JUDGES[0]: pointwise_judge(pointwise)},
+            pairwise={JUDGES[1]: utility_judge(pairwise)},
             config=winrate.WinRateConfig(
-                slices=SLICES, pairwise_output="utilities", n_resamples=n_resamples, seed=seed
+                slices=SLICES,
+                pairwise_output="utilities",
+                n_resamples=n_resamples,
+                seed=seed,
+                min_cluster_users=min_cluster_users,
             ),
         )
         self.scored = {
@@ -134,13 +144,22 @@ class Evaluation:
         )
 
     def gates(
-        self, training: pl.DataFrame | None, config: release_gates.GateConfig
+        self,
+        training: pl.DataFrame | None,
+        config: release_gates.GateConfig,
+        judge_validation: pl.DataFrame | None = None,
     ) -> dict[str, release_gates.GateResult]:
-        """Every release gate; `training` None (nothing known of the training prompts) skips the disjoint gate."""
+        """Every release gate, then the evidence rule over them; `training` None (nothing known of the training
+        prompts) skips the disjoint gate; `judge_validation` (the judges' `reward_model_metrics` rows) decides
+        which judges have the evidence to judge (None: every judge counts, as nothing says otherwise)."""
         style = {r["role"]: r for r in self.style.iter_rows(named=True)}
+        judges = None
+        if judge_validation is not None:
+            judges = evidence.judge_evidence(judge_validation, config.judge_margin, config.min_judge_heldout)
+            judges = {j: judges.get(j, {"sufficient": False, "reason": "no validation recorded"}) for j in JUDGES}
         gates = {
-            "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config),
-            "slice_divergence": release_gates.slice_divergence(self.wr.summary, config),
+            "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config, judges),
+            "slice_divergence": release_gates.slice_divergence(self.wr.summary, config, judges),
             "steerability_regression": release_gates.steerability_regression(
                 self.scored["new"].summary, self.scored["parent"].summary, config
             ),
@@ -154,6 +173,7 @@ class Evaluation:
             n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
             gap_ci95=_gap_intervals(self.wr.outcomes),
         )
+        gates["evidence_rule"] = release_gates.evidence_rule(gates, config)
         return gates
 
     def records(self) -> pl.DataFrame:
@@ -202,6 +222,20 @@ class Evaluation:
         ]
         return pl.concat(
             [s.select("prompt_id", "slice", "policy", "context", "response") for s in self.sides.values()] + steer
+        )
+
+    def samples(self, n: int = 3) -> pl.DataFrame:
+        """`n` held-out card prompts and `n` pool prompts, parent and new replies side by side, with the rules each
+        kept or broke (`evaluation.side_by_side`)."""
+        pw = self.wr.outcomes.filter(pl.col("judge") == JUDGES[0])
+        scores = {
+            "new": dict(zip(pw["prompt_id"], pw["score_new"])),
+            "parent": dict(zip(pw["prompt_id"], pw["score_prev"])),
+        }
+        scored = {role: s.rows for role, s in self.scored.items()}
+        return side_by_side.side_by_side(
+            side_by_side.card_samples(self.steer, scored, self.steer_replies, n)
+            + side_by_side.pool_samples(self.sides, scores, n)
         )
 
     def drops(self) -> pl.DataFrame:

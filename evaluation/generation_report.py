@@ -37,6 +37,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from evaluation import evidence
 from pipeline.lake import atomic_write_text
 from quality import plots
 from quality.report import TEMPLATES as QUALITY_TEMPLATES
@@ -80,6 +81,9 @@ GENERATIONS = pl.Schema(
         # relative lifts of the simulated A/B readout
         "sim_breadth_lift": pl.Float64,
         "sim_depth_lift": pl.Float64,
+        # the verdicts with insufficient evidence: gate names, and ab_readout when the A/B readout's model had too
+        # little; they neither passed nor blocked
+        "insufficient": pl.List(pl.Utf8),
     }
 )
 # column -> the JSON type it holds; anything else reads as empty
@@ -92,12 +96,24 @@ class GenerationReportConfig:
     win_rate_warn: float = field(default=0.60, metadata={"help": "Win-rate warning line drawn on the chart."})
     win_rate_ceiling: float = field(default=0.65, metadata={"help": "Win-rate ceiling line drawn on the chart."})
     hash_chars: int = field(default=12, metadata={"help": "Characters of a content hash shown in tables."})
+    min_decided_gates: int = field(
+        default=3, metadata={"help": "The release rule's fewest decided gates, stated above the verdicts."}
+    )
+
+    @property
+    def release_rule(self) -> str:
+        return (
+            f"a generation is released when no gate failed and at least {self.min_decided_gates} gates had the "
+            "evidence to decide; a verdict with insufficient evidence neither passes nor blocks."
+        )
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.win_rate_warn <= self.win_rate_ceiling <= 1:
             raise ValueError("need 0.5 <= win_rate_warn <= win_rate_ceiling <= 1 (defaults 0.60 and 0.65)")
         if self.hash_chars < 4:
             raise ValueError(f"hash_chars={self.hash_chars} must be >= 4")
+        if self.min_decided_gates < 0:
+            raise ValueError(f"min_decided_gates={self.min_decided_gates} must be >= 0 (default 3)")
 
 
 @dataclass
@@ -406,6 +422,18 @@ def _lift_text(lift: Mapping[str, Any] | None) -> str:
     )
 
 
+def _gate_row(g: Mapping[str, Any]) -> dict[str, Any]:
+    severity = g.get("severity") or "unknown"
+    outcome = g.get("outcome") or {"ok": "pass", "warn": "pass", "error": "fail"}.get(severity, "insufficient")
+    return {
+        "gate": g.get("gate") or "—",
+        "severity": severity,
+        "outcome": outcome,
+        "detail": g.get("detail") or "",
+        "evidence_text": evidence.describe(g.get("evidence")),
+    }
+
+
 def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfig) -> list[dict[str, Any]]:
     """One display row per generation: what the overview table and the markdown show."""
     out = []
@@ -426,12 +454,18 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
                 "simulated": bool(ab.get("simulated")) or r.get("ab_source") == "simulate",
                 "wr_user": _wr_text(_win_rate(m, "eval_user", "pointwise")),
                 "wr_internal": _wr_text(_win_rate(m, "eval_internal", "pointwise")),
+                "wr_user_evidence": evidence.describe_win_rate(_win_rate(m, "eval_user", "pointwise")),
+                "wr_internal_evidence": evidence.describe_win_rate(_win_rate(m, "eval_internal", "pointwise")),
+                "insufficient": list(r.get("insufficient") or []),
+                "ab_reason": ab.get("reason") or "—",
+                "ab_evidence": evidence.describe_readout(_d(ab.get("evidence"))),
+                "samples": [x for x in m.get("samples") or [] if isinstance(x, dict)],
                 "steer_new": _fmt(_d(steer.get("new")).get("following_rate")),
                 "steer_parent": _fmt(_d(steer.get("parent")).get("following_rate")),
                 "breadth": _lift_text(_d(lifts.get("breadth"))),
                 "depth": _lift_text(_d(lifts.get("depth"))),
                 "datasets": {k: str(v or "—")[: config.hash_chars] for k, v in datasets.items()},
-                "gates": [g for g in r.get("gate_detail") or [] if isinstance(g, dict)],
+                "gates": [_gate_row(g) for g in r.get("gate_detail") or [] if isinstance(g, dict)],
                 "inputs": json.dumps(inputs, indent=2, sort_keys=True, default=str),
                 "checkpoints": _d(r.get("checkpoints")),
                 "reward_models": {k: _d(v) for k, v in _d(m.get("reward_models")).items()},
@@ -445,7 +479,8 @@ def _status(gate: str) -> str:
 
 
 def _verdict_status(verdict: str) -> str:
-    return {"ship": "pass", "no-ship": "fail", "inconclusive": "warn", "invalid": "fail"}.get(verdict, "unknown")
+    statuses = {"ship": "pass", "no-ship": "fail", "inconclusive": "warn", "invalid": "fail"}
+    return statuses.get(verdict, "insufficient" if verdict == "insufficient" else "unknown")
 
 
 def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportConfig | None = None) -> str:
@@ -457,104 +492,20 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
         f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.",
         "",
         "| generation | parent | gate | A/B | win rate user (pointwise) | win rate internal | "
-        "steerability new / parent | breadth lift | depth lift |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "steerability new / parent | breadth lift | depth lift | insufficient evidence |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         verdict = t["verdict"] + (" (simulated)" if t["simulated"] else "")
         lines.append(
-            f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['wr_user']} | "
-            f"{t['wr_internal']} | {t['steer_new']} / {t['steer_parent']} | {t['breadth']} | {t['depth']} |"
+            f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['wr_user']} | {t['wr_internal']} | "
+            f"{t['steer_new']} / {t['steer_parent']} | {t['breadth']} | {t['depth']} | "
+            f"{', '.join(t['insufficient']) or '—'} |"
         )
     if any(t["simulated"] for t in table):
-        lines += ["", "_A/B readouts marked simulated come from simulated logs with a planted lift, not real traffic._"]
+        lines += ["", "_A/B readouts marked simulated come from simulated users or logs, not real traffic._"]
     return "\n".join(lines)
 
-
-TEMPLATE = """\
-{% import "_macros.html.j2" as m %}
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-{% include "_style.css.j2" %}
-</style>
-</head>
-<body>
-<header class="top">
-  <div class="wrap">
-    <div>
-      <h1>{{ title }}</h1>
-      <div class="sub">{{ rows | length }} generation{{ 's' if rows | length != 1 }} · generated {{ generated_at }}</div>
-    </div>
-    {% if rows %}<div>{{ m.pill(latest_status, big=True) }}</div>{% endif %}
-  </div>
-</header>
-<nav class="toc"><div class="wrap">
-  <a href="#overview">Overview</a><a href="#winrates">Win rates</a><a href="#steer">Steerability</a>
-  <a href="#style">Style</a><a href="#ab">A/B</a><a href="#lineage">Lineage</a>
-</div></nav>
-<main class="wrap">
-{% if not rows %}
-<div class="missing">No generation recorded yet: run the `generation` job to the end (generation_record).</div>
-{% else %}
-{% if any_simulated %}
-<div class="banner info"><strong>Simulated A/B.</strong> Readouts marked <em>simulated</em> come from simulated logs with a planted lift, not from real traffic.</div>
-{% endif %}
-<section class="card" id="overview">
-  <h2>Overview</h2>
-  <p class="lead">One row per recorded generation. Win rates: the new generation against its parent, judged by this generation's reward models on held-out prompts, with bootstrap 95% intervals.</p>
-  <div style="overflow-x:auto">
-  <table>
-    <thead><tr><th>Generation</th><th>Parent</th><th style="min-width:190px">Window</th><th>Gates</th><th>A/B</th>
-      <th class="num">Win rate user</th><th class="num">Win rate internal</th><th class="num">Steerability new / parent</th>
-      <th class="num">Breadth lift</th><th class="num">Depth lift</th></tr></thead>
-    <tbody>
-    {% for t in rows %}
-      <tr><td class="mono"><strong>{{ t.generation }}</strong></td><td class="mono">{{ t.parent }}</td><td class="mono">{{ t.window }}</td>
-        <td>{{ m.pill(status(t.gate)) }}</td>
-        <td>{{ m.pill(verdict_status(t.verdict)) }} {{ t.verdict }}{% if t.simulated %} <span class="reasons">(simulated)</span>{% endif %}</td>
-        <td class="num">{{ t.wr_user }}</td><td class="num">{{ t.wr_internal }}</td>
-        <td class="num">{{ t.steer_new }} / {{ t.steer_parent }}</td><td class="num">{{ t.breadth }}</td><td class="num">{{ t.depth }}</td></tr>
-    {% endfor %}
-    </tbody>
-  </table>
-  </div>
-</section>
-{% for key, heading, lead in sections %}
-<section class="card" id="{{ key }}">
-  <h2>{{ heading }}</h2>
-  <p class="lead">{{ lead }}</p>
-  {% if charts.get(chart_of[key]) %}<div class="plot" style="max-width:780px"><img alt="{{ heading }}" src="{{ charts[chart_of[key]] }}"></div>
-  {% else %}{{ m.missing(heading | lower) }}{% endif %}
-</section>
-{% endfor %}
-<section class="card" id="lineage">
-  <h2>Lineage</h2>
-  <p class="lead">What each generation was built from: window days, dataset and reward-model content hashes, checkpoints, gates.</p>
-  {% for t in rows | reverse %}
-  <details{{ ' open' if loop.first }}><summary><strong>{{ t.generation }}</strong> (parent {{ t.parent }}, created {{ t.created_at }})</summary>
-    <table>
-      <tbody>
-      {% for name, h in t.datasets.items() %}<tr><td>dataset {{ name }}</td><td class="mono">{{ h }}</td></tr>{% endfor %}
-      {% for name, path in t.checkpoints.items() %}<tr><td>checkpoint {{ name }}</td><td class="mono">{{ path }}</td></tr>{% endfor %}
-      {% for kind, metrics in t.reward_models.items() %}<tr><td>reward model {{ kind }}</td><td class="mono">{% for k, v in metrics.items() %}{{ k }}={{ v | num }}{{ "; " if not loop.last }}{% endfor %}</td></tr>{% endfor %}
-      {% for g in t.gates %}<tr><td>gate {{ g.get('gate') }}</td><td>{{ m.pill(gate_pill(g.get('severity'))) }} {{ g.get('detail') }}</td></tr>{% endfor %}
-      </tbody>
-    </table>
-    <details><summary>inputs</summary><pre class="mono">{{ t.inputs }}</pre></details>
-  </details>
-  {% endfor %}
-</section>
-{% endif %}
-</main>
-<footer>CharacterFlywheel · generations report</footer>
-</body>
-</html>
-"""
 
 SECTIONS = [
     (
@@ -585,11 +536,14 @@ SECTIONS = [
 CHART_OF = {"winrates": "win_rates", "steer": "steerability", "style": "style", "ab": "ab_lifts"}
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATE = "generation_report.html.j2"
+
+
 def _env() -> jinja2.Environment:
+    # the page's own template, and the quality report's stylesheet and macros it shares
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(
-            [jinja2.DictLoader({"generations.html.j2": TEMPLATE}), jinja2.FileSystemLoader(QUALITY_TEMPLATES)]
-        ),
+        loader=jinja2.FileSystemLoader([TEMPLATES, QUALITY_TEMPLATES]),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -611,7 +565,7 @@ def build_html(
     latest = table[-1] if table else None
     return (
         _env()
-        .get_template("generations.html.j2")
+        .get_template(TEMPLATE)
         .render(
             title=config.title,
             rows=table,
@@ -623,7 +577,11 @@ def build_html(
             any_simulated=any(t["simulated"] for t in table),
             status=_status,
             verdict_status=_verdict_status,
-            gate_pill=lambda s: {"ok": "pass", "warn": "warn", "error": "fail"}.get(s, "unknown"),
+            outcome_pill=lambda o: {"pass": "pass", "fail": "fail"}.get(o, "insufficient"),
+            gate_pill=lambda s: {"ok": "pass", "warn": "warn", "error": "fail", "insufficient": "insufficient"}.get(
+                s, "unknown"
+            ),
+            release_rule=config.release_rule,
         )
     )
 

@@ -31,19 +31,20 @@ GPT-4 responses need: one prompt's text was edited after they were generated.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import random
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline import schema
+from pipeline.maybe_gzip import open_maybe_gzip
 
 STAGE = "ifeval"
 JOINS = ("prompt", "position", "prompt_then_position")
@@ -183,22 +184,14 @@ def ensure_punkt(data_dir: str | Path | None = None) -> Path | None:
 # Reading the files
 
 
-def _open_text(path: str | Path):
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
-def _drop(row_id: str, reason: str, detail: str) -> dict[str, Any]:
-    return {"day": None, "stage": STAGE, "row_id": row_id, "reason_code": reason, "kept_id": None, "detail": detail}
+_drop = partial(schema.drop_row, STAGE)
 
 
 def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """IFEval prompts (`{"key","prompt","instruction_id_list","kwargs"}` JSONL, optionally gzipped) as a
     frame with `kwargs` kept as a JSON list (its dicts differ per instruction); bad lines are dropped."""
     rows, drops = [], []
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -224,7 +217,7 @@ def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def read_responses(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Responses (`{"prompt","response"}` JSONL, optionally gzipped), in file order."""
     rows, drops = [], []
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -464,3 +457,26 @@ def score_ifeval_files(
     result = score_ifeval(inputs, responses, config)
     result.drops = pl.concat([in_drops, resp_drops, result.drops])
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m evaluation.ifeval INPUTS RESPONSES`: score a response file as the reference script does and
+    print the four accuracies, with the prompts left unscored and why."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evaluation.ifeval", description=main.__doc__)
+    parser.add_argument("inputs", help="IFEval prompts JSONL (optionally gzipped)")
+    parser.add_argument("responses", help='{"prompt","response"} JSONL (optionally gzipped)')
+    parser.add_argument("--join", default="prompt_then_position", choices=JOINS)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the checkers' draws for invalid arguments")
+    parser.add_argument("--nltk_data_dir", default=None, help="where the offline Punkt model is written")
+    args = parser.parse_args(argv)
+    config = IFEvalConfig(join=args.join, seed=args.seed, nltk_data_dir=args.nltk_data_dir)
+    result = score_ifeval_files(args.inputs, args.responses, config)
+    not_scored = dict(result.drops.group_by("reason_code").len().iter_rows()) if result.drops.height else {}
+    print(json.dumps({"accuracies": result.accuracies(), "not_scored": not_scored}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

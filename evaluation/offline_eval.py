@@ -16,12 +16,12 @@ It prints the gates and writes the tables (`win_rates.parquet`, `steerability.pa
 `offline_eval` asset runs the same steps and writes the tables into the lake.
 
 Scoring lives in the evaluation modules (winrate, steerability, style_monitor, ifeval, release_gates); this
-entry point is the one that samples replies, so it alone loads policies, through training's public API.
+entry point samples the replies, through `engine` as candidate generation does, and loads the judging reward
+models through training's public loading API.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,10 +30,14 @@ from typing import Any
 
 import polars as pl
 
-from evaluation import release_gates, steerability
+from engine.cards import build_prompts, load_suite
+from engine.policy import PolicyConfig
+from engine.sampling import CandidateConfig, sample_replies, valid_prompts
+from evaluation import release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
+from pipeline.seeded_uniform import seeded_uniforms
 
 STAGE = "offline_eval"
 GATES = {
@@ -46,6 +50,8 @@ GATES = {
     "around the parent's.",
     "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
     "candidate prompts), by id or by normalised text.",
+    "evidence_rule": "The release rule: no gate failed, and at least `min_decided_gates` gates had the evidence to "
+    "decide (a gate with insufficient evidence neither passes nor blocks on its own).",
 }
 _GATE_FIELDS = (
     "win_rate_error",
@@ -54,6 +60,10 @@ _GATE_FIELDS = (
     "slice_divergence_z",
     "steerability_tolerance",
     "max_train_eval_overlap",
+    "min_slice_users",
+    "judge_margin",
+    "min_judge_heldout",
+    "min_decided_gates",
 )
 
 
@@ -94,12 +104,22 @@ class OfflineEvalConfig:
     slice_divergence_z: float = forwarded(release_gates.GateConfig, "slice_divergence_z")
     steerability_tolerance: float = forwarded(release_gates.GateConfig, "steerability_tolerance")
     max_train_eval_overlap: int = forwarded(release_gates.GateConfig, "max_train_eval_overlap")
+    min_slice_users: int = forwarded(release_gates.GateConfig, "min_slice_users")
+    judge_margin: float = forwarded(release_gates.GateConfig, "judge_margin")
+    min_judge_heldout: int = forwarded(release_gates.GateConfig, "min_judge_heldout")
+    min_decided_gates: int = forwarded(release_gates.GateConfig, "min_decided_gates")
+    sample_prompts: int = field(
+        default=3,
+        metadata={"help": "Held-out card prompts and pool prompts (each) whose replies the report shows side by side."},
+    )
 
     def __post_init__(self) -> None:
         if self.steerability_samples < 1:
             raise ValueError(f"steerability_samples={self.steerability_samples} must be >= 1 (default 8)")
         if self.eval_prompts < 1:
             raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1 (default 150)")
+        if self.sample_prompts < 0:
+            raise ValueError(f"sample_prompts={self.sample_prompts} must be >= 0 (default 3)")
         self.gate_config()  # fails fast on bad gate limits
 
     def gate_config(self) -> release_gates.GateConfig:
@@ -135,19 +155,13 @@ class OfflineEvalRun(OfflineEvalConfig):
 # ---- inputs -----------------------------------------------------------------------------------------------
 
 
-def _rank(ids: list[str], seed: int) -> list[str]:
-    return [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids]
-
-
 def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Up to `per_slice` held-out prompts per slice, chosen by a seeded hash of the prompt id (the same
     prompts on every run); prompts that do not end in a user turn are returned as drops."""
-    from training.policy.candidates import valid_prompts
-
     held = pool.filter(pl.col("split").is_in(SLICES))
     usable, drops = valid_prompts(held, stage=STAGE)
     chosen = (
-        usable.with_columns(pl.Series("_rank", _rank(usable["prompt_id"].to_list(), seed), dtype=pl.Utf8))
+        usable.with_columns(pl.Series("_rank", seeded_uniforms(usable["prompt_id"].to_list(), str(seed))))
         .sort("split", "_rank")
         .group_by("split", maintain_order=True)
         .head(per_slice)
@@ -179,7 +193,7 @@ def trained_prompts(
 
 def steerability_prompts(config: OfflineEvalConfig) -> pl.DataFrame:
     """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
-    base = steerability.build_prompts(steerability.load_suite(config.steerability_suite))
+    base = build_prompts(load_suite(config.steerability_suite))
     return pl.concat(
         [
             base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
@@ -204,9 +218,6 @@ def sample_policy_replies(
 ) -> tuple[list[str], dict]:
     """One reply per context from `policy` (a model folder or name), seeded by `config.seed`; each of `segments`
     (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
-    from training.policy.candidates import CandidateConfig, sample_replies
-    from training.policy.models import PolicyConfig
-
     cfg = CandidateConfig(
         num_samples=1,
         max_new_tokens=config.max_new_tokens,
@@ -235,6 +246,7 @@ class OfflineEvalResult:
     drops: pl.DataFrame
     ifeval: pl.DataFrame | None
     tokens_per_s: dict[str, Any]
+    samples: pl.DataFrame | None = None
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The result tables by their lake names."""
@@ -249,6 +261,8 @@ class OfflineEvalResult:
         }
         if self.ifeval is not None:
             out["eval_ifeval"] = self.ifeval
+        if self.samples is not None:
+            out["eval_samples"] = self.samples
         return out
 
 
@@ -260,9 +274,11 @@ def evaluate(
     judges: tuple[Any, Any],
     training: pl.DataFrame | None,
     config: OfflineEvalConfig,
+    judge_validation: pl.DataFrame | None = None,
 ) -> OfflineEvalResult:
     """Sample both policies (`policies`: new / parent -> model path) on the pool's eval slices and the
-    steerability suite, judge the pairs with `judges` (pointwise, pairwise reward models), and gate."""
+    steerability suite, judge the pairs with `judges` (pointwise, pairwise reward models), and gate;
+    `judge_validation` (the judges' `reward_model_metrics` rows) says which judges may judge."""
     if pool.is_empty():
         raise ValueError("no pool prompts: materialize the consolidation job for the window's days")
     evals, drops = select_eval_prompts(pool, config.eval_prompts, config.seed)
@@ -288,13 +304,16 @@ def evaluate(
         replies[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
     ev = Evaluation(generation, evals, steer, replies, names)
-    ev.judge(*judges, n_resamples=config.bootstrap_resamples, seed=config.seed)
-    gates = ev.gates(training, config.gate_config())
+    ev.judge(
+        *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
+    )
+    gates = ev.gates(training, config.gate_config(), judge_validation)
     records, ifeval = ev.records(), None
     if ifeval_inputs is not None:
         ifeval, ifeval_records = score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
         records = pl.concat([records, ifeval_records])
-    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed)
+    samples = ev.samples(config.sample_prompts)
+    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples)
 
 
 def _read_parquet(path: str) -> pl.DataFrame:

@@ -2,12 +2,12 @@
 
 `collect_metrics` turns the tables of a generation's evaluation, A/B readout and reward-model report into
 the `metrics` document of the `generations` table (its keys are listed in `evaluation.generation_report`).
-The hashes name files by content, so the same inputs always give the same hash and a changed byte changes it.
+The hashes (`pipeline.digest`) name files by content, so the same inputs always give the same hash and a changed
+byte changes it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from evaluation import style_monitor
+from evaluation import evidence, style_monitor
 from evaluation.generation_report import run_chart_columns
+from pipeline.digest import dir_digest, files_digest
 
 METRICS_TABLES = (
     "eval_win_rates",
@@ -28,6 +29,7 @@ METRICS_TABLES = (
     "ab_lifts",
     "ab_arms",
     "ab_srm",
+    "eval_samples",
 )
 
 
@@ -46,35 +48,15 @@ def json_document(value) -> str:
     return json.dumps(clean(value), sort_keys=True, default=str)
 
 
-def files_digest(paths: Iterable[Path], root: Path | None = None) -> str | None:
-    """sha256 over the files' names (relative to `root`, else base names) and bytes; None for no files."""
-    paths = sorted(paths)
-    if not paths:
-        return None
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p.relative_to(root) if root else p.name).encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def dir_digest(directory: Path, exclude: tuple[str, ...] = ()) -> str | None:
-    """`files_digest` of every file under `directory` but hidden ones and the names in `exclude`."""
-    if not directory.is_dir():
-        return None
-    files = [p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name not in exclude]
-    return files_digest(files, directory)
-
-
 def _by_role(frame: pl.DataFrame, keys: tuple[str, ...]) -> dict:
     return {r["role"]: {k: r.get(k) for k in keys} for r in frame.iter_rows(named=True)} if frame.height else {}
 
 
 def _ab(lifts: pl.DataFrame, arms: pl.DataFrame, srm: pl.DataFrame) -> dict:
-    skip = ("metric", "generation", "source", "simulated", "simulated_from", "verdict", "reason")
+    skip = ("metric", "generation", "source", "simulated", "simulated_from", "verdict", "reason", "evidence")
+    evidence = lifts["evidence"][0] if "evidence" in lifts.columns else None
     return {
+        "evidence": json.loads(evidence) if evidence else None,
         "source": lifts["source"][0],
         "simulated": bool(lifts["simulated"][0]),
         "simulated_from": lifts["simulated_from"][0] if "simulated_from" in lifts.columns else None,
@@ -112,6 +94,9 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
         }
     if get("ab_lifts").height:
         metrics["ab"] = _ab(get("ab_lifts"), get("ab_arms"), get("ab_srm"))
+    samples = get("eval_samples")
+    if samples.height:
+        metrics["samples"] = samples.drop("generation", strict=False).to_dicts()
     if ifeval.height:
         metrics["ifeval"] = {
             r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")} for r in ifeval.iter_rows(named=True)
@@ -160,6 +145,7 @@ def generation_row(
     if gates.is_empty():
         raise ValueError(f"{name} has no release-gate results: materialize offline_eval first")
     blocked_by = gates.filter(pl.col("severity") == "error")["gate"].to_list()
+    insufficient = gates.filter(pl.col("severity") == "insufficient")["gate"].to_list()
     ab = metrics.get("ab") if not blocked_by else None
     if not blocked_by and ab is None:
         raise ValueError(f"{name} has no A/B readout: materialize ab_readout first")
@@ -181,8 +167,27 @@ def generation_row(
         "checkpoints": json_document(checkpoints),
         "metrics": json_document(metrics),
         "gate": gate,
-        "gate_detail": json_document(gates.select("gate", "severity", "detail").to_dicts()),
+        "gate_detail": json_document(gate_verdicts(gates)),
         "ab_verdict": ab["verdict"] if ab else None,
         "ab_source": ab["source"] if ab else None,
         **run_chart_columns(metrics, blocked_by),
+        "insufficient": sorted(insufficient + (["ab_readout"] if ab and ab["verdict"] == "insufficient" else [])),
     }
+
+
+def gate_verdicts(gates: pl.DataFrame) -> list[dict]:
+    """Per gate of the `release_gates` table: severity, detail, its verdict (pass, fail, insufficient) and the
+    evidence behind it (from the gate's metadata, when it recorded some)."""
+    out = []
+    for r in gates.iter_rows(named=True):
+        meta = json.loads(r["metadata"]) if r.get("metadata") else {}
+        out.append(
+            {
+                "gate": r["gate"],
+                "severity": r["severity"],
+                "outcome": evidence.outcome(r["severity"]),
+                "detail": r["detail"],
+                "evidence": meta.get("evidence"),
+            }
+        )
+    return out

@@ -18,20 +18,27 @@ They block the failure modes of a flywheel that optimizes against its own judges
 - `train_eval_disjoint`: no eval prompt may appear in the training prompts, by id or by normalized
   text (case and whitespace folded).
 
-Each gate returns a `GateResult` (passed, severity, detail, metadata); severity is "ok", "warn" or
-"error", and only "error" fails the gate.
+Each gate returns a `GateResult` (passed, severity, detail, metadata); severity is "ok", "warn",
+"insufficient" or "error". Only "error" fails the gate; "insufficient" means the evidence falls below a
+stated minimum (`evaluation.evidence`): a slice with too few users, a judge that does not beat the
+length baseline on held-out data. It does not pass, and it does not block on its own: `evidence_rule`
+says what a release needs (at least `min_decided_gates` gates decided, none failed). Every gate's
+metadata carries the `evidence` behind it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import polars as pl
 
-SEVERITIES = ("ok", "warn", "error")
+from evaluation import evidence
+from pipeline.digest import rows_digest
+
+SEVERITIES = ("ok", "warn", "insufficient", "error")
 
 
 def _default_bands() -> dict[str, tuple[str, float]]:
@@ -76,6 +83,33 @@ class GateConfig:
     max_train_eval_overlap: int = field(
         default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
     )
+    min_slice_users: int = field(
+        default=20,
+        metadata={
+            "help": "A slice with fewer held-out users gives the win-rate gates insufficient evidence (a win rate "
+            "over a handful of people is about those people)."
+        },
+    )
+    judge_margin: float = field(
+        default=0.02,
+        metadata={
+            "help": "A judge counts only when its held-out AUC (pointwise; within turn-position strata when "
+            "measured) or pair accuracy (pairwise) beats the length-only baseline's by this much."
+        },
+    )
+    min_judge_heldout: int = field(
+        default=50, metadata={"help": "Fewest held-out rows (pairs) behind a judge's validation for it to count."}
+    )
+    min_decided_gates: int = field(
+        default=3,
+        metadata={
+            "help": "The release rule: a generation is released only when no gate failed and at least this many "
+            "gates had the evidence to decide. 3 of 5 by default: the steerability, artifact and train/eval gates "
+            "rest on fixed suites and the replies themselves, so they always decide, while the two win-rate gates "
+            "depend on held-out users and on judges that the traffic may not support; a release never rests on "
+            "missing evidence alone."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.slices = tuple(self.slices)
@@ -95,6 +129,10 @@ class GateConfig:
             raise ValueError("artifact_warn_fraction must be in (0, 1]")
         if self.max_train_eval_overlap < 0:
             raise ValueError("max_train_eval_overlap must be >= 0")
+        if self.min_slice_users < 1 or self.min_judge_heldout < 1 or self.min_decided_gates < 0:
+            raise ValueError("min_slice_users and min_judge_heldout must be >= 1, min_decided_gates >= 0")
+        if not 0 <= self.judge_margin < 0.5:
+            raise ValueError(f"judge_margin={self.judge_margin} must be in [0, 0.5), e.g. 0.02")
 
 
 class GateResult(NamedTuple):
@@ -105,19 +143,49 @@ class GateResult(NamedTuple):
 
 
 def _result(gate: str, severity: str, detail: str, **metadata: Any) -> GateResult:
-    return GateResult(severity != "error", severity, detail, {"gate": gate, **metadata})
+    return GateResult(severity in ("ok", "warn"), severity, detail, {"gate": gate, **metadata})
+
+
+def _with_evidence(
+    win_rates: pl.DataFrame, config: GateConfig, judges: Mapping[str, dict] | None
+) -> tuple[pl.DataFrame, list[str], dict]:
+    """(rows with enough evidence, why the others were left out, the evidence): a slice with fewer than
+    `min_slice_users` users (when the summary counts them) and a judge `judges` calls insufficient are out."""
+    rows = win_rates.filter(pl.col("win_rate").is_not_null())
+    left_out = []
+    if "users" in rows.columns:
+        # a summary that does not know its users (no ids on the replies) is not called insufficient for it
+        too_few = pl.col("users").fill_null(config.min_slice_users) < config.min_slice_users
+        few = rows.filter(too_few)
+        left_out += [
+            f"{s}: {u} users (< {config.min_slice_users})"
+            for s, u in few.select("slice", "users").unique(maintain_order=True).iter_rows()
+        ]
+        rows = rows.filter(~too_few)
+    for judge, ev in (judges or {}).items():
+        if not ev.get("sufficient") and judge in rows["judge"].to_list():
+            left_out.append(f"judge {judge}: {ev.get('reason')}")
+            rows = rows.filter(pl.col("judge") != judge)
+    return rows, left_out, {"slices": evidence.evidence_of(win_rates), "judges": dict(judges or {})}
 
 
 def _worst(levels: list[str]) -> str:
     return max(levels, key=SEVERITIES.index, default="ok")
 
 
-def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
-    """`win_rates`: the (slice, judge, n, win_rate, ci_low, ci_high) frame of `evaluation.winrate`."""
+def win_rate_ceiling(
+    win_rates: pl.DataFrame, config: GateConfig | None = None, judges: Mapping[str, dict] | None = None
+) -> GateResult:
+    """`win_rates`: the (slice, judge, n, win_rate, ci_low, ci_high[, users]) frame of `evaluation.winrate`;
+    `judges`: `evidence.judge_evidence` of the judges. Decided on the slices and judges with enough evidence;
+    insufficient when none has it."""
     config = config or GateConfig()
-    rows = win_rates.filter(pl.col("slice").is_in(config.slices) & pl.col("win_rate").is_not_null())
-    if rows.height == 0:
+    present = win_rates.filter(pl.col("slice").is_in(config.slices) & pl.col("win_rate").is_not_null())
+    if present.height == 0:
         return _result("win_rate_ceiling", "error", "no win rate for the configured slices", slices=config.slices)
+    rows, left_out, ev = _with_evidence(present, config, judges)
+    if rows.height == 0:
+        return _result("win_rate_ceiling", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev)
     levels, flagged = [], []
     for r in rows.iter_rows(named=True):
         wr = r["win_rate"]
@@ -125,12 +193,14 @@ def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) 
         levels.append(level)
         if level != "ok":
             flagged.append(f"{r['slice']}/{r['judge']}={wr:.3f}")
-    missing = sorted(set(config.slices) - set(rows["slice"].to_list()))
+    missing = sorted(set(config.slices) - set(present["slice"].to_list()))
     if missing:
         levels.append("error")
         flagged.append(f"no win rate for {missing}")
     severity = _worst(levels)
     detail = "win rates within the ceiling" if severity == "ok" else "; ".join(flagged)
+    if left_out:
+        detail += f" (not counted, insufficient evidence: {'; '.join(left_out)})"
     return _result(
         "win_rate_ceiling",
         severity,
@@ -139,6 +209,8 @@ def win_rate_ceiling(win_rates: pl.DataFrame, config: GateConfig | None = None) 
         win_rates={f"{r['slice']}/{r['judge']}": r["win_rate"] for r in rows.iter_rows(named=True)},
         error_above=config.win_rate_error,
         warn_above=config.win_rate_warn,
+        evidence=ev,
+        left_out=left_out,
     )
 
 
@@ -149,13 +221,23 @@ def _standard_error(row: dict) -> float:
     return (row["ci_high"] - row["ci_low"]) / (2 * 1.96)
 
 
-def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
+def slice_divergence(
+    win_rates: pl.DataFrame, config: GateConfig | None = None, judges: Mapping[str, dict] | None = None
+) -> GateResult:
     """|win rate(second slice) - win rate(first slice)| per judge, within `slice_divergence_max`; a larger gap
-    that is within `slice_divergence_z` standard errors of 0 (small slices) warns instead of failing."""
+    that is within `slice_divergence_z` standard errors of 0 (small slices) warns instead of failing.
+    Insufficient when a slice has too few users or no judge with both slices has the evidence to judge."""
     config = config or GateConfig()
     a, b = config.slices
+    rows, left_out, ev = _with_evidence(win_rates, config, judges)
+
+    def paired(frame: pl.DataFrame) -> bool:  # some judge has a win rate on both slices
+        return any({a, b} <= set(g["slice"].to_list()) for _, g in frame.group_by("judge"))
+
+    if not paired(rows) and paired(win_rates.filter(pl.col("win_rate").is_not_null())):
+        return _result("slice_divergence", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev)
     wide: dict[str, dict[str, dict]] = {}
-    for r in win_rates.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
+    for r in rows.iter_rows(named=True):
         wide.setdefault(r["judge"], {})[r["slice"]] = r
     gaps, z = {}, {}
     for judge, v in wide.items():
@@ -182,6 +264,8 @@ def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) 
     else:
         severity = "ok"
         detail = f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}"
+    if left_out:
+        detail += f" (not counted, insufficient evidence: {'; '.join(left_out)})"
     return _result(
         "slice_divergence",
         severity,
@@ -190,6 +274,8 @@ def slice_divergence(win_rates: pl.DataFrame, config: GateConfig | None = None) 
         z=z,
         max_gap=gaps[worst],
         limit=config.slice_divergence_max,
+        evidence=ev,
+        left_out=left_out,
     )
 
 
@@ -229,7 +315,13 @@ def steerability_regression(
         drop=drop,
         violation_rises=rises,
         tolerance=config.steerability_tolerance,
+        evidence={"replies": {"new": _overall_n(new_summary), "parent": _overall_n(prev_summary)}},
     )
+
+
+def _overall_n(summary: pl.DataFrame) -> int | None:
+    rows = summary.filter(pl.col("level") == "overall")
+    return int(rows["n"][0]) if "n" in rows.columns and rows.height and rows["n"][0] is not None else None
 
 
 def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: GateConfig | None = None) -> GateResult:
@@ -261,6 +353,7 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         "; ".join(notes) or "all style metrics within their bands",
         drifts=drifts,
         bands=dict(config.artifact_bands),
+        evidence={"replies": {"new": new.get("n"), "parent": prev.get("n")}},
     )
 
 
@@ -281,7 +374,7 @@ def train_eval_disjoint(
         by_text = {r["prompt_id"] for r in ev.iter_rows(named=True) if r["k"] in tkeys}
     overlap = sorted(ids | by_text)
     ok = len(overlap) <= config.max_train_eval_overlap
-    digest = hashlib.sha256("\n".join(overlap).encode()).hexdigest()[:16]
+    digest = rows_digest(overlap)[:16]
     detail = (
         f"{len(overlap)} eval prompts overlap training (allowed {config.max_train_eval_overlap})"
         if overlap
@@ -296,25 +389,27 @@ def train_eval_disjoint(
         n_overlap_by_text=len(by_text),
         examples=overlap[:10],
         overlap_digest=digest,
+        evidence={"train_prompts": train.height, "eval_prompts": eval_.height},
     )
 
 
-def gate_frame(results: list[GateResult]) -> pl.DataFrame:
-    """One row per gate, for a report: gate, passed, severity, detail."""
-    return pl.DataFrame(
-        [
-            {"gate": r.metadata.get("gate"), "passed": r.passed, "severity": r.severity, "detail": r.detail}
-            for r in results
-        ],
-        schema={"gate": pl.Utf8, "passed": pl.Boolean, "severity": pl.Utf8, "detail": pl.Utf8},
+def evidence_rule(gates: Mapping[str, GateResult], config: GateConfig | None = None) -> GateResult:
+    """The release rule over the other gates (`evidence.release_rule`): it fails when fewer than
+    `min_decided_gates` of them had the evidence to decide."""
+    config = config or GateConfig()
+    severity, detail, meta = evidence.release_rule(
+        {name: g.severity for name, g in gates.items()}, config.min_decided_gates
     )
+    return _result("evidence_rule", severity, detail, **meta)
 
 
 def release_decision(results: list[GateResult]) -> GateResult:
-    """All gates together: fails when any gate fails; warns when any warns."""
-    severity = _worst([r.severity for r in results]) if results else "error"
-    failed = [r.metadata.get("gate") for r in results if not r.passed]
+    """All gates together: fails when any gate fails; warns when any warns; a gate with insufficient evidence
+    neither passes nor fails (the evidence rule, when among `results`, bounds how many may be)."""
+    severity = _worst([r.severity for r in results if r.severity != "insufficient"]) if results else "error"
+    failed = [r.metadata.get("gate") for r in results if r.severity == "error"]
     warned = [r.metadata.get("gate") for r in results if r.severity == "warn"]
+    insufficient = [r.metadata.get("gate") for r in results if r.severity == "insufficient"]
     detail = (
         f"blocked by {failed}"
         if failed
@@ -324,4 +419,8 @@ def release_decision(results: list[GateResult]) -> GateResult:
         if results
         else "no gate ran"
     )
-    return _result("release", severity, detail, failed=failed, warned=warned, n_gates=len(results))
+    if insufficient and results:
+        detail += f"; insufficient evidence for {insufficient}"
+    return _result(
+        "release", severity, detail, failed=failed, warned=warned, insufficient=insufficient, n_gates=len(results)
+    )

@@ -2,13 +2,12 @@
 
 A policy trained against a reward model drifts toward what the reward model over-rewards: longer
 replies, lists, emoji, stock phrases, or refusing whatever looks risky. These monitors put numbers on
-that drift, per set of responses (a checkpoint's replies to the eval prompts) and as deltas between
-two sets (chosen vs rejected replies of a preference set; accepted vs rejected candidates of
-rejection sampling), so a release gate can hold each one inside a band.
+that drift per set of responses (a checkpoint's replies to the eval prompts), so a release gate can
+hold each one inside a band.
 
 Per response (`response_features`):
 - `n_chars`, `n_words` (whitespace-separated tokens);
-- `has_list`, `n_emoji`: as `evaluation.style` defines them (two or more bullet/numbered lines; emoji per
+- `has_list`, `n_emoji`: as `engine.style` defines them (two or more bullet/numbered lines; emoji per
   grapheme cluster), so the monitors measure exactly what the preference-pair filters act on;
 - `stock_phrases`: names of the STOCK_PHRASES found (case-insensitive, curly apostrophes folded);
 - `is_refusal`: a REFUSAL_PATTERNS match in the first `refusal_window_chars` characters. Refusals lead
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from evaluation.style import count_emoji, has_list
+from engine.style import count_emoji, has_list
 
 # name -> pattern, matched on lowercased text with curly apostrophes folded to '
 STOCK_PHRASES: dict[str, str] = {
@@ -225,91 +224,6 @@ def monitor(
     feats = pl.concat([frame.select(keys), response_features(frame[text_col].to_list(), config)], how="horizontal")
     aggs = [pl.len().cast(pl.Int64).alias("n"), *_SUMMARY]
     return feats.group_by(keys, maintain_order=True).agg(aggs).sort(keys) if keys else feats.select(aggs)
-
-
-def stock_phrase_rates(texts: Sequence[str | None]) -> pl.DataFrame:
-    """Share of responses containing each stock phrase (every phrase listed, zeros included)."""
-    n = max(len(texts), 1)
-    counts = dict.fromkeys(STOCK_PHRASES, 0)
-    for t in texts:
-        for name in stock_phrases(t):
-            counts[name] += 1
-    return pl.DataFrame(
-        {"phrase": list(counts), "count": list(counts.values()), "rate": [c / n for c in counts.values()]},
-        schema={"phrase": pl.Utf8, "count": pl.Int64, "rate": pl.Float64},
-    )
-
-
-def _numeric(feats: pl.DataFrame) -> pl.DataFrame:
-    return feats.select([pl.col(c).cast(pl.Float64) for c in FEATURES])
-
-
-def paired_deltas(
-    pairs: pl.DataFrame, a_col: str = "chosen", b_col: str = "rejected", config: StyleMonitorConfig | None = None
-) -> pl.DataFrame:
-    """Per feature, over pairs: mean of `a_col`, mean of `b_col`, mean paired difference a - b and the
-    share of pairs where a > b. A preference set whose chosen replies are systematically longer or
-    more emoji-laden than its rejected ones teaches exactly that artifact."""
-    a = _numeric(response_features(pairs[a_col].to_list(), config))
-    b = _numeric(response_features(pairs[b_col].to_list(), config))
-    rows = []
-    for f in FEATURES:
-        d = a[f] - b[f]
-        rows.append(
-            {
-                "feature": f,
-                "n": pairs.height,
-                f"mean_{a_col}": a[f].mean(),
-                f"mean_{b_col}": b[f].mean(),
-                "delta": d.mean(),
-                "share_a_greater": (d > 0).mean(),
-            }
-        )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "feature": pl.Utf8,
-            "n": pl.Int64,
-            f"mean_{a_col}": pl.Float64,
-            f"mean_{b_col}": pl.Float64,
-            "delta": pl.Float64,
-            "share_a_greater": pl.Float64,
-        },
-    )
-
-
-def set_deltas(
-    a_texts: Sequence[str | None],
-    b_texts: Sequence[str | None],
-    labels: tuple[str, str] = ("accepted", "rejected"),
-    config: StyleMonitorConfig | None = None,
-) -> pl.DataFrame:
-    """Per feature: mean over set a, mean over set b and their difference, for two unpaired sets (the
-    candidates rejection sampling kept vs those it discarded)."""
-    a = _numeric(response_features(list(a_texts), config))
-    b = _numeric(response_features(list(b_texts), config))
-    rows = [
-        {
-            "feature": f,
-            "n_a": a.height,
-            "n_b": b.height,
-            f"mean_{labels[0]}": a[f].mean(),
-            f"mean_{labels[1]}": b[f].mean(),
-            "delta": (a[f].mean() or 0.0) - (b[f].mean() or 0.0) if a.height and b.height else None,
-        }
-        for f in FEATURES
-    ]
-    return pl.DataFrame(
-        rows,
-        schema={
-            "feature": pl.Utf8,
-            "n_a": pl.Int64,
-            "n_b": pl.Int64,
-            f"mean_{labels[0]}": pl.Float64,
-            f"mean_{labels[1]}": pl.Float64,
-            "delta": pl.Float64,
-        },
-    )
 
 
 def false_refusal_rate(

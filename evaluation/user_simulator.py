@@ -23,11 +23,17 @@ engaged user keeps talking with the same probability p after every turn, so send
 messages with mean 1 / (1 - p) (capped at `max_messages`): the depth. So breadth is the mean of p over an
 arm's replies and depth the mean of 1 / (1 - p) over its engaged users: both move only when the replies do.
 Identical arms give identical distributions, so the readout's false-positive rate is its nominal alpha.
+
+The simulator is itself an estimate: another sample of its training users would give other probabilities and
+another lift. `simulated_readout` refits it on `refits` bootstrap resamples of its training users (whole users,
+with all their turns) and reads the spread of the lifts they imply (`model_ci_*`); `total_ci_*` adds that
+variance to the readout's own and the replayed prompts' (all three are independent sources of error). A
+simulator that learnt from fewer than `min_users` users gives the readout insufficient evidence
+(`evidence()`): its verdict is then `insufficient`, which neither ships nor rejects.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from scipy import stats
 from scipy.special import expit, logit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -42,6 +49,8 @@ from sklearn.metrics import roc_auc_score
 
 from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
+from pipeline.digest import rows_digest
+from pipeline.seeded_uniform import seeded_uniforms
 
 STAGE = "user_simulator"
 TURN_COLUMNS = ("user_hash", "conversation_id", "context", "reply", "continued")
@@ -74,9 +83,27 @@ class UserSimulatorConfig:
     p_max: float = field(
         default=0.95, metadata={"help": "Continue probabilities are clipped to [1 - p_max, p_max] (bounded depth)."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the held-out user split."})
+    seed: int = field(default=0, metadata={"help": "Seed of the held-out user split and of the refits' resamples."})
+    min_users: int = field(
+        default=50,
+        metadata={
+            "help": "Fewest training users for the simulated readout to count: with fewer, its verdict is "
+            "'insufficient' (it neither ships nor rejects), since its lifts describe those few people."
+        },
+    )
+    refits: int = field(
+        default=10,
+        metadata={
+            "help": "Refits on bootstrap resamples of the training users, whose spread of lifts is the "
+            "simulator's own estimation error in the readout's interval; 0 leaves it out."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.min_users < 1 or self.refits < 0 or self.refits == 1:
+            raise ValueError(
+                f"min_users={self.min_users} must be >= 1 and refits={self.refits} 0 or >= 2 (defaults 50 and 10)"
+            )
         for name in ("reply_ngrams", "context_ngrams"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
@@ -110,9 +137,43 @@ def _length_features(texts: list[str]) -> sp.csr_matrix:
 class UserSimulator:
     """p(continue | user turn, reply) of a trained engagement model; `name` says what it is and what it saw."""
 
-    def __init__(self, config: UserSimulatorConfig, reply_vec, context_vec, model, summary: dict):
+    def __init__(self, config: UserSimulatorConfig, reply_vec, context_vec, model, summary: dict, training=None):
         self.config, self.summary = config, summary
         self._reply_vec, self._context_vec, self._model = reply_vec, context_vec, model
+        self.training = training  # the turns it learnt from, for refits on resampled users
+
+    def evidence(self) -> dict:
+        """Users and turns it learnt from, its held-out AUC, and whether that is enough (`min_users`)."""
+        s, minimum = self.summary, self.config.min_users
+        reason = None if s.get("users", 0) >= minimum else f"trained on {s.get('users', 0)} users (< {minimum})"
+        return {
+            "users": s.get("users"),
+            "turns": s.get("rows"),
+            "heldout_auc": s.get("heldout_auc"),
+            "heldout_rows": s.get("heldout_rows"),
+            "min_users": minimum,
+            "sufficient": reason is None,
+            "reason": reason,
+        }
+
+    def refits(self) -> list[UserSimulator]:
+        """`config.refits` simulators, each fitted on a bootstrap resample of the training users (a resample
+        with only one label is skipped: it cannot be fitted)."""
+        frame, out = self.training, []
+        if frame is None or self.config.refits == 0:
+            return out
+        users = frame["user_hash"].unique().sort()
+        rng = np.random.default_rng(self.config.seed)
+        by_user = frame.partition_by("user_hash", as_dict=True)
+        for _ in range(self.config.refits):
+            drawn = users.gather(rng.integers(0, users.len(), users.len()))
+            rows = pl.concat([by_user[(u,)] for u in drawn.to_list()])
+            if rows["continued"].n_unique() == 2:
+                reply_vec, context_vec, model = _fit(rows, self.config)
+                # re-centred on its own resample's base rate, as the simulator is on its data's
+                summary = {**self.summary, "continued_rate": float(rows["continued"].mean())}
+                out.append(UserSimulator(self.config, reply_vec, context_vec, model, summary))
+        return out
 
     @property
     def name(self) -> str:
@@ -141,18 +202,8 @@ class UserSimulator:
         return np.clip(p, 1 - self.config.p_max, self.config.p_max)
 
 
-def _digest(frame: pl.DataFrame) -> str:
-    h = hashlib.sha256()
-    for row in frame.select("context", "reply", "continued").iter_rows():
-        h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()
-
-
 def _held_users(users: pl.Series, fraction: float, seed: int) -> pl.Series:
-    u = users.map_elements(
-        lambda x: int(hashlib.sha256(f"{seed}:{x}".encode()).hexdigest()[:8], 16) / 2**32, pl.Float64
-    )
-    return u < fraction
+    return pl.Series(seeded_uniforms(users.to_list(), str(seed))) < fraction
 
 
 def fit_user_simulator(
@@ -209,27 +260,13 @@ def fit_user_simulator(
     if train["continued"].n_unique() < 2:
         train, test = frame, frame.head(0)
 
-    reply_vec = TfidfVectorizer(
-        analyzer="char_wb", ngram_range=config.reply_ngrams, max_features=config.max_features, sublinear_tf=True
-    )
-    context_vec = TfidfVectorizer(
-        analyzer="word", ngram_range=config.context_ngrams, max_features=config.max_features, sublinear_tf=True
-    )
-
-    def fit(rows: pl.DataFrame) -> LogisticRegression:
-        replies, contexts = rows["reply"].to_list(), rows["context"].to_list()
-        x = sp.hstack(
-            [reply_vec.fit_transform(replies), context_vec.fit_transform(contexts), _length_features(replies)]
-        ).tocsr()
-        return LogisticRegression(C=config.c, max_iter=1000).fit(x, rows["continued"].to_numpy())
-
     auc, fitted = None, None
     if test.height and test["continued"].n_unique() == 2:
-        fitted = fit(train)
-        probe = UserSimulator(config, reply_vec, context_vec, fitted, {})
+        fitted = _fit(train, config)
+        probe = UserSimulator(config, *fitted, {})
         auc = float(roc_auc_score(test["continued"].to_numpy(), probe.p_continue(test["context"], test["reply"])))
     # the simulator used by the readout learns from every kept user; the held-out AUC describes its recipe
-    model = fitted if fitted is not None and train is frame else fit(frame)
+    reply_vec, context_vec, model = fitted if fitted is not None and train is frame else _fit(frame, config)
     summary = {
         "rows": frame.height,
         "users": frame["user_hash"].n_unique(),
@@ -237,10 +274,28 @@ def fit_user_simulator(
         "heldout_auc": auc,
         "heldout_rows": test.height,
         "heldout_users": test["user_hash"].n_unique(),
-        "data_sha256": _digest(frame),
+        "data_sha256": rows_digest(frame.select("context", "reply", "continued").iter_rows()),
     }
     counters["rows_used"] = frame.height
-    return UserSimulator(config, reply_vec, context_vec, model, summary), counters
+    return UserSimulator(config, reply_vec, context_vec, model, summary, frame), counters
+
+
+def _fit(
+    rows: pl.DataFrame, config: UserSimulatorConfig
+) -> tuple[TfidfVectorizer, TfidfVectorizer, LogisticRegression]:
+    """The engagement model's recipe on `rows`: both vectorizers and the logistic regression."""
+    reply_vec = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=config.reply_ngrams, max_features=config.max_features, sublinear_tf=True
+    )
+    context_vec = TfidfVectorizer(
+        analyzer="word", ngram_range=config.context_ngrams, max_features=config.max_features, sublinear_tf=True
+    )
+    replies, contexts = rows["reply"].to_list(), rows["context"].to_list()
+    x = sp.hstack(
+        [reply_vec.fit_transform(replies), context_vec.fit_transform(contexts), _length_features(replies)]
+    ).tocsr()
+    model = LogisticRegression(C=config.c, max_iter=1000).fit(x, rows["continued"].to_numpy())
+    return reply_vec, context_vec, model
 
 
 def simulate_arm_users(
@@ -313,8 +368,6 @@ def prompt_intervals(
     """Per metric, the (1 - alpha) percentile interval of the expected lift over the replayed conversations,
     resampled in pairs (scipy.stats.bootstrap): how far the lift could move had other held-out conversations been
     replayed. (None, None) with fewer than two conversations or no resamples."""
-    from scipy import stats
-
     pc, pt = np.asarray(p_control, np.float64), np.asarray(p_treatment, np.float64)
     if pc.size < 2 or n_resamples < 1:
         return {m: (None, None) for m in _lift_statistics(max_messages)}
@@ -394,6 +447,7 @@ class SimulatedReadout:
     readout: ab_test.AbReadout
     scores: pl.DataFrame
     expected: dict[str, float]
+    evidence: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -418,8 +472,43 @@ def simulated_readout(
         [{"metric": m, "prompt_ci_low": lo, "prompt_ci_high": hi} for m, (lo, hi) in intervals.items()],
         schema={"metric": pl.Utf8, "prompt_ci_low": pl.Float64, "prompt_ci_high": pl.Float64},
     )
-    readout = replace(readout, lifts=readout.lifts.update(found, on="metric"))
+    refitted = [
+        expected_lifts(
+            r.p_continue(replies.context, replies.control),
+            r.p_continue(replies.context, replies.treatment),
+            experiment.max_messages,
+        )
+        for r in simulator.refits()
+    ]
+    found = found.join(_model_error(refitted, analysis.alpha), on="metric", how="left")
+    lifts = readout.lifts.update(found, on="metric")
+    readout = replace(readout, lifts=lifts.with_columns(_total_interval(lifts, analysis.alpha)))
     scores = pl.DataFrame({"prompt_id": replies.conversation, "p_continue_control": p_c, "p_continue_treatment": p_t})
+    evidence = {**simulator.evidence(), "refits": len(refitted), "conversations": len(replies.conversation)}
     return SimulatedReadout(
-        simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages)
+        simulator.name, exposures, events, readout, scores, expected_lifts(p_c, p_t, experiment.max_messages), evidence
     )
+
+
+def _model_error(refitted: list[dict[str, float]], alpha: float) -> pl.DataFrame:
+    """Per metric, the percentile interval and standard deviation of the lifts the refitted simulators imply."""
+    rows = []
+    for metric in ab_test.METRICS:
+        values = np.array([r[metric] for r in refitted if np.isfinite(r[metric])])
+        if values.size < 2:
+            rows.append({"metric": metric})
+            continue
+        lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+        rows.append({"metric": metric, "model_ci_low": lo, "model_ci_high": hi, "model_sd": float(values.std(ddof=1))})
+    schema = {"metric": pl.Utf8, "model_ci_low": pl.Float64, "model_ci_high": pl.Float64, "model_sd": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _total_interval(lifts: pl.DataFrame, alpha: float) -> list[pl.Expr]:
+    """The lift's interval with every source of error: the simulated users' (delta method), the replayed
+    prompts' and the simulator's own, as independent variances (each read off its interval or deviation)."""
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    prompt_se = (pl.col("prompt_ci_high") - pl.col("prompt_ci_low")).fill_null(0.0) / (2 * z)
+    model_se = pl.col("model_sd").fill_null(0.0) if "model_sd" in lifts.columns else pl.lit(0.0)
+    se = (pl.col("delta_se") ** 2 + prompt_se**2 + model_se**2).sqrt()
+    return [(pl.col("lift") - z * se).alias("total_ci_low"), (pl.col("lift") + z * se).alias("total_ci_high")]

@@ -1,14 +1,10 @@
 """Exact and near-duplicate removal over a frame of texts (the `prompts` table: `text`, `prompt_id`).
 
-Normalization (`normalize_text`), applied before hashing and shingling, in this order:
-Unicode NFKC (fullwidth letters, ligatures and compatibility forms fold to plain ones), casefold,
-NFKC again (casefold can leave unnormalized sequences, and normalizing twice must be a no-op),
-apostrophes removed ("don't" == "dont"), every other punctuation character (Unicode category P*)
-replaced by a space, whitespace runs collapsed to one space, ends stripped. Symbols and emoji stay:
-they carry meaning in chat. A null text normalizes like an empty one.
+Both steps see the text through `pipeline.text_hash.normalize_text` (case, punctuation, whitespace and
+Unicode forms ignored; a null text normalizes like an empty one), applied before hashing and shingling.
 
-Exact dedup keys each row by `text_hash` (blake2b-128 of the normalized text, 32 hex chars; stable
-across processes and library versions). Within the frame the first row in (day, id) order is kept;
+Exact dedup keys each row by `text_hash` (`normalized_text_hashes`: blake2b-128 of the normalized text,
+32 hex chars; stable across processes and library versions). Within the frame the first row in (day, id) order is kept;
 a row whose hash was kept on an earlier day is dropped with kept_id `seen:<hash>`.
 
 Near dedup: MinHash signatures (`pipeline.minhash`; `rensa` by default, or `datasketch`) of shingles
@@ -38,13 +34,9 @@ construction, so rows with the same `same_source_col` value (conversation_id) ar
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +48,7 @@ from pipeline import keyfile, minhash, schema
 from pipeline.history import Compaction, DayChain, Run, days_covered
 from pipeline.minhash import BACKENDS
 from pipeline.step import StepCounters, StepResult
+from pipeline.text_hash import NORMALIZATION_VERSION, normalize_text, normalized_text_hashes, raw_text_hashes
 
 STAGE_EXACT = "exact_dedup"
 STAGE_NEAR = "near_dedup"
@@ -64,35 +57,6 @@ NEAR_DUPLICATE = "near_duplicate"
 SEEN_PREFIX = "seen:"
 KEEP_POLICIES = ("first", "longest")
 NEAR_COMPACTION = Compaction(merge_sidecars=minhash.merge_keys, row_group_size=minhash.ENTRY_ROW_GROUP)
-_NORMALIZATION_VERSION = "n1"
-
-# --- normalization and hashing ---------------------------------------------------------------------
-
-_APOSTROPHES = {ord(c): None for c in "'\u2019\u02bc\u2018`"}
-
-
-@cache
-def _punctuation_table() -> dict[int, str]:
-    table = {cp: " " for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)).startswith("P")}
-    table.update(_APOSTROPHES)
-    return table
-
-
-def normalize_text(s: str | None) -> str:
-    """NFKC, casefold, apostrophes dropped, other punctuation to spaces, whitespace collapsed."""
-    if not s:
-        return ""
-    s = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold())
-    return " ".join(s.translate(_punctuation_table()).split())
-
-
-def text_hash(s: str | None) -> str:
-    """Stable 32-hex-char key of the normalized text."""
-    return hashlib.blake2b(normalize_text(s).encode(), digest_size=16).hexdigest()
-
-
-def hash_texts(texts: Iterable[str | None]) -> list[str]:
-    return [text_hash(t) for t in texts]
 
 
 def _drops(
@@ -147,7 +111,7 @@ class ExactDedupConfig:
 
     def history_kind(self) -> str:
         """What a stored hash depends on: runs hashed another way cannot be compared."""
-        return f"exact|blake2b128|{_NORMALIZATION_VERSION if self.normalize else 'raw'}"
+        return f"exact|blake2b128|{NORMALIZATION_VERSION if self.normalize else 'raw'}"
 
 
 @dataclass(frozen=True)
@@ -246,10 +210,7 @@ def exact_dedup(
     _check_columns(df, "exact_dedup", text_col=text_col, id_col=id_col)
     days = _day_series(df, day_col)
     texts = df.get_column(text_col).cast(pl.Utf8).to_list()
-    if config.normalize:
-        hashes = hash_texts(texts)
-    else:
-        hashes = [hashlib.blake2b((t or "").encode(), digest_size=16).hexdigest() for t in texts]
+    hashes = normalized_text_hashes(texts) if config.normalize else raw_text_hashes(texts)
     ids = df.get_column(id_col).cast(pl.Utf8)
     day = _one_day(days, "exact_dedup", day) if history is not None else None
     seen = seen_before(hashes, history, day) if history is not None and day is not None else None
@@ -387,7 +348,7 @@ class NearDedupConfig:
     def sketch_id(self) -> str:
         """Everything a stored signature depends on: an index built under another sketch is incomparable."""
         return minhash.sketch_id(
-            self.backend, self.num_perm, self.seed, self.shingle, self.shingle_size, _NORMALIZATION_VERSION
+            self.backend, self.num_perm, self.seed, self.shingle, self.shingle_size, NORMALIZATION_VERSION
         )
 
     def signatures(self, normalized: Sequence[str]) -> np.ndarray:

@@ -70,6 +70,13 @@ def describe_device(device: str = "auto") -> str:
     return f"cpu:{torch.get_num_threads()}threads"
 
 
+def policy_cpu_threads(policy_model: str | None) -> int | None:
+    """torch CPU threads for the policy: one for the tiny built-in policy (no `policy_model` configured: a model
+    this small spends a second thread waiting on the first, and spins on a busy machine), torch's default for
+    a configured model."""
+    return None if policy_model else 1
+
+
 def set_cpu_threads(threads: int | None) -> None:
     """Fix torch's intra-op CPU threads. Tiny models gain little from more threads and lose a lot when the
     cores are shared with other work (threads spin waiting for each other), so callers may pin them."""

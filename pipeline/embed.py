@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.lake import default_home
+from pipeline.text_hash import raw_text_hashes
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,6 @@ def slug(value: str, readable: str | None = None) -> str:
     keeps distinct values apart after cleaning."""
     clean = re.sub(r"[^A-Za-z0-9_.\-]+", "_", readable or value).strip("_.")[:80] or "model"
     return f"{clean}-{hashlib.sha1(value.encode()).hexdigest()[:8]}"
-
-
-def text_hashes(texts: Sequence[str | None]) -> list[str]:
-    """Stable content hash of each text (128-bit BLAKE2b, hex); a missing text hashes as ''."""
-    return [hashlib.blake2b((t or "").encode("utf-8"), digest_size=16).hexdigest() for t in texts]
 
 
 # ---- model files -------------------------------------------------------------------------------
@@ -705,7 +701,7 @@ def embed_with_stats(
     items = texts.to_list() if isinstance(texts, pl.Series) else list(texts)
     n_missing = sum(t is None for t in items)
     items = ["" if t is None else str(t) for t in items]
-    hashes = text_hashes(items)
+    hashes = raw_text_hashes(items)
     first: dict[str, int] = {}
     for i, h in enumerate(hashes):
         first.setdefault(h, i)

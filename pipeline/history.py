@@ -5,7 +5,7 @@ kept. Each day commits a *run*: the entries it kept (hashes, MinHash signatures 
 vectors), written once under a content-addressed name, plus a small manifest ``day=D.json`` that
 names the run and chains it to the previous day's manifest::
 
-    chain(D) = blake2b(chain(D - 1), run_hash(D))
+    chain(D) = digest(chain(D - 1), run_hash(D))      (`pipeline.digest`)
 
 Why a chain and not "whatever days are on disk": a day's result must not depend on the order in
 which days were materialized. Day D refuses to run until day D - 1 has committed (unless D is the
@@ -25,7 +25,6 @@ run of that day is removed; a crash leaves the old state or the new one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.crash import crash_point
+from pipeline.digest import digest, file_digest
 from pipeline.lake import atomic_write_parquet, atomic_write_text
 
 _GENESIS = "0" * 32
@@ -76,16 +76,10 @@ class Compaction:
     row_group_size: int | None = None
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _chain(parent: str, run_hash: str) -> str:
-    return hashlib.blake2b(f"{parent}:{run_hash}".encode(), digest_size=16).hexdigest()
+    # A parent is read as an opaque string, so a history recorded with an earlier hash format goes on growing;
+    # re-running one of its days gives a new run hash, and marks the days after it stale once.
+    return digest(parent, run_hash)
 
 
 class DayChain:
@@ -246,7 +240,7 @@ class DayChain:
             leftover.unlink(missing_ok=True)
         tmp = self.root / f".day={day.isoformat()}.pending.parquet"
         atomic_write_parquet(tmp, entries, row_group_size=row_group_size)
-        run_hash = file_hash(tmp)
+        run_hash = file_digest(tmp)
         stem = f"run-{day.isoformat()}-{run_hash[:16]}"
         run = self.root / f"{stem}.parquet"
         tmp.replace(run)

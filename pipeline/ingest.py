@@ -1,18 +1,35 @@
 """Ingest: turn a day's input records into `conversations` rows, or `quarantine` rows with a reason.
 
-Nothing is lost: a *record* is one input message, or one input line/row that could not be read as
-messages at all (bad JSON, bad UTF-8, a conversation whose `messages` is not a list...). Every record
-ends in exactly one of the two tables, so ``records_read == accepted + quarantined`` always holds,
-and the counts are kept by the reader, not derived from the outputs.
+Nothing is lost: a *record* is one input message, one input line/row that could not be read as
+messages at all (bad JSON, bad UTF-8, a conversation whose `messages` is not a list...), or one file
+that was refused or could not be read to its end (at line 0). Every record ends in exactly one of the
+two tables, so ``records_read == accepted + quarantined`` always holds, and the counts are kept by the
+reader, not derived from the outputs. No bad record or file fails the day: whatever slips past the
+checks below is quarantined too.
 
-Reason codes (the `quarantine.reason_code` column):
+Accepted text is scrubbed of PII before anything leaves ingest (`pipeline.privacy.scrub_step`, the step
+`scrubbed_conversations` is named for, with the same `PrivacyConfig` as quarantine payloads), so the
+landing table never holds raw PII: each accepted row carries the `pii_types` replaced in it, and the
+result the day's counts per type (`pii_counts`). A quarantine row keeps the record as a person needs
+it to see what went wrong, and no more: user ids replaced by the salted hash the accepted rows carry,
+strings scrubbed of PII and cut like accepted text, the payload cut to 20,000 characters
+(`pipeline.redact`).
+
+Reason codes (the `quarantine.reason_code` column), per line or record:
 
 ==========================  ==========================================================================
 invalid_json                the line is not valid JSON
 invalid_utf8                the line is not valid UTF-8
+stray_bom                   a byte-order mark opens a line other than the file's first
+line_too_long               the line is longer than `max_line_bytes` (decompressed); not parsed
+nesting_too_deep            objects and lists nest deeper than `max_json_depth`; not parsed
+int_too_long                an integer has more digits than `max_int_digits`
 missing_field               a required field is absent (conversation_id, role, text/content, ts)
+empty_id                    an id is present but null or blank (conversation_id; message_id, user_id)
 wrong_type                  a field has the wrong type (text not a string, unparseable timestamp, ...)
 bad_value                   a field is outside its value set (source, feedback, negative turn_index)
+out_of_range                a number does not fit its column (turn_index beyond a 32-bit integer)
+lone_surrogate              a string holds a lone UTF-16 surrogate (UTF-8 cannot encode it)
 unknown_role                role is not one of user / assistant / system
 empty_conversation          a conversation record with an empty `messages` list
 empty_text                  text is empty or whitespace only
@@ -23,12 +40,25 @@ ts_out_of_order             a timestamp earlier than the previous accepted messa
 ts_outside_day              a timestamp outside the partition's day (plus `late_grace_minutes` after it)
 no_user_turn                a conversation none of whose accepted messages is from the user
 ==========================  ==========================================================================
+
+Per file (line 0; a refused file is never opened, a cut one keeps the lines before the cut):
+
+==========================  ==========================================================================
+symlink                     a symbolic link inside the source folder: refused
+outside_source              a path that resolves outside the source folder: refused
+hidden_file                 a name starting with '.' (an upload in progress, editor files): not read
+unsupported_file            not a .jsonl / .jsonl.gz / .json / .parquet file, or not a regular file
+unreadable_file             cannot be opened, or nothing could be read (not gzip, not Parquet)
+truncated_file              breaks before its end (a cut-off gzip stream, a corrupt page)
+file_too_large              longer than `max_file_bytes` decompressed: the rest is not read
+day_too_large               the day's files passed `max_day_bytes`: the rest is not read
+==========================  ==========================================================================
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,14 +69,24 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
-from pipeline.sources import Record, SourceConfig, stable_unit
+from pipeline.privacy import PrivacyConfig, ScrubCounters, scrub_step
+from pipeline.redact import Redactor
+from pipeline.seeded_uniform import seeded_uniform
+from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig
 
 REASON_CODES = (
     "invalid_json",
     "invalid_utf8",
+    "stray_bom",
+    "line_too_long",
+    "nesting_too_deep",
+    "int_too_long",
     "missing_field",
+    "empty_id",
     "wrong_type",
     "bad_value",
+    "out_of_range",
+    "lone_surrogate",
     "unknown_role",
     "empty_conversation",
     "empty_text",
@@ -56,10 +96,15 @@ REASON_CODES = (
     "ts_out_of_order",
     "ts_outside_day",
     "no_user_turn",
+    *FILE_REFUSED,
+    *FILE_CUT,
 )
+# the codes of a whole file (line 0) rather than of one record
+FILE_REASON_CODES = (*FILE_REFUSED, *FILE_CUT)
 
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
-_RAW_LIMIT = 20_000  # quarantine keeps the payload, cut to a size a report can show
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -96,9 +141,13 @@ class IngestConfig:
 @dataclass
 class IngestResult:
     day: date
+    # accepted messages, text already scrubbed: `schema.SCRUBBED_CONVERSATIONS` (the contract plus `pii_types`)
     conversations: pl.DataFrame
     quarantine: pl.DataFrame
     records_read: int
+    # what scrubbing the accepted text replaced: `pii_type, items, rows` (`pipeline.privacy.scrub_frame`)
+    pii_counts: pl.DataFrame
+    scrub: ScrubCounters
 
     def stats(self, source_kind: str) -> pl.DataFrame:
         row = {
@@ -109,6 +158,9 @@ class IngestResult:
             "quarantined": self.quarantine.height,
         }
         return pl.DataFrame([row], schema=schema.INGEST_STATS, orient="row")
+
+    def pii_by_type(self) -> dict[str, int]:
+        return {t: int(n) for t, n in self.pii_counts.select("pii_type", "items").iter_rows()}
 
     def reason_counts(self) -> dict[str, int]:
         if not self.quarantine.height:
@@ -122,14 +174,6 @@ class _Reject(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
-
-
-def _raw(value: Any) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= _RAW_LIMIT else text[:_RAW_LIMIT] + f"... [{len(text) - _RAW_LIMIT} more chars]"
 
 
 def _parse_ts(value: Any, field_name: str) -> datetime:
@@ -165,9 +209,31 @@ def _str_field(obj: dict, name: str, *, required: bool, aliases: tuple[str, ...]
     return None
 
 
+def _id_field(obj: dict, name: str, aliases: tuple[str, ...] = (), *, null_is_absent: bool = False) -> str | None:
+    """The id under `name` (or an alias), None when absent. A null or blank id is rejected, not defaulted:
+    records with null ids would otherwise merge into one conversation (or one user)."""
+    for key in (name, *aliases):
+        if key not in obj or (obj[key] is None and null_is_absent):
+            continue
+        v = obj[key]
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise _Reject("empty_id", f"`{key}` is {'null' if v is None else 'blank'}")
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise _Reject("wrong_type", f"`{key}` is {type(v).__name__}, expected a string")
+        return str(v)
+    return None
+
+
+def _has_surrogate(s: str) -> bool:
+    return not s.isascii() and _SURROGATE.search(s) is not None
+
+
 def _check_text(text: Any, key: str, max_chars: int) -> str:
     if not isinstance(text, str):
         raise _Reject("wrong_type", f"`{key}` is {type(text).__name__}, expected a string")
+    if _has_surrogate(text):
+        at = _SURROGATE.search(text).start()  # type: ignore[union-attr]
+        raise _Reject("lone_surrogate", f"text holds a lone surrogate U+{ord(text[at]):04X} at offset {at}")
     if not text.strip():
         raise _Reject("empty_text", "text is empty or whitespace only")
     bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROL), None)
@@ -181,27 +247,37 @@ def _check_text(text: Any, key: str, max_chars: int) -> str:
 class _DayIngest:
     """Validates one day's records; collects accepted candidates and quarantine rows."""
 
-    def __init__(self, day: date, cfg: IngestConfig, hasher: schema.UserHasher):
+    def __init__(self, day: date, cfg: IngestConfig, hasher: schema.UserHasher, privacy: PrivacyConfig):
         self.day = day
         self.cfg = cfg
         self.hasher = hasher
+        self.privacy = privacy
+        self.redactor = Redactor(hasher, privacy, cfg.max_text_chars)
         self.start = datetime.combine(day, time.min).replace(tzinfo=UTC)
         self.end = self.start + timedelta(days=1, minutes=cfg.late_grace_minutes)
         self.records_read = 0
         self.quarantine: list[dict] = []
-        # conversation_id -> list of (order, candidate row, record) in input order
-        self.conversations: dict[str, list[tuple[int, dict, Record, str]]] = {}
+        # conversation_id -> list of (order, candidate row, record, payload) in input order
+        self.conversations: dict[str, list[tuple[int, dict, Record, Any]]] = {}
         self._order = 0
 
-    def reject(self, rec: Record, code: str, detail: str, raw: str | None = None) -> None:
+    def reject(self, rec: Record, code: str, detail: str, payload: Any = None) -> None:
+        """Quarantine `rec` (or `payload`, the part of it that was rejected), redacted."""
+        if payload is not None:
+            raw = self.redactor.value(payload)
+        elif rec.error is not None or rec.value is None:
+            raw = self.redactor.line(rec.raw)
+        else:
+            raw = self.redactor.value(rec.value)
         self.quarantine.append(
             {
                 "day": self.day,
                 "source_file": rec.source_file,
                 "line": rec.line,
                 "reason_code": code,
-                "detail": detail,
-                "raw": raw if raw is not None else (rec.raw or _raw(rec.value)),
+                # a reader's detail is its own wording; a check's may quote the record
+                "detail": detail if rec.error is not None else self.redactor.detail(detail),
+                "raw": raw,
             }
         )
 
@@ -220,7 +296,7 @@ class _DayIngest:
             self._add_conversation(rec, value)
         else:
             self.records_read += 1
-            self._add_message(rec, value, value, position=None, raw=rec.raw or _raw(value))
+            self._add_message(rec, value, value, position=None)
 
     def _add_conversation(self, rec: Record, conv: dict) -> None:
         messages = conv["messages"]
@@ -239,22 +315,24 @@ class _DayIngest:
         for i, m in enumerate(messages):
             self.records_read += 1
             if not isinstance(m, dict):
-                self.reject(rec, "wrong_type", f"message {i} is a JSON {type(m).__name__}, expected an object", _raw(m))
+                self.reject(rec, "wrong_type", f"message {i} is a JSON {type(m).__name__}, expected an object", [m])
                 continue
-            self._add_message(rec, m, meta, position=i, raw=_raw(m))
+            self._add_message(rec, m, meta, position=i)
 
-    def _add_message(self, rec: Record, m: dict, meta: dict, position: int | None, raw: str) -> None:
+    def _add_message(self, rec: Record, m: dict, meta: dict, position: int | None) -> None:
         where = f"message {position}: " if position is not None else ""
+        # a message of a conversation is kept with its conversation's metadata (the user id among it)
+        payload = m if m is meta else {**meta, "message": m}
         try:
             cand = self._candidate(m, meta, position)
         except _Reject as r:
-            self.reject(rec, r.code, where + r.detail, raw)
+            self.reject(rec, r.code, where + r.detail, payload)
             return
         except Exception as e:  # a bad record never fails the run, whatever slipped past the checks
-            self.reject(rec, "wrong_type", f"{where}unreadable message ({type(e).__name__}: {e})", raw)
+            self.reject(rec, "wrong_type", f"{where}unreadable message ({type(e).__name__}: {e})", payload)
             return
         self._order += 1
-        self.conversations.setdefault(cand["conversation_id"], []).append((self._order, cand, rec, raw))
+        self.conversations.setdefault(cand["conversation_id"], []).append((self._order, cand, rec, payload))
 
     def _candidate(self, m: dict, meta: dict, position: int | None) -> dict:
         def pick(name: str) -> str | None:
@@ -262,10 +340,9 @@ class _DayIngest:
             v = _str_field(m, name, required=False)
             return v if v is not None or m is meta else _str_field(meta, name, required=False)
 
-        if m is meta:
-            conversation_id = _str_field(m, "conversation_id", required=True)
-        else:  # a message inside a conversation record; the record's id was defaulted if absent
-            conversation_id = _str_field(meta, "conversation_id", required=False, aliases=("id",))
+        conversation_id = _id_field(meta, "conversation_id", aliases=() if m is meta else ("id",))
+        if conversation_id is None:  # a conversation record's id was defaulted when absent
+            raise _Reject("missing_field", "required field `conversation_id` is missing")
         role = _str_field(m, "role", required=True)
         if role not in schema.ROLES:
             raise _Reject("unknown_role", f"role {role!r} is not one of {schema.ROLES}")
@@ -294,6 +371,12 @@ class _DayIngest:
                 raise _Reject("wrong_type", f"`turn_index` is {type(ti).__name__}, expected an integer")
             if ti < 0:
                 raise _Reject("bad_value", f"`turn_index` {ti} is negative")
+            if ti > _INT32_MAX:
+                # the value itself is left out: a long number reads as a phone number to the scrubber
+                raise _Reject(
+                    "out_of_range",
+                    f"`turn_index` has {len(str(ti))} digits and is beyond {_INT32_MAX:_}, the column's largest",
+                )
             turn_index = ti
         elif position is not None:
             turn_index = position
@@ -305,12 +388,17 @@ class _DayIngest:
         if feedback is not None and feedback not in schema.FEEDBACK:
             raise _Reject("bad_value", f"feedback {feedback!r} is not one of {schema.FEEDBACK}")
 
-        user_id = pick("user_id") or conversation_id  # no user id: each conversation counts as its own user
+        user_id = _id_field(m, "user_id", null_is_absent=True)
+        if user_id is None and m is not meta:
+            user_id = _id_field(meta, "user_id", null_is_absent=True)
+        user_id = user_id or conversation_id  # no user id: each conversation counts as its own user
+        if _has_surrogate(user_id):
+            raise _Reject("lone_surrogate", "`user_id` holds a lone surrogate")
         user_hash = self.hasher(user_id)
         if source is None:
-            source = "internal" if stable_unit(user_hash) < self.cfg.internal_user_fraction else "external"
-        return {
-            "message_id": _str_field(m, "message_id", required=False, aliases=("id",)),
+            source = "internal" if seeded_uniform(user_hash) < self.cfg.internal_user_fraction else "external"
+        cand = {
+            "message_id": _id_field(m, "message_id", aliases=("id",), null_is_absent=True),
             "conversation_id": conversation_id,
             "turn_index": turn_index,
             "role": role,
@@ -324,6 +412,13 @@ class _DayIngest:
             "feedback": feedback,
             "day": self.day,
         }
+        # text and user_id are checked above; role, source and feedback are from fixed sets
+        for key in ("conversation_id", "message_id", "character_id", "served_by", "surface"):
+            if cand[key] is not None and _has_surrogate(cand[key]):
+                raise _Reject(
+                    "lone_surrogate", f"`{key}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
+                )
+        return cand
 
     # -- per conversation ----------------------------------------------------------------------
     def finish(self) -> IngestResult:
@@ -333,7 +428,7 @@ class _DayIngest:
             items.sort(key=lambda it: (it[1]["turn_index"] if it[1]["turn_index"] is not None else 1 << 40, it[0]))
             next_index = 0
             seen_ids: set[str] = set()
-            kept: list[tuple[dict, Record, str]] = []
+            kept: list[tuple[dict, Record, Any]] = []
             last_ts: datetime | None = None
             for _, cand, rec, raw in items:
                 if cand["turn_index"] is None:
@@ -372,14 +467,30 @@ class _DayIngest:
             if self.quarantine
             else schema.empty(schema.QUARANTINE)
         ).sort(["source_file", "line", "reason_code", "detail"], maintain_order=True)
-        return IngestResult(self.day, conversations, quarantine, self.records_read)
+        # scrubbed here, before anything is written: the landing table never holds raw PII
+        scrubbed = scrub_step(conversations, self.privacy)
+        return IngestResult(
+            self.day,
+            scrubbed.kept,
+            quarantine,
+            self.records_read,
+            scrubbed.tables["pii_counts"],
+            scrubbed.counters,
+        )
 
 
 def ingest_day(
-    records: Iterable[Record], day: date, config: IngestConfig | None = None, hasher: schema.UserHasher | None = None
+    records: Iterable[Record],
+    day: date,
+    config: IngestConfig | None = None,
+    hasher: schema.UserHasher | None = None,
+    privacy: PrivacyConfig | None = None,
 ) -> IngestResult:
-    """Validate a day's records into accepted conversation rows and quarantine rows."""
-    job = _DayIngest(day, config or IngestConfig(), hasher or schema.UserHasher.from_settings())
+    """Validate a day's records into accepted conversation rows and quarantine rows; `privacy` is how
+    accepted text and quarantined payloads are scrubbed (the scrubbing step's defaults when None)."""
+    job = _DayIngest(
+        day, config or IngestConfig(), hasher or schema.UserHasher.from_settings(), privacy or PrivacyConfig()
+    )
     for rec in records:
         job.add(rec)
     result = job.finish()

@@ -69,8 +69,9 @@ class JudgeDataConfig:
     min_slice_users: int = field(
         default=20,
         metadata={
-            "help": "Fewest users an evaluation slice should hold: when the window holds out fewer, held-out users "
-            "of earlier days that nothing trained on join the slice, latest day first. 0 = never pool."
+            "help": "Fewest users an evaluation slice should hold (the release's win-rate gates ask for as many): "
+            "when the window holds out fewer, held-out users of earlier days that nothing trained on join the "
+            "slice, latest day first. 0 = never pool."
         },
     )
 

@@ -178,11 +178,6 @@ class Lake:
         self._register(table)
         return path
 
-    def delete_partition(self, table: str, partition: PartitionLike) -> None:
-        pdir = self.partition_dir(table, partition)
-        for f in pdir.glob("*.parquet"):
-            f.unlink(missing_ok=True)
-
     # ---- reads -------------------------------------------------------------------------------
     def exists(self, table: str, partition: PartitionLike | None = None) -> bool:
         return bool(self.files(table, partition))

@@ -27,7 +27,7 @@ from datetime import date
 
 import polars as pl
 
-from pipeline.dedup import normalize_text
+from pipeline.text_hash import normalize_text
 
 ORIGINAL, EXACT, NEAR, NEIGHBOUR = "original", "exact", "near", "neighbour"
 

@@ -1,4 +1,7 @@
-"""Scrub personal data from message text before it reaches prompts, embeddings or training sets.
+"""Scrub personal data from message text before it reaches the lake, prompts, embeddings or training sets.
+
+Ingest runs `scrub_step` on accepted text before the landing table is written (and the same detectors on
+quarantined payloads, `pipeline.redact`), so no table holds raw PII.
 
 Each detected item is replaced by a typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IP]`,
 `[URL]`, `[HANDLE]`), so a reader still sees that something was there and of which kind.
@@ -401,3 +404,26 @@ def scrub_step(df: pl.DataFrame, config: PrivacyConfig | None = None) -> StepRes
         pii_items=int(counts["items"].sum()),
     )
     return StepResult(scrubbed, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})
+
+
+def landed_scrub_step(
+    df: pl.DataFrame, counts: pl.DataFrame | None, config: PrivacyConfig | None = None
+) -> StepResult[ScrubCounters]:
+    """`scrub_step` over the landing table, which ingest has normally scrubbed already.
+
+    A frame with `pii_types` was scrubbed by `scrub_step` at ingest: it is passed on unchanged with the
+    per-type `counts` ingest recorded (scrubbing it again would find nothing and report zeros). A frame
+    without it was written before ingest scrubbed (or by hand) and may hold raw text: it is scrubbed now.
+    """
+    if "pii_types" not in df.columns:
+        return scrub_step(df, config)
+    if counts is None:
+        raise ValueError("the landing table was scrubbed at ingest but its `pii_counts` are missing: re-run ingest")
+    counts = counts.select("pii_type", "items", "rows").cast({"items": pl.Int64, "rows": pl.Int64})
+    counters = ScrubCounters(
+        rows_in=df.height,
+        rows_kept=df.height,
+        rows_with_pii=int(df.filter(pl.col("pii_types").list.len() > 0).height),
+        pii_items=int(counts["items"].sum()),
+    )
+    return StepResult(df, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})

@@ -142,17 +142,7 @@ def _prompt_ids(conversation_ids: pl.Series, cut_turns: pl.Series) -> pl.Series:
 
 
 def _drops(frame: pl.DataFrame, reason_col: str, detail_col: str) -> pl.DataFrame:
-    return schema.conform(
-        frame.select(
-            pl.col("day"),
-            pl.lit(STAGE).alias("stage"),
-            pl.col("row_id"),
-            pl.col(reason_col).alias("reason_code"),
-            pl.lit(None, pl.Utf8).alias("kept_id"),
-            pl.col(detail_col).alias("detail"),
-        ),
-        schema.DROPS,
-    )
+    return schema.drops_of(frame, STAGE, "row_id", reason_col, detail_col)
 
 
 def _prepare(conversations: pl.DataFrame) -> pl.DataFrame:

@@ -27,13 +27,13 @@ Prompts with no user hash cannot be held out reliably and go to train.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from pipeline import schema
+from pipeline.seeded_uniform import seeded_uniforms
 from pipeline.step import StepCounters, StepResult
 
 STAGE = "sampling"
@@ -162,18 +162,6 @@ class SamplingConfig:
                 raise ValueError(f"targets[{dim!r}] shares sum to {total:.4f} > 1: scale them to sum to 1")
 
 
-def _uniform(keys: list[str | None], salt: str) -> np.ndarray:
-    """A stable uniform number in [0, 1) per key (NaN for a null key)."""
-    out = np.empty(len(keys), dtype=np.float64)
-    for i, k in enumerate(keys):
-        if k is None:
-            out[i] = np.nan
-        else:
-            h = hashlib.blake2b(k.encode(), digest_size=8, key=salt.encode()[:64]).digest()
-            out[i] = int.from_bytes(h, "big") / 2.0**64
-    return out
-
-
 def assign_split(user_hash: pl.Series, source: pl.Series, config: SamplingConfig) -> pl.Series:
     """train / eval_internal / eval_user per row, from the user hash and whether the user is internal
     (`internal_eval_fraction` of internal users, `eval_fraction` of the others, are held out)."""
@@ -186,7 +174,7 @@ def assign_split(user_hash: pl.Series, source: pl.Series, config: SamplingConfig
         .agg(pl.col("_internal").fill_null(False).any())
         .sort("_user")
     )
-    u = _uniform(kinds["_user"].to_list(), config.split_salt)
+    u = seeded_uniforms(kinds["_user"].to_list(), config.split_salt)
     threshold = np.where(kinds["_internal"].to_numpy(), config.internal_eval_fraction, config.eval_fraction)
     held = pl.DataFrame({"_user": kinds["_user"], "_held": u < threshold})
     flags = pl.DataFrame({"_user": users}).join(held, on="_user", how="left", maintain_order="left")["_held"]
@@ -324,7 +312,7 @@ def _cell_counts(
     """Integer quota per cell and the effective target shares per dimension (level -> share)."""
     available = cells["_available"].to_numpy().astype(np.float64)
     if config.mode == "cluster_balanced":
-        tiebreak = _uniform(cells["_cell"].to_list(), f"{config.seed}:cells")
+        tiebreak = seeded_uniforms(cells["_cell"].to_list(), f"{config.seed}:cells")
         levels = cells[keys[0]].to_list()
         return _water_fill(available.astype(np.int64), n, tiebreak), [{lvl: 1.0 / len(levels) for lvl in levels}]
     index, shares, names = [], [], []
@@ -466,7 +454,7 @@ def sample_pool(
 
     # within a cell, the rows with the smallest seeded hash of their id fill its quota
     ranked = (
-        work.with_columns(pl.Series("_key", _uniform(work["prompt_id"].to_list(), f"{config.seed}:rows")))
+        work.with_columns(pl.Series("_key", seeded_uniforms(work["prompt_id"].to_list(), f"{config.seed}:rows")))
         .join(cells.select(*keys, "_available", "_quota"), on=keys, how="left")
         .sort(["_key", "prompt_id", "_row"])
         .with_columns((pl.int_range(pl.len()).over(keys) + 1).alias("_rank"))
@@ -490,17 +478,7 @@ def sample_pool(
     drops = pl.concat(
         [d.select("day", "prompt_id", "reason_code", "detail") for d in (not_chosen, bad)], how="vertical_relaxed"
     )
-    drops = schema.conform(
-        drops.select(
-            pl.col("day"),
-            pl.lit(STAGE).alias("stage"),
-            pl.col("prompt_id").alias("row_id"),
-            "reason_code",
-            pl.lit(None, pl.Utf8).alias("kept_id"),
-            "detail",
-        ),
-        schema.DROPS,
-    )
+    drops = schema.drops_of(drops, STAGE, "prompt_id", "reason_code", "detail")
 
     targets: dict[str, dict[str, float] | None] = dict(zip(dims, effective))
     for d in config.report_dimensions:

@@ -7,7 +7,7 @@ stage. Tables a day has not produced yet are reported as missing, not as failure
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.ingest import FILE_REASON_CODES
 from pipeline.lake import Lake, atomic_write_bytes
 from pipeline.prompts import TURN_DROP_REASONS
 from quality.contracts import (
@@ -46,12 +47,13 @@ SUITES = (
 
 
 def suite_result_path(lake: Lake, table: str, day: date) -> Path:
-    return lake.home / "state" / "suite_results" / table / f"day={day.isoformat()}.pkl"
+    return lake.home / "state" / "suite_results" / table / f"day={day.isoformat()}.json"
 
 
 def save_suite_result(lake: Lake, table: str, day: date, result: SuiteResult) -> None:
-    """Keep the result of a suite run on a lake partition, so the report need not validate it again."""
-    atomic_write_bytes(suite_result_path(lake, table, day), pickle.dumps(result))
+    """Keep the result of a suite run on a lake partition, so the report need not validate it again. As JSON:
+    the lake's volume is writable by training pods, and a pickle read from it would run whatever it holds."""
+    atomic_write_bytes(suite_result_path(lake, table, day), json.dumps(result.to_json()).encode())
 
 
 def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.DataFrame) -> SuiteResult:
@@ -61,10 +63,10 @@ def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.Dat
     files = lake.files(table, day)
     if path.is_file() and files and path.stat().st_mtime >= max(f.stat().st_mtime for f in files):
         try:
-            cached = pickle.loads(path.read_bytes())
-            if isinstance(cached, SuiteResult) and cached.table == suite:
+            cached = SuiteResult.from_json(json.loads(path.read_bytes()))
+            if cached.table == suite:
                 return cached
-        except Exception:  # written by another version of the code: validate again
+        except ValueError:  # not JSON, or written by another version of the code: validate again
             pass
     return validate_table(suite, df, previous_rows=lake.previous_rows(table, day))
 
@@ -77,6 +79,14 @@ def _reasons(df: pl.DataFrame | None, column: str = "reason_code") -> dict[str, 
     if df is None or df.is_empty():
         return {}
     return {k: int(v) for k, v in df.group_by(column).len().sort("len", descending=True).iter_rows()}
+
+
+def unread_files(quarantine: pl.DataFrame | None) -> list[tuple[str, str, str]]:
+    """The files ingest refused or could not read to their end: its file-level quarantine rows."""
+    if quarantine is None:
+        return []
+    rows = quarantine.filter(pl.col("reason_code").is_in(FILE_REASON_CODES))
+    return list(rows.select("source_file", "reason_code", "detail").iter_rows())
 
 
 def stage_counts(lake: Lake, day: date) -> tuple[list[StageCount], dict[str, float]]:
@@ -208,6 +218,7 @@ def gather(
         stages=stages or None,
         records_read=int(stats["records_read"].sum()) if stats is not None else None,
         quarantine_reasons=_reasons(_read(lake, "quarantine", day)) if stats is not None else None,
+        unread_files=unread_files(_read(lake, "quarantine", day)),
         pii_counts=dict(zip(pii["pii_type"].to_list(), (int(n) for n in pii["items"].to_list())))
         if pii is not None
         else None,

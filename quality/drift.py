@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from scipy.special import rel_entr
 
-from quality.outcomes import WARNING, CheckOutcome, check_severity
-
 STABLE = "stable"
 MODERATE = "moderate"
 MAJOR = "major"
@@ -30,9 +28,8 @@ class DriftConfig:
 
     bins: int = field(default=10, metadata={"help": "Quantile bins taken from the reference day (numeric PSI)."})
     moderate: float = field(default=0.1, metadata={"help": "PSI from which a shift is moderate."})
-    major: float = field(default=0.25, metadata={"help": "PSI from which a shift is major (the check fails)."})
+    major: float = field(default=0.25, metadata={"help": "PSI from which a shift is major."})
     epsilon: float = field(default=1e-4, metadata={"help": "Floor for an empty bin's share, so the log stays finite."})
-    severity: str = field(default=WARNING, metadata={"help": "Severity of a failed drift check."})
 
     def __post_init__(self) -> None:
         if self.bins < 2:
@@ -43,7 +40,6 @@ class DriftConfig:
             )
         if not 0 < self.epsilon < 0.01:
             raise ValueError(f"epsilon={self.epsilon}: use a small positive share, e.g. 1e-4")
-        check_severity(self.severity)
 
 
 @dataclass
@@ -164,17 +160,3 @@ def psi_categorical(
     c = np.array([cur.get(k, 0.0) for k in labels])
     psi, terms = psi_from_shares(r, c, cfg.epsilon)
     return PSIResult(name, psi, status_of(psi, cfg), labels, r.tolist(), c.tolist(), n_ref, n_cur, terms.tolist())
-
-
-def drift_check(result: PSIResult, config: DriftConfig | None = None) -> CheckOutcome:
-    """A check that fails on a major shift (PSI >= `major`); no reference counts as passed, and says so."""
-    cfg = config or DriftConfig()
-    if result.status == NO_DATA:
-        detail = f"{result.name}: no reference or no current data; drift not computed"
-        passed = True
-    else:
-        detail = (
-            f"{result.name}: PSI {result.psi:.3f} ({result.status}; moderate >= {cfg.moderate}, major >= {cfg.major})"
-        )
-        passed = result.status != MAJOR
-    return CheckOutcome(f"{result.name}_drift", passed, detail, result.to_metadata(), severity=cfg.severity)

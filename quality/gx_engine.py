@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from pipeline.privacy import PrivacyConfig, scrub_text
 from quality.outcomes import CRITICAL, ExpectationOutcome, json_safe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,12 +102,34 @@ def _exception_message(info: Any) -> str | None:
 _HIDDEN_PARAMS = {"batch_id", "column", "column_list", "result_format", "catch_exceptions", "meta"}
 
 
+_PRIVACY = PrivacyConfig()
+# scrubbing sees this much beyond the cut, so a PII item the cut splits is still recognised
+_SCRUB_MARGIN = 256
+
+
+def _shown(value: Any, max_chars: int) -> Any:
+    """A failing value as metadata and reports keep it: strings scrubbed of PII, then cut. A table that fails
+    its suite may hold what should not be there (raw text, an email in a hash column)."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()  # numpy and Arrow arrays and scalars
+    if isinstance(value, str):
+        text = scrub_text(value[: max_chars + _SCRUB_MARGIN], _PRIVACY)
+        if len(value) > max_chars + _SCRUB_MARGIN or len(text) > max_chars:
+            return f"{text[:max_chars]}… ({len(value)} chars)"
+        return text
+    if isinstance(value, dict):
+        return {str(k): _shown(v, max_chars) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v, max_chars) for v in value]
+    return json_safe(value, max_chars)
+
+
 def _examples(result: dict[str, Any], ids: pl.Series | None, limit: int, max_chars: int) -> list[Any]:
     values = result.get("partial_unexpected_list") or []
     index = result.get("partial_unexpected_index_list") or []
     out: list[Any] = []
     for i, value in enumerate(values[:limit]):
-        value = json_safe(value, max_chars)
+        value = _shown(value, max_chars)
         if ids is not None and i < len(index) and isinstance(index[i], int) and 0 <= index[i] < len(ids):
             out.append({"id": json_safe(ids[index[i]], max_chars), "value": value})
         else:

@@ -13,7 +13,7 @@ must never read a table that broke its contract), ``warning`` failures are shown
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -136,6 +136,28 @@ class SuiteResult:
             "success_percent": round(100.0 * (len(outcomes) - len(failed)) / len(outcomes), 2) if outcomes else 100.0,
         }
         return cls(table=table, success=critical == 0, statistics=stats, outcomes=outcomes)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field as plain JSON types (values kept whole), for `from_json`: stored results are data,
+        never code, so a file anyone can write is only ever parsed."""
+        return {
+            "table": self.table,
+            "success": self.success,
+            "statistics": json_safe(self.statistics, _NO_CUT),
+            "outcomes": [{k: json_safe(v, _NO_CUT) for k, v in asdict(o).items()} for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SuiteResult:
+        """The result `to_json` wrote; a ValueError for anything else."""
+        try:
+            outcomes = [ExpectationOutcome(**o) for o in data["outcomes"]]
+            result = cls(table=data["table"], success=data["success"], statistics=data["statistics"], outcomes=outcomes)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a stored suite result: {e}") from e
+        if not isinstance(result.table, str) or not isinstance(result.success, bool):
+            raise ValueError("not a stored suite result: `table` must be a string and `success` a boolean")
+        return result
 
     @property
     def failed(self) -> list[ExpectationOutcome]:

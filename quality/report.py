@@ -69,6 +69,8 @@ class ReportInputs:
     stages: Sequence[StageCount] | None = None
     records_read: int | None = None
     quarantine_reasons: Mapping[str, int] | None = None
+    # files the source refused or could not read to their end: (file, reason code, detail)
+    unread_files: Sequence[tuple[str, str, str]] | None = None
     pii_counts: Mapping[str, int] | None = None
     dup_rates: Mapping[str, float] | None = None
     cluster_shares: Mapping[str, float] | None = None
@@ -265,6 +267,7 @@ def _context(inputs: ReportInputs, links: Mapping[str, str], *, draw: bool = Tru
         else None,
         "quarantine": sorted((inputs.quarantine_reasons or {}).items(), key=lambda kv: -kv[1]),
         "quarantine_reported": inputs.quarantine_reasons is not None,
+        "unread_files": [{"file": f, "reason": r, "detail": d} for f, r, d in inputs.unread_files or []],
         "quarantine_plot": chart(
             plots.bar_counts, inputs.quarantine_reasons, title="Quarantined records by reason", color=plots.AMBER
         )

@@ -449,20 +449,8 @@ register(
 register(
     TableSuite(
         name="preference_pairs",
-        contract=pl.Schema(
-            {
-                "pair_id": pl.Utf8,
-                "prompt_id": pl.Utf8,
-                "prompt": MESSAGES,
-                "chosen": pl.Utf8,
-                "rejected": pl.Utf8,
-                "source": pl.Utf8,
-                "margin": pl.Float64,
-                "delta_len": pl.Int32,
-                "delta_emoji": pl.Int32,
-            }
-        ),
-        optional=pl.Schema({"drop_reason": pl.Utf8}),
+        contract=pl.Schema({k: v for k, v in schema.PREFERENCE_PAIRS.items() if k != "drop_reason"}),
+        optional=pl.Schema({"drop_reason": schema.PREFERENCE_PAIRS["drop_reason"]}),
         # prompt_id is null for annotation pairs written outside the traffic
         not_null=("pair_id", "prompt", "chosen", "rejected", "source", "delta_len", "delta_emoji"),
         unique=(("pair_id",),),

@@ -1,5 +1,6 @@
-"""The layering of the packages: every module imports, imports form no cycle, and only `assets/` imports
-Dagster. Imports inside functions count too: a lazy import that closes a cycle still couples the modules."""
+"""The layering of the packages: every module imports, imports form no cycle, each floor imports only from
+itself and the floors below it, and only `assets/` imports Dagster. Imports inside functions count too: a lazy
+import that reaches up a floor or closes a cycle still couples the modules."""
 
 import ast
 import subprocess
@@ -9,14 +10,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "quality", "training", "evaluation", "assets")
-# the one evaluation module that samples replies, and so loads a policy through training's API
-EVALUATION_ENTRY_POINTS = {"evaluation.offline_eval"}
+# bottom up: a module imports from its own floor and the ones below it, never from one above
+FLOORS = ("pipeline", "quality", "engine", "training", "evaluation", "assets")
+# Evaluation judges with the reward models training fits: it may load them (and read its command line as the
+# training stages read theirs), and reaches nothing else of training; what both need lives in `engine`.
+EVALUATION_USES_OF_TRAINING = {
+    "training.rewards.reward_model": {"load_reward_model"},
+    "training.policy.stage_runner": {"parse_config"},
+}
+WHOLE_MODULE = "*"
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for package in PACKAGES:
+    for package in FLOORS:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
@@ -26,29 +33,57 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """Project modules that `name` imports anywhere in its body (`from a import b` names a.b when it is one)."""
-    is_package = path.name == "__init__.py"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        targets = []
+def _known(target: str, modules) -> str:
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target
+
+
+def _imports(name: str, source: str, is_package: bool = False, modules=MODULES) -> dict[str, set[str]]:
+    """Project modules that `name` imports anywhere in its body, each with the names it takes from them
+    (`WHOLE_MODULE` for `import m` and for a submodule taken whole by `from package import m`)."""
+    found: dict[str, set[str]] = {}
+
+    def add(target: str, what: str) -> None:
+        target = _known(target, modules)
+        if target and target != name:
+            found.setdefault(target, set()).add(what)
+
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
+            for alias in node.names:
+                add(alias.name, WHOLE_MODULE)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{a.name}" for a in node.names] + [base]
-        for target in targets:
-            while target and target not in MODULES:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                if full in modules:
+                    add(full, WHOLE_MODULE)
+                add(base, alias.name)
     return found
 
 
-GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+IMPORTS = {name: _imports(name, path.read_text(), path.name == "__init__.py") for name, path in MODULES.items()}
+GRAPH = {name: set(imported) for name, imported in IMPORTS.items()}
+
+
+def layering_violations(imports: dict[str, dict[str, set[str]]]) -> list[str]:
+    """Each import that reaches up a floor, or from evaluation into training beyond the reward-model loading API."""
+    out = []
+    for name, imported in sorted(imports.items()):
+        floor = FLOORS.index(name.split(".")[0])
+        for target, names in sorted(imported.items()):
+            target_floor = FLOORS.index(target.split(".")[0])
+            if target_floor > floor:
+                out.append(f"{name} imports {target}: {FLOORS[floor]} sits below {FLOORS[target_floor]}")
+            elif (FLOORS[floor], FLOORS[target_floor]) == ("evaluation", "training"):
+                beyond = names - EVALUATION_USES_OF_TRAINING.get(target, set())
+                if beyond:
+                    out.append(f"{name} takes {sorted(beyond)} from {target}: evaluation only loads reward models")
+    return out
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -105,10 +140,51 @@ def test_only_assets_import_dagster():
     assert [o for o in offenders if "dagster_pipes" not in o] == []
 
 
-def test_evaluation_scoring_modules_import_nothing_from_training():
-    for name, imported in GRAPH.items():
-        if name.startswith("evaluation") and name not in EVALUATION_ENTRY_POINTS:
-            assert not [m for m in imported if m.startswith("training")], name
+def test_each_floor_imports_only_itself_and_the_floors_below():
+    assert layering_violations(IMPORTS) == []
+
+
+def _planted(name: str, source: str) -> list[str]:
+    """The violations of a module `name` of the project whose body is `source`."""
+    return layering_violations({name: _imports(name, source)})
+
+
+LAZY = "def f():\n    from {module} import {name}\n"
+
+
+@pytest.mark.parametrize(
+    "name, module, attr",
+    [
+        ("training.policy.planted", "evaluation.style_monitor", "monitor"),  # training into evaluation
+        ("engine.planted", "training.policy.models", "CHAT_TEMPLATE"),  # the shared floor into training
+        ("engine.planted", "evaluation.steerability", "score_responses"),  # the shared floor into evaluation
+        ("pipeline.planted", "quality.outcomes", "CRITICAL"),  # pipeline is the ground floor
+        ("quality.planted", "engine.style", "count_emoji"),  # quality sits below the shared floor
+        ("evaluation.planted", "assets.definitions", "defs"),  # only assets sees assets
+        ("evaluation.planted", "training.policy.candidates", "generate_candidates"),  # beyond the loading API
+        ("evaluation.planted", "training.rewards", "reward_model"),  # a whole module is more than the API
+    ],
+)
+def test_a_planted_import_breaks_the_layering(name, module, attr):
+    for source in (f"from {module} import {attr}\n", LAZY.format(module=module, name=attr)):
+        found = _planted(name, source)
+        assert found and all(f.startswith(name) for f in found), found
+    assert _planted(name, f"import {module}\n")
+
+
+def test_evaluation_may_load_reward_models_and_read_its_command_line():
+    source = LAZY.format(module="training.rewards.reward_model", name="load_reward_model")
+    source += LAZY.format(module="training.policy.stage_runner", name="parse_config")
+    assert _planted("evaluation.planted", source) == []
+    assert _imports("evaluation.planted", source) == {
+        "training.rewards.reward_model": {"load_reward_model"},
+        "training.policy.stage_runner": {"parse_config"},
+    }
+
+
+def test_relative_imports_resolve_to_project_modules():
+    found = _imports("engine.planted", "from .style import count_emoji\nfrom . import cards\n")
+    assert found == {"engine.style": {"count_emoji"}, "engine.cards": {WHOLE_MODULE}, "engine": {"cards"}}
 
 
 @pytest.mark.timeout(300)

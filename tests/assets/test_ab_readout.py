@@ -75,7 +75,12 @@ def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
 
 
 def _run(
-    tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_pool: bool = False, earlier: str | None = None
+    tmp_path,
+    treatment: list[str],
+    unique_extra: int = 0,
+    eval_outside_pool: bool = False,
+    earlier: str | None = None,
+    min_users: int = 2,
 ):
     home = tmp_path / "home"
     settings = FlywheelSettings(home=str(home))
@@ -107,8 +112,9 @@ def _run(
         resources={
             "settings": settings,
             "curation": CurationSettings(),
-            "ab": AbSettings(source="users", simulated_users=6000, n_bootstrap=200),
             "generation": GenerationSettings(),
+            # a handful of simulated users' training users: the minimum is lowered to read the arms' preference
+            "ab": AbSettings(source="users", simulated_users=6000, n_bootstrap=200, min_simulator_users=min_users),
         },
     )
     meta = result.get_asset_materialization_events()[0].materialization.metadata
@@ -174,3 +180,16 @@ def test_the_conversations_replayed_from_outside_the_pool_are_not_learnt_from(tm
     summary = meta["simulator"].value
     assert summary["dropped_replayed_conversation"] == 0 and summary["dropped_excluded_user"] == 0
     assert summary["rows_used"] == summary["training_data"]["train_rows"]
+
+
+def test_a_simulator_below_its_users_minimum_gives_insufficient_evidence(tmp_path):
+    # the same warm arm, read by a simulator that learnt from fewer users than the default minimum of 50
+    lake, meta, _ = _run(tmp_path, WARM, min_users=50)
+    lifts = lake.read("ab_lifts", Partition.generation("gen-1"))
+    assert meta["verdict"].value == "insufficient" and lifts["verdict"][0] == "insufficient"
+    evidence = meta["evidence"].value
+    assert evidence["users"] < 50 and not evidence["sufficient"] and "users (< 50)" in evidence["reason"]
+    assert evidence["turns"] == meta["simulator"].value["rows_used"] and evidence["refits"] >= 2
+    # the interval with the simulator's own error is at least as wide as the simulated users' alone
+    width = lifts["total_ci_high"] - lifts["total_ci_low"]
+    assert (width >= lifts["delta_ci_high"] - lifts["delta_ci_low"]).all() and lifts["model_sd"].is_not_null().all()

@@ -116,3 +116,57 @@ def test_next_plan_takes_its_window_and_skips_blocked_parents(tmp_path):
     plan = next_plan(settings, GenerationSettings(window_days=2), "now")
     # gen-2 was blocked: gen-3 starts again from gen-1, the last released generation
     assert (plan.generation, plan.parent) == ("gen-3", "gen-1")
+
+
+def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsys):
+    from assets.resources import FlywheelSettings
+    from evaluation.generation_report import GENERATIONS
+
+    settings = FlywheelSettings(home=str(tmp_path))
+    lake = Lake(tmp_path)
+    for number, blocked, short, verdict in (
+        (1, [], ["slice_divergence", "win_rate_ceiling"], "insufficient"),
+        (2, ["artifact_drift"], [], None),
+    ):
+        row = {c: None for c in GENERATIONS.names()}
+        row.update(
+            generation=f"gen-{number}",
+            number=number,
+            parent="gen-0",
+            metrics="{}",
+            released=not blocked,
+            blocked_by=blocked,
+            insufficient=short + (["ab_readout"] if verdict == "insufficient" else []),
+            ab_verdict=verdict,
+            gate_detail=json.dumps(
+                [
+                    {"gate": "win_rate_ceiling", "severity": "insufficient" if short else "ok"},
+                    {"gate": "artifact_drift", "severity": "error" if blocked else "ok"},
+                ]
+            ),
+        )
+        lake.write("generations", Partition.generation(f"gen-{number}"), pl.DataFrame([row], schema=GENERATIONS))
+    table = flywheel.generations_table(settings)
+    assert table["insufficient"].to_list() == [["slice_divergence", "win_rate_ceiling", "ab_readout"], []]
+    flywheel.print_table(settings)
+    out = capsys.readouterr().out
+    assert " insufficient " in out.splitlines()[1]  # the column header, between blocked_by and ab_verdict
+    # and each gate's verdict, generation by generation
+    assert "gen-1: win_rate_ceiling insufficient, artifact_drift pass, A/B insufficient" in out
+    assert "gen-2: win_rate_ceiling pass, artifact_drift fail" in out
+    # a generation whose A/B readout had too little evidence is still built upon: it was not rejected
+    assert last_released(lake.scan("generations").collect()) == "gen-1"
+
+
+def test_one_seed_reaches_the_generation_settings(monkeypatch):
+    from assets.generation import GenerationPlan, GenerationSettings, run_seed
+
+    seen = {}
+    monkeypatch.setattr(flywheel, "run_flywheel", lambda g, w, resources=None: seen.update(resources=resources) or 0)
+    assert flywheel.main(["--generations", "1", "--seed", "3"]) == 0
+    assert seen["resources"] == {"generation": {"seed": 3}}
+    monkeypatch.setenv("FLYWHEEL_SEED", "2")  # what `make flywheel SEED=2` sets
+    assert GenerationSettings().seed == 2
+    plan = GenerationPlan("gen-2", 2, "gen-1", [], "now")
+    # seed 0 keeps each generation's own draws; another seed moves them all, never onto another seed's
+    assert run_seed(plan, 0) == 2 and len({run_seed(plan, s) for s in range(4)}) == 4

@@ -110,3 +110,27 @@ def test_tiny_generation_end_to_end(tmp_path):
     assert "content_hash" in mats["sft_dataset"]
     metrics = lake.read("reward_model_metrics", Partition.generation("gen-1"))
     assert {"pointwise", "pairwise"} == set(metrics["model"])
+
+
+def test_gen_0_built_with_another_seed_is_not_mixed_with_this_one(tmp_path):
+    from assets.generation import BASE, GenerationPlan, save_plan
+    from assets.herding import policy_base
+
+    settings = FlywheelSettings(home=str(tmp_path))
+    save_plan(settings, GenerationPlan("gen-1", 1, BASE, ["2026-01-05"], "now"))
+    base = policy_dir(settings, BASE)
+    base.mkdir(parents=True)
+    (base / "policy_manifest.json").write_text(json.dumps({"n_params": 10, "config": {"seed": 0}}))
+    result = dg.materialize(
+        [policy_base],
+        resources={"settings": settings, "generation": GenerationSettings(seed=1, policy_model=None)},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "built with seed 0, not 1" in failure and "fresh FLYWHEEL_HOME" in failure
+    # the same seed reuses it
+    same = dg.materialize(
+        [policy_base], resources={"settings": settings, "generation": GenerationSettings(seed=0, policy_model=None)}
+    )
+    assert same.success

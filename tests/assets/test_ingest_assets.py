@@ -126,3 +126,25 @@ def test_user_salt_is_a_secret_nowhere_in_the_event_log_run_config_or_lake(tmp_p
     from assets.resources import user_salt_env
 
     assert isinstance(user_salt_env(), dg.EnvVar) and user_salt_env() == "FLYWHEEL_USER_SALT"
+
+
+def test_a_day_of_every_bad_input_class_succeeds_through_the_assets(tmp_path):
+    from tests.pipeline.bad_inputs import DAY as BAD_DAY
+    from tests.pipeline.bad_inputs import LIMITS, write_bad_day
+
+    cases, _ = write_bad_day(tmp_path / "src", tmp_path / "outside")
+    settings = FlywheelSettings(
+        home=str(tmp_path / "home"), source_kind="folder", source_path=str(tmp_path / "src"), **LIMITS
+    )
+    result = dg.materialize([ingest], partition_key=BAD_DAY.isoformat(), resources={"settings": settings})
+    assert result.success
+    conservation = [c for c in result.get_asset_check_evaluations() if c.check_name == "conservation"]
+    assert conservation and all(c.passed for c in conservation)
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    listed = {
+        (r.data["source_file"], r.data["reason_code"]) for r in mats["quarantine"]["unread_file_list"].value.records
+    }
+    assert listed == {(c.file, c.code) for c in cases if c.line == 0}
+    assert mats["conversations"]["unread_files"].value == len(listed)
+    quarantine = Lake(tmp_path / "home").read("quarantine", BAD_DAY)
+    assert set(quarantine["reason_code"]) >= {c.code for c in cases}

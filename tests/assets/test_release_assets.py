@@ -134,7 +134,12 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert _materialized(result) == {"offline_eval", "ab_readout", "generation_record", "generation_report"}
     checks = _checks(result)
     assert {name for (asset, name) in checks if asset == "offline_eval"} == set(GATES)
-    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items() if not c.passed}
+    # three held-out prompts per slice from a few users: the win-rate gates have too little evidence to decide,
+    # which warns and blocks nothing; every other gate passes
+    short = {"win_rate_ceiling", "slice_divergence"}
+    failed = {name: c.description for (_, name), c in checks.items() if not c.passed}
+    assert set(failed) == short and all(d.startswith("insufficient") for d in failed.values()), failed
+    assert all(checks[("offline_eval", n)].severity == dg.AssetCheckSeverity.WARN for n in short)
 
     lake = Lake(tmp_path / "home")
     gen = Partition.generation("gen-1")
@@ -158,6 +163,10 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     record = lake.read("generations", gen).row(0, named=True)
     assert (record["number"], record["parent"], record["gate"]) == (1, "gen-0", "passed")
     assert (record["released"], record["blocked_by"]) == (True, [])
+    assert record["insufficient"] == sorted(short)
+    verdicts = {g["gate"]: g for g in json.loads(record["gate_detail"])}
+    assert verdicts["win_rate_ceiling"]["outcome"] == "insufficient" and verdicts["artifact_drift"]["outcome"] == "pass"
+    assert verdicts["win_rate_ceiling"]["evidence"]["slices"]["eval_user"]["prompts"] == 3
     steer = lake.read("eval_steerability", gen).filter((pl.col("level") == "overall") & (pl.col("role") == "new"))
     assert record["steer_if_heldout"] == pytest.approx(steer["following_rate"][0])
     assert record["steer_violation_heldout"] == pytest.approx(steer["violation_rate"][0])
@@ -182,6 +191,7 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert next_plan(settings, GenerationSettings(), "now").generation == "gen-2"
     html = (tmp_path / "home" / "reports" / "generations" / "index.html").read_text()
     assert "gen-1" in html and "Simulated A/B" in html and "http://" not in html
+    assert "pill insufficient" in html and "Replies side by side" in html
 
 
 @pytest.mark.integration

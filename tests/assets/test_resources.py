@@ -77,8 +77,8 @@ def test_environment_overrides_a_forwarded_default(monkeypatch):
 
 
 def test_settings_build_valid_library_configs():
-    generation = GenerationSettings()
-    config = ReleaseSettings(seed=3).eval_config(generation)
+    generation = GenerationSettings(seed=3)  # the one seed of the models reaches the evaluation
+    config = ReleaseSettings().eval_config(generation)
     assert (config.seed, config.cpu_threads, config.eval_prompts) == (3, 1, generation.eval_prompts)
     assert ReleaseSettings().eval_config(GenerationSettings(policy_model="x")).cpu_threads is None
     assert AbSettings(window_days=5).ab_config().window_days == 5

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 
-from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users, write_ab_logs
+from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users
 from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA
 
 
@@ -32,9 +31,6 @@ def test_logs_follow_the_table_contracts_and_are_seeded(tmp_path):
     assert (events["messages"] > 0).all()
     again = simulate_ab_logs(cfg)
     assert exposures.equals(again[0]) and events.equals(again[1])
-    paths = write_ab_logs(exposures, events, tmp_path)
-    assert pl.read_parquet(paths["ab_events"]).equals(events)
-    assert pl.read_parquet(paths["ab_exposures"]).equals(exposures)
 
 
 def test_replications_are_independent_experiments():

@@ -6,11 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users, write_ab_logs
+from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users
 from evaluation.ab_test import (
     AbConfig,
     ab_readout,
-    ab_readout_duckdb,
     lift_estimates,
     lifts_by_metric,
     ratio_delta,
@@ -149,18 +148,6 @@ def test_window_and_population_rules():
     assert drops.schema == schema.DROPS
     assert counters["event_rows_unexposed_user"] == 2  # z, and c who was dropped
     assert counters["event_rows_before_exposure"] == 1 and counters["event_rows_after_window"] == 1
-
-
-def test_duckdb_catalog_gives_the_same_readout(tmp_path):
-    duckdb = pytest.importorskip("duckdb")
-    exposures, events = simulate_ab_logs(AbSimConfig(n_users=3000, seed=11))
-    paths = write_ab_logs(exposures, events, tmp_path / "ab")
-    catalog = tmp_path / "catalog.duckdb"
-    with duckdb.connect(str(catalog)) as con:
-        for name, path in paths.items():
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
-    cfg = AbConfig(n_bootstrap=0)
-    assert ab_readout_duckdb(str(catalog), cfg).lifts.equals(ab_readout(exposures, events, cfg).lifts)
 
 
 def test_one_armed_experiment_reports_no_lift_instead_of_crashing():

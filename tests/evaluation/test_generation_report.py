@@ -157,3 +157,90 @@ def test_config_is_validated():
         GenerationReportConfig(win_rate_warn=0.7, win_rate_ceiling=0.65)
     with pytest.raises(ValueError, match="hash_chars"):
         GenerationReportConfig(hash_chars=2)
+
+
+def test_report_shows_each_verdict_with_its_evidence_and_replies_side_by_side(tmp_path):
+    frame = _generations()
+    metrics = json.loads(frame.filter(pl.col("number") == 2)["metrics"][0])
+    metrics["win_rates"][0].update(users=9, conversations=30, unit="conversation")
+    metrics["ab"]["evidence"] = {"users": 4, "turns": 88, "min_users": 50, "refits": 10, "conversations": 64}
+    metrics["samples"] = [
+        {
+            "kind": "card",
+            "prompt_id": "robin:name",
+            "slice": "steerability",
+            "character_id": "robin",
+            "prompt": "What is your name?",
+            "parent": "I am a mission?",
+            "new": "Robin here. What is yours?",
+            "parent_kept": ["no_emoji"],
+            "parent_broke": ["sign_with_name", "end_with_question"],
+            "new_kept": ["no_emoji", "end_with_question"],
+            "new_broke": ["sign_with_name"],
+            "parent_score": None,
+            "new_score": None,
+        },
+        {
+            "kind": "pool",
+            "prompt_id": "p1",
+            "slice": "eval_user",
+            "character_id": None,
+            "prompt": "I went hiking",
+            "parent": "Oh yeah that is really good?",
+            "new": "Nice, where did you go?",
+            "parent_kept": ["no_list"],
+            "parent_broke": [],
+            "new_kept": ["no_list"],
+            "new_broke": [],
+            "parent_score": 0.41,
+            "new_score": 0.63,
+        },
+    ]
+    detail = [
+        {
+            "gate": "win_rate_ceiling",
+            "severity": "insufficient",
+            "outcome": "insufficient",
+            "detail": "insufficient evidence: eval_user: 9 users (< 20)",
+            "evidence": {
+                "slices": {"eval_user": {"prompts": 64, "users": 9, "conversations": 30, "unit": "conversation"}}
+            },
+        },
+        {"gate": "artifact_drift", "severity": "ok", "outcome": "pass", "detail": "within bands", "evidence": None},
+    ]
+    frame = frame.with_columns(
+        pl.when(pl.col("number") == 2).then(pl.lit(json.dumps(metrics))).otherwise(pl.col("metrics")).alias("metrics"),
+        pl.when(pl.col("number") == 2)
+        .then(pl.lit(json.dumps(detail)))
+        .otherwise(pl.col("gate_detail"))
+        .alias("gate_detail"),
+        pl.when(pl.col("number") == 2)
+        .then(pl.lit(["win_rate_ceiling"], dtype=pl.List(pl.Utf8)))
+        .otherwise(pl.lit([], dtype=pl.List(pl.Utf8)))
+        .alias("insufficient"),
+    )
+    files = write_generation_report(frame, tmp_path, GenerationReportConfig(min_decided_gates=4))
+    html = files.index.read_text()
+    assert "at least 4 gates had the evidence to decide" in html  # the release rule, as configured
+    # per gate: its outcome, with the evidence behind it
+    verdicts = html[html.index('id="verdicts"') : html.index('id="replies"')]
+    assert (
+        'class="pill insufficient"' in verdicts
+        and "eval_user: 64 prompts, 9 users, 30 conversations (CI by conversation)" in verdicts
+    )
+    assert "user simulator trained on 4 users and 88 turns (minimum 50 users)" in verdicts
+    assert "9 users, 30 conversations, CI by conversation" in html  # next to the win rate in the overview
+    # replies side by side, with the rules each kept or broke
+    replies = html[html.index('id="replies"') : html.index('id="winrates"')]
+    for text in (
+        "I am a mission?",
+        "Robin here. What is yours?",
+        "Oh yeah that is really good?",
+        "Nice, where did you go?",
+    ):
+        assert text in replies
+    assert "broke sign_with_name, end_with_question" in replies and "kept no_emoji, end_with_question" in replies
+    assert "judge 0.6300" in replies
+    # gen-1 recorded none: said, not hidden
+    assert "No sample replies recorded" in replies
+    assert files.markdown.splitlines()[-3].endswith("| win_rate_ceiling |")

@@ -10,6 +10,7 @@ from evaluation.ifeval import (
     PAPER_SEED,
     IFEvalConfig,
     ensure_punkt,
+    main,
     read_inputs,
     read_responses,
     score_ifeval,
@@ -173,6 +174,17 @@ def test_reading_files_quarantines_bad_lines(tmp_path, offline):
     assert responses.height == 1 and out_drops["reason_code"].to_list() == ["bad_response_record"]
     res = score_ifeval_files(inp, out, IFEvalConfig(nltk_data_dir=offline))
     assert res.rows["prompt_strict"].to_list() == [True] and res.drops.height == 3
+
+
+def test_the_command_line_scores_a_response_file(tmp_path, offline, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    prompt = {"key": 1, "prompt": "p", "instruction_id_list": ["detectable_format:title"], "kwargs": [{}]}
+    inp.write_text(json.dumps(prompt) + "\n" + json.dumps({**prompt, "key": 2, "prompt": "q"}) + "\n")
+    out.write_text(json.dumps({"prompt": "p", "response": "<<x>>"}) + "\n")
+    assert main([str(inp), str(out), "--nltk_data_dir", offline]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["accuracies"]["prompt_strict_acc"] == 1.0
+    assert printed["not_scored"] == {"missing_response": 1}
 
 
 def test_punkt_tables_load_in_nltk_as_the_english_model(tmp_path, monkeypatch):

@@ -95,6 +95,16 @@ def test_evaluate_two_policies_gates_and_tables(tmp_path):
     tables = result.tables()
     assert set(tables["eval_responses"]["policy"]) == {"a", "b"}
     assert tables["release_gates"]["gate"].to_list() == list(result.gates)
+    # a few replies of both policies side by side: card prompts with the card's rules, pool prompts with the style's
+    samples = tables["eval_samples"]
+    assert samples.filter(pl.col("kind") == "card").height == 3 and samples.filter(pl.col("kind") == "pool").height == 3
+    card = samples.filter(pl.col("kind") == "card").row(0, named=True)
+    assert card["new"] == card["parent"] and card["prompt"] and card["new_kept"] + card["new_broke"]
+    pool_row = samples.filter(pl.col("kind") == "pool").row(0, named=True)
+    assert set(pool_row["new_kept"] + pool_row["new_broke"]) == {"no_list", "no_emoji", "no_stock_phrase", "no_refusal"}
+    assert pool_row["new_score"] == pool_row["parent_score"]  # the same reply scores alike
+    # the win-rate summary names its evidence: users, conversations and the unit it resampled
+    assert {"users", "conversations", "unit"} <= set(wr.columns)
     # no training prompts known: the disjoint gate is not run rather than passed
     again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, None, config)
     assert "train_eval_disjoint" not in again.gates

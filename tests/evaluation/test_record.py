@@ -1,4 +1,4 @@
-"""The generation record: content hashes, the metrics document, blocked generations and what is refused."""
+"""The generation record: the metrics document, blocked generations and what is refused."""
 
 import json
 
@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from evaluation.generation_report import GENERATIONS
-from evaluation.record import collect_metrics, dir_digest, files_digest, generation_row
+from evaluation.record import collect_metrics, generation_row
 
 PLAN = {"generation": "gen-2", "number": 2, "parent": "gen-1", "created_at": "t0", "days": ["2026-01-13", "2026-01-14"]}
 
@@ -32,18 +32,6 @@ def _ab(verdict: str) -> pl.DataFrame:
             "reason": ["r"],
         }
     )
-
-
-def test_digests_follow_content_not_location(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    for d in (a, b):
-        d.mkdir()
-        (d / "x.bin").write_bytes(b"same")
-        (d / ".hidden").write_text(str(d))  # hidden files do not count
-    assert dir_digest(a) == dir_digest(b) is not None
-    (b / "x.bin").write_bytes(b"changed")
-    assert dir_digest(a) != dir_digest(b)
-    assert files_digest([]) is None and dir_digest(tmp_path / "missing") is None
 
 
 def test_metrics_document_leaves_out_what_is_missing():

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import gzip
-import json
-
 import polars as pl
 import pytest
 
@@ -13,9 +10,7 @@ from evaluation.style_monitor import (
     is_benign_prompt,
     is_refusal,
     monitor,
-    paired_deltas,
     response_features,
-    set_deltas,
     stock_phrases,
 )
 
@@ -84,21 +79,6 @@ def test_monitor_groups_by_checkpoint():
     assert overall.height == 1 and overall["n"][0] == 4
 
 
-def test_paired_and_set_deltas():
-    pairs = pl.DataFrame(
-        {
-            "chosen": ["long answer with many words 🎉", "another long answer here", "x"],
-            "rejected": ["short", "tiny", "xyz"],
-        }
-    )
-    d = {r["feature"]: r for r in paired_deltas(pairs).iter_rows(named=True)}
-    assert d["n_words"]["delta"] == pytest.approx(((6 - 1) + (4 - 1) + 0) / 3)
-    assert d["n_words"]["share_a_greater"] == pytest.approx(2 / 3)
-    assert d["has_emoji"]["mean_chosen"] == pytest.approx(1 / 3)
-    s = {r["feature"]: r for r in set_deltas(["a b c", "d e"], ["f"]).iter_rows(named=True)}
-    assert s["n_words"]["mean_accepted"] == 2.5 and s["n_words"]["delta"] == 1.5
-
-
 def test_false_refusal_rate():
     df = pl.DataFrame(
         {
@@ -120,18 +100,3 @@ def test_false_refusal_rate():
 def test_stock_phrase_list_is_documented_and_matches_curly_apostrophes():
     assert len(STOCK_PHRASES) >= 10
     assert stock_phrases("I’d be happy to help!") == ["happy_to_help"]
-
-
-def test_harmless_preferences_choose_refusals_more_often(shared_data):
-    """On Anthropic's harmless-base pairs, the preferred reply refuses more often and is shorter."""
-    rows = [json.loads(line) for line in gzip.open(shared_data / "hh_rlhf_harmless_base_test_0-1999.jsonl.gz", "rt")]
-
-    def last_turn(t: str) -> str:
-        return t.rsplit("\n\nAssistant:", 1)[1].strip()
-
-    pairs = pl.DataFrame(
-        {"chosen": [last_turn(r["chosen"]) for r in rows], "rejected": [last_turn(r["rejected"]) for r in rows]}
-    )
-    d = {r["feature"]: r for r in paired_deltas(pairs).iter_rows(named=True)}
-    assert d["is_refusal"]["delta"] > 0.01
-    assert d["n_chars"]["delta"] < 0

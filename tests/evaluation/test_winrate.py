@@ -203,3 +203,49 @@ def test_outcome_frame_has_scores_per_judge():
 def test_bad_config_names_the_setting(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WinRateConfig(**kwargs)
+
+
+def test_user_clustered_interval_is_wider_when_a_few_users_hold_most_prompts():
+    # 25 users: 5 hold 40 prompts each and judge them alike (their taste, not the replies, decides), 20 hold one
+    rng = np.random.default_rng(4)
+    rows = []
+    for u in range(25):
+        heavy = u < 5
+        lean = rng.random() < 0.5
+        for k in range(40 if heavy else 1):
+            win = rng.random() < (0.85 if lean else 0.15) if heavy else rng.random() < 0.5
+            rows.append(
+                {
+                    "prompt_id": f"u{u}-p{k}",
+                    "slice": "eval_user",
+                    "user_hash": f"u{u}",
+                    "conversation_id": f"u{u}-c{k}",
+                    "judge": "j",
+                    "outcome": float(win),
+                }
+            )
+    outcomes = pl.DataFrame(rows)
+    row = summarize(outcomes, WinRateConfig(n_resamples=1000)).filter(pl.col("slice") == "eval_user").row(0, named=True)
+    assert (row["unit"], row["users"], row["conversations"], row["n"]) == ("user", 25, 220, 220)
+    clustered, by_prompt = row["ci_high"] - row["ci_low"], row["prompt_ci_high"] - row["prompt_ci_low"]
+    assert clustered > 1.5 * by_prompt, (clustered, by_prompt)
+    # asked for prompts, the interval is the prompt-level one
+    flat = summarize(outcomes, WinRateConfig(n_resamples=1000, ci_unit="prompt")).row(1, named=True)
+    assert flat["unit"] == "prompt" and flat["ci_high"] - flat["ci_low"] == pytest.approx(by_prompt, rel=0.2)
+
+
+def test_a_slice_with_few_users_is_resampled_by_conversation_and_says_so():
+    ids = [f"p{i}" for i in range(30)]
+    new = _side(ids, ["eval_user"] * 30, ["long reply"] * 15 + ["s"] * 15).with_columns(
+        pl.Series("user_hash", [f"u{i % 3}" for i in range(30)]),
+        pl.Series("conversation_id", [f"c{i // 2}" for i in range(30)]),
+    )
+    prev = _side(ids, ["eval_user"] * 30, ["short"] * 30)
+    res = win_rate(new, prev, pointwise={"rm": _length_judge})
+    row = res.summary.filter(pl.col("slice") == "eval_user").row(0, named=True)
+    assert (row["unit"], row["users"], row["conversations"]) == ("conversation", 3, 15)
+    assert set(res.outcomes["user_hash"]) == {"u0", "u1", "u2"}
+    # replies that do not say who they belong to are resampled by prompt, and the counts are unknown
+    bare = win_rate(_side(ids, ["eval_user"] * 30, ["x"] * 30), prev, pointwise={"rm": _length_judge})
+    row = bare.summary.filter(pl.col("slice") == "eval_user").row(0, named=True)
+    assert (row["unit"], row["users"], row["conversations"]) == ("prompt", None, None)

@@ -26,8 +26,6 @@ from pipeline.dedup import (
     NearDedupConfig,
     exact_dedup,
     near_dedup,
-    normalize_text,
-    text_hash,
 )
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.planted import (
@@ -39,6 +37,7 @@ from pipeline.planted import (
     build_planted_duplicates,
     score_drops,
 )
+from pipeline.text_hash import normalize_text, normalized_text_hashes
 
 D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
 
@@ -129,34 +128,6 @@ def real_histories(shared_data: Path) -> list[str]:
     return _histories_from_shared(shared_data)
 
 
-# --- normalization and hashing -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "raw,norm",
-    [
-        ("Hello,   World!", "hello world"),
-        ("Ｈｅｌｌｏ ｗｏｒｌｄ", "hello world"),  # fullwidth folds under NFKC
-        ("Don’t STOP… believing!!", "dont stop believing"),
-        ("  tabs\tand\nnew lines  ", "tabs and new lines"),
-        ("Straße", "strasse"),  # casefold, not just lower
-        ("ﬁne", "fine"),  # ligature
-        ("i ❤ pizza 🍕", "i ❤ pizza 🍕"),  # symbols and emoji carry meaning: kept
-        ("...", ""),
-        (None, ""),
-    ],
-)
-def test_normalize_text(raw: str | None, norm: str) -> None:
-    assert normalize_text(raw) == norm
-    assert normalize_text(normalize_text(raw)) == norm
-
-
-def test_text_hash_is_stable_and_normalized() -> None:
-    h = text_hash("Hello, World!")
-    assert h == "e9a804b2e527fd3601d2ffc0bb023cd6"  # blake2b-128 of "hello world": fixed across runs and versions
-    assert text_hash("  HELLO world ") == h and text_hash("hello word") != h
-
-
 # --- exact -------------------------------------------------------------------------------------------------
 
 
@@ -181,7 +152,7 @@ def test_exact_dedup_keeps_first_by_id_and_reports_drops() -> None:
     assert sorted(res.drops["row_id"].to_list()) == ["p3", "p4"]
     assert set(res.drops["kept_id"]) == {"p1"}
     assert set(res.drops["reason_code"]) == {EXACT_DUPLICATE} and set(res.drops["stage"]) == {STAGE_EXACT}
-    assert res.kept["text_hash"].to_list() == [text_hash("hi there friend"), text_hash("something else")]
+    assert res.kept["text_hash"].to_list() == normalized_text_hashes(["hi there friend", "something else"])
     assert res.counters.as_dict() == {
         "rows_in": 4,
         "rows_kept": 2,
@@ -210,7 +181,7 @@ def test_exact_dedup_cross_day_and_rerun(tmp_path: Path) -> None:
     r2 = exact_dedup(day2, history=chain)
     assert r2.kept["prompt_id"].to_list() == ["b2"]
     drops = {r["row_id"]: r for r in r2.drops.iter_rows(named=True)}
-    assert drops["b1"]["kept_id"] == SEEN_PREFIX + text_hash("good morning everyone")
+    assert drops["b1"]["kept_id"] == SEEN_PREFIX + normalized_text_hashes(["good morning everyone"])[0]
     assert drops["b3"]["kept_id"] == "b2"
     assert str(D1) in drops["b1"]["detail"]
     assert r2.counters.exact_cross_day == 1 and r2.counters.exact_within == 1

@@ -37,3 +37,10 @@ def test_each_rank_gets_its_own_gpu_and_bf16(monkeypatch):
         assert inference_dtype(dev) == "bfloat16" and trainer_device_kwargs("cuda")["bf16"] is True
         with inference_autocast(dev):
             assert (torch.ones(4, 4, device=dev) @ torch.ones(4, 4, device=dev)).dtype == torch.bfloat16
+
+
+def test_the_tiny_built_in_policy_runs_on_one_cpu_thread():
+    from pipeline.device import policy_cpu_threads
+
+    assert policy_cpu_threads(None) == 1 and policy_cpu_threads("") == 1
+    assert policy_cpu_threads("HuggingFaceTB/SmolLM2-135M-Instruct") is None

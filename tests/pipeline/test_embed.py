@@ -17,8 +17,8 @@ from pipeline.embed import (
     embed_texts,
     embed_with_stats,
     ensure_packaged_model,
-    text_hashes,
 )
+from pipeline.text_hash import raw_text_hashes
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_cache_embeds_each_distinct_text_once(tmp_path, config):
 def test_cache_lookup_returns_only_requested_hashes_across_parts(tmp_path):
     cache = EmbeddingCache(tmp_path, "toy|torch")
     rng = np.random.default_rng(0)
-    hashes = text_hashes([f"t{i}" for i in range(10_000)])
+    hashes = raw_text_hashes([f"t{i}" for i in range(10_000)])
     vecs = rng.standard_normal((10_000, 8)).astype(np.float32)
     cache.add(pl.DataFrame({"text_hash": hashes[:6000], "vector": vecs[:6000]}))
     # a concurrent writer stored an overlapping range: each hash is still returned once

@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 
 from pipeline import keyfile, minhash
-from pipeline.dedup import ExactDedupConfig, exact_dedup, seen_before, text_hash
+from pipeline.dedup import ExactDedupConfig, exact_dedup, seen_before
 from pipeline.history import DayChain
+from pipeline.text_hash import normalized_text_hashes
 
 D1 = date(2026, 3, 1)
 
@@ -45,12 +46,13 @@ def test_band_keys_of_an_earlier_release_read_the_same(tmp_path: Path) -> None:
 def test_exact_history_without_hash_files_is_still_checked(tmp_path: Path) -> None:
     chain = DayChain(tmp_path, D1, ExactDedupConfig().history_kind())
     # a run as an earlier release committed it: entries only, no hash key file beside them
-    old = pl.DataFrame({"text_hash": [text_hash("hello there")], "prompt_id": ["a"], "day": [D1]})
+    hello, new, never = normalized_text_hashes(["hello there", "new", "never"])
+    old = pl.DataFrame({"text_hash": [hello], "prompt_id": ["a"], "day": [D1]})
     chain.commit(D1, old)
     d2, d3 = D1 + timedelta(days=1), D1 + timedelta(days=2)
     frame = pl.DataFrame({"prompt_id": ["b", "c"], "text": ["Hello, there!", "new"], "day": [d2, d2]})
     result = exact_dedup(frame, history=chain)
     assert result.drops["row_id"].to_list() == ["b"] and result.counters.exact_cross_day == 1
     # the new day's run has its hash file; both are found, each with the day that kept it
-    seen = seen_before([text_hash("hello there"), text_hash("new"), text_hash("never")], chain, d3)
-    assert dict(seen.iter_rows()) == {text_hash("hello there"): D1, text_hash("new"): d2}
+    seen = seen_before([hello, new, never], chain, d3)
+    assert dict(seen.iter_rows()) == {hello: D1, new: d2}

@@ -23,6 +23,7 @@ from pipeline import schema
 from pipeline.privacy import (
     PII_TYPES,
     PrivacyConfig,
+    landed_scrub_step,
     luhn_ok,
     scrub_frame,
     scrub_step,
@@ -484,3 +485,19 @@ def test_scrub_step_drops_nothing_and_counts_pii_in_typed_counters():
     counts = step.tables["pii_counts"]
     assert counts.filter(pl.col("pii_type") == "EMAIL")["items"].item() == 2
     assert "[EMAIL]" in step.kept["text"][0]
+
+
+def test_landed_scrub_step_passes_on_what_ingest_scrubbed_and_scrubs_an_older_landing_table():
+    df = pl.DataFrame({"text": ["mail me at ann@example.com or ann2@example.com", "hello there"]})
+    at_ingest = scrub_step(df)
+    counts = at_ingest.tables["pii_counts"].with_columns(day=pl.lit("2026-01-05"))
+    # scrubbed at ingest: passed on as it is, with the counts ingest recorded (scrubbing again finds nothing)
+    landed = landed_scrub_step(at_ingest.kept, counts)
+    assert landed.kept.equals(at_ingest.kept) and landed.counters == at_ingest.counters
+    assert landed.tables["pii_counts"].equals(at_ingest.tables["pii_counts"])
+    assert scrub_step(at_ingest.kept).counters.pii_items == 0
+    # a landing table written before ingest scrubbed holds raw text: it is scrubbed and counted here
+    older = landed_scrub_step(df, None)
+    assert older.kept.equals(at_ingest.kept) and older.counters.pii_items == 2
+    with pytest.raises(ValueError, match="pii_counts"):
+        landed_scrub_step(at_ingest.kept, None)

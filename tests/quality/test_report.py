@@ -155,3 +155,21 @@ def test_screenshot_renders_the_page(tmp_path, inputs):
 def test_numpy_counts_render_as_integers():
     html = build_html(ReportInputs(day="2024-05-01", stages=[StageCount("ingest", np.int64(12345), np.int64(12000))]))
     assert "12,345" in html and "e+04" not in html
+
+
+def test_unread_files_are_listed_with_their_reason(inputs):
+    inputs.unread_files = [
+        ("day=2024-05-01/table.csv", "unsupported_file", "not a file the folder source reads"),
+        ("day=2024-05-01/link.jsonl", "outside_source", "a symbolic link outside the source folder"),
+    ]
+    html = build_html(inputs)
+    section = html[html.index('id="unread-files"') :]
+    for file, reason, detail in inputs.unread_files:
+        assert file in section and reason in section and detail in section
+    markdown = build_markdown(inputs)
+    assert "Files not read" in markdown and "| day=2024-05-01/table.csv | unsupported_file |" in markdown
+
+
+def test_no_unread_files_no_section(inputs):
+    assert 'id="unread-files"' not in build_html(inputs)
+    assert "Files not read" not in build_markdown(inputs)

@@ -89,3 +89,18 @@ def test_registry_accepts_new_tables(make):
         }
     finally:
         REGISTRY.pop("test_pairs")
+
+
+def test_failure_examples_carry_scrubbed_text_only(make):
+    """Examples are saved with the suite result and shown in metadata and reports: never raw PII."""
+    email, phone = "jane.roe@example.org", "+1 415 555 0199"
+    df = make.set(make.conversations(), "text", 7, f"mail {email} or call {phone} " + "x" * 30_000)
+    df = make.set(df, "user_hash", 2, email)  # a raw id where a hash belongs
+    result = validate_table("conversations", df)
+    shown = str(result.to_json()) + str(result.to_metadata())
+    assert email not in shown and phone not in shown
+    [length] = [o for o in result.failed if o.name == "expect_column_value_lengths_to_be_between"]
+    assert length.examples[0]["value"].startswith("mail [EMAIL] or call [PHONE] x")
+    assert length.examples[0]["value"].endswith(f"({30_000 + len(email) + len(phone) + 15} chars)")
+    [raw_id] = [o for o in result.failed if o.column == "user_hash"]
+    assert raw_id.examples[0]["value"] == "[EMAIL]"

@@ -6,7 +6,6 @@ a changed row changes it; drop counts by reason let a report account for every i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import schema
 from training.cards import write_dataset_card
 
 CARD_SUMMARIES = {
@@ -55,26 +53,6 @@ class BuildResult:
         return out
 
 
-def drops_frame(rows: list[dict], stage: str) -> pl.DataFrame:
-    """DROPS rows from dicts with row_id, reason_code and optionally day, kept_id, detail."""
-    frame = pl.DataFrame(
-        [
-            {
-                "day": r.get("day"),
-                "stage": stage,
-                "row_id": r["row_id"],
-                "reason_code": r["reason_code"],
-                "kept_id": r.get("kept_id"),
-                "detail": r.get("detail"),
-            }
-            for r in rows
-        ]
-        or None,
-        schema=schema.DROPS,
-    )
-    return schema.conform(frame, schema.DROPS)
-
-
 def split_filter(prompts: pl.DataFrame, train_splits: tuple[str, ...]) -> tuple[pl.DataFrame, list[dict]]:
     """Keep training-split prompts: evaluation prompts must never be trained on (the overlap gate checks it).
 
@@ -88,19 +66,6 @@ def split_filter(prompts: pl.DataFrame, train_splits: tuple[str, ...]) -> tuple[
         for r in prompts.filter(~keep).select("day", "prompt_id", "split").iter_rows(named=True)
     ]
     return prompts.filter(keep), dropped
-
-
-def content_hash(rows: list[dict]) -> str:
-    """sha256 over canonical JSON lines: stable across runs and machines for the same rows in the same order."""
-    h = hashlib.sha256()
-    for row in rows:
-        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def frame_hash(frame: pl.DataFrame) -> str:
-    return content_hash(frame.to_dicts())
 
 
 def counts_by_reason(drops: pl.DataFrame) -> dict[str, int]:

@@ -22,14 +22,12 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from evaluation.style import StyleGuards, count_emoji
+from engine.style import StyleGuards, count_emoji
 from pipeline import schema
+from pipeline.digest import frame_digest, rows_digest
 from training.policy.dataset_lineage import (
     BuildResult,
-    content_hash,
     counts_by_reason,
-    drops_frame,
-    frame_hash,
     split_filter,
     to_dataset,
 )
@@ -42,21 +40,7 @@ PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
-PREFERENCE_PAIRS = pl.Schema(
-    {
-        "pair_id": pl.Utf8,
-        "prompt_id": pl.Utf8,
-        "prompt": pl.List(schema.MESSAGE),
-        "chosen": pl.Utf8,
-        "rejected": pl.Utf8,
-        "source": pl.Utf8,
-        "margin": pl.Float64,
-        "delta_len": pl.Int32,
-        "delta_emoji": pl.Int32,
-        # null for kept pairs
-        "drop_reason": pl.Utf8,
-    }
-)
+PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
 
 def privacy_pii_check() -> PiiCheck | None:
@@ -365,7 +349,7 @@ def build_sft_dataset(
         ),
         key=lambda r: r["row_id"],
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     total = len(rows)
     manifest = {
         "kind": "sft",
@@ -381,10 +365,10 @@ def build_sft_dataset(
         "length_trend": length_trend,
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
-        "content_hash": content_hash([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
+        "content_hash": rows_digest([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),
         "parents": {
-            "prompts": frame_hash(prompts.select("prompt_id")),
-            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "prompts": frame_digest(prompts.select("prompt_id")),
+            "candidates": frame_digest(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),
@@ -564,7 +548,7 @@ def build_preference_dataset(
         pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None, schema=PREFERENCE_PAIRS),
         PREFERENCE_PAIRS,
     )
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     manifest = {
         "kind": "preference",
         "rows": len(rows),
@@ -573,9 +557,9 @@ def build_preference_dataset(
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
-        "content_hash": content_hash([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
+        "content_hash": rows_digest([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
         "parents": {
-            "candidates": frame_hash(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "candidates": frame_digest(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),

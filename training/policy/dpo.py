@@ -11,20 +11,12 @@ the reference instead of a second copy. Writes the model + tokenizer (HF format)
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import (
-    MetricsRecorder,
-    StageConfig,
-    finish_stage,
-    load_train_dataset,
-    quiet_console,
-    stage_main,
-    trl_args,
-)
+from training.policy.stage_runner import StageConfig, stage_main
+from training.policy.trl_stage import Loaded, Wiring, run_trl_stage
 
 DPO_LOSSES = (
     "sigmoid",
@@ -68,66 +60,34 @@ def _last(curve: list[dict]) -> float | None:
 
 def run_dpo(cfg: DPORunConfig, reporter: StageReporter | None = None) -> dict[str, Any]:
     """Train on the `prompt/chosen/rejected` dataset at `cfg.dataset_path`; returns the metrics."""
-    from transformers import set_seed
-    from trl import DPOConfig, DPOTrainer
+    from engine.policy import load_model
 
-    from training.policy.models import load_model, load_tokenizer
+    reference = cfg.ref_model_name_or_path or cfg.model_name_or_path
 
-    cfg.require_inputs()
-    started = time.perf_counter()
-    set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg)
-    model = load_model(cfg)
-    ref_model = None
-    if not cfg.use_lora:
-        same = cfg.ref_model_name_or_path in (None, cfg.model_name_or_path)
-        ref_cfg = replace(
-            cfg,
-            model_name_or_path=cfg.ref_model_name_or_path or cfg.model_name_or_path,
-            gguf_file=cfg.gguf_file if same else None,
+    def wire(loaded: Loaded) -> Wiring:
+        ref_model = None
+        if not cfg.use_lora:
+            same = cfg.ref_model_name_or_path in (None, cfg.model_name_or_path)
+            ref_cfg = replace(cfg, model_name_or_path=reference, gguf_file=cfg.gguf_file if same else None)
+            # Loaded explicitly: TRL would otherwise rebuild it from the config's path, which fails for GGUF files.
+            ref_model = load_model(ref_cfg).eval()
+        return Wiring(
+            config={
+                "beta": cfg.beta,
+                "loss_type": [cfg.loss_type],
+                "max_length": cfg.max_length,
+                "include_num_input_tokens_seen": "non_padding",
+            },
+            curves=("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "grad_norm"),
+            trainer={"ref_model": ref_model},
+            metrics=lambda curves: {
+                "reference": reference,
+                "final_reward_accuracy": _last(curves["rewards/accuracies"]),
+                "final_reward_margin": _last(curves["rewards/margins"]),
+            },
         )
-        # Loaded explicitly: TRL would otherwise rebuild it from the config's path, which fails for GGUF files.
-        ref_model = load_model(ref_cfg).eval()
-    dataset = load_train_dataset(cfg.dataset_path, ["prompt", "chosen", "rejected"], cfg.max_samples)
 
-    args = trl_args(
-        DPOConfig,
-        cfg,
-        beta=cfg.beta,
-        loss_type=[cfg.loss_type],
-        max_length=cfg.max_length,
-        include_num_input_tokens_seen="non_padding",
-    )
-    recorder = MetricsRecorder(
-        reporter,
-        keys=("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "grad_norm"),
-    )
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=cfg.peft_config(),
-        callbacks=[recorder],
-    )
-    quiet_console(trainer)
-    output = trainer.train()
-    return finish_stage(
-        "dpo",
-        cfg,
-        trainer,
-        tokenizer,
-        output,
-        recorder,
-        started,
-        extra={
-            "dataset_rows": len(dataset),
-            "reference": cfg.ref_model_name_or_path or cfg.model_name_or_path,
-            "final_reward_accuracy": _last(recorder.curves["rewards/accuracies"]),
-            "final_reward_margin": _last(recorder.curves["rewards/margins"]),
-        },
-    )
+    return run_trl_stage("DPO", cfg, reporter, ["prompt", "chosen", "rejected"], wire)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import importlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from evaluation.style import count_emoji
+from engine.style import count_emoji
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import (
-    MetricsRecorder,
-    StageConfig,
-    finish_stage,
-    load_train_dataset,
-    quiet_console,
-    stage_main,
-    trl_args,
-)
+from training.policy.stage_runner import StageConfig, stage_main
 from training.policy.steer_data import violations
+from training.policy.trl_stage import Loaded, Wiring, run_trl_stage
 from training.rewards.length_bias import length_adjusted
 
 ScoreFn = Callable[[list[list[dict]], list[str]], np.ndarray]
@@ -204,63 +196,50 @@ def run_grpo(
     cfg: GRPORunConfig, reporter: StageReporter | None = None, score_fn: ScoreFn | None = None
 ) -> dict[str, Any]:
     """Train on the `prompt` dataset at `cfg.dataset_path`; `score_fn` (optional) replaces the loaded reward model."""
-    from transformers import set_seed
-    from trl import GRPOConfig, GRPOTrainer
 
-    from training.policy.models import load_model, load_tokenizer
+    def load_scorer() -> ScoreFn:
+        if score_fn is not None:
+            return score_fn
+        return as_score_fn(load_reward_loader(cfg.reward_loader)(cfg.reward_model_path))
 
-    cfg.require_inputs()
-    started = time.perf_counter()
-    if score_fn is None:
-        score_fn = as_score_fn(load_reward_loader(cfg.reward_loader)(cfg.reward_model_path))
-    set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg, padding_side="left")
-    model = load_model(cfg)
-    dataset = load_train_dataset(cfg.dataset_path, ["prompt"], cfg.max_samples, optional=["instructions"])
-    with_rules = "instructions" in dataset.column_names and any(dataset["instructions"])
-    funcs, weights = reward_functions(cfg, score_fn, with_rules)
+    def wire(loaded: Loaded) -> Wiring:
+        dataset = loaded.dataset
+        with_rules = "instructions" in dataset.column_names and any(dataset["instructions"])
+        funcs, weights = reward_functions(cfg, loaded.prepared, with_rules)
+        reward_keys = [f"rewards/{type(f).__name__}/mean" for f in funcs]
 
-    args = trl_args(
-        GRPOConfig,
+        def metrics(curves) -> dict[str, Any]:
+            rewards = curves["reward"]
+            return {
+                "reward_functions": [type(f).__name__ for f in funcs],
+                "reward_weights": weights,
+                "reward_first": rewards[0]["value"] if rewards else None,
+                "reward_last": rewards[-1]["value"] if rewards else None,
+            }
+
+        return Wiring(
+            config={
+                "num_generations": cfg.num_generations,
+                "max_completion_length": cfg.max_completion_length,
+                "temperature": cfg.temperature,
+                "beta": cfg.beta,
+                "reward_weights": weights,
+                "use_vllm": False,
+            },
+            curves=("loss", "reward", "reward_std", "kl", "completions/mean_length", *reward_keys),
+            trainer={"reward_funcs": funcs},
+            metrics=metrics,
+        )
+
+    return run_trl_stage(
+        "GRPO",
         cfg,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        reward_weights=weights,
-        use_vllm=False,
-    )
-    reward_keys = [f"rewards/{type(f).__name__}/mean" for f in funcs]
-    recorder = MetricsRecorder(
-        reporter, keys=("loss", "reward", "reward_std", "kl", "completions/mean_length", *reward_keys)
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=cfg.peft_config(),
-        callbacks=[recorder],
-    )
-    quiet_console(trainer)
-    output = trainer.train()
-    rewards = recorder.curves["reward"]
-    return finish_stage(
-        "grpo",
-        cfg,
-        trainer,
-        tokenizer,
-        output,
-        recorder,
-        started,
-        extra={
-            "dataset_rows": len(dataset),
-            "reward_functions": [type(f).__name__ for f in funcs],
-            "reward_weights": weights,
-            "reward_first": rewards[0]["value"] if rewards else None,
-            "reward_last": rewards[-1]["value"] if rewards else None,
-        },
+        reporter,
+        ["prompt"],
+        wire,
+        optional_columns=["instructions"],
+        padding_side="left",
+        prepare=load_scorer,
     )
 
 

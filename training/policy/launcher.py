@@ -12,7 +12,7 @@ stage, rather than through their console scripts, so the command never depends o
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,3 +150,77 @@ def stage_command(
     if not module or module.startswith("-"):
         raise ValueError(f"stage module {module!r} is not a module name such as 'training.policy.sft'")
     return [*launcher_prefix(config or LaunchConfig(), python), module, *args]
+
+
+# What a training stage may see of its parent's environment: how to find programs and libraries, where caches and
+# temporary files go, offline switches, GPU and thread settings, and the flywheel's own settings. Nothing else: a
+# Dagster process holds secrets (the user-hash salt, storage and hub credentials) that training never needs.
+_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PYTHONPATH",
+        "PYTHONHASHSEED",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "XDG_CACHE_HOME",
+        "TOKENIZERS_PARALLELISM",
+        "OPENBLAS_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "DAGSTER_DISABLE_TELEMETRY",
+    }
+)
+_ENV_PREFIXES = (
+    "LC_",
+    "HF_",
+    "TRANSFORMERS_",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "CUBLAS_",
+    "CUDNN_",
+    "TORCH_",
+    "PYTORCH_",
+    "TORCHINDUCTOR_",
+    "ACCELERATE_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "GLOO_",
+    "FLYWHEEL_",
+)
+# refused whatever the name's prefix, and whatever `extra` asks for: HF_TOKEN, FLYWHEEL_USER_SALT, ...
+_SECRET_WORDS = ("SALT", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_WORDS) or upper.endswith("_KEY") or "_AUTH" in upper
+
+
+def stage_env(environ: Mapping[str, str], extra: Sequence[str] = ()) -> dict[str, str]:
+    """The variables of `environ` a training stage runs with: the allow-list, plus the names in `extra` (an
+    operator's own, e.g. a proxy-free cache location). A secret-looking name in `extra` is an error."""
+    refused = sorted(n for n in extra if is_secret_name(n))
+    if refused:
+        raise ValueError(
+            f"training `env_passthrough` names {refused}, which look like secrets: training stages never receive "
+            "secrets; remove them (a stage reads the lake and writes models, and needs no credential)"
+        )
+    wanted = set(extra)
+    return {
+        k: v
+        for k, v in environ.items()
+        if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES) or k in wanted) and not is_secret_name(k)
+    }

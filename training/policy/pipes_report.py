@@ -67,10 +67,6 @@ class StageReporter:
         self.stage = stage
         self._extras = dict(extras or {})
 
-    @property
-    def active(self) -> bool:
-        return self.context is not None
-
     def extras_config(self) -> dict[str, Any]:
         """A config mapping passed by the launching asset as Pipes extras under `config`, if any."""
         extras = self.context.extras if self.context is not None else self._extras

@@ -14,12 +14,10 @@ from datetime import timedelta
 import polars as pl
 
 from pipeline import schema
+from pipeline.digest import frame_digest, rows_digest
 from training.policy.dataset_lineage import (
     BuildResult,
-    content_hash,
     counts_by_reason,
-    drops_frame,
-    frame_hash,
     split_filter,
     to_dataset,
 )
@@ -160,7 +158,7 @@ def select_rl_prompts(
         {"prompt": m, "prompt_id": pid, "instructions": None}
         for m, pid in zip(messages, frame["prompt_id"].to_list(), strict=True)
     ] + steer_rows
-    drops = drops_frame(drop_rows, stage)
+    drops = schema.drops_frame(drop_rows, stage)
     manifest = {
         "kind": "rl_pool",
         "rows": len(rows),
@@ -169,9 +167,9 @@ def select_rl_prompts(
         "mean_reward_cut": mean_cut,
         "var_reward_cut": var_cut,
         "drops_by_reason": counts_by_reason(drops),
-        "content_hash": content_hash(rows),
+        "content_hash": rows_digest(rows),
         "parents": {
-            "candidates": frame_hash(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            "candidates": frame_digest(candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
             **(parents or {}),
         },
         "config": asdict(cfg),

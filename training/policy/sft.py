@@ -12,20 +12,12 @@ turned into prompt/completion pairs (history -> final reply), so the loss still 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import (
-    MetricsRecorder,
-    StageConfig,
-    finish_stage,
-    load_train_dataset,
-    quiet_console,
-    stage_main,
-    trl_args,
-)
+from training.policy.stage_runner import StageConfig, stage_main
+from training.policy.trl_stage import Loaded, Wiring, run_trl_stage
 
 
 @dataclass
@@ -61,53 +53,26 @@ def to_prompt_completion(example: dict) -> dict:
 
 def run_sft(cfg: SFTRunConfig, reporter: StageReporter | None = None) -> dict[str, Any]:
     """Fine-tune `cfg.model_name_or_path` on the `messages` dataset at `cfg.dataset_path`; returns the metrics."""
-    from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
 
-    from training.policy.models import load_model, load_tokenizer
+    def wire(loaded: Loaded) -> Wiring:
+        dataset, loss_mask = None, "assistant_only" if cfg.assistant_only_loss else "full_sequence"
+        if cfg.assistant_only_loss and not assistant_mask_supported(loaded.tokenizer):
+            dataset = loaded.dataset.map(to_prompt_completion, remove_columns=["messages"])
+            loss_mask = "completion_only"
+        return Wiring(
+            config={
+                "max_length": cfg.max_length,
+                "packing": cfg.packing,
+                "assistant_only_loss": loss_mask == "assistant_only",
+                "completion_only_loss": True if loss_mask == "completion_only" else None,
+                "include_num_input_tokens_seen": "non_padding",
+            },
+            curves=("loss", "mean_token_accuracy", "grad_norm", "learning_rate"),
+            dataset=dataset,
+            metrics=lambda curves: {"loss_mask": loss_mask},
+        )
 
-    cfg.require_inputs()
-    started = time.perf_counter()
-    set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg)
-    model = load_model(cfg)
-    dataset = load_train_dataset(cfg.dataset_path, ["messages"], cfg.max_samples)
-
-    loss_mask = "assistant_only" if cfg.assistant_only_loss else "full_sequence"
-    if cfg.assistant_only_loss and not assistant_mask_supported(tokenizer):
-        dataset = dataset.map(to_prompt_completion, remove_columns=["messages"])
-        loss_mask = "completion_only"
-
-    args = trl_args(
-        SFTConfig,
-        cfg,
-        max_length=cfg.max_length,
-        packing=cfg.packing,
-        assistant_only_loss=loss_mask == "assistant_only",
-        completion_only_loss=True if loss_mask == "completion_only" else None,
-        include_num_input_tokens_seen="non_padding",
-    )
-    recorder = MetricsRecorder(reporter, keys=("loss", "mean_token_accuracy", "grad_norm", "learning_rate"))
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=cfg.peft_config(),
-        callbacks=[recorder],
-    )
-    quiet_console(trainer)
-    output = trainer.train()
-    return finish_stage(
-        "sft",
-        cfg,
-        trainer,
-        tokenizer,
-        output,
-        recorder,
-        started,
-        extra={"loss_mask": loss_mask, "dataset_rows": len(dataset)},
-    )
+    return run_trl_stage("SFT", cfg, reporter, ["messages"], wire)
 
 
 def main(argv: list[str] | None = None) -> int:

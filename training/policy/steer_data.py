@@ -1,8 +1,8 @@
 """Steerability training data: every generation learns to keep its character cards' rules.
 
-Training draws only on the suite's `train` cards (`evaluation.steerability`), so the held-out cards the
-release gate measures stay unseen. Three kinds of data come from them, all judged by the same rule checkers
-evaluation reports with:
+Training draws only on the suite's `train` cards (`engine.cards`), so the held-out cards the release gate
+measures stay unseen. Three kinds of data come from them, all judged by the rule checkers evaluation reports
+with (`engine.rules`):
 
 - rejection sampling: a candidate reply to a training-card prompt enters the SFT set only when it keeps
   every instruction of its card and clears the reward-model floor (`datasets_build.build_sft_dataset`
@@ -19,8 +19,9 @@ import json
 
 import polars as pl
 
-from evaluation import steerability
-from training.policy.models import chat_messages
+from engine.cards import TRAIN, build_prompts
+from engine.rules import check_instruction
+from pipeline.prompts import chat_messages
 
 # Prompt ids of training-card prompts start with this, so any table shows where a row came from.
 PREFIX = "steer:"
@@ -29,7 +30,7 @@ PREFIX = "steer:"
 def steer_prompts(suite: dict | None = None) -> pl.DataFrame:
     """The training cards' prompts in the shape candidates and dataset builders read (schema.PROMPTS'
     prompt_id, system, history, day, split) plus the card's `instructions` (JSON) and `character_id`."""
-    base = steerability.build_prompts(suite, split=steerability.TRAIN)
+    base = build_prompts(suite, split=TRAIN)
     return base.select(
         (pl.lit(PREFIX) + pl.col("prompt_id")).alias("prompt_id"),
         "system",
@@ -46,7 +47,7 @@ def violations(instructions: str, text: str | None) -> list[str]:
     specs = json.loads(instructions)
     if text is None:
         return [s["type"] for s in specs]
-    return [s["type"] for s in specs if not steerability.check_instruction(s, text)[0]]
+    return [s["type"] for s in specs if not check_instruction(s, text)[0]]
 
 
 def check_candidates(candidates: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:

@@ -53,11 +53,9 @@ last assistant turn, which becomes `chosen` / `rejected`. Extra reason codes:
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,23 +63,14 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.digest import digest
+from pipeline.maybe_gzip import open_maybe_gzip
 
 KINDS = ("pointwise", "pairwise", "rewrite", "steerability")
 STRENGTHS = (1, 2, 3)
 TIE_STAGE = "annotation_pairs"
 
-PAIRS = pl.Schema(
-    {
-        "pair_id": pl.Utf8,
-        "prompt_id": pl.Utf8,
-        "prompt": pl.List(schema.MESSAGE),
-        "chosen": pl.Utf8,
-        "rejected": pl.Utf8,
-        "source": pl.Utf8,
-        "margin": pl.Float64,
-        "day": pl.Date,
-    }
-)
+PAIRS = pl.Schema({**schema.PREFERENCE_PAIR, "day": pl.Date})
 _COMMON = {"annotation_id": pl.Utf8, "prompt_id": pl.Utf8, "prompt": pl.List(schema.MESSAGE)}
 _TAIL = {"annotator": pl.Utf8, "day": pl.Date, "source_file": pl.Utf8, "line": pl.Int64}
 POINTWISE = pl.Schema(
@@ -152,16 +141,10 @@ class AnnotationSet:
 
 def _lines(source: str | Path | Iterable[str]) -> Iterator[str]:
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with open_maybe_gzip(source) as fh:
             yield from fh
     else:
         yield from source
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def _field(obj: dict, name: str, types: type | tuple[type, ...], *, required: bool = True) -> Any:
@@ -308,17 +291,23 @@ def _load_object(raw: str) -> dict:
     return obj
 
 
-def read_annotations(
-    source: str | Path | Iterable[str], *, source_file: str | None = None, day: dt.date | None = None
-) -> AnnotationSet:
-    """Read annotation JSONL (a path, `.gz` or not, or an iterable of lines) into an `AnnotationSet`.
+def _source_file(source: str | Path | Iterable[str], source_file: str | None) -> str:
+    if source_file is not None:
+        return source_file
+    return Path(source).name if isinstance(source, (str, Path)) else "<lines>"
 
-    `day` is the default for records without a `day` of their own (and the quarantine's day);
-    `source_file` names the input in quarantine rows (the path's name by default).
-    """
-    if source_file is None:
-        source_file = Path(source).name if isinstance(source, (str, Path)) else "<lines>"
-    rows: dict[str, list[dict]] = {k: [] for k in KINDS}
+
+def _read_records(
+    source: str | Path | Iterable[str],
+    parse: Callable[[dict, int], tuple[str, Any]],
+    source_file: str,
+    day: dt.date | None,
+    duplicate: str,
+) -> tuple[list[Any], pl.DataFrame, int]:
+    """(parsed, quarantine, records read) of the non-blank lines of `source`: `parse(record, line)` gives each
+    JSON object's id and what is kept of it; a line that is not a JSON object, that `parse` rejects, or whose
+    id came earlier (`duplicate`, formatted with the id, says so) goes to the quarantine instead."""
+    kept: list[Any] = []
     bad: list[dict] = []
     seen: set[str] = set()
     read = 0
@@ -327,31 +316,49 @@ def read_annotations(
             continue
         read += 1
         try:
-            obj = _load_object(raw)
-            kind = _field(obj, "kind", str)
-            if kind not in KINDS:
-                raise _Reject("unknown_kind", f"`kind` is {kind!r}, not one of {KINDS}")
-            prompt_id, prompt = _prompt(obj)
-            body = _PARSERS[kind](obj)
-            ann_id = _field(obj, "id", str, required=False) or _digest(json.dumps(obj, sort_keys=True))
-            if ann_id in seen:
-                raise _Reject("duplicate_id", f"annotation id {ann_id!r} appeared earlier in the input")
-            seen.add(ann_id)
-            rows[kind].append(
-                {
-                    "annotation_id": ann_id,
-                    "prompt_id": prompt_id,
-                    "prompt": prompt,
-                    **body,
-                    "annotator": _field(obj, "annotator", str, required=False),
-                    "day": _day(obj, day),
-                    "source_file": source_file,
-                    "line": line_no,
-                }
-            )
+            record_id, value = parse(_load_object(raw), line_no)
+            if record_id in seen:
+                raise _Reject("duplicate_id", duplicate.format(id=record_id))
+            seen.add(record_id)
+            kept.append(value)
         except _Reject as rej:
             bad.append(_quarantine_row(day, source_file, line_no, rej.code, rej.detail, raw))
-    frames = {k: pl.DataFrame(rows[k], schema=_FRAMES[k]) for k in KINDS}
+    return kept, pl.DataFrame(bad, schema=schema.QUARANTINE), read
+
+
+def read_annotations(
+    source: str | Path | Iterable[str], *, source_file: str | None = None, day: dt.date | None = None
+) -> AnnotationSet:
+    """Read annotation JSONL (a path, `.gz` or not, or an iterable of lines) into an `AnnotationSet`.
+
+    `day` is the default for records without a `day` of their own (and the quarantine's day);
+    `source_file` names the input in quarantine rows (the path's name by default).
+    """
+    source_file = _source_file(source, source_file)
+
+    def parse(obj: dict, line_no: int) -> tuple[str, tuple[str, dict]]:
+        kind = _field(obj, "kind", str)
+        if kind not in KINDS:
+            raise _Reject("unknown_kind", f"`kind` is {kind!r}, not one of {KINDS}")
+        prompt_id, prompt = _prompt(obj)
+        body = _PARSERS[kind](obj)
+        ann_id = _field(obj, "id", str, required=False) or digest(obj)[:16]
+        row = {
+            "annotation_id": ann_id,
+            "prompt_id": prompt_id,
+            "prompt": prompt,
+            **body,
+            "annotator": _field(obj, "annotator", str, required=False),
+            "day": _day(obj, day),
+            "source_file": source_file,
+            "line": line_no,
+        }
+        return ann_id, (kind, row)
+
+    parsed, quarantine, read = _read_records(
+        source, parse, source_file, day, "annotation id {id!r} appeared earlier in the input"
+    )
+    frames = {k: pl.DataFrame([row for kind, row in parsed if kind == k], schema=_FRAMES[k]) for k in KINDS}
     pairs, ties = _pairs_from_pairwise(frames["pairwise"])
     return AnnotationSet(
         pointwise=frames["pointwise"],
@@ -359,7 +366,7 @@ def read_annotations(
         rewrites=frames["rewrite"],
         steerability=frames["steerability"],
         pairs=pairs,
-        quarantine=pl.DataFrame(bad, schema=schema.QUARANTINE),
+        quarantine=quarantine,
         drops=ties,
         records_read=read,
     )
@@ -378,15 +385,14 @@ def _pairs_from_pairwise(pairwise: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataF
         (pl.col("strength").cast(pl.Float64) / max(STRENGTHS)).fill_null(0.0).alias("margin"),
         pl.col("day"),
     )
-    ties = pairwise.filter(pl.col("preferred") == "tie").select(
-        pl.col("day"),
-        pl.lit(TIE_STAGE).alias("stage"),
-        pl.col("annotation_id").alias("row_id"),
-        pl.lit("tie").alias("reason_code"),
-        pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-        pl.lit("the annotator preferred neither response").alias("detail"),
+    ties = schema.drops_of(
+        pairwise.filter(pl.col("preferred") == "tie"),
+        TIE_STAGE,
+        "annotation_id",
+        pl.lit("tie"),
+        pl.lit("the annotator preferred neither response"),
     )
-    return schema.conform(pairs, PAIRS), schema.conform(ties, schema.DROPS)
+    return schema.conform(pairs, PAIRS), ties
 
 
 def resolve_prompts(
@@ -412,16 +418,14 @@ def resolve_prompts(
         .with_columns(pl.coalesce(pl.col("prompt"), pl.col("_known")).alias("prompt"))
         .drop("_known")
     )
-    unknown = joined.filter(pl.col("prompt").is_null())
-    drops = unknown.select(
-        pl.col("day"),
-        pl.lit(stage).alias("stage"),
-        pl.col(row_id).alias("row_id"),
-        pl.lit("unknown_prompt_id").alias("reason_code"),
-        pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-        pl.format("prompt_id {} is not in the prompts table", pl.col("prompt_id").fill_null("null")).alias("detail"),
+    drops = schema.drops_of(
+        joined.filter(pl.col("prompt").is_null()),
+        stage,
+        row_id,
+        pl.lit("unknown_prompt_id"),
+        pl.format("prompt_id {} is not in the prompts table", pl.col("prompt_id").fill_null("null")),
     )
-    return joined.filter(pl.col("prompt").is_not_null()).select(frame.columns), schema.conform(drops, schema.DROPS)
+    return joined.filter(pl.col("prompt").is_not_null()).select(frame.columns), drops
 
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -467,47 +471,30 @@ def read_hh_rlhf(
     day: dt.date | None = None,
 ) -> AnnotationSet:
     """Read `{"chosen": str, "rejected": str}` transcripts into `pairs` (margin 0: HH states no strength)."""
-    if source_file is None:
-        source_file = Path(source).name if isinstance(source, (str, Path)) else "<lines>"
-    pairs: list[dict] = []
-    bad: list[dict] = []
-    seen: set[str] = set()
-    read = 0
-    for line_no, raw in enumerate(_lines(source), start=1):
-        if not raw.strip():
-            continue
-        read += 1
-        try:
-            obj = _load_object(raw)
-            prompt, chosen, rejected = split_hh_pair(_field(obj, "chosen", str), _field(obj, "rejected", str))
-            pair_id = f"{source_name}:" + _digest(json.dumps(prompt), chosen, rejected)
-            if pair_id in seen:
-                raise _Reject("duplicate_id", "the same pair appeared earlier in the input")
-            seen.add(pair_id)
-            pairs.append(
-                {
-                    "pair_id": pair_id,
-                    "prompt_id": None,
-                    "prompt": prompt,
-                    "chosen": chosen,
-                    "rejected": rejected,
-                    "source": source_name,
-                    "margin": 0.0,
-                    "day": day,
-                }
-            )
-        except _Reject as rej:
-            bad.append(_quarantine_row(day, source_file, line_no, rej.code, rej.detail, raw))
-    return AnnotationSet(
-        pairs=pl.DataFrame(pairs, schema=PAIRS),
-        quarantine=pl.DataFrame(bad, schema=schema.QUARANTINE),
-        records_read=read,
+
+    def parse(obj: dict, line_no: int) -> tuple[str, dict]:
+        prompt, chosen, rejected = split_hh_pair(_field(obj, "chosen", str), _field(obj, "rejected", str))
+        pair_id = f"{source_name}:" + digest(prompt, chosen, rejected)[:16]
+        row = {
+            "pair_id": pair_id,
+            "prompt_id": None,
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "source": source_name,
+            "margin": 0.0,
+            "day": day,
+        }
+        return pair_id, row
+
+    pairs, quarantine, read = _read_records(
+        source, parse, _source_file(source, source_file), day, "the same pair appeared earlier in the input"
     )
+    return AnnotationSet(pairs=pl.DataFrame(pairs, schema=PAIRS), quarantine=quarantine, records_read=read)
 
 
 def _first_record(path: Path) -> dict | None:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with open_maybe_gzip(path, errors="replace") as f:
         for line in f:
             if line.strip():
                 try:

@@ -236,16 +236,7 @@ def check_labels(prompts: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     tagged = prompts.with_columns(reason.alias("_reason"), detail.alias("_detail"))
     kept = tagged.filter(pl.col("_reason").is_null()).drop("_reason", "_detail")
     dropped = tagged.filter(pl.col("_reason").is_not_null())
-    day = pl.col("day") if "day" in prompts.columns else pl.lit(None, dtype=pl.Date)
-    drops = dropped.select(
-        day.alias("day"),
-        pl.lit(LABEL_STAGE).alias("stage"),
-        pl.col("prompt_id").alias("row_id"),
-        pl.col("_reason").alias("reason_code"),
-        pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-        pl.col("_detail").alias("detail"),
-    )
-    return kept, schema.conform(drops, schema.DROPS)
+    return kept, schema.drops_of(dropped, LABEL_STAGE, "prompt_id", "_reason", "_detail")
 
 
 def _user_messages(conversations: pl.DataFrame) -> pl.DataFrame:
@@ -299,16 +290,6 @@ def user_day_drops(conversations: pl.DataFrame) -> pl.DataFrame:
         if "message_id" in msgs.columns
         else pl.format("{}:{}", pl.col("conversation_id"), pl.col("turn_index"))
     )
-    out = (
-        msgs.with_columns(reason.alias("reason_code"))
-        .filter(pl.col("reason_code").is_not_null())
-        .select(
-            pl.col("day"),
-            pl.lit(USER_DAY_STAGE).alias("stage"),
-            row_id.alias("row_id"),
-            pl.col("reason_code"),
-            pl.lit(None, dtype=pl.Utf8).alias("kept_id"),
-            pl.lit("user message cannot be attributed to a user and day").alias("detail"),
-        )
-    )
-    return schema.conform(out, schema.DROPS)
+    dropped = msgs.with_columns(reason.alias("reason_code")).filter(pl.col("reason_code").is_not_null())
+    detail = pl.lit("user message cannot be attributed to a user and day")
+    return schema.drops_of(dropped, USER_DAY_STAGE, row_id, "reason_code", detail)

@@ -11,8 +11,8 @@ user's next turn) and `depth_after` (user turns still to come). Each becomes a b
 
 Whichever label is learnt, a model can look good by learning only *where* in a conversation a turn sits (late
 turns end conversations, early ones have long futures). Discrimination is therefore measured within strata of
-turn position: the AUC inside each stratum (rows with the same `cut_turn`), averaged with weights by stratum
-size over the strata that hold both classes. A score that depends on the position alone is constant inside
+turn position (`reward_eval.auc_within_strata`): the AUC inside each stratum (rows with the same `cut_turn`),
+averaged with weights by stratum size over the strata that hold both classes. A score that depends on the position alone is constant inside
 every stratum and scores exactly 0.5.
 
 `choose_label` fits one model per candidate on the training rows, measures it on validation rows (held-out
@@ -34,6 +34,7 @@ import polars as pl
 from sklearn.metrics import roc_auc_score
 
 from training.rewards.base import prompt_contexts
+from training.rewards.reward_eval import auc_within_strata
 
 CANDIDATES = ("continued", "reply_len", "depth_after")
 # the binary target column a pointwise model learns (`fit_pointwise(label=TARGET)`)
@@ -51,7 +52,6 @@ LABEL_MEASUREMENTS = pl.Schema(
         "threshold": pl.Float64,
         "rows": pl.Int64,
         "rows_in_strata": pl.Int64,
-        "strata": pl.Int64,
         "chosen": pl.Boolean,
         "detail": pl.Utf8,
     }
@@ -80,27 +80,6 @@ class LabelChoiceConfig:
             raise ValueError(f"candidates={self.candidates!r}: choose one or more of {CANDIDATES}")
         if self.min_rows_in_strata < 2:
             raise ValueError(f"min_rows_in_strata={self.min_rows_in_strata} must be at least 2")
-
-
-@dataclass(frozen=True)
-class StratifiedAuc:
-    auc: float | None  # None when no stratum holds both classes
-    rows_in_strata: int  # rows of the strata that hold both classes
-    strata: int
-
-
-def stratified_auc(y: np.ndarray, score: np.ndarray, strata: np.ndarray) -> StratifiedAuc:
-    """The AUC within each stratum, averaged with weights by stratum size, over the strata holding both classes."""
-    y, score, strata = np.asarray(y).astype(bool), np.asarray(score, np.float64), np.asarray(strata)
-    total, weight, used = 0.0, 0, 0
-    for s in np.unique(strata):
-        m = strata == s
-        if y[m].all() or not y[m].any():
-            continue
-        total += roc_auc_score(y[m], score[m]) * int(m.sum())
-        weight += int(m.sum())
-        used += 1
-    return StratifiedAuc(total / weight if weight else None, weight, used)
 
 
 def label_thresholds(train: pl.DataFrame, candidates: tuple[str, ...] = CANDIDATES) -> dict[str, float | None]:
@@ -179,30 +158,28 @@ def choose_label(
             rows.append(row | {"detail": "one class in the training rows: nothing to learn"})
             continue
         length_sign = 1.0 if roc_auc_score(tr[TARGET].to_numpy(), _length(tr)) >= 0.5 else -1.0
-        baseline = stratified_auc(y, length_sign * _length(va), strata)
-        if baseline.rows_in_strata < config.min_rows_in_strata:
+        baseline, in_strata = auc_within_strata(y.astype(np.int8), length_sign * _length(va), strata)
+        if in_strata < config.min_rows_in_strata:
             rows.append(
                 row
                 | {
-                    "rows_in_strata": baseline.rows_in_strata,
-                    "strata": baseline.strata,
-                    "detail": f"{baseline.rows_in_strata} validation rows in strata holding both classes "
+                    "rows_in_strata": in_strata,
+                    "detail": f"{in_strata} validation rows in strata holding both classes "
                     f"(fewer than {config.min_rows_in_strata}): not measurable",
                 }
             )
             continue
         model = fit(tr)
         score = np.asarray(model.score(prompt_contexts(va), va["served_response"].to_list()), np.float64)
-        measured = stratified_auc(y, score, strata)
+        measured, _ = auc_within_strata(y.astype(np.int8), score, strata)
         models[label] = model
         rows.append(
             row
             | {
-                "stratified_auc": measured.auc,
-                "length_stratified_auc": baseline.auc,
+                "stratified_auc": measured,
+                "length_stratified_auc": baseline,
                 "auc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None,
-                "rows_in_strata": measured.rows_in_strata,
-                "strata": measured.strata,
+                "rows_in_strata": in_strata,
             }
         )
     measured = [r for r in rows if r.get("stratified_auc") is not None]

@@ -2,7 +2,7 @@
 
 A (context, response) pair becomes `[c, r, c*r, |c-r|, style(r)]`, with `c` and `r` the
 normalised embeddings of the rendered context and of the response and `style` the standardised
-`evaluation.style.STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
+`engine.style.STYLE_FEATURES`. A torch MLP (or a linear layer with `hidden=0`) reads it:
 
 - pointwise: two outputs, the logit of p(continue) (binary cross-entropy) and the standardised
   log(1 + reply_len) (squared error, weighted by `reply_len_weight`);
@@ -25,7 +25,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from evaluation.style import STYLE_FEATURES, style_matrix
+from engine.style import STYLE_FEATURES, style_matrix
 from pipeline.device import DEVICE_CHOICES, resolve_device
 from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
 from training.rewards.base import (
@@ -195,14 +195,6 @@ class EmbeddingRewardModel:
             return np.zeros(0, dtype=np.float64)
         out = self._forward(*self.features(contexts, responses))[:, 0].astype(np.float64)
         return 1.0 / (1.0 + np.exp(-out)) if self.metadata["kind"] == "pointwise" else out
-
-    def expected_reply_len(self, contexts: list[Messages], responses: list[str]) -> np.ndarray:
-        """Expected length of the user's reply (the regression head; pointwise models only)."""
-        if self.metadata["kind"] != "pointwise":
-            raise ValueError("a pairwise model has no reply-length head")
-        out = self._forward(*self.features(contexts, responses))[:, 1]
-        log_len = out * float(self.head.len_std) + float(self.head.len_mean)
-        return np.clip(np.expm1(log_len.astype(np.float64)), 0.0, None)
 
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file

@@ -21,7 +21,6 @@ attention, and in `detail` the path of any plot. Sections:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
+from pipeline.seeded_uniform import seeded_uniforms
 from training.rewards.base import Messages, RewardModel, pairs_to_lists, prompt_contexts
 
 EVAL_METRICS = pl.Schema(
@@ -218,14 +218,8 @@ def split_by_day(frame: pl.DataFrame, eval_days: int = 1) -> tuple[pl.DataFrame,
 
 
 def _prompt_keys(pairs: pl.DataFrame) -> np.ndarray:
-    """A number in [0, 1] per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
-    return np.array(
-        [
-            int(hashlib.sha1(repr([(m["role"], m["content"]) for m in p]).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-            for p in pairs["prompt"].to_list()
-        ],
-        dtype=np.float64,
-    )
+    """A number in [0, 1) per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
+    return seeded_uniforms([repr([(m["role"], m["content"]) for m in p]) for p in pairs["prompt"].to_list()])
 
 
 def split_pairs(pairs: pl.DataFrame, eval_fraction: float = 0.2) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -265,6 +259,19 @@ def _length_probabilities(
     return cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
 
 
+def auc_within_strata(y: np.ndarray, score: np.ndarray, strata: np.ndarray) -> tuple[float | None, int]:
+    """(AUC averaged over strata weighted by their size, rows in strata with both labels): a model that only
+    knows which stratum (turn position) a row is in scores 0.5, since recorded conversations end where their
+    recording ended and position alone predicts `continued`. None when no stratum has both labels."""
+    total, weight = 0.0, 0
+    for value in np.unique(strata):
+        m = strata == value
+        if len(np.unique(y[m])) == 2:
+            total += skm.roc_auc_score(y[m], score[m]) * int(m.sum())
+            weight += int(m.sum())
+    return (total / weight if weight else None), weight
+
+
 def pointwise_metrics(
     model: RewardModel,
     prompts: pl.DataFrame,
@@ -288,6 +295,13 @@ def pointwise_metrics(
     if both:
         auc = [skm.roc_auc_score(y, s) for s in (score, length, rand)]
         rows.append(_row("pointwise", "auc", *auc, n=n, flag=auc[0] <= max(auc[1], auc[2])))
+    if "cut_turn" in df.columns:
+        strata = df["cut_turn"].fill_null(-1).to_numpy()
+        within = [auc_within_strata(y, s, strata) for s in (score, length, rand)]
+        if within[0][0] is not None:
+            rows.append(
+                _row("pointwise", "auc_within_turn", *(w[0] for w in within), n=within[0][1], detail="by cut_turn")
+            )
     rows.append(_row("pointwise", "positive_rate", y.mean(), n=n))
     if model.metadata.get("kind") != "pointwise":
         return rows

@@ -16,7 +16,6 @@ Every model follows the `RewardModel` protocol; `load_reward_model` reopens any 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema
+from pipeline.digest import digest
 from pipeline.prompts import chat_messages
 from training.rewards.annotations import PAIRS
 from training.rewards.base import METADATA_FILE, RewardModel
@@ -211,8 +211,7 @@ def engagement_pairs(prompts: pl.DataFrame, config: EngagementPairsConfig | None
         days = [d for d in (ra.get("day"), rb.get("day")) if d is not None]
         out.append(
             {
-                "pair_id": "engagement:"
-                + hashlib.sha1(f"{chosen['prompt_id']}\x1f{rejected['prompt_id']}".encode()).hexdigest()[:16],
+                "pair_id": "engagement:" + digest(chosen["prompt_id"], rejected["prompt_id"])[:16],
                 "prompt_id": anchor["prompt_id"],
                 "prompt": chat_messages(anchor.get("system"), anchor["history"]),
                 "chosen": chosen["served_response"],

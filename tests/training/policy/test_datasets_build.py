@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.style import StyleGuards
+from engine.style import StyleGuards
 from pipeline import schema
 from tests.training.tiny_policy import cands, drop_reasons, prompts_frame
 from training.policy.datasets_build import (

@@ -1,12 +1,13 @@
 """The command that starts a training stage, for each launcher; TRL settings from a file; Pipes on rank 0 only."""
 
 import json
+from pathlib import Path
 
 import pytest
 from trl import DPOConfig, SFTConfig
 
 from training.policy.dpo import DPORunConfig
-from training.policy.launcher import LaunchConfig, stage_command
+from training.policy.launcher import LaunchConfig, stage_command, stage_env
 from training.policy.pipes_report import process_rank, stage_reporting
 from training.policy.stage_runner import read_trl_overrides, trl_args
 
@@ -97,10 +98,10 @@ def test_missing_accelerate_config_fails_before_starting(tmp_path):
 
 def test_trl_settings_pass_through_whole_from_yaml_or_json(tmp_path):
     yaml_file = tmp_path / "trl.yaml"
-    yaml_file.write_text("report_to: [tensorboard]\nmax_length: 64\nadam_beta2: 0.95\n")
+    yaml_file.write_text("report_to: [none]\nmax_length: 64\nadam_beta2: 0.95\n")
     cfg = DPORunConfig(device="cpu", output_dir=str(tmp_path / "out"), trl_config=str(yaml_file))
     args = trl_args(DPOConfig, cfg, beta=0.2, max_length=128)
-    assert args.report_to == ["tensorboard"]
+    assert args.report_to == []  # transformers reads ["none"] as no integration
     assert args.max_length == 64 and args.adam_beta2 == 0.95  # the file wins over the stage's own values
     # the trainer writes into the stage's staging folder; finish_stage renames it onto output_dir
     assert args.beta == 0.2 and args.output_dir.startswith(str(tmp_path / ".out.tmp-"))
@@ -116,6 +117,12 @@ def test_trl_settings_pass_through_whole_from_yaml_or_json(tmp_path):
         ("packing: true\n", "not fields of DPOConfig"),
         ("output_dir: elsewhere\n", "stage settings"),
         ("- a list\n", "mapping"),
+        ("push_to_hub: true\n", "push_to_hub"),
+        ("hub_model_id: org/model\nhub_token: hf_x\n", "hub_model_id', 'hub_token"),
+        ("report_to: [tensorboard]\n", "report_to=\\['tensorboard'\\]"),
+        ("report_to: wandb\n", "report_to='wandb'"),
+        ("trust_remote_code: true\n", "trust_remote_code"),
+        ("model_init_kwargs: {token: hf_x, torch_dtype: bfloat16}\n", "model_init_kwargs.token"),
     ],
 )
 def test_bad_trl_file_fails_naming_the_fields(tmp_path, content, message):
@@ -138,9 +145,48 @@ def test_only_rank_zero_opens_the_pipes_channel(tmp_path, monkeypatch):
     assert process_rank() == 1
     with stage_reporting("sft") as reporter:
         # a non-zero rank reads the launching asset's config but writes nothing back
-        assert not reporter.active and reporter.extras_config() == {"max_steps": 3}
+        assert reporter.extras_config() == {"max_steps": 3}
         reporter.progress("step 1/3")
     assert not messages.exists()
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(ValueError, match="RANK"):
         process_rank()
+
+
+def test_the_shipped_trl_example_is_accepted_by_every_stage():
+    from trl import GRPOConfig
+
+    example = Path(__file__).resolve().parents[3] / "deploy" / "trl.example.yaml"
+    for config_cls in (SFTConfig, DPOConfig, GRPOConfig):
+        assert read_trl_overrides(str(example), config_cls)["optim"] == "adamw_torch_fused"
+
+
+def test_a_stage_gets_the_allow_listed_environment_and_never_a_secret():
+    parent = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/u",
+        "PYTHONPATH": "/src",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "NCCL_DEBUG": "WARN",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "FLYWHEEL_HOME": "/flywheel/home",
+        "FLYWHEEL_TRAIN_LAUNCHER": "accelerate",
+        "FLYWHEEL_USER_SALT": "s3cret-salt-0123456789",
+        "HF_TOKEN": "hf_x",
+        "HUGGING_FACE_HUB_TOKEN": "hf_y",
+        "AWS_SECRET_ACCESS_KEY": "k",
+        "DATABASE_URL": "postgresql://u:p@h/db",
+        "DAGSTER_PG_PASSWORD": "p",
+        "WANDB_API_KEY": "w",
+        "MY_PROXY": "http://proxy",
+        "FLYWHEEL_SIGNING_KEY": "k",
+        "HF_HUB_AUTH_HEADER": "Bearer x",
+    }
+    env = stage_env(parent)
+    assert env == {k: parent[k] for k in list(parent)[:11]}
+    assert stage_env(parent, ["MY_PROXY"])["MY_PROXY"] == "http://proxy"
+    with pytest.raises(ValueError, match="env_passthrough.*FLYWHEEL_USER_SALT"):
+        stage_env(parent, ["FLYWHEEL_USER_SALT"])

@@ -7,17 +7,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from engine.policy import PolicyConfig, load_model, load_tokenizer
 from tests.training.tiny_policy import TINY, corpus, one_cpu_thread, prompts_frame, tiny_policy_dir  # noqa: F401
 from training.policy.models import (
     CHAT_TEMPLATE,
     EOS,
-    PolicyConfig,
     TinyLlamaConfig,
     build_tiny_llama,
     chat_messages,
     corpus_from_prompts,
-    load_model,
-    load_tokenizer,
     pretrain,
     render_chat,
     smollm2_gguf,

@@ -33,7 +33,7 @@ def test_outside_pipes_reporting_goes_to_stderr(capsys, monkeypatch):
     monkeypatch.delenv("DAGSTER_PIPES_CONTEXT", raising=False)
     assert not under_pipes()
     with stage_reporting("sft") as reporter:
-        assert isinstance(reporter, StageReporter) and not reporter.active and reporter.extras_config() == {}
+        assert isinstance(reporter, StageReporter) and reporter.extras_config() == {}
         reporter.progress("step 1/2")
         reporter.materialized({"steps": 2, "loss_curve": [1.0]})
     err = capsys.readouterr().err

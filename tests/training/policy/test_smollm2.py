@@ -6,8 +6,9 @@ from dataclasses import fields
 import pytest
 import torch
 
+from engine.policy import PolicyConfig, load_tokenizer
 from training.policy import smollm2
-from training.policy.models import CHAT_TEMPLATE, PolicyConfig, load_tokenizer
+from training.policy.models import CHAT_TEMPLATE
 
 OK, WHY = smollm2.available()
 needs_smollm2 = pytest.mark.skipif(not OK, reason=f"SmolLM2 not available: {WHY}")

@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from evaluation import steerability
+from engine import cards
 from tests.training.tiny_policy import cands, drop_reasons, prompts_frame
 from training.policy.datasets_build import (
     PreferenceBuildConfig,
@@ -32,11 +32,11 @@ def _prompts() -> pl.DataFrame:
 
 def test_steer_prompts_come_from_training_cards_only():
     steer = steer_prompts()
-    suite = steerability.load_suite()
-    train_ids = {c["character_id"] for c in steerability.suite_cards(suite, steerability.TRAIN)}
+    suite = cards.load_suite()
+    train_ids = {c["character_id"] for c in cards.suite_cards(suite, cards.TRAIN)}
     assert set(steer["character_id"]) == train_ids
     assert steer["prompt_id"].str.starts_with(PREFIX).all() and (steer["split"] == "train").all()
-    assert steer.height == steerability.build_prompts(suite, split=steerability.TRAIN).height
+    assert steer.height == cards.build_prompts(suite, split=cards.TRAIN).height
     assert steer.row(0, named=True)["history"][-1]["role"] == "user"
 
 

@@ -13,9 +13,9 @@ from training.rewards.engagement_label import (
     LabelChoiceConfig,
     choose_label,
     label_thresholds,
-    stratified_auc,
     with_target,
 )
+from training.rewards.reward_eval import auc_within_strata
 
 WARM, COLD = "That sounds fun, what did you like most about it?", "ok."
 
@@ -71,13 +71,12 @@ def test_a_score_of_the_turn_position_alone_scores_one_half_within_strata():
     y, position = rows["continued"].to_numpy(), rows["cut_turn"].to_numpy()
     # across the strata, position predicts the end of a conversation well
     assert roc_auc_score(y, -position) > 0.7
-    within = stratified_auc(y, -position, position)
-    assert within.auc == pytest.approx(0.5)
+    within, rows_in_strata = auc_within_strata(y, -position, position)
+    assert within == pytest.approx(0.5)
     # the first turn never ends a conversation and the eighth always does: one class each, left out
-    assert within.strata == 6 and within.rows_in_strata == rows.filter(pl.col("cut_turn").is_between(2, 12)).height
+    assert rows_in_strata == rows.filter(pl.col("cut_turn").is_between(2, 12)).height
     # a score that knows the label is perfect within strata too
-    assert stratified_auc(y, y.astype(float), position).auc == pytest.approx(1.0)
-    assert stratified_auc(np.ones(4, bool), np.arange(4.0), np.zeros(4)).auc is None
+    assert auc_within_strata(y, y.astype(float), position)[0] == pytest.approx(1.0)
 
 
 def test_the_label_users_react_to_is_chosen_and_every_candidate_is_measured():

@@ -8,11 +8,10 @@ transformers stack already depends on, rather than a hand-kept code-point table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import polars as pl
 import regex
 
 _GRAPHEME = regex.compile(r"\X")
@@ -43,15 +42,6 @@ def has_list(text: str) -> bool:
 def style_features(text: str | None) -> dict[str, int | bool]:
     text = text or ""
     return {"n_chars": len(text), "n_emoji": count_emoji(text), "has_list": has_list(text)}
-
-
-def style_frame(texts: Iterable[str | None]) -> pl.DataFrame:
-    """One row of style features per text, in input order."""
-    rows = [style_features(t) for t in texts]
-    return pl.DataFrame(
-        rows or None,
-        schema={"n_chars": pl.Int32, "n_emoji": pl.Int32, "has_list": pl.Boolean},
-    )
 
 
 # The numeric surface features a reward model may read (and learn to pay for), in `style_matrix` column order.

@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.style import StyleGuards, count_emoji, has_list, style_features, style_frame
+from engine.style import StyleGuards, count_emoji, has_list, style_features
 
 
 def test_count_emoji_counts_grapheme_clusters_not_symbols():
@@ -20,12 +20,9 @@ def test_has_list_needs_two_marked_lines():
     assert not has_list("a - b - c on one line")
 
 
-def test_style_features_and_frame():
+def test_style_features():
     assert style_features("hi 😀") == {"n_chars": 4, "n_emoji": 1, "has_list": False}
     assert style_features(None)["n_chars"] == 0
-    frame = style_frame(["a", "- x\n- y"])
-    assert frame["has_list"].to_list() == [False, True]
-    assert style_frame([]).height == 0
 
 
 def test_style_guards_reasons_in_order():

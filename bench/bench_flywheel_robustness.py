@@ -1,0 +1,165 @@
+"""Benchmark: does the flywheel turn the same way when only the models' seed changes?
+
+Another machine's rounding moves a training trajectory a little; another seed moves it more. This runs the
+default flywheel (`python -m assets.flywheel`, as `make flywheel` does) once per seed, each in a fresh
+FLYWHEEL_HOME and DAGSTER_HOME, and prints for every run:
+- each generation's verdict per release gate (pass, warn, fail, or insufficient evidence) and the A/B verdict;
+- which generations were released and built upon;
+- the held-out instruction-following gain of the last released generation over gen-0, with its interval.
+
+It ends with the robustness targets, counted over the runs:
+- runs where at least 2 of the generations were released and built upon, and the last one's held-out gain is
+  at least `--min-gain` with an interval above 0;
+- runs where the steerability, artifact and train/eval gates always had the evidence to decide.
+
+    .venv/bin/python bench/bench_flywheel_robustness.py                    # seeds 0 1 2 3, 3 generations
+    .venv/bin/python bench/bench_flywheel_robustness.py --seeds 0 1 --generations 1 --window-days 1
+
+The default run is four whole flywheels, one after another: about four times `make flywheel`'s time. The
+figures go to stdout and bench/out/bench_flywheel_robustness.json; each run's terminal output is kept
+beside it (`bench/out/robustness-seed<n>.log`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import polars as pl  # noqa: E402
+
+from assets.flywheel import heldout_progress  # noqa: E402
+from assets.generation import BASE  # noqa: E402
+from assets.resources import FlywheelSettings  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+# the gates whose evidence never depends on how many users a window has: they must always decide
+ALWAYS_DECIDED = ("steerability_regression", "artifact_drift", "train_eval_disjoint")
+
+
+def run_seed(seed: int, generations: int, window_days: int, workdir: Path) -> dict:
+    """One whole flywheel in its own homes; returns its generations, their gate verdicts and the held-out gain."""
+    home, dagster_home = workdir / f"home-{seed}", workdir / f"dagster-{seed}"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "FLYWHEEL_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
+    command = [sys.executable, "-m", "assets.flywheel", "--generations", str(generations)]
+    command += ["--window-days", str(window_days), "--seed", str(seed)]
+    OUT.mkdir(parents=True, exist_ok=True)
+    log = OUT / f"robustness-seed{seed}.log"
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+    wall = time.perf_counter() - started
+    settings = FlywheelSettings(home=str(home))
+    lake = settings.lake()
+    frame = lake.scan("generations").collect().sort("number") if lake.exists("generations") else pl.DataFrame()
+    rows = []
+    for r in frame.iter_rows(named=True):
+        gates = {
+            g.get("gate"): g.get("outcome") or g.get("severity")
+            for g in json.loads(r.get("gate_detail") or "[]")
+            if isinstance(g, dict)
+        }
+        rows.append(
+            {
+                "generation": r["generation"],
+                "parent": r.get("parent"),
+                "released": bool(r.get("released")),
+                "ab_verdict": r.get("ab_verdict"),
+                "gates": gates,
+                "steer_if_heldout": r.get("steer_if_heldout"),
+            }
+        )
+    parents = {row["parent"] for row in rows}
+    for row in rows:
+        row["built_upon"] = row["generation"] in parents
+    return {
+        "seed": seed,
+        "returncode": rc,
+        "wall_s": round(wall, 1),
+        "log": str(log.relative_to(REPO)),
+        "generations": rows,
+        "heldout": heldout_progress(settings) if rows else None,
+    }
+
+
+def targets(run: dict, generations: int, min_gain: float) -> dict:
+    rows = run["generations"]
+    # the last generation cannot be built upon within the run: it counts when released
+    kept = [r for r in rows if r["released"] and (r["built_upon"] or r is rows[-1])]
+    gain = run["heldout"] or {}
+    decided = all(
+        r["gates"].get(g) not in (None, "insufficient") for r in rows for g in ALWAYS_DECIDED if g in r["gates"]
+    )
+    return {
+        "released_and_built_upon": len(kept),
+        "enough_released": len(kept) >= min(2, generations),
+        "gain_met": bool(gain) and gain["difference"] >= min_gain and gain["ci_low"] > 0,
+        "fixed_gates_decided": decided,
+    }
+
+
+def print_run(run: dict, verdict: dict) -> None:
+    print(f"\n== seed {run['seed']}: exit {run['returncode']}, {run['wall_s']:.0f}s (log {run['log']})")
+    for r in run["generations"]:
+        status = "released" if r["released"] else "blocked"
+        status += ", built upon" if r["built_upon"] else ""
+        gates = ", ".join(f"{g} {v}" for g, v in r["gates"].items())
+        print(f"  {r['generation']} (parent {r['parent']}): {status}; A/B {r['ab_verdict'] or '-'}")
+        print(f"    {gates}")
+    gain = run["heldout"]
+    if gain:
+        print(
+            f"  held-out following {BASE} -> {gain['generation']}: {gain['base']:.3f} -> {gain['new']:.3f}, "
+            f"{gain['difference']:+.3f} (95% CI {gain['ci_low']:+.3f} .. {gain['ci_high']:+.3f})"
+        )
+    else:
+        print("  no generation released: no held-out gain")
+    print(f"  targets: {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--window-days", type=int, default=2)
+    parser.add_argument("--min-gain", type=float, default=0.15, help="held-out following gain the target asks for")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' homes (printed) instead of removing them")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="flywheel-robustness-"))
+    runs = []
+    try:
+        for seed in args.seeds:
+            run = run_seed(seed, args.generations, args.window_days, workdir)
+            run["targets"] = targets(run, args.generations, args.min_gain)
+            print_run(run, run["targets"])
+            runs.append(run)
+    finally:
+        if args.keep:
+            print(f"\nhomes kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    met = sum(r["targets"]["enough_released"] and r["targets"]["gain_met"] for r in runs)
+    decided = sum(r["targets"]["fixed_gates_decided"] for r in runs)
+    print(
+        f"\nruns with >= 2 generations released and built upon and a held-out gain >= {args.min_gain} above 0: "
+        f"{met} of {len(runs)}; runs whose steerability, artifact and train/eval gates always decided: "
+        f"{decided} of {len(runs)}"
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_flywheel_robustness.json").write_text(json.dumps(runs, indent=2, default=str))
+    return 0 if all(r["returncode"] == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
