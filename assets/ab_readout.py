@@ -2,7 +2,8 @@
 
 By default (`source = users`) simulated users act on an engagement model's scores of both arms' replies to
 the held-out conversations that offline_eval replayed (`evaluation.user_simulator`), so the readout moves
-with the models; the model learnt from held-out users only, never from the reward models' training users.
+with the models; the model learnt from the training users of every curated day up to the window (a backbone
+unlike the reward models'), never from the held-out users it is validated on or the conversations it replays.
 With `source = simulate` the logs carry a planted lift (`evaluation.ab_simulator`); with `source = lake` it
 reads the `ab_exposures` / `ab_events` tables you loaded. Whatever the source, a planted-lift experiment is
 read out too, as the readout's own calibration check. Every simulated output says so.
@@ -30,9 +31,9 @@ from evaluation import ab_test, user_simulator
 from evaluation.ab_simulator import simulate_ab_logs
 from evaluation.offline_eval import SLICES
 from evaluation.record import json_document
+from pipeline.judge_data import JudgeDataConfig, time_ordered_split
 from pipeline.lake import Lake
-from pipeline.sampling import assign_split
-from training.generation_plan import read_window
+from training.generation_plan import read_history
 
 CALIBRATION = "readout_calibration"
 
@@ -55,35 +56,31 @@ def _lake_logs(lake: Lake, plan: GenerationPlan) -> tuple[pl.DataFrame, pl.DataF
     return out[0], out[1]
 
 
-def reward_model_users(pool: pl.DataFrame, unique: pl.DataFrame, curation: CurationSettings) -> set[str]:
-    """Every user whose traffic the reward models may train on: the `train` split of the window's pool and of
-    its unique prompts (the reward models read those, split by the same rule)."""
-    users = set()
-    if pool.height:
-        users |= set(pool.filter(pl.col("split") == "train")["user_hash"].drop_nulls().to_list())
-    if unique.height:
-        split = assign_split(unique["user_hash"], unique["source"], curation.sampling_config())
-        users |= set(unique.filter(split == "train")["user_hash"].drop_nulls().to_list())
-    return users
-
-
 def simulate_from_users(
-    lake: Lake, plan: GenerationPlan, ab: AbSettings, curation: CurationSettings, seed: int = 0
+    lake: Lake,
+    plan: GenerationPlan,
+    ab: AbSettings,
+    curation: CurationSettings,
+    seed: int = 0,
+    judge: JudgeDataConfig | None = None,
 ) -> tuple[user_simulator.SimulatedReadout, dict]:
     """The readout of simulated users acting on the engagement model's scores of both arms' eval replies."""
     responses = gen_table(lake, "eval_responses", plan)
     if responses.is_empty():
         raise ValueError(f"{plan.generation} has no eval_responses: materialize offline_eval first")
     responses = responses.filter(pl.col("slice").is_in(SLICES))
-    # every deduped served turn of the window, not the sampled pool: the held-out users' turns outside the
-    # replayed conversations are few in the pool (a 2-day window leaves a few dozen), and many more here
-    pool, unique = read_window(lake, "prompts", plan), read_window(lake, "unique_prompts", plan)
-    turns = unique if unique.height else pool
-    # the eval prompts come from the deduped turns, so their conversations are found there
+    # every deduped served turn up to the window's end, not the sampled pool: a 2-day pool holds a few dozen
+    # users; the training users of every earlier day teach it, the window's held-out users validate it
+    judge = judge or JudgeDataConfig()
+    turns = read_history(lake, "unique_prompts", plan, judge.max_earlier_days)
+    if turns.is_empty():
+        turns = read_history(lake, "prompts", plan, judge.max_earlier_days).drop("split", strict=False)
+    rows = time_ordered_split(turns, plan.day_dates, curation.sampling_config(), judge)
+    # the eval prompts come from the deduped turns (of the window, or pooled from earlier days' held-out users)
     replayed = turns.filter(pl.col("prompt_id").is_in(responses["prompt_id"].unique().implode()))
     simulator, counters = user_simulator.fit_user_simulator(
-        user_simulator.turns_from_prompts(turns),
-        excluded_users=reward_model_users(pool, unique, curation),
+        user_simulator.turns_from_prompts(rows.train),
+        excluded_users=sorted(rows.held_out_users),
         excluded_conversations=replayed["conversation_id"].unique().to_list(),
         config=user_simulator.UserSimulatorConfig(
             min_rows=ab.simulator_min_rows,
@@ -91,12 +88,14 @@ def simulate_from_users(
             refits=ab.simulator_refits,
             seed=seed,
         ),
+        validation=user_simulator.turns_from_prompts(rows.validation),
     )
     replies = user_simulator.ArmReplies.from_responses(responses, plan.parent, plan.generation)
     experiment = ab.sim_config(plan.days[-1], seed=run_seed(plan, seed), cls=user_simulator.SimulatedAbConfig)
     analysis = ab.ab_config(start=experiment.start, seed=seed)
     out = user_simulator.simulated_readout(simulator, replies, experiment, analysis)
-    return out, {**counters, **{k: v for k, v in simulator.summary.items() if k != "data_sha256"}}
+    summary = {k: v for k, v in simulator.summary.items() if k != "data_sha256"}
+    return out, {**counters, **summary, "training_data": rows.counters}
 
 
 def calibration(ab: AbSettings, plan: GenerationPlan, seed: int = 0) -> tuple[bool, dict]:
@@ -131,7 +130,7 @@ def calibration(ab: AbSettings, plan: GenerationPlan, seed: int = 0) -> tuple[bo
     description="Online A/B readout of the new generation (treatment) against its parent (control) over a 7-day "
     "window: breadth and depth per arm, lifts with delta-method and bootstrap 95% CIs, p-values, the SRM test and "
     "a verdict. Default source: SIMULATED users acting on an engagement model's scores of both arms' eval "
-    "replies (an engagement model trained on users the reward models never saw).",
+    "replies (an engagement model of its own backbone, validated on the window's held-out users).",
     check_specs=[
         dg.AssetCheckSpec(
             "sample_ratio",
@@ -157,7 +156,7 @@ def ab_readout(
     config, simulated = ab.ab_config(seed=seed), ab.source != "lake"
     simulator, extra, evidence = None, {}, {}
     if ab.source == "users":
-        out, sim_summary = simulate_from_users(lake, plan, ab, curation, seed)
+        out, sim_summary = simulate_from_users(lake, plan, ab, curation, seed, generation.judge_data_config())
         exposures, events, readout, simulator = out.exposures, out.events, out.readout, out.model
         evidence = out.evidence
         write_generation_table(lake, "ab_sim_scores", plan, out.scores)

@@ -22,7 +22,8 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from assets.resources import FlywheelSettings
+from assets.resources import FlywheelSettings, library_field
+from pipeline.judge_data import JudgeDataConfig
 from pipeline.lake import Lake, Partition, atomic_write_text
 from training.generation_plan import BASE, GenerationPlan, plan_generation
 
@@ -80,6 +81,7 @@ class GenerationSettings(dg.ConfigurableResource):
         default=None, description="folder or file of human annotations (JSONL, see training/annotations.py)"
     )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
+    max_earlier_days: int = library_field(JudgeDataConfig, "max_earlier_days")
     seed: int = Field(
         default_factory=lambda: int(os.environ.get("FLYWHEEL_SEED") or 0),
         description="one seed for every random choice of the models: gen-0's pre-training, reply sampling, the "
@@ -87,6 +89,13 @@ class GenerationSettings(dg.ConfigurableResource):
         "simulations (never the traffic's user split, which is part of the data) (env FLYWHEEL_SEED, `make "
         "flywheel SEED=n`)",
     )
+
+    def judge_data_config(self, min_slice_users: int | None = None) -> JudgeDataConfig:
+        """The judges' data settings; `min_slice_users` is the release's (the minimum its win-rate gates ask for),
+        which evaluation slices are pooled up to."""
+        if min_slice_users is None:
+            return JudgeDataConfig(max_earlier_days=self.max_earlier_days)
+        return JudgeDataConfig(max_earlier_days=self.max_earlier_days, min_slice_users=min_slice_users)
 
 
 def run_seed(plan: GenerationPlan, seed: int) -> int:

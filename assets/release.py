@@ -39,9 +39,10 @@ from evaluation.generation_report import GENERATIONS, GenerationReportConfig, wr
 from evaluation.offline_eval import GATES, SLICES, STAGE, evaluate, trained_prompts
 from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, lineage_inputs
 from evaluation.winrate import EVAL_RECORDS_SCHEMA
+from pipeline.judge_data import JudgeDataConfig, PooledSlices, pooled_slices, time_ordered_split
 from pipeline.lake import Lake, Partition
-from pipeline.sampling import held_out_prompts
-from training.generation_plan import read_window
+from pipeline.sampling import SamplingConfig, held_out_prompts
+from training.generation_plan import read_history, read_window
 
 
 def _training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan, pool: pl.DataFrame) -> pl.DataFrame:
@@ -51,6 +52,26 @@ def _training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPl
         if rows.is_file():
             ids[name] = pl.read_parquet(rows, columns=["prompt_id"])["prompt_id"].to_list()
     return trained_prompts(ids, gen_table(lake, "candidate_prompts", plan), pool)
+
+
+def held_out_slices(
+    lake: Lake, plan: GenerationPlan, pool: pl.DataFrame, sampling: SamplingConfig, judge: JudgeDataConfig
+) -> PooledSlices:
+    """The prompts the generation is evaluated on: every deduped turn of the window's held-out users
+    (`held_out_prompts`) and, in a slice with fewer than `judge.min_slice_users` users, held-out users of earlier
+    days that nothing trained on (neither the judges' training users nor the pools' `train` splits)."""
+    history = read_history(lake, "unique_prompts", plan, judge.max_earlier_days)
+    start = plan.day_dates[0]
+    window = history.filter(pl.col("day") >= start) if history.height else history
+    earlier = history.filter(pl.col("day") < start) if history.height else history
+    held_out = held_out_prompts(window, pool, sampling)
+    if earlier.is_empty():
+        return pooled_slices(held_out, earlier, sampling, judge)
+    pools = read_history(lake, "prompts", plan, judge.max_earlier_days)
+    trained = set(time_ordered_split(history, plan.day_dates, sampling, judge).train["user_hash"].drop_nulls())
+    if pools.height:
+        trained |= set(pools.filter(pl.col("split") == "train")["user_hash"].drop_nulls())
+    return pooled_slices(held_out, earlier, sampling, judge, trained_users=trained)
 
 
 def _gate_check(name: str, gate: release_gates.GateResult) -> dg.AssetCheckResult:
@@ -90,7 +111,10 @@ def offline_eval(
     pool = read_window(lake, "prompts", plan)
     if pool.is_empty():
         raise ValueError(f"no pool prompts for the days {plan.days}: materialize the consolidation job for them")
-    held_out = held_out_prompts(read_window(lake, "unique_prompts", plan), pool, curation.sampling_config())
+    judge = generation.judge_data_config(release.min_slice_users)
+    slices = held_out_slices(lake, plan, pool, curation.sampling_config(), judge)
+    held_out = slices.rows
+    write_generation_table(lake, "eval_slice_users", plan, slices.users)
     # the judges embed with the embedder their features were trained on (the curation's)
     judges = tuple(load_scorer(settings, plan.generation, k, curation) for k in ("pointwise", "pairwise"))
     result = evaluate(
@@ -113,6 +137,9 @@ def offline_eval(
         "parent": plan.parent,
         "release": dg.MetadataValue.md(f"**{decision.severity}**: {decision.detail}"),
         "eval_prompts": dg.MetadataValue.json({s: int((ev.evals["split"] == s).sum()) for s in SLICES}),
+        # users per slice: the window's held-out users and those pooled from earlier days (`eval_slice_users`)
+        "slice_users": dg.MetadataValue.json(slices.users_per_slice()),
+        "slice_pooling_left_out": dg.MetadataValue.json(slices.dropped),
         **{name: preview_table(frame, 20) for name, frame in ev.overview().items()},
         "following_rate/new": ev.following_rate("new"),
         "drops_by_reason": counts_table(dict(result.drops.group_by("reason_code").len().iter_rows())),

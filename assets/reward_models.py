@@ -11,16 +11,24 @@ import polars as pl
 from assets.checks import result
 from assets.curation import CurationSettings
 from assets.generation import BASE, GROUP_PRE, GenerationPlan, GenerationSettings, current_plan, reward_model_dir
+from assets.metadata import preview_table
 from assets.resources import FlywheelSettings
 from pipeline.digest import frame_digest
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from quality.outcomes import WARNING, CheckOutcome
 from training.cards import write_model_card
-from training.generation_plan import training_prompts
+from training.generation_plan import capped_sample, judge_rows
 from training.rewards.annotations import read_annotation_source
+from training.rewards.engagement_label import TARGET, choose_label, with_target
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
-from training.rewards.reward_eval import RewardEvalConfig, evaluate_reward_model, split_by_day, split_pairs
+from training.rewards.reward_eval import (
+    EVAL_METRICS,
+    RewardEvalConfig,
+    evaluate_reward_model,
+    split_by_day,
+    split_pairs,
+)
 from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
 
 
@@ -64,7 +72,7 @@ def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataF
     held_out = {
         f"held_out/{r['section']}/{r['metric']}": r["value"]
         for r in metrics.filter(pl.col("value").is_not_null()).iter_rows(named=True)
-        if r["section"] in ("pointwise", "pairwise")
+        if r["section"] in ("pointwise", "pairwise", "label")
     }
     write_model_card(
         target,
@@ -73,7 +81,16 @@ def _card(target: Path, kind: str, model, train: pl.DataFrame, metrics: pl.DataF
         data_hashes={"train_rows": frame_digest(train.select(sorted(c for c in train.columns if c.endswith("_id"))))},
         metrics={k: v for k, v in model.metadata.items() if k != "config"} | held_out,
         library_name="pytorch",
-        summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`).",
+        summary=f"A {kind} reward head on frozen sentence embeddings (`training.rewards.reward_embedding`), "
+        "trained on the training users of every curated day up to its generation's window (`training_data`) and "
+        f"validated on {model.metadata.get('validation', 'held-out data')}."
+        + (
+            f" It learns the engagement label `{model.metadata['label_choice']['label']}`, chosen among continued, "
+            "reply length and depth after the turn by its discrimination within turn-position strata on the "
+            "validation rows (`held_out/label/...`; the chosen label's metrics are measured on the same rows)."
+            if "label_choice" in model.metadata
+            else ""
+        ),
     )
 
 
@@ -91,6 +108,24 @@ def _write_metrics(lake: Lake, plan: GenerationPlan, kind: str, metrics: pl.Data
     )
 
 
+MIN_VALIDATION_ROWS = 20
+
+
+def label_rows(measurements: pl.DataFrame) -> pl.DataFrame:
+    """The engagement-label measurements as `EVAL_METRICS` rows (section `label`): each candidate's AUC within
+    turn-position strata next to a length-only scorer's, flagged when it does not beat it."""
+    return measurements.select(
+        pl.lit("label").alias("section"),
+        pl.format("stratified_auc[{}]", "label").alias("metric"),
+        pl.col("stratified_auc").alias("value"),
+        pl.col("length_stratified_auc").alias("length_baseline"),
+        pl.lit(0.5).alias("random_baseline"),
+        pl.col("rows_in_strata").alias("n"),
+        (pl.col("stratified_auc") <= pl.col("length_stratified_auc")).alias("flag"),
+        pl.col("detail"),
+    ).cast(dict(EVAL_METRICS))
+
+
 def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
     row = _metric(metrics, section, metric)
     if row is None or row["value"] is None:
@@ -105,8 +140,10 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
     deps=["engagement_labels"],
     group_name=GROUP_PRE,
     kinds={"pytorch"},
-    description="Pointwise engagement reward model: p(continue) and expected reply length of a response in its "
-    "context, trained on the window's served responses, validated on the last day (held out).",
+    description="Pointwise engagement reward model: p(engaged) and expected reply length of a response in its "
+    "context, trained on the training users' served responses of every curated day up to the window, validated "
+    "on the window's held-out users; the engagement label (continued, reply length or depth after the turn) is "
+    "the one that discriminates best within turn-position strata.",
     check_specs=[
         dg.AssetCheckSpec(
             "beats_length_baseline",
@@ -124,29 +161,49 @@ def reward_model_pointwise(
 ):
     plan, lake = current_plan(settings), settings.lake()
     seed = generation.seed
-    prompts = training_prompts(lake, plan, generation.reward_train_rows, seed, curation.sampling_config())
-    if prompts["day"].n_unique() > 1:
-        train, held_out = split_by_day(prompts, eval_days=1)
-    else:  # a one-day window: hold out a seeded fifth instead
-        mask = pl.Series(np.random.default_rng(seed).random(prompts.height) < 0.2)
-        train, held_out = prompts.filter(~mask), prompts.filter(mask)
-    model = EmbeddingRewardModel.fit_pointwise(
-        train, head_config(settings, curation, "pointwise", seed), embed_fn=cached_embed_fn(settings, curation)
-    )
+    rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
+    train, held_out = capped_sample(rows.train, generation.reward_train_rows, seed), rows.validation
+    validation = "the window's held-out users"
+    if held_out.height < MIN_VALIDATION_ROWS or held_out["continued"].drop_nulls().n_unique() < 2:
+        # too few held-out users in the window to measure on: the training users' latest day (or a seeded
+        # fifth of their rows) validates instead, and the metadata says so
+        validation = f"the training users' {'latest day' if train['day'].n_unique() > 1 else 'seeded fifth'}"
+        if train["day"].n_unique() > 1:
+            train, held_out = split_by_day(train, eval_days=1)
+        else:
+            mask = pl.Series(np.random.default_rng(seed).random(train.height) < 0.2)
+            train, held_out = train.filter(~mask), train.filter(mask)
+    embed_fn = cached_embed_fn(settings, curation)
+
+    def fit(frame: pl.DataFrame) -> EmbeddingRewardModel:
+        return EmbeddingRewardModel.fit_pointwise(
+            frame, head_config(settings, curation, "pointwise", seed), embed_fn=embed_fn, label=TARGET
+        )
+
+    choice = choose_label(train, held_out, fit)
+    model = choice.model
+    model.metadata |= {"label_choice": choice.summary(), "training_data": rows.counters, "validation": validation}
     target = _save(model, reward_model_dir(settings, plan.generation, "pointwise"))
+    train, held_out = (with_target(f, choice.label, choice.threshold) for f in (train, held_out))
     metrics = evaluate_reward_model(
         model,
         eval_prompts=held_out,
         train_prompts=train,
         out_dir=_eval_dir(settings, plan, "pointwise"),
         config=RewardEvalConfig(seed=seed),
+        label=TARGET,
     )
+    metrics = pl.concat([metrics, label_rows(choice.measurements)])
     _write_metrics(lake, plan, "pointwise", metrics)
     _card(target, "pointwise", model, train, metrics)
     yield dg.MaterializeResult(
         metadata={
             "generation": plan.generation,
+            "label": choice.label,
+            "label_choice": preview_table(choice.measurements.with_columns(pl.col(pl.Float64).round(4))),
             "train_rows": int(model.metadata.get("n_train", train.height)),
+            "training_data": dg.MetadataValue.json(rows.counters),
+            "validation": validation,
             "held_out_rows": held_out.height,
             "positive_rate": float(model.metadata.get("positive_rate", 0.0)),
             **_headline(metrics, "pointwise", "auc"),
@@ -166,8 +223,8 @@ def reward_model_pointwise(
     group_name=GROUP_PRE,
     kinds={"pytorch"},
     description="Pairwise Bradley-Terry preference model, trained on engagement-derived pairs (responses to "
-    "near-identical prompts with clearly different engagement) and human annotation pairs; validated on "
-    "held-out pairs.",
+    "near-identical prompts with clearly different engagement) of the training users of every curated day up to "
+    "the window, and human annotation pairs; validated on the window's held-out users' pairs.",
     check_specs=[
         dg.AssetCheckSpec(
             "beats_length_baseline",
@@ -184,22 +241,26 @@ def reward_model_pairwise(
     curation: CurationSettings,
 ):
     plan, lake = current_plan(settings), settings.lake()
-    # topics are fitted per day, so a cluster id means nothing across days: pair over the whole window
     seed = generation.seed
-    prompts = training_prompts(lake, plan, generation.pair_mining_rows, seed, curation.sampling_config()).drop(
-        "cluster_id", strict=False
-    )
+    rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
+    # topics are fitted per day, so a cluster id means nothing across days: pair over all the days
+    prompts = capped_sample(rows.train, generation.pair_mining_rows, seed).drop("cluster_id", strict=False)
     pairs = engagement_pairs(prompts, EngagementPairsConfig())
-    sources = {"engagement": pairs.height}
+    held_out = engagement_pairs(rows.validation.drop("cluster_id", strict=False), EngagementPairsConfig())
+    sources = {"engagement": pairs.height, "engagement_held_out_users": held_out.height}
     annotations = None
     if generation.annotations_path:
         annotations = read_annotation_source(generation.annotations_path)
         sources["annotation"] = annotations.pairs.height
-        pairs = pl.concat([pairs, annotations.pairs], how="diagonal_relaxed")
+        # annotations carry no user: a seeded fifth of their prompts validates
+        annotated_train, annotated_held = split_pairs(annotations.pairs, eval_fraction=0.2)
+        pairs = pl.concat([pairs, annotated_train], how="diagonal_relaxed")
+        held_out = pl.concat([held_out, annotated_held], how="diagonal_relaxed")
     if pairs.height < 10:
         raise ValueError(
-            f"only {pairs.height} preference pairs in the window {plan.days}: widen `window_days` or add "
-            "annotation pairs (`annotations_path`)"
+            f"only {pairs.height} preference pairs in the days up to the window {plan.days}: raise "
+            "`max_earlier_days` (0 = every earlier day), widen `window_days` or add annotation pairs "
+            "(`annotations_path`)"
         )
     config, embed_fn = RewardEvalConfig(seed=seed), cached_embed_fn(settings, curation)
 
@@ -207,13 +268,20 @@ def reward_model_pairwise(
         head = head_config(settings, curation, "pairwise", seed)
         return EmbeddingRewardModel.fit_pairwise(rows, head, embed_fn=embed_fn)
 
-    train, held_out = split_pairs(pairs, eval_fraction=0.2)
-    # a few held-out pairs cannot tell a model from the length baseline: then every pair is judged by
-    # cross-validation and the saved model learns from all of them
+    train = pairs
+    # a few held-out pairs cannot tell a model from the length baseline: then the training pairs are judged by
+    # cross-validation (held-out users' pairs never train), and the saved model learns from all of them
     cross_validate = held_out.height < config.min_eval_pairs
     if cross_validate:
-        train = held_out = pairs
+        held_out = train
     model = fit(train)
+    validation = (
+        f"{config.cv_folds}-fold cross-validation of the training pairs (fewer than {config.min_eval_pairs} "
+        "held-out pairs)"
+        if cross_validate
+        else "pairs of the window's held-out users" + (" and 20% of the annotation prompts" if annotations else "")
+    )
+    model.metadata |= {"training_data": rows.counters, "validation": validation}
     target = _save(model, reward_model_dir(settings, plan.generation, "pairwise"))
     metrics = evaluate_reward_model(
         model,
@@ -229,9 +297,8 @@ def reward_model_pairwise(
         "pairs_by_source": dg.MetadataValue.json(sources),
         "train_pairs": train.height,
         "held_out_pairs": held_out.height,
-        "validation": f"{config.cv_folds}-fold cross-validation (fewer than {config.min_eval_pairs} held-out pairs)"
-        if cross_validate
-        else "held-out 20% of prompts",
+        "validation": validation,
+        "training_data": dg.MetadataValue.json(rows.counters),
         "train_pair_accuracy": float(model.metadata.get("train_pair_accuracy", 0.0)),
         **_headline(metrics, "pairwise", "pair_accuracy"),
         "path": dg.MetadataValue.path(str(target)),

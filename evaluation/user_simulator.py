@@ -7,9 +7,12 @@ to continue after a given reply, and lets simulated users act on those probabili
 The engagement model predicts `continued` (the user sent another message after the served reply) from the
 user's last turn and the reply. Its backbone is deliberately unlike the reward models' (sentence embeddings
 with a trained head, or a small Llama LM): TF-IDF character n-grams of the reply, word n-grams of the user
-turn and two length features, under a logistic regression (scikit-learn). It is trained only on users the
-reward models never saw (`fit_user_simulator` drops the rows of `excluded_users`, counted), so a policy
-that learnt to please its reward models is not graded by one of them.
+turn and two length features, under a logistic regression (scikit-learn), so a policy that learnt to please
+its reward models is not graded by one of them. It learns from the same users they do, the training users of
+every curated day up to the window (`pipeline.judge_data`: a few held-out users give too little to learn
+from), and is validated on the window's held-out users (`validation`), whose rows and the replayed
+conversations never reach it (`fit_user_simulator` drops `excluded_users` and `excluded_conversations`,
+counted).
 
 The simulated experiment (`simulate_arm_users`): each user is assigned to treatment with probability
 `treatment_share`, exposed on one of the first `exposure_days` days, and lands in one replayed held-out
@@ -177,8 +180,8 @@ class UserSimulator:
         s = self.summary
         lo, hi = self.config.reply_ngrams
         return (
-            f"tfidf-char{lo}-{hi}+logreg engagement model ({s['users']} users disjoint from the reward models', "
-            f"{s['rows']} turns, data sha256 {s['data_sha256'][:12]})"
+            f"tfidf-char{lo}-{hi}+logreg engagement model ({s['users']} training users, {s['rows']} turns, "
+            f"data sha256 {s['data_sha256'][:12]})"
         )
 
     def _features(self, contexts: list[str], replies: list[str]) -> sp.csr_matrix:
@@ -208,11 +211,13 @@ def fit_user_simulator(
     excluded_users: Iterable[str] = (),
     excluded_conversations: Iterable[str] = (),
     config: UserSimulatorConfig | None = None,
+    validation: pl.DataFrame | None = None,
 ) -> tuple[UserSimulator, dict[str, int]]:
     """(simulator, counters) trained on `turns` (`TURN_COLUMNS`: one served reply per row, `context` the user
-    turn before it, `continued` its label). Rows of `excluded_users` (the reward models' training users) and of
-    `excluded_conversations` (the conversations the readout will replay) never reach the model; the counters
-    say how many rows each rule dropped."""
+    turn before it, `continued` its label). Rows of `excluded_users` (users it is validated or judged on) and
+    of `excluded_conversations` (the conversations the readout will replay) never reach the model; the counters
+    say how many rows each rule dropped. Its held-out AUC is measured on `validation` (turns of users it never
+    saw) when given, else on a share of its own users (`holdout_fraction`)."""
     config = config or UserSimulatorConfig()
     missing = [c for c in TURN_COLUMNS if c not in turns.columns]
     if missing:
@@ -221,7 +226,7 @@ def fit_user_simulator(
     frame = turns.select(TURN_COLUMNS)
     rules = [
         ("unlabelled", pl.col("continued").is_null() | pl.col("reply").is_null() | pl.col("user_hash").is_null()),
-        ("reward_model_user", pl.col("user_hash").is_in(list(excluded_users))),
+        ("excluded_user", pl.col("user_hash").is_in(list(excluded_users))),
         ("replayed_conversation", pl.col("conversation_id").is_in(list(excluded_conversations))),
     ]
     for reason, rule in rules:
@@ -233,27 +238,42 @@ def fit_user_simulator(
     per_class = dict(zip(counts["continued"].to_list(), counts["count"].to_list()))
     if frame.height < config.min_rows or min(per_class.get(True, 0), per_class.get(False, 0)) < config.min_per_class:
         raise ValueError(
-            f"the user simulator has {frame.height} usable turns ({per_class}) after dropping reward-model users "
-            f"and replayed conversations; it needs >= {config.min_rows} with >= {config.min_per_class} of each "
-            "label: widen the generation's window of days or the held-out share of users"
+            f"the user simulator has {frame.height} usable turns ({per_class}) after dropping excluded users and "
+            f"replayed conversations; it needs >= {config.min_rows} with >= {config.min_per_class} of each "
+            "label: widen the generation's window of days or let it read more earlier days (`max_earlier_days`, "
+            "0 = every one)"
         )
-    held = _held_users(frame["user_hash"], config.holdout_fraction, config.seed)
-    train, test = frame.filter(~held), frame.filter(held)
+    if validation is not None:
+        train = frame
+        test = (
+            validation.select(TURN_COLUMNS)
+            .filter(
+                pl.col("continued").is_not_null()
+                & pl.col("reply").is_not_null()
+                & ~pl.col("user_hash").is_in(train["user_hash"].unique().implode())
+            )
+            .with_columns(pl.col("context").fill_null(""), pl.col("continued").cast(pl.Boolean))
+        )
+    else:
+        held = _held_users(frame["user_hash"], config.holdout_fraction, config.seed)
+        train, test = frame.filter(~held), frame.filter(held)
     if train["continued"].n_unique() < 2:
         train, test = frame, frame.head(0)
 
-    auc = None
+    auc, fitted = None, None
     if test.height and test["continued"].n_unique() == 2:
-        probe = UserSimulator(config, *_fit(train, config), {})
+        fitted = _fit(train, config)
+        probe = UserSimulator(config, *fitted, {})
         auc = float(roc_auc_score(test["continued"].to_numpy(), probe.p_continue(test["context"], test["reply"])))
     # the simulator used by the readout learns from every kept user; the held-out AUC describes its recipe
-    reply_vec, context_vec, model = _fit(frame, config)
+    reply_vec, context_vec, model = fitted if fitted is not None and train is frame else _fit(frame, config)
     summary = {
         "rows": frame.height,
         "users": frame["user_hash"].n_unique(),
         "continued_rate": float(frame["continued"].mean()),
         "heldout_auc": auc,
         "heldout_rows": test.height,
+        "heldout_users": test["user_hash"].n_unique(),
         "data_sha256": rows_digest(frame.select("context", "reply", "continued").iter_rows()),
     }
     counters["rows_used"] = frame.height

@@ -15,8 +15,9 @@ from typing import TypeVar
 
 import polars as pl
 
+from pipeline.judge_data import JudgeDataConfig, TimeOrderedSplit, history_days, time_ordered_split
 from pipeline.lake import Lake
-from pipeline.sampling import SamplingConfig, assign_split
+from pipeline.sampling import SamplingConfig
 
 BASE = "gen-0"
 # days as dates or ISO strings: both sort in time order
@@ -96,21 +97,45 @@ def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
 
-def training_prompts(
-    lake: Lake, plan: GenerationPlan, cap: int, seed: int = 0, sampling: SamplingConfig | None = None
-) -> pl.DataFrame:
-    """The window's unique prompts of training users only (held-out users never teach a reward model),
-    with their topic, capped to `cap` rows by a seeded sample spread over the days."""
-    prompts = read_window(lake, "unique_prompts", plan)
+def read_history(lake: Lake, table: str, plan: GenerationPlan, max_earlier_days: int = 0) -> pl.DataFrame:
+    """`table` over every day up to the window's last that the judges may read (`judge_data.history_days`)."""
+    days = history_days(lake.days(table), plan.day_dates, max_earlier_days) if lake.exists(table) else []
+    parts = [lake.read(table, d) for d in days]
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+
+
+def judge_rows(
+    lake: Lake, plan: GenerationPlan, sampling: SamplingConfig | None = None, judge: JudgeDataConfig | None = None
+) -> TimeOrderedSplit:
+    """The reward models' unique prompts with their topic, in time order (`pipeline.judge_data`): training users'
+    rows of every curated day up to the window (bounded by `judge`; the window alone without it) and the
+    window's held-out users' rows to validate on."""
+    history = read_history(lake, "unique_prompts", plan, judge.max_earlier_days) if judge else pl.DataFrame()
+    prompts = history if history.height else read_window(lake, "unique_prompts", plan)
     if prompts.is_empty():
         raise ValueError(f"no unique_prompts for the days {plan.days}: materialize the consolidation job for them")
-    topics = read_window(lake, "topic_assignments", plan)
+    topics = read_history(lake, "topic_assignments", plan, judge.max_earlier_days) if judge else pl.DataFrame()
+    topics = topics if topics.height else read_window(lake, "topic_assignments", plan)
     if topics.height:
         prompts = prompts.join(
             topics.select(pl.col("row_id").alias("prompt_id"), "cluster_id"), on="prompt_id", how="left"
         )
-    split = assign_split(prompts["user_hash"], prompts["source"], sampling or SamplingConfig())
-    prompts = prompts.filter(split == "train")
-    if prompts.height > cap:
-        prompts = prompts.sample(cap, seed=seed).sort("day", "prompt_id")
-    return prompts
+    return time_ordered_split(prompts, plan.day_dates, sampling or SamplingConfig(), judge or JudgeDataConfig())
+
+
+def capped_sample(prompts: pl.DataFrame, cap: int, seed: int = 0) -> pl.DataFrame:
+    return prompts.sample(cap, seed=seed).sort("day", "prompt_id") if prompts.height > cap else prompts
+
+
+def training_prompts(
+    lake: Lake,
+    plan: GenerationPlan,
+    cap: int,
+    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+    judge: JudgeDataConfig | None = None,
+) -> pl.DataFrame:
+    """Unique prompts of training users only (held-out users never teach a reward model), with their topic,
+    capped to `cap` rows by a seeded sample spread over the days: the window's, or with `judge` every curated
+    day up to the window's end (`judge_rows`)."""
+    return capped_sample(judge_rows(lake, plan, sampling, judge).train, cap, seed)

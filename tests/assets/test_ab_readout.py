@@ -74,13 +74,21 @@ def _responses(pool: pl.DataFrame, treatment: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _run(tmp_path, treatment: list[str], unique_extra: int = 0, eval_outside_pool: bool = False, min_users: int = 2):
+def _run(
+    tmp_path,
+    treatment: list[str],
+    unique_extra: int = 0,
+    eval_outside_pool: bool = False,
+    earlier: str | None = None,
+    min_users: int = 2,
+):
     home = tmp_path / "home"
     settings = FlywheelSettings(home=str(home))
     lake = Lake(home)
-    pools = [_pool(d, k) for k, d in enumerate(DAYS)]
+    days = ([earlier] if earlier else []) + DAYS
+    pools = [_pool(d, k) for k, d in enumerate(days)]
     evals = pools[-1]
-    for d, p in zip(DAYS, pools):
+    for d, p in zip(days, pools):
         lake.write("prompts", date.fromisoformat(d), p)
         if unique_extra:
             # the day's deduped prompts: the sampled pool is a subset of them
@@ -125,10 +133,13 @@ def test_users_prefer_the_warmer_arm(tmp_path):
     assert (lifts["prompt_ci_low"] > 0).all() and (lifts["prompt_ci_high"] >= lifts["prompt_ci_low"]).all()
     assert meta["verdict"].value == "ship" and "simulated from" in meta["source"].value
     summary = meta["simulator"].value
-    # trained on held-out users only, and never on the conversations it replays
-    assert summary["dropped_reward_model_user"] == 2 * 120
-    assert summary["dropped_replayed_conversation"] == 40
-    assert summary["rows_used"] == 2 * 240 - 2 * 120 - 40
+    # trained on the training users of the days up to the window, never on the held-out users it is validated on
+    # nor on the conversations it replays
+    data = summary["training_data"]
+    assert summary["rows_read"] == data["train_rows"] and data["train_days"] == 2
+    assert data["dropped_held_out_user"] > 0 and summary["dropped_excluded_user"] == 0
+    assert summary["rows_used"] == data["train_rows"] - summary["dropped_replayed_conversation"]
+    assert summary["heldout_users"] == data["validation_users"] and summary["heldout_auc"] > 0.7
     scores = lake.read("ab_sim_scores", gen)
     assert scores.height == 40 and (scores["p_continue_treatment"] > scores["p_continue_control"]).all()
     assert checks["sample_ratio"].passed and checks[CALIBRATION].passed
@@ -146,22 +157,29 @@ def test_the_simulator_learns_from_every_deduped_turn_of_the_window(tmp_path):
     # the sampled pool leaves few held-out turns outside the replayed conversations; the deduped prompts have more
     _, meta, checks = _run(tmp_path, WARM, unique_extra=400)
     summary = meta["simulator"].value
-    assert summary["rows_read"] == 2 * (240 + 400)
-    # the new users the sampling rule holds out are learnt from; its training users and the replayed conversations
-    # are not
-    dropped = summary["dropped_reward_model_user"] + summary["dropped_replayed_conversation"]
-    assert summary["rows_used"] == 2 * (240 + 400) - dropped
-    assert summary["dropped_reward_model_user"] >= 2 * 120 and summary["rows_used"] >= 50
+    data = summary["training_data"]
+    # every deduped turn is read: the training users' teach it, the held-out users' validate it
+    assert data["train_rows"] + data["dropped_held_out_user"] == 2 * (240 + 400)
+    assert summary["rows_used"] == data["train_rows"] - summary["dropped_replayed_conversation"]
+    assert summary["rows_used"] >= 50 and summary["heldout_rows"] == data["validation_rows"]
     assert meta["verdict"].value == "ship" and checks["sample_ratio"].passed
 
 
+def test_the_simulator_learns_from_the_days_before_the_window(tmp_path):
+    _, meta, _ = _run(tmp_path, WARM, unique_extra=100, earlier="2026-01-03")
+    data = meta["simulator"].value["training_data"]
+    assert data["train_days"] == 3 and data["dropped_after_window"] == 0
+
+
 def test_the_conversations_replayed_from_outside_the_pool_are_not_learnt_from(tmp_path):
-    # the eval prompts are held-out deduped turns, not pool rows: their conversations are still found and left out
+    # the eval prompts are held-out deduped turns, not pool rows: held-out users the simulator is validated on and
+    # never reads, so there is nothing of theirs to drop
     lake, meta, _ = _run(tmp_path, WARM, unique_extra=400, eval_outside_pool=True)
     replayed = lake.read("eval_responses", Partition.generation("gen-1"))["prompt_id"].n_unique()
     assert replayed >= 20
     summary = meta["simulator"].value
-    assert summary["dropped_replayed_conversation"] == replayed
+    assert summary["dropped_replayed_conversation"] == 0 and summary["dropped_excluded_user"] == 0
+    assert summary["rows_used"] == summary["training_data"]["train_rows"]
 
 
 def test_a_simulator_below_its_users_minimum_gives_insufficient_evidence(tmp_path):

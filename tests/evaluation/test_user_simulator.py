@@ -48,17 +48,34 @@ def test_engagement_model_learns_the_signal_and_never_sees_excluded_users():
     # 40% of the users held out: the AUC of a smaller held-out set swings by ~0.06 with the split alone
     held = UserSimulatorConfig(holdout_fraction=0.4)
     sim, counters = fit_user_simulator(turns, excluded_users=excluded, excluded_conversations=["c1"], config=held)
-    assert counters["dropped_reward_model_user"] == 40 * 4
+    assert counters["dropped_excluded_user"] == 40 * 4
     assert counters["dropped_replayed_conversation"] == 4
     assert counters["rows_used"] == turns.height - 41 * 4 == sim.summary["rows"]
     assert sim.summary["users"] == 120 - 41
     assert sim.summary["heldout_auc"] > 0.75
     p = sim.p_continue(["I went hiking"] * 2, ["Oh nice, tell me more, how did it go?", "no."])
     assert p[0] > p[1] + 0.3
-    assert "logreg" in sim.name and "users disjoint" in sim.name
+    assert "logreg" in sim.name and f"{120 - 41} training users" in sim.name
     # the training data is named by its content hash: excluding other users changes it
     other, _ = fit_user_simulator(turns, excluded_users=excluded[:-1])
     assert other.summary["data_sha256"] != sim.summary["data_sha256"]
+
+
+def test_the_simulator_is_validated_on_users_it_never_saw():
+    turns, others = (
+        _turns(),
+        _turns(n_users=30, seed=1).with_columns(pl.format("other{}", "user_hash").alias("user_hash")),
+    )
+    # a validation user who is also in the training turns is not a validation user
+    validation = pl.concat([others, turns.filter(pl.col("user_hash") == "user0")])
+    sim, counters = fit_user_simulator(turns, validation=validation)
+    assert sim.summary["rows"] == turns.height and sim.summary["users"] == 120
+    assert sim.summary["heldout_rows"] == others.height and sim.summary["heldout_users"] == 30
+    assert sim.summary["heldout_auc"] > 0.75
+    # it learns from every training turn: the same model as without a validation set
+    alone, _ = fit_user_simulator(turns, config=UserSimulatorConfig(holdout_fraction=0.0))
+    replies = WARM + COLD
+    assert np.allclose(sim.p_continue(["I went hiking"] * 4, replies), alone.p_continue(["I went hiking"] * 4, replies))
 
 
 def test_too_few_turns_fail_with_the_fix():

@@ -275,23 +275,30 @@ class EmbeddingRewardModel:
 
     @classmethod
     def fit_pointwise(
-        cls, prompts: pl.DataFrame, config: EmbeddingHeadConfig | None = None, embed_fn: EmbedFn | None = None
+        cls,
+        prompts: pl.DataFrame,
+        config: EmbeddingHeadConfig | None = None,
+        embed_fn: EmbedFn | None = None,
+        label: str = "continued",
     ) -> EmbeddingRewardModel:
-        """Train p(continue) and reply length on `prompts` rows (history, served_response, continued, reply_len).
+        """Train p(label) and reply length on `prompts` rows (history, served_response, `label`, reply_len);
+        `label` is a boolean column, `continued` by default (`training.rewards.engagement_label` builds others).
 
-        Rows with a null `continued` or response are skipped (`metadata['skipped_rows']` counts them).
+        Rows with a null label or response are skipped (`metadata['skipped_rows']` counts them).
         """
         config = config or EmbeddingHeadConfig()
         if config.kind != "pointwise":
             raise ValueError("fit_pointwise needs EmbeddingHeadConfig(kind='pointwise')")
-        usable = prompts.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
-        if usable.height < 2 or usable["continued"].n_unique() < 2:
-            raise ValueError("pointwise training needs at least one continued and one not-continued response")
+        if label not in prompts.columns:
+            raise ValueError(f"the training rows lack the label column {label!r}")
+        usable = prompts.filter(pl.col(label).is_not_null() & pl.col("served_response").is_not_null())
+        if usable.height < 2 or usable[label].n_unique() < 2:
+            raise ValueError(f"pointwise training needs at least one positive and one negative `{label}` response")
         embed_fn = embed_fn or sentence_embedder(
             config.embedding_model, device=config.device, backend=config.embedding_backend
         )
         contexts, responses = prompt_contexts(usable), usable["served_response"].to_list()
-        y = usable["continued"].cast(pl.Float32).to_numpy()
+        y = usable[label].cast(pl.Float32).to_numpy()
         reply = (
             usable["reply_len"].fill_null(0).clip(0, None)
             if "reply_len" in usable.columns
@@ -320,6 +327,7 @@ class EmbeddingRewardModel:
         model.metadata.update(
             {
                 "n_train": int(len(y)),
+                "label": label,
                 "skipped_rows": prompts.height - usable.height,
                 "positive_rate": float(y.mean()),
                 "final_loss": losses[-1],

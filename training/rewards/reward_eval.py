@@ -240,17 +240,17 @@ def _length_feature(responses: list[str]) -> np.ndarray:
     return np.log1p(np.array([len(r) for r in responses], dtype=np.float64)).reshape(-1, 1)
 
 
-def _length_probabilities(eval_resp: list[str], y: np.ndarray, train: pl.DataFrame | None, seed: int) -> np.ndarray:
+def _length_probabilities(
+    eval_resp: list[str], y: np.ndarray, train: pl.DataFrame | None, seed: int, label: str = "continued"
+) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     x = _length_feature(eval_resp)
-    if train is not None:
-        train = train.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
-        if train["continued"].n_unique() == 2:
-            clf = LogisticRegression().fit(
-                _length_feature(train["served_response"].to_list()), train["continued"].to_numpy()
-            )
+    if train is not None and label in train.columns:
+        train = train.filter(pl.col(label).is_not_null() & pl.col("served_response").is_not_null())
+        if train[label].n_unique() == 2:
+            clf = LogisticRegression().fit(_length_feature(train["served_response"].to_list()), train[label].to_numpy())
             return clf.predict_proba(x)[:, 1]
     folds = int(min(5, np.bincount(y.astype(int)).min()))
     if folds < 2:
@@ -278,14 +278,16 @@ def pointwise_metrics(
     config: RewardEvalConfig,
     train_prompts: pl.DataFrame | None = None,
     out_dir: str | Path | None = None,
+    label: str = "continued",
 ) -> list[dict]:
-    df = prompts.filter(pl.col("continued").is_not_null() & pl.col("served_response").is_not_null())
-    y = df["continued"].cast(pl.Int8).to_numpy()
+    """Pointwise metrics against the boolean column `label` (what the model learnt; `continued` by default)."""
+    df = prompts.filter(pl.col(label).is_not_null() & pl.col("served_response").is_not_null())
+    y = df[label].cast(pl.Int8).to_numpy()
     if len(y) == 0:
         return []
     responses = df["served_response"].to_list()
     score = np.asarray(model.score(prompt_contexts(df), responses), dtype=np.float64)
-    length = _length_probabilities(responses, y, train_prompts, config.seed)
+    length = _length_probabilities(responses, y, train_prompts, config.seed, label)
     rand = np.random.default_rng(config.seed).uniform(size=len(y))
     n = len(y)
     rows = []
@@ -317,7 +319,7 @@ def pointwise_metrics(
             {"model": probs[0], "length-only": probs[1]},
             Path(out_dir) / "reliability.png",
             config.n_bins,
-            title=f"p(continue) reliability, n={n}",
+            title=f"p({label}) reliability, n={n}",
         )
         rows.append(_row("plot", "reliability", None, n=n, detail=str(path)))
     return rows
@@ -389,20 +391,22 @@ def evaluate_reward_model(
     out_dir: str | Path | None = None,
     config: RewardEvalConfig | None = None,
     cross_validate: Callable[[pl.DataFrame], RewardModel] | None = None,
+    label: str = "continued",
 ) -> pl.DataFrame:
     """The validation report of one model as an `EVAL_METRICS` frame (see the module docstring).
 
     The artifact probe modifies a seeded sample of the held-out served responses (or, without
     prompts, of the held-out chosen responses). With `cross_validate` (a function fitting a model on
     pairs), the pair metrics come from `config.cv_folds`-fold cross-validation over `eval_pairs`
-    (each pair scored by a model that never saw it), and their detail says so.
+    (each pair scored by a model that never saw it), and their detail says so. `label` is the boolean column
+    of `eval_prompts` (and `train_prompts`) a pointwise model learnt.
     """
     config = config or RewardEvalConfig()
     if eval_prompts is None and eval_pairs is None:
         raise ValueError("evaluate_reward_model needs eval_prompts, eval_pairs or both")
     rows: list[dict] = []
     if eval_prompts is not None:
-        rows += pointwise_metrics(model, eval_prompts, config, train_prompts, out_dir)
+        rows += pointwise_metrics(model, eval_prompts, config, train_prompts, out_dir, label)
     if eval_pairs is not None:
         scores = None
         if cross_validate is not None:

@@ -194,6 +194,19 @@ def test_embedding_pointwise_learns_and_round_trips(embed_fn, tmp_path):
         EmbeddingRewardModel.load(tmp_path / "rm", embed_fn=lambda texts: np.ones((len(texts), 8))).score(ctx, resp)
 
 
+def test_embedding_pointwise_learns_the_label_it_is_given(embed_fn):
+    # the dull replies are the positives of this label: a model of `continued` would rank them last
+    train = _prompts(TOPICS[:8], dt.date(2024, 1, 1)).with_columns((~pl.col("continued")).alias("target"))
+    test = _prompts(TOPICS[8:], dt.date(2024, 1, 2)).with_columns((~pl.col("continued")).alias("target"))
+    cfg = EmbeddingHeadConfig(kind="pointwise", epochs=60, batch_size=16, use_style=False)
+    model = EmbeddingRewardModel.fit_pointwise(train, cfg, embed_fn=embed_fn, label="target")
+    assert model.metadata["label"] == "target"
+    p = model.score(prompt_contexts(test), test["served_response"].to_list())
+    assert roc_auc_score(test["target"].to_numpy(), p) > 0.9
+    with pytest.raises(ValueError, match="label column"):
+        EmbeddingRewardModel.fit_pointwise(train, cfg, embed_fn=embed_fn, label="nothing")
+
+
 def test_embedding_pairwise_learns_and_round_trips(embed_fn, tmp_path):
     train = _pairs(_prompts(TOPICS[:8], dt.date(2024, 1, 1)))
     test = _pairs(_prompts(TOPICS[8:], dt.date(2024, 1, 2)))
