@@ -37,8 +37,12 @@ def conversations(n_train: int, n_prompts: int, seed: int = 0) -> tuple[list[lis
         turns = [" ".join(m["text"] for m in turn) for turn in conv["messages"]]
         convs.append([{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)])
     random.Random(seed).shuffle(convs)
-    prompts = [c[:3] for c in convs[n_train:] if len(c) >= 4][:n_prompts]
-    return convs[:n_train], prompts
+    prompts = []
+    for c in convs[-300:]:  # the last conversations are never trained on; each is cut before a later reply
+        cut = next((i for i in range(2, len(c)) if c[i]["role"] == "assistant"), None)
+        if cut is not None:
+            prompts.append(c[:cut])
+    return convs[:n_train], prompts[:n_prompts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             replies, _, _ = sample_replies(
                 PolicyConfig(model_name_or_path=str(folder), cpu_threads=args.threads),
                 prompts,
-                CandidateConfig(num_samples=1, max_new_tokens=48, temperature=0.7, seed=0),
+                CandidateConfig(num_samples=2, max_new_tokens=48, temperature=0.7, seed=0),
             )
             losses = manifest["pretrain"]["loss_curve"]
             print(
                 f"\n{steps} pre-training steps: final loss {losses[-1]:.3f} (first {losses[0]:.3f}), "
                 f"{manifest['n_params']:,} parameters, build time x{took / base_time:.2f} of the first budget"
             )
-            for reply in replies:
+            for reply in replies:  # the first of each prompt's two samples
                 print(f"  | {reply[0]!r}")
     return 0
 
