@@ -26,6 +26,7 @@ from assets.resources import FlywheelSettings, library_field
 from pipeline.judge_data import JudgeDataConfig
 from pipeline.lake import Lake, Partition, atomic_write_text
 from training.generation_plan import BASE, GenerationPlan, plan_generation
+from training.policy.policy_cache import default_cache_root
 
 GROUP_PRE = "pre_herding"
 GROUP_HERD = "herding"
@@ -57,7 +58,15 @@ class GenerationSettings(dg.ConfigurableResource):
     pair_mining_rows: int = Field(
         default=12_000, description="prompts searched for engagement-derived preference pairs"
     )
-    pretrain_steps: int = Field(default=200, description="pre-training steps of the tiny gen-0 policy")
+    # 200 steps leave the tiny policy writing word salad ("I'm a favorite, but I'm been doing that the good");
+    # after 1500 its replies read as chat ("Oh I don't know if I will take a car. I'm not sure why you can do
+    # it!"). The README's gen-0 section has the measurement; the cache makes it a one-time cost per corpus.
+    pretrain_steps: int = Field(default=1500, description="pre-training steps of the tiny gen-0 policy")
+    policy_cache: str = Field(
+        default_factory=lambda: str(default_cache_root()),
+        description="folder where the tiny gen-0 policy is kept per corpus and budget, so it is pre-trained once "
+        "(env FLYWHEEL_CACHE; default $XDG_CACHE_HOME/characterflywheel or ~/.cache/characterflywheel)",
+    )
     steer_samples: int = Field(
         default=8, description="candidates per training-card prompt (rejection sampling against the card's rules)"
     )

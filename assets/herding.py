@@ -49,7 +49,8 @@ from training.policy.datasets_build import (
     build_sft_dataset,
     privacy_pii_check,
 )
-from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
+from training.policy.models import TinyLlamaConfig, corpus_from_prompts
+from training.policy.policy_cache import cached_tiny_policy
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.steer_data import check_candidates, steer_prompts
 
@@ -104,7 +105,8 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         cpu_threads=policy_cpu_threads(generation.policy_model),
         seed=generation.seed,
     )
-    manifest = build_tiny_policy(corpus, tmp, config)
+    # pre-trained once per corpus and budget, then copied from the cache into each home
+    manifest, pretrained = cached_tiny_policy(corpus, tmp, config, generation.policy_cache)
     pretrain = {k: v for k, v in manifest.items() if k != "pretrain"} | manifest.get("pretrain", {})
     write_model_card(
         tmp,
@@ -119,6 +121,8 @@ def policy_base(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         metadata={
             "policy": dg.MetadataValue.path(str(target)),
             "built": True,
+            "pretrained_now": pretrained,
+            "cache_key": manifest["cache_key"],
             "n_params": int(manifest.get("n_params", 0)),
             "vocab_size": int(manifest.get("vocab_size", 0)),
             "pretrain_tokens_per_s": float(pre.get("tokens_per_s") or 0.0),

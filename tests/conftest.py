@@ -23,3 +23,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "flywheel"
     monkeypatch.setenv("FLYWHEEL_HOME", str(h))
     return h
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _policy_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The tests' gen-0 policies are cached in a folder of their own, never in the user's cache."""
+    import os
+
+    from training.policy.policy_cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("policy-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
