@@ -25,7 +25,7 @@ from pipeline.device import policy_cpu_threads
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
 from pipeline.schema import SALT_ENV, UserHasher
-from pipeline.sources import SourceConfig
+from pipeline.source_config import SourceConfig
 
 
 def _env(name: str, default: str) -> str:

@@ -90,7 +90,8 @@ def _caesar(k: int) -> dict[int, int]:
 def base_days(n_days: int, rows: int, dim: int) -> list[tuple[pl.DataFrame, np.ndarray]]:
     from pipeline.ingest import ingest_day
     from pipeline.prompts import PromptConfig, cut_prompts
-    from pipeline.sources import SourceConfig, read_day
+    from pipeline.source_config import SourceConfig
+    from pipeline.sources import read_day
 
     cfg = SourceConfig()
     out = []

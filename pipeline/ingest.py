@@ -69,10 +69,11 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
+from pipeline.folder_scan import FILE_CUT, FILE_REFUSED
 from pipeline.privacy import PrivacyConfig, ScrubCounters, scrub_step
 from pipeline.redact import Redactor
 from pipeline.seeded_uniform import seeded_uniform
-from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig
+from pipeline.source_config import Record, SourceConfig
 
 REASON_CODES = (
     "invalid_json",

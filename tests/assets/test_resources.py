@@ -11,7 +11,7 @@ from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
 from evaluation.release_gates import GateConfig
 from pipeline.ingest import IngestConfig
-from pipeline.sources import SourceConfig
+from pipeline.source_config import SourceConfig
 
 # resource field -> (library dataclass, its field)
 FORWARDED = {

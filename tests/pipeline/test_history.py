@@ -18,7 +18,8 @@ from pipeline.history import DayChain, HistoryOrderError
 from pipeline.ingest import ingest_day
 from pipeline.prompts import PromptConfig, cut_prompts
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, unit_rows
-from pipeline.sources import SourceConfig, read_day
+from pipeline.source_config import SourceConfig
+from pipeline.sources import read_day
 
 DAYS = [date(2026, 1, 11) + timedelta(days=i) for i in range(4)]
 DIM = 64

@@ -4,9 +4,11 @@ from datetime import date, datetime
 
 import pytest
 
+from pipeline.folder_scan import day_files
 from pipeline.ingest import ingest_day
 from pipeline.schema import UserHasher
-from pipeline.sources import SourceConfig, SourceConfigError, available_days, day_files, read_day
+from pipeline.source_config import SourceConfig, SourceConfigError
+from pipeline.sources import available_days, read_day
 
 
 @pytest.fixture(scope="module")
