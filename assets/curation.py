@@ -30,7 +30,8 @@ from assets.resources import FlywheelSettings
 from assets.steps import publish
 from assets.versions import StepMemo
 from pipeline import schema
-from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup
+from pipeline.dedup_near import NearDedupConfig, near_dedup
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake

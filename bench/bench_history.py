@@ -38,7 +38,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup  # noqa: E402
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup  # noqa: E402
+from pipeline.dedup_near import NearDedupConfig, near_dedup  # noqa: E402
 from pipeline.history import DayChain  # noqa: E402
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, unit_rows  # noqa: E402
 

@@ -16,17 +16,8 @@ import polars as pl
 import pytest
 
 from pipeline import minhash, schema
-from pipeline.dedup import (
-    EXACT_DUPLICATE,
-    NEAR_DUPLICATE,
-    SEEN_PREFIX,
-    STAGE_EXACT,
-    STAGE_NEAR,
-    ExactDedupConfig,
-    NearDedupConfig,
-    exact_dedup,
-    near_dedup,
-)
+from pipeline.dedup_exact import EXACT_DUPLICATE, SEEN_PREFIX, STAGE_EXACT, ExactDedupConfig, exact_dedup
+from pipeline.dedup_near import NEAR_DUPLICATE, STAGE_NEAR, NearDedupConfig, near_dedup
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.planted import (
     EXACT,
