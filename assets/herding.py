@@ -41,16 +41,11 @@ from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
 from training.policy import smollm2
 from training.policy.candidates import CANDIDATES, generate_candidates
-from training.policy.datasets_build import (
-    PREFERENCE_PAIRS,
-    PreferenceBuildConfig,
-    SFTBuildConfig,
-    build_preference_dataset,
-    build_sft_dataset,
-    privacy_pii_check,
-)
+from training.policy.datasets_build import privacy_pii_check
 from training.policy.models import TinyLlamaConfig, build_tiny_policy, corpus_from_prompts
+from training.policy.preference_dataset import PREFERENCE_PAIRS, PreferenceBuildConfig, build_preference_dataset
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
+from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 from training.policy.steer_data import check_candidates, steer_prompts
 
 

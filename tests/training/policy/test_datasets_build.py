@@ -9,14 +9,9 @@ import pytest
 from engine.style import StyleGuards
 from pipeline import schema
 from tests.training.tiny_policy import cands, drop_reasons, prompts_frame
-from training.policy.datasets_build import (
-    PREFERENCE_PAIRS,
-    PreferenceBuildConfig,
-    SFTBuildConfig,
-    build_preference_dataset,
-    build_sft_dataset,
-    privacy_pii_check,
-)
+from training.policy.datasets_build import privacy_pii_check
+from training.policy.preference_dataset import PREFERENCE_PAIRS, PreferenceBuildConfig, build_preference_dataset
+from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 
 # ---- SFT ---------------------------------------------------------------------------------------------------------
 
