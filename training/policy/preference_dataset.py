@@ -106,7 +106,7 @@ def build_preference_dataset(
     """Preference pairs as TRL's conversational preference dataset: `prompt` (messages), `chosen` and `rejected`
     (one assistant message each), plus `pair_id` and `source`.
 
-    `annotation_pairs` (training.rewards.annotations.PAIRS) has `pair_id, prompt (messages), chosen, rejected, source,
+    `annotation_pairs` (training.rewards.annotation_set.PAIRS) has `pair_id, prompt (messages), chosen, rejected, source,
     margin` (margin may be null: a human label needs none). The returned frame (PREFERENCE_PAIRS) holds every
     pair, dropped ones with their `drop_reason`; the DROPS frame holds the same reasons plus prompts with too
     few scored candidates.

@@ -202,7 +202,7 @@ def build_sft_dataset(
 ) -> BuildResult:
     """The SFT mixture as a conversational dataset: `messages`, `source`, `prompt_id`.
 
-    `rewrites` (annotations, e.g. training.rewards.annotations.REWRITES) has `prompt_id` and `rewrite` (or `text`): a
+    `rewrites` (annotations, e.g. training.rewards.annotation_set.REWRITES) has `prompt_id` and `rewrite` (or `text`): a
     better reply written for that prompt; its own `prompt` messages are used when the prompt_id is not among
     `prompts`. `pii_check(text)` returns True when the text holds personal data (`privacy_pii_check()` builds
     one on `pipeline.privacy`); such rows are dropped with reason `pii`. `parents` (name -> hash) is added to

@@ -8,14 +8,9 @@ import polars as pl
 import pytest
 
 from pipeline import schema
-from training.rewards.annotations import (
-    PAIRS,
-    parse_hh_transcript,
-    read_annotations,
-    read_hh_rlhf,
-    resolve_prompts,
-    split_hh_pair,
-)
+from training.rewards.annotation_set import PAIRS
+from training.rewards.annotations import read_annotations, resolve_prompts
+from training.rewards.hh_rlhf import parse_hh_transcript, read_hh_rlhf, split_hh_pair
 
 PROMPT = [{"role": "user", "content": "Tell me about cats"}]
 GOOD = [
