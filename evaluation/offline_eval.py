@@ -290,7 +290,7 @@ def evaluate(
     steer = steerability_prompts(config)
     ifeval_inputs = None
     if config.ifeval_path:
-        from evaluation.ifeval import read_inputs
+        from evaluation.ifeval_files import read_inputs
 
         ifeval_inputs, ifeval_drops = read_inputs(config.ifeval_path)
         ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)

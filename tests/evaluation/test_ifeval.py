@@ -6,17 +6,9 @@ import random
 import polars as pl
 import pytest
 
-from evaluation.ifeval import (
-    PAPER_SEED,
-    IFEvalConfig,
-    ensure_punkt,
-    main,
-    read_inputs,
-    read_responses,
-    score_ifeval,
-    score_ifeval_files,
-    write_punkt_tables,
-)
+from evaluation.ifeval import PAPER_SEED, IFEvalConfig, main, score_ifeval, score_ifeval_files
+from evaluation.ifeval_files import read_inputs, read_responses
+from evaluation.nltk_punkt import ensure_punkt, write_punkt_tables
 from pipeline import schema
 
 PAPER_GPT4 = {  # Zhou et al. 2023, "Instruction-Following Evaluation for Large Language Models", Table 3
