@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from evaluation import evidence, release_gates, side_by_side, steerability, style_monitor, winrate
+from evaluation import evidence, release_gates, side_by_side, steerability, style_monitor, winrate, winrate_config
 from evaluation.record import json_document
 from pipeline.prompts import chat_messages
 
@@ -100,7 +100,7 @@ class Evaluation:
         # who each prompt belongs to, so win-rate intervals resample users (absent columns stay null)
         owners = [
             pl.col(c).cast(pl.Utf8) if c in evals.columns else pl.lit(None, pl.Utf8).alias(c)
-            for c in winrate.CLUSTER_COLUMNS
+            for c in winrate_config.CLUSTER_COLUMNS
         ]
         self.sides = {
             role: evals.select(
@@ -123,7 +123,7 @@ class Evaluation:
             self.sides["parent"],
             pointwise={JUDGES[0]: pointwise_judge(pointwise)},
             pairwise={JUDGES[1]: utility_judge(pairwise)},
-            config=winrate.WinRateConfig(
+            config=winrate_config.WinRateConfig(
                 slices=SLICES,
                 pairwise_output="utilities",
                 n_resamples=n_resamples,

@@ -4,16 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.winrate import (
-    EVAL_RECORDS_SCHEMA,
-    WinRateConfig,
-    bootstrap_ci,
-    eval_records,
-    judge_outcomes,
-    pair_generations,
-    summarize,
-    win_rate,
-)
+from evaluation.winrate import EVAL_RECORDS_SCHEMA, eval_records, judge_outcomes, pair_generations, win_rate
+from evaluation.winrate_config import WinRateConfig
+from evaluation.winrate_intervals import bootstrap_ci, summarize
 from pipeline import schema
 
 
