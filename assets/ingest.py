@@ -15,7 +15,7 @@ from pipeline import schema
 from pipeline.digest import file_digest
 from pipeline.folder_scan import scan_day
 from pipeline.ingest import FILE_REASON_CODES, ingest_day
-from pipeline.privacy import PrivacyConfig
+from pipeline.privacy_config import PrivacyConfig
 from pipeline.source_chitchat import chitchat_path
 from pipeline.sources import read_day
 

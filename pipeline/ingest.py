@@ -76,7 +76,8 @@ from pipeline.ingest_fields import (
     ts_field,
     turn_index_field,
 )
-from pipeline.privacy import PrivacyConfig, ScrubCounters, scrub_step
+from pipeline.privacy import ScrubCounters, scrub_step
+from pipeline.privacy_config import PrivacyConfig
 from pipeline.redact import Redactor
 from pipeline.seeded_uniform import seeded_uniform
 from pipeline.source_config import Record, SourceConfig

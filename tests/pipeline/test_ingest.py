@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.ingest import FILE_REASON_CODES, REASON_CODES, IngestConfig, ingest_day
-from pipeline.privacy import PrivacyConfig
+from pipeline.privacy_config import PrivacyConfig
 from pipeline.source_config import SourceConfig
 from pipeline.sources import read_day
 

@@ -20,16 +20,9 @@ import polars as pl
 import pytest
 
 from pipeline import schema
-from pipeline.privacy import (
-    PII_TYPES,
-    PrivacyConfig,
-    landed_scrub_step,
-    luhn_ok,
-    scrub_frame,
-    scrub_step,
-    scrub_text,
-    scrub_text_with_types,
-)
+from pipeline.pii_detectors import luhn_ok
+from pipeline.privacy import landed_scrub_step, scrub_frame, scrub_step, scrub_text, scrub_text_with_types
+from pipeline.privacy_config import PII_TYPES, PrivacyConfig
 
 # Used when ../shared/data is absent, so the planted-set test still runs on a fresh clone.
 FALLBACK_SENTENCES = [

@@ -26,7 +26,8 @@ PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 def privacy_pii_check() -> PiiCheck | None:
     """`pipeline.privacy`'s detectors as a pii_check (True when any PII type is found); None if unavailable."""
     try:
-        from pipeline.privacy import PrivacyConfig, scrub_text_with_types
+        from pipeline.privacy import scrub_text_with_types
+        from pipeline.privacy_config import PrivacyConfig
     except ImportError:
         return None
     config = PrivacyConfig()
