@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from evaluation import evidence, release_gates, side_by_side, steerability, style_monitor, winrate, winrate_config
+from evaluation import (
+    evidence,
+    gate_config,
+    release_gates,
+    side_by_side,
+    steerability,
+    style_monitor,
+    winrate,
+    winrate_config,
+)
 from evaluation.record import json_document
 from pipeline.prompts import chat_messages
 
@@ -146,9 +155,9 @@ class Evaluation:
     def gates(
         self,
         training: pl.DataFrame | None,
-        config: release_gates.GateConfig,
+        config: gate_config.GateConfig,
         judge_validation: pl.DataFrame | None = None,
-    ) -> dict[str, release_gates.GateResult]:
+    ) -> dict[str, gate_config.GateResult]:
         """Every release gate, then the evidence rule over them; `training` None (nothing known of the training
         prompts) skips the disjoint gate; `judge_validation` (the judges' `reward_model_metrics` rows) decides
         which judges have the evidence to judge (None: every judge counts, as nothing says otherwise)."""
@@ -289,7 +298,7 @@ def score_ifeval(
     return pl.concat(summaries), pl.concat(records)
 
 
-def gate_table(gates: dict[str, release_gates.GateResult]) -> pl.DataFrame:
+def gate_table(gates: dict[str, gate_config.GateResult]) -> pl.DataFrame:
     """The `release_gates` table: one row per gate, its metadata as JSON."""
     return pl.DataFrame(
         [

@@ -8,8 +8,8 @@ from assets.generation import GenerationSettings
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from evaluation.ab_simulator import AbSimConfig
 from evaluation.ab_test import AbConfig
+from evaluation.gate_config import GateConfig
 from evaluation.offline_eval import OfflineEvalConfig
-from evaluation.release_gates import GateConfig
 from pipeline.ingest import IngestConfig
 from pipeline.source_config import SourceConfig
 

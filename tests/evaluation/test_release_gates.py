@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from evaluation.gate_config import GateConfig
 from evaluation.release_gates import (
-    GateConfig,
     artifact_drift,
     release_decision,
     slice_divergence,
