@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from evaluation.ab_config import AbConfig
 from evaluation.ab_simulator import AbSimConfig
-from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
 from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help

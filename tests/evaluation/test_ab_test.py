@@ -6,16 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from evaluation.ab_config import AbConfig
 from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users
-from evaluation.ab_test import (
-    AbConfig,
-    ab_readout,
-    lift_estimates,
-    lifts_by_metric,
-    ratio_delta,
-    srm_test,
-    user_messages,
-)
+from evaluation.ab_stats import lift_estimates, ratio_delta, srm_test
+from evaluation.ab_test import ab_readout, lifts_by_metric, user_messages
 from pipeline import schema
 
 REPS = 300
