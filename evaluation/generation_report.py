@@ -23,7 +23,7 @@ from evaluation.generation_charts import build_plots
 from evaluation.generation_report_config import GenerationReportConfig
 from evaluation.generations_table import as_dict, as_number, parse_generations
 from pipeline.lake import atomic_write_text
-from quality.report import TEMPLATES as QUALITY_TEMPLATES
+from quality.report import template_environment
 
 
 @dataclass
@@ -186,13 +186,7 @@ TEMPLATE = "generation_report.html.j2"
 
 def _env() -> jinja2.Environment:
     # the page's own template, and the quality report's stylesheet and macros it shares
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([TEMPLATES, QUALITY_TEMPLATES]),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    env = template_environment(TEMPLATES)
     env.filters["num"] = lambda v: _fmt(v, digits=4) if isinstance(v, float) else ("—" if v is None else str(v))
     return env
 

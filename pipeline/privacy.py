@@ -102,17 +102,22 @@ class ScrubCounters(StepCounters):
     pii_items: int
 
 
+def _scrubbed(kept: pl.DataFrame, rows_in: int, counts: pl.DataFrame) -> StepResult[ScrubCounters]:
+    """The step's result: scrubbed rows (none dropped), their counters and the per-type `pii_counts`."""
+    counters = ScrubCounters(
+        rows_in=rows_in,
+        rows_kept=kept.height,
+        rows_with_pii=int(kept.filter(pl.col("pii_types").list.len() > 0).height),
+        pii_items=int(counts["items"].sum()),
+    )
+    return StepResult(kept, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})
+
+
 def scrub_step(df: pl.DataFrame, config: PrivacyConfig | None = None) -> StepResult[ScrubCounters]:
     """`scrub_frame` as a curation step: scrubbing replaces text and drops no row; the per-type counts are
     the `pii_counts` table."""
     scrubbed, counts = scrub_frame(df, config)
-    counters = ScrubCounters(
-        rows_in=df.height,
-        rows_kept=scrubbed.height,
-        rows_with_pii=int(scrubbed.filter(pl.col("pii_types").list.len() > 0).height),
-        pii_items=int(counts["items"].sum()),
-    )
-    return StepResult(scrubbed, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})
+    return _scrubbed(scrubbed, df.height, counts)
 
 
 def landed_scrub_step(
@@ -129,10 +134,4 @@ def landed_scrub_step(
     if counts is None:
         raise ValueError("the landing table was scrubbed at ingest but its `pii_counts` are missing: re-run ingest")
     counts = counts.select("pii_type", "items", "rows").cast({"items": pl.Int64, "rows": pl.Int64})
-    counters = ScrubCounters(
-        rows_in=df.height,
-        rows_kept=df.height,
-        rows_with_pii=int(df.filter(pl.col("pii_types").list.len() > 0).height),
-        pii_items=int(counts["items"].sum()),
-    )
-    return StepResult(df, schema.empty(schema.DROPS), counters, tables={"pii_counts": counts})
+    return _scrubbed(df, df.height, counts)

@@ -43,16 +43,22 @@ def _num(v: Any) -> str:
     return f"{float(v):,.4g}"
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
+def template_environment(*folders: Path) -> jinja2.Environment:
+    """The reports' jinja2 settings over templates in `folders` (this report's last, for the stylesheet and
+    macros a page shares): HTML autoescaped, an undefined name an error."""
+    return jinja2.Environment(
         # located from this file, not by package name: a `tests/quality` folder on sys.path can
         # shadow the package name as a namespace package, and PackageLoader would look there
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader([*folders, TEMPLATES]),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+
+
+def _env() -> jinja2.Environment:
+    env = template_environment()
     env.filters["num"] = _num
     env.filters["pct"] = lambda v, d=2: "—" if v is None else f"{100 * float(v):.{d}f}%"
     return env
