@@ -140,11 +140,6 @@ def test_bad_inputs_fail_fast():
         ReportInputs(day="2024-05-01", pii_counts={"email": -1})
 
 
-def test_screenshot_returns_none_without_chromium(tmp_path, monkeypatch):
-    monkeypatch.setattr(chromium, "find_chromium", lambda: None)
-    assert screenshot(tmp_path / "x.html", tmp_path / "x.png") is None
-
-
 def test_screenshot_renders_the_page(tmp_path, inputs):
     if chromium.find_chromium() is None:
         pytest.skip("no chromium installed: the report screenshot is optional")
