@@ -20,7 +20,6 @@ from assets.generation import (
     GenerationPlan,
     GenerationSettings,
     current_plan,
-    read_window,
     run_seed,
     write_generation_table,
 )
@@ -33,6 +32,7 @@ from evaluation.offline_eval import SLICES
 from evaluation.record import json_document
 from pipeline.lake import Lake
 from pipeline.sampling import assign_split
+from training.generation_plan import read_window
 
 CALIBRATION = "readout_calibration"
 

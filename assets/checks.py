@@ -6,6 +6,7 @@ guarding anything that feeds training are blocking, so a failure (severity ERROR
 downstream asset of the run.
 """
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -70,15 +71,16 @@ def run_suite(
     asset: str,
     table: str,
     df: pl.DataFrame,
-    previous_rows: int | None = None,
+    row_history: Sequence[int] | None = None,
     *,
     lake: Lake | None = None,
     day: date | None = None,
     lake_table: str | None = None,
 ) -> tuple[SuiteResult, dg.AssetCheckResult]:
-    """Validate `df` with the suite `table`; with `lake` and `day`, keep the result for the day's
-    report (`lake_table` names the partition it describes, default `table`)."""
-    outcome = validate_table(table, df, previous_rows=previous_rows)
+    """Validate `df` with the suite `table` (`row_history`: the previous days' row counts, see
+    `quality.row_counts`); with `lake` and `day`, keep the result for the day's report (`lake_table`
+    names the partition it describes, default `table`)."""
+    outcome = validate_table(table, df, row_history=row_history)
     if lake is not None and day is not None:
         save_suite_result(lake, lake_table or table, day, outcome)
     return outcome, result(asset, SUITE, outcome)

@@ -44,6 +44,7 @@ from pipeline.step import StepCounters, StepResult
 from pipeline.text_hash import raw_text_hashes
 from pipeline.topics import TopicConfig, clusters_schema, fit_topics, plot_topic_map
 from quality.contracts import check_split_disjoint, check_stage_conservation
+from quality.row_counts import row_count_history
 
 GROUP = "curation"
 
@@ -208,7 +209,7 @@ def scrubbed_conversations(context: dg.AssetExecutionContext, settings: Flywheel
         "scrubbed_conversations",
         "conversations",
         scrubbed.drop("pii_types"),
-        lake.previous_rows("scrubbed_conversations", day),
+        row_count_history(lake, "scrubbed_conversations", day),
     )
     published.checks.append(check)
     yield from _finish(memo, published)
@@ -247,7 +248,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     prompts, drops = step.frames
     turn_drops = drops.filter(pl.col("reason_code").is_in(TURN_DROP_REASONS))
     published = publish(lake, day, "static_prompts", {"prompts": step}, contract=schema.PROMPTS)
-    _, check = run_suite("static_prompts", "prompts", prompts, lake.previous_rows("static_prompts", day))
+    _, check = run_suite("static_prompts", "prompts", prompts, row_count_history(lake, "static_prompts", day))
     # conservation counts user turns (messages that never became a turn are accounted for by ingest)
     outcome = check_stage_conservation(
         "prompts", rows_in=step.counters.rows_in, rows_out=prompts.height, drops=turn_drops
@@ -538,7 +539,7 @@ def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curat
             "shares": preview_table(report.filter(pl.col("dimension") != "split"), max_rows=30),
         },
     )
-    _, check = run_suite("prompts", "prompts", pool, lake.previous_rows("prompts", day), lake=lake, day=day)
+    _, check = run_suite("prompts", "prompts", pool, row_count_history(lake, "prompts", day), lake=lake, day=day)
     published.checks += [check, result("prompts", "split_disjoint", check_split_disjoint(pool))]
     yield from _finish(memo, published)
 

@@ -25,11 +25,11 @@ import time
 import dagster as dg
 import polars as pl
 
-from assets.generation import BASE, last_released
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
 from pipeline.sources import available_days
+from training.generation_plan import BASE, last_released, windows
 
 DEFAULT_GENERATIONS = 3
 DEFAULT_WINDOW_DAYS = 2
@@ -50,21 +50,6 @@ TABLE = (
 )
 # the new policy's style on the held-out prompts, which the artifact-drift gate bounds
 ARTIFACT_RATES = ("mean_chars", "emoji_rate", "list_rate")
-
-
-def windows(replay: list[str], generations: int, window_days: int) -> list[list[str]]:
-    """The generations' windows: consecutive blocks of `window_days` at the end of the replayed days, oldest
-    first, so generation k learns from days that come after those of generation k-1."""
-    if generations < 1 or window_days < 1:
-        raise ValueError("--generations and --window-days must be >= 1")
-    need = generations * window_days
-    if need > len(replay):
-        raise ValueError(
-            f"{generations} generations of {window_days} days need {need} replayed days but the source has "
-            f"{len(replay)}; lower --generations or --window-days (or raise FLYWHEEL_REPLAY_DAYS)"
-        )
-    days = replay[-need:]
-    return [days[i * window_days : (i + 1) * window_days] for i in range(generations)]
 
 
 def generations_table(settings: FlywheelSettings) -> pl.DataFrame:

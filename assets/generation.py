@@ -7,13 +7,14 @@ each run of the generation job works on *the generation in progress*, which `gen
 names (gen-1, gen-2, ...) and describes (window days, parent policy). The plan is replaced, not
 advanced, until `generation_record` records the generation, so re-running any step re-does the
 same generation; the run after a recorded one starts the next. Every artifact carries its
-generation's name, and the `generations` table keeps the lineage of all of them.
+generation's name, and the `generations` table keeps the lineage of all of them. The plan and its
+window of days are library code (`training.generation_plan`); this module saves and loads the plan.
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass
-from datetime import UTC, date
+from dataclasses import asdict
+from datetime import UTC
 from pathlib import Path
 
 import dagster as dg
@@ -23,11 +24,11 @@ from pydantic import Field
 
 from assets.resources import FlywheelSettings
 from pipeline.lake import Lake, Partition, atomic_write_text
+from training.generation_plan import BASE, GenerationPlan, plan_generation
 
 GROUP_PRE = "pre_herding"
 GROUP_HERD = "herding"
 GROUP_RELEASE = "release"
-BASE = "gen-0"
 
 
 class GenerationSettings(dg.ConfigurableResource):
@@ -88,19 +89,6 @@ class GenerationSettings(dg.ConfigurableResource):
     )
 
 
-@dataclass
-class GenerationPlan:
-    generation: str
-    number: int
-    parent: str
-    days: list[str]
-    created_at: str
-
-    @property
-    def day_dates(self) -> list[date]:
-        return [date.fromisoformat(d) for d in self.days]
-
-
 def run_seed(plan: GenerationPlan, seed: int) -> int:
     """The seed of a generation's draws that differ by generation (candidates, simulated experiments): its number,
     offset by the run's `seed` so that two seeds never share a generation's draws (seed 0 keeps the number)."""
@@ -121,35 +109,7 @@ def recorded_generations(lake: Lake) -> pl.DataFrame:
 
 def next_plan(settings: FlywheelSettings, gen: GenerationSettings, now: str) -> GenerationPlan:
     lake = settings.lake()
-    days = lake.days("prompts")
-    if not days:
-        raise ValueError(
-            "no curated prompts in the lake yet: materialize the consolidation job for some days first "
-            "(make demo, or the `consolidation` job in the UI)"
-        )
-    if gen.window_end:
-        end = date.fromisoformat(gen.window_end)
-        days = [d for d in days if d <= end]
-        if not days:
-            raise ValueError(
-                f"window_end={gen.window_end}: no curated prompts on or before it; consolidate those days first "
-                "or set `window_end` (env FLYWHEEL_WINDOW_END) to a later day"
-            )
-    recorded = recorded_generations(lake)
-    number = (int(recorded["number"].max()) + 1) if recorded.height else 1
-    window = days[-gen.window_days :]
-    return GenerationPlan(f"gen-{number}", number, last_released(recorded), [d.isoformat() for d in window], now)
-
-
-def last_released(recorded: pl.DataFrame) -> str:
-    """The generation a new one starts from: the newest recorded one that passed its release gates and that the
-    A/B test did not reject; gen-0 when there is none. A blocked generation is recorded but never built upon."""
-    usable = recorded
-    if usable.height and "released" in usable.columns:
-        usable = usable.filter(pl.col("released").fill_null(True))
-    if usable.height and "ab_verdict" in usable.columns:
-        usable = usable.filter(~pl.col("ab_verdict").fill_null("").str.starts_with("no-ship"))
-    return str(usable.sort("number")["generation"][-1]) if usable.height else BASE
+    return plan_generation(lake.days("prompts"), recorded_generations(lake), gen.window_days, gen.window_end, now)
 
 
 def save_plan(settings: FlywheelSettings, plan: GenerationPlan) -> Path:
@@ -161,11 +121,6 @@ def current_plan(settings: FlywheelSettings) -> GenerationPlan:
     if not path.is_file():
         raise ValueError("no generation in progress: materialize `generation_plan` first (the `generation` job does)")
     return GenerationPlan(**json.loads(path.read_text()))
-
-
-def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:
-    parts = [lake.read(table, d) for d in plan.day_dates if lake.exists(table, d)]
-    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
 
 def write_generation_table(lake: Lake, table: str, plan: GenerationPlan, df: pl.DataFrame) -> Path:

@@ -24,14 +24,13 @@ from assets.generation import (
     dataset_dir,
     models_dir,
     policy_dir,
-    read_window,
     reward_model_dir,
     run_seed,
     write_generation_table,
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
-from assets.pre_herding import load_scorer, training_prompts
 from assets.resources import FlywheelSettings
+from assets.reward_models import load_scorer
 from assets.training_launcher import TrainingLauncher
 from engine.sampling import CandidateConfig
 from pipeline import schema
@@ -39,6 +38,7 @@ from pipeline.device import policy_cpu_threads
 from pipeline.digest import rows_digest
 from pipeline.lake import Partition, replace_dir, staging_dir
 from training.cards import write_model_card
+from training.generation_plan import read_window, training_prompts
 from training.policy import smollm2
 from training.policy.candidates import CANDIDATES, generate_candidates
 from training.policy.datasets_build import privacy_pii_check

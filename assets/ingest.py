@@ -18,6 +18,7 @@ from pipeline.ingest import FILE_REASON_CODES, ingest_day
 from pipeline.privacy_config import PrivacyConfig
 from pipeline.source_chitchat import chitchat_path
 from pipeline.sources import read_day
+from quality.row_counts import row_count_history
 
 GROUP = "ingest"
 
@@ -178,7 +179,7 @@ def _ingest(context, settings: FlywheelSettings, source, lake, day: date, hasher
         yield conservation_check(lake, day)
     for table, df in (("conversations", conv.drop("pii_types")), ("quarantine", result.quarantine)):
         if dg.AssetCheckKey(dg.AssetKey(table), SUITE) in checks:
-            yield run_suite(table, table, df, lake.previous_rows(table, day), lake=lake, day=day)[1]
+            yield run_suite(table, table, df, row_count_history(lake, table, day), lake=lake, day=day)[1]
 
 
 def conservation_check(lake, day: date) -> dg.AssetCheckResult:

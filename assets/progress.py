@@ -58,6 +58,8 @@ class _StepLines(logging.Handler):
         self.started: dict[str, float] = {}
         self.durations: dict[str, float] = {}
         self.checks_passed = 0
+        # a warning is not a failure: a day whose checks only warn reads "0 failed"
+        self.checks_warned: list[str] = []
         self.checks_failed: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -97,9 +99,10 @@ class _StepLines(logging.Handler):
             if check.passed:
                 self.checks_passed += 1
             else:
-                severity = "FAIL" if check.severity == dg.AssetCheckSeverity.ERROR else "warn"
+                failed = check.severity == dg.AssetCheckSeverity.ERROR
+                severity = "FAIL" if failed else "warn"
                 name = f"{check.asset_key.to_user_string()}:{check.check_name}"
-                self.checks_failed.append(name)
+                (self.checks_failed if failed else self.checks_warned).append(name)
                 detail = (check.description or "").splitlines()[0][:140] if check.description else ""
                 self.view.detail(f"  {severity:6} {name}  {detail}")
         elif kind == "STEP_SKIPPED" and self.view.steps:
@@ -148,8 +151,11 @@ class ProgressView:
         result = job.with_logger_defs({"progress": self.logger(lines)}).execute_in_process(**execute)
         status = "ok" if result.success else "FAILED"
         parts = [f"{status} in {time.perf_counter() - t0:.1f}s", f"{len(lines.durations)} steps"]
-        if lines.checks_passed or lines.checks_failed:
-            parts.append(f"checks {lines.checks_passed} passed, {len(lines.checks_failed)} failed")
+        if lines.checks_passed or lines.checks_warned or lines.checks_failed:
+            parts.append(
+                f"checks {lines.checks_passed} passed, {len(lines.checks_warned)} warned, "
+                f"{len(lines.checks_failed)} failed"
+            )
         if not self.steps and lines.durations:
             slowest = max(lines.durations, key=lines.durations.get)
             parts.append(f"slowest {slowest} {lines.durations[slowest]:.1f}s")

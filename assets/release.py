@@ -25,15 +25,14 @@ from assets.generation import (
     dataset_dir,
     models_dir,
     policy_dir,
-    read_window,
     recorded_generations,
     reward_model_dir,
     write_generation_table,
 )
 from assets.herding import parent_policy
 from assets.metadata import counts_table, preview_table, schema_metadata, table_metadata
-from assets.pre_herding import load_scorer
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
+from assets.reward_models import load_scorer
 from assets.tables import gen_table, write_drops
 from evaluation import release_gates
 from evaluation.generation_report import write_generation_report
@@ -44,6 +43,7 @@ from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, l
 from evaluation.winrate import EVAL_RECORDS_SCHEMA
 from pipeline.lake import Lake, Partition
 from pipeline.sampling import held_out_prompts
+from training.generation_plan import read_window
 
 
 def _training_prompts(settings: FlywheelSettings, lake: Lake, plan: GenerationPlan, pool: pl.DataFrame) -> pl.DataFrame:

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl  # noqa: E402
 
-from assets.generation import GenerationPlan, GenerationSettings  # noqa: E402
-from assets.pre_herding import training_prompts  # noqa: E402
+from assets.generation import GenerationSettings  # noqa: E402
 from engine.cards import build_prompts  # noqa: E402
 from engine.policy import PolicyConfig  # noqa: E402
 from engine.sampling import CandidateConfig, sample_replies  # noqa: E402
 from evaluation import steerability  # noqa: E402
 from pipeline.lake import Lake  # noqa: E402
+from training.generation_plan import GenerationPlan, training_prompts  # noqa: E402
 from training.policy.dataset_lineage import to_dataset  # noqa: E402
 from training.policy.models import (  # noqa: E402
     TinyLlamaConfig,

@@ -1,18 +1,9 @@
-"""Cut conversations into static prompts and label the response each prompt was served.
+"""Cut conversations into static prompts, each labelled with the engagement of the response it was served.
 
-A static prompt is a conversation's history up to and including one user turn. Consecutive
-messages of one role are merged into one turn (joined by a newline), so a history alternates
-roles and ends on a user turn. System messages are not turns: those that came before the cut are
-joined into the prompt's `system` field.
-
-Engagement labels describe the assistant turn that followed the cut (`served_response`):
-
-- `continued`: the user sent another message after it;
-- `reply_len`: length in characters of that next user turn (null when there is none);
-- `depth_after`: how many user turns the conversation still had after it;
-- `thumbs`: explicit feedback logged on its messages: up/love -> +1, down/report -> -1,
-  regenerate -> -1 (asking for another answer rejects this one; configurable), else null. When
-  a merged turn carries several signals, a negative one wins: one rejected message taints the turn.
+A static prompt is a conversation's history up to and including one user turn: the turns and their
+engagement labels (`continued`, `reply_len`, `depth_after`, `thumbs`) come from `pipeline.turns`, so a
+history alternates roles and ends on a user turn. System messages are not turns: those that came before
+the cut are joined into the prompt's `system` field.
 
 A user turn that ends its conversation has no served response; its labels are all null. It is
 kept by default, because a prompt without a response is still a prompt to generate for (RL and
@@ -22,8 +13,7 @@ product prompt.
 
 Conservation: every user turn of a well-formed message becomes a prompt or a drop whose `row_id`
 is the prompt id it would have had (reasons in TURN_DROP_REASONS). Messages that cannot be placed
-in a conversation are dropped one by one (reasons in MESSAGE_DROP_REASONS, `row_id` = message_id);
-of two messages at one position, the one with the smaller message_id stays, whatever the row order.
+in a conversation are dropped one by one (`pipeline.turns.MESSAGE_DROP_REASONS`, `row_id` = message_id).
 
 A conversation split across daily partitions is labelled from the messages present: a user who
 comes back after midnight looks like one who left. Cut a window of days together when that matters.
@@ -31,7 +21,6 @@ comes back after midnight looks like one who left. Cut a window of days together
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,8 +28,7 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.step import StepCounters, StepResult
-
-STAGE = "prompts"
+from pipeline.turns import drops_of, label_user_turns, merge_turns, prepare, split_messages
 
 # drops whose unit is a user turn (row_id = the prompt id it would have had)
 NO_ASSISTANT_TURN = "no_assistant_turn"
@@ -48,14 +36,6 @@ NO_RESPONSE = "no_response"
 PROMPT_TOO_LONG = "prompt_too_long"
 RESPONSE_TOO_LONG = "response_too_long"
 TURN_DROP_REASONS = (NO_ASSISTANT_TURN, NO_RESPONSE, PROMPT_TOO_LONG, RESPONSE_TOO_LONG)
-
-# drops whose unit is a message (row_id = message_id)
-INVALID_MESSAGE = "invalid_message"
-DUPLICATE_TURN_INDEX = "duplicate_turn_index"
-MESSAGE_DROP_REASONS = (INVALID_MESSAGE, DUPLICATE_TURN_INDEX)
-
-_REQUIRED = ("conversation_id", "turn_index", "role", "text")
-_CARRIED = ("user_hash", "character_id", "source", "day")
 
 
 @dataclass
@@ -126,137 +106,6 @@ class PromptConfig:
             )
 
 
-def prompt_id(conversation_id: str, cut_turn: int) -> str:
-    """Stable id of the prompt cut at `cut_turn`: independent of content, so a re-run or a
-    scrubbed text keeps the id, and independent of library versions (unlike polars' hash)."""
-    digest = hashlib.blake2b(f"{conversation_id}\x1f{int(cut_turn)}".encode(), digest_size=10)
-    return "p_" + digest.hexdigest()
-
-
-def _prompt_ids(conversation_ids: pl.Series, cut_turns: pl.Series) -> pl.Series:
-    return pl.Series(
-        "prompt_id",
-        [prompt_id(c, t) for c, t in zip(conversation_ids.to_list(), cut_turns.to_list())],
-        dtype=pl.Utf8,
-    )
-
-
-def _drops(frame: pl.DataFrame, reason_col: str, detail_col: str) -> pl.DataFrame:
-    return schema.drops_of(frame, STAGE, "row_id", reason_col, detail_col)
-
-
-def _prepare(conversations: pl.DataFrame) -> pl.DataFrame:
-    missing = [c for c in _REQUIRED if c not in conversations.columns]
-    if missing:
-        raise ValueError(f"conversations frame lacks the columns {missing}: it must follow schema.CONVERSATIONS")
-    df = conversations
-    for name, dtype in schema.CONVERSATIONS.items():
-        if name not in df.columns:
-            df = df.with_columns(pl.lit(None, dtype).alias(name))
-    df = df.with_columns(
-        pl.col("turn_index").cast(pl.Int32, strict=False),
-        pl.col("day").cast(pl.Date, strict=False),
-    )
-    return df.with_columns(
-        pl.coalesce(
-            pl.col("message_id"),
-            pl.concat_str(
-                [pl.col("conversation_id").fill_null("?"), pl.col("turn_index").cast(pl.Utf8).fill_null("?")],
-                separator=":",
-            ),
-        ).alias("row_id")
-    )
-
-
-def _split_messages(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Well-formed messages (sorted) and the drops of the others."""
-    problem = (
-        pl.when(pl.col("conversation_id").is_null())
-        .then(pl.lit("conversation_id is null"))
-        .when(pl.col("turn_index").is_null())
-        .then(pl.lit("turn_index is null or not an integer"))
-        .when(~pl.col("role").is_in(schema.ROLES) | pl.col("role").is_null())
-        .then(pl.lit("role is not one of ") + pl.lit("|".join(schema.ROLES)))
-        .when(pl.col("text").is_null())
-        .then(pl.lit("text is null"))
-    )
-    df = df.with_columns(problem.alias("_problem"))
-    bad = df.filter(pl.col("_problem").is_not_null()).with_columns(pl.lit(INVALID_MESSAGE).alias("_reason"))
-    ok = df.filter(pl.col("_problem").is_null()).sort(
-        ["conversation_id", "turn_index", "row_id"], nulls_last=True, maintain_order=True
-    )
-    first = ok.select(pl.struct("conversation_id", "turn_index").is_first_distinct()).to_series()
-    dup = ok.filter(~first).with_columns(
-        pl.lit(DUPLICATE_TURN_INDEX).alias("_reason"),
-        pl.format("turn_index {} already taken in this conversation", pl.col("turn_index")).alias("_problem"),
-    )
-    drops = pl.concat([_drops(bad, "_reason", "_problem"), _drops(dup, "_reason", "_problem")]).sort(
-        "row_id", maintain_order=True
-    )
-    return ok.filter(first).drop("_problem"), drops
-
-
-def _thumbs_expr(config: PromptConfig) -> pl.Expr:
-    mapping = {"up": 1, "love": 1, "down": -1, "report": -1}
-    if config.regenerate_is_negative:
-        mapping["regenerate"] = -1
-    return pl.col("feedback").replace_strict(mapping, default=None, return_dtype=pl.Int8)
-
-
-def _turns(messages: pl.DataFrame, config: PromptConfig) -> pl.DataFrame:
-    """Merge runs of one role into turns; `t` numbers the turns within a conversation."""
-    conv = pl.col("conversation_id")
-    msgs = messages.filter(pl.col("role") != "system").with_columns(
-        ((pl.col("role") != pl.col("role").shift(1)).fill_null(True) | (conv != conv.shift(1)).fill_null(True))
-        .cum_sum()
-        .alias("_turn_key"),
-        _thumbs_expr(config).alias("_thumb"),
-    )
-    turns = msgs.group_by("_turn_key", maintain_order=True).agg(
-        conv.first(),
-        pl.col("role").first(),
-        pl.col("text").str.join("\n").alias("content"),
-        pl.col("turn_index").max().alias("last_index"),
-        *[pl.col(c).last() for c in _CARRIED],
-        pl.col("served_by").drop_nulls().last(),
-        pl.col("_thumb").min().alias("thumbs"),
-    )
-    is_user = pl.col("role") == "user"
-    return turns.drop("_turn_key").with_columns(
-        pl.int_range(pl.len()).over(conv).cast(pl.Int32).alias("t"),
-        (is_user.cast(pl.Int32).cum_sum().over(conv) - 1).alias("user_rank"),
-        is_user.cast(pl.Int32).sum().over(conv).alias("n_user"),
-        (pl.col("role") == "assistant").any().over(conv).alias("has_assistant"),
-    )
-
-
-def _label(turns: pl.DataFrame) -> pl.DataFrame:
-    """One row per user turn with the labels of the turn that followed it."""
-    conv = pl.col("conversation_id")
-    nxt = turns.with_columns(
-        pl.col("content").shift(-1).over(conv).alias("served_response"),
-        pl.col("served_by").shift(-1).over(conv).alias("_served_by"),
-        pl.col("thumbs").shift(-1).over(conv).alias("_thumbs"),
-        pl.col("content").shift(-2).over(conv).alias("_next_user"),
-    ).filter(pl.col("role") == "user")
-    answered = pl.col("served_response").is_not_null()
-    labelled = nxt.select(
-        conv,
-        pl.col("last_index").alias("cut_turn"),
-        "t",
-        *_CARRIED,
-        pl.col("content").alias("last_user"),
-        "served_response",
-        pl.when(answered).then(pl.col("_served_by")).alias("served_by"),
-        pl.when(answered).then(pl.col("_next_user").is_not_null()).alias("continued"),
-        pl.col("_next_user").str.len_chars().cast(pl.Int32).alias("reply_len"),
-        pl.when(answered).then(pl.col("n_user") - pl.col("user_rank") - 1).cast(pl.Int32).alias("depth_after"),
-        pl.when(answered).then(pl.col("_thumbs")).alias("thumbs"),
-        "has_assistant",
-    )
-    return labelled.with_columns(_prompt_ids(labelled["conversation_id"], labelled["cut_turn"]))
-
-
 def _histories(kept: pl.DataFrame, turns: pl.DataFrame, config: PromptConfig) -> pl.DataFrame:
     """history/text per prompt id, after the turn and length caps; prompts that cannot fit are absent."""
     start = pl.lit(0, pl.Int32)
@@ -324,9 +173,9 @@ def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None)
     `split` are added by later steps) and the drops (schema.DROPS) of user turns and messages
     that did not become one. Prompts are sorted by conversation and cut turn."""
     config = config or PromptConfig()
-    messages, message_drops = _split_messages(_prepare(conversations))
-    turns = _turns(messages, config)
-    labelled = _label(turns)
+    messages, message_drops = split_messages(prepare(conversations))
+    turns = merge_turns(messages, config.regenerate_is_negative)
+    labelled = label_user_turns(turns)
 
     reason = (
         pl.when(~pl.col("has_assistant") & ~pl.lit(config.keep_without_assistant))
@@ -365,7 +214,7 @@ def cut_prompts(conversations: pl.DataFrame, config: PromptConfig | None = None)
             ).alias("_detail"),
         )
     )
-    drops = pl.concat([message_drops, _drops(turn_drops, "_reason", "_detail")])
+    drops = pl.concat([message_drops, drops_of(turn_drops, "_reason", "_detail")])
     summary = summarize(prompts, drops)
     counters = PromptCounters(
         rows_in=int(summary["user_turns"]),

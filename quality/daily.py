@@ -27,6 +27,7 @@ from quality.contracts import (
 from quality.outcomes import CheckOutcome, SuiteResult
 from quality.report import ReportFiles, write_report
 from quality.report_inputs import ReportInputs, StageCount
+from quality.row_counts import row_count_history
 from quality.suites import validate_table
 
 # (stage name in the report, input table, output table, stage names in `drops`)
@@ -69,7 +70,7 @@ def validate_partition(lake: Lake, suite: str, table: str, day: date, df: pl.Dat
                 return cached
         except ValueError:  # not JSON, or written by another version of the code: validate again
             pass
-    return validate_table(suite, df, previous_rows=lake.previous_rows(table, day))
+    return validate_table(suite, df, row_history=row_count_history(lake, table, day))
 
 
 def _read(lake: Lake, table: str, day: date) -> pl.DataFrame | None:

@@ -29,14 +29,39 @@ def _check_bands(name: str, bands: Bands) -> None:
 class SuiteConfig:
     """Thresholds of the expectation suites. The defaults suit chat traffic and run offline."""
 
+    row_history_days: int = field(
+        default=14,
+        metadata={"help": "Previous days whose row counts set a daily table's usual row count; 0 turns the band off."},
+    )
+    row_history_min_days: int = field(
+        default=3,
+        metadata={"help": "Previous days needed before their spread widens the row-count band beyond its floor."},
+    )
+    row_band_ratio: float = field(
+        default=5.0,
+        metadata={
+            "help": "Floor of the row-count band: today's count within [median / x, median * x] of the previous "
+            "days' counts always passes (real traffic is uneven: a replayed day may hold a quarter of the "
+            "week's usual count)."
+        },
+    )
+    row_band_sigmas: float = field(
+        default=3.0,
+        metadata={
+            "help": "Half-width of the row-count band in robust standard deviations of the previous days' "
+            "log row counts, where wider than the floor."
+        },
+    )
     row_ratio_min: float = field(
-        default=0.5, metadata={"help": "Lowest accepted row count as a fraction of the previous day's count."}
+        default=0.5,
+        metadata={"help": "Lowest accepted row count as a fraction of a reference count the caller gives."},
     )
     row_ratio_max: float = field(
-        default=2.0, metadata={"help": "Highest accepted row count as a multiple of the previous day's count."}
+        default=2.0,
+        metadata={"help": "Highest accepted row count as a multiple of a reference count the caller gives."},
     )
     row_count_severity: str = field(
-        default=WARNING, metadata={"help": "Severity of the day-over-day row-count band: critical, warning or info."}
+        default=WARNING, metadata={"help": "Severity of the row-count band: critical, warning or info."}
     )
     min_rows: int = field(
         default=1,
@@ -96,6 +121,16 @@ class SuiteConfig:
             raise ValueError(f"row_ratio_min={self.row_ratio_min}: use a fraction in [0, 1], e.g. 0.5")
         if self.row_ratio_max < 1.0:
             raise ValueError(f"row_ratio_max={self.row_ratio_max}: use a multiple >= 1, e.g. 2.0")
+        if self.row_history_days < 0 or self.row_history_min_days < 1:
+            raise ValueError(
+                f"row_history_days={self.row_history_days}, row_history_min_days={self.row_history_min_days}: "
+                "use row_history_days >= 0 (0 turns the band off) and row_history_min_days >= 1"
+            )
+        if self.row_band_ratio < 1.0 or self.row_band_sigmas < 0.0:
+            raise ValueError(
+                f"row_band_ratio={self.row_band_ratio}, row_band_sigmas={self.row_band_sigmas}: use a ratio >= 1 "
+                "(e.g. 5.0) and sigmas >= 0 (e.g. 3.0)"
+            )
         for name in ("row_count_severity", "distribution_severity"):
             if getattr(self, name) not in SEVERITIES:
                 raise ValueError(f"{name}={getattr(self, name)!r}: use one of {SEVERITIES}")
@@ -116,7 +151,8 @@ class SuiteConfig:
 
 
 def row_count_bounds(previous_rows: int, config: SuiteConfig | None = None) -> tuple[int, int]:
-    """Accepted [low, high] row count today, given yesterday's count (e.g. [0.5x, 2x])."""
+    """Accepted [low, high] row count given a reference count (e.g. [0.5x, 2x]); a daily table's own history
+    sets its band instead (`quality.row_counts`)."""
     cfg = config or SuiteConfig()
     if previous_rows < 0:
         raise ValueError(f"previous_rows={previous_rows}: a row count is >= 0")

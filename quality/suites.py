@@ -1,24 +1,27 @@
 """Expectation suites for the lake's tables, built in code, and `validate_table` to run them.
 
-Each table's own expectations live in `quality.tables` (a registry, table name -> `TableSuite`).
+Each table's own expectations live in `quality.tables` (a registry, table name -> `TableSuite`, with the
+lake's daily tables) and `quality.training_tables` (the training sets).
 Every suite also gets checks common to all tables: the contract's columns and types, required
-columns, uniqueness, a row-count floor and, given yesterday's row count, a band relative to it,
-one day per partition, and salted user hashes.
+columns, uniqueness, a row-count floor and, given the previous days' row counts, a band around the
+table's usual count (`quality.row_counts`), one day per partition, and salted user hashes.
 
 Contract breaches (types, nulls, value sets, uniqueness, hard length bounds, hashed user ids) are
-``critical``: training must not consume the table. Distribution bands and the day-over-day row
-count are ``warning`` by default: unusual, worth a look, not proof of a bug.
+``critical``: training must not consume the table. Distribution bands and the row-count band
+are ``warning`` by default: unusual, worth a look, not proof of a bug.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
 
 from quality import gx_engine
+from quality import training_tables as _training_tables  # noqa: F401  registers the training sets' suites
 from quality.outcomes import CRITICAL, ExpectationOutcome, SuiteResult, json_safe
+from quality.row_counts import row_count_band
 from quality.suite_config import SuiteConfig, row_count_bounds
 from quality.tables import REGISTRY, TableSuite, register, why
 
@@ -56,7 +59,33 @@ def _gx_type(dtype: pl.DataType) -> str | None:
     return None
 
 
-def _common(x: Any, suite: TableSuite, cfg: SuiteConfig, columns: frozenset[str], previous_rows: int | None) -> list:
+def _row_band(
+    suite: TableSuite, cfg: SuiteConfig, previous_rows: int | None, row_history: Sequence[int] | None
+) -> tuple[int, int, str] | None:
+    """(low, high, why) of the row-count band, from a reference count or from the previous days' counts."""
+    if previous_rows is not None and row_history is not None:
+        raise ValueError("give either previous_rows (a reference count) or row_history (the previous days' counts)")
+    if not suite.counts_traffic:
+        return None
+    if previous_rows is not None and previous_rows > 0:
+        low, high = row_count_bounds(previous_rows, cfg)
+        return low, high, f"row count within [{cfg.row_ratio_min:g}x, {cfg.row_ratio_max:g}x] of {previous_rows} rows"
+    history = list(row_history or ())
+    band = row_count_band(history, cfg)
+    if band is None:
+        return None
+    reason = f"row count near the usual of the {len(history)} previous days ({min(history)}..{max(history)} rows)"
+    return *band, reason
+
+
+def _common(
+    x: Any,
+    suite: TableSuite,
+    cfg: SuiteConfig,
+    columns: frozenset[str],
+    previous_rows: int | None,
+    row_history: Sequence[int] | None = None,
+) -> list:
     exps: list = []
     if suite.contract is not None:
         exps.append(
@@ -93,17 +122,12 @@ def _common(x: Any, suite: TableSuite, cfg: SuiteConfig, columns: frozenset[str]
             )
     if not suite.may_be_empty and cfg.min_rows > 0:
         exps.append(x.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, meta=why(f"at least {cfg.min_rows} rows")))
-    if previous_rows is not None and previous_rows > 0:
-        low, high = row_count_bounds(previous_rows, cfg)
+    band = _row_band(suite, cfg, previous_rows, row_history)
+    if band is not None:
+        low, high, reason = band
         exps.append(
             x.ExpectTableRowCountToBeBetween(
-                min_value=low,
-                max_value=high,
-                severity=cfg.row_count_severity,
-                meta=why(
-                    f"row count within [{cfg.row_ratio_min:g}x, {cfg.row_ratio_max:g}x] of the previous day "
-                    f"({previous_rows} rows)"
-                ),
+                min_value=low, max_value=high, severity=cfg.row_count_severity, meta=why(reason)
             )
         )
     if "day" in columns:
@@ -122,7 +146,12 @@ def _common(x: Any, suite: TableSuite, cfg: SuiteConfig, columns: frozenset[str]
 
 
 def build_expectations(
-    name: str, columns: Iterable[str], *, previous_rows: int | None = None, config: SuiteConfig | None = None
+    name: str,
+    columns: Iterable[str],
+    *,
+    previous_rows: int | None = None,
+    row_history: Sequence[int] | None = None,
+    config: SuiteConfig | None = None,
 ) -> list[Any]:
     """The GX expectations of table `name` for a frame with `columns` (after derived columns are added)."""
     if name not in REGISTRY:
@@ -133,7 +162,7 @@ def build_expectations(
     suite = REGISTRY[name]
     cols = frozenset(columns)
     x = gx_engine.expectations_module()
-    exps = _common(x, suite, cfg, cols, previous_rows)
+    exps = _common(x, suite, cfg, cols, previous_rows, row_history)
     if suite.build is not None:
         exps.extend(suite.build(x, cfg, cols))
     return exps
@@ -160,9 +189,16 @@ def _contract_outcome(suite: TableSuite, df: pl.DataFrame, cfg: SuiteConfig) -> 
 
 
 def validate_table(
-    name: str, df: pl.DataFrame, *, previous_rows: int | None = None, config: SuiteConfig | None = None
+    name: str,
+    df: pl.DataFrame,
+    *,
+    previous_rows: int | None = None,
+    row_history: Sequence[int] | None = None,
+    config: SuiteConfig | None = None,
 ) -> SuiteResult:
-    """Run table `name`'s suite on `df`. `previous_rows` (yesterday's count) adds the day-over-day band."""
+    """Run table `name`'s suite on `df`. `row_history` (the previous days' row counts, oldest first, e.g.
+    `quality.row_counts.row_count_history`) adds a band around the table's usual count; `previous_rows`, a
+    reference count the caller gives, a [row_ratio_min, row_ratio_max] band around it instead."""
     cfg = config or SuiteConfig()
     if name not in REGISTRY:
         raise ValueError(
@@ -175,7 +211,7 @@ def validate_table(
             frame = suite.derive(df)
         except Exception as e:  # a malformed frame is a finding to report, not a crash
             derive_error = f"{type(e).__name__}: {e}"
-    exps = build_expectations(name, frame.columns, previous_rows=previous_rows, config=cfg)
+    exps = build_expectations(name, frame.columns, previous_rows=previous_rows, row_history=row_history, config=cfg)
     outcomes = gx_engine.validate(
         name,
         frame,

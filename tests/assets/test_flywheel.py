@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 
 from assets import flywheel
-from assets.generation import last_released
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 from tests.assets.test_generation_assets import _annotations
+from training.generation_plan import last_released
 
 DAYS = ("2026-01-05", "2026-01-06")
 

@@ -1,8 +1,8 @@
 """A pairwise reward model that fails its check never judges: the generation keeps its parent's."""
 
 from assets.generation import GenerationPlan, reward_model_dir
-from assets.pre_herding import _keep_parent_judge
 from assets.resources import FlywheelSettings
+from assets.reward_models import _keep_parent_judge
 from quality.outcomes import CRITICAL, WARNING, CheckOutcome
 
 FAILED = CheckOutcome("beats_length_baseline", False, "held-out pair_accuracy 0.422 vs length-only 0.422")

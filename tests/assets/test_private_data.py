@@ -173,8 +173,9 @@ def test_no_raw_id_salt_or_pii_in_the_lake_or_the_event_log(planted_day):
 
 
 def test_dataset_and_model_cards_of_the_day_hold_nothing_private(planted_day, tmp_path):
+    from pipeline.digest import rows_digest
     from training.cards import write_model_card
-    from training.policy.dataset_lineage import BuildResult, content_hash, counts_by_reason, to_dataset
+    from training.policy.dataset_lineage import BuildResult, counts_by_reason, to_dataset
 
     lake = Lake(planted_day["home"])
     day = date.fromisoformat(DAY)
@@ -191,7 +192,7 @@ def test_dataset_and_model_cards_of_the_day_hold_nothing_private(planted_day, tm
     assert any("[EMAIL]" in m["content"] for r in rows for m in r["messages"])
     manifest = {
         "kind": "sft",
-        "content_hash": content_hash(rows),
+        "content_hash": rows_digest(rows),
         "rows": len(rows),
         "drops": counts_by_reason(lake.read("drops", day)),
         "users": prompts["user_hash"].n_unique(),

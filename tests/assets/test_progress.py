@@ -25,6 +25,38 @@ def downstream():
     return None
 
 
+@dg.asset(
+    check_specs=[
+        dg.AssetCheckSpec("usual_size", asset="sizes"),
+        dg.AssetCheckSpec("no_gaps", asset="sizes"),
+    ]
+)
+def sizes():
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(
+        check_name="usual_size", passed=False, severity=dg.AssetCheckSeverity.WARN, description="3x yesterday"
+    )
+    yield dg.AssetCheckResult(check_name="no_gaps", passed=True)
+
+
+def test_the_run_line_counts_passed_warned_and_failed_checks_apart():
+    defs = dg.Definitions(assets=[numbers, sizes], jobs=[dg.define_asset_job("job", selection="*")])
+    out = io.StringIO()
+    result = ProgressView(out=out).run(defs.resolve_job_def("job"), "day", instance=dg.DagsterInstance.ephemeral())
+    lines = out.getvalue().splitlines()
+    assert result.success  # a failed check that does not block fails no step
+    assert "checks 1 passed, 1 warned, 1 failed" in lines[-1]
+    assert any(line.split()[:2] == ["warn", "sizes:usual_size"] and "3x yesterday" in line for line in lines)
+    assert any(line.split()[:2] == ["FAIL", "numbers:positive"] for line in lines)
+    # a run whose checks only warn fails none
+    only_warnings = dg.Definitions(assets=[sizes], jobs=[dg.define_asset_job("job", selection="*")])
+    out = io.StringIO()
+    ProgressView(out=out, steps=False).run(
+        only_warnings.resolve_job_def("job"), "day", instance=dg.DagsterInstance.ephemeral()
+    )
+    assert "checks 1 passed, 1 warned, 0 failed" in out.getvalue().splitlines()[0]
+
+
 def _run(steps: bool) -> tuple[list[str], dg.ExecuteInProcessResult, dg.DagsterInstance]:
     defs = dg.Definitions(assets=[numbers, broken, downstream], jobs=[dg.define_asset_job("job", selection="*")])
     out, instance = io.StringIO(), dg.DagsterInstance.ephemeral()

@@ -12,18 +12,15 @@ import pytest
 
 from pipeline import schema
 from pipeline.prompts import (
-    DUPLICATE_TURN_INDEX,
-    INVALID_MESSAGE,
-    MESSAGE_DROP_REASONS,
     NO_ASSISTANT_TURN,
     NO_RESPONSE,
     PROMPT_TOO_LONG,
     TURN_DROP_REASONS,
     PromptConfig,
     cut_prompts,
-    prompt_id,
     summarize,
 )
+from pipeline.turns import DUPLICATE_TURN_INDEX, INVALID_MESSAGE, MESSAGE_DROP_REASONS, prompt_id
 
 DAY = dt.date(2024, 5, 1)
 

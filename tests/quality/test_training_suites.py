@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from pipeline import schema
-from quality import tables
+from quality import training_tables as tables
 from quality.suites import validate_table
 from tests.training.tiny_policy import cands, prompts_frame
 from training.policy import sft_dataset

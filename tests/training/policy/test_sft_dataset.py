@@ -143,7 +143,7 @@ def test_a_mixture_of_a_given_size_repeats_the_scarce_source_instead_of_thinning
     # the repeats are the same examples, and the quality suite reads them as epochs, not duplicates
     texts = [r["messages"][-1]["content"] for r in res.dataset if r["source"] == "rewrite"]
     assert sorted(texts) == ["rewritten one", "rewritten one", "rewritten two", "rewritten two"]
-    from quality.tables import _sft_derive
+    from quality.training_tables import _sft_derive
 
     derived = _sft_derive(res.frame.with_columns(messages=pl.Series(res.dataset["messages"])))
     assert derived.select("_example_key", "source").is_unique().all()
