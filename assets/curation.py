@@ -30,11 +30,13 @@ from assets.resources import FlywheelSettings
 from assets.steps import publish
 from assets.versions import StepMemo
 from pipeline import schema
-from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup
+from pipeline.dedup_near import NearDedupConfig, near_dedup
 from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
-from pipeline.privacy import PrivacyConfig, landed_scrub_step
+from pipeline.privacy import landed_scrub_step
+from pipeline.privacy_config import PrivacyConfig
 from pipeline.prompts import TURN_DROP_REASONS, PromptConfig, cut_prompts, tail_text
 from pipeline.sampling import SamplingConfig, sample_step
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup

@@ -41,17 +41,12 @@ from training.cards import write_model_card
 from training.generation_plan import read_window, training_prompts
 from training.policy import smollm2
 from training.policy.candidates import CANDIDATES, generate_candidates
-from training.policy.datasets_build import (
-    PREFERENCE_PAIRS,
-    PreferenceBuildConfig,
-    SFTBuildConfig,
-    build_preference_dataset,
-    build_sft_dataset,
-    privacy_pii_check,
-)
+from training.policy.datasets_build import privacy_pii_check
 from training.policy.models import TinyLlamaConfig, corpus_from_prompts
 from training.policy.policy_cache import cached_tiny_policy
+from training.policy.preference_dataset import PREFERENCE_PAIRS, PreferenceBuildConfig, build_preference_dataset
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
+from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 from training.policy.steer_data import check_candidates, steer_prompts
 
 

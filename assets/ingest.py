@@ -13,9 +13,11 @@ from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
 from pipeline import schema
 from pipeline.digest import file_digest
+from pipeline.folder_scan import scan_day
 from pipeline.ingest import FILE_REASON_CODES, ingest_day
-from pipeline.privacy import PrivacyConfig
-from pipeline.sources import chitchat_path, read_day, scan_day
+from pipeline.privacy_config import PrivacyConfig
+from pipeline.source_chitchat import chitchat_path
+from pipeline.sources import read_day
 from quality.row_counts import row_count_history
 
 GROUP = "ingest"

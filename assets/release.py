@@ -35,7 +35,9 @@ from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from assets.reward_models import load_scorer
 from assets.tables import gen_table, write_drops
 from evaluation import release_gates
-from evaluation.generation_report import GENERATIONS, GenerationReportConfig, write_generation_report
+from evaluation.generation_report import write_generation_report
+from evaluation.generation_report_config import GenerationReportConfig
+from evaluation.generations_table import GENERATIONS
 from evaluation.offline_eval import GATES, SLICES, STAGE, evaluate, trained_prompts
 from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, lineage_inputs
 from evaluation.winrate import EVAL_RECORDS_SCHEMA

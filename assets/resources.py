@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from evaluation.ab_config import AbConfig
 from evaluation.ab_simulator import AbSimConfig
-from evaluation.ab_test import AbConfig
 from evaluation.offline_eval import OfflineEvalConfig
 from evaluation.user_simulator import UserSimulatorConfig
 from pipeline.config_fields import field_default, field_help
@@ -25,7 +25,7 @@ from pipeline.device import policy_cpu_threads
 from pipeline.ingest import IngestConfig
 from pipeline.lake import Lake
 from pipeline.schema import SALT_ENV, UserHasher
-from pipeline.sources import SourceConfig
+from pipeline.source_config import SourceConfig
 
 
 def _env(name: str, default: str) -> str:

@@ -28,7 +28,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import minhash  # noqa: E402
-from pipeline.dedup import NearDedupConfig, exact_dedup, near_dedup  # noqa: E402
+from pipeline.dedup_exact import exact_dedup  # noqa: E402
+from pipeline.dedup_near import NearDedupConfig, near_dedup  # noqa: E402
 from pipeline.planted import PlantedConfig, build_planted_duplicates, score_drops  # noqa: E402
 from pipeline.text_hash import normalize_text  # noqa: E402
 

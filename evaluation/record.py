@@ -1,7 +1,7 @@
 """A generation's record: its metrics document and the content hashes of what it was built from.
 
 `collect_metrics` turns the tables of a generation's evaluation, A/B readout and reward-model report into
-the `metrics` document of the `generations` table (its keys are listed in `evaluation.generation_report`).
+the `metrics` document of the `generations` table (its keys are listed in `evaluation.generations_table`).
 The hashes (`pipeline.digest`) name files by content, so the same inputs always give the same hash and a changed
 byte changes it.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from evaluation import evidence, style_monitor
-from evaluation.generation_report import run_chart_columns
+from evaluation.generations_table import run_chart_columns
 from pipeline.digest import dir_digest, files_digest
 
 METRICS_TABLES = (
@@ -134,7 +134,7 @@ def lineage_inputs(
 def generation_row(
     plan: Mapping, recorded_at: str, gates: pl.DataFrame, metrics: dict, inputs: dict, checkpoints: dict
 ) -> dict:
-    """The generation's row of the `generations` table (`evaluation.generation_report.GENERATIONS`).
+    """The generation's row of the `generations` table (`evaluation.generations_table.GENERATIONS`).
 
     `plan` holds generation, number, parent, created_at and days. A generation whose release gates failed is
     recorded as blocked (`released` false, `blocked_by` naming the gates, no A/B readout): it is never a

@@ -30,120 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 import polars as pl
 
 from evaluation import evidence
+from evaluation.gate_config import GateConfig, GateResult, gate_result, worst_severity
 from pipeline.digest import rows_digest
-
-SEVERITIES = ("ok", "warn", "insufficient", "error")
-
-
-def _default_bands() -> dict[str, tuple[str, float]]:
-    return {
-        "mean_chars": ("relative", 0.20),
-        "mean_words": ("relative", 0.20),
-        "list_rate": ("absolute", 0.10),
-        "emoji_rate": ("absolute", 0.05),
-        "mean_emoji": ("absolute", 0.10),
-        "stock_phrase_rate": ("absolute", 0.03),
-        "refusal_rate": ("absolute", 0.02),
-    }
-
-
-@dataclass
-class GateConfig:
-    win_rate_error: float = field(default=0.65, metadata={"help": "A slice win rate above this fails the release."})
-    win_rate_warn: float = field(default=0.60, metadata={"help": "A slice win rate above this warns."})
-    slices: tuple[str, ...] = field(
-        default=("eval_internal", "eval_user"), metadata={"help": "Slices the win-rate gates read."}
-    )
-    slice_divergence_max: float = field(
-        default=0.10, metadata={"help": "Largest allowed |eval_user - eval_internal| win-rate gap per judge."}
-    )
-    slice_divergence_z: float = field(
-        default=1.96,
-        metadata={
-            "help": "A gap beyond `slice_divergence_max` fails only when it is also this many standard errors from 0 "
-            "(each slice's error read off its win-rate interval): a slice of a few dozen prompts swings by more than "
-            "the limit by chance, and then warns instead. 0 fails on the gap alone."
-        },
-    )
-    steerability_tolerance: float = field(
-        default=0.02,
-        metadata={"help": "Largest allowed drop of the instruction-following rate (and rise of a violation rate)."},
-    )
-    artifact_bands: dict[str, tuple[str, float]] = field(
-        default_factory=_default_bands,
-        metadata={"help": "Style metric -> ('relative' | 'absolute', allowed drift from the previous generation)."},
-    )
-    artifact_warn_fraction: float = field(default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."})
-    max_train_eval_overlap: int = field(
-        default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
-    )
-    min_slice_users: int = field(
-        default=20,
-        metadata={
-            "help": "A slice with fewer held-out users gives the win-rate gates insufficient evidence (a win rate "
-            "over a handful of people is about those people)."
-        },
-    )
-    judge_margin: float = field(
-        default=0.02,
-        metadata={
-            "help": "A judge counts only when its held-out AUC (pointwise; within turn-position strata when "
-            "measured) or pair accuracy (pairwise) beats the length-only baseline's by this much."
-        },
-    )
-    min_judge_heldout: int = field(
-        default=50, metadata={"help": "Fewest held-out rows (pairs) behind a judge's validation for it to count."}
-    )
-    min_decided_gates: int = field(
-        default=3,
-        metadata={
-            "help": "The release rule: a generation is released only when no gate failed and at least this many "
-            "gates had the evidence to decide. 3 of 5 by default: the steerability, artifact and train/eval gates "
-            "rest on fixed suites and the replies themselves, so they always decide, while the two win-rate gates "
-            "depend on held-out users and on judges that the traffic may not support; a release never rests on "
-            "missing evidence alone."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        self.slices = tuple(self.slices)
-        if not 0.5 <= self.win_rate_warn <= self.win_rate_error <= 1:
-            raise ValueError("need 0.5 <= win_rate_warn <= win_rate_error <= 1 (defaults 0.60 and 0.65)")
-        if len(self.slices) != 2:
-            raise ValueError("slices must name exactly two slices (the divergence gate compares them)")
-        if self.slice_divergence_z < 0:
-            raise ValueError(f"slice_divergence_z={self.slice_divergence_z} must be >= 0 (1.96: a 95% two-sided test)")
-        for name in ("slice_divergence_max", "steerability_tolerance"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
-        for metric, band in self.artifact_bands.items():
-            if len(band) != 2 or band[0] not in ("relative", "absolute") or band[1] < 0:
-                raise ValueError(f"artifact_bands[{metric!r}]={band!r}: use ('relative' | 'absolute', width >= 0)")
-        if not 0 < self.artifact_warn_fraction <= 1:
-            raise ValueError("artifact_warn_fraction must be in (0, 1]")
-        if self.max_train_eval_overlap < 0:
-            raise ValueError("max_train_eval_overlap must be >= 0")
-        if self.min_slice_users < 1 or self.min_judge_heldout < 1 or self.min_decided_gates < 0:
-            raise ValueError("min_slice_users and min_judge_heldout must be >= 1, min_decided_gates >= 0")
-        if not 0 <= self.judge_margin < 0.5:
-            raise ValueError(f"judge_margin={self.judge_margin} must be in [0, 0.5), e.g. 0.02")
-
-
-class GateResult(NamedTuple):
-    passed: bool
-    severity: str
-    detail: str
-    metadata: dict[str, Any]
-
-
-def _result(gate: str, severity: str, detail: str, **metadata: Any) -> GateResult:
-    return GateResult(severity in ("ok", "warn"), severity, detail, {"gate": gate, **metadata})
 
 
 def _with_evidence(
@@ -169,10 +61,6 @@ def _with_evidence(
     return rows, left_out, {"slices": evidence.evidence_of(win_rates), "judges": dict(judges or {})}
 
 
-def _worst(levels: list[str]) -> str:
-    return max(levels, key=SEVERITIES.index, default="ok")
-
-
 def win_rate_ceiling(
     win_rates: pl.DataFrame, config: GateConfig | None = None, judges: Mapping[str, dict] | None = None
 ) -> GateResult:
@@ -182,10 +70,12 @@ def win_rate_ceiling(
     config = config or GateConfig()
     present = win_rates.filter(pl.col("slice").is_in(config.slices) & pl.col("win_rate").is_not_null())
     if present.height == 0:
-        return _result("win_rate_ceiling", "error", "no win rate for the configured slices", slices=config.slices)
+        return gate_result("win_rate_ceiling", "error", "no win rate for the configured slices", slices=config.slices)
     rows, left_out, ev = _with_evidence(present, config, judges)
     if rows.height == 0:
-        return _result("win_rate_ceiling", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev)
+        return gate_result(
+            "win_rate_ceiling", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev
+        )
     levels, flagged = [], []
     for r in rows.iter_rows(named=True):
         wr = r["win_rate"]
@@ -197,11 +87,11 @@ def win_rate_ceiling(
     if missing:
         levels.append("error")
         flagged.append(f"no win rate for {missing}")
-    severity = _worst(levels)
+    severity = worst_severity(levels)
     detail = "win rates within the ceiling" if severity == "ok" else "; ".join(flagged)
     if left_out:
         detail += f" (not counted, insufficient evidence: {'; '.join(left_out)})"
-    return _result(
+    return gate_result(
         "win_rate_ceiling",
         severity,
         detail,
@@ -235,7 +125,9 @@ def slice_divergence(
         return any({a, b} <= set(g["slice"].to_list()) for _, g in frame.group_by("judge"))
 
     if not paired(rows) and paired(win_rates.filter(pl.col("win_rate").is_not_null())):
-        return _result("slice_divergence", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev)
+        return gate_result(
+            "slice_divergence", "insufficient", "insufficient evidence: " + "; ".join(left_out), evidence=ev
+        )
     wide: dict[str, dict[str, dict]] = {}
     for r in rows.iter_rows(named=True):
         wide.setdefault(r["judge"], {})[r["slice"]] = r
@@ -246,7 +138,7 @@ def slice_divergence(
             se = (_standard_error(v[a]) ** 2 + _standard_error(v[b]) ** 2) ** 0.5
             z[judge] = gaps[judge] / se if se > 0 else float("inf")
     if not gaps:
-        return _result("slice_divergence", "error", f"no judge has win rates on both {a} and {b}")
+        return gate_result("slice_divergence", "error", f"no judge has win rates on both {a} and {b}")
     over = {j for j, g in gaps.items() if g > config.slice_divergence_max}
     real = sorted(j for j in over if z[j] >= config.slice_divergence_z)
     worst = max(gaps, key=gaps.get)
@@ -266,7 +158,7 @@ def slice_divergence(
         detail = f"largest gap {gaps[worst]:.3f} ({worst}) within {config.slice_divergence_max}"
     if left_out:
         detail += f" (not counted, insufficient evidence: {'; '.join(left_out)})"
-    return _result(
+    return gate_result(
         "slice_divergence",
         severity,
         detail,
@@ -291,7 +183,7 @@ def steerability_regression(
     new_all = _rates(new_summary, "overall", "following_rate")
     prev_all = _rates(prev_summary, "overall", "following_rate")
     if "all" not in new_all or "all" not in prev_all:
-        return _result("steerability", "error", "a steerability summary has no overall row")
+        return gate_result("steerability", "error", "a steerability summary has no overall row")
     drop = prev_all["all"] - new_all["all"]
     new_v = _rates(new_summary, "instruction", "violation_rate")
     prev_v = _rates(prev_summary, "instruction", "violation_rate")
@@ -306,7 +198,7 @@ def steerability_regression(
         severity, detail = "warn", f"violation rates rose: {rose}"
     else:
         severity, detail = "ok", f"instruction-following rate {new_all['all']:.3f} (previous {prev_all['all']:.3f})"
-    return _result(
+    return gate_result(
         "steerability",
         severity,
         detail,
@@ -346,8 +238,8 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         levels.append(level)
         if level != "ok":
             notes.append(f"{metric}: {b:.4g} -> {a:.4g} ({kind} drift {drift:.3g}, band {width})")
-    severity = _worst(levels)
-    return _result(
+    severity = worst_severity(levels)
+    return gate_result(
         "artifact_drift",
         severity,
         "; ".join(notes) or "all style metrics within their bands",
@@ -380,7 +272,7 @@ def train_eval_disjoint(
         if overlap
         else "train and eval prompts are disjoint"
     )
-    return _result(
+    return gate_result(
         "train_eval_disjoint",
         "ok" if ok else "error",
         detail,
@@ -400,13 +292,13 @@ def evidence_rule(gates: Mapping[str, GateResult], config: GateConfig | None = N
     severity, detail, meta = evidence.release_rule(
         {name: g.severity for name, g in gates.items()}, config.min_decided_gates
     )
-    return _result("evidence_rule", severity, detail, **meta)
+    return gate_result("evidence_rule", severity, detail, **meta)
 
 
 def release_decision(results: list[GateResult]) -> GateResult:
     """All gates together: fails when any gate fails; warns when any warns; a gate with insufficient evidence
     neither passes nor fails (the evidence rule, when among `results`, bounds how many may be)."""
-    severity = _worst([r.severity for r in results if r.severity != "insufficient"]) if results else "error"
+    severity = worst_severity([r.severity for r in results if r.severity != "insufficient"]) if results else "error"
     failed = [r.metadata.get("gate") for r in results if r.severity == "error"]
     warned = [r.metadata.get("gate") for r in results if r.severity == "warn"]
     insufficient = [r.metadata.get("gate") for r in results if r.severity == "insufficient"]
@@ -421,6 +313,6 @@ def release_decision(results: list[GateResult]) -> GateResult:
     )
     if insufficient and results:
         detail += f"; insufficient evidence for {insufficient}"
-    return _result(
+    return gate_result(
         "release", severity, detail, failed=failed, warned=warned, insufficient=insufficient, n_gates=len(results)
     )

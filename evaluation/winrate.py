@@ -14,159 +14,32 @@ A win counts 1, a tie 1/2, a loss 0; the win rate of a slice is their mean. Slic
 separately (`eval_internal`: prompts from internal testers; `eval_user`: real user traffic) because a
 gap between them is itself a warning sign.
 
-The interval is a seeded bootstrap (scipy.stats.bootstrap, BCa by default) over the unit that was really
-sampled: held-out *users*, each with all their prompts, since one user's prompts share their taste and
-their conversations and are not independent draws. A slice with fewer than `min_cluster_users` users is
-resampled by conversation instead (a handful of users gives no interval worth the name; the release gates
-call such a slice insufficient evidence), and replies without user or conversation ids by prompt. The
-summary says which unit each interval resampled (`unit`), how many users, conversations and prompts
-stand behind it, and the prompt-level interval next to it (`prompt_ci_*`), whose narrowness shows how
-much an interval over prompts would overstate the evidence.
+The interval is a seeded bootstrap over the unit that was really sampled (`evaluation.winrate_intervals`);
+the settings and the frames are `evaluation.winrate_config`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
+from evaluation.winrate_config import (
+    CLUSTER_COLUMNS,
+    OUTCOME_SCHEMA,
+    PAIRED_SCHEMA,
+    SIDE_SCHEMA,
+    STAGE,
+    PairwiseScorer,
+    PointwiseScorer,
+    WinRateConfig,
+    WinRateResult,
+)
+from evaluation.winrate_intervals import summarize
 from pipeline import schema
-
-STAGE = "winrate"
-
-PointwiseScorer = Callable[[list[str], list[str]], Sequence[float]]
-PairwiseScorer = Callable[[list[str], list[str], list[str]], Any]
-
-PAIRWISE_OUTPUTS = ("probability", "logit", "utilities")
-CI_METHODS = ("BCa", "percentile", "basic")
-
-CI_UNITS = ("user", "conversation", "prompt")
-# who a prompt belongs to: optional on the replies, carried through to the outcomes for the clustered interval
-CLUSTER_COLUMNS = ("user_hash", "conversation_id")
-SIDE_SCHEMA = pl.Schema({"prompt_id": pl.Utf8, "slice": pl.Utf8, "context": pl.Utf8, "response": pl.Utf8})
-PAIRED_SCHEMA = pl.Schema(
-    {
-        "prompt_id": pl.Utf8,
-        "slice": pl.Utf8,
-        "context": pl.Utf8,
-        "response_new": pl.Utf8,
-        "response_prev": pl.Utf8,
-        "user_hash": pl.Utf8,
-        "conversation_id": pl.Utf8,
-    }
-)
-OUTCOME_SCHEMA = pl.Schema(
-    {
-        "prompt_id": pl.Utf8,
-        "slice": pl.Utf8,
-        "user_hash": pl.Utf8,
-        "conversation_id": pl.Utf8,
-        "judge": pl.Utf8,
-        "kind": pl.Utf8,
-        "score_new": pl.Float64,
-        "score_prev": pl.Float64,
-        "p_new": pl.Float64,
-        "outcome": pl.Float64,
-    }
-)
-SUMMARY_SCHEMA = pl.Schema(
-    {
-        "slice": pl.Utf8,
-        "judge": pl.Utf8,
-        "n": pl.Int64,
-        "wins": pl.Int64,
-        "ties": pl.Int64,
-        "losses": pl.Int64,
-        "win_rate": pl.Float64,
-        "ci_low": pl.Float64,
-        "ci_high": pl.Float64,
-        # the evidence behind the interval: distinct users and conversations, and the unit it resampled
-        "users": pl.Int64,
-        "conversations": pl.Int64,
-        "unit": pl.Utf8,
-        "prompt_ci_low": pl.Float64,
-        "prompt_ci_high": pl.Float64,
-    }
-)
-
-
-@dataclass
-class WinRateConfig:
-    slices: tuple[str, ...] = field(
-        default=("eval_internal", "eval_user"),
-        metadata={"help": "Slices evaluated, each on its own; prompts of other slices are dropped with a reason."},
-    )
-    pointwise_tie_tolerance: float = field(
-        default=0.0, metadata={"help": "A pointwise judge calls a tie when |score_new - score_prev| <= this."}
-    )
-    pairwise_tie_tolerance: float = field(
-        default=0.0, metadata={"help": "A pairwise judge calls a tie when |P(new beats prev) - 0.5| <= this."}
-    )
-    pairwise_output: str = field(
-        default="probability",
-        metadata={
-            "help": "What a pairwise judge returns: 'probability' P(a beats b), 'logit' of it, or "
-            "'utilities' (a pair of arrays u_a, u_b; P = sigmoid(u_a - u_b))."
-        },
-    )
-    pairwise_both_orders: bool = field(
-        default=True,
-        metadata={"help": "Judge each pair as (new, prev) and (prev, new) and average, to cancel position bias."},
-    )
-    n_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples per (slice, judge)."})
-    confidence_level: float = field(default=0.95, metadata={"help": "Confidence level of the interval."})
-    ci_method: str = field(
-        default="BCa", metadata={"help": "scipy.stats.bootstrap method: 'BCa', 'percentile' or 'basic'."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap, so a re-run gives the same interval."})
-    ci_unit: str = field(
-        default="user",
-        metadata={
-            "help": "What the interval resamples: 'user' (all of a user's prompts together), 'conversation' or "
-            "'prompt'; a unit the replies do not identify falls back to the next one."
-        },
-    )
-    min_cluster_users: int = field(
-        default=20,
-        metadata={"help": "A slice with fewer users than this is resampled by conversation instead of by user."},
-    )
-    batch_size: int = field(default=256, metadata={"help": "Prompts per judge call."})
-
-    def __post_init__(self) -> None:
-        self.slices = tuple(self.slices)
-        if not self.slices:
-            raise ValueError("slices is empty: name at least one slice, e.g. ('eval_internal', 'eval_user')")
-        for name in ("pointwise_tie_tolerance", "pairwise_tie_tolerance"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.pairwise_tie_tolerance >= 0.5:
-            raise ValueError("pairwise_tie_tolerance must be < 0.5, or every pair is a tie")
-        if self.pairwise_output not in PAIRWISE_OUTPUTS:
-            raise ValueError(f"pairwise_output={self.pairwise_output!r}: use one of {PAIRWISE_OUTPUTS}")
-        if self.ci_method not in CI_METHODS:
-            raise ValueError(f"ci_method={self.ci_method!r}: use one of {CI_METHODS}")
-        if not 0 < self.confidence_level < 1:
-            raise ValueError(f"confidence_level={self.confidence_level} must be in (0, 1), e.g. 0.95")
-        if self.n_resamples < 100:
-            raise ValueError(f"n_resamples={self.n_resamples} is too few for an interval: use >= 100 (default 2000)")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if self.ci_unit not in CI_UNITS:
-            raise ValueError(f"ci_unit={self.ci_unit!r}: use one of {CI_UNITS}")
-        if self.min_cluster_users < 2:
-            raise ValueError(f"min_cluster_users={self.min_cluster_users} must be >= 2 (default 20)")
-
-
-class WinRateResult(NamedTuple):
-    summary: pl.DataFrame
-    outcomes: pl.DataFrame
-    drops: pl.DataFrame
-
 
 _drop = partial(schema.drop_row, STAGE)
 
@@ -317,123 +190,6 @@ def judge_outcomes(
         for r in bad.iter_rows(named=True)
     ]
     return outcomes.filter(~pl.col("outcome").is_nan()), schema.drops_frame(drops)
-
-
-def bootstrap_ci(values: np.ndarray, config: WinRateConfig, rng: np.random.Generator) -> tuple[float, float]:
-    """Interval of the mean of `values`; a constant sample has the degenerate interval [v, v]."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return float("nan"), float("nan")
-    if np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    res = stats.bootstrap(
-        (values,),
-        np.mean,
-        vectorized=True,
-        n_resamples=config.n_resamples,
-        confidence_level=config.confidence_level,
-        method=config.ci_method,
-        random_state=rng,
-        batch=500,
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def cluster_bootstrap_ci(
-    values: np.ndarray, clusters: np.ndarray, config: WinRateConfig, rng: np.random.Generator
-) -> tuple[float, float]:
-    """Interval of the mean of `values` when whole clusters (users, conversations) were sampled: the
-    clusters are resampled with all their values (the ratio of summed outcomes to summed prompts). One
-    value per cluster is the plain bootstrap over values."""
-    values = np.asarray(values, dtype=np.float64)
-    _, owner = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-    k = int(owner.max()) + 1 if owner.size else 0
-    if k == values.size:
-        return bootstrap_ci(values, config, rng)
-    if values.size and np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    if k < 2:
-        return float("nan"), float("nan")
-    sums = np.bincount(owner, weights=values, minlength=k)
-    counts = np.bincount(owner, minlength=k).astype(np.float64)
-
-    def ratio(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-        return s.sum(axis=axis) / c.sum(axis=axis)
-
-    for method in dict.fromkeys((config.ci_method, "percentile")):  # BCa is undefined on a degenerate jackknife
-        res = stats.bootstrap(
-            (sums, counts),
-            ratio,
-            paired=True,
-            vectorized=True,
-            n_resamples=config.n_resamples,
-            confidence_level=config.confidence_level,
-            method=method,
-            random_state=rng,
-            batch=500,
-        )
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if np.isfinite(low) and np.isfinite(high):
-            break
-    return low, high
-
-
-def _cluster_ids(o: pl.DataFrame, config: WinRateConfig) -> tuple[str, np.ndarray, int, int]:
-    """(unit, cluster id per prompt, users, conversations) of one slice's outcomes: by user when it has at
-    least `min_cluster_users` of them, else by conversation, else by prompt; a prompt without an id of the
-    chosen unit is its own cluster."""
-    ids = {c: (o[c] if c in o.columns else pl.Series(c, [None] * o.height, pl.Utf8)) for c in CLUSTER_COLUMNS}
-    # None: the replies do not say who they belong to
-    users, conversations = (ids[c].drop_nulls().n_unique() or None for c in CLUSTER_COLUMNS)
-    order = CI_UNITS[CI_UNITS.index(config.ci_unit) :]
-    unit = "prompt"
-    if "user" in order and (users or 0) >= config.min_cluster_users:
-        unit = "user"
-    elif "conversation" in order and (conversations or 0) >= 2:
-        unit = "conversation"
-    if unit == "prompt":
-        return unit, o["prompt_id"].to_numpy(), users, conversations
-    column = ids["user_hash" if unit == "user" else "conversation_id"]
-    own = [c if c is not None else f"prompt:{p}" for c, p in zip(column.to_list(), o["prompt_id"].to_list())]
-    return unit, np.array(own, dtype=object), users, conversations
-
-
-def summarize(outcomes: pl.DataFrame, config: WinRateConfig | None = None) -> pl.DataFrame:
-    """(slice, judge, n, wins, ties, losses, win_rate, ci_low, ci_high, users, conversations, unit,
-    prompt_ci_low, prompt_ci_high), one row per configured slice and judge; a slice with no prompts gets
-    n = 0 and null rates. `ci_*` resample `unit` (see the module docstring), `prompt_ci_*` the prompts."""
-    config = config or WinRateConfig()
-    rng = np.random.default_rng(config.seed)
-    rows = []
-    judges = outcomes["judge"].unique(maintain_order=True).to_list()
-    for slice_name in config.slices:
-        for judge in judges:
-            part = outcomes.filter((pl.col("slice") == slice_name) & (pl.col("judge") == judge))
-            o = part["outcome"].to_numpy()
-            unit, clusters, users, conversations = _cluster_ids(part, config)
-            lo, hi = bootstrap_ci(o, config, rng) if o.size else (None, None)
-            plo, phi = lo, hi
-            if o.size and unit != "prompt":
-                lo, hi = cluster_bootstrap_ci(o, clusters, config, rng)
-            rows.append(
-                {
-                    "slice": slice_name,
-                    "judge": judge,
-                    "n": int(o.size),
-                    "wins": int((o == 1).sum()),
-                    "ties": int((o == 0.5).sum()),
-                    "losses": int((o == 0).sum()),
-                    "win_rate": float(o.mean()) if o.size else None,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "users": users,
-                    "conversations": conversations,
-                    "unit": unit if o.size else None,
-                    "prompt_ci_low": plo,
-                    "prompt_ci_high": phi,
-                }
-            )
-    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
 
 
 EVAL_RECORDS_SCHEMA = pl.Schema(

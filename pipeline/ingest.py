@@ -57,9 +57,6 @@ day_too_large               the day's files passed `max_day_bytes`: the rest is 
 
 from __future__ import annotations
 
-import math
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -69,10 +66,21 @@ from typing import Any
 import polars as pl
 
 from pipeline import schema
-from pipeline.privacy import PrivacyConfig, ScrubCounters, scrub_step
+from pipeline.folder_scan import FILE_CUT, FILE_REFUSED
+from pipeline.ingest_fields import (
+    Reject,
+    check_text,
+    has_surrogate,
+    id_field,
+    str_field,
+    ts_field,
+    turn_index_field,
+)
+from pipeline.privacy import ScrubCounters, scrub_step
+from pipeline.privacy_config import PrivacyConfig
 from pipeline.redact import Redactor
 from pipeline.seeded_uniform import seeded_uniform
-from pipeline.sources import FILE_CUT, FILE_REFUSED, Record, SourceConfig
+from pipeline.source_config import Record, SourceConfig
 
 REASON_CODES = (
     "invalid_json",
@@ -101,10 +109,6 @@ REASON_CODES = (
 )
 # the codes of a whole file (line 0) rather than of one record
 FILE_REASON_CODES = (*FILE_REFUSED, *FILE_CUT)
-
-_ALLOWED_CONTROL = {"\t", "\n", "\r"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -167,81 +171,6 @@ class IngestResult:
             return {}
         counts = self.quarantine.group_by("reason_code").len().sort("len", descending=True)
         return dict(zip(counts["reason_code"].to_list(), counts["len"].to_list()))
-
-
-class _Reject(Exception):
-    def __init__(self, code: str, detail: str):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-def _parse_ts(value: Any, field_name: str) -> datetime:
-    if isinstance(value, bool):
-        raise _Reject("wrong_type", f"`{field_name}` is a boolean, expected an ISO-8601 string or epoch seconds")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise _Reject("wrong_type", f"`{field_name}` is not a finite number")
-        try:
-            return datetime.fromtimestamp(value, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise _Reject("wrong_type", f"`{field_name}` {value!r} is out of range for epoch seconds") from None
-    if isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise _Reject("wrong_type", f"`{field_name}` {value[:60]!r} is not an ISO-8601 timestamp") from None
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    raise _Reject(
-        "wrong_type", f"`{field_name}` is {type(value).__name__}, expected an ISO-8601 string or epoch seconds"
-    )
-
-
-def _str_field(obj: dict, name: str, *, required: bool, aliases: tuple[str, ...] = ()) -> str | None:
-    for key in (name, *aliases):
-        if key in obj and obj[key] is not None:
-            v = obj[key]
-            if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise _Reject("wrong_type", f"`{key}` is {type(v).__name__}, expected a string")
-            return str(v)
-    if required:
-        raise _Reject("missing_field", f"required field `{name}` is missing")
-    return None
-
-
-def _id_field(obj: dict, name: str, aliases: tuple[str, ...] = (), *, null_is_absent: bool = False) -> str | None:
-    """The id under `name` (or an alias), None when absent. A null or blank id is rejected, not defaulted:
-    records with null ids would otherwise merge into one conversation (or one user)."""
-    for key in (name, *aliases):
-        if key not in obj or (obj[key] is None and null_is_absent):
-            continue
-        v = obj[key]
-        if v is None or (isinstance(v, str) and not v.strip()):
-            raise _Reject("empty_id", f"`{key}` is {'null' if v is None else 'blank'}")
-        if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise _Reject("wrong_type", f"`{key}` is {type(v).__name__}, expected a string")
-        return str(v)
-    return None
-
-
-def _has_surrogate(s: str) -> bool:
-    return not s.isascii() and _SURROGATE.search(s) is not None
-
-
-def _check_text(text: Any, key: str, max_chars: int) -> str:
-    if not isinstance(text, str):
-        raise _Reject("wrong_type", f"`{key}` is {type(text).__name__}, expected a string")
-    if _has_surrogate(text):
-        at = _SURROGATE.search(text).start()  # type: ignore[union-attr]
-        raise _Reject("lone_surrogate", f"text holds a lone surrogate U+{ord(text[at]):04X} at offset {at}")
-    if not text.strip():
-        raise _Reject("empty_text", "text is empty or whitespace only")
-    bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROL), None)
-    if bad is not None:
-        raise _Reject("control_chars", f"text holds control character U+{ord(bad):04X} at offset {text.index(bad)}")
-    if len(text) > max_chars:
-        raise _Reject("text_too_long", f"text has {len(text)} characters, the limit is {max_chars} (max_text_chars)")
-    return text
 
 
 class _DayIngest:
@@ -325,7 +254,7 @@ class _DayIngest:
         payload = m if m is meta else {**meta, "message": m}
         try:
             cand = self._candidate(m, meta, position)
-        except _Reject as r:
+        except Reject as r:
             self.reject(rec, r.code, where + r.detail, payload)
             return
         except Exception as e:  # a bad record never fails the run, whatever slipped past the checks
@@ -337,68 +266,48 @@ class _DayIngest:
     def _candidate(self, m: dict, meta: dict, position: int | None) -> dict:
         def pick(name: str) -> str | None:
             # a message's own field wins over its conversation's metadata
-            v = _str_field(m, name, required=False)
-            return v if v is not None or m is meta else _str_field(meta, name, required=False)
+            v = str_field(m, name, required=False)
+            return v if v is not None or m is meta else str_field(meta, name, required=False)
 
-        conversation_id = _id_field(meta, "conversation_id", aliases=() if m is meta else ("id",))
+        conversation_id = id_field(meta, "conversation_id", aliases=() if m is meta else ("id",))
         if conversation_id is None:  # a conversation record's id was defaulted when absent
-            raise _Reject("missing_field", "required field `conversation_id` is missing")
-        role = _str_field(m, "role", required=True)
+            raise Reject("missing_field", "required field `conversation_id` is missing")
+        role = str_field(m, "role", required=True)
         if role not in schema.ROLES:
-            raise _Reject("unknown_role", f"role {role!r} is not one of {schema.ROLES}")
+            raise Reject("unknown_role", f"role {role!r} is not one of {schema.ROLES}")
         text_key = "text" if "text" in m else "content"
         if text_key not in m or m[text_key] is None:
-            raise _Reject("missing_field", "required field `text` (or `content`) is missing")
-        text = _check_text(m[text_key], text_key, self.cfg.max_text_chars)
+            raise Reject("missing_field", "required field `text` (or `content`) is missing")
+        text = check_text(m[text_key], text_key, self.cfg.max_text_chars)
 
-        ts_value = next((m[k] for k in ("ts", "timestamp", "created_at") if m.get(k) is not None), None)
-        if ts_value is None:
-            ts_value = next((meta[k] for k in ("ts", "timestamp", "created_at") if meta.get(k) is not None), None)
-        if ts_value is None:
-            raise _Reject("missing_field", "required field `ts` is missing (on the message or its conversation)")
-        ts = _parse_ts(ts_value, "ts")
+        ts = ts_field(m, meta)
         if not (self.start <= ts < self.end):
-            raise _Reject(
+            raise Reject(
                 "ts_outside_day",
                 f"ts {ts.isoformat()} is outside {self.day.isoformat()} "
                 f"(+{self.cfg.late_grace_minutes} min grace, late_grace_minutes)",
             )
 
-        turn_index: int | None = None
-        if "turn_index" in m and m["turn_index"] is not None:
-            ti = m["turn_index"]
-            if isinstance(ti, bool) or not isinstance(ti, int):
-                raise _Reject("wrong_type", f"`turn_index` is {type(ti).__name__}, expected an integer")
-            if ti < 0:
-                raise _Reject("bad_value", f"`turn_index` {ti} is negative")
-            if ti > _INT32_MAX:
-                # the value itself is left out: a long number reads as a phone number to the scrubber
-                raise _Reject(
-                    "out_of_range",
-                    f"`turn_index` has {len(str(ti))} digits and is beyond {_INT32_MAX:_}, the column's largest",
-                )
-            turn_index = ti
-        elif position is not None:
-            turn_index = position
+        turn_index = turn_index_field(m, position)
 
         source = pick("source")
         if source is not None and source not in schema.SOURCES:
-            raise _Reject("bad_value", f"source {source!r} is not one of {schema.SOURCES}")
-        feedback = _str_field(m, "feedback", required=False)
+            raise Reject("bad_value", f"source {source!r} is not one of {schema.SOURCES}")
+        feedback = str_field(m, "feedback", required=False)
         if feedback is not None and feedback not in schema.FEEDBACK:
-            raise _Reject("bad_value", f"feedback {feedback!r} is not one of {schema.FEEDBACK}")
+            raise Reject("bad_value", f"feedback {feedback!r} is not one of {schema.FEEDBACK}")
 
-        user_id = _id_field(m, "user_id", null_is_absent=True)
+        user_id = id_field(m, "user_id", null_is_absent=True)
         if user_id is None and m is not meta:
-            user_id = _id_field(meta, "user_id", null_is_absent=True)
+            user_id = id_field(meta, "user_id", null_is_absent=True)
         user_id = user_id or conversation_id  # no user id: each conversation counts as its own user
-        if _has_surrogate(user_id):
-            raise _Reject("lone_surrogate", "`user_id` holds a lone surrogate")
+        if has_surrogate(user_id):
+            raise Reject("lone_surrogate", "`user_id` holds a lone surrogate")
         user_hash = self.hasher(user_id)
         if source is None:
             source = "internal" if seeded_uniform(user_hash) < self.cfg.internal_user_fraction else "external"
         cand = {
-            "message_id": _id_field(m, "message_id", aliases=("id",), null_is_absent=True),
+            "message_id": id_field(m, "message_id", aliases=("id",), null_is_absent=True),
             "conversation_id": conversation_id,
             "turn_index": turn_index,
             "role": role,
@@ -414,8 +323,8 @@ class _DayIngest:
         }
         # text and user_id are checked above; role, source and feedback are from fixed sets
         for key in ("conversation_id", "message_id", "character_id", "served_by", "surface"):
-            if cand[key] is not None and _has_surrogate(cand[key]):
-                raise _Reject(
+            if cand[key] is not None and has_surrogate(cand[key]):
+                raise Reject(
                     "lone_surrogate", f"`{key}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
                 )
         return cand

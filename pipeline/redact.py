@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.privacy import PrivacyConfig, scrub_text
+from pipeline.privacy import scrub_text
+from pipeline.privacy_config import PrivacyConfig
 
 # keys whose values name a user (compared lower-cased)
 USER_ID_KEYS = (

@@ -25,7 +25,8 @@ from quality.contracts import (
     check_stage_conservation,
 )
 from quality.outcomes import CheckOutcome, SuiteResult
-from quality.report import ReportFiles, ReportInputs, StageCount, write_report
+from quality.report import ReportFiles, write_report
+from quality.report_inputs import ReportInputs, StageCount
 from quality.row_counts import row_count_history
 from quality.suites import validate_table
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.privacy import PrivacyConfig, scrub_text
+from pipeline.privacy import scrub_text
+from pipeline.privacy_config import PrivacyConfig
 from quality.outcomes import CRITICAL, ExpectationOutcome, json_safe
 
 if TYPE_CHECKING:  # pragma: no cover

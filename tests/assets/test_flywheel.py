@@ -120,7 +120,7 @@ def test_next_plan_takes_its_window_and_skips_blocked_parents(tmp_path):
 
 def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsys):
     from assets.resources import FlywheelSettings
-    from evaluation.generation_report import GENERATIONS
+    from evaluation.generations_table import GENERATIONS
 
     settings = FlywheelSettings(home=str(tmp_path))
     lake = Lake(tmp_path)

@@ -6,12 +6,12 @@ import pytest
 
 from assets.generation import GenerationSettings
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
+from evaluation.ab_config import AbConfig
 from evaluation.ab_simulator import AbSimConfig
-from evaluation.ab_test import AbConfig
+from evaluation.gate_config import GateConfig
 from evaluation.offline_eval import OfflineEvalConfig
-from evaluation.release_gates import GateConfig
 from pipeline.ingest import IngestConfig
-from pipeline.sources import SourceConfig
+from pipeline.source_config import SourceConfig
 
 # resource field -> (library dataclass, its field)
 FORWARDED = {

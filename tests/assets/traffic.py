@@ -7,9 +7,10 @@ DAY = "2026-01-05"
 
 def write_traffic(folder, n_conversations=60, max_messages=8, day=DAY, offset=0):
     """Real conversations of the packaged Chit-Chat corpus, as one day of folder traffic."""
-    from pipeline.sources import SourceConfig, _load_json_corpus, chitchat_path
+    from pipeline.source_chitchat import chitchat_path, load_json_corpus
+    from pipeline.source_config import SourceConfig
 
-    corpus = _load_json_corpus(str(chitchat_path(SourceConfig())))
+    corpus = load_json_corpus(str(chitchat_path(SourceConfig())))
     rows = []
     picked = [c for c in corpus.values() if len(c["messages"]) >= 4][offset : offset + n_conversations]
     for c, conv in enumerate(picked):

@@ -9,7 +9,7 @@ import polars as pl
 
 from pipeline import schema
 from tests.training.tiny_policy import TOPICS
-from training.rewards.annotations import PAIRS
+from training.rewards.annotation_set import PAIRS
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
 
 SPLITS = ("train", "eval_internal", "eval_user")

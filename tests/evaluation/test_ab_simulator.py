@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evaluation.ab_config import EVENTS_SCHEMA, EXPOSURES_SCHEMA
 from evaluation.ab_simulator import AbSimConfig, simulate_ab_logs, simulate_users
-from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA
 
 
 def test_population_parameters_are_the_truth():

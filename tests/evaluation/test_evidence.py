@@ -9,16 +9,11 @@ import polars as pl
 import pytest
 
 from evaluation import evidence
-from evaluation.ab_test import AbConfig, ab_decision
+from evaluation.ab_config import AbConfig
+from evaluation.ab_test import ab_decision
+from evaluation.gate_config import GateConfig, GateResult
 from evaluation.record import generation_row
-from evaluation.release_gates import (
-    GateConfig,
-    GateResult,
-    evidence_rule,
-    release_decision,
-    slice_divergence,
-    win_rate_ceiling,
-)
+from evaluation.release_gates import evidence_rule, release_decision, slice_divergence, win_rate_ceiling
 from evaluation.user_simulator import (
     ArmReplies,
     SimulatedAbConfig,

@@ -5,14 +5,9 @@ from datetime import date
 import polars as pl
 import pytest
 
-from evaluation.generation_report import (
-    GENERATIONS,
-    GenerationReportConfig,
-    build_markdown,
-    metrics_long,
-    parse_generations,
-    write_generation_report,
-)
+from evaluation.generation_report import build_markdown, write_generation_report
+from evaluation.generation_report_config import GenerationReportConfig
+from evaluation.generations_table import GENERATIONS, metrics_long, parse_generations
 
 
 def _metrics(wr_user: float, wr_internal: float, following: tuple[float, float], lift: float, simulated: bool) -> str:

@@ -6,17 +6,8 @@ import random
 import polars as pl
 import pytest
 
-from evaluation.ifeval import (
-    PAPER_SEED,
-    IFEvalConfig,
-    ensure_punkt,
-    main,
-    read_inputs,
-    read_responses,
-    score_ifeval,
-    score_ifeval_files,
-    write_punkt_tables,
-)
+from evaluation.ifeval import PAPER_SEED, IFEvalConfig, main, score_ifeval, score_ifeval_files
+from evaluation.ifeval_files import read_inputs, read_responses
 from pipeline import schema
 
 PAPER_GPT4 = {  # Zhou et al. 2023, "Instruction-Following Evaluation for Large Language Models", Table 3
@@ -185,28 +176,6 @@ def test_the_command_line_scores_a_response_file(tmp_path, offline, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["accuracies"]["prompt_strict_acc"] == 1.0
     assert printed["not_scored"] == {"missing_response": 1}
-
-
-def test_punkt_tables_load_in_nltk_as_the_english_model(tmp_path, monkeypatch):
-    import nltk
-
-    # NLTK reads model files only under its data roots
-    monkeypatch.setattr(nltk.data, "path", [*nltk.data.path, str(tmp_path)])
-    from nltk.tokenize.punkt import PunktSentenceTokenizer, load_punkt_params
-    from punkt.data import load_module
-
-    target = write_punkt_tables(tmp_path)
-    params = load_punkt_params(nltk.data.FileSystemPathPointer(str(target)))
-    model = load_module("english")
-    assert params.abbrev_types == set(model.ABBREV_TYPES) and "dr" in params.abbrev_types
-    assert params.collocations == set(model.COLLOCATIONS)
-    assert params.sent_starters == set(model.SENT_STARTERS)
-    assert params.ortho_context == dict(model.ORTHO_CONTEXT)
-    text = "Mr. Brown met Dr. Green at 5 p.m. today. They talked."
-    assert PunktSentenceTokenizer(params).tokenize(text) == ["Mr. Brown met Dr. Green at 5 p.m. today.", "They talked."]
-    assert write_punkt_tables(tmp_path) == target  # complete tables are kept
-    ensure_punkt(tmp_path)
-    assert nltk.sent_tokenize(text) == ["Mr. Brown met Dr. Green at 5 p.m. today.", "They talked."]
 
 
 @pytest.mark.parametrize("kwargs, match", [({"join": "fuzzy"}, "join"), ({"seed": -1}, "seed")])

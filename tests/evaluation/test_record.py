@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from evaluation.generation_report import GENERATIONS
+from evaluation.generations_table import GENERATIONS
 from evaluation.record import collect_metrics, generation_row
 
 PLAN = {"generation": "gen-2", "number": 2, "parent": "gen-1", "created_at": "t0", "days": ["2026-01-13", "2026-01-14"]}

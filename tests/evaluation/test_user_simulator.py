@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.ab_test import EVENTS_SCHEMA, EXPOSURES_SCHEMA, AbConfig, lift_estimates
+from evaluation.ab_config import EVENTS_SCHEMA, EXPOSURES_SCHEMA, AbConfig
+from evaluation.ab_stats import lift_estimates
 from evaluation.user_simulator import (
     ArmReplies,
     SimulatedAbConfig,

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline import schema
 from pipeline.ingest import FILE_REASON_CODES, REASON_CODES, IngestConfig, ingest_day
-from pipeline.sources import SourceConfig, SourceConfigError, read_day
+from pipeline.source_config import SourceConfig, SourceConfigError
+from pipeline.sources import read_day
 from tests.pipeline.bad_inputs import BOMB_BYTES, DAY, LIMITS, LINES_FILE, write_bad_day
 
 

@@ -1,4 +1,4 @@
-"""Exact and near dedup: normalization, the planted duplicate set (P/R), cross-day index and re-runs.
+"""Exact then near dedup together: the planted duplicate set (P/R), the cross-day index and re-runs.
 
 Run with `pytest -s` to see the precision/recall figures.
 """
@@ -8,26 +8,14 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from datetime import date
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import minhash, schema
-from pipeline.dedup import (
-    EXACT_DUPLICATE,
-    NEAR_DUPLICATE,
-    SEEN_PREFIX,
-    STAGE_EXACT,
-    STAGE_NEAR,
-    ExactDedupConfig,
-    NearDedupConfig,
-    exact_dedup,
-    near_dedup,
-)
-from pipeline.history import DayChain, HistoryOrderError
+from pipeline.dedup_exact import SEEN_PREFIX, exact_dedup
+from pipeline.dedup_near import NearDedupConfig, near_dedup
+from pipeline.history import DayChain
 from pipeline.planted import (
     EXACT,
     NEAR,
@@ -37,9 +25,8 @@ from pipeline.planted import (
     build_planted_duplicates,
     score_drops,
 )
-from pipeline.text_hash import normalize_text, normalized_text_hashes
-
-D1, D2, D3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+from pipeline.text_hash import normalize_text
+from tests.pipeline.dedup_frames import D1, D2, D3, exact_chain, near_chain, prompt_frame
 
 # Used when ../shared/data is absent: distinct chat lines, paired into two-turn histories below.
 FALLBACK_LINES = [
@@ -128,173 +115,6 @@ def real_histories(shared_data: Path) -> list[str]:
     return _histories_from_shared(shared_data)
 
 
-# --- exact -------------------------------------------------------------------------------------------------
-
-
-def _frame(rows: list[tuple[str, str]], day: date = D1, **extra: list) -> pl.DataFrame:
-    return pl.DataFrame(
-        {"prompt_id": [r[0] for r in rows], "text": [r[1] for r in rows], "day": [day] * len(rows), **extra}
-    )
-
-
-def test_exact_dedup_keeps_first_by_id_and_reports_drops() -> None:
-    df = _frame(
-        [
-            ("p3", "Hi there, friend!"),
-            ("p1", "hi there friend"),
-            ("p2", "something else"),
-            ("p4", "HI THERE FRIEND"),
-        ]
-    )
-    res = exact_dedup(df)
-    assert res.kept["prompt_id"].to_list() == ["p1", "p2"]  # input order kept, p1 first by id
-    assert res.drops.schema == schema.DROPS
-    assert sorted(res.drops["row_id"].to_list()) == ["p3", "p4"]
-    assert set(res.drops["kept_id"]) == {"p1"}
-    assert set(res.drops["reason_code"]) == {EXACT_DUPLICATE} and set(res.drops["stage"]) == {STAGE_EXACT}
-    assert res.kept["text_hash"].to_list() == normalized_text_hashes(["hi there friend", "something else"])
-    assert res.counters.as_dict() == {
-        "rows_in": 4,
-        "rows_kept": 2,
-        "exact_within": 2,
-        "exact_cross_day": 0,
-        "history_days": 0,
-    }
-    assert res.counters.dup_rate == 0.5
-    raw = exact_dedup(df, config=ExactDedupConfig(normalize=False))
-    assert raw.kept.height == 4
-
-
-def _exact_chain(root: Path, config: ExactDedupConfig | None = None) -> DayChain:
-    return DayChain(root, D1, (config or ExactDedupConfig()).history_kind())
-
-
-def _near_chain(root: Path, config: NearDedupConfig | None = None) -> DayChain:
-    return DayChain(root, D1, (config or NearDedupConfig()).history_kind())
-
-
-def test_exact_dedup_cross_day_and_rerun(tmp_path: Path) -> None:
-    chain = _exact_chain(tmp_path)
-    day1 = _frame([("a1", "good morning everyone"), ("a2", "what is for lunch")], D1)
-    exact_dedup(day1, history=chain)
-    day2 = _frame([("b1", "Good morning, everyone!"), ("b2", "brand new text"), ("b3", "brand new text")], D2)
-    r2 = exact_dedup(day2, history=chain)
-    assert r2.kept["prompt_id"].to_list() == ["b2"]
-    drops = {r["row_id"]: r for r in r2.drops.iter_rows(named=True)}
-    assert drops["b1"]["kept_id"] == SEEN_PREFIX + normalized_text_hashes(["good morning everyone"])[0]
-    assert drops["b3"]["kept_id"] == "b2"
-    assert str(D1) in drops["b1"]["detail"]
-    assert r2.counters.exact_cross_day == 1 and r2.counters.exact_within == 1
-    # the history holds day 2 after its first run; a re-run of day 2 must ignore it
-    again = exact_dedup(day2, history=chain)
-    assert again.kept.equals(r2.kept) and again.drops.equals(r2.drops)
-    # day 3 cannot run before day 2 of another history, and names the missing day
-    with pytest.raises(HistoryOrderError, match=str(D2)):
-        exact_dedup(_frame([("c1", "x")], D3), history=_exact_chain(tmp_path / "other"))
-
-
-def test_exact_dedup_bad_rows_and_columns() -> None:
-    df = _frame([("x1", None), ("x2", "!!!"), ("x3", "ok")])  # type: ignore[list-item]
-    res = exact_dedup(df)
-    # null and punctuation-only texts normalize to "" and collapse into one kept row
-    assert res.kept["prompt_id"].to_list() == ["x1", "x3"]
-    with pytest.raises(ValueError, match="id_col"):
-        exact_dedup(df, id_col="message_id")
-    nodays = exact_dedup(df.drop("day"), day_col=None)
-    assert nodays.drops["day"].null_count() == 1
-
-
-# --- near: unit behaviour ---------------------------------------------------------------------------------
-
-BASE = "user: I spent the whole weekend hiking in the mountains with my brother and it was great"
-
-
-def test_near_dedup_merges_variants_keeps_distinct_and_skips_short() -> None:
-    df = _frame(
-        [
-            ("n2", BASE),
-            ("n1", BASE.replace("whole", "hole")),
-            ("n3", BASE.replace("hiking", "really hiking")),
-            ("n4", "user: my favourite food is definitely pizza with extra cheese and olives"),
-            ("n5", "user: hi"),
-            ("n6", "user: hi!"),
-        ]
-    )
-    res = near_dedup(df)
-    assert res.kept["prompt_id"].to_list() == ["n1", "n4", "n5", "n6"]
-    assert res.drops.schema == schema.DROPS
-    assert set(res.drops["kept_id"]) == {"n1"} and set(res.drops["reason_code"]) == {NEAR_DUPLICATE}
-    assert set(res.drops["stage"]) == {STAGE_NEAR}
-    s = res.counters
-    assert s.skipped_short == 2 and s.groups == 1 and s.largest_group == 3 and s.near_within == 2
-    longest = near_dedup(df, NearDedupConfig(keep="longest"))
-    assert set(longest.drops["kept_id"]) == {"n3"}
-
-
-def test_near_dedup_never_merges_cuts_of_one_conversation() -> None:
-    df = _frame([("c1", BASE), ("c2", BASE + " again"), ("c3", BASE + " !")], conversation_id=["k", "k", "z"])
-    res = near_dedup(df)
-    # c1 and c2 share a conversation, c3 does not: c3 joins the group, c1 and c2 are never merged
-    # directly, and chaining through c3 puts all three in one group
-    assert res.counters.same_source_pairs == 1
-    assert near_dedup(df, NearDedupConfig(same_source_col=None)).counters.same_source_pairs == 0
-    alone = df.filter(pl.col("prompt_id") != "c3")
-    assert near_dedup(alone).kept.height == 2
-    assert near_dedup(alone, NearDedupConfig(same_source_col=None)).kept.height == 1
-
-
-def test_backends_agree_on_estimates() -> None:
-    texts = [
-        normalize_text(BASE),
-        normalize_text(BASE.replace("brother", "sister")),
-        "a completely unrelated sentence about tax forms",
-    ]
-    true = []
-    sets = [minhash.shingles(t, "char", 4) for t in texts]
-    for j in (1, 2):
-        true.append(len(sets[0] & sets[j]) / len(sets[0] | sets[j]))
-    for backend in ("rensa", "datasketch"):
-        sig = NearDedupConfig(backend=backend, num_perm=256).signatures(texts)
-        est = minhash.estimated_jaccard(sig, np.array([[0, 1], [0, 2]]))
-        assert abs(est[0] - true[0]) < 0.1 and est[1] < 0.15, (backend, est, true)
-
-
-def test_char_shingle_hashes_match_sets() -> None:
-    texts = ["abcabcab", "xyz", "abcab"]
-    hashes, offsets = minhash.char_shingle_hashes(texts, 3)
-    assert offsets.tolist() == [0, 6, 7, 10]
-    rows = [set(hashes[offsets[i] : offsets[i + 1]].tolist()) for i in range(3)]
-    assert len(rows[0]) == 3  # abc, bca, cab
-    assert rows[2] == rows[0]  # same 3-gram set
-    assert not rows[1] & rows[0]
-
-
-def test_lsh_bands_reach_the_recall_target() -> None:
-    for t in (0.6, 0.8, 0.9):
-        b, r = minhash.lsh_bands(t, 128, 0.99)
-        assert b * r <= 128 and 1 - (1 - t**r) ** b >= 0.99
-        assert 1 - (1 - t ** (r + 1)) ** (128 // (r + 1)) < 0.99  # and no more rows per band would do
-
-
-@pytest.mark.parametrize(
-    "kwargs,word",
-    [
-        ({"threshold": 0.0}, "threshold"),
-        ({"num_perm": 8}, "num_perm"),
-        ({"shingle": "byte"}, "shingle"),
-        ({"shingle_size": 0}, "shingle_size"),
-        ({"min_chars": 2}, "min_chars"),
-        ({"keep": "random"}, "keep"),
-        ({"backend": "faiss"}, "backend"),
-        ({"lsh_recall": 1.0}, "lsh_recall"),
-        ({"lookback_days": 0}, "lookback_days"),
-    ],
-)
-def test_bad_near_config_names_the_setting(kwargs: dict, word: str) -> None:
-    with pytest.raises(ValueError, match=word):
-        NearDedupConfig(**kwargs)
-
-
 # --- planted set: precision and recall ----------------------------------------------------------------------
 
 
@@ -381,8 +201,8 @@ def test_cross_day_index_and_idempotent_rerun(tmp_path: Path) -> None:
         _histories_from_lines(FALLBACK_LINES), PlantedConfig(n_originals=12, near_variants=2)
     )
     day1, day2 = _split_days(planted)
-    index = _near_chain(tmp_path / "near_index")
-    hashes = _exact_chain(tmp_path / "hashes")
+    index = near_chain(tmp_path / "near_index")
+    hashes = exact_chain(tmp_path / "hashes")
 
     ex1, nd1 = _run_day(day1, hashes, index)
     assert nd1.drops.height == 0  # originals and neighbours are all distinct
@@ -410,24 +230,10 @@ def test_cross_day_index_and_idempotent_rerun(tmp_path: Path) -> None:
     # day 2 re-materialized with other content replaces its file (not appended to it); a text first
     # seen there and repeated with an edit on day 3 is matched through that file
     novel = "user: " + " ".join(FALLBACK_LINES[-4:])
-    nd2c = near_dedup(_frame([("new2", novel)], D2), history=index)
+    nd2c = near_dedup(prompt_frame([("new2", novel)], D2), history=index)
     assert nd2c.kept.height == 1 and index.manifest(D2)["rows"] == 1
-    day3 = _frame([("new3", novel.replace("meteor", "meteors"))], D3)
+    day3 = prompt_frame([("new3", novel.replace("meteor", "meteors"))], D3)
     nd3 = near_dedup(day3, history=index)
     assert nd3.drops["kept_id"].to_list() == ["new2"] and nd3.counters.near_cross_day == 1
     assert nd3.counters.history_days == 2 and nd3.counters.history_matches >= 1
     assert near_dedup(day3, NearDedupConfig(lookback_days=1), history=index).counters.history_days == 1
-
-
-def test_index_from_another_sketch_is_refused(tmp_path: Path) -> None:
-    df = _frame([("x1", BASE)], D1)
-    near_dedup(df, history=_near_chain(tmp_path))
-    later = _frame([("y1", BASE + " too")], D2)
-    small = NearDedupConfig(num_perm=64)
-    with pytest.raises(HistoryOrderError, match="p64"):
-        near_dedup(later, small, history=_near_chain(tmp_path, small))
-    with pytest.raises(ValueError, match="day"):
-        near_dedup(later.drop("day"), history=_near_chain(tmp_path))
-    sketch = NearDedupConfig(backend="datasketch")
-    fresh = DayChain(tmp_path / "other", D2, sketch.history_kind())  # a new history starting on day 2
-    assert near_dedup(later, sketch, history=fresh).kept.height == 1

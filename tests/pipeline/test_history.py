@@ -13,12 +13,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup
+from pipeline.dedup_near import NearDedupConfig, near_dedup
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.ingest import ingest_day
 from pipeline.prompts import PromptConfig, cut_prompts
 from pipeline.semdedup import SemDedupConfig, history_kind, semantic_dedup, unit_rows
-from pipeline.sources import SourceConfig, read_day
+from pipeline.source_config import SourceConfig
+from pipeline.sources import read_day
 
 DAYS = [date(2026, 1, 11) + timedelta(days=i) for i in range(4)]
 DIM = 64
@@ -172,7 +174,7 @@ def test_a_day_before_the_history_or_of_another_kind_is_refused(tmp_path: Path) 
 
 
 def test_compacted_segments_cover_the_history_in_log_pieces_and_follow_reruns(tmp_path: Path) -> None:
-    from pipeline.dedup import EXACT_COMPACTION
+    from pipeline.dedup_exact import EXACT_COMPACTION
     from pipeline.history import days_covered
 
     start = DAYS[0]

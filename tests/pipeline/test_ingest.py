@@ -7,8 +7,9 @@ import pytest
 
 from pipeline import schema
 from pipeline.ingest import FILE_REASON_CODES, REASON_CODES, IngestConfig, ingest_day
-from pipeline.privacy import PrivacyConfig
-from pipeline.sources import SourceConfig, read_day
+from pipeline.privacy_config import PrivacyConfig
+from pipeline.source_config import SourceConfig
+from pipeline.sources import read_day
 
 DAY = date(2026, 1, 5)
 NEWER_RECORD_CODES = {

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import keyfile, minhash
-from pipeline.dedup import ExactDedupConfig, exact_dedup, seen_before
+from pipeline.dedup_exact import ExactDedupConfig, exact_dedup, seen_before
 from pipeline.history import DayChain
 from pipeline.text_hash import normalized_text_hashes
 

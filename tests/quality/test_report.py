@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quality import report as report_mod
+from quality import chromium
+from quality.chromium import screenshot
 from quality.contracts import check_ingest_conservation, check_stage_conservation
 from quality.drift import psi_categorical
 from quality.outcomes import CheckOutcome, ExpectationOutcome, SuiteResult
-from quality.report import ReportInputs, StageCount, build_html, build_markdown, screenshot, write_report
+from quality.report import build_html, build_markdown, write_report
+from quality.report_inputs import ReportInputs, StageCount
 
 SECTIONS = ("checks", "flow", "quarantine", "pii", "dups", "clusters", "drift")
 EXTERNAL = re.compile(
@@ -138,13 +140,8 @@ def test_bad_inputs_fail_fast():
         ReportInputs(day="2024-05-01", pii_counts={"email": -1})
 
 
-def test_screenshot_returns_none_without_chromium(tmp_path, monkeypatch):
-    monkeypatch.setattr(report_mod, "find_chromium", lambda: None)
-    assert screenshot(tmp_path / "x.html", tmp_path / "x.png") is None
-
-
 def test_screenshot_renders_the_page(tmp_path, inputs):
-    if report_mod.find_chromium() is None:
+    if chromium.find_chromium() is None:
         pytest.skip("no chromium installed: the report screenshot is optional")
     files = write_report(inputs, tmp_path)
     png = screenshot(files.index, tmp_path / "shot.png", width=1000, height=1200)

@@ -11,13 +11,9 @@ from pipeline import schema
 from quality import training_tables as tables
 from quality.suites import validate_table
 from tests.training.tiny_policy import cands, prompts_frame
-from training.policy import datasets_build
-from training.policy.datasets_build import (
-    PreferenceBuildConfig,
-    SFTBuildConfig,
-    build_preference_dataset,
-    build_sft_dataset,
-)
+from training.policy import sft_dataset
+from training.policy.preference_dataset import PreferenceBuildConfig, build_preference_dataset
+from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 from training.policy.steer_data import steer_prompts
 
 pytestmark = pytest.mark.usefixtures("gx_runtime")
@@ -42,7 +38,7 @@ def _sft_frame() -> pl.DataFrame:
         schema_overrides={"prompt": pl.List(schema.MESSAGE)},
     )
     # equal shares, so that two rule-keeping replies leave room for every other source
-    mix = dict.fromkeys(datasets_build.SFT_SOURCES, 1.0)
+    mix = dict.fromkeys(sft_dataset.SFT_SOURCES, 1.0)
     res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix), rewrites=rewrites)
     # the same join the sft_dataset asset validates: ids from the frame, texts from the dataset
     return res.frame.with_columns(res.dataset.to_polars().get_column("messages"))
@@ -89,7 +85,7 @@ def _set_message(df: pl.DataFrame, column: str, row: int, index: int, **changes)
 
 
 def test_suites_restate_the_builders_defaults():
-    assert tables.SFT_SOURCES == datasets_build.SFT_SOURCES
+    assert tables.SFT_SOURCES == sft_dataset.SFT_SOURCES
     defaults = {f.name: f.default for f in fields(PreferenceBuildConfig)}
     assert tables.PAIR_MAX_LENGTH_DELTA == defaults["max_length_delta"]
     assert tables.PAIR_MAX_EMOJI_DELTA == defaults["max_emoji_delta"]
@@ -97,7 +93,7 @@ def test_suites_restate_the_builders_defaults():
 
 def test_sft_suite_passes_on_a_real_build():
     frame = _sft_frame()
-    assert set(frame["source"]) == set(datasets_build.SFT_SOURCES)
+    assert set(frame["source"]) == set(sft_dataset.SFT_SOURCES)
     # a prompt may legitimately be kept both as a sampled and a served example
     assert frame["prompt_id"].n_unique() < frame.height
     result = validate_table("sft_examples", frame)

@@ -146,13 +146,9 @@ def candidates_frame(prompts: pl.DataFrame, per_prompt: int = 3) -> pl.DataFrame
 
 def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
     """SFT, preference and RL-pool datasets built by the real builders and saved under `root`."""
-    from training.policy.datasets_build import (
-        PreferenceBuildConfig,
-        SFTBuildConfig,
-        build_preference_dataset,
-        build_sft_dataset,
-        select_rl_prompts,
-    )
+    from training.policy.preference_dataset import PreferenceBuildConfig, build_preference_dataset
+    from training.policy.rl_pool import select_rl_prompts
+    from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 
     prompts = prompts_frame(n_prompts)
     cands = candidates_frame(prompts)

@@ -5,7 +5,7 @@ measures stay unseen. Three kinds of data come from them, all judged by the rule
 with (`engine.rules`):
 
 - rejection sampling: a candidate reply to a training-card prompt enters the SFT set only when it keeps
-  every instruction of its card and clears the reward-model floor (`datasets_build.build_sft_dataset`
+  every instruction of its card and clears the reward-model floor (`sft_dataset.build_sft_dataset`
   reads the `rules_kept` column this module adds to the candidates);
 - preference pairs: a reply that keeps its card's instructions against one of similar length that breaks
   them (`steer_pairs`), so DPO learns the rule rather than a length difference;

@@ -27,7 +27,7 @@ import polars as pl
 from pipeline import schema
 from pipeline.digest import digest
 from pipeline.prompts import chat_messages
-from training.rewards.annotations import PAIRS
+from training.rewards.annotation_set import PAIRS
 from training.rewards.base import METADATA_FILE, RewardModel
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.lake import replace_dir
 from tests.training.tiny_policy import candidates_frame, prompts_frame
-from training.policy.datasets_build import build_preference_dataset
 from training.policy.dpo import DPORunConfig
+from training.policy.preference_dataset import build_preference_dataset
 from training.policy.stage_runner import (
     dataset_content_hash,
     load_train_dataset,

@@ -7,14 +7,10 @@ import pytest
 
 from engine import cards
 from tests.training.tiny_policy import cands, drop_reasons, prompts_frame
-from training.policy.datasets_build import (
-    PreferenceBuildConfig,
-    SFTBuildConfig,
-    build_preference_dataset,
-    build_sft_dataset,
-    select_rl_prompts,
-)
 from training.policy.grpo import GRPORunConfig, RuleChecks, reward_functions
+from training.policy.preference_dataset import PreferenceBuildConfig, build_preference_dataset
+from training.policy.rl_pool import select_rl_prompts
+from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
 from training.policy.steer_data import PREFIX, check_candidates, steer_prompts, violations
 
 # bramble: at most 50 words, ends with a question, no emoji

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.rewards.annotations import PAIRS
+from training.rewards.annotation_set import PAIRS
 from training.rewards.reward_eval import (
     ARTIFACTS,
     EVAL_METRICS,

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from engine.style import STYLE_FEATURES, style_matrix  # noqa: E402
-from training.rewards.annotations import PAIRS  # noqa: E402
+from training.rewards.annotation_set import PAIRS  # noqa: E402
 from training.rewards.base import RewardModel, prompt_contexts  # noqa: E402
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel, sentence_embedder  # noqa: E402
 from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model  # noqa: E402

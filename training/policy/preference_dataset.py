@@ -1,0 +1,215 @@
+"""The preference pairs of one generation: best vs worst candidate per prompt (with a score margin), character-card
+pairs and annotation pairs; pairs whose chosen and rejected differ too much in length or emoji are dropped, so
+DPO does not learn those artifacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+
+from engine.style import count_emoji
+from pipeline import schema
+from pipeline.digest import frame_digest, rows_digest
+from training.policy.dataset_lineage import (
+    BuildResult,
+    counts_by_reason,
+    split_filter,
+    to_dataset,
+)
+from training.policy.datasets_build import PiiCheck, prompt_index, rule_checked, without_length_trend
+from training.policy.models import chat_messages
+from training.policy.steer_data import steer_pairs
+
+PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preference pairs
+
+
+@dataclass
+class PreferenceBuildConfig:
+    min_margin: float = field(
+        default=0.0, metadata={"help": "Candidate pairs need best - worst score above this (ties never pass)."}
+    )
+    max_length_delta: int = field(
+        default=200,
+        metadata={
+            "help": "Pairs whose chosen and rejected lengths differ by more characters than "
+            "this are dropped (length_delta), so DPO does not learn 'longer is better'."
+        },
+    )
+    max_emoji_delta: int = field(
+        default=2, metadata={"help": "Pairs whose emoji counts differ by more than this are dropped (emoji_delta)."}
+    )
+    steer_max_length_delta: int = field(
+        default=80,
+        metadata={
+            "help": "On a character card's prompt, the rule-breaking reply paired against a rule-keeping one is the "
+            "closest in length, and must be within this many characters (else steer_length_delta)."
+        },
+    )
+    length_neutral: bool = field(
+        default=True,
+        metadata={
+            "help": "Choose the best and worst candidate by the reward minus its within-prompt length trend, so the "
+            "pairs do not teach the reward model's length preference (the character-card pairs are matched by "
+            "length anyway). False uses the raw score."
+        },
+    )
+    train_splits: tuple[str, ...] = field(
+        default=("train",), metadata={"help": "Prompt splits that may be trained on (when prompts have `split`)."}
+    )
+
+    def __post_init__(self) -> None:
+        self.train_splits = tuple(self.train_splits)
+        if self.min_margin < 0:
+            raise ValueError(f"min_margin={self.min_margin} must be >= 0")
+        if min(self.max_length_delta, self.max_emoji_delta, self.steer_max_length_delta) < 0:
+            raise ValueError("max_length_delta, max_emoji_delta and steer_max_length_delta must be >= 0")
+
+
+def _pair_reason(pair: dict, cfg: PreferenceBuildConfig, pii_check: PiiCheck | None) -> str | None:
+    if not (pair["chosen"] or "").strip() or not (pair["rejected"] or "").strip():
+        return "empty_response"
+    if pair["chosen"] == pair["rejected"]:
+        return "identical"
+    if not pair["prompt"] or pair["prompt"][-1]["role"] != "user":
+        return "bad_prompt"
+    if pair["margin"] is not None and pair["margin"] <= cfg.min_margin:
+        return "low_margin"
+    if abs(pair["delta_len"]) > cfg.max_length_delta:
+        return "length_delta"
+    if abs(pair["delta_emoji"]) > cfg.max_emoji_delta:
+        return "emoji_delta"
+    if pii_check is not None and (pii_check(pair["chosen"]) or pii_check(pair["rejected"])):
+        return "pii"
+    return None
+
+
+def _with_deltas(pair: dict) -> dict:
+    chosen, rejected = pair["chosen"] or "", pair["rejected"] or ""
+    return dict(pair, delta_len=len(chosen) - len(rejected), delta_emoji=count_emoji(chosen) - count_emoji(rejected))
+
+
+def build_preference_dataset(
+    prompts: pl.DataFrame,
+    candidates: pl.DataFrame,
+    cfg: PreferenceBuildConfig | None = None,
+    *,
+    annotation_pairs: pl.DataFrame | None = None,
+    pii_check: PiiCheck | None = None,
+    parents: dict[str, str] | None = None,
+) -> BuildResult:
+    """Preference pairs as TRL's conversational preference dataset: `prompt` (messages), `chosen` and `rejected`
+    (one assistant message each), plus `pair_id` and `source`.
+
+    `annotation_pairs` (training.rewards.annotation_set.PAIRS) has `pair_id, prompt (messages), chosen, rejected, source,
+    margin` (margin may be null: a human label needs none). The returned frame (PREFERENCE_PAIRS) holds every
+    pair, dropped ones with their `drop_reason`; the DROPS frame holds the same reasons plus prompts with too
+    few scored candidates.
+    """
+    cfg = cfg or PreferenceBuildConfig()
+    stage = "preference_data"
+    prompts, drop_rows = split_filter(prompts, cfg.train_splits)
+    candidates = rule_checked(prompts, candidates)
+    raw_candidates = candidates  # lineage hashes the scores as the reward model gave them
+    candidates, length_trend = without_length_trend(candidates, cfg.length_neutral)
+    by_id = prompt_index(prompts)
+    pairs: list[dict] = []
+    steer_ids = {pid for pid, p in by_id.items() if p.get("instructions")}
+    if steer_ids:
+        # character-card prompts pair by the card's rules, not by the engagement reward
+        steer, steer_drops = steer_pairs(prompts, candidates, cfg.steer_max_length_delta)
+        pairs += [_with_deltas(p) for p in steer]
+        drop_rows += steer_drops
+    scored = candidates.filter(
+        pl.col("rm_pointwise").is_not_null()
+        & pl.col("prompt_id").is_in(list(by_id))
+        & ~pl.col("prompt_id").is_in(list(steer_ids))
+    )
+    for (pid,), group in scored.sort("prompt_id", "generator", "sample_idx").group_by("prompt_id", maintain_order=True):
+        p = by_id[pid]
+        if group.height < 2:
+            drop_rows.append({"day": p["day"], "row_id": f"{pid}/pair", "reason_code": "too_few_candidates"})
+            continue
+        ranked = group.sort("rm_pointwise", descending=True, maintain_order=True)
+        best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
+        pairs.append(
+            _with_deltas(
+                {
+                    "pair_id": f"{pid}/pair",
+                    "prompt_id": pid,
+                    "prompt": chat_messages(p["system"], p["history"]),
+                    "chosen": best["text"],
+                    "rejected": worst["text"],
+                    "source": "candidates",
+                    "margin": best["rm_pointwise"] - worst["rm_pointwise"],
+                    "day": p["day"],
+                }
+            )
+        )
+    for r in annotation_pairs.iter_rows(named=True) if annotation_pairs is not None else []:
+        pairs.append(
+            _with_deltas(
+                {
+                    "pair_id": str(r["pair_id"]),
+                    "prompt_id": r.get("prompt_id"),
+                    "prompt": r["prompt"] or [],
+                    "chosen": r["chosen"],
+                    "rejected": r["rejected"],
+                    "source": r.get("source") or "annotation",
+                    "margin": r.get("margin"),
+                    "day": r.get("day"),
+                }
+            )
+        )
+    for pair in pairs:
+        pair["drop_reason"] = _pair_reason(pair, cfg, pii_check)
+        if pair["drop_reason"]:
+            drop_rows.append(
+                {
+                    "day": pair["day"],
+                    "row_id": pair["pair_id"],
+                    "reason_code": pair["drop_reason"],
+                    "detail": f"delta_len={pair['delta_len']} delta_emoji={pair['delta_emoji']}",
+                }
+            )
+    kept = [p for p in pairs if p["drop_reason"] is None]
+    rows = [
+        {
+            "prompt": p["prompt"],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "pair_id": p["pair_id"],
+            "source": p["source"],
+        }
+        for p in kept
+    ]
+    frame = schema.conform(
+        pl.DataFrame([{k: p[k] for k in PREFERENCE_PAIRS.names()} for p in pairs] or None, schema=PREFERENCE_PAIRS),
+        PREFERENCE_PAIRS,
+    )
+    drops = schema.drops_frame(drop_rows, stage)
+    manifest = {
+        "kind": "preference",
+        "rows": len(rows),
+        "pairs_considered": len(pairs),
+        "length_trend": length_trend,
+        "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
+        "drops_by_reason": counts_by_reason(drops),
+        "pii_guard": pii_check is not None,
+        "content_hash": rows_digest([{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in rows]),
+        "parents": {
+            "candidates": frame_digest(raw_candidates.select("prompt_id", "generator", "sample_idx", "rm_pointwise")),
+            **(parents or {}),
+        },
+        "config": asdict(cfg),
+    }
+    dataset = to_dataset(
+        rows,
+        {"prompt": "messages", "chosen": "messages", "rejected": "messages", "pair_id": "string", "source": "string"},
+    )
+    return BuildResult(dataset=dataset, frame=frame, drops=drops, manifest=manifest)
