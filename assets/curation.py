@@ -31,7 +31,9 @@ from assets.steps import publish
 from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
-from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats, text_hashes
+from pipeline.embed import embed_with_stats
+from pipeline.embed_config import EmbedConfig
+from pipeline.embedding_cache import EmbeddingCache, text_hashes
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.privacy import PrivacyConfig, scrub_step

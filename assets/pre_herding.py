@@ -21,7 +21,9 @@ from assets.generation import (
 )
 from assets.metadata import png_markdown, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
-from pipeline.embed import EmbedConfig, EmbeddingCache, embed_texts
+from pipeline.embed import embed_texts
+from pipeline.embed_config import EmbedConfig
+from pipeline.embedding_cache import EmbeddingCache
 from pipeline.lake import Lake, Partition, replace_dir, staging_dir
 from pipeline.sampling import SamplingConfig, assign_split
 from quality.outcomes import WARNING, CheckOutcome
