@@ -27,7 +27,7 @@ from assets.checks import conservation_spec, result, run_suite, suite_spec
 from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
 from assets.partitions import PARTITIONS_START, PREVIOUS_DAY, daily
 from assets.resources import FlywheelSettings
-from assets.steps import publish
+from assets.steps import one_writer, publish
 from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup import ExactDedupConfig, NearDedupConfig, exact_dedup, near_dedup
@@ -103,7 +103,8 @@ class CurationSettings(dg.ConfigurableResource):
         return SemDedupConfig(eps=self.semantic_eps, lookback_days=self.semantic_lookback_days or None)
 
     def history(self, settings: FlywheelSettings, step: str, kind: str) -> DayChain:
-        return DayChain(Path(settings.home) / "state" / step, date.fromisoformat(self.history_start), kind)
+        home = Path(settings.home)
+        return DayChain(home / "state" / step, date.fromisoformat(self.history_start), kind, lock_home=home)
 
     def topic_config(self) -> TopicConfig:
         return TopicConfig(n_clusters=self.topics or None)
@@ -177,6 +178,7 @@ def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) 
     "placeholders; per-row `pii_types`.",
     check_specs=[suite_spec("scrubbed_conversations", "conversations", blocking=True)],
 )
+@one_writer
 def scrubbed_conversations(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(context, settings.home, lake, ["conversations"], PrivacyConfig())
@@ -231,6 +233,7 @@ def _finish(memo: StepMemo, published):
     description="Each conversation cut at its user turns: history, served response and its engagement labels.",
     check_specs=[suite_spec("static_prompts", "prompts", blocking=True), conservation_spec("static_prompts")],
 )
+@one_writer
 def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(context, settings.home, lake, ["scrubbed_conversations"], PromptConfig())
@@ -265,6 +268,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     "days of a backfill run in order.",
     check_specs=[conservation_spec("deduped_prompts")],
 )
+@one_writer
 def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     exact_config, near_config = ExactDedupConfig(), curation.near_config()
@@ -313,6 +317,7 @@ def _embed_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Series
     description="Sentence embeddings of each prompt's last turns. Vectors live in the `embeddings` cache "
     "(text hash x model): a text is embedded once per model, ever.",
 )
+@one_writer
 def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     config = curation.embed_config(Path(settings.home))
@@ -386,6 +391,7 @@ def _vectors(
     "a backfill run in order.",
     check_specs=[conservation_spec("unique_prompts")],
 )
+@one_writer
 def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     config = curation.semantic_config()
@@ -435,6 +441,7 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],
 )
+@one_writer
 def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     png_path = settings.reports_dir / "topics" / f"{day}.png"
@@ -505,6 +512,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
         ),
     ],
 )
+@one_writer
 def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(

@@ -6,7 +6,6 @@ The model id names the backend too, so vectors of different backends never mix.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.durable import durable_replace
 from pipeline.embed_config import slug
 
 
@@ -116,9 +116,7 @@ class EmbeddingCache:
         tmp = self.dir / f".{name}.tmp-{uuid.uuid4().hex}"
         try:
             out.write_parquet(tmp, compression="zstd", row_group_size=_ROW_GROUP, statistics=True)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            durable_replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return path
