@@ -47,7 +47,8 @@ def one_writer(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def body(context: dg.AssetExecutionContext, *args, **kwargs):
         home = kwargs["settings"].home
-        with writer_lock(home, context.asset_key.to_user_string(), context.partition_key, owner=context.run_id):
+        # the op's name: one lock for a multi-asset step (ingest writes two tables from one read)
+        with writer_lock(home, context.op_def.name, context.partition_key, owner=context.run_id):
             yield from fn(context, *args, **kwargs)
 
     return body
