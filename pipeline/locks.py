@@ -45,10 +45,12 @@ def holder(path: Path) -> dict:
 
 @contextmanager
 def writer_lock(
-    home: Path | str, scope: str, key: str, *, wait_s: float = DEFAULT_WAIT_S, owner: str = ""
+    home: Path | str, scope: str, key: str, *, wait_s: float | None = None, owner: str = ""
 ) -> Iterator[Path]:
-    """Hold the lock of `scope`/`key` for the body; wait at most `wait_s` seconds for it (0: do not wait),
-    then raise `WriterBusy`. `owner` (a run id) is written beside the lock for the refusal message."""
+    """Hold the lock of `scope`/`key` for the body; wait at most `wait_s` seconds for it (0: do not wait;
+    None: `DEFAULT_WAIT_S`), then raise `WriterBusy`. `owner` (a run id) is written beside the lock for the
+    refusal message."""
+    wait_s = DEFAULT_WAIT_S if wait_s is None else wait_s
     path = lock_path(home, scope, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     # thread_local=False: the lock is the process's, whichever thread releases it; separate FileLock
