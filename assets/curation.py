@@ -24,6 +24,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.checks import conservation_spec, result, run_suite, suite_spec
+from assets.jobs import IN_FLIGHT
 from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
 from assets.partitions import PARTITIONS_START, PREVIOUS_DAY, daily
 from assets.resources import FlywheelSettings
@@ -124,14 +125,6 @@ def _previous_chain(history: DayChain, day: date) -> str:
     return f"{history.root.name}:{history.parent_chain(day)}"
 
 
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
 def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histories: list[DayChain], day: date):
     """The previous day's chain hashes of the step's histories.
 
@@ -144,7 +137,7 @@ def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histori
     except HistoryOrderError as exc:
         prev = (day - timedelta(days=1)).isoformat()
         waiting = context.instance.get_runs(
-            filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
+            filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
         )
         if waiting:
             context.log.info(f"{prev} is still in flight (run {waiting[0].run_id}); waiting for it: {exc}")
