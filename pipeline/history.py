@@ -264,7 +264,7 @@ class DayChain:
     def _commit(self, day, parent, entries, sidecars, row_group_size, compaction) -> list[date]:
         # temp files of a commit of this day killed half-way (one commit of a day at a time: no other is
         # in flight); a fresh name per attempt, so nothing half-written is ever taken for this one's
-        for leftover in self.root.glob(f".*{day.isoformat()}*.pending*"):
+        for leftover in self.root.glob(f".*{day.isoformat()}*"):
             leftover.unlink(missing_ok=True)
         attempt = uuid.uuid4().hex[:12]
         tmp = self.root / f".day={day.isoformat()}.pending-{attempt}.parquet"
