@@ -3,9 +3,12 @@
 The pool is sentence-transformers' multi-process pool (the same queues and worker loop, so
 `SentenceTransformer.encode(pool=...)` drives it), with two differences that keep a run from hanging
 when it ends:
-- each worker restores the default SIGTERM action before it starts: a parent that ignores SIGTERM
-  (Dagster maps SIGTERM to SIGINT's disposition, and SIGINT is ignored in a background job of a
-  non-interactive shell) would otherwise hand that to its workers, and `terminate()` would do nothing;
+- each worker starts with the default SIGTERM action: a parent that ignores SIGTERM (Dagster maps
+  SIGTERM to SIGINT's disposition, and SIGINT is ignored in a background job of a non-interactive
+  shell) would otherwise hand that to its workers, and `terminate()` would do nothing. An ignored signal
+  stays ignored across exec, so the parent's disposition is set to default while the workers are
+  spawned (from the main thread; elsewhere each worker resets it once it runs, which leaves its start-up
+  to the kill below);
 - `stop_pool` waits a bounded time for the workers to exit and kills (SIGKILL) the ones still there.
 """
 
@@ -13,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -37,14 +43,28 @@ def start_pool(model, devices: list[str]) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     pool: dict[str, Any] = {"input": ctx.Queue(), "output": ctx.Queue(), "processes": []}
     try:
-        for device in devices:
-            p = ctx.Process(target=_worker, args=(device, model, pool["input"], pool["output"]), daemon=True)
-            p.start()
-            pool["processes"].append(p)
+        with _default_sigterm():
+            for device in devices:
+                p = ctx.Process(target=_worker, args=(device, model, pool["input"], pool["output"]), daemon=True)
+                p.start()
+                pool["processes"].append(p)
     except BaseException:
         stop_pool(pool)
         raise
     return pool
+
+
+@contextmanager
+def _default_sigterm() -> Iterator[None]:
+    """SIGTERM's default action in this process for the body, when it can be set (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_pool(pool: dict[str, Any], timeout_s: float = STOP_TIMEOUT_S) -> list[int]:

@@ -54,9 +54,17 @@ if __name__ == "__main__":
     vecs = emb.encode(["a short text", "another one", "three", "and four"])
     started = time.monotonic()
     emb.close()
+    seconds = time.monotonic() - started
+    # stopped at once, while the worker is still starting up (importing torch, loading the model)
+    from pipeline.embed_pool import start_pool, stop_pool
+    pool = start_pool(emb._st, ["cpu"])
+    started = time.monotonic()
+    killed = stop_pool(pool)
     print(json.dumps({
-        "seconds": time.monotonic() - started,
+        "seconds": seconds,
         "rows": len(vecs),
+        "starting_seconds": time.monotonic() - started,
+        "starting_killed": len(killed),
     }))
 """
 )
@@ -85,6 +93,8 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_join_timeout():
 def test_the_embedding_pool_closes_with_sigterm_and_sigint_ignored(tmp_path):
     out = _run(EMBEDDER, str(tmp_path / "models"), timeout=300)
     assert out["rows"] == 4
-    # the workers restored the default SIGTERM, so terminate() ends them and nothing waits for the kill
+    # the workers run with the default SIGTERM from their start, so terminate() ends them, busy or still
+    # starting, and nothing waits for the kill
     assert out["seconds"] < 5, out
+    assert out["starting_killed"] == 0 and out["starting_seconds"] < 5, out
     assert "did not exit on SIGTERM" not in out["stderr"]
