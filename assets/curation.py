@@ -24,15 +24,18 @@ import polars as pl
 from pydantic import Field
 
 from assets.checks import conservation_spec, result, run_suite, suite_spec
+from assets.jobs import IN_FLIGHT
 from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
 from assets.partitions import PARTITIONS_START, PREVIOUS_DAY, daily
 from assets.resources import FlywheelSettings
-from assets.steps import publish
+from assets.steps import one_writer, publish
 from assets.versions import StepMemo
 from pipeline import schema
 from pipeline.dedup_exact import ExactDedupConfig, exact_dedup
 from pipeline.dedup_near import NearDedupConfig, near_dedup
-from pipeline.embed import EmbedConfig, EmbeddingCache, embed_with_stats
+from pipeline.embed import embed_with_stats
+from pipeline.embed_config import EmbedConfig
+from pipeline.embedding_cache import EmbeddingCache
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.privacy import landed_scrub_step
@@ -105,7 +108,8 @@ class CurationSettings(dg.ConfigurableResource):
         return SemDedupConfig(eps=self.semantic_eps, lookback_days=self.semantic_lookback_days or None)
 
     def history(self, settings: FlywheelSettings, step: str, kind: str) -> DayChain:
-        return DayChain(Path(settings.home) / "state" / step, date.fromisoformat(self.history_start), kind)
+        home = Path(settings.home)
+        return DayChain(home / "state" / step, date.fromisoformat(self.history_start), kind, lock_home=home)
 
     def topic_config(self) -> TopicConfig:
         return TopicConfig(n_clusters=self.topics or None)
@@ -125,14 +129,6 @@ def _previous_chain(history: DayChain, day: date) -> str:
     return f"{history.root.name}:{history.parent_chain(day)}"
 
 
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
 def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histories: list[DayChain], day: date):
     """The previous day's chain hashes of the step's histories.
 
@@ -145,7 +141,7 @@ def _base(context: dg.AssetExecutionContext, curation: CurationSettings, histori
     except HistoryOrderError as exc:
         prev = (day - timedelta(days=1)).isoformat()
         waiting = context.instance.get_runs(
-            filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
+            filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={"dagster/partition": prev}), limit=1
         )
         if waiting:
             context.log.info(f"{prev} is still in flight (run {waiting[0].run_id}); waiting for it: {exc}")
@@ -180,6 +176,7 @@ def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) 
     "per-row `pii_types`, counts per type in metadata.",
     check_specs=[suite_spec("scrubbed_conversations", "conversations", blocking=True)],
 )
+@one_writer
 def scrubbed_conversations(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(context, settings.home, lake, ["conversations"], PrivacyConfig())
@@ -238,6 +235,7 @@ def _finish(memo: StepMemo, published):
     description="Each conversation cut at its user turns: history, served response and its engagement labels.",
     check_specs=[suite_spec("static_prompts", "prompts", blocking=True), conservation_spec("static_prompts")],
 )
+@one_writer
 def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(context, settings.home, lake, ["scrubbed_conversations"], PromptConfig())
@@ -272,6 +270,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     "days of a backfill run in order.",
     check_specs=[conservation_spec("deduped_prompts")],
 )
+@one_writer
 def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     exact_config, near_config = ExactDedupConfig(), curation.near_config()
@@ -320,6 +319,7 @@ def _embed_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Series
     description="Sentence embeddings of each prompt's last turns. Vectors live in the `embeddings` cache "
     "(text hash x model): a text is embedded once per model, ever.",
 )
+@one_writer
 def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     config = curation.embed_config(Path(settings.home))
@@ -393,6 +393,7 @@ def _vectors(
     "a backfill run in order.",
     check_specs=[conservation_spec("unique_prompts")],
 )
+@one_writer
 def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     config = curation.semantic_config()
@@ -442,6 +443,7 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],
 )
+@one_writer
 def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     png_path = settings.reports_dir / "topics" / f"{day}.png"
@@ -512,6 +514,7 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
         ),
     ],
 )
+@one_writer
 def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     memo = StepMemo.for_inputs(

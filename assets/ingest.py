@@ -10,6 +10,7 @@ from assets.checks import SUITE, run_suite, suite_spec
 from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
+from assets.steps import one_writer
 from assets.versions import StepMemo, fingerprint
 from pipeline import schema
 from pipeline.digest import file_digest
@@ -59,6 +60,7 @@ GROUP = "ingest"
     # both are always written (conservation needs both); only the selected ones are reported.
     can_subset=True,
 )
+@one_writer
 def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day = date.fromisoformat(context.partition_key)
     source = settings.source_config()

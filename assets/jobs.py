@@ -21,6 +21,8 @@ consolidation_schedule = dg.build_schedule_from_partitioned_job(consolidation_jo
 generation_job = dg.define_asset_job(
     "generation",
     selection=dg.AssetSelection.groups(GROUP_PRE, GROUP_HERD, GROUP_RELEASE),
+    # the run queue lets one run of this lane at a time (dagster.yaml `tag_concurrency_limits`)
+    tags={"flywheel/lane": "generation"},
     description="One generation of the flywheel: reward models, datasets, SFT -> DPO -> GRPO, evaluation, "
     "release gates, A/B readout and the generation record.",
 )
@@ -33,6 +35,15 @@ weekly_generation_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Starts a generation every Monday at 06:00 UTC (turn it on in the UI).",
 )
+
+
+# runs that will still write: a generation started beside one of these would build on a half-made one
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def fresh_prompts(settings: FlywheelSettings) -> tuple[int, str | None]:
@@ -58,6 +69,12 @@ def fresh_prompts(settings: FlywheelSettings) -> tuple[int, str | None]:
 def fresh_prompts_sensor(
     context: dg.SensorEvaluationContext, settings: FlywheelSettings, generation: GenerationSettings
 ):
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=generation_job.name, statuses=IN_FLIGHT), limit=1
+    )
+    if running:
+        # one generation at a time: the next one starts from this one's result
+        return dg.SkipReason(f"generation run {running[0].run_id} is {running[0].status.value.lower()}")
     n, last_day = fresh_prompts(settings)
     if n < generation.min_fresh_prompts or last_day is None:
         return dg.SkipReason(f"{n} fresh prompts; a generation starts at {generation.min_fresh_prompts}")

@@ -10,6 +10,9 @@ the same rows is shown as the same data.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -22,6 +25,7 @@ from pipeline import schema
 from pipeline.crash import crash_point
 from pipeline.digest import file_digest
 from pipeline.lake import Lake
+from pipeline.locks import writer_lock
 from pipeline.step import StepResult
 
 
@@ -31,6 +35,23 @@ class Published:
 
     materialization: dg.MaterializeResult
     checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+
+def one_writer(fn: Callable) -> Callable:
+    """Run a daily asset's body under the lock of its step and day (`pipeline.locks`): a second run of the
+    same day waits for the first, then reads what it wrote, and is refused (`WriterBusy`) if it waits too
+    long. Put it under `@dg.asset`; the asset takes the `settings` resource (where the locks live)."""
+    if not inspect.isgeneratorfunction(fn):
+        raise TypeError(f"one_writer wraps assets that yield their results; {fn.__name__} returns them")
+
+    @functools.wraps(fn)
+    def body(context: dg.AssetExecutionContext, *args, **kwargs):
+        home = kwargs["settings"].home
+        # the op's name: one lock for a multi-asset step (ingest writes two tables from one read)
+        with writer_lock(home, context.op_def.name, context.partition_key, owner=context.run_id):
+            yield from fn(context, *args, **kwargs)
+
+    return body
 
 
 def drop_reasons(drops: pl.DataFrame) -> dict[str, int]:

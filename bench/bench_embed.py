@@ -37,7 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.embed import EmbedConfig, Embedder, EmbeddingCache, embed_with_stats, resolve_model  # noqa: E402
+from pipeline.embed import embed_with_stats  # noqa: E402
+from pipeline.embed_config import EmbedConfig  # noqa: E402
+from pipeline.embed_model import resolve_model  # noqa: E402
+from pipeline.embedder import Embedder  # noqa: E402
+from pipeline.embedding_cache import EmbeddingCache  # noqa: E402
 from pipeline.history import DayChain  # noqa: E402
 from pipeline.semdedup import SemDedupConfig, commit_run, history_kind, semantic_dedup, unit_rows  # noqa: E402
 

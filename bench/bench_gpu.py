@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.embed import EmbedConfig, Embedder  # noqa: E402
+from pipeline.embed_config import EmbedConfig  # noqa: E402
+from pipeline.embedder import Embedder  # noqa: E402
 from pipeline.faiss_gpu import gpu_count  # noqa: E402
 from pipeline.semdedup import spherical_kmeans, unit_rows  # noqa: E402
 

@@ -18,15 +18,18 @@ the next one until it is re-materialized. A re-run with the same outcome changes
 
 Cost per day: a step reads the runs of the days in its lookback window one file at a time (sorted
 key files it binary-searches, or one index at a time; never the whole history into memory at once),
-and writes one run. Commits are atomic:
+and writes one run. Commits are atomic and durable:
 the run is written first under a fresh name, then the manifest is replaced (rename), then the old
-run of that day is removed; a crash leaves the old state or the new one.
+run of that day is removed; a crash leaves the old state or the new one. Every file is flushed to disk
+before the rename that commits it, and a file found in place is reused only when whole.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,7 +39,9 @@ import polars as pl
 
 from pipeline.crash import crash_point
 from pipeline.digest import digest, file_digest
+from pipeline.durable import durable_replace, is_complete
 from pipeline.lake import atomic_write_parquet, atomic_write_text
+from pipeline.locks import writer_lock
 
 _GENESIS = "0" * 32
 
@@ -85,10 +90,13 @@ def _chain(parent: str, run_hash: str) -> str:
 class DayChain:
     """The committed runs of one step under `root`; `first_day` starts the history (nothing before it)."""
 
-    def __init__(self, root: Path | str, first_day: date, kind: str):
+    def __init__(self, root: Path | str, first_day: date, kind: str, lock_home: Path | str | None = None):
         self.root = Path(root)
         self.first_day = first_day
         self.kind = kind  # what the entries are (e.g. a sketch id): runs of another kind are refused
+        # where the lock that makes one commit of a day at a time lives (`pipeline.locks`); None: the
+        # caller runs one writer of the history at a time
+        self.lock_home = Path(lock_home) if lock_home is not None else None
 
     # ---- manifests ---------------------------------------------------------------------------
     def _manifest_path(self, day: date) -> Path:
@@ -208,12 +216,15 @@ class DayChain:
             merged = pl.concat([pl.read_parquet(p.path) for p in pieces], how="vertical_relaxed")
             atomic_write_parquet(run, merged, row_group_size=compaction.row_group_size)
             del merged
+            crash_point("segment")
             if compaction.merge_sidecars is not None:
                 offsets = [0, *np.cumsum([p.rows for p in pieces])[:-1].tolist()]
-                sidecars = compaction.merge_sidecars(pieces, offsets, self.root / f".{stem}")
+                # a fresh temp name per build: two readers may build the same missing segment at once
+                scratch = self.root / f".{stem}.pending-{uuid.uuid4().hex[:12]}"
+                sidecars = compaction.merge_sidecars(pieces, offsets, scratch)
                 for suffix, path in list(sidecars.items()):
                     target = self.root / f"{stem}.{suffix}"
-                    path.replace(target)
+                    durable_replace(path, target)
                     sidecars[suffix] = target
         man = {"run": run.name, "rows": rows, "sidecars": {k: v.name for k, v in sidecars.items()}}
         atomic_write_text(meta, json.dumps(man, sort_keys=True))
@@ -236,21 +247,34 @@ class DayChain:
         With `compaction`, the segments ending on `day` are merged now, so later readers merge nothing."""
         parent = self.parent_chain(day)
         self.root.mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.glob(f".*{day.isoformat()}*"):  # of a commit killed half-way
+        lock = (
+            writer_lock(self.lock_home, f"state.{self.root.name}", f"day={day.isoformat()}")
+            if self.lock_home is not None
+            else nullcontext()
+        )
+        with lock:
+            return self._commit(day, parent, entries, sidecars, row_group_size, compaction)
+
+    def _commit(self, day, parent, entries, sidecars, row_group_size, compaction) -> list[date]:
+        # temp files of a commit of this day killed half-way (one commit of a day at a time: no other is
+        # in flight); a fresh name per attempt, so nothing half-written is ever taken for this one's
+        for leftover in self.root.glob(f".*{day.isoformat()}*"):
             leftover.unlink(missing_ok=True)
-        tmp = self.root / f".day={day.isoformat()}.pending.parquet"
+        attempt = uuid.uuid4().hex[:12]
+        tmp = self.root / f".day={day.isoformat()}.pending-{attempt}.parquet"
         atomic_write_parquet(tmp, entries, row_group_size=row_group_size)
         run_hash = file_digest(tmp)
         stem = f"run-{day.isoformat()}-{run_hash[:16]}"
         run = self.root / f"{stem}.parquet"
-        tmp.replace(run)
+        durable_replace(tmp, run)
         written = {}
         for suffix, write in (sidecars or {}).items():
             target = self.root / f"{stem}.{suffix}"
-            if not target.exists():
-                part = self.root / f".{stem}.{suffix}.pending"
+            # the same entries make the same file: reuse one already in place, once checked whole
+            if not (target.exists() and is_complete(target)):
+                part = self.root / f".{stem}.{suffix}.pending-{attempt}"
                 write(part)
-                part.replace(target)
+                durable_replace(part, target)
             written[suffix] = target.name
         crash_point("commit")
         old = self.manifest(day)

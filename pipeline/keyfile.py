@@ -10,6 +10,7 @@ against.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ def save(path: Path, columns: np.ndarray) -> None:
     columns = np.ascontiguousarray(columns[:, np.argsort(columns[0], kind="stable")])
     with open(path, "wb") as f:  # np.save(path) would append ".npy" to the name
         np.save(f, columns, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())  # the caller renames the file into place: its content must be on disk first
 
 
 def is_keyfile(path: Path) -> bool:

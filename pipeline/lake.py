@@ -4,9 +4,10 @@ Layout: ``<home>/lake/<table>/<key>=<value>/part-<n>.parquet``; daily tables use
 per-generation tables ``generation=<name>``. Every file carries its partition column too, so readers
 never need hive parsing and a file moved elsewhere still says what it is.
 
-Writes are atomic: a file is written beside its target under a temporary name, flushed to disk and
-renamed over the target (rename is atomic on POSIX), so a crash leaves either the old partition or
-the new one, never half of one. Re-writing a partition replaces it: parts that the new write did not
+Writes are atomic and durable: a file is written beside its target under a temporary name, flushed to
+disk and renamed over the target (rename is atomic on POSIX), then the folder is flushed, so a crash or
+a power loss leaves either the old partition or the new one, never half of one. One writer of a
+partition at a time (`pipeline.locks`). Re-writing a partition replaces it: parts that the new write did not
 produce are removed after the new ones are in place.
 
 DuckDB allows one read-write process per database file. Queries therefore never touch
@@ -32,6 +33,8 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from pipeline.crash import crash_point
+from pipeline.durable import fsync_dir, fsync_tree
+from pipeline.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +42,12 @@ HOME_ENV = "FLYWHEEL_HOME"
 DEFAULT_HOME = "data"
 _TABLE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# a temp file of another part this old is the leftover of a killed write, not one in flight
+STALE_TEMP_S = 3600.0
 
 
 def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -70,7 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -90,8 +82,15 @@ def atomic_write_parquet(path: Path, df: pl.DataFrame, row_group_size: int | Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
+
+
+def _age_s(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -166,15 +165,20 @@ class Lake:
         if not re.match(r"^[A-Za-z0-9_\-]+$", part):
             raise ValueError(f"bad part name {part!r}")
         pdir = self.partition_dir(table, partition)
-        path = atomic_write_parquet(pdir / f"{part}.parquet", df)
-        if replace:
-            for other in pdir.glob("*.parquet"):
-                if other != path:
-                    other.unlink(missing_ok=True)
-        # temp files of a write that was killed before its rename
-        for stale in pdir.glob(".*.tmp-*"):
-            if replace or stale.name.startswith(f".{part}.parquet.tmp-"):
-                stale.unlink(missing_ok=True)
+        # one writer of a partition at a time: a second run of the same step and day waits here
+        with writer_lock(self.home, f"lake.{table}", _as_partition(partition).dirname):
+            path = atomic_write_parquet(pdir / f"{part}.parquet", df)
+            if replace:
+                for other in pdir.glob("*.parquet"):
+                    if other != path:
+                        other.unlink(missing_ok=True)
+            # temp files of a write of this part that was killed before its rename (under the lock, no
+            # write of this part is in flight), and old ones of other parts
+            now = time.time()
+            for stale in pdir.glob(".*.tmp-*"):
+                if stale.name.startswith(f".{part}.parquet.tmp-") or _age_s(stale, now) > STALE_TEMP_S:
+                    stale.unlink(missing_ok=True)
+            fsync_dir(pdir)
         self._register(table)
         return path
 
@@ -299,25 +303,51 @@ class Lake:
 def replace_dir(src: Path, dst: Path) -> Path:
     """Move a fully written folder `src` into place as `dst`, replacing what was there.
 
-    The old folder is renamed aside first and removed last, so a crash leaves either the old or
-    the new folder under `dst` (plus a stale `.old-*` folder that the next replace removes).
+    `src` is made durable first (fsync of every file and folder). The old folder is renamed aside, the
+    new one renamed in, and only then the old one removed: at every moment one whole copy exists under
+    `dst` or under `.<dst>.old-*`. A crash between the two renames leaves `dst` missing and the old copy
+    aside; the next `replace_dir` or `staging_dir` of `dst` (`recover_dir`) puts it back.
     """
     import shutil
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dst.parent.glob(f".{dst.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex}")
+    recover_dir(dst)
+    fsync_tree(src)
+    # names sort by time: the newest copy aside is the one to restore
+    old = dst.with_name(f".{dst.name}.old-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}")
     if dst.exists():
         os.replace(dst, old)
+        fsync_dir(dst.parent)
+        crash_point("swap")
     os.replace(src, dst)
+    fsync_dir(dst.parent)
     shutil.rmtree(old, ignore_errors=True)
     return dst
+
+
+def recover_dir(dst: Path) -> Path | None:
+    """Finish a `replace_dir` of `dst` that a crash cut short: with `dst` missing, the newest copy set aside
+    goes back in place; with `dst` in place, the copies aside are removed. Returns the restored copy's old
+    name, if any."""
+    import shutil
+
+    aside = sorted(dst.parent.glob(f".{dst.name}.old-*"))
+    restored = None
+    if not dst.exists() and aside:
+        restored = aside.pop()
+        os.replace(restored, dst)
+        fsync_dir(dst.parent)
+        log.warning("%s was missing after an interrupted replace: restored the previous copy", dst)
+    if dst.exists():
+        for stale in aside:
+            shutil.rmtree(stale, ignore_errors=True)
+    return restored
 
 
 def staging_dir(dst: Path) -> Path:
     """A fresh temporary folder beside `dst` (same file system, so `replace_dir` is a rename)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(dst)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex}")
     tmp.mkdir()
     return tmp

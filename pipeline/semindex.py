@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from pipeline.durable import fsync_file
 from pipeline.faiss_gpu import gpu_count, to_gpus
 from pipeline.history import Compaction, DayChain, Run
 
@@ -66,6 +67,7 @@ def commit_run(
     def write_index(path: Path) -> None:
         index = build_index(x, config)[0] if quantizer is None else _add_to_quantizer(quantizer, x, lists)
         faiss.write_index(index, str(path))
+        fsync_file(path)  # renamed into place by the history's commit
 
     history.commit(day, entries, sidecars={"faiss": write_index} if len(ids) else None, compaction=compaction)
 
@@ -197,6 +199,7 @@ def _merge_indexes(
             merged, _ = build_index(x, segment_config, max_lists=config.history_lists if anchor else None)
     path = stem.with_name(stem.name + ".faiss")
     faiss.write_index(merged, str(path))
+    fsync_file(path)
     return {"faiss": path}
 
 

@@ -10,14 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.embed import (
-    EmbedConfig,
-    Embedder,
-    EmbeddingCache,
-    embed_texts,
-    embed_with_stats,
-    ensure_packaged_model,
-)
+from pipeline.embed import embed_texts, embed_with_stats
+from pipeline.embed_config import EmbedConfig
+from pipeline.embed_model import ensure_packaged_model
+from pipeline.embedder import Embedder
+from pipeline.embedding_cache import EmbeddingCache
 from pipeline.text_hash import raw_text_hashes
 
 

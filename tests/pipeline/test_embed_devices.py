@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.embed import EmbedConfig, Embedder
+from pipeline.embed_config import EmbedConfig
+from pipeline.embedder import Embedder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 needs_two_gpus = pytest.mark.skipif(

@@ -221,3 +221,24 @@ def test_a_day_without_traffic_is_committed(tmp_path: Path) -> None:
     nxt = pl.DataFrame({"prompt_id": ["a"], "text": ["user: hello there, how are you doing today?"], "day": [DAYS[1]]})
     assert exact_dedup(nxt, history=chain).counters.history_days == 0  # the empty day holds nothing
     assert near_dedup(nxt, history=near_chain).kept.height == 1
+
+
+def test_a_truncated_sidecar_in_place_is_rewritten_not_reused(tmp_path: Path) -> None:
+    from pipeline import keyfile
+
+    chain = DayChain(tmp_path / "keys", DAYS[0], "test-keys", lock_home=tmp_path)
+    entries = pl.DataFrame({"key": [3, 1, 2]})
+
+    def write(path: Path) -> None:
+        keyfile.save(path, np.array([[3, 1, 2]], dtype=np.uint64))
+
+    chain.commit(DAYS[0], entries, sidecars={"keys": write})
+    sidecar = chain.root / chain.manifest(DAYS[0])["sidecars"]["keys"]
+    whole = sidecar.read_bytes()
+    sidecar.write_bytes(whole[: len(whole) // 2])  # what a power loss before the fsync could leave
+    chain.commit(DAYS[0], entries, sidecars={"keys": write})
+    assert sidecar.read_bytes() == whole
+    assert keyfile.load(sidecar)[0].tolist() == [1, 2, 3]
+    # the commit left no temp file, and its lock lives outside the history
+    assert [p.name for p in chain.root.iterdir() if p.name.startswith(".")] == []
+    assert (tmp_path / "locks" / "state.keys").is_dir()

@@ -1,4 +1,7 @@
 import multiprocessing as mp
+import os
+import threading
+import time
 from datetime import date, timedelta
 
 import polars as pl
@@ -142,3 +145,41 @@ def test_previous_day_and_rows(tmp_path):
     assert lake.previous_day("t", date(2026, 1, 5)) == date(2026, 1, 3)
     assert lake.previous_rows("t", date(2026, 1, 3)) == 3
     assert lake.previous_rows("t", date(2026, 1, 1)) is None
+
+
+def test_a_replacing_write_removes_its_own_leftovers_but_not_a_write_in_flight(tmp_path):
+    lake = Lake(tmp_path)
+    d = date(2026, 1, 3)
+    pdir = lake.partition_dir("t", d)
+    pdir.mkdir(parents=True)
+    killed = pdir / ".part-0.parquet.tmp-dead"  # of a write of this part killed before its rename
+    in_flight = pdir / ".part-1.parquet.tmp-live"  # of another part, being written now
+    old = pdir / ".part-2.parquet.tmp-old"  # of another part, killed long ago
+    for p in (killed, in_flight, old):
+        p.write_bytes(b"half")
+    long_ago = time.time() - 2 * lake_mod.STALE_TEMP_S
+    os.utime(old, (long_ago, long_ago))
+    lake.write("t", d, frame(d))
+    assert not killed.exists() and not old.exists() and in_flight.exists()
+
+
+def test_two_writers_of_one_partition_at_once_leave_one_clean_partition(tmp_path):
+    lake = Lake(tmp_path)
+    d = date(2026, 1, 3)
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            for _ in range(5):
+                Lake(tmp_path).write("t", d, frame(d, 1000))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in lake.partition_dir("t", d).iterdir()] == ["part-0.parquet"]
+    assert lake.read("t", d).equals(frame(d, 1000))

@@ -156,7 +156,8 @@ def test_ivf_index_for_large_days(tmp_path):
 
 def test_real_embeddings_drop_variants_not_different_questions(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from pipeline.embed import EmbedConfig, embed_texts
+    from pipeline.embed import embed_texts
+    from pipeline.embed_config import EmbedConfig
 
     texts = [
         "I am a student at BYU",

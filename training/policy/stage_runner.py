@@ -12,11 +12,14 @@ sharded weights) and only the main process writes files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ from transformers import TrainerCallback
 
 from engine.policy import PolicyConfig
 from pipeline.device import describe_device, trainer_device_kwargs
-from pipeline.lake import replace_dir
+from pipeline.lake import default_home, replace_dir
+from pipeline.locks import writer_lock
 from training.cards import write_model_card
 from training.policy.pipes_report import StageReporter, stage_reporting
 
@@ -131,22 +135,64 @@ def dataset_content_hash(path: str | None) -> str | None:
     return json.loads(manifest.read_text()).get("content_hash")
 
 
+def _attempt_id() -> str:
+    """One id per attempt of a stage, the same in every rank of a distributed launch.
+
+    Never the PID alone: in a container every attempt is PID 1, and a killed attempt's half-written folder
+    would be taken for this one's. torchrun (and accelerate, which launches through it) names each launch;
+    otherwise the launcher process is named by its PID and start time, and a lone process draws a uuid.
+    """
+    if os.environ.get("FLYWHEEL_STAGE_ATTEMPT"):
+        return os.environ["FLYWHEEL_STAGE_ATTEMPT"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        if run_id and run_id != "none":
+            return run_id
+        # the ranks of one launch are children of one launcher process
+        launcher = os.getppid()
+        try:
+            started = Path(f"/proc/{launcher}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            started = "0"
+        return f"{launcher}-{started}"
+    return _PROCESS_ATTEMPT
+
+
+_PROCESS_ATTEMPT = uuid.uuid4().hex
+# per output folder: (staging folder, the held lock) of this process's attempt
+_STAGING: dict[Path, tuple[Path, ExitStack]] = {}
+
+
 def staging_output(cfg: StageConfig) -> Path:
-    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this run
-    (the ranks of one distributed launch share it), and renamed onto `output_dir` only by `finish_stage`. A
-    stage killed half-way (kill -9 during DPO) so leaves nothing where the next stage reads; its staging folder
-    is removed by the next run of the stage."""
+    """The folder a stage writes into before its output is complete: beside `output_dir`, named for this
+    attempt (the ranks of one distributed launch share it), and renamed onto `output_dir` only by
+    `finish_stage`. A stage killed half-way (kill -9 during DPO) so leaves nothing where the next stage reads.
+
+    One attempt of a stage's output at a time: the main process holds a lock on `output_dir` (under
+    FLYWHEEL_HOME) until `finish_stage`; a second attempt waits for it, then is refused (`WriterBusy`). Under
+    that lock every other staging folder of `output_dir` is a dead attempt's, and is removed.
+    """
     out = Path(cfg.output_dir)
+    if out in _STAGING:
+        return _STAGING[out][0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    # the ranks of a torchrun / accelerate launch are children of one launcher process
-    run = str(os.getppid() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else os.getpid())
-    own = out.with_name(f".{out.name}.tmp-{run}")
-    if os.environ.get("LOCAL_RANK", "0") == "0":
+    own = out.with_name(f".{out.name}.tmp-{_attempt_id()}")
+    held = ExitStack()
+    if int(os.environ.get("RANK", "0")) == 0:
+        key = f"{out.name}-{hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]}"
+        held.enter_context(writer_lock(default_home(), "stage_output", key))
         for stale in out.parent.glob(f".{out.name}.tmp-*"):
-            if stale != own:
-                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(stale, ignore_errors=True)
     own.mkdir(exist_ok=True)
+    _STAGING[out] = (own, held)
     return own
+
+
+def release_output(cfg: StageConfig) -> None:
+    """Release the lock `staging_output` took on `cfg.output_dir` (done by `finish_stage`)."""
+    entry = _STAGING.pop(Path(cfg.output_dir), None)
+    if entry is not None:
+        entry[1].close()
 
 
 def trainer_kwargs(cfg: StageConfig) -> dict[str, Any]:
@@ -334,6 +380,7 @@ def finish_stage(
             summary=f"The policy after the {stage} stage, trained with TRL on the dataset named by its content hash.",
         )
         replace_dir(staging, Path(cfg.output_dir))
+    release_output(cfg)
     return metrics
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from engine.style import STYLE_FEATURES, style_matrix
 from pipeline.device import DEVICE_CHOICES, resolve_device
-from pipeline.embed import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
+from pipeline.embed_config import DEFAULT_MODEL as DEFAULT_EMBEDDING_MODEL
 from training.rewards.base import (
     KINDS,
     METADATA_FILE,
@@ -53,7 +53,8 @@ def sentence_embedder(
     The default model is the packaged all-MiniLM-L6-v2, extracted once under `cache_dir` (the
     pipeline's model folder when unset). Pass the pipeline's cached embedder instead where one exists.
     """
-    from pipeline.embed import EmbedConfig, get_embedder
+    from pipeline.embed_config import EmbedConfig
+    from pipeline.embedder import get_embedder
 
     config = EmbedConfig(
         model=model,

@@ -17,6 +17,12 @@ from training.policy.stage_runner import (
 )
 
 
+@pytest.fixture(autouse=True)
+def flywheel_home(tmp_path, monkeypatch):
+    """Where a stage's output lock lives."""
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+
+
 def test_parse_config_precedence_defaults_extras_file_flags(tmp_path):
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"beta": 0.3, "max_steps": 7, "output_dir": "from-file"}))
@@ -83,3 +89,42 @@ def test_load_train_dataset_checks_columns_and_rows(tmp_path):
     empty.save(tmp_path / "empty-build")
     with pytest.raises(ValueError, match="empty"):
         load_train_dataset(str(tmp_path / "empty-build"), ["prompt", "chosen", "rejected"])
+
+
+def test_each_attempt_stages_in_its_own_folder_and_one_attempt_writes_at_a_time(tmp_path, monkeypatch):
+    import os
+
+    from pipeline import locks
+    from training.policy import stage_runner
+
+    monkeypatch.setattr(locks, "DEFAULT_WAIT_S", 0.2)
+    cfg = DPORunConfig(device="cpu", output_dir=str(tmp_path / "gen-1" / "dpo"))
+    staging = staging_output(cfg)
+    # named per attempt, never by the PID alone (every attempt in a container is PID 1)
+    assert str(os.getpid()) not in staging.name and staging_output(cfg) == staging
+    # another attempt of the same output, while this one holds it, waits and is then refused
+    held = stage_runner._STAGING.pop(Path(cfg.output_dir))
+    try:
+        with pytest.raises(locks.WriterBusy, match="stage_output"):
+            staging_output(cfg)
+    finally:
+        stage_runner._STAGING[Path(cfg.output_dir)] = held
+    stage_runner.release_output(cfg)
+    assert staging_output(cfg).is_dir()  # free again once released
+    stage_runner.release_output(cfg)
+
+
+def test_the_ranks_of_one_launch_share_an_attempt_and_launches_differ(monkeypatch):
+    import os
+
+    from training.policy.stage_runner import _attempt_id
+
+    monkeypatch.delenv("FLYWHEEL_STAGE_ATTEMPT", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-7f3a")
+    assert _attempt_id() == "launch-7f3a"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's default without --rdzv-id
+    launcher = _attempt_id()
+    assert launcher.startswith(f"{os.getppid()}-") and launcher != f"{os.getppid()}-0"  # PID and start time
+    monkeypatch.setenv("FLYWHEEL_STAGE_ATTEMPT", "set-by-the-launcher")
+    assert _attempt_id() == "set-by-the-launcher"
