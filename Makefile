@@ -20,7 +20,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install install-smollm2 lock demo flywheel test lint ui validate bench clean
+.PHONY: install install-smollm2 lock demo flywheel test lint ui validate bench bench-robustness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,8 +96,13 @@ validate: install
 ui: install
 	$(BIN)/dg dev --host 127.0.0.1 --port 3000
 
+# every bench but the robustness one, which runs four whole flywheels (`make bench-robustness`)
 bench: install
-	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in bench/bench_*.py; do [ "$$f" = bench/bench_flywheel_robustness.py ] && continue; \
+	  echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+bench-robustness: install
+	$(BIN)/python bench/bench_flywheel_robustness.py $(BENCH_ARGS)
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules .pytest_cache
