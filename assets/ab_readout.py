@@ -1,7 +1,7 @@
 """The A/B readout asset: the online test of the new generation (treatment) against its parent (control).
 
 By default (`source = users`) simulated users act on an engagement model's scores of both arms' replies to
-the held-out conversations that offline_eval replayed (`evaluation.user_simulator`), so the readout moves
+the held-out conversations that offline_eval replayed (`evaluation.simulated_ab`), so the readout moves
 with the models; the model learnt from the training users of every curated day up to the window (a backbone
 unlike the reward models'), never from the held-out users it is validated on or the conversations it replays.
 With `source = simulate` the logs carry a planted lift (`evaluation.ab_simulator`); with `source = lake` it
@@ -27,7 +27,7 @@ from assets.generation import (
 from assets.metadata import preview_table, schema_metadata
 from assets.resources import AbSettings, FlywheelSettings
 from assets.tables import gen_table, write_drops
-from evaluation import ab_test, user_simulator
+from evaluation import ab_test, simulated_ab, user_simulator
 from evaluation.ab_simulator import simulate_ab_logs
 from evaluation.offline_eval import SLICES
 from evaluation.record import json_document
@@ -63,7 +63,7 @@ def simulate_from_users(
     curation: CurationSettings,
     seed: int = 0,
     judge: JudgeDataConfig | None = None,
-) -> tuple[user_simulator.SimulatedReadout, dict]:
+) -> tuple[simulated_ab.SimulatedReadout, dict]:
     """The readout of simulated users acting on the engagement model's scores of both arms' eval replies."""
     responses = gen_table(lake, "eval_responses", plan)
     if responses.is_empty():
@@ -90,10 +90,10 @@ def simulate_from_users(
         ),
         validation=user_simulator.turns_from_prompts(rows.validation),
     )
-    replies = user_simulator.ArmReplies.from_responses(responses, plan.parent, plan.generation)
-    experiment = ab.sim_config(plan.days[-1], seed=run_seed(plan, seed), cls=user_simulator.SimulatedAbConfig)
+    replies = simulated_ab.ArmReplies.from_responses(responses, plan.parent, plan.generation)
+    experiment = ab.sim_config(plan.days[-1], seed=run_seed(plan, seed), cls=simulated_ab.SimulatedAbConfig)
     analysis = ab.ab_config(start=experiment.start, seed=seed)
-    out = user_simulator.simulated_readout(simulator, replies, experiment, analysis)
+    out = simulated_ab.simulated_readout(simulator, replies, experiment, analysis)
     summary = {k: v for k, v in simulator.summary.items() if k != "data_sha256"}
     return out, {**counters, **summary, "training_data": rows.counters}
 

@@ -43,7 +43,8 @@ from evaluation.record import METRICS_TABLES, collect_metrics, generation_row, l
 from evaluation.winrate import EVAL_RECORDS_SCHEMA
 from pipeline.judge_data import JudgeDataConfig, PooledSlices, pooled_slices, time_ordered_split
 from pipeline.lake import Lake, Partition
-from pipeline.sampling import SamplingConfig, held_out_prompts
+from pipeline.sampling import SamplingConfig
+from pipeline.user_split import held_out_prompts
 from training.generation_plan import read_history, read_window
 
 

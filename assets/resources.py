@@ -158,8 +158,8 @@ class ReleaseSettings(dg.ConfigurableResource):
 
 class AbSettings(dg.ConfigurableResource):
     """Where the A/B logs come from and how they are read: the analysis fields are those of
-    `evaluation.ab_test.AbConfig`, the simulations' those of `evaluation.ab_simulator.AbSimConfig` and
-    `evaluation.user_simulator`."""
+    `evaluation.ab_test.AbConfig`, the simulations' those of `evaluation.ab_simulator.AbSimConfig`,
+    `evaluation.user_simulator` and `evaluation.simulated_ab`."""
 
     source: str = Field(
         default_factory=lambda: _env("FLYWHEEL_AB_SOURCE", "users"),

@@ -22,14 +22,9 @@ from training.generation_plan import capped_sample, judge_rows
 from training.rewards.annotations import read_annotation_source
 from training.rewards.engagement_label import TARGET, choose_label, with_target
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
-from training.rewards.reward_eval import (
-    EVAL_METRICS,
-    RewardEvalConfig,
-    evaluate_reward_model,
-    split_by_day,
-    split_pairs,
-)
+from training.rewards.reward_eval import EVAL_METRICS, RewardEvalConfig, evaluate_reward_model
 from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
+from training.rewards.reward_splits import split_by_day, split_pairs
 
 
 def embed_config(settings: FlywheelSettings, curation: CurationSettings | None = None) -> EmbedConfig:

@@ -36,8 +36,9 @@ from evaluation.user_simulator import fit_user_simulator, turns_from_prompts  # 
 from pipeline.ingest import ingest_day  # noqa: E402
 from pipeline.judge_data import JudgeDataConfig, pooled_slices, time_ordered_split  # noqa: E402
 from pipeline.prompts import cut_prompts  # noqa: E402
-from pipeline.sampling import SamplingConfig, held_out_prompts  # noqa: E402
+from pipeline.sampling import SamplingConfig  # noqa: E402
 from pipeline.sources import SourceConfig, available_days, read_day  # noqa: E402
+from pipeline.user_split import held_out_prompts  # noqa: E402
 from training.rewards.engagement_label import TARGET, choose_label  # noqa: E402
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel, sentence_embedder  # noqa: E402
 

@@ -29,7 +29,7 @@ from evaluation.ab_config import EVENTS_SCHEMA, EXPOSURES_SCHEMA
 @dataclass
 class ExperimentConfig:
     """Who is exposed when, and the logging noise the readout must ignore: shared by every simulator that writes
-    A/B logs (this planted-lift one and the user simulator of `evaluation.user_simulator`)."""
+    A/B logs (this planted-lift one and the simulated experiment of `evaluation.simulated_ab`)."""
 
     n_users: int = field(default=20_000, metadata={"help": "Users exposed to the experiment."})
     treatment_share: float = field(default=0.5, metadata={"help": "Probability a user is assigned to treatment."})

@@ -322,7 +322,7 @@ def _read_parquet(path: str) -> pl.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.policy.stage_runner import parse_config
+    from training.policy.stage_config import parse_config
     from training.rewards.reward_model import load_reward_model
 
     run = parse_config(OfflineEvalRun, argv)

@@ -29,7 +29,8 @@ from datetime import date
 
 import polars as pl
 
-from pipeline.sampling import SamplingConfig, assign_split
+from pipeline.sampling import SamplingConfig
+from pipeline.user_split import assign_split
 
 STAGE = "judge_data"
 # reason codes of rows left out of a judge's training data
@@ -126,7 +127,7 @@ def _window_held_out(frame: pl.DataFrame, window: Sequence[date], sampling: Samp
     rows = frame.filter(pl.col("day").is_in(list(window)))
     if rows.is_empty():
         return rows.with_columns(pl.lit(None, pl.Utf8).alias("split"))
-    # split over the window alone: the same users offline evaluation holds out (`sampling.held_out_prompts`)
+    # split over the window alone: the same users offline evaluation holds out (`user_split.held_out_prompts`)
     return rows.with_columns(assign_split(rows["user_hash"], rows["source"], sampling).alias("split")).filter(
         pl.col("split") != "train"
     )
@@ -215,7 +216,7 @@ def pooled_slices(
     that day."""
     sampling, config = sampling or SamplingConfig(), config or JudgeDataConfig()
     if "split" not in window_held_out.columns:
-        raise ValueError("window_held_out lacks `split`: pass `sampling.held_out_prompts` of the window")
+        raise ValueError("window_held_out lacks `split`: pass `user_split.held_out_prompts` of the window")
     window_rows = window_held_out.with_columns(pl.lit(False).alias("pooled"))
     users = [_user_table(window_rows, pooled=False)]
     dropped = {TRAINED_USER: 0, SLICE_FULL: 0}

@@ -19,10 +19,7 @@ Which rows fill a cell's count is decided by a seeded hash of `prompt_id`: deter
 of row order, so a re-run gives the same pool. `sample_weight` is the inverse of the cell's
 retention rate, for estimates that must speak for the whole traffic.
 
-The split is a function of the salted user hash alone, so a user is on the same side every day
-and never on both. Raising `eval_fraction` only moves users from train into evaluation.
-Held-out users' prompts are `eval_internal` when their source is `internal`, else `eval_user`.
-Prompts with no user hash cannot be held out reliably and go to train.
+The pool is split into train and held-out users by `pipeline.user_split`.
 """
 
 from __future__ import annotations
@@ -33,16 +30,16 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema
+from pipeline.cell_quotas import SHARE_TOL, effective_shares, integerize, rake, spread_shortfall, water_fill
 from pipeline.seeded_uniform import seeded_uniforms
 from pipeline.step import StepCounters, StepResult
+from pipeline.user_split import SPLITS, assign_split
 
 STAGE = "sampling"
 NOT_SAMPLED = "not_sampled"
 MISSING_PROMPT_ID = "missing_prompt_id"
 MODES = ("cluster_balanced", "stratified")
-SPLITS = ("train", "eval_internal", "eval_user")
 _NULL = "(null)"
-_SHARE_TOL = 1e-6
 SHORTFALLS = ("shrink", "fill")
 
 # achieved vs target shares: one row per level of each dimension, plus `pool` (sizes) and `split`
@@ -158,147 +155,8 @@ class SamplingConfig:
             if any(s < 0 for s in shares.values()):
                 raise ValueError(f"targets[{dim!r}] has a negative share: shares must be >= 0")
             total = sum(shares.values())
-            if total > 1 + _SHARE_TOL:
+            if total > 1 + SHARE_TOL:
                 raise ValueError(f"targets[{dim!r}] shares sum to {total:.4f} > 1: scale them to sum to 1")
-
-
-def assign_split(user_hash: pl.Series, source: pl.Series, config: SamplingConfig) -> pl.Series:
-    """train / eval_internal / eval_user per row, from the user hash and whether the user is internal
-    (`internal_eval_fraction` of internal users, `eval_fraction` of the others, are held out)."""
-    users = user_hash.cast(pl.Utf8)
-    # a user with any internal traffic is an internal user: the held-out share depends on it
-    kinds = (
-        pl.DataFrame({"_user": users, "_internal": source.cast(pl.Utf8) == "internal"})
-        .drop_nulls("_user")
-        .group_by("_user")
-        .agg(pl.col("_internal").fill_null(False).any())
-        .sort("_user")
-    )
-    u = seeded_uniforms(kinds["_user"].to_list(), config.split_salt)
-    threshold = np.where(kinds["_internal"].to_numpy(), config.internal_eval_fraction, config.eval_fraction)
-    held = pl.DataFrame({"_user": kinds["_user"], "_held": u < threshold})
-    flags = pl.DataFrame({"_user": users}).join(held, on="_user", how="left", maintain_order="left")["_held"]
-    frame = pl.DataFrame({"_held": flags.fill_null(False), "_source": source.cast(pl.Utf8)})
-    return frame.select(
-        pl.when(~pl.col("_held"))
-        .then(pl.lit("train"))
-        .when(pl.col("_source") == "internal")
-        .then(pl.lit("eval_internal"))
-        .otherwise(pl.lit("eval_user"))
-        .alias("split")
-    )["split"]
-
-
-def held_out_rows(
-    prompts: pl.DataFrame, config: SamplingConfig, exclude_users: pl.Series | None = None
-) -> pl.DataFrame:
-    """Every row of a held-out user, with its `split` (eval_internal / eval_user), from deduped traffic rather
-    than the sampled pool: nothing trains on a held-out user, so the pool's thinning only throws away evaluation
-    data, and a small slice (a few internal testers) needs every prompt it has. `exclude_users` (user hashes
-    some training saw, e.g. the pool's `train` split) are left out whatever the split says, so a user whose
-    split differs between the two frames is never on both sides."""
-    if prompts.is_empty():
-        return prompts.with_columns(pl.lit(None, pl.Utf8).alias("split"))
-    split = assign_split(prompts["user_hash"], prompts["source"], config)
-    held = prompts.with_columns(split.alias("split")).filter(pl.col("split") != "train")
-    if exclude_users is not None and exclude_users.len():
-        held = held.filter(~pl.col("user_hash").is_in(exclude_users.drop_nulls().unique().implode()))
-    return held
-
-
-def held_out_prompts(unique: pl.DataFrame, pool: pl.DataFrame, config: SamplingConfig) -> pl.DataFrame:
-    """The held-out prompts of a window for evaluation: every deduped turn (`unique`) of a held-out user, less
-    any user the pool's `train` split holds; the pool's own held-out rows when there are no deduped turns."""
-    if unique.is_empty():
-        return pool.filter(pl.col("split") != "train") if pool.height else pool
-    trained = pool.filter(pl.col("split") == "train")["user_hash"] if pool.height else None
-    return held_out_rows(unique, config, exclude_users=trained)
-
-
-def _water_fill(available: np.ndarray, n: int, tiebreak: np.ndarray) -> np.ndarray:
-    """Equal counts per group, capped by availability; the leftover of the capped is shared by the rest."""
-    if n >= available.sum():
-        return available.copy()
-    lo, hi = 0, int(available.max())
-    while lo < hi:  # largest level L with sum(min(a, L)) <= n
-        mid = (lo + hi + 1) // 2
-        if np.minimum(available, mid).sum() <= n:
-            lo = mid
-        else:
-            hi = mid - 1
-    alloc = np.minimum(available, lo)
-    room = np.flatnonzero(available > lo)
-    extra = n - int(alloc.sum())
-    alloc[room[np.argsort(tiebreak[room], kind="stable")[:extra]]] += 1
-    return alloc
-
-
-def _integerize(x: np.ndarray, cap: np.ndarray) -> np.ndarray:
-    """Round real cell counts to integers with the same (rounded) total, never above the cap."""
-    base = np.minimum(np.floor(x + 1e-9), cap).astype(np.int64)
-    need = int(round(float(x.sum()))) - int(base.sum())
-    if need > 0:
-        frac = np.where(base < cap, x - base, -np.inf)
-        order = np.argsort(-frac, kind="stable")[:need]
-        base[order[np.isfinite(frac[order])]] += 1
-    return base
-
-
-def _rake(
-    available: np.ndarray, index: list[np.ndarray], shares: list[np.ndarray], n: float, iterations: int
-) -> tuple[np.ndarray, float]:
-    """Capped IPF: cell counts with marginals `shares * n`, each cell at most its availability.
-    Returns the counts and the worst marginal shortfall (achieved / target, 1 = met)."""
-    x = available * (n / available.sum())
-    targets = [s * n for s in shares]
-    for _ in range(iterations):
-        for idx, t in zip(index, targets):
-            m = np.bincount(idx, weights=x, minlength=len(t))
-            ratio = np.divide(t, m, out=np.zeros_like(t), where=m > 0)
-            x = np.minimum(x * ratio[idx], available)
-        err = max(np.abs(np.bincount(idx, weights=x, minlength=len(t)) - t).max() for idx, t in zip(index, targets))
-        if err <= 1e-6 * n + 1e-9:
-            break
-    ratio = 1.0
-    for idx, t in zip(index, targets):
-        m = np.bincount(idx, weights=x, minlength=len(t))
-        pos = t > 0
-        if pos.any():
-            ratio = min(ratio, float((m[pos] / t[pos]).min()))
-    return x, ratio
-
-
-def _effective_shares(levels: list[str], counts: np.ndarray, wanted: dict[str, float]) -> np.ndarray:
-    """Target shares over the levels present: the rest of a partial spec goes to unlisted levels by
-    size; levels asked for but absent are left out and the others renormalised. All zero when no
-    present level is wanted (the pool is then empty, and the report says why)."""
-    wanted = {str(k): float(v) for k, v in wanted.items()}
-    listed = np.array([lvl in wanted for lvl in levels], dtype=bool)
-    s = np.array([wanted.get(lvl, 0.0) for lvl in levels], dtype=np.float64)
-    rest = 1.0 - sum(wanted.values())
-    if rest > _SHARE_TOL and (~listed).any():
-        s[~listed] = rest * counts[~listed] / counts[~listed].sum()
-    return s / s.sum() if s.sum() > 0 else s
-
-
-def _spread_shortfall(
-    index: list[np.ndarray], shares: list[np.ndarray], x: np.ndarray, n: float
-) -> tuple[list[np.ndarray], bool]:
-    """Lower each short level's share to what it reached and give the deficit to the other levels
-    of its dimension in proportion to their shares: the stratified analogue of water-filling."""
-    out, changed = [], False
-    for idx, s in zip(index, shares):
-        reached = np.bincount(idx, weights=x, minlength=len(s)) / n
-        short = reached < s * (1 - 1e-6) - 1e-12
-        room = ~short & (s > 0)
-        if short.any() and room.any():
-            s = s.copy()
-            deficit = float((s[short] - reached[short]).sum())
-            s[short] = reached[short]
-            s[room] += deficit * s[room] / s[room].sum()
-            changed = True
-        out.append(s)
-    return out, changed
 
 
 def _codes(column: pl.Series) -> tuple[np.ndarray, list[str]]:
@@ -314,29 +172,29 @@ def _cell_counts(
     if config.mode == "cluster_balanced":
         tiebreak = seeded_uniforms(cells["_cell"].to_list(), f"{config.seed}:cells")
         levels = cells[keys[0]].to_list()
-        return _water_fill(available.astype(np.int64), n, tiebreak), [{lvl: 1.0 / len(levels) for lvl in levels}]
+        return water_fill(available.astype(np.int64), n, tiebreak), [{lvl: 1.0 / len(levels) for lvl in levels}]
     index, shares, names = [], [], []
     for key, wanted in zip(keys, config.targets.values()):
         codes, levels = _codes(cells[key])
         counts = np.bincount(codes, weights=available, minlength=len(levels))
         index.append(codes)
         names.append(levels)
-        shares.append(_effective_shares(levels, counts, wanted))
+        shares.append(effective_shares(levels, counts, wanted))
     effective = [dict(zip(lv, map(float, s))) for lv, s in zip(names, shares)]
     if any(s.sum() == 0 for s in shares) or n == 0:
         return np.zeros(len(available), dtype=np.int64), effective
     size = float(n)
     for _ in range(30):
-        x, ratio = _rake(available, index, shares, size, config.max_rake_iterations)
+        x, ratio = rake(available, index, shares, size, config.max_rake_iterations)
         if ratio >= 1 - 1e-6:
             break
         if config.on_shortfall == "fill":
-            shares, changed = _spread_shortfall(index, shares, x, size)
+            shares, changed = spread_shortfall(index, shares, x, size)
             if not changed:
                 break
         else:
             size *= ratio * (1 - 1e-9)
-    return _integerize(x, available.astype(np.int64)), effective
+    return integerize(x, available.astype(np.int64)), effective
 
 
 def _report(

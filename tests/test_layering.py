@@ -16,7 +16,7 @@ FLOORS = ("pipeline", "quality", "engine", "training", "evaluation", "assets")
 # training stages read theirs), and reaches nothing else of training; what both need lives in `engine`.
 EVALUATION_USES_OF_TRAINING = {
     "training.rewards.reward_model": {"load_reward_model"},
-    "training.policy.stage_runner": {"parse_config"},
+    "training.policy.stage_config": {"parse_config"},
 }
 WHOLE_MODULE = "*"
 
@@ -174,11 +174,11 @@ def test_a_planted_import_breaks_the_layering(name, module, attr):
 
 def test_evaluation_may_load_reward_models_and_read_its_command_line():
     source = LAZY.format(module="training.rewards.reward_model", name="load_reward_model")
-    source += LAZY.format(module="training.policy.stage_runner", name="parse_config")
+    source += LAZY.format(module="training.policy.stage_config", name="parse_config")
     assert _planted("evaluation.planted", source) == []
     assert _imports("evaluation.planted", source) == {
         "training.rewards.reward_model": {"load_reward_model"},
-        "training.policy.stage_runner": {"parse_config"},
+        "training.policy.stage_config": {"parse_config"},
     }
 
 

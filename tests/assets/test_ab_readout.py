@@ -13,7 +13,7 @@ from assets.generation import GenerationPlan, GenerationSettings, save_plan
 from assets.resources import AbSettings, FlywheelSettings
 from pipeline import schema
 from pipeline.lake import Lake, Partition
-from pipeline.sampling import held_out_rows
+from pipeline.user_split import held_out_rows
 
 DAYS = ["2026-01-04", "2026-01-05"]
 WARM = ["That sounds fun! What did you like most about it?", "Oh nice, tell me more, how did it go?"]

@@ -9,7 +9,8 @@ from assets.generation import GenerationPlan
 from assets.release import held_out_slices
 from pipeline.judge_data import JudgeDataConfig, time_ordered_split
 from pipeline.lake import Lake
-from pipeline.sampling import SamplingConfig, assign_split
+from pipeline.sampling import SamplingConfig
+from pipeline.user_split import assign_split
 
 DAYS = [date(2026, 1, 1) + timedelta(days=k) for k in range(5)]
 PLAN = GenerationPlan("gen-2", 2, "gen-1", [d.isoformat() for d in DAYS[-2:]], "2026-01-06T06:00:00+00:00")

@@ -14,7 +14,7 @@ from assets.resources import FlywheelSettings
 from assets.reward_models import _keep_parent_judge, reward_model_pairwise, reward_model_pointwise
 from pipeline import schema
 from pipeline.lake import Lake, Partition
-from pipeline.sampling import assign_split
+from pipeline.user_split import assign_split
 from quality.outcomes import CRITICAL, WARNING, CheckOutcome
 from training.rewards.engagement_label import TARGET
 

@@ -14,13 +14,8 @@ from evaluation.ab_test import ab_decision
 from evaluation.gate_config import GateConfig, GateResult
 from evaluation.record import generation_row
 from evaluation.release_gates import evidence_rule, release_decision, slice_divergence, win_rate_ceiling
-from evaluation.user_simulator import (
-    ArmReplies,
-    SimulatedAbConfig,
-    UserSimulatorConfig,
-    fit_user_simulator,
-    simulated_readout,
-)
+from evaluation.simulated_ab import ArmReplies, SimulatedAbConfig, simulated_readout
+from evaluation.user_simulator import UserSimulatorConfig, fit_user_simulator
 from pipeline import schema
 from tests.evaluation.eval_pool import hashing_embed
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel

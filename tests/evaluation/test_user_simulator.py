@@ -1,50 +1,15 @@
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import polars as pl
 import pytest
 
-from evaluation.ab_config import EVENTS_SCHEMA, EXPOSURES_SCHEMA, AbConfig
-from evaluation.ab_stats import lift_estimates
-from evaluation.user_simulator import (
-    ArmReplies,
-    SimulatedAbConfig,
-    UserSimulatorConfig,
-    expected_lifts,
-    fit_user_simulator,
-    prompt_intervals,
-    simulate_arm_users,
-    simulated_readout,
-)
-
-WARM = ["That sounds fun! What did you like most about it?", "Oh nice, tell me more, how did it go?"]
-COLD = ["ok.", "no."]
-
-
-def _turns(n_users: int = 120, seed: int = 0) -> pl.DataFrame:
-    """Turns where a warm, curious reply is continued far more often than a curt one."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        for k in range(4):
-            warm = rng.random() < 0.5
-            reply = WARM[k % 2] if warm else COLD[k % 2]
-            rows.append(
-                {
-                    "user_hash": f"user{u}",
-                    "conversation_id": f"c{u}",
-                    "context": "I went hiking this weekend" if k % 2 else "I just got back from a concert",
-                    "reply": reply,
-                    "continued": bool(rng.random() < (0.85 if warm else 0.2)),
-                }
-            )
-    return pl.DataFrame(rows)
+from evaluation.user_simulator import UserSimulatorConfig, fit_user_simulator
+from tests.evaluation.engagement_turns import COLD, WARM, engagement_turns
 
 
 def test_engagement_model_learns_the_signal_and_never_sees_excluded_users():
-    turns = _turns()
+    turns = engagement_turns()
     excluded = [f"user{u}" for u in range(0, 120, 3)]
     # 40% of the users held out: the AUC of a smaller held-out set swings by ~0.06 with the split alone
     held = UserSimulatorConfig(holdout_fraction=0.4)
@@ -64,8 +29,8 @@ def test_engagement_model_learns_the_signal_and_never_sees_excluded_users():
 
 def test_the_simulator_is_validated_on_users_it_never_saw():
     turns, others = (
-        _turns(),
-        _turns(n_users=30, seed=1).with_columns(pl.format("other{}", "user_hash").alias("user_hash")),
+        engagement_turns(),
+        engagement_turns(n_users=30, seed=1).with_columns(pl.format("other{}", "user_hash").alias("user_hash")),
     )
     # a validation user who is also in the training turns is not a validation user
     validation = pl.concat([others, turns.filter(pl.col("user_hash") == "user0")])
@@ -81,100 +46,6 @@ def test_the_simulator_is_validated_on_users_it_never_saw():
 
 def test_too_few_turns_fail_with_the_fix():
     with pytest.raises(ValueError, match="widen the generation's window"):
-        fit_user_simulator(_turns(n_users=10), config=UserSimulatorConfig(min_rows=100))
+        fit_user_simulator(engagement_turns(n_users=10), config=UserSimulatorConfig(min_rows=100))
     with pytest.raises(ValueError, match="lack the columns"):
         fit_user_simulator(pl.DataFrame({"reply": ["x"]}))
-
-
-def _responses(control: list[str], treatment: list[str]) -> pl.DataFrame:
-    rows = []
-    for policy, replies in (("gen-0", control), ("gen-1", treatment)):
-        for i, reply in enumerate(replies):
-            context = [{"role": "system", "content": "a card"}, {"role": "user", "content": "I went hiking"}]
-            rows.append({"prompt_id": f"p{i:03d}", "policy": policy, "context": json.dumps(context), "response": reply})
-    return pl.DataFrame(rows)
-
-
-def test_preferred_replies_give_a_positive_lift_through_the_readout():
-    sim, _ = fit_user_simulator(_turns())
-    replies = ArmReplies.from_responses(
-        _responses([COLD[i % 2] for i in range(20)], [WARM[i % 2] for i in range(20)]), "gen-0", "gen-1"
-    )
-    assert replies.context == ["I went hiking"] * 20 and replies.conversation[0] == "p000"
-    cfg = SimulatedAbConfig(n_users=8000, seed=3)
-    out = simulated_readout(sim, replies, cfg, AbConfig(start=cfg.start, n_bootstrap=500))
-    assert out.label.startswith("simulated from tfidf-char2-4+logreg")
-    assert out.exposures.schema == EXPOSURES_SCHEMA and out.events.schema == EVENTS_SCHEMA
-    assert out.expected["breadth"] > 0.2 and out.expected["depth"] > 0.1
-    assert (out.scores["p_continue_treatment"] > out.scores["p_continue_control"]).all()
-    lifts = {r["metric"]: r for r in out.readout.lifts.iter_rows(named=True)}
-    for metric in ("breadth", "depth"):
-        row = lifts[metric]
-        assert row["delta_ci_low"] > 0 and row["boot_ci_low"] > 0, metric
-        assert out.lift(metric) == row["lift"]
-    assert not out.readout.srm["srm"][0]
-    # and a worse treatment reads as a negative lift
-    worse = simulated_readout(
-        sim,
-        ArmReplies(replies.conversation, replies.context, replies.treatment, replies.control),
-        cfg,
-        AbConfig(start=cfg.start, n_bootstrap=0),
-    )
-    assert (worse.readout.lifts["delta_ci_high"] < 0).all()
-
-
-def test_arm_replies_need_both_policies():
-    frame = _responses(["a", "b"], ["c"])
-    assert ArmReplies.from_responses(frame, "gen-0", "gen-1").control == ["a"]
-    with pytest.raises(ValueError, match="run the offline evaluation"):
-        ArmReplies.from_responses(frame, "gen-0", "gen-7")
-
-
-def test_identical_arms_show_no_lift_in_about_95_percent_of_seeds():
-    p = np.random.default_rng(0).uniform(0.3, 0.9, 50)
-    reps = 400
-    sim = simulate_arm_users(p, p, SimulatedAbConfig(n_users=3000, seed=11), reps=reps)
-    est = lift_estimates(sim["messages"], sim["treated"])
-    for metric in ("breadth", "depth"):
-        significant = (est[metric]["p_value"] < 0.05).mean()
-        assert 0.02 <= significant <= 0.085, (metric, significant)
-
-
-def test_simulated_population_matches_its_expected_lifts():
-    rng = np.random.default_rng(1)
-    p_c, p_t = rng.uniform(0.2, 0.7, 30), rng.uniform(0.3, 0.8, 30)
-    sim = simulate_arm_users(p_c, p_t, SimulatedAbConfig(n_users=400_000, seed=2, max_messages=60))
-    m, t = sim["messages"], sim["treated"]
-    truth = expected_lifts(p_c, p_t, max_messages=60)
-    breadth = (m[t] > 0).mean() / (m[~t] > 0).mean() - 1
-    depth = m[t][m[t] > 0].mean() / m[~t][m[~t] > 0].mean() - 1
-    assert breadth == pytest.approx(truth["breadth"], abs=0.01)
-    assert depth == pytest.approx(truth["depth"], abs=0.02)
-    assert (m <= 60).all()
-
-
-def test_bad_probabilities_fail_fast():
-    with pytest.raises(ValueError, match="same non-empty"):
-        simulate_arm_users(np.array([0.5]), np.array([0.5, 0.4]))
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        simulate_arm_users(np.array([1.0]), np.array([0.5]))
-    with pytest.raises(ValueError, match="max_messages"):
-        SimulatedAbConfig(max_messages=0)
-
-
-def test_the_replayed_prompt_interval_reflects_how_few_prompts_were_replayed():
-    rng = np.random.default_rng(5)
-    p_c = rng.uniform(0.3, 0.8, 40)
-    # the same replies: every resample reads no lift
-    same = prompt_intervals(p_c, p_c, n_resamples=500)
-    assert all(lo == hi == pytest.approx(0.0) for lo, hi in same.values())
-    # better on every prompt: the interval lies above 0
-    better = prompt_intervals(p_c, np.clip(p_c + 0.08, 0, 0.95), n_resamples=500)
-    assert all(lo > 0 for lo, _ in better.values())
-    # a small average loss made of large gains and losses on 40 prompts: the interval straddles 0, while
-    # simulated users by the hundred thousand would call it significant
-    mixed = np.clip(p_c + rng.normal(-0.01, 0.12, 40), 0.05, 0.95)
-    wide = prompt_intervals(p_c, mixed, n_resamples=500)
-    assert all(lo < 0 < hi for lo, hi in wide.values())
-    assert prompt_intervals(p_c[:1], p_c[:1]) == {"breadth": (None, None), "depth": (None, None)}
-    assert prompt_intervals(p_c, p_c, n_resamples=0)["breadth"] == (None, None)

@@ -19,7 +19,8 @@ from pipeline.judge_data import (
     pooled_slices,
     time_ordered_split,
 )
-from pipeline.sampling import SamplingConfig, assign_split, held_out_prompts
+from pipeline.sampling import SamplingConfig
+from pipeline.user_split import assign_split, held_out_prompts
 
 DAYS = [date(2026, 1, 1) + timedelta(days=k) for k in range(7)]
 WINDOW = DAYS[3:5]  # days 5 and 6 come after the window

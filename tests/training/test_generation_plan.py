@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from pipeline.lake import Lake
-from pipeline.sampling import SamplingConfig, assign_split
+from pipeline.sampling import SamplingConfig
+from pipeline.user_split import assign_split
 from training.generation_plan import (
     BASE,
     GenerationPlan,

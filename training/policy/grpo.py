@@ -24,7 +24,8 @@ import numpy as np
 
 from engine.style import count_emoji
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import StageConfig, stage_main
+from training.policy.stage_config import StageConfig
+from training.policy.stage_runner import stage_main
 from training.policy.steer_data import violations
 from training.policy.trl_stage import Loaded, Wiring, run_trl_stage
 from training.rewards.length_bias import length_adjusted

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import StageConfig, stage_main
+from training.policy.stage_config import StageConfig
+from training.policy.stage_runner import stage_main
 from training.policy.trl_stage import Loaded, Wiring, run_trl_stage
 
 

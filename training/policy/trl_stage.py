@@ -16,14 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from training.policy.pipes_report import StageReporter
-from training.policy.stage_runner import (
-    MetricsRecorder,
-    StageConfig,
-    finish_stage,
-    load_train_dataset,
-    quiet_console,
-    trl_args,
-)
+from training.policy.stage_config import StageConfig
+from training.policy.stage_runner import MetricsRecorder, finish_stage, load_train_dataset, quiet_console, trl_args
 
 Curves = dict[str, list[dict[str, float]]]
 

@@ -15,13 +15,13 @@ attention, and in `detail` the path of any plot. Sections:
 - `artifact`: how scores move when the same response gets emoji, exclamation marks, a markdown
   list, "As an AI" filler or repeated text. `value` is the mean score change in units of the
   spread (standard deviation) of the unmodified scores, so one tolerance fits probabilities and
-  BT utilities; a model that gains more than `artifact_tolerance` pays for the artifact.
+  BT utilities; a model that gains more than `artifact_tolerance` pays for the artifact
+  (`training.rewards.artifacts`).
 - `summary`: `pays_for_artifacts` (count of flagged artifacts).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,9 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
-from pipeline.seeded_uniform import seeded_uniforms
+from training.rewards.artifacts import ARTIFACTS
 from training.rewards.base import Messages, RewardModel, pairs_to_lists, prompt_contexts
+from training.rewards.reward_splits import pair_folds
 
 EVAL_METRICS = pl.Schema(
     {
@@ -89,45 +90,6 @@ class RewardEvalConfig:
             raise ValueError(f"probe_size={self.probe_size} must be at least 1")
         if self.min_score_scale <= 0:
             raise ValueError(f"min_score_scale={self.min_score_scale} must be positive")
-
-
-# -- artifacts ----------------------------------------------------------------------------------
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def add_emoji(text: str) -> str:
-    return text.rstrip() + " 😊🎉✨"
-
-
-def add_exclamations(text: str) -> str:
-    out = re.sub(r"\.(\s|$)", r"!\1", text.rstrip())
-    return out + "!!" if out.endswith("!") else out + "!!!"
-
-
-def to_markdown_list(text: str) -> str:
-    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
-    return "Here are my thoughts:\n" + "\n".join(f"- {s}" for s in sentences)
-
-
-def pad_as_ai(text: str) -> str:
-    return (
-        "As an AI language model, I am happy to help with that. "
-        + text.strip()
-        + " Let me know if there is anything else I can help you with."
-    )
-
-
-def pad_repeat(text: str) -> str:
-    return text.strip() + "\n\n" + text.strip()
-
-
-ARTIFACTS: dict[str, Callable[[str], str]] = {
-    "emoji": add_emoji,
-    "exclamation": add_exclamations,
-    "markdown_list": to_markdown_list,
-    "padding_ai": pad_as_ai,
-    "padding_repeat": pad_repeat,
-}
 
 
 def _row(section, metric, value, length=None, random=None, n=None, flag=None, detail=None) -> dict:
@@ -203,36 +165,6 @@ def reliability_plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
-
-
-# -- held-out splits ----------------------------------------------------------------------------
-def split_by_day(frame: pl.DataFrame, eval_days: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, eval): the `eval_days` latest distinct days are held out, everything before trains."""
-    if eval_days < 1:
-        raise ValueError(f"eval_days={eval_days} must be at least 1")
-    days = frame["day"].drop_nulls().unique().sort()
-    if days.len() <= eval_days:
-        raise ValueError(f"{days.len()} distinct days cannot hold out {eval_days}: lower eval_days")
-    cut = days[-eval_days]
-    return frame.filter(pl.col("day") < cut), frame.filter(pl.col("day") >= cut)
-
-
-def _prompt_keys(pairs: pl.DataFrame) -> np.ndarray:
-    """A number in [0, 1) per pair from a hash of its prompt: pairs sharing a prompt get the same one."""
-    return seeded_uniforms([repr([(m["role"], m["content"]) for m in p]) for p in pairs["prompt"].to_list()])
-
-
-def split_pairs(pairs: pl.DataFrame, eval_fraction: float = 0.2) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, eval) pairs, split by a hash of the prompt so pairs sharing a prompt stay together."""
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction={eval_fraction} must be in (0, 1)")
-    held = pl.Series(_prompt_keys(pairs) < eval_fraction)
-    return pairs.filter(~held), pairs.filter(held)
-
-
-def pair_folds(pairs: pl.DataFrame, folds: int) -> np.ndarray:
-    """The fold (0 .. folds-1) of each pair, by the same prompt hash as `split_pairs`."""
-    return np.minimum((_prompt_keys(pairs) * folds).astype(np.int64), folds - 1)
 
 
 # -- metrics ------------------------------------------------------------------------------------

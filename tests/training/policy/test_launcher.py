@@ -9,7 +9,8 @@ from trl import DPOConfig, SFTConfig
 from training.policy.dpo import DPORunConfig
 from training.policy.launcher import LaunchConfig, stage_command, stage_env
 from training.policy.pipes_report import process_rank, stage_reporting
-from training.policy.stage_runner import read_trl_overrides, trl_args
+from training.policy.stage_config import read_trl_overrides
+from training.policy.stage_runner import trl_args
 
 
 def test_python_is_the_default_launcher():

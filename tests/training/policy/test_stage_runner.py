@@ -11,7 +11,6 @@ from training.policy.preference_dataset import build_preference_dataset
 from training.policy.stage_runner import (
     dataset_content_hash,
     load_train_dataset,
-    parse_config,
     staging_output,
     trainer_kwargs,
 )
@@ -21,25 +20,6 @@ from training.policy.stage_runner import (
 def flywheel_home(tmp_path, monkeypatch):
     """Where a stage's output lock lives."""
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
-
-
-def test_parse_config_precedence_defaults_extras_file_flags(tmp_path):
-    cfg_file = tmp_path / "c.json"
-    cfg_file.write_text(json.dumps({"beta": 0.3, "max_steps": 7, "output_dir": "from-file"}))
-    cfg = parse_config(
-        DPORunConfig,
-        ["--config", str(cfg_file), "--max_steps", "9", "--use_lora"],
-        defaults={"beta": 0.2, "learning_rate": 0.5, "output_dir": "from-extras"},
-    )
-    assert isinstance(cfg, DPORunConfig)
-    assert cfg.max_steps == 9 and cfg.use_lora is True  # flags win
-    assert cfg.beta == 0.3 and cfg.output_dir == "from-file"  # the file beats extras
-    assert cfg.learning_rate == 0.5  # extras beat defaults
-    assert cfg.loss_type == "sigmoid"  # untouched default
-    with pytest.raises(ValueError, match="unknown settings"):
-        parse_config(DPORunConfig, [], defaults={"nope": 1})
-    with pytest.raises(ValueError, match="beta"):
-        parse_config(DPORunConfig, ["--beta", "-1"])
 
 
 def test_trainer_kwargs_pin_cpu_and_disable_checkpoints(tmp_path):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 
@@ -8,20 +7,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.rewards.annotation_set import PAIRS
+from tests.training.rewards.reward_eval_frames import labelled_prompts, prompt_pairs
+from training.rewards.artifacts import ARTIFACTS
 from training.rewards.reward_eval import (
-    ARTIFACTS,
     EVAL_METRICS,
     RewardEvalConfig,
     artifact_probe,
     cross_validated_scores,
     evaluate_reward_model,
     expected_calibration_error,
-    pair_folds,
-    split_by_day,
-    split_pairs,
 )
 from training.rewards.reward_model import RewardModel
+from training.rewards.reward_splits import pair_folds, split_by_day
 
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2728]")
 
@@ -44,42 +41,6 @@ class FakeModel:
         raise NotImplementedError
 
 
-def _eval_prompts(n: int = 80, seed: int = 0) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        cont = bool(i % 2)
-        body = "word " * int(rng.integers(3, 30))
-        resp = f"Sure, {body.strip()}. What do you think?" if cont else f"Sure, {body.strip()}."
-        rows.append(
-            {
-                "prompt_id": f"p{i}",
-                "history": [{"role": "user", "content": f"question {i % 7}"}],
-                "served_response": resp,
-                "continued": cont,
-                "day": dt.date(2024, 1, 1 + (i // 2) % 4),
-            }
-        )
-    return pl.DataFrame(rows)
-
-
-def _eval_pairs(prompts: pl.DataFrame) -> pl.DataFrame:
-    good, bad = prompts.filter(pl.col("continued")), prompts.filter(~pl.col("continued"))
-    n = good.height
-    return pl.DataFrame(
-        {
-            "pair_id": [f"x{i}" for i in range(n)],
-            "prompt_id": good["prompt_id"],
-            "prompt": good["history"],
-            "chosen": good["served_response"],
-            "rejected": bad["served_response"],
-            "source": (["annotation", "engagement"] * n)[:n],
-            "margin": [0.0] * n,
-            "day": good["day"],
-        }
-    ).cast(dict(PAIRS))
-
-
 def emoji_lover(ctx, resp):
     return float(len(EMOJI.findall(resp)))
 
@@ -94,7 +55,7 @@ def test_fake_models_follow_the_protocol():
 
 
 def test_probe_flags_an_emoji_lover_and_not_a_neutral_scorer():
-    prompts = _eval_prompts()
+    prompts = labelled_prompts()
     ctx = [[dict(m) for m in h] for h in prompts["history"].to_list()]
     resp = prompts["served_response"].to_list()
     cfg = RewardEvalConfig(artifact_tolerance=0.1)
@@ -116,16 +77,6 @@ def test_probe_flags_an_emoji_lover_and_not_a_neutral_scorer():
     assert flags["padding_ai"] and flags["padding_repeat"]
 
 
-def test_artifact_transforms_keep_the_response():
-    text = "I like tea. It is warm."
-    for name, fn in ARTIFACTS.items():
-        out = fn(text)
-        assert out != text, name
-        assert "tea" in out and "warm" in out, name
-    assert ARTIFACTS["markdown_list"](text).count("\n- ") == 2
-    assert ARTIFACTS["exclamation"](text).endswith("!!")
-
-
 def test_expected_calibration_error():
     y = np.array([0, 1] * 50)
     assert expected_calibration_error(y, np.full(100, 0.5)) == pytest.approx(0.0)
@@ -134,7 +85,7 @@ def test_expected_calibration_error():
 
 
 def test_evaluate_pointwise_and_pairwise(tmp_path):
-    prompts = _eval_prompts()
+    prompts = labelled_prompts()
     train, held = split_by_day(prompts, eval_days=1)
     assert train["day"].max() < held["day"].min() and train.height + held.height == prompts.height
 
@@ -144,7 +95,7 @@ def test_evaluate_pointwise_and_pairwise(tmp_path):
     report = evaluate_reward_model(
         FakeModel(oracle, kind="pointwise"),
         eval_prompts=held,
-        eval_pairs=_eval_pairs(held),
+        eval_pairs=prompt_pairs(held),
         train_prompts=train,
         out_dir=tmp_path,
     )
@@ -162,24 +113,15 @@ def test_evaluate_pointwise_and_pairwise(tmp_path):
     assert m[("summary", "pays_for_artifacts")]["flag"] is False
 
     # the inverted oracle is worse than the baselines, and a BT utility gets no calibration rows
-    bad = evaluate_reward_model(FakeModel(lambda c, r: -oracle(c, r)), eval_prompts=held, eval_pairs=_eval_pairs(held))
+    bad = evaluate_reward_model(FakeModel(lambda c, r: -oracle(c, r)), eval_prompts=held, eval_pairs=prompt_pairs(held))
     rows = {(r["section"], r["metric"]): r for r in bad.to_dicts()}
     assert rows[("pointwise", "auc")]["flag"] is True
     assert rows[("pairwise", "pair_accuracy")]["flag"] is True
     assert ("pointwise", "ece") not in rows and ("plot", "reliability") not in rows
 
-    lover = evaluate_reward_model(FakeModel(emoji_lover), eval_pairs=_eval_pairs(held))
+    lover = evaluate_reward_model(FakeModel(emoji_lover), eval_pairs=prompt_pairs(held))
     summary = lover.filter(pl.col("section") == "summary").row(0, named=True)
     assert summary["flag"] is True and summary["value"] == 1 and summary["detail"] == "emoji"
-
-
-def test_split_pairs_keeps_a_prompt_on_one_side():
-    pairs = _eval_pairs(_eval_prompts(200))
-    train, held = split_pairs(pairs, eval_fraction=0.3)
-    assert train.height + held.height == pairs.height and held.height > 0 and train.height > 0
-    key = lambda df: {str(p.to_list()) for p in df["prompt"]}  # noqa: E731
-    assert not key(train) & key(held)
-    assert split_pairs(pairs, eval_fraction=0.3)[1]["pair_id"].to_list() == held["pair_id"].to_list()
 
 
 def _memorizer(train: pl.DataFrame) -> FakeModel:
@@ -189,7 +131,7 @@ def _memorizer(train: pl.DataFrame) -> FakeModel:
 
 
 def test_cross_validation_scores_each_pair_with_a_model_that_never_saw_it():
-    pairs = _eval_pairs(_eval_prompts(60)).with_columns(
+    pairs = prompt_pairs(labelled_prompts(60)).with_columns(
         pl.format("chosen {}", pl.int_range(pl.len())).alias("chosen"),
         pl.format("rejected {}", pl.int_range(pl.len())).alias("rejected"),
     )
@@ -220,10 +162,10 @@ def test_config_and_inputs_are_validated():
     with pytest.raises(ValueError, match="eval_prompts"):
         evaluate_reward_model(FakeModel(neutral))
     with pytest.raises(ValueError, match="eval_days"):
-        split_by_day(_eval_prompts(8), eval_days=4)
+        split_by_day(labelled_prompts(8), eval_days=4)
 
 
 def test_empty_inputs_give_an_empty_report():
-    prompts = _eval_prompts(4).clear()
+    prompts = labelled_prompts(4).clear()
     out = evaluate_reward_model(FakeModel(neutral, kind="pointwise"), eval_prompts=prompts)
     assert out.schema == EVAL_METRICS and out.height == 0
