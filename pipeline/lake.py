@@ -203,15 +203,6 @@ class Lake:
         earlier = [d for d in self.days(table) if d < day]
         return earlier[-1] if earlier else None
 
-    def previous_rows(self, table: str, day: date) -> int | None:
-        """Row count of the table's latest partition before `day` (None when there is none)."""
-        prev = self.previous_day(table, day)
-        return (
-            None
-            if prev is None
-            else sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in self.files(table, prev))
-        )
-
     def read(self, table: str, partition: PartitionLike, schema: pl.Schema | None = None) -> pl.DataFrame:
         files = self.files(table, partition)
         if not files:
