@@ -15,6 +15,7 @@ committed, naming the missing days (`pipeline.history`). The first day of the hi
 """
 
 import os
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -179,9 +180,9 @@ def _report_stale(context: dg.AssetExecutionContext, histories: list[DayChain]) 
 @one_writer
 def scrubbed_conversations(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
-    memo = StepMemo.for_inputs(context, settings.home, lake, ["conversations"], PrivacyConfig())
-    if (events := memo.replay(_output(lake, "scrubbed_conversations", day))) is not None:
-        yield from events
+    memo, replayed = _memo(context, settings, lake, "scrubbed_conversations", ["conversations"], PrivacyConfig())
+    if replayed is not None:
+        yield from replayed
         return
     conv = lake.read("conversations", day)
     # ingest scrubs and counts; a landing partition from before that (raw text) is scrubbed and counted here
@@ -216,6 +217,42 @@ def _output(lake: Lake, table: str, day: date) -> Path:
     return lake.partition_dir(table, day) / "part-0.parquet"
 
 
+def _memo(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    lake: Lake,
+    output: str,
+    inputs: list[str],
+    config: object,
+    extra: list[str] | None = None,
+    *,
+    replayable: bool = True,
+) -> tuple[StepMemo, Iterator | None]:
+    """The step's memo, with the events of its last run when they can be replayed: the inputs, settings and
+    `extra` are those of that run, the `output` table's partition still holds what it wrote and, `replayable`,
+    what the step keeps beside the table (a history's manifest, a plot) is in place. Else None: run the step."""
+    memo = StepMemo.for_inputs(context, settings.home, lake, inputs, config, extra or ())
+    return memo, memo.replay(_output(lake, output, _day(context))) if replayable else None
+
+
+def _cross_day_memo(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    curation: CurationSettings,
+    lake: Lake,
+    output: str,
+    inputs: list[str],
+    config: object,
+    histories: list[DayChain],
+) -> tuple[StepMemo, Iterator | None]:
+    """`_memo` of a step that compares a day with the days before it: the previous day's state of each of its
+    histories is an input, and a replay needs the day recorded in each of them."""
+    day = _day(context)
+    base = _base(context, curation, histories, day)
+    replayable = all(h.manifest(day) for h in histories)
+    return _memo(context, settings, lake, output, inputs, config, base, replayable=replayable)
+
+
 def _finish(memo: StepMemo, published):
     memo.save(published)
     yield published.materialization
@@ -238,9 +275,9 @@ def _finish(memo: StepMemo, published):
 @one_writer
 def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     day, lake = _day(context), settings.lake()
-    memo = StepMemo.for_inputs(context, settings.home, lake, ["scrubbed_conversations"], PromptConfig())
-    if (events := memo.replay(_output(lake, "static_prompts", day))) is not None:
-        yield from events
+    memo, replayed = _memo(context, settings, lake, "static_prompts", ["scrubbed_conversations"], PromptConfig())
+    if replayed is not None:
+        yield from replayed
         return
     step = cut_prompts(lake.read("scrubbed_conversations", day), PromptConfig())
     prompts, drops = step.frames
@@ -276,16 +313,18 @@ def deduped_prompts(context: dg.AssetExecutionContext, settings: FlywheelSetting
     exact_config, near_config = ExactDedupConfig(), curation.near_config()
     exact_history = curation.history(settings, "exact_dedup", exact_config.history_kind())
     near_history = curation.history(settings, "near_dedup", near_config.history_kind())
-    memo = StepMemo.for_inputs(
+    memo, replayed = _cross_day_memo(
         context,
-        settings.home,
+        settings,
+        curation,
         lake,
+        "deduped_prompts",
         ["static_prompts"],
         (exact_config, near_config),
-        _base(context, curation, [exact_history, near_history], day),
+        [exact_history, near_history],
     )
-    if near_history.manifest(day) and (events := memo.replay(_output(lake, "deduped_prompts", day))) is not None:
-        yield from events
+    if replayed is not None:
+        yield from replayed
         return
     prompts = lake.read("static_prompts", day)
     exact = exact_dedup(prompts, exact_config, history=exact_history, day=day)
@@ -323,11 +362,11 @@ def _embed_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Series
 def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     config = curation.embed_config(Path(settings.home))
-    memo = StepMemo.for_inputs(
-        context, settings.home, lake, ["deduped_prompts"], (config.model_id, curation.embed_turns)
+    memo, replayed = _memo(
+        context, settings, lake, "prompt_embeddings", ["deduped_prompts"], (config.model_id, curation.embed_turns)
     )
-    if (events := memo.replay(_output(lake, "prompt_embeddings", day))) is not None:
-        yield from events
+    if replayed is not None:
+        yield from replayed
         return
     prompts = lake.read("deduped_prompts", day)
     cache = EmbeddingCache(lake.table_dir("embeddings"), config.model_id)
@@ -399,16 +438,11 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     config = curation.semantic_config()
     model_id = curation.embed_config(Path(settings.home)).model_id
     history = curation.history(settings, "semantic_dedup", history_kind(model_id))
-    memo = StepMemo.for_inputs(
-        context,
-        settings.home,
-        lake,
-        ["deduped_prompts", "prompt_embeddings"],
-        config,
-        _base(context, curation, [history], day),
+    memo, replayed = _cross_day_memo(
+        context, settings, curation, lake, "unique_prompts", ["deduped_prompts", "prompt_embeddings"], config, [history]
     )
-    if history.manifest(day) and (events := memo.replay(_output(lake, "unique_prompts", day))) is not None:
-        yield from events
+    if replayed is not None:
+        yield from replayed
         return
     prompts = lake.read("deduped_prompts", day)
     index, vectors = _vectors(lake, day, curation, settings)
@@ -447,15 +481,17 @@ def unique_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
 def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
     png_path = settings.reports_dir / "topics" / f"{day}.png"
-    memo = StepMemo.for_inputs(
+    memo, replayed = _memo(
         context,
-        settings.home,
+        settings,
         lake,
+        "clusters",
         ["unique_prompts", "prompt_embeddings"],
         (curation.topic_config(), curation.embed_turns),
+        replayable=png_path.is_file(),
     )
-    if png_path.is_file() and (events := memo.replay(_output(lake, "clusters", day))) is not None:
-        yield from events
+    if replayed is not None:
+        yield from replayed
         return
     prompts = lake.read("unique_prompts", day)
     index, vectors = _vectors(lake, day, curation, settings)
@@ -517,11 +553,11 @@ def topics(context: dg.AssetExecutionContext, settings: FlywheelSettings, curati
 @one_writer
 def prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
     day, lake = _day(context), settings.lake()
-    memo = StepMemo.for_inputs(
-        context, settings.home, lake, ["unique_prompts", "topic_assignments"], curation.sampling_config()
+    memo, replayed = _memo(
+        context, settings, lake, "prompts", ["unique_prompts", "topic_assignments"], curation.sampling_config()
     )
-    if (events := memo.replay(_output(lake, "prompts", day))) is not None:
-        yield from events
+    if replayed is not None:
+        yield from replayed
         return
     unique = lake.read("unique_prompts", day)
     assignments = lake.read("topic_assignments", day).select(pl.col("row_id").alias("prompt_id"), "cluster_id")

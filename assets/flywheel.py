@@ -24,12 +24,14 @@ import time
 
 import dagster as dg
 import polars as pl
+import torch
 
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
 from pipeline.sources import available_days
 from training.generation_plan import BASE, last_released, windows
+from training.policy import smollm2
 
 DEFAULT_GENERATIONS = 3
 DEFAULT_WINDOW_DAYS = 2
@@ -138,8 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     quiet_libraries()
-    resources = {"generation": {"seed": args.seed}} if args.seed is not None else None
-    return run_flywheel(args.generations, args.window_days, resources=resources)
+    resources = run_resources(os.environ.get("FLYWHEEL_POLICY"), args.seed, cpu=not torch.cuda.is_available())
+    return run_flywheel(args.generations, args.window_days, resources=resources or None)
+
+
+def run_resources(policy: str | None, seed: int | None, *, cpu: bool) -> dict[str, dict]:
+    """The resource settings of every run: SmolLM2 on a CPU takes the sizes that fit one (`Smollm2Sizes`: a
+    generation of the default sizes would take many hours there), and `seed` sets the one seed."""
+    resources = smollm2.Smollm2Sizes().resources() if policy == smollm2.NAME and cpu else {}
+    if seed is not None:
+        resources["generation"] = {**resources.get("generation", {}), "seed": seed}
+    return resources
 
 
 def _run_config(resources: dict[str, dict], names: tuple[str, ...]) -> dict:

@@ -187,10 +187,12 @@ def candidates(
     )
 
 
-def _save_build(build, target: Path) -> Path:
+def _save_dataset(build, settings: FlywheelSettings, plan: GenerationPlan, kind: str) -> dict:
+    """Write the generation's `kind` dataset in one swap and return its metadata."""
+    target = dataset_dir(settings, plan.generation, kind)
     tmp = staging_dir(target)
     build.save(tmp)
-    return replace_dir(tmp, target)
+    return _dataset_meta(build, replace_dir(tmp, target), plan)
 
 
 def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
@@ -249,8 +251,7 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
         pii_check=privacy_pii_check(),
         parents={"candidates": plan.generation, "window": ",".join(plan.days)},
     )
-    target = _save_build(build, dataset_dir(settings, plan.generation, "sft"))
-    meta = _dataset_meta(build, target, plan)
+    meta = _save_dataset(build, settings, plan, "sft")
     meta["ratios_achieved"] = dg.MetadataValue.json(build.manifest.get("ratios_achieved", {}))
     yield dg.MaterializeResult(metadata=meta)
     _, check = run_suite("sft_dataset", "sft_examples", sft_rows(build))
@@ -283,8 +284,7 @@ def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSett
         pii_check=privacy_pii_check(),
         parents={"candidates": plan.generation},
     )
-    target = _save_build(build, dataset_dir(settings, plan.generation, "preference"))
-    yield dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+    yield dg.MaterializeResult(metadata=_save_dataset(build, settings, plan, "preference"))
     # dropped pairs stay in the frame for the record; DPO trains on the kept ones only
     _, check = run_suite("preference_dataset", "preference_pairs", build.frame.filter(pl.col("drop_reason").is_null()))
     yield check
@@ -302,8 +302,7 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
     plan = current_plan(settings)
     prompts, cands = _candidate_inputs(settings, plan)
     build = select_rl_prompts(prompts, cands, RLPoolConfig(), parents={"candidates": plan.generation})
-    target = _save_build(build, dataset_dir(settings, plan.generation, "rl"))
-    return dg.MaterializeResult(metadata=_dataset_meta(build, target, plan))
+    return dg.MaterializeResult(metadata=_save_dataset(build, settings, plan, "rl"))
 
 
 # ---- training through Pipes -------------------------------------------------------------------

@@ -22,27 +22,34 @@ from pipeline.sources import read_day
 from quality.row_counts import row_count_history
 
 GROUP = "ingest"
+INGEST_VERSION = "ingest-3"
+
+
+def _table_spec(key: str, contract: pl.Schema, description: str) -> dg.AssetSpec:
+    # one read of the source writes both tables: they share the step's code version
+    return dg.AssetSpec(
+        key,
+        group_name=GROUP,
+        description=description,
+        kinds={"polars", "parquet"},
+        metadata=schema_metadata(contract),
+        code_version=INGEST_VERSION,
+    )
 
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        _table_spec(
             "conversations",
-            group_name=GROUP,
-            description="One row per accepted message of the day's traffic: user ids replaced by salted hashes, "
+            schema.CONVERSATIONS,
+            "One row per accepted message of the day's traffic: user ids replaced by salted hashes, "
             "text scrubbed of PII before it is written, per-row `pii_types`; counts per type in `pii_counts`.",
-            kinds={"polars", "parquet"},
-            metadata=schema_metadata(schema.CONVERSATIONS),
-            code_version="ingest-3",
         ),
-        dg.AssetSpec(
+        _table_spec(
             "quarantine",
-            group_name=GROUP,
-            description="Every rejected input record or file of the day, with its reason code, detail and location, "
+            schema.QUARANTINE,
+            "Every rejected input record or file of the day, with its reason code, detail and location, "
             "and its payload with user ids pseudonymised and text scrubbed.",
-            kinds={"polars", "parquet"},
-            metadata=schema_metadata(schema.QUARANTINE),
-            code_version="ingest-3",
         ),
     ],
     check_specs=[
@@ -84,31 +91,28 @@ def ingest(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 def _memo(context, settings: FlywheelSettings, source, day: date, hasher) -> StepMemo | None:
     """The record of this day's last ingest: the source's files, the settings (the salt only as a keyed
     digest) and the selection are its inputs. None for a source without files to fingerprint."""
-    files = _source_files(source, day)
-    if files is None:
+    found = _source_files(source, day)
+    if found is None:
         return None
+    files, refused = found
     selection = sorted(k.to_user_string() for k in context.selected_asset_keys) + sorted(
         f"{k.asset_key.to_user_string()}:{k.name}" for k in context.selected_asset_check_keys
     )
     code = context.assets_def.code_versions_by_key.get(dg.AssetKey("conversations")) or ""
-    extra = [str(day), hasher("salt-fingerprint"), *selection, *_refused_files(source, day)]
+    extra = [str(day), hasher("salt-fingerprint"), *selection, *refused]
     config = (source, settings.ingest_config(), PrivacyConfig())
     return StepMemo(settings.home, "ingest", day, fingerprint(code, config, files, extra))
 
 
-def _source_files(source, day: date) -> list[Path] | None:
+def _source_files(source, day: date) -> tuple[list[Path], list[str]] | None:
+    """The day's files to read, and its refused entries by name and reason (adding or removing one changes
+    the quarantine); None for a source without files."""
     if source.kind == "chitchat":
-        return [chitchat_path(source)]
+        return [chitchat_path(source)], []
     if source.kind == "folder" and source.path and Path(source.path).is_dir():
-        return scan_day(Path(source.path), day).files
+        scan = scan_day(Path(source.path), day)
+        return scan.files, [f"{label}:{code}" for label, code, _ in scan.refused]
     return None
-
-
-def _refused_files(source, day: date) -> list[str]:
-    """The day's refused entries, by name and reason: adding or removing one changes the quarantine."""
-    if source.kind == "folder" and source.path and Path(source.path).is_dir():
-        return [f"{label}:{code}" for label, code, _ in scan_day(Path(source.path), day).refused]
-    return []
 
 
 def unread_files(quarantine) -> dict:

@@ -3,7 +3,8 @@
 Dagster's console logger prints every event of a run at DEBUG, hundreds of lines. The full event log
 is stored in the instance whatever the loggers are, so the UI (`make ui`) still shows all of it; the
 terminal only needs what a person watches for: each step as it ends, with its time, warnings and
-errors, failed checks, and the run's outcome.
+errors (each once per run), failed checks, and the run's outcome. The libraries' loggers that the instance
+captures into the event log (`python_logs` in dagster.yaml) reach the terminal through this view only.
 
     view = ProgressView()
     result = view.run(defs.resolve_job_def("consolidation"), "consolidation 2026-01-14",
@@ -21,6 +22,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -45,6 +48,24 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
+@contextmanager
+def _captured_loggers_stay_in_the_run(instance: dg.DagsterInstance | None) -> Iterator[None]:
+    """Stop the instance's managed Python loggers from propagating during a run. Dagster's handler sits on
+    each of them and passes their records to the run's loggers, this view among them, after rewriting the
+    record's message; propagated on, the same record would also reach the root logger's handlers (any a
+    library installed) and print a second time, raw."""
+    names = [] if instance is None else [n for n in instance.managed_python_loggers if n != "root"]
+    loggers = [logging.getLogger(n) for n in names]
+    before = [log.propagate for log in loggers]
+    for log in loggers:
+        log.propagate = False
+    try:
+        yield
+    finally:
+        for log, propagate in zip(loggers, before, strict=True):
+            log.propagate = propagate
+
+
 def _seconds(value: float) -> str:
     return f"{value:6.1f}s" if value < 600 else f"{value / 60:5.1f}min"
 
@@ -61,6 +82,9 @@ class _StepLines(logging.Handler):
         # a warning is not a failure: a day whose checks only warn reads "0 failed"
         self.checks_warned: list[str] = []
         self.checks_failed: list[str] = []
+        # a warning logged both by a step and by the library it calls (captured from Python logging),
+        # or on each of a step's retries, is one line in the terminal; the event log keeps each record
+        self.warnings_shown: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -73,7 +97,10 @@ class _StepLines(logging.Handler):
                 self.view.detail(f"  skip   {step}")
             elif record.levelno >= logging.WARNING:
                 where = f"{step}: " if step else ""
-                self.view.detail(f"  {record.levelname.lower():6} {where}{message}")
+                text = f"  {record.levelname.lower():6} {where}{message}"
+                if text not in self.warnings_shown:
+                    self.warnings_shown.add(text)
+                    self.view.detail(text)
             return
         kind = event.event_type_value
         if kind == "STEP_START":
@@ -148,7 +175,9 @@ class ProgressView:
         execute.setdefault("raise_on_error", False)
         # a logger runs only when the run config names it; the console logger is used otherwise
         execute["run_config"] = {**dict(execute.get("run_config") or {}), "loggers": {"progress": {}}}
-        result = job.with_logger_defs({"progress": self.logger(lines)}).execute_in_process(**execute)
+        instance = execute.get("instance")
+        with _captured_loggers_stay_in_the_run(instance if isinstance(instance, dg.DagsterInstance) else None):
+            result = job.with_logger_defs({"progress": self.logger(lines)}).execute_in_process(**execute)
         status = "ok" if result.success else "FAILED"
         parts = [f"{status} in {time.perf_counter() - t0:.1f}s", f"{len(lines.durations)} steps"]
         if lines.checks_passed or lines.checks_warned or lines.checks_failed:

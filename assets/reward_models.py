@@ -290,6 +290,8 @@ def reward_model_pairwise(
     meta = {
         "generation": plan.generation,
         "pairs_by_source": dg.MetadataValue.json(sources),
+        # what the annotation file held, quarantined records and ties included
+        **({"annotations": dg.MetadataValue.json(annotations.counts())} if annotations is not None else {}),
         "train_pairs": train.height,
         "held_out_pairs": held_out.height,
         "validation": validation,

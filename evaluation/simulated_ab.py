@@ -189,10 +189,6 @@ class SimulatedReadout:
     def label(self) -> str:
         return f"simulated from {self.model}"
 
-    def lift(self, metric: str) -> float | None:
-        rows = self.readout.lifts.filter(pl.col("metric") == metric)["lift"]
-        return float(rows[0]) if rows.len() and rows[0] is not None else None
-
 
 def simulated_readout(
     simulator: UserSimulator, replies: ArmReplies, experiment: SimulatedAbConfig, analysis: ab_test.AbConfig

@@ -188,22 +188,17 @@ def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
         "all_followed",
         "n_violations",
     )
+    metrics = {"all_followed": "all_followed", "violations": "n_violations"}  # metric name -> column
     return pl.concat(
         [
             base.select(
                 "generation",
                 "slice",
                 "prompt_id",
-                pl.lit(f"{STAGE}/all_followed").alias("metric"),
-                pl.col("all_followed").cast(pl.Float64).alias("value"),
-            ),
-            base.select(
-                "generation",
-                "slice",
-                "prompt_id",
-                pl.lit(f"{STAGE}/violations").alias("metric"),
-                pl.col("n_violations").cast(pl.Float64).alias("value"),
-            ),
+                pl.lit(f"{STAGE}/{metric}").alias("metric"),
+                pl.col(column).cast(pl.Float64).alias("value"),
+            )
+            for metric, column in metrics.items()
         ]
     )
 

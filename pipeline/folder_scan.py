@@ -94,11 +94,6 @@ def scan_day(folder: Path, day: date) -> DayScan:
     return DayScan(files, sorted(refused))
 
 
-def day_files(folder: Path, day: date) -> list[Path]:
-    """The regular data files holding `day`: ``day=YYYY-MM-DD/*`` or any file whose name carries the date."""
-    return scan_day(folder, day).files
-
-
 def folder_days(folder: Path) -> list[date]:
     days = set()
     for p in folder.iterdir():

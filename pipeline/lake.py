@@ -24,6 +24,8 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -50,19 +52,28 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+@contextmanager
+def _committed(path: Path, crash: str | None = None) -> Iterator[Path]:
+    """A unique temporary name in `path`'s folder to write; once written, the file is fsynced, renamed over
+    `path` and the folder fsynced, so a crash leaves the old file or the new one, never a part of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if crash is not None:
+            crash_point(crash)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    with _committed(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -71,18 +82,9 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_write_parquet(path: Path, df: pl.DataFrame, row_group_size: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
+    with _committed(path, crash="parquet") as tmp:
         # statistics make DuckDB and polars skip row groups on filters (e.g. hashes of earlier days)
         df.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=row_group_size)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        crash_point("parquet")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return path
 
 
@@ -202,15 +204,6 @@ class Lake:
         """The latest day before `day` that the table holds, if any."""
         earlier = [d for d in self.days(table) if d < day]
         return earlier[-1] if earlier else None
-
-    def previous_rows(self, table: str, day: date) -> int | None:
-        """Row count of the table's latest partition before `day` (None when there is none)."""
-        prev = self.previous_day(table, day)
-        return (
-            None
-            if prev is None
-            else sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in self.files(table, prev))
-        )
 
     def read(self, table: str, partition: PartitionLike, schema: pl.Schema | None = None) -> pl.DataFrame:
         files = self.files(table, partition)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -51,14 +50,6 @@ class SuiteConfig:
             "help": "Half-width of the row-count band in robust standard deviations of the previous days' "
             "log row counts, where wider than the floor."
         },
-    )
-    row_ratio_min: float = field(
-        default=0.5,
-        metadata={"help": "Lowest accepted row count as a fraction of a reference count the caller gives."},
-    )
-    row_ratio_max: float = field(
-        default=2.0,
-        metadata={"help": "Highest accepted row count as a multiple of a reference count the caller gives."},
     )
     row_count_severity: str = field(
         default=WARNING, metadata={"help": "Severity of the row-count band: critical, warning or info."}
@@ -117,10 +108,6 @@ class SuiteConfig:
     max_example_chars: int = field(default=160, metadata={"help": "Example strings longer than this are cut."})
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.row_ratio_min <= 1.0:
-            raise ValueError(f"row_ratio_min={self.row_ratio_min}: use a fraction in [0, 1], e.g. 0.5")
-        if self.row_ratio_max < 1.0:
-            raise ValueError(f"row_ratio_max={self.row_ratio_max}: use a multiple >= 1, e.g. 2.0")
         if self.row_history_days < 0 or self.row_history_min_days < 1:
             raise ValueError(
                 f"row_history_days={self.row_history_days}, row_history_min_days={self.row_history_min_days}: "
@@ -148,12 +135,3 @@ class SuiteConfig:
             raise ValueError("min_clusters and share_tolerance must be >= 0")
         if self.example_count < 0 or self.max_example_chars < 8:
             raise ValueError("example_count must be >= 0 and max_example_chars >= 8")
-
-
-def row_count_bounds(previous_rows: int, config: SuiteConfig | None = None) -> tuple[int, int]:
-    """Accepted [low, high] row count given a reference count (e.g. [0.5x, 2x]); a daily table's own history
-    sets its band instead (`quality.row_counts`)."""
-    cfg = config or SuiteConfig()
-    if previous_rows < 0:
-        raise ValueError(f"previous_rows={previous_rows}: a row count is >= 0")
-    return math.ceil(previous_rows * cfg.row_ratio_min), math.floor(previous_rows * cfg.row_ratio_max)

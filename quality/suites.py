@@ -22,7 +22,7 @@ from quality import gx_engine
 from quality import training_tables as _training_tables  # noqa: F401  registers the training sets' suites
 from quality.outcomes import CRITICAL, ExpectationOutcome, SuiteResult, json_safe
 from quality.row_counts import row_count_band
-from quality.suite_config import SuiteConfig, row_count_bounds
+from quality.suite_config import SuiteConfig
 from quality.tables import REGISTRY, TableSuite, register, why
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "TableSuite",
     "build_expectations",
     "register",
-    "row_count_bounds",
     "validate_table",
 ]
 
@@ -59,17 +58,10 @@ def _gx_type(dtype: pl.DataType) -> str | None:
     return None
 
 
-def _row_band(
-    suite: TableSuite, cfg: SuiteConfig, previous_rows: int | None, row_history: Sequence[int] | None
-) -> tuple[int, int, str] | None:
-    """(low, high, why) of the row-count band, from a reference count or from the previous days' counts."""
-    if previous_rows is not None and row_history is not None:
-        raise ValueError("give either previous_rows (a reference count) or row_history (the previous days' counts)")
+def _row_band(suite: TableSuite, cfg: SuiteConfig, row_history: Sequence[int] | None) -> tuple[int, int, str] | None:
+    """(low, high, why) of the row-count band from the previous days' counts."""
     if not suite.counts_traffic:
         return None
-    if previous_rows is not None and previous_rows > 0:
-        low, high = row_count_bounds(previous_rows, cfg)
-        return low, high, f"row count within [{cfg.row_ratio_min:g}x, {cfg.row_ratio_max:g}x] of {previous_rows} rows"
     history = list(row_history or ())
     band = row_count_band(history, cfg)
     if band is None:
@@ -83,7 +75,6 @@ def _common(
     suite: TableSuite,
     cfg: SuiteConfig,
     columns: frozenset[str],
-    previous_rows: int | None,
     row_history: Sequence[int] | None = None,
 ) -> list:
     exps: list = []
@@ -122,7 +113,7 @@ def _common(
             )
     if not suite.may_be_empty and cfg.min_rows > 0:
         exps.append(x.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, meta=why(f"at least {cfg.min_rows} rows")))
-    band = _row_band(suite, cfg, previous_rows, row_history)
+    band = _row_band(suite, cfg, row_history)
     if band is not None:
         low, high, reason = band
         exps.append(
@@ -149,7 +140,6 @@ def build_expectations(
     name: str,
     columns: Iterable[str],
     *,
-    previous_rows: int | None = None,
     row_history: Sequence[int] | None = None,
     config: SuiteConfig | None = None,
 ) -> list[Any]:
@@ -162,7 +152,7 @@ def build_expectations(
     suite = REGISTRY[name]
     cols = frozenset(columns)
     x = gx_engine.expectations_module()
-    exps = _common(x, suite, cfg, cols, previous_rows, row_history)
+    exps = _common(x, suite, cfg, cols, row_history)
     if suite.build is not None:
         exps.extend(suite.build(x, cfg, cols))
     return exps
@@ -192,13 +182,11 @@ def validate_table(
     name: str,
     df: pl.DataFrame,
     *,
-    previous_rows: int | None = None,
     row_history: Sequence[int] | None = None,
     config: SuiteConfig | None = None,
 ) -> SuiteResult:
     """Run table `name`'s suite on `df`. `row_history` (the previous days' row counts, oldest first, e.g.
-    `quality.row_counts.row_count_history`) adds a band around the table's usual count; `previous_rows`, a
-    reference count the caller gives, a [row_ratio_min, row_ratio_max] band around it instead."""
+    `quality.row_counts.row_count_history`) adds a band around the table's usual count."""
     cfg = config or SuiteConfig()
     if name not in REGISTRY:
         raise ValueError(
@@ -211,7 +199,7 @@ def validate_table(
             frame = suite.derive(df)
         except Exception as e:  # a malformed frame is a finding to report, not a crash
             derive_error = f"{type(e).__name__}: {e}"
-    exps = build_expectations(name, frame.columns, previous_rows=previous_rows, row_history=row_history, config=cfg)
+    exps = build_expectations(name, frame.columns, row_history=row_history, config=cfg)
     outcomes = gx_engine.validate(
         name,
         frame,

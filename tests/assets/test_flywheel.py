@@ -158,6 +158,16 @@ def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsy
     assert last_released(lake.scan("generations").collect()) == "gen-1"
 
 
+def test_smollm2_on_a_cpu_runs_at_its_cpu_sizes():
+    from training.policy.smollm2 import Smollm2Sizes
+
+    sizes = flywheel.run_resources("smollm2", 5, cpu=True)
+    assert sizes["generation"]["sft_steps"] == Smollm2Sizes().sft_steps and sizes["generation"]["seed"] == 5
+    assert sizes["release"] == {"steerability_samples": Smollm2Sizes().steerability_samples}
+    assert flywheel.run_resources("smollm2", None, cpu=False) == {}
+    assert flywheel.run_resources("tiny", None, cpu=True) == {}
+
+
 def test_one_seed_reaches_the_generation_settings(monkeypatch):
     from assets.generation import GenerationPlan, GenerationSettings, run_seed
 

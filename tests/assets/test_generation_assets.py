@@ -108,6 +108,8 @@ def test_tiny_generation_end_to_end(tmp_path):
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
     assert mats["sft_checkpoint"]["steps"].value == 2  # reported back through Pipes
     assert "content_hash" in mats["sft_dataset"]
+    annotated = mats["reward_model_pairwise"]["annotations"].value
+    assert annotated["records_read"] == annotated["pairs"] == 60 and annotated["quarantined"] == 0
     metrics = lake.read("reward_model_metrics", Partition.generation("gen-1"))
     assert {"pointwise", "pairwise"} == set(metrics["model"])
 

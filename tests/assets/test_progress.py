@@ -1,6 +1,7 @@
 """The terminal progress view: one line per step, failed checks and warnings; the event log keeps everything."""
 
 import io
+import logging
 
 import dagster as dg
 
@@ -90,3 +91,45 @@ def test_one_line_per_run_names_the_slowest_step():
     # the run's own line first, then what happened in it
     assert lines[0].startswith("demo job: FAILED") and "slowest" in lines[0]
     assert any("few numbers today" in line for line in lines[1:])
+
+
+LIBRARY_LOG = "progress_test_library"
+
+
+@dg.asset
+def salted(context: dg.AssetExecutionContext):
+    # the same warning from the step and from the library it calls (a logger the instance captures)
+    context.log.warning("ids are hashed with the demo salt")
+    logging.getLogger(f"{LIBRARY_LOG}.hashing").warning("ids are hashed with the demo salt")
+    context.log.warning("a second, different warning")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_warning_is_one_terminal_line_per_run_and_every_record_stays_in_the_event_log():
+    defs = dg.Definitions(assets=[salted], jobs=[dg.define_asset_job("job", selection="*")])
+    root, raw = logging.getLogger(), _Records()
+    root.addHandler(raw)  # stands for the console handler a library may install on the root logger
+    overrides = {"python_logs": {"managed_python_loggers": [LIBRARY_LOG], "python_log_level": "INFO"}}
+    try:
+        with dg.instance_for_test(overrides=overrides) as instance:
+            out = io.StringIO()
+            for _ in range(2):  # each run says it once
+                result = ProgressView(out=out).run(defs.resolve_job_def("job"), "day", instance=instance)
+                assert result.success
+                messages = [r.user_message for r in instance.all_logs(result.run_id)]
+                assert messages.count("ids are hashed with the demo salt") == 2
+    finally:
+        root.removeHandler(raw)
+    lines = out.getvalue().splitlines()
+    assert sum("ids are hashed with the demo salt" in line for line in lines) == 2
+    assert sum("a second, different warning" in line for line in lines) == 2
+    assert not any("demo salt" in m for m in raw.messages)  # the captured record did not also print raw
+    assert logging.getLogger(LIBRARY_LOG).propagate  # restored after the run

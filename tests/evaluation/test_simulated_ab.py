@@ -45,7 +45,6 @@ def test_preferred_replies_give_a_positive_lift_through_the_readout():
     for metric in ("breadth", "depth"):
         row = lifts[metric]
         assert row["delta_ci_low"] > 0 and row["boot_ci_low"] > 0, metric
-        assert out.lift(metric) == row["lift"]
     assert not out.readout.srm["srm"][0]
     # and a worse treatment reads as a negative lift
     worse = simulated_readout(

@@ -137,14 +137,14 @@ def test_default_home_follows_env(monkeypatch, tmp_path):
     assert Lake().home == tmp_path / "h"
 
 
-def test_previous_day_and_rows(tmp_path):
+def test_previous_day(tmp_path):
     lake = Lake(tmp_path)
     for i, n in ((1, 3), (3, 7)):
         d = date(2026, 1, i)
         lake.write("t", d, frame(d, n))
     assert lake.previous_day("t", date(2026, 1, 5)) == date(2026, 1, 3)
-    assert lake.previous_rows("t", date(2026, 1, 3)) == 3
-    assert lake.previous_rows("t", date(2026, 1, 1)) is None
+    assert lake.previous_day("t", date(2026, 1, 3)) == date(2026, 1, 1)
+    assert lake.previous_day("t", date(2026, 1, 1)) is None
 
 
 def test_a_replacing_write_removes_its_own_leftovers_but_not_a_write_in_flight(tmp_path):

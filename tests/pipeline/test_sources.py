@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from pipeline.folder_scan import day_files
+from pipeline.folder_scan import scan_day
 from pipeline.source_config import SourceConfig, SourceConfigError
 from pipeline.sources import available_days
 
@@ -15,8 +15,8 @@ def test_folder_day_detection(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored")
     cfg = SourceConfig(kind="folder", path=str(tmp_path))
     assert available_days(cfg) == [date(2026, 1, 2), date(2026, 1, 3), date(2026, 1, 4)]
-    assert [p.name for p in day_files(tmp_path, date(2026, 1, 4))] == ["a.jsonl"]
-    assert day_files(tmp_path, date(2026, 1, 9)) == []
+    assert [p.name for p in scan_day(tmp_path, date(2026, 1, 4)).files] == ["a.jsonl"]
+    assert scan_day(tmp_path, date(2026, 1, 9)).files == []
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from pipeline.lake import Lake
 from quality.outcomes import WARNING
 from quality.row_counts import row_count_band, row_count_history
-from quality.suite_config import SuiteConfig, row_count_bounds
+from quality.suite_config import SuiteConfig
 from quality.suites import validate_table
 
 ROW_COUNT = "expect_table_row_count_to_be_between"
@@ -34,9 +34,6 @@ def test_every_replayed_day_of_the_default_traffic_is_inside_its_band(replay_mes
     history = lambda i: replay_messages[max(0, i - cfg.row_history_days) : i]  # noqa: E731
     outside = [i for i, n in enumerate(replay_messages) if not _inside(n, row_count_band(history(i), cfg))]
     assert outside == []
-    # the band of yesterday's count alone, [0.5x, 2x], flags days of this same ordinary traffic
-    flagged = [i for i in range(1, 14) if not _inside(replay_messages[i], row_count_bounds(replay_messages[i - 1]))]
-    assert len(flagged) >= 2
 
 
 def test_a_collapsed_day_of_the_default_traffic_is_outside_its_band(replay_messages):
@@ -105,5 +102,3 @@ def test_suite_warns_on_a_collapsed_day_and_not_on_an_uneven_one(tmp_path, make)
     # quarantine's row count is the day's rejects, not its traffic: no band
     quarantine = validate_table("quarantine", make.quarantine(), row_history=[500, 800, 900])
     assert quarantine.all_passed
-    with pytest.raises(ValueError, match="either previous_rows"):
-        validate_table("conversations", make.conversations(), previous_rows=72, row_history=history)

@@ -2,20 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from quality.suite_config import SuiteConfig, row_count_bounds
-
-
-def test_row_count_bounds():
-    assert row_count_bounds(100) == (50, 200)
-    assert row_count_bounds(101) == (51, 202)
-    assert row_count_bounds(100, SuiteConfig(row_ratio_min=0.8, row_ratio_max=1.25)) == (80, 125)
-    with pytest.raises(ValueError):
-        row_count_bounds(-1)
+from quality.suite_config import SuiteConfig
 
 
 def test_bad_config_names_the_setting():
-    with pytest.raises(ValueError, match="row_ratio_max"):
-        SuiteConfig(row_ratio_max=0.5)
     with pytest.raises(ValueError, match="message_len_bands"):
         SuiteConfig(message_len_bands=((0.5, 10.0, 1.0),))
     with pytest.raises(ValueError, match="distribution_severity"):

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline import schema
 from quality.outcomes import CRITICAL, WARNING
-from quality.suites import SuiteConfig, row_count_bounds, validate_table
+from quality.row_counts import row_count_band
+from quality.suites import SuiteConfig, validate_table
 
 pytestmark = pytest.mark.usefixtures("gx_runtime")
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("gx_runtime")
 @pytest.mark.parametrize("table", ["conversations", "quarantine", "prompts", "clusters"])
 def test_good_frames_pass(table, make):
     df = getattr(make, table)()
-    result = validate_table(table, df, previous_rows=df.height)
+    result = validate_table(table, df, row_history=[df.height])
     assert result.success and result.all_passed, result.to_markdown()
     assert result.statistics["rows"] == df.height
     assert result.statistics["evaluated_expectations"] >= 5
@@ -86,11 +87,12 @@ def test_long_examples_are_cut_once(make):
 
 def test_row_count_jump_is_a_warning_that_does_not_block(make):
     df = make.conversations()
-    result = validate_table("conversations", df, previous_rows=df.height // 3)
+    history = [df.height // 6] * 3  # today holds six times the usual count
+    result = validate_table("conversations", df, row_history=history)
     assert result.success and not result.all_passed
     [jump] = result.failed
     assert jump.name == "expect_table_row_count_to_be_between" and jump.severity == WARNING
-    low, high = row_count_bounds(df.height // 3)
+    low, high = row_count_band(history)
     assert jump.params == {"min_value": low, "max_value": high} and jump.observed == df.height
     assert result.as_check() | {"metadata": None} == {
         "passed": False,
@@ -100,7 +102,7 @@ def test_row_count_jump_is_a_warning_that_does_not_block(make):
     }
     # a drop is caught too, and severity is configurable
     strict = validate_table(
-        "conversations", df, previous_rows=df.height * 3, config=SuiteConfig(row_count_severity=CRITICAL)
+        "conversations", df, row_history=[df.height * 6] * 3, config=SuiteConfig(row_count_severity=CRITICAL)
     )
     assert not strict.success
 
