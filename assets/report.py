@@ -4,7 +4,8 @@ from datetime import date
 
 import dagster as dg
 
-from assets.curation import CurationSettings, _vectors
+from assets.cross_day import day_vectors
+from assets.curation import CurationSettings
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
 from assets.versions import StepMemo, fingerprint
@@ -44,7 +45,7 @@ def quality_report(context: dg.AssetExecutionContext, settings: FlywheelSettings
     if (events := memo.replay(folder / "index.html")) is not None:
         yield from events
         return
-    files = build_daily_report(lake, day, folder, vectors_of=lambda d: _vectors(lake, d, curation, settings))
+    files = build_daily_report(lake, day, folder, vectors_of=lambda d: day_vectors(lake, d, curation, settings))
     result = dg.MaterializeResult(
         data_version=dg.DataVersion(file_digest(files.index)),
         metadata={
