@@ -5,9 +5,10 @@ yesterday's count (half to twice it) warns on many ordinary days and a person le
 The band here is centred on the median of the table's previous days and as wide as their spread: in
 log space, the median plus or minus `row_band_sigmas` robust standard deviations (1.4826 x the median
 absolute deviation), and never narrower than [median / `row_band_ratio`, median x `row_band_ratio`]
-(5 by default), so a steady history does not make it hair-trigger. Until `row_history_min_days` days
-are known the spread is not, and the band is that floor alone. A day whose count collapses (a source
-that stopped delivering, a filter that ate the day) falls far outside it.
+(5 by default), so a steady history does not make it hair-trigger. Until `row_history_min_days` (4) days
+with rows are known there is no band: a few days cannot tell an uneven day from a broken one (a
+history that starts on the replay's smallest day puts its largest beyond five times it). A day whose
+count collapses (a source that stopped delivering, a filter that ate the day) falls far outside it.
 """
 
 from __future__ import annotations
@@ -36,16 +37,14 @@ def row_count_history(lake: Lake, table: str, day: date, config: SuiteConfig | N
 
 def row_count_band(history: Sequence[int], config: SuiteConfig | None = None) -> tuple[int, int] | None:
     """Accepted [low, high] row count today given the previous days' counts (oldest first); None without
-    a history to judge by (no previous day, or only empty ones)."""
+    a history to judge by (fewer than `row_history_min_days` days with rows)."""
     cfg = config or SuiteConfig()
     if any(n < 0 for n in history):
         raise ValueError(f"row count history {list(history)}: a row count is >= 0")
     logs = [math.log(n) for n in history if n > 0]
-    if not logs:
+    if len(logs) < cfg.row_history_min_days:
         return None
     centre = statistics.median(logs)
-    width = math.log(cfg.row_band_ratio)
-    if len(logs) >= cfg.row_history_min_days:
-        spread = MAD_TO_SIGMA * statistics.median(abs(x - centre) for x in logs)
-        width = max(width, cfg.row_band_sigmas * spread)
+    spread = MAD_TO_SIGMA * statistics.median(abs(x - centre) for x in logs)
+    width = max(math.log(cfg.row_band_ratio), cfg.row_band_sigmas * spread)
     return math.ceil(math.exp(centre - width) - 1e-9), math.floor(math.exp(centre + width) + 1e-9)

@@ -33,8 +33,8 @@ class SuiteConfig:
         metadata={"help": "Previous days whose row counts set a daily table's usual row count; 0 turns the band off."},
     )
     row_history_min_days: int = field(
-        default=3,
-        metadata={"help": "Previous days needed before their spread widens the row-count band beyond its floor."},
+        default=4,
+        metadata={"help": "Previous days with rows needed before there is a row-count band at all."},
     )
     row_band_ratio: float = field(
         default=5.0,

@@ -87,7 +87,7 @@ def test_long_examples_are_cut_once(make):
 
 def test_row_count_jump_is_a_warning_that_does_not_block(make):
     df = make.conversations()
-    history = [df.height // 6] * 3  # today holds six times the usual count
+    history = [df.height // 6] * 4  # today holds six times the usual count
     result = validate_table("conversations", df, row_history=history)
     assert result.success and not result.all_passed
     [jump] = result.failed
@@ -102,7 +102,7 @@ def test_row_count_jump_is_a_warning_that_does_not_block(make):
     }
     # a drop is caught too, and severity is configurable
     strict = validate_table(
-        "conversations", df, row_history=[df.height * 6] * 3, config=SuiteConfig(row_count_severity=CRITICAL)
+        "conversations", df, row_history=[df.height * 6] * 4, config=SuiteConfig(row_count_severity=CRITICAL)
     )
     assert not strict.success
 
