@@ -4,7 +4,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from engine.policy import PolicyConfig, load_model, load_tokenizer
@@ -105,30 +104,6 @@ def test_build_tiny_policy_saves_hf_format_that_reloads():
     ids = tok.apply_chat_template(CONV[:2], add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
-
-
-def test_load_policy_via_config_and_lora_config():
-    cfg = PolicyConfig(model_name_or_path=tiny_policy_dir(), device="cpu", dtype="float32")
-    tok = load_tokenizer(cfg, padding_side="left")
-    model = load_model(cfg)
-    assert tok.padding_side == "left" and model.dtype == torch.float32
-    assert cfg.peft_config() is None
-    lora = PolicyConfig(use_lora=True, lora_r=4, lora_target_modules="q_proj, v_proj").peft_config()
-    assert lora.r == 4 and set(lora.target_modules) == {"q_proj", "v_proj"}
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"dtype": "int3"}, "dtype"),
-        ({"device": "tpu"}, "device"),
-        ({"lora_r": 0}, "lora_r"),
-        ({"gguf_file": "x.gguf"}, "model_name_or_path"),
-    ],
-)
-def test_policy_config_rejects_bad_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        PolicyConfig(**kwargs)
 
 
 @pytest.mark.parametrize(
