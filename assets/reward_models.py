@@ -1,7 +1,6 @@
 """The reward models of a generation: a pointwise engagement model and a pairwise preference model, each
 validated on held-out data against a length-only baseline, and the embedder both read their replies with."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +9,7 @@ import polars as pl
 
 from assets.checks import result
 from assets.curation import CurationSettings
-from assets.generation import BASE, GROUP_PRE, GenerationPlan, GenerationSettings, current_plan, reward_model_dir
+from assets.generation import GROUP_PRE, GenerationPlan, GenerationSettings, current_plan, reward_model_dir
 from assets.metadata import preview_table
 from assets.resources import FlywheelSettings
 from pipeline.digest import frame_digest
@@ -224,8 +223,9 @@ def reward_model_pointwise(
         dg.AssetCheckSpec(
             "beats_length_baseline",
             asset="reward_model_pairwise",
-            blocking=True,
-            description="Held-out pair accuracy above 'the longer reply wins'.",
+            blocking=False,
+            description="Held-out pair accuracy above 'the longer reply wins'; when not, it warns and the model "
+            "does not count as a judge (insufficient evidence).",
         )
     ],
 )
@@ -305,26 +305,22 @@ def reward_model_pairwise(
         meta["annotation_quarantine"] = annotations.quarantine.height
     outcome = beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline")
     if not outcome.passed:
-        outcome, judge = _keep_parent_judge(settings, plan, target, outcome)
-        meta["judge_from"] = judge
+        outcome = not_a_judge(outcome, plan)
+    meta["counts_as_judge"] = outcome.passed
     yield dg.MaterializeResult(metadata=meta)
     yield result("reward_model_pairwise", "beats_length_baseline", outcome)
 
 
-def _keep_parent_judge(
-    settings: FlywheelSettings, plan: GenerationPlan, target: Path, failed: CheckOutcome
-) -> tuple[CheckOutcome, str]:
-    """A pairwise model that does not beat the length baseline never judges: the generation keeps its parent's
-    (validated when it was trained, or the check would have stopped that generation), and the check warns.
-    Without a parent model (the first generation) the check fails and blocks."""
-    parent = reward_model_dir(settings, plan.parent, "pairwise") if plan.parent != BASE else None
-    if parent is None or not parent.is_dir():
-        return failed, plan.generation
-    tmp = staging_dir(target)
-    shutil.copytree(parent, tmp, dirs_exist_ok=True)
-    replace_dir(tmp, target)
-    detail = f"{failed.detail}; this generation judges with {plan.parent}'s pairwise model instead"
-    return CheckOutcome(failed.name, False, detail, metadata=failed.metadata, severity=WARNING), plan.parent
+def not_a_judge(failed: CheckOutcome, plan: GenerationPlan) -> CheckOutcome:
+    """A pairwise model that does not beat the length baseline is insufficient evidence, not a reason to stop:
+    it trains nothing (the pointwise model is the training reward), and the release gates read its held-out
+    validation from `reward_model_metrics` and do not count it (`evaluation.evidence.judge_evidence`). So the
+    check warns, and the generation goes on to be decided by the gates that have evidence."""
+    detail = (
+        f"insufficient evidence: {failed.detail}; {plan.generation}'s pairwise model does not count as a judge "
+        "in its release gates"
+    )
+    return CheckOutcome(failed.name, False, detail, metadata=failed.metadata, severity=WARNING)
 
 
 def _metric(frame: pl.DataFrame, section: str, metric: str) -> dict | None:

@@ -1,5 +1,5 @@
-"""The reward models: what they learn from, which label, and a pairwise model that fails its check never judges
-(the generation keeps its parent's)."""
+"""The reward models: what they learn from, which label, and a pairwise model that fails its check is
+insufficient evidence: it warns, never blocks, and does not count as a judge."""
 
 import json
 from datetime import date, timedelta
@@ -11,11 +11,11 @@ import polars as pl
 from assets.curation import CurationSettings
 from assets.generation import GenerationPlan, GenerationSettings, reward_model_dir, save_plan
 from assets.resources import FlywheelSettings
-from assets.reward_models import _keep_parent_judge, reward_model_pairwise, reward_model_pointwise
+from assets.reward_models import not_a_judge, reward_model_pairwise, reward_model_pointwise
 from pipeline import schema
 from pipeline.lake import Lake, Partition
 from pipeline.user_split import assign_split
-from quality.outcomes import CRITICAL, WARNING, CheckOutcome
+from quality.outcomes import WARNING, CheckOutcome
 from training.rewards.engagement_label import TARGET
 
 DAYS = [date(2026, 1, 1) + timedelta(days=k) for k in range(4)]
@@ -30,27 +30,13 @@ def _plan(parent: str) -> GenerationPlan:
     return GenerationPlan("gen-2", 2, parent, ["2026-01-11", "2026-01-12"], "2026-01-13T06:00:00+00:00")
 
 
-def test_a_failed_pairwise_model_is_replaced_by_the_parents(tmp_path):
-    settings = FlywheelSettings(home=str(tmp_path))
-    parent = reward_model_dir(settings, "gen-1", "pairwise")
-    parent.mkdir(parents=True)
-    (parent / "head.pt").write_text("gen-1 weights")
-    target = reward_model_dir(settings, "gen-2", "pairwise")
-    target.mkdir(parents=True)
-    (target / "head.pt").write_text("gen-2 weights")
-
-    outcome, judge = _keep_parent_judge(settings, _plan("gen-1"), target, FAILED)
-    assert judge == "gen-1" and (target / "head.pt").read_text() == "gen-1 weights"
-    assert not outcome.passed and outcome.severity == WARNING and outcome.success  # warns, does not block
-    assert "gen-1's pairwise model" in outcome.detail and FAILED.detail in outcome.detail
-    assert sorted(p.name for p in target.parent.iterdir()) == ["reward_pairwise"]  # no staging folder left
-
-
-def test_the_first_generation_has_no_fallback(tmp_path):
-    settings = FlywheelSettings(home=str(tmp_path))
-    target = reward_model_dir(settings, "gen-1", "pairwise")
-    outcome, judge = _keep_parent_judge(settings, _plan("gen-0"), target, FAILED)
-    assert outcome is FAILED and judge == "gen-2" and outcome.severity == CRITICAL and not outcome.success
+def test_a_failed_pairwise_model_warns_as_insufficient_evidence_and_never_blocks():
+    for parent in ("gen-0", "gen-1"):  # with or without a released parent
+        outcome = not_a_judge(FAILED, _plan(parent))
+        assert not outcome.passed and outcome.severity == WARNING and outcome.success
+        assert outcome.as_check()["severity"] == "WARN"
+        assert outcome.detail.startswith("insufficient evidence: ") and FAILED.detail in outcome.detail
+        assert "does not count as a judge" in outcome.detail
 
 
 def _day(day: date, n_conversations: int = 80) -> pl.DataFrame:
@@ -105,7 +91,15 @@ def test_the_reward_models_learn_from_every_earlier_day_and_choose_their_label(t
         resources={"settings": settings, "curation": curation, "generation": GenerationSettings()},
         raise_on_error=False,
     )
+    assert result.success  # whatever the pairwise check says, it does not stop the run
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    pair_check = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_key.to_user_string() == "reward_model_pairwise"
+    )
+    assert mats["reward_model_pairwise"]["counts_as_judge"].value == pair_check.passed
     point = mats["reward_model_pointwise"]
     data = point["training_data"].value
     # every curated day up to the window trains; the window's held-out users validate and never train
