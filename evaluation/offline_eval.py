@@ -156,16 +156,28 @@ class OfflineEvalRun(OfflineEvalConfig):
 
 
 def select_eval_prompts(pool: pl.DataFrame, per_slice: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Up to `per_slice` held-out prompts per slice, chosen by a seeded hash of the prompt id (the same
-    prompts on every run); prompts that do not end in a user turn are returned as drops."""
+    """Up to `per_slice` held-out prompts per slice, spread over as many users as the slice has: every user's
+    first prompt comes before anyone's second (a prompt's place within its user, and users among themselves, are
+    drawn by a seeded hash of the ids, so a run picks the same prompts). The win-rate intervals resample users,
+    and the release gates count them: a cap filled by a few heavy users would judge a generation on those few.
+    Prompts that do not end in a user turn are returned as drops."""
     held = pool.filter(pl.col("split").is_in(SLICES))
     usable, drops = valid_prompts(held, stage=STAGE)
+    # without a user column every prompt is its own user
+    user = pl.col("user_hash").fill_null(pl.col("prompt_id")) if "user_hash" in usable.columns else pl.col("prompt_id")
+    ranked = usable.with_columns(
+        pl.Series("_rank", seeded_uniforms(usable["prompt_id"].to_list(), str(seed))), user.alias("_user")
+    )
+    users = ranked.select("_user").unique()
+    ranked = ranked.join(
+        users.with_columns(pl.Series("_user_rank", seeded_uniforms(users["_user"].to_list(), f"user:{seed}"))),
+        on="_user",
+    ).with_columns(pl.col("_rank").rank("ordinal").over("split", "_user").alias("_turn"))
     chosen = (
-        usable.with_columns(pl.Series("_rank", seeded_uniforms(usable["prompt_id"].to_list(), str(seed))))
-        .sort("split", "_rank")
+        ranked.sort("split", "_turn", "_user_rank", "_rank")
         .group_by("split", maintain_order=True)
         .head(per_slice)
-        .drop("_rank")
+        .drop("_rank", "_user", "_user_rank", "_turn")
     )
     return chosen.sort("split", "prompt_id"), drops
 

@@ -70,6 +70,23 @@ def test_eval_prompts_are_capped_per_slice_and_stable():
     assert other["prompt_id"].to_list() != chosen["prompt_id"].to_list()
 
 
+def test_eval_prompts_spread_over_every_user_before_anyone_gets_a_second():
+    # one heavy user holds 90 of a slice's 100 prompts; ten light users hold one each
+    rows = [("heavy", f"h{k}") for k in range(90)] + [(f"light{k}", f"l{k}") for k in range(10)]
+    pool = eval_pool(DAYS[0]).head(1)
+    pool = pl.concat(
+        [pool.with_columns(user_hash=pl.lit(u), prompt_id=pl.lit(p), split=pl.lit("eval_user")) for u, p in rows]
+    )
+    chosen, _ = select_eval_prompts(pool, per_slice=20, seed=0)
+    assert chosen.height == 20 and chosen["user_hash"].n_unique() == 11  # every user, then the heavy one's rest
+    assert chosen.filter(pl.col("user_hash") == "heavy").height == 10
+    by_prompt = pool.sample(20, seed=0)  # what a prompt-level draw of the same size would typically hold
+    assert by_prompt["user_hash"].n_unique() < 11
+    assert select_eval_prompts(pool.reverse(), per_slice=20, seed=0)[0]["prompt_id"].to_list() == (
+        chosen["prompt_id"].to_list()
+    )
+
+
 def test_evaluate_two_policies_gates_and_tables(tmp_path):
     from evaluation.offline_eval import GATES, OfflineEvalConfig, evaluate
     from tests.evaluation.eval_pool import fit_reward_models, hashing_embed
