@@ -1,8 +1,8 @@
 """`make flywheel`: several generations in a row, each on its own window of days, each built on the last
 released one.
 
-    python -m assets.flywheel                       # 3 generations, 2 days each (6 replayed days)
-    python -m assets.flywheel --generations 2 --window-days 1
+    python -m assets.flywheel                       # 3 generations, 2 days each, after 4 days of history
+    python -m assets.flywheel --generations 2 --window-days 1 --history-days 0
 
 The flywheel turns until `--generations` generations are recorded in FLYWHEEL_HOME: it consolidates the
 replayed days of the next window (days already in the lake are kept: that is the set-up a re-run skips),
@@ -35,6 +35,11 @@ from training.policy import smollm2
 
 DEFAULT_GENERATIONS = 3
 DEFAULT_WINDOW_DAYS = 2
+# Replayed days consolidated before the first window, as a deployment has traffic from before its first
+# generation: the judges and the user simulator learn from them and the evaluation slices pool their held-out
+# users. Without them gen-1's judges, simulator and slices rest on its window alone (the default traffic's
+# 2026-01-09 .. 10 hold 26 and 58 users: slices of 2 to 6 held-out users and a simulator of 45).
+DEFAULT_HISTORY_DAYS = 4
 # The table's columns: the run chart's measures of each recorded generation.
 TABLE = (
     "generation",
@@ -133,15 +138,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--window-days", type=int, default=DEFAULT_WINDOW_DAYS, help="days of traffic per generation")
     parser.add_argument(
+        "--history-days",
+        type=int,
+        default=DEFAULT_HISTORY_DAYS,
+        help="replayed days consolidated before the first window: the judges and the user simulator learn from "
+        "them and the evaluation slices pool their held-out users (fewer when the source has fewer)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
         help="one seed for every random choice of the models (env FLYWHEEL_SEED, `make flywheel SEED=n`; default 0)",
     )
+    parser.add_argument(
+        "--consolidate-only",
+        action="store_true",
+        help="consolidate the history and every window's days, then stop (a home to copy for runs that differ only "
+        "in the models' seed: the consolidation never depends on it)",
+    )
     args = parser.parse_args(argv)
     quiet_libraries()
     resources = run_resources(os.environ.get("FLYWHEEL_POLICY"), args.seed, cpu=not torch.cuda.is_available())
-    return run_flywheel(args.generations, args.window_days, resources=resources or None)
+    return run_flywheel(
+        args.generations,
+        args.window_days,
+        resources=resources or None,
+        history_days=args.history_days,
+        consolidate_only=args.consolidate_only,
+    )
 
 
 def run_resources(policy: str | None, seed: int | None, *, cpu: bool) -> dict[str, dict]:
@@ -181,30 +205,47 @@ def run_flywheel(
     window_days: int,
     instance: dg.DagsterInstance | None = None,
     resources: dict[str, dict] | None = None,
+    history_days: int = 0,
+    consolidate_only: bool = False,
 ) -> int:
     """Consolidate what the windows need, then turn until `generations` generations are recorded.
 
     `resources` (resource name -> settings) overrides the code location's resources for every run, e.g.
-    smaller sizes; the default instance is DAGSTER_HOME's, so `make ui` shows the runs.
+    smaller sizes; the default instance is DAGSTER_HOME's, so `make ui` shows the runs. `history_days` replayed
+    days before the first window are consolidated first (as many as the source has, up to that number).
     """
+    if history_days < 0:
+        raise ValueError(f"--history-days must be >= 0, not {history_days}")
     resources = {k: dict(v) for k, v in (resources or {}).items()}
     settings = FlywheelSettings(**resources.get("settings", {}))
     replay = [d.isoformat() for d in available_days(settings.source_config())]
     plan = windows(replay, generations, window_days)
-    # the first window's first day starts the cross-day dedup history, unless a history start is configured
+    before = [d for d in replay if d < plan[0][0]]
+    history = before[len(before) - min(history_days, len(before)) :]
+    if len(history) < history_days:
+        print(f"history: the source has {len(before)} days before the first window, not {history_days}")
+    # the first consolidated day starts the cross-day dedup history, unless a history start is configured
     curation = resources.setdefault("curation", {})
     if "history_start" not in curation and not os.environ.get("FLYWHEEL_HISTORY_START"):
-        curation["history_start"] = plan[0][0]
+        curation["history_start"] = (history or plan[0])[0]
     instance = instance or dg.DagsterInstance.get()
     lake = settings.lake()
     started, setup = time.perf_counter(), 0.0
+    if consolidate_only:
+        todo = [d for d in [*history, *(d for w in plan for d in w)] if not lake.exists("prompts", d)]
+        ok = not todo or consolidate(todo, instance, resources)
+        print(
+            f"consolidated {len(todo)} days in {time.perf_counter() - started:.0f}s" if ok else "consolidation failed"
+        )
+        return 0 if ok else 1
     while True:
         done = generations_table(settings).height
         if done >= generations:
             break
         window = plan[done]
-        # a window's days are consolidated just before its generation, so the first one starts early
-        todo = [d for d in window if not lake.exists("prompts", d)]
+        # a window's days are consolidated just before its generation, so the first one starts early; the history
+        # days come with the first window that finds them missing
+        todo = [d for d in [*history, *window] if not lake.exists("prompts", d)]
         t0 = time.perf_counter()
         if todo and not consolidate(todo, instance, resources):
             return 1

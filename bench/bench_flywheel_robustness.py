@@ -2,7 +2,8 @@
 
 Another machine's rounding moves a training trajectory a little; another seed moves it more. This runs the
 default flywheel (`python -m assets.flywheel`, as `make flywheel` does) once per seed, each in a fresh
-FLYWHEEL_HOME and DAGSTER_HOME, and prints for every run:
+FLYWHEEL_HOME and DAGSTER_HOME. The replayed days are consolidated once (`--consolidate-only`: the consolidation
+never depends on the models' seed) and every run starts from a copy of that home. It prints for every run:
 - each generation's verdict per release gate (pass, warn, fail, or insufficient evidence) and the A/B verdict;
 - which generations were released and built upon;
 - the held-out instruction-following gain of the last released generation over gen-0, with its interval.
@@ -15,7 +16,8 @@ It ends with the robustness targets, counted over the runs:
     .venv/bin/python bench/bench_flywheel_robustness.py                    # seeds 0 1 2 3, 3 generations
     .venv/bin/python bench/bench_flywheel_robustness.py --seeds 0 1 --generations 1 --window-days 1
 
-The default run is four whole flywheels, one after another: about four times `make flywheel`'s time. The
+The default run is one consolidation and four flywheels' generations, one after another (each pre-trains its
+own gen-0, whose seed differs). The
 figures go to stdout and bench/out/bench_flywheel_robustness.json; each run's terminal output is kept
 beside it (`bench/out/robustness-seed<n>.log`).
 """
@@ -46,20 +48,41 @@ OUT = REPO / "bench" / "out"
 ALWAYS_DECIDED = ("steerability_regression", "artifact_drift", "train_eval_disjoint")
 
 
-def run_seed(seed: int, generations: int, window_days: int, workdir: Path) -> dict:
-    """One whole flywheel in its own homes; returns its generations, their gate verdicts and the held-out gain."""
-    home, dagster_home = workdir / f"home-{seed}", workdir / f"dagster-{seed}"
-    dagster_home.mkdir(parents=True)
+def flywheel(home: Path, dagster_home: Path, args: list[str], log: Path) -> tuple[int, float]:
+    """`python -m assets.flywheel ARGS` in the given homes, its terminal output in `log`: (exit code, seconds)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "FLYWHEEL_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-    command = [sys.executable, "-m", "assets.flywheel", "--generations", str(generations)]
-    command += ["--window-days", str(window_days), "--seed", str(seed)]
     OUT.mkdir(parents=True, exist_ok=True)
-    log = OUT / f"robustness-seed{seed}.log"
     started = time.perf_counter()
     with open(log, "w") as f:
+        command = [sys.executable, "-m", "assets.flywheel", *args]
         rc = subprocess.run(command, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
-    wall = time.perf_counter() - started
+    return rc, time.perf_counter() - started
+
+
+def consolidate_once(flywheel_args: list[str], workdir: Path) -> tuple[Path, float]:
+    """The replayed days every run needs, consolidated once: the consolidation never depends on the models'
+    seed, so each run starts from a copy of this home and pays only for its generations."""
+    home = workdir / "consolidated"
+    rc, wall = flywheel(
+        home,
+        workdir / "dagster-consolidated",
+        [*flywheel_args, "--consolidate-only"],
+        OUT / "robustness-consolidation.log",
+    )
+    if rc != 0:
+        raise SystemExit(f"consolidation failed (exit {rc}): see bench/out/robustness-consolidation.log")
+    return home, wall
+
+
+def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: Path) -> dict:
+    """One whole flywheel in its own homes, from a copy of the consolidated one; returns its generations, their
+    gate verdicts and the held-out gain."""
+    home = workdir / f"home-{seed}"
+    shutil.copytree(consolidated, home)
+    log = OUT / f"robustness-seed{seed}.log"
+    rc, wall = flywheel(home, workdir / f"dagster-{seed}", [*flywheel_args, "--seed", str(seed)], log)
     settings = FlywheelSettings(home=str(home))
     lake = settings.lake()
     frame = lake.scan("generations").collect().sort("number") if lake.exists("generations") else pl.DataFrame()
@@ -133,14 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--window-days", type=int, default=2)
+    parser.add_argument("--history-days", type=int, default=4, help="as `python -m assets.flywheel --history-days`")
     parser.add_argument("--min-gain", type=float, default=0.15, help="held-out following gain the target asks for")
     parser.add_argument("--keep", action="store_true", help="keep the runs' homes (printed) instead of removing them")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="flywheel-robustness-"))
     runs = []
+    flywheel_args = ["--generations", str(args.generations), "--window-days", str(args.window_days)]
+    flywheel_args += ["--history-days", str(args.history_days)]
     try:
+        consolidated, setup = consolidate_once(flywheel_args, workdir)
+        print(f"consolidation, once for every run: {setup:.0f}s")
         for seed in args.seeds:
-            run = run_seed(seed, args.generations, args.window_days, workdir)
+            run = run_seed(seed, flywheel_args, workdir, consolidated)
             run["targets"] = targets(run, args.generations, args.min_gain)
             print_run(run, run["targets"])
             runs.append(run)

@@ -172,11 +172,50 @@ def test_one_seed_reaches_the_generation_settings(monkeypatch):
     from assets.generation import GenerationPlan, GenerationSettings, run_seed
 
     seen = {}
-    monkeypatch.setattr(flywheel, "run_flywheel", lambda g, w, resources=None: seen.update(resources=resources) or 0)
+    monkeypatch.setattr(
+        flywheel,
+        "run_flywheel",
+        lambda g, w, resources=None, history_days=0, consolidate_only=False: (
+            seen.update(resources=resources, history=history_days) or 0
+        ),
+    )
     assert flywheel.main(["--generations", "1", "--seed", "3"]) == 0
-    assert seen["resources"] == {"generation": {"seed": 3}}
+    assert seen["resources"] == {"generation": {"seed": 3}} and seen["history"] == flywheel.DEFAULT_HISTORY_DAYS
     monkeypatch.setenv("FLYWHEEL_SEED", "2")  # what `make flywheel SEED=2` sets
     assert GenerationSettings().seed == 2
     plan = GenerationPlan("gen-2", 2, "gen-1", [], "now")
     # seed 0 keeps each generation's own draws; another seed moves them all, never onto another seed's
     assert run_seed(plan, 0) == 2 and len({run_seed(plan, s) for s in range(4)}) == 4
+
+
+def test_history_days_are_consolidated_before_the_first_window(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    days = [f"2026-01-{d:02d}" for d in range(1, 7)]
+    for k, day in enumerate(days):
+        write_traffic(src, n_conversations=4, max_messages=4, day=day, offset=4 * k)
+    consolidated, runs = [], []
+
+    def consolidate(todo, instance, resources):
+        consolidated.append(list(todo))
+        runs.append(resources["curation"]["history_start"])
+        return True
+
+    monkeypatch.setattr(flywheel, "consolidate", consolidate)
+    monkeypatch.setattr(flywheel, "run_one", lambda instance, resources, label: False)  # stop after the first
+    settings = {"settings": {"home": str(tmp_path / "home"), "source_kind": "folder", "source_path": str(src)}}
+    assert flywheel.run_flywheel(2, 1, instance=dg.DagsterInstance.ephemeral(), resources=settings, history_days=2) == 1
+    # windows 01-05 and 01-06; the two days before the first window come with it and start the dedup history
+    assert consolidated == [["2026-01-03", "2026-01-04", "2026-01-05"]] and runs == ["2026-01-03"]
+    consolidated.clear()
+    assert flywheel.run_flywheel(2, 1, instance=dg.DagsterInstance.ephemeral(), resources=settings, history_days=9) == 1
+    assert (
+        consolidated == [days[:5]] and "the source has 4 days before the first window, not 9" in capsys.readouterr().out
+    )
+    consolidated.clear()
+    only = flywheel.run_flywheel(
+        2, 1, instance=dg.DagsterInstance.ephemeral(), resources=settings, history_days=1, consolidate_only=True
+    )
+    assert only == 0 and consolidated == [days[3:]]  # the history and every window, and no generation
+    with pytest.raises(ValueError, match="--history-days must be >= 0"):
+        flywheel.run_flywheel(1, 1, resources=settings, history_days=-1)
