@@ -55,7 +55,7 @@ class GateConfig:
         metadata={
             "help": "The fluency gate fails when the new generation's mean SLOR (nats per token, "
             "`evaluation.fluency`) is below the parent's with the whole paired interval below -this margin. "
-            "0.1 is a 10% drop of the reference model's per-token likelihood ratio, a thirtieth of the gap "
+            "0.1 is a drop of a tenth in the reference model's per-token likelihood ratio, a thirtieth of the gap "
             "between human replies and the same words shuffled (2.95 nats/token, bench/bench_fluency.py): "
             "small enough to catch a slide toward word salad, large enough that a change of wording is not one."
         },
