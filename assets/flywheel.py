@@ -116,7 +116,7 @@ def print_table(settings: FlywheelSettings) -> None:
     progress = heldout_progress(settings)
     lists = [c for c in ("blocked_by", "insufficient") if c in table.columns]
     table = table.with_columns(pl.col(lists).list.join(","), pl.col(pl.Float64).round(3))
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=320, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
         print(table)
     lines = verdict_lines(settings)
     if lines:
