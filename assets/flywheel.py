@@ -29,6 +29,7 @@ import torch
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
+from evaluation.generations_table import fluency_of
 from pipeline.sources import available_days
 from training.generation_plan import BASE, last_released, windows
 from training.policy import smollm2
@@ -57,17 +58,23 @@ TABLE = (
 )
 # the new policy's style on the held-out prompts, which the artifact-drift gate bounds
 ARTIFACT_RATES = ("mean_chars", "emoji_rate", "list_rate")
+# mean SLOR of the new policy's and its parent's held-out replies (gen-0's shows as gen-1's parent), which the
+# fluency gate compares
+FLUENCY = {"fluency": "new", "fluency_parent": "parent"}
 
 
 def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
-    """A row per recorded generation: the run chart's measures and its replies' artifact rates."""
+    """A row per recorded generation: the run chart's measures, its replies' artifact rates and the fluency of its
+    and its parent's replies."""
     lake = settings.lake()
     if not lake.exists("generations"):
         return pl.DataFrame()
     frame = lake.scan("generations").collect().sort("number")
-    style = [(json.loads(m or "{}").get("style") or {}).get("new") or {} for m in frame["metrics"]]
+    metrics = [json.loads(m or "{}") for m in frame["metrics"]]
+    style = [(m.get("style") or {}).get("new") or {} for m in metrics]
     return frame.select([c for c in TABLE if c in frame.columns]).with_columns(
-        pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES
+        *(pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES),
+        *(pl.Series(k, [fluency_of(m, role) for m in metrics], dtype=pl.Float64) for k, role in FLUENCY.items()),
     )
 
 
@@ -114,7 +121,7 @@ def print_table(settings: FlywheelSettings) -> None:
     progress = heldout_progress(settings)
     lists = [c for c in ("blocked_by", "insufficient") if c in table.columns]
     table = table.with_columns(pl.col(lists).list.join(","), pl.col(pl.Float64).round(3))
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=320, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
         print(table)
     lines = verdict_lines(settings)
     if lines:

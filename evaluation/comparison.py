@@ -1,5 +1,5 @@
 """Two policies' replies to the same prompts, compared: win rates by reward-model judges, steerability,
-style monitors, IFEval, and the release gates over all of it.
+style monitors, fluency under a reference model, IFEval, and the release gates over all of it.
 
 `Evaluation` takes the replies (however they were sampled) and scores them; it imports nothing from
 training, so the same numbers come out whoever produced the replies. `evaluation.offline_eval` samples the
@@ -15,6 +15,7 @@ import polars as pl
 
 from evaluation import (
     evidence,
+    fluency,
     gate_config,
     release_gates,
     side_by_side,
@@ -123,6 +124,9 @@ class Evaluation:
         }
         self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
         self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
+        # None until `score_fluency` runs: no fluency gate then
+        self.fluency_scores: pl.DataFrame | None = None
+        self.fluency_summary: pl.DataFrame | None = None
 
     def judge(self, pointwise, pairwise, n_resamples: int = 2000, seed: int = 0, min_cluster_users: int = 20) -> None:
         """Win rates by both reward models (`n_resamples` bootstrap resamples), steerability scores and style
@@ -152,6 +156,20 @@ class Evaluation:
             ]
         )
 
+    def score_fluency(
+        self,
+        config: fluency.FluencyConfig,
+        unigram: pl.DataFrame | None = None,
+        scorer: fluency.Scorer | None = None,
+    ) -> None:
+        """SLOR of both sides' eval replies under the reference model (`evaluation.fluency`). Its unigram term is
+        counted on the human replies served to the same prompts, which do not move with the policies, unless a
+        (token_id, count) `unigram` table counted on the curated traffic is given."""
+        served = self.evals["served_response"].to_list() if "served_response" in self.evals.columns else None
+        self.fluency_scores, self.fluency_summary = fluency.evaluate_fluency(
+            self.sides, served, config, self.names, unigram, scorer
+        )
+
     def gates(
         self,
         training: pl.DataFrame | None,
@@ -174,6 +192,8 @@ class Evaluation:
             ),
             "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
         }
+        if self.fluency_summary is not None:
+            gates["fluency_regression"] = release_gates.fluency_regression(self.fluency_summary, config)
         if training is not None:
             gates["train_eval_disjoint"] = release_gates.train_eval_disjoint(
                 training, self.evals.select("prompt_id", "text"), config
@@ -206,6 +226,19 @@ class Evaluation:
                 )
                 for metric, values in cols.items()
             ]
+            if self.fluency_scores is not None and self.fluency_scores.height:
+                slor = self.fluency_scores.filter(pl.col("role") == role)
+                parts.append(
+                    side.select("slice", "prompt_id", "policy")
+                    .join(slor.select("prompt_id", "slor"), on="prompt_id", how="left")
+                    .select(
+                        "slice",
+                        "prompt_id",
+                        pl.lit("fluency/slor").alias("metric"),
+                        pl.col("slor").alias("value"),
+                        "policy",
+                    )
+                )
             steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
                 pl.col("prompt_id").str.replace(r"#\d+$", "")
             )  # samples of one prompt share its id
@@ -266,6 +299,11 @@ class Evaluation:
             "style": compare(
                 style["new"], style["parent"], [*style_monitor.MONITOR_METRICS, "false_refusal_rate"]
             ).with_columns(pl.col("parent", "new", "delta").round(4)),
+            **(
+                {"fluency": self.fluency_summary.with_columns(pl.col("mean_slor", "ci_low", "ci_high").round(3))}
+                if self.fluency_summary is not None
+                else {}
+            ),
             "examples": self.sides["new"]
             .select("slice", "prompt", pl.col("response").alias("new"))
             .with_columns(self.sides["parent"]["response"].alias("parent")),

@@ -50,6 +50,23 @@ class GateConfig:
         metadata={"help": "Style metric -> ('relative' | 'absolute', allowed drift from the previous generation)."},
     )
     artifact_warn_fraction: float = field(default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."})
+    fluency_margin: float = field(
+        default=0.1,
+        metadata={
+            "help": "The fluency gate fails when the new generation's mean SLOR (nats per token, "
+            "`evaluation.fluency`) is below the parent's with the whole paired interval below -this margin. "
+            "0.1 is a drop of a tenth in the reference model's per-token likelihood ratio, a thirtieth of the gap "
+            "between human replies and the same words shuffled (2.95 nats/token, bench/bench_fluency.py): "
+            "small enough to catch a slide toward word salad, large enough that a change of wording is not one."
+        },
+    )
+    min_fluency_replies: int = field(
+        default=20,
+        metadata={
+            "help": "Fewest eval prompts with both replies scored for the fluency gate to decide (fewer: "
+            "insufficient evidence)."
+        },
+    )
     max_train_eval_overlap: int = field(
         default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
     )
@@ -74,10 +91,10 @@ class GateConfig:
         default=3,
         metadata={
             "help": "The release rule: a generation is released only when no gate failed and at least this many "
-            "gates had the evidence to decide. 3 of 5 by default: the steerability, artifact and train/eval gates "
+            "gates had the evidence to decide. 3 of 6 by default: the steerability, artifact and train/eval gates "
             "rest on fixed suites and the replies themselves, so they always decide, while the two win-rate gates "
-            "depend on held-out users and on judges that the traffic may not support; a release never rests on "
-            "missing evidence alone."
+            "depend on held-out users and on judges that the traffic may not support, and the fluency gate on its "
+            "reference model being installed; a release never rests on missing evidence alone."
         },
     )
 
@@ -97,6 +114,8 @@ class GateConfig:
                 raise ValueError(f"artifact_bands[{metric!r}]={band!r}: use ('relative' | 'absolute', width >= 0)")
         if not 0 < self.artifact_warn_fraction <= 1:
             raise ValueError("artifact_warn_fraction must be in (0, 1]")
+        if self.fluency_margin < 0 or self.min_fluency_replies < 1:
+            raise ValueError("fluency_margin must be >= 0 (default 0.1) and min_fluency_replies >= 1 (default 20)")
         if self.max_train_eval_overlap < 0:
             raise ValueError("max_train_eval_overlap must be >= 0")
         if self.min_slice_users < 1 or self.min_judge_heldout < 1 or self.min_decided_gates < 0:

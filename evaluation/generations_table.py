@@ -9,6 +9,8 @@ value reads as empty, so generations recorded by older code still read:
   - `steerability`: {"new"|"parent": {following_rate, violation_rate, n}};
   - `style`: {"new"|"parent": {mean_chars, mean_words, list_rate, emoji_rate, mean_emoji,
     stock_phrase_rate, refusal_rate, false_refusal_rate, n}};
+  - `fluency` (optional): {"new"|"parent": {mean_slor, n, reason}, "difference": {mean_slor, n, ci_low, ci_high,
+    unit}}: mean SLOR of the eval replies under the reference LM (`evaluation.fluency`), nats per token;
   - `reward_models`: {"pointwise"|"pairwise": {metric: value}} (held-out AUC, pair accuracy, ...);
   - `ab`: {source, simulated, verdict, lifts: {breadth|depth: {lift, delta_ci_low, delta_ci_high,
     boot_ci_low, boot_ci_high, delta_p_value, boot_p_value}}, srm: {p_value, srm, ...}, arms: [...]};
@@ -134,6 +136,11 @@ def run_chart_columns(metrics: Mapping[str, Any], blocked_by: Sequence[str]) -> 
     }
 
 
+def fluency_of(metrics: Mapping[str, Any], role: str) -> float | None:
+    """Mean SLOR of `role`'s (new | parent) eval replies, None when it was not measured."""
+    return as_number(as_dict(as_dict(metrics.get("fluency")).get(role)).get("mean_slor"))
+
+
 def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """Every plotted figure as one long frame: generation, number, group, series, value, ci_low, ci_high."""
     out: list[dict[str, Any]] = []
@@ -169,6 +176,7 @@ def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
             style = as_dict(as_dict(m.get("style")).get(role))
             for metric in STYLE_METRICS:
                 add(row, "style", f"{metric}/{role}", style.get(metric))
+            add(row, "fluency", f"mean_slor/{role}", fluency_of(m, role))
         for metric, lift in as_dict(as_dict(m.get("ab")).get("lifts")).items():
             lift = as_dict(lift)
             add(row, "ab_lift", metric, lift.get("lift"), lift.get("delta_ci_low"), lift.get("delta_ci_high"))

@@ -12,10 +12,10 @@ Any two checkpoints can be evaluated on their own, as the training stages are ru
         --pairwise models/gen-1/reward_pairwise --output_dir eval/gen-1
 
 It prints the gates and writes the tables (`win_rates.parquet`, `steerability.parquet`, `style.parquet`,
-`records.parquet`, `responses.parquet`, `gates.parquet`, `drops.parquet`) into `output_dir`. The
+`fluency.parquet`, `records.parquet`, `responses.parquet`, `gates.parquet`, `drops.parquet`) into `output_dir`. The
 `offline_eval` asset runs the same steps and writes the tables into the lake.
 
-Scoring lives in the evaluation modules (winrate, steerability, style_monitor, ifeval, release_gates); this
+Scoring lives in the evaluation modules (winrate, steerability, style_monitor, fluency, ifeval, release_gates); this
 entry point samples the replies, through `engine` as candidate generation does, and loads the judging reward
 models through training's public loading API.
 """
@@ -33,7 +33,7 @@ import polars as pl
 from engine.cards import build_prompts, load_suite
 from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
-from evaluation import gate_config, release_gates
+from evaluation import fluency, gate_config, release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
@@ -48,6 +48,9 @@ GATES = {
     "the tolerance (a rising violation rate of one instruction type warns).",
     "artifact_drift": "Length, list, emoji, stock-phrase and refusal rates of the eval replies stay in their bands "
     "around the parent's.",
+    "fluency_regression": "The new generation's replies are not less fluent than the parent's: mean SLOR under a "
+    "reference language model (SmolLM2-135M-Instruct, independent of the policy and the judges), paired interval "
+    "of new - parent not entirely below -`fluency_margin`; insufficient without the reference model.",
     "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
     "candidate prompts), by id or by normalised text.",
     "evidence_rule": "The release rule: no gate failed, and at least `min_decided_gates` gates had the evidence to "
@@ -64,6 +67,8 @@ _GATE_FIELDS = (
     "judge_margin",
     "min_judge_heldout",
     "min_decided_gates",
+    "fluency_margin",
+    "min_fluency_replies",
 )
 
 
@@ -108,6 +113,17 @@ class OfflineEvalConfig:
     judge_margin: float = forwarded(gate_config.GateConfig, "judge_margin")
     min_judge_heldout: int = forwarded(gate_config.GateConfig, "min_judge_heldout")
     min_decided_gates: int = forwarded(gate_config.GateConfig, "min_decided_gates")
+    measure_fluency: bool = field(
+        default=True,
+        metadata={
+            "help": "Score the eval replies' fluency under the reference model and gate on it "
+            "(`fluency_regression`); False skips both."
+        },
+    )
+    fluency_reference_model: str = forwarded(fluency.FluencyConfig, "reference_model")
+    fluency_on_missing: str = forwarded(fluency.FluencyConfig, "on_missing")
+    fluency_margin: float = forwarded(gate_config.GateConfig, "fluency_margin")
+    min_fluency_replies: int = forwarded(gate_config.GateConfig, "min_fluency_replies")
     sample_prompts: int = field(
         default=3,
         metadata={"help": "Held-out card prompts and pool prompts (each) whose replies the report shows side by side."},
@@ -121,6 +137,17 @@ class OfflineEvalConfig:
         if self.sample_prompts < 0:
             raise ValueError(f"sample_prompts={self.sample_prompts} must be >= 0 (default 3)")
         self.gate_config()  # fails fast on bad gate limits
+        self.fluency_config()
+
+    def fluency_config(self) -> fluency.FluencyConfig:
+        """The fluency measure: the reference model on the CPU threads of sampling, the bootstraps' seed."""
+        return fluency.FluencyConfig(
+            reference_model=self.fluency_reference_model,
+            on_missing=self.fluency_on_missing,
+            cpu_threads=self.cpu_threads,
+            n_resamples=self.bootstrap_resamples,
+            seed=self.seed,
+        )
 
     def gate_config(self) -> gate_config.GateConfig:
         return gate_config.GateConfig(slices=SLICES, **{k: getattr(self, k) for k in _GATE_FIELDS})
@@ -275,6 +302,8 @@ class OfflineEvalResult:
             out["eval_ifeval"] = self.ifeval
         if self.samples is not None:
             out["eval_samples"] = self.samples
+        if ev.fluency_summary is not None:
+            out["eval_fluency"] = ev.fluency_summary
         return out
 
 
@@ -319,6 +348,8 @@ def evaluate(
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
     )
+    if config.measure_fluency:
+        ev.score_fluency(config.fluency_config())
     gates = ev.gates(training, config.gate_config(), judge_validation)
     records, ifeval = ev.records(), None
     if ifeval_inputs is not None:

@@ -24,6 +24,7 @@ METRICS_TABLES = (
     "eval_win_rates",
     "eval_steerability",
     "eval_style",
+    "eval_fluency",
     "eval_ifeval",
     "reward_model_metrics",
     "ab_lifts",
@@ -87,6 +88,12 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
         )
     if style.height:
         metrics["style"] = _by_role(style, (*style_monitor.MONITOR_METRICS, "false_refusal_rate", "n"))
+    fluency = get("eval_fluency")
+    if fluency.height:
+        metrics["fluency"] = {
+            r["role"]: {k: r.get(k) for k in ("mean_slor", "n", "ci_low", "ci_high", "unit", "reason")}
+            for r in fluency.iter_rows(named=True)
+        }
     if rm.height and {"model", "section", "metric", "value"} <= set(rm.columns):
         rows = rm.filter(pl.col("section").is_in(["pointwise", "pairwise"]) & pl.col("value").is_not_null())
         metrics["reward_models"] = {

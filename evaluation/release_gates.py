@@ -15,6 +15,10 @@ They block the failure modes of a flywheel that optimizes against its own judges
 - `artifact_drift`: each style monitor (mean length, list, emoji, stock-phrase, refusal rates) must
   stay inside its band around the previous generation: relative bands for lengths, absolute for
   rates. Beyond `artifact_warn_fraction` of a band warns; outside it fails.
+- `fluency_regression`: the new generation's replies may not be less fluent than the parent's: mean SLOR under
+  a reference LM (`evaluation.fluency`) with the paired interval of new - parent entirely below
+  -`fluency_margin` fails; a mean difference below it whose interval reaches above warns. Insufficient with
+  fewer than `min_fluency_replies` paired replies, or without the reference model.
 - `train_eval_disjoint`: no eval prompt may appear in the training prompts, by id or by normalized
   text (case and whitespace folded).
 
@@ -246,6 +250,50 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         drifts=drifts,
         bands=dict(config.artifact_bands),
         evidence={"replies": {"new": new.get("n"), "parent": prev.get("n")}},
+    )
+
+
+def fluency_regression(summary: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
+    """Read the `evaluation.fluency.summarize` frame (rows new, parent and difference; or `unavailable`'s rows,
+    whose `reason` says why nothing was scored)."""
+    config = config or GateConfig()
+    rows = {r["role"]: r for r in summary.iter_rows(named=True)}
+    means = {role: rows.get(role, {}).get("mean_slor") for role in ("new", "parent")}
+    diff = rows.get("difference")
+    n = int(diff["n"]) if diff and diff.get("n") is not None else 0
+    ev = {
+        "replies": {role: rows.get(role, {}).get("n") for role in ("new", "parent")},
+        "paired": n,
+        "min_paired": config.min_fluency_replies,
+    }
+    if diff is not None:
+        ev.update(interval_by=diff.get("unit"), clusters=diff.get("clusters"))
+    reasons = [r["reason"] for r in rows.values() if r.get("reason")]
+    if diff is None or n < config.min_fluency_replies or diff.get("mean_slor") is None:
+        why = reasons[0] if reasons else f"{n} paired replies scored (< {config.min_fluency_replies})"
+        return gate_result(
+            "fluency_regression", "insufficient", f"insufficient evidence: {why}", evidence=ev, mean_slor=means
+        )
+    delta, lo, hi = diff["mean_slor"], diff.get("ci_low"), diff.get("ci_high")
+    limit = -config.fluency_margin
+    ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "[no interval]"
+    text = f"mean SLOR {means['parent']:.3f} -> {means['new']:.3f} (new - parent {delta:+.3f} {ci}, {n} prompts)"
+    if hi is not None and hi < limit:
+        severity, detail = "error", f"less fluent: {text}, interval below -{config.fluency_margin}"
+    elif delta < limit:
+        severity, detail = "warn", f"{text}: mean below -{config.fluency_margin}, interval reaches above it"
+    else:
+        severity, detail = "ok", text
+    return gate_result(
+        "fluency_regression",
+        severity,
+        detail,
+        difference=delta,
+        ci_low=lo,
+        ci_high=hi,
+        margin=config.fluency_margin,
+        evidence=ev,
+        mean_slor=means,
     )
 
 

@@ -158,6 +158,24 @@ def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsy
     assert last_released(lake.scan("generations").collect()) == "gen-1"
 
 
+def test_the_table_shows_the_fluency_of_each_generation_and_its_parent(tmp_path):
+    from assets.resources import FlywheelSettings
+    from evaluation.generations_table import GENERATIONS
+
+    settings = FlywheelSettings(home=str(tmp_path))
+    lake = Lake(tmp_path)
+    fluency = [{"new": {"mean_slor": 1.2}, "parent": {"mean_slor": 0.4}}, None]
+    for number, measured in enumerate(fluency, start=1):
+        row = {c: None for c in GENERATIONS.names()}
+        metrics = {"style": {"new": {"mean_chars": 50.0}}} | ({"fluency": measured} if measured else {})
+        row.update(generation=f"gen-{number}", number=number, parent="gen-0", metrics=json.dumps(metrics))
+        lake.write("generations", Partition.generation(f"gen-{number}"), pl.DataFrame([row], schema=GENERATIONS))
+    table = flywheel.generations_table(settings)
+    # gen-0's fluency is gen-1's parent's; a generation recorded without the measure shows none
+    assert table["fluency"].to_list() == [1.2, None] and table["fluency_parent"].to_list() == [0.4, None]
+    assert table["mean_chars"].to_list() == [50.0, 50.0]
+
+
 def test_smollm2_on_a_cpu_runs_at_its_cpu_sizes():
     from training.policy.smollm2 import Smollm2Sizes
 

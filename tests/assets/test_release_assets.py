@@ -134,9 +134,10 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert _materialized(result) == {"offline_eval", "ab_readout", "generation_record", "generation_report"}
     checks = _checks(result)
     assert {name for (asset, name) in checks if asset == "offline_eval"} == set(GATES)
-    # three held-out prompts per slice from a few users: the win-rate gates have too little evidence to decide,
-    # which warns and blocks nothing; every other gate passes
-    short = {"win_rate_ceiling", "slice_divergence"}
+    # three held-out prompts per slice from a few users: the win-rate gates have too little evidence to decide, and
+    # so has the fluency gate (six paired replies, with or without its reference model), which warns and blocks
+    # nothing; every other gate passes
+    short = {"win_rate_ceiling", "slice_divergence", "fluency_regression"}
     failed = {name: c.description for (_, name), c in checks.items() if not c.passed}
     assert set(failed) == short and all(d.startswith("insufficient") for d in failed.values()), failed
     assert all(checks[("offline_eval", n)].severity == dg.AssetCheckSeverity.WARN for n in short)
@@ -159,6 +160,8 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert set(records["policy"]) == {"gen-0", "gen-1"} and set(records["generation"]) == {"gen-1"}
     responses = lake.read("eval_responses", gen)
     assert responses.filter(pl.col("slice") == "steerability").height == 2 * 50
+    # the fluency summary is written whether or not the reference model could score (then it says why)
+    assert set(lake.read("eval_fluency", gen)["role"]) >= {"new", "parent"}
 
     record = lake.read("generations", gen).row(0, named=True)
     assert (record["number"], record["parent"], record["gate"]) == (1, "gen-0", "passed")

