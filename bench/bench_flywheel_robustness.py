@@ -42,6 +42,7 @@ import polars as pl  # noqa: E402
 from assets.flywheel import heldout_progress  # noqa: E402
 from assets.generation import BASE  # noqa: E402
 from assets.resources import FlywheelSettings  # noqa: E402
+from pipeline.lake import Partition  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 # the gates whose evidence never depends on how many users a window has: they must always decide
@@ -61,10 +62,13 @@ def flywheel(home: Path, dagster_home: Path, args: list[str], log: Path) -> tupl
     return rc, time.perf_counter() - started
 
 
-def consolidate_once(flywheel_args: list[str], workdir: Path) -> tuple[Path, float]:
+def consolidate_once(flywheel_args: list[str], workdir: Path, reuse: Path | None = None) -> tuple[Path, float]:
     """The replayed days every run needs, consolidated once: the consolidation never depends on the models'
-    seed, so each run starts from a copy of this home and pays only for its generations."""
+    seed, so each run starts from a copy of this home and pays only for its generations. `reuse` is a home an
+    earlier bench consolidated with the same arguments (`--keep` prints it): it is completed, not redone."""
     home = workdir / "consolidated"
+    if reuse is not None:
+        shutil.copytree(reuse, home)
     rc, wall = flywheel(
         home,
         workdir / "dagster-consolidated",
@@ -106,6 +110,9 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
     parents = {row["parent"] for row in rows}
     for row in rows:
         row["built_upon"] = row["generation"] in parents
+    fluency = fluency_against_gen0(lake, rows) if rows else {}
+    for row in rows:
+        row["fluency"] = fluency.get(row["generation"])
     return {
         "seed": seed,
         "returncode": rc,
@@ -116,6 +123,47 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
     }
 
 
+def fluency_against_gen0(lake, rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
+    """Each generation's mean SLOR (`evaluation.fluency`) on its held-out replies against gen-0's, all scored
+    with one unigram table, counted on every served reply of the run's curated pool, so the means compare
+    across generations (each evaluation's own gate counts the unigram on its prompts' served replies, which
+    is exact within it and only rough across windows). gen-0's replies are those it gave as gen-1's parent;
+    the two sets answer different prompts, so the interval resamples prompts on each side independently."""
+    import numpy as np
+
+    from evaluation import fluency
+
+    try:
+        scorer = fluency.load_scorer(fluency.FluencyConfig())
+    except fluency.MissingReferenceModel as e:
+        return {r["generation"]: {"reason": str(e)} for r in rows}
+    served = lake.scan("prompts").select("served_response").collect()["served_response"].drop_nulls().to_list()
+    unigram = fluency.Unigram.from_texts(served, scorer)
+
+    def replies(generation: str, policy: str) -> np.ndarray:
+        frame = lake.read("eval_responses", Partition.generation(generation)).filter(
+            (pl.col("policy") == policy) & pl.col("slice").is_in(["eval_internal", "eval_user"])
+        )
+        scores = fluency.score_replies(frame["response"].fill_null("").to_list(), scorer, unigram)
+        return scores["slor"].drop_nulls().to_numpy()
+
+    base = replies(rows[0]["generation"], BASE)
+    rng = np.random.default_rng(0)
+    out = {BASE: {"mean_slor": float(base.mean()), "n": int(base.size)}}
+    for r in rows:
+        new = replies(r["generation"], r["generation"])
+        draws = [rng.choice(new, new.size).mean() - rng.choice(base, base.size).mean() for _ in range(resamples)]
+        low, high = np.quantile(draws, [0.025, 0.975])
+        out[r["generation"]] = {
+            "mean_slor": float(new.mean()),
+            "n": int(new.size),
+            "minus_gen0": float(new.mean() - base.mean()),
+            "ci_low": float(low),
+            "ci_high": float(high),
+        }
+    return out
+
+
 def targets(run: dict, generations: int, min_gain: float) -> dict:
     rows = run["generations"]
     # the last generation cannot be built upon within the run: it counts when released
@@ -124,11 +172,17 @@ def targets(run: dict, generations: int, min_gain: float) -> dict:
     decided = all(
         r["gates"].get(g) not in (None, "insufficient") for r in rows for g in ALWAYS_DECIDED if g in r["gates"]
     )
+    released = [r for r in rows if r["released"]]
     return {
         "released_and_built_upon": len(kept),
         "enough_released": len(kept) >= min(2, generations),
         "gain_met": bool(gain) and gain["difference"] >= min_gain and gain["ci_low"] > 0,
         "fixed_gates_decided": decided,
+        # "at least gen-0's": no released generation's fluency is below gen-0's with its interval under 0
+        "fluency_kept": all(
+            (r.get("fluency") or {}).get("ci_high", 0.0) >= 0 and "reason" not in (r.get("fluency") or {})
+            for r in released
+        ),
     }
 
 
@@ -140,6 +194,14 @@ def print_run(run: dict, verdict: dict) -> None:
         gates = ", ".join(f"{g} {v}" for g, v in r["gates"].items())
         print(f"  {r['generation']} (parent {r['parent']}): {status}; A/B {r['ab_verdict'] or '-'}")
         print(f"    {gates}")
+        f = r.get("fluency") or {}
+        if "mean_slor" in f:
+            print(
+                f"    fluency {f['mean_slor']:.3f} nats/token, {f['minus_gen0']:+.3f} against {BASE}'s "
+                f"(95% CI {f['ci_low']:+.3f} .. {f['ci_high']:+.3f})"
+            )
+        elif f:
+            print(f"    fluency not measured: {f['reason']}")
     gain = run["heldout"]
     if gain:
         print(
@@ -159,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-days", type=int, default=4, help="as `python -m assets.flywheel --history-days`")
     parser.add_argument("--min-gain", type=float, default=0.15, help="held-out following gain the target asks for")
     parser.add_argument("--keep", action="store_true", help="keep the runs' homes (printed) instead of removing them")
+    parser.add_argument(
+        "--consolidated", type=Path, default=None, help="a consolidated home an earlier `--keep` run left, to reuse"
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="flywheel-robustness-"))
     runs = []
     flywheel_args = ["--generations", str(args.generations), "--window-days", str(args.window_days)]
     flywheel_args += ["--history-days", str(args.history_days)]
     try:
-        consolidated, setup = consolidate_once(flywheel_args, workdir)
+        consolidated, setup = consolidate_once(flywheel_args, workdir, args.consolidated)
         print(f"consolidation, once for every run: {setup:.0f}s")
         for seed in args.seeds:
             run = run_seed(seed, flywheel_args, workdir, consolidated)
@@ -179,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     met = sum(r["targets"]["enough_released"] and r["targets"]["gain_met"] for r in runs)
     decided = sum(r["targets"]["fixed_gates_decided"] for r in runs)
+    fluent = sum(r["targets"]["fluency_kept"] for r in runs)
     print(
         f"\nruns with >= 2 generations released and built upon and a held-out gain >= {args.min_gain} above 0: "
         f"{met} of {len(runs)}; runs whose steerability, artifact and train/eval gates always decided: "
-        f"{decided} of {len(runs)}"
+        f"{decided} of {len(runs)}; runs whose released generations are no less fluent than {BASE}: "
+        f"{fluent} of {len(runs)}"
     )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_flywheel_robustness.json").write_text(json.dumps(runs, indent=2, default=str))
