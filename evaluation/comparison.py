@@ -188,7 +188,11 @@ class Evaluation:
             "win_rate_ceiling": release_gates.win_rate_ceiling(self.wr.summary, config, judges),
             "slice_divergence": release_gates.slice_divergence(self.wr.summary, config, judges),
             "steerability_regression": release_gates.steerability_regression(
-                self.scored["new"].summary, self.scored["parent"].summary, config
+                self.scored["new"].summary,
+                self.scored["parent"].summary,
+                config,
+                self.scored["new"].rows,
+                self.scored["parent"].rows,
             ),
             "artifact_drift": release_gates.artifact_drift(style["new"], style["parent"], config),
         }

@@ -10,8 +10,9 @@ They block the failure modes of a flywheel that optimizes against its own judges
   or to the traffic it was trained on), when the gap is also beyond the slices' noise
   (`slice_divergence_z` standard errors); a larger gap within noise warns.
 - `steerability`: the instruction-following rate may not drop by more than `steerability_tolerance`
-  against the previous generation (error); an instruction type whose violation rate rises by more
-  than that tolerance warns.
+  against the previous generation when its paired interval over the card prompts excludes no drop (error);
+  a larger drop within that noise warns, and so does an instruction type whose violation rate rises by more
+  than that tolerance.
 - `artifact_drift`: each style monitor (mean length, list, emoji, stock-phrase, refusal rates) must
   stay inside its band around the previous generation: relative bands for lengths, absolute for
   rates. Beyond `artifact_warn_fraction` of a band warns; outside it fails.
@@ -39,6 +40,7 @@ import polars as pl
 
 from evaluation import evidence
 from evaluation.gate_config import GateConfig, GateResult, gate_result, worst_severity
+from evaluation.steerability import following_difference
 from pipeline.digest import rows_digest
 
 
@@ -180,9 +182,17 @@ def _rates(summary: pl.DataFrame, level: str, col: str) -> dict[str, float]:
 
 
 def steerability_regression(
-    new_summary: pl.DataFrame, prev_summary: pl.DataFrame, config: GateConfig | None = None
+    new_summary: pl.DataFrame,
+    prev_summary: pl.DataFrame,
+    config: GateConfig | None = None,
+    new_rows: pl.DataFrame | None = None,
+    prev_rows: pl.DataFrame | None = None,
 ) -> GateResult:
-    """Compare two `evaluation.steerability` summaries (levels overall / instruction)."""
+    """Compare two `evaluation.steerability` summaries (levels overall / instruction). With both sides' per-reply
+    rows (`prompt_id`, `all_followed`; a prompt's samples suffixed `#k`), the drop also gets a paired bootstrap
+    interval over the card prompts: a drop beyond the tolerance fails when the interval excludes no drop at all,
+    and warns when it is within that noise (a few dozen card prompts move the rate by several points between
+    two samplings of the same policy, so a drop the evidence cannot tell from zero is not a verdict)."""
     config = config or GateConfig()
     new_all = _rates(new_summary, "overall", "following_rate")
     prev_all = _rates(prev_summary, "overall", "following_rate")
@@ -194,9 +204,23 @@ def steerability_regression(
     rises = {
         k: new_v[k] - prev_v[k] for k in new_v if k in prev_v and new_v[k] - prev_v[k] > config.steerability_tolerance
     }
+    interval = _following_interval(new_rows, prev_rows)
     tol = config.steerability_tolerance + 1e-12
-    if drop > tol:
-        severity, detail = "error", f"instruction-following rate fell {drop:.3f} (> {config.steerability_tolerance})"
+    fell = f"instruction-following rate fell {drop:.3f} (> {config.steerability_tolerance})"
+    if drop > tol and interval is not None and interval["ci_high"] >= 0:
+        severity = "warn"
+        detail = (
+            f"{fell}, within noise: paired 95% interval of new - parent [{interval['ci_low']:+.3f}, "
+            f"{interval['ci_high']:+.3f}] over {interval['n_prompts']} card prompts includes no drop"
+        )
+    elif drop > tol:
+        severity = "error"
+        detail = fell + (
+            f", paired 95% interval [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}] over "
+            f"{interval['n_prompts']} card prompts"
+            if interval is not None
+            else ""
+        )
     elif rises:
         rose = ", ".join(f"{k} +{v:.3f}" for k, v in sorted(rises.items()))
         severity, detail = "warn", f"violation rates rose: {rose}"
@@ -209,10 +233,32 @@ def steerability_regression(
         following_rate=new_all["all"],
         previous_following_rate=prev_all["all"],
         drop=drop,
+        ci_low=None if interval is None else interval["ci_low"],
+        ci_high=None if interval is None else interval["ci_high"],
         violation_rises=rises,
         tolerance=config.steerability_tolerance,
-        evidence={"replies": {"new": _overall_n(new_summary), "parent": _overall_n(prev_summary)}},
+        evidence={
+            "replies": {"new": _overall_n(new_summary), "parent": _overall_n(prev_summary)},
+            **({"card_prompts": interval["n_prompts"]} if interval is not None else {}),
+        },
     )
+
+
+def _following_interval(new_rows: pl.DataFrame | None, prev_rows: pl.DataFrame | None) -> dict | None:
+    """`steerability.following_difference` of the two sides' per-prompt following rates (a prompt's samples
+    averaged), or None without rows on both sides or with fewer than 2 shared prompts."""
+    if new_rows is None or prev_rows is None or new_rows.is_empty() or prev_rows.is_empty():
+        return None
+
+    def per_prompt(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.group_by(pl.col("prompt_id").str.replace(r"#\d+$", "")).agg(
+            pl.col("all_followed").cast(pl.Float64).mean().alias("value")
+        )
+
+    prev, new = per_prompt(prev_rows), per_prompt(new_rows)
+    if prev.join(new, on="prompt_id").height < 2:
+        return None
+    return following_difference(prev, new)
 
 
 def _overall_n(summary: pl.DataFrame) -> int | None:

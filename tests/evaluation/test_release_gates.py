@@ -93,6 +93,30 @@ def test_steerability_regression():
     assert looser.passed
 
 
+def _steer_rows(followed: list[int], samples: int = 4) -> pl.DataFrame:
+    """Per-reply rows: prompt k's `samples` replies, `followed[k]` of which keep every rule."""
+    rows = [
+        {"prompt_id": f"card{k}#{j}", "all_followed": j < f} for k, f in enumerate(followed) for j in range(samples)
+    ]
+    return pl.DataFrame(rows)
+
+
+def test_a_steerability_drop_within_the_card_prompts_noise_warns_and_a_clear_one_fails():
+    prev = _steer(0.80, {})
+    # 50 card prompts, 4 samples each: ten prompts lose a kept reply and five gain one, a net drop of 0.025
+    base = [3, 3, 2, 2, 3] * 10
+    noisy = [f - 1 if k % 5 == 0 else f + 1 if k % 10 == 1 else f for k, f in enumerate(base)]
+    dropped = steerability_regression(_steer(0.775, {}), prev, None, _steer_rows(noisy), _steer_rows(base))
+    assert dropped.passed and dropped.severity == "warn" and "within noise" in dropped.detail
+    assert dropped.metadata["ci_high"] >= 0 and dropped.metadata["evidence"]["card_prompts"] == 50
+    # every prompt loses a kept reply: a drop of 0.25 whose interval is all below 0
+    clear = [max(f - 1, 0) for f in base]
+    failed = steerability_regression(_steer(0.55, {}), prev, None, _steer_rows(clear), _steer_rows(base))
+    assert not failed.passed and failed.severity == "error" and failed.metadata["ci_high"] < 0
+    # without per-reply rows the point rule stands
+    assert steerability_regression(_steer(0.775, {}), prev).severity == "error"
+
+
 def test_artifact_drift_on_monitor_output():
     prev_replies = pl.DataFrame({"response": ["A fine answer of some length."] * 10})
     same = monitor(prev_replies)
