@@ -159,15 +159,13 @@ class Evaluation:
     def score_fluency(
         self,
         config: fluency.FluencyConfig,
-        unigram: pl.DataFrame | None = None,
         scorer: fluency.Scorer | None = None,
     ) -> None:
         """SLOR of both sides' eval replies under the reference model (`evaluation.fluency`). Its unigram term is
-        counted on the human replies served to the same prompts, which do not move with the policies, unless a
-        (token_id, count) `unigram` table counted on the curated traffic is given."""
+        counted on the human replies served to the same prompts, which do not move with the policies."""
         served = self.evals["served_response"].to_list() if "served_response" in self.evals.columns else None
         self.fluency_scores, self.fluency_summary = fluency.evaluate_fluency(
-            self.sides, served, config, self.names, unigram, scorer
+            self.sides, served, config, self.names, scorer
         )
 
     def gates(

@@ -12,7 +12,7 @@ nor the style monitors (length, lists, emoji) see it. Fluency here is SLOR, the 
   measures the reply's form, not its relevance (the judges measure that).
 - P_unigram is the unigram distribution of the reference model's tokens, with add-one smoothing, estimated on
   a reference text that does not move with the policy: the human replies served to the evaluation prompts
-  (`served_response`), or a table counted once from the curated traffic and passed in. Subtracting it removes
+  (`served_response`). Subtracting it removes
   the word-frequency effect: a short reply of common words has a high P_LM for being common, not fluent.
 - n_tokens is the reply's length in the reference model's tokens.
 
@@ -36,8 +36,8 @@ With the unigram counted on 300 replies only (3.6k tokens, the size of an evalua
 smoothing flattens it and SLOR's level rises (human 3.65, shuffled 0.59), but it ranks alike: AUC 0.964
 against shuffles, 0.968 against common-word salad (NLL 0.947, 0.904). The level depends on the reference text,
 so means compare exactly within one evaluation, where one unigram table serves both sides, and across
-generations (each with its window's served replies) only roughly, unless one table counted on the curated
-traffic is passed in.
+generations (each with its window's served replies) only roughly; the robustness bench re-scores every
+generation with one table for that.
 
 Scoring takes ~50-56 ms per reply of ~14 tokens batched by 16 on one thread of a loaded 2-core CPU, after an
 18 s load of the GGUF (once per process): about 17 s for both sides of a 150-prompt evaluation, plus the load.
@@ -57,6 +57,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
+
+from evaluation.winrate_config import WinRateConfig
+from evaluation.winrate_intervals import cluster_bootstrap_ci
 
 STAGE = "fluency"
 # the package's GGUF, located by `engine.policy.smollm2_gguf`
@@ -277,18 +280,6 @@ class Unigram:
                 counts[i] = counts.get(i, 0) + 1
         return cls(counts, scorer.vocab_size, sum(counts.values()))
 
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame, vocab_size: int) -> Unigram:
-        """From a (token_id, count) table counted once, e.g. on the curated traffic."""
-        counts = dict(zip(frame["token_id"].to_list(), frame["count"].to_list()))
-        return cls(counts, vocab_size, int(sum(counts.values())))
-
-    def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(
-            {"token_id": list(self.counts), "count": list(self.counts.values())},
-            schema={"token_id": pl.Int64, "count": pl.Int64},
-        )
-
     def logprob(self, ids: Sequence[int]) -> float:
         denom = math.log(self.total + self.vocab_size)
         return sum(math.log(self.counts.get(i, 0) + 1) - denom for i in ids)
@@ -338,20 +329,13 @@ def reply_fluency(
     return pl.concat(parts)
 
 
-def _cluster_bootstrap(
+def _cluster_interval(
     diffs: np.ndarray, clusters: np.ndarray, config: FluencyConfig
 ) -> tuple[float | None, float | None]:
-    """Percentile interval of the mean difference, resampling whole clusters (a user's replies move together)."""
-    _, idx = np.unique(clusters, return_inverse=True)
-    k = int(idx.max()) + 1 if idx.size else 0
-    if k < 2:
-        return None, None
-    sums, counts = np.bincount(idx, weights=diffs, minlength=k), np.bincount(idx, minlength=k)
-    rng = np.random.default_rng(config.seed)
-    draws = rng.integers(0, k, size=(config.n_resamples, k))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    alpha = (1 - config.confidence) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    """The win rates' clustered bootstrap (a user's replies move together), at this measure's settings."""
+    config_ = WinRateConfig(n_resamples=config.n_resamples, confidence_level=config.confidence)
+    low, high = cluster_bootstrap_ci(diffs, clusters, config_, np.random.default_rng(config.seed))
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else (None, None)
 
 
 def summarize(scores: pl.DataFrame, config: FluencyConfig | None = None) -> pl.DataFrame:
@@ -380,7 +364,7 @@ def summarize(scores: pl.DataFrame, config: FluencyConfig | None = None) -> pl.D
             else paired.select("prompt_id")
         ).to_series()
         diffs = (paired["slor"] - paired["slor_parent"]).to_numpy()
-        lo, hi = _cluster_bootstrap(diffs, clusters.to_numpy(), config) if paired.height else (None, None)
+        lo, hi = _cluster_interval(diffs, clusters.to_numpy(), config) if paired.height else (None, None)
         rows.append(
             {
                 "role": "difference",
@@ -409,12 +393,10 @@ def evaluate_fluency(
     reference_texts: Sequence[str] | None,
     config: FluencyConfig | None = None,
     names: dict[str, str] | None = None,
-    unigram: pl.DataFrame | None = None,
     scorer: Scorer | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(per-reply scores, summary) of both sides' replies. The unigram term is counted on `reference_texts` (the
-    served human replies of the eval prompts) or read from `unigram` (a (token_id, count) table counted once on
-    the curated traffic). Without a reference model (and `on_missing='insufficient'`) or a reference text, the
+    served human replies of the eval prompts). Without a reference model (and `on_missing='insufficient'`) or a reference text, the
     scores are empty and the summary says why."""
     config = config or FluencyConfig()
     empty = pl.DataFrame(schema={"role": pl.Utf8, "policy": pl.Utf8, **SCORE_SCHEMA})
@@ -426,11 +408,8 @@ def evaluate_fluency(
                 raise
             return empty, unavailable(str(e), names)
     texts = [t for t in reference_texts or [] if t]
-    if unigram is not None:
-        table = Unigram.from_frame(unigram, scorer.vocab_size)
-    elif texts:
-        table = Unigram.from_texts(texts, scorer)
-    else:
-        return empty, unavailable("no reference text for the unigram term (no served replies, no unigram table)", names)
+    if not texts:
+        return empty, unavailable("no reference text for the unigram term (no served replies)", names)
+    table = Unigram.from_texts(texts, scorer)
     scores = reply_fluency(sides, scorer, table, names)
     return scores, summarize(scores, config)
