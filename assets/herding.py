@@ -208,7 +208,13 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "drops_by_reason": counts_table(reasons),
         "path": dg.MetadataValue.path(str(target)),
         "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
+        # per source, the mean length shift the rows would teach, before and after the length balance
+        **({"length_balance": dg.MetadataValue.json(balance)} if (balance := _length_balance(m)) else {}),
     }
+
+
+def _length_balance(manifest: dict) -> dict | None:
+    return manifest.get("length_shift_by_source") or manifest.get("length_log_ratio_by_source")
 
 
 def sft_rows(build) -> pl.DataFrame:
@@ -234,7 +240,8 @@ def _candidate_inputs(settings: FlywheelSettings, plan: GenerationPlan) -> tuple
     description="The SFT set: the best candidate per prompt above a score floor, passing style and PII guards "
     "(rejection sampling); on the training character cards only replies that keep every rule of the card; mixed "
     "with engaged served replies at the manifest's stated ratios, over as many rows as SFT will see (a scarce "
-    "source repeats, as extra epochs); TRL's conversational format.",
+    "source repeats, as extra epochs); each source length-balanced against what the parent writes for the same "
+    "prompts, so SFT does not move reply length; TRL's conversational format.",
     check_specs=[suite_spec("sft_dataset", "sft_examples", blocking=True)],
 )
 def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):
@@ -263,9 +270,10 @@ def sft_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, g
     group_name=GROUP_HERD,
     kinds={"huggingface"},
     metadata=schema_metadata(PREFERENCE_PAIRS),
-    description="Preference pairs (best vs worst candidate by reward, plus annotation pairs; on the training "
-    "character cards a rule-keeping reply against a rule-breaking one of similar length), without pairs whose "
-    "length or emoji difference exceeds the bounds; TRL's conversational preference format.",
+    description="Preference pairs (the best candidate by reward against the worst of about its length, plus "
+    "annotation pairs; on the training character cards a rule-keeping reply against a rule-breaking one of similar "
+    "length), without pairs whose length or emoji difference exceeds the bounds, and length-balanced per source so "
+    "that chosen replies are neither shorter nor longer on average; TRL's conversational preference format.",
     check_specs=[suite_spec("preference_dataset", "preference_pairs", blocking=True)],
 )
 def preference_dataset(context: dg.AssetExecutionContext, settings: FlywheelSettings, generation: GenerationSettings):

@@ -39,7 +39,7 @@ def _sft_frame() -> pl.DataFrame:
     )
     # equal shares, so that two rule-keeping replies leave room for every other source
     mix = dict.fromkeys(sft_dataset.SFT_SOURCES, 1.0)
-    res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix), rewrites=rewrites)
+    res = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix, length_balance=None), rewrites=rewrites)
     # the same join the sft_dataset asset validates: ids from the frame, texts from the dataset
     return res.frame.with_columns(res.dataset.to_polars().get_column("messages"))
 
@@ -70,7 +70,9 @@ def _pairs() -> pl.DataFrame:
         },
         schema_overrides={"margin": pl.Float64, "prompt": pl.List(schema.MESSAGE)},
     )
-    return build_preference_dataset(prompts, c, annotation_pairs=ann).frame
+    # the length filters under test are the per-pair ones, so pairing by length and the balance are off
+    cfg = PreferenceBuildConfig(max_length_ratio=1000.0, length_balance=None)
+    return build_preference_dataset(prompts, c, cfg, annotation_pairs=ann).frame
 
 
 def _kept(pairs: pl.DataFrame) -> pl.DataFrame:

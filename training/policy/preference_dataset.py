@@ -1,10 +1,12 @@
-"""The preference pairs of one generation: best vs worst candidate per prompt (with a score margin), character-card
-pairs and annotation pairs; pairs whose chosen and rejected differ too much in length or emoji are dropped, so
+"""The preference pairs of one generation: per prompt the best candidate against the worst one of about its length
+(with a score margin), character-card pairs and annotation pairs; pairs whose chosen and rejected differ too much in
+length or emoji are dropped, and each source is length-balanced (training.rewards.length_bias.balance_shifts), so
 DPO does not learn those artifacts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -21,6 +23,7 @@ from training.policy.dataset_lineage import (
 from training.policy.datasets_build import PiiCheck, prompt_index, rule_checked, without_length_trend
 from training.policy.models import chat_messages
 from training.policy.steer_data import steer_pairs
+from training.rewards.length_bias import balance_shifts, length_shift, log_chars
 
 PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
@@ -51,6 +54,21 @@ class PreferenceBuildConfig:
             "closest in length, and must be within this many characters (else steer_length_delta)."
         },
     )
+    max_length_ratio: float = field(
+        default=1.5,
+        metadata={
+            "help": "On a traffic prompt, the rejected reply is the lowest-scored candidate whose length (1 + chars) "
+            "is within this factor of the chosen one's; a prompt with none gives no pair (length_unmatched)."
+        },
+    )
+    length_balance: float | None = field(
+        default=0.05,
+        metadata={
+            "help": "Per pair source, the mean of log((1 + chosen chars) / (1 + rejected chars)) must lie within +- "
+            "this; the pairs that pull it furthest are left out as length_balance "
+            "(training.rewards.length_bias.balance_shifts), so DPO does not learn shorter or longer. None keeps all."
+        },
+    )
     length_neutral: bool = field(
         default=True,
         metadata={
@@ -69,6 +87,10 @@ class PreferenceBuildConfig:
             raise ValueError(f"min_margin={self.min_margin} must be >= 0")
         if min(self.max_length_delta, self.max_emoji_delta, self.steer_max_length_delta) < 0:
             raise ValueError("max_length_delta, max_emoji_delta and steer_max_length_delta must be >= 0")
+        if not self.max_length_ratio >= 1.0:
+            raise ValueError(f"max_length_ratio={self.max_length_ratio} must be >= 1 (e.g. 1.5)")
+        if self.length_balance is not None and self.length_balance < 0:
+            raise ValueError(f"length_balance={self.length_balance} must be >= 0, or None to keep every pair")
 
 
 def _pair_reason(pair: dict, cfg: PreferenceBuildConfig, pii_check: PiiCheck | None) -> str | None:
@@ -92,6 +114,35 @@ def _pair_reason(pair: dict, cfg: PreferenceBuildConfig, pii_check: PiiCheck | N
 def _with_deltas(pair: dict) -> dict:
     chosen, rejected = pair["chosen"] or "", pair["rejected"] or ""
     return dict(pair, delta_len=len(chosen) - len(rejected), delta_emoji=count_emoji(chosen) - count_emoji(rejected))
+
+
+def _balance_pairs(pairs: list[dict], tolerance: float | None, drop_rows: list[dict]) -> dict:
+    """Mark `length_balance` on the kept pairs, per source, that pull the mean log length ratio chosen / rejected
+    beyond +-`tolerance`; returns each source's mean ratio before and after."""
+    report: dict[str, dict] = {}
+    for source in sorted({p["source"] for p in pairs}):
+        live = [p for p in pairs if p["source"] == source and p["drop_reason"] is None]
+        if not live:
+            continue
+        ratios = [length_shift(p["chosen"], math.log1p(len(p["rejected"] or ""))) for p in live]
+        out = balance_shifts(ratios, tolerance) if tolerance is not None else set()
+        for i in sorted(out):
+            live[i]["drop_reason"] = "length_balance"
+            drop_rows.append(
+                {
+                    "day": live[i]["day"],
+                    "row_id": live[i]["pair_id"],
+                    "reason_code": "length_balance",
+                    "detail": f"log_ratio={ratios[i]:+.3f}",
+                }
+            )
+        after = [r for i, r in enumerate(ratios) if i not in out]
+        report[source] = {
+            "before": float(sum(ratios) / len(ratios)),
+            "after": float(sum(after) / len(after)),
+            "left_out": len(out),
+        }
+    return report
 
 
 def build_preference_dataset(
@@ -136,7 +187,16 @@ def build_preference_dataset(
             drop_rows.append({"day": p["day"], "row_id": f"{pid}/pair", "reason_code": "too_few_candidates"})
             continue
         ranked = group.sort("rm_pointwise", descending=True, maintain_order=True)
-        best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
+        best = ranked.row(0, named=True)
+        # the worst-scored reply of about the chosen one's length: the extremes of a few candidates differ in
+        # length as much as in anything else, and DPO would learn that difference
+        matched = ranked.slice(1).filter(
+            (log_chars("text") - math.log1p(len(best["text"] or ""))).abs() <= math.log(cfg.max_length_ratio)
+        )
+        if matched.is_empty():
+            drop_rows.append({"day": p["day"], "row_id": f"{pid}/pair", "reason_code": "length_unmatched"})
+            continue
+        worst = matched.row(-1, named=True)
         pairs.append(
             _with_deltas(
                 {
@@ -177,6 +237,7 @@ def build_preference_dataset(
                     "detail": f"delta_len={pair['delta_len']} delta_emoji={pair['delta_emoji']}",
                 }
             )
+    length_balance = _balance_pairs(pairs, cfg.length_balance, drop_rows)
     kept = [p for p in pairs if p["drop_reason"] is None]
     rows = [
         {
@@ -198,6 +259,8 @@ def build_preference_dataset(
         "rows": len(rows),
         "pairs_considered": len(pairs),
         "length_trend": length_trend,
+        # per source: mean log length ratio chosen / rejected before and after the balance
+        "length_log_ratio_by_source": length_balance,
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,

@@ -5,8 +5,10 @@ annotation rewrites at configured ratios.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import polars as pl
 
 from engine.style import StyleGuards
@@ -27,6 +29,7 @@ from training.policy.datasets_build import (
     style_guards,
     without_length_trend,
 )
+from training.rewards.length_bias import balance_shifts, length_shift, reference_lengths
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
@@ -91,12 +94,23 @@ class SFTBuildConfig:
             "such prompts are rare successes early on, so more than the single best one is kept."
         },
     )
+    length_balance: float | None = field(
+        default=0.05,
+        metadata={
+            "help": "Each source's mean length shift (a reply's log(1 + chars) minus the mean over its prompt's "
+            "candidates, i.e. what the policy being trained already writes there) must lie within +- this; the rows "
+            "that pull it furthest are left out as length_balance (training.rewards.length_bias.balance_shifts), so "
+            "SFT does not move reply length. None keeps every row."
+        },
+    )
     train_splits: tuple[str, ...] = field(
         default=("train",), metadata={"help": "Prompt splits that may be trained on (when prompts have `split`)."}
     )
 
     def __post_init__(self) -> None:
         self.guards = style_guards(self.guards)
+        if self.length_balance is not None and self.length_balance < 0:
+            raise ValueError(f"length_balance={self.length_balance} must be >= 0, or None to keep every row")
         self.train_splits = tuple(self.train_splits)
         check_fraction("min_score_quantile", self.min_score_quantile)
         unknown = set(self.mix) - set(SFT_SOURCES)
@@ -191,6 +205,50 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
                 drop_rows.append({"day": day, "row_id": cid, "reason_code": reason})
 
 
+def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
+    """A row's length shift against what the policy being trained writes for its prompt: its candidates there,
+    or, for a prompt without candidates, its candidates on every prompt of the same kind (card or traffic)."""
+    per_prompt, _ = reference_lengths(candidates)
+    card_ids = [pid for pid, p in by_id.items() if p.get("instructions")]
+    is_card = pl.col("prompt_id").is_in(card_ids)
+    _, card_all = reference_lengths(candidates.filter(is_card)) if card_ids else ({}, float("nan"))
+    _, traffic_all = reference_lengths(candidates.filter(~is_card))
+
+    def shift_of(row: dict) -> float | None:
+        card = bool(by_id.get(row["prompt_id"], {}).get("instructions"))
+        ref = per_prompt.get(row["prompt_id"], card_all if card else traffic_all)
+        return None if ref is None or math.isnan(ref) else length_shift(row["response"], ref)
+
+    return shift_of
+
+
+def _balance_pools(pools: dict[str, list[dict]], shift_of, tolerance: float | None, drop_rows: list[dict]) -> dict:
+    """Leave out, per source, the rows that pull its mean length shift beyond +-`tolerance` (length_balance
+    drops); returns each source's mean shift before and after."""
+    report: dict[str, dict] = {}
+    for source, rows in pools.items():
+        shifts = [shift_of(r) for r in rows]
+        usable = [i for i, v in enumerate(shifts) if v is not None]
+        if not usable:
+            continue
+        values = [shifts[i] for i in usable]
+        out = {usable[j] for j in balance_shifts(values, tolerance)} if tolerance is not None else set()
+        for i in sorted(out):
+            r = rows[i]
+            drop_rows.append(
+                {
+                    "day": r["day"],
+                    "row_id": r["row_id"],
+                    "reason_code": "length_balance",
+                    "detail": f"shift={shifts[i]:+.3f}",
+                }
+            )
+        pools[source] = [r for i, r in enumerate(rows) if i not in out]
+        after = [shifts[i] for i in usable if i not in out]
+        report[source] = {"before": float(np.mean(values)), "after": float(np.mean(after)), "left_out": len(out)}
+    return report
+
+
 def build_sft_dataset(
     prompts: pl.DataFrame,
     candidates: pl.DataFrame,
@@ -276,10 +334,15 @@ def build_sft_dataset(
                 }
             )
 
+    shift_of = _length_reference(raw_candidates, by_id)
+    length_balance = _balance_pools(pools, shift_of, cfg.length_balance, drop_rows)
     for rows in pools.values():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
     kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples, cfg.size)
     drop_rows += surplus
+    for source, rows in kept.items():
+        if source in length_balance and rows:
+            length_balance[source]["kept"] = float(np.mean([shift_of(r) for r in rows]))
     rows = sorted(
         (
             {
@@ -308,6 +371,9 @@ def build_sft_dataset(
         "ratios_achieved": {s: (len(kept[s]) / total if total else 0.0) for s in SFT_SOURCES},
         "missing_sources": [s for s, v in cfg.mix.items() if v > 0 and not pools[s]],
         "length_trend": length_trend,
+        # per source: mean length shift of its rows against their prompts' candidates, before and after the
+        # balance, and of the rows the mixture kept (None where no candidate gives a reference)
+        "length_shift_by_source": length_balance,
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,
         "content_hash": rows_digest([{k: r[k] for k in ("messages", "source", "prompt_id")} for r in rows]),

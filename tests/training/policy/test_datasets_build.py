@@ -57,8 +57,10 @@ def test_rejection_sampling_does_not_learn_the_reward_models_length_preference()
 
 def test_preference_pairs_are_chosen_without_the_length_trend():
     prompts, c = prompts_frame(30), _short_loving_candidates()
-    neutral = build_preference_dataset(prompts, c, PreferenceBuildConfig())
-    raw = build_preference_dataset(prompts, c, PreferenceBuildConfig(length_neutral=False))
+    # which reply is chosen is under test, not the length pairing or balance that follow it
+    free = {"max_length_ratio": 1000.0, "length_balance": None}
+    neutral = build_preference_dataset(prompts, c, PreferenceBuildConfig(**free))
+    raw = build_preference_dataset(prompts, c, PreferenceBuildConfig(length_neutral=False, **free))
 
     def chosen_lengths(res) -> set[int]:
         return {len(r["chosen"][0]["content"]) for r in res.dataset}

@@ -1,3 +1,4 @@
+import numpy as np
 import polars as pl
 import pytest
 
@@ -36,7 +37,10 @@ def test_preference_pairs_best_vs_worst_with_artifact_filters():
         schema_overrides={"margin": pl.Float64, "prompt": pl.List(schema.MESSAGE)},
     )
     res = build_preference_dataset(
-        prompts, c, PreferenceBuildConfig(max_length_delta=100, max_emoji_delta=2), annotation_pairs=ann
+        prompts,
+        c,
+        PreferenceBuildConfig(max_length_delta=100, max_emoji_delta=2, max_length_ratio=1000.0, length_balance=None),
+        annotation_pairs=ann,
     )
     assert res.frame.schema == PREFERENCE_PAIRS
     reasons = dict(zip(res.frame["pair_id"], res.frame["drop_reason"]))
@@ -63,3 +67,45 @@ def test_preference_pairs_best_vs_worst_with_artifact_filters():
 def test_preference_config_validation():
     with pytest.raises(ValueError, match="min_margin"):
         PreferenceBuildConfig(min_margin=-1)
+
+
+def test_the_rejected_reply_is_the_worst_of_about_the_chosen_ones_length():
+    prompts = prompts_frame(2)
+    c = cands(
+        [
+            ("p0", 0, "a warm and kind answer", 0.9),
+            ("p0", 1, "ok", 0.1),  # the worst overall, but a tenth of the chosen one's length
+            ("p0", 2, "a so-so kind answer", 0.4),
+            ("p0", 3, "a rather good answer!", 0.6),
+            ("p1", 0, "a long and very detailed answer", 0.9),
+            ("p1", 1, "no", 0.2),
+        ]
+    )
+    res = build_preference_dataset(prompts, c, PreferenceBuildConfig(length_balance=None))
+    pair = res.frame.filter(pl.col("pair_id") == "p0/pair").row(0, named=True)
+    assert (pair["chosen"], pair["rejected"]) == ("a warm and kind answer", "a so-so kind answer")
+    assert drop_reasons(res)["p1/pair"] == "length_unmatched"
+    assert res.manifest["drops_by_reason"]["preference_data/length_unmatched"] == 1
+    with pytest.raises(ValueError, match="max_length_ratio"):
+        PreferenceBuildConfig(max_length_ratio=0.5)
+
+
+def test_the_balance_leaves_out_the_pairs_that_would_teach_shorter_replies():
+    prompts = prompts_frame(20)
+    rows = []
+    for i in range(20):
+        # 14 prompts whose best reply is the shorter one, 6 whose best is the longer one
+        short, long_ = f"reply {i} " + "a" * 20, f"reply {i} " + "a" * 30
+        best, worst = (short, long_) if i < 14 else (long_, short)
+        rows += [(f"p{i}", 0, best, 0.9), (f"p{i}", 1, worst, 0.1)]
+    res = build_preference_dataset(prompts, cands(rows), PreferenceBuildConfig(length_balance=0.05))
+    ratio = res.manifest["length_log_ratio_by_source"]["candidates"]
+    assert ratio["before"] < -0.1 and abs(ratio["after"]) <= 0.05
+    left_out = {r for r, why in drop_reasons(res).items() if why == "length_balance"}
+    assert len(left_out) == ratio["left_out"] == 6  # 8 shorter-chosen and 6 longer-chosen pairs remain
+    assert left_out <= {f"p{i}/pair" for i in range(14)}  # only pairs whose chosen reply is the shorter
+    kept = [np.log1p(len(r["chosen"][0]["content"])) - np.log1p(len(r["rejected"][0]["content"])) for r in res.dataset]
+    assert abs(np.mean(kept)) <= 0.05 and len(kept) == 14
+    assert PreferenceBuildConfig(length_balance=None).length_balance is None
+    with pytest.raises(ValueError, match="length_balance"):
+        PreferenceBuildConfig(length_balance=-0.1)

@@ -59,7 +59,8 @@ def test_sft_mixture_meets_ratios_and_records_surplus():
     prompts = prompts_frame(10)
     c = cands([(f"p{i}", 0, f"sampled reply {i}", 1.0 + i) for i in range(10)])
     rewrites = pl.DataFrame({"prompt_id": ["p0", "p1", "nope"], "text": ["rewritten one", "rewritten two", "x y"]})
-    cfg = SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2})
+    mix = {"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2}
+    cfg = SFTBuildConfig(min_score=0.0, mix=mix, length_balance=None)  # the ratios are under test, not lengths
     res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
     m = res.manifest
     # rewrites (2 rows at 20%) bound the mixture at 10 rows: 5 sampled, 3 served, 2 rewrites
@@ -130,7 +131,8 @@ def test_a_mixture_of_a_given_size_repeats_the_scarce_source_instead_of_thinning
     prompts = prompts_frame(10)
     c = cands([(f"p{i}", 0, f"sampled reply {i}", 1.0 + i) for i in range(10)])
     rewrites = pl.DataFrame({"prompt_id": ["p0", "p1"], "text": ["rewritten one", "rewritten two"]})
-    cfg = SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2}, size=20)
+    mix = {"rejection_sampled": 0.5, "served_engaged": 0.3, "rewrite": 0.2}
+    cfg = SFTBuildConfig(min_score=0.0, mix=mix, size=20, length_balance=None)
     res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
     m = res.manifest
     # 20 rows: all 10 sampled replies, 6 of the 10 served ones, and the 2 rewrites twice each
@@ -154,3 +156,29 @@ def test_a_mixture_of_a_given_size_repeats_the_scarce_source_instead_of_thinning
     assert plain.manifest["rows"] == 10 and not any(plain.manifest["repeated_by_source"].values())
     with pytest.raises(ValueError, match="size=0"):
         SFTBuildConfig(size=0)
+
+
+def test_rejection_sampling_leaves_out_the_targets_that_would_shorten_the_replies():
+    prompts = prompts_frame(12)
+    rows = []
+    for i in range(12):
+        best = 20 if i < 10 else 80  # ten prompts whose best reply is short, two whose best is long
+        for k, n in enumerate((10, 20, 40, 80)):
+            rows.append((f"p{i}", k, f"{i}" + "a" * (n - 1 - len(str(i))) + ".", 0.9 if n == best else 0.1 * k))
+    mix = {"rejection_sampled": 1.0}
+    res = build_sft_dataset(prompts, cands(rows), SFTBuildConfig(min_score=0.0, mix=mix, length_neutral=False))
+    shift = res.manifest["length_shift_by_source"]["rejection_sampled"]
+    assert shift["before"] < -0.1 and abs(shift["after"]) <= 0.05 and abs(shift["kept"]) <= 0.05
+    left_out = {r for r, why in drop_reasons(res).items() if why == "length_balance" and "/gen1/" in r}
+    assert len(left_out) == shift["left_out"] == 3
+    assert all(int(r.split("/")[0][1:]) < 10 for r in left_out)  # only short targets go
+    assert len(res.dataset) == 9
+    unbalanced = build_sft_dataset(
+        prompts, cands(rows), SFTBuildConfig(min_score=0.0, mix=mix, length_neutral=False, length_balance=None)
+    )
+    assert (
+        len(unbalanced.dataset) == 12
+        and unbalanced.manifest["length_shift_by_source"]["rejection_sampled"]["left_out"] == 0
+    )
+    with pytest.raises(ValueError, match="length_balance"):
+        SFTBuildConfig(length_balance=-1.0)

@@ -2,7 +2,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.rewards.length_bias import MIN_ROWS, fit_length_trend, length_adjusted, remove_length_trend
+from training.rewards.length_bias import (
+    MIN_ROWS,
+    balance_shifts,
+    fit_length_trend,
+    length_adjusted,
+    length_shift,
+    reference_lengths,
+    remove_length_trend,
+)
 
 
 def candidates(slope: float, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0) -> pl.DataFrame:
@@ -72,3 +80,39 @@ def test_too_few_comparable_rows_fit_no_trend_and_change_nothing():
     )
     assert fit_length_trend(nulls).slope == pytest.approx(-1.0, abs=0.2)
     assert fit_length_trend(nulls.head(0)).slope == 0.0
+
+
+def test_the_balance_leaves_out_the_most_extreme_rows_on_the_side_the_mean_leans_to():
+    shifts = [-0.6, -0.5, -0.4, 0.1, 0.0, 0.05, -0.05, 0.2]  # mean -0.15
+    out = balance_shifts(shifts, 0.05)
+    assert out == {0, 1}  # after them the mean is -0.017
+    kept = [v for i, v in enumerate(shifts) if i not in out]
+    assert abs(np.mean(kept)) <= 0.05
+    # the same rows mirrored lean the other way and lose their mirror images
+    assert balance_shifts([-v for v in shifts], 0.05) == {0, 1}
+
+
+def test_a_balanced_or_empty_set_keeps_everything_and_a_bad_tolerance_fails():
+    assert balance_shifts([], 0.05) == set()
+    assert balance_shifts([0.3, -0.3, 0.01], 0.05) == set()
+    with pytest.raises(ValueError, match="tolerance"):
+        balance_shifts([0.1], -1.0)
+    with pytest.raises(ValueError, match="max_left_out"):
+        balance_shifts([0.1], 0.05, max_left_out=1.0)
+
+
+def test_the_balance_never_takes_more_than_its_share_of_rows():
+    shifts = [-0.5] * 9 + [0.1]  # nearly every row shorter: no subset reaches the tolerance
+    out = balance_shifts(shifts, 0.05)
+    assert len(out) == 5 and 9 not in out  # half the rows at most, never the longer one
+    assert balance_shifts([-0.5, -0.4], 0.05) == {0}  # at least one row stays
+
+
+def test_reference_lengths_are_the_candidates_mean_log_length_per_prompt():
+    frame = pl.DataFrame({"prompt_id": ["a", "a", "b"], "text": ["x" * 9, "x" * 99, "x" * 19]})
+    per, overall = reference_lengths(frame)
+    assert per["a"] == pytest.approx((np.log(10) + np.log(100)) / 2)
+    assert per["b"] == pytest.approx(np.log(20)) and overall == pytest.approx(np.log(20000) / 3)
+    assert length_shift("x" * 19, per["b"]) == pytest.approx(0.0)
+    assert length_shift("x" * 39, per["b"]) == pytest.approx(np.log(2))
+    assert reference_lengths(frame.clear())[0] == {}
