@@ -113,6 +113,7 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
     fluency = fluency_against_gen0(lake, rows) if rows else {}
     for row in rows:
         row["fluency"] = fluency.get(row["generation"])
+        row["length"] = length_record(lake, home, row["generation"])
     return {
         "seed": seed,
         "returncode": rc,
@@ -121,6 +122,23 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
         "generations": rows,
         "heldout": heldout_progress(settings) if rows else None,
     }
+
+
+def length_record(lake, home: Path, generation: str) -> dict:
+    """What the artifact gate compared (mean characters and words of the held-out replies, parent and new) and
+    the length the generation's training sets would teach: per source, the mean length shift of the SFT targets
+    against their prompts' candidates and the mean log length ratio of the preference pairs, before and after
+    the length balance (`training.rewards.length_bias`)."""
+    out: dict = {}
+    if lake.exists("eval_style"):
+        style = lake.read("eval_style", Partition.generation(generation))
+        for r in style.iter_rows(named=True):
+            out[r["role"]] = {"chars": r["mean_chars"], "words": r["mean_words"]}
+    for kind, key in (("sft", "length_shift_by_source"), ("preference", "length_log_ratio_by_source")):
+        manifest = home / "models" / generation / "datasets" / kind / "manifest.json"
+        if manifest.is_file():
+            out[kind] = json.loads(manifest.read_text()).get(key)
+    return out
 
 
 def fluency_against_gen0(lake, rows: list[dict], resamples: int = 2000) -> dict[str, dict]:
@@ -202,6 +220,17 @@ def print_run(run: dict, verdict: dict) -> None:
             )
         elif f:
             print(f"    fluency not measured: {f['reason']}")
+        length = r.get("length") or {}
+        if "new" in length and "parent" in length:
+            a, b = length["parent"]["chars"], length["new"]["chars"]
+            print(
+                f"    mean reply {a:.1f} -> {b:.1f} characters ({(b - a) / a:+.1%}), words {length['parent']['words']:.1f} -> {length['new']['words']:.1f}"
+            )
+        for kind in ("sft", "preference"):
+            shifts = length.get(kind) or {}
+            if shifts:
+                parts = ", ".join(f"{s} {v['before']:+.2f} -> {v['after']:+.2f}" for s, v in shifts.items())
+                print(f"    {kind} length shift by source, before -> after the balance: {parts}")
     gain = run["heldout"]
     if gain:
         print(
