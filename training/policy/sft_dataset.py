@@ -29,7 +29,7 @@ from training.policy.datasets_build import (
     style_guards,
     without_length_trend,
 )
-from training.rewards.length_bias import balance_shifts, length_shift, reference_lengths
+from training.rewards.length_bias import balance_shifts, balanced_order, length_shift, reference_lengths
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
@@ -336,8 +336,12 @@ def build_sft_dataset(
 
     shift_of = _length_reference(raw_candidates, by_id)
     length_balance = _balance_pools(pools, shift_of, cfg.length_balance, drop_rows)
-    for rows in pools.values():
+    for source, rows in pools.items():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
+        shifts = [shift_of(r) for r in rows]
+        if cfg.length_balance is not None and rows and None not in shifts:
+            # the mixture keeps the first rows of a source: order them so that any such prefix is balanced too
+            pools[source] = [rows[i] for i in balanced_order(shifts, cfg.length_balance)]
     kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples, cfg.size)
     drop_rows += surplus
     for source, rows in kept.items():

@@ -5,6 +5,7 @@ import pytest
 from training.rewards.length_bias import (
     MIN_ROWS,
     balance_shifts,
+    balanced_order,
     fit_length_trend,
     length_adjusted,
     length_shift,
@@ -116,3 +117,13 @@ def test_reference_lengths_are_the_candidates_mean_log_length_per_prompt():
     assert length_shift("x" * 19, per["b"]) == pytest.approx(0.0)
     assert length_shift("x" * 39, per["b"]) == pytest.approx(np.log(2))
     assert reference_lengths(frame.clear())[0] == {}
+
+
+def test_a_balanced_order_keeps_every_prefix_near_zero_and_the_best_rows_first():
+    shifts = [-0.5, -0.5, -0.5, 0.4, 0.5, 0.0]  # best first
+    order = balanced_order(shifts, 0.05)
+    assert order == [3, 0, 4, 1, 2, 5]
+    assert abs(np.mean([shifts[i] for i in order[:4]])) <= 0.05  # the first four: two of each side
+    assert sorted(order) == list(range(6))
+    assert balanced_order(shifts, 10.0) == list(range(6))  # nothing leans too far: rank order
+    assert balanced_order([], 0.05) == []
