@@ -49,8 +49,11 @@ the replies carry no user). The release gate on it is `evaluation.release_gates.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -236,7 +239,15 @@ def _load(folder: str, gguf_file: str | None, device: str) -> tuple[Any, Any]:
     from engine.policy import PolicyConfig, load_model, load_tokenizer
 
     cfg = PolicyConfig(model_name_or_path=folder, gguf_file=gguf_file, dtype="float32", device=device)
-    return load_model(cfg).eval(), load_tokenizer(cfg)
+    # de-quantising the GGUF draws tqdm bars on stderr that say nothing about the run (tqdm reads TQDM_DISABLE
+    # only when first imported); they are held back, and shown only when the load fails
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            return load_model(cfg).eval(), load_tokenizer(cfg)
+    except Exception:
+        sys.stderr.write(held.getvalue())
+        raise
 
 
 def load_scorer(config: FluencyConfig | None = None) -> TorchScorer:

@@ -153,7 +153,9 @@ def saved_datasets(root: Path, n_prompts: int = 8) -> dict[str, str]:
     prompts = prompts_frame(n_prompts)
     cands = candidates_frame(prompts)
     sft = build_sft_dataset(prompts, cands, SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 1.0}))
-    prefs = build_preference_dataset(prompts, cands, PreferenceBuildConfig(max_length_delta=1000))
+    # four hand-written replies of very different lengths: any pair will do for a stage's smoke test
+    loose = PreferenceBuildConfig(max_length_delta=1000, max_length_ratio=1000.0, length_balance=None)
+    prefs = build_preference_dataset(prompts, cands, loose)
     rl = select_rl_prompts(prompts, cands)
     return {
         "sft": str(sft.save(root / "sft")),

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
@@ -276,6 +277,8 @@ def finish_stage(
 def stage_main(stage: str, cls, run: Callable[..., dict[str, Any]], argv: Sequence[str] | None = None) -> int:
     """Command-line entry of a stage: parse settings, run, report (through Dagster Pipes when launched by it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' notes on its own API renames, hit by the calls TRL makes, say nothing about the run
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     with stage_reporting(stage) as reporter:
         cfg = parse_config(cls, argv, defaults=reporter.extras_config())
         reporter.progress(f"starting on {describe_device(cfg.device)}; output_dir={cfg.output_dir}")
