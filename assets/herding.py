@@ -214,7 +214,7 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
 
 
 def _length_balance(manifest: dict) -> dict | None:
-    return manifest.get("length_shift_by_source") or manifest.get("length_log_ratio_by_source")
+    return manifest.get("length_shift_by_source")
 
 
 def sft_rows(build) -> pl.DataFrame:

@@ -126,18 +126,18 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
 
 def length_record(lake, home: Path, generation: str) -> dict:
     """What the artifact gate compared (mean characters and words of the held-out replies, parent and new) and
-    the length the generation's training sets would teach: per source, the mean length shift of the SFT targets
-    against their prompts' candidates and the mean log length ratio of the preference pairs, before and after
-    the length balance (`training.rewards.length_bias`)."""
+    the length the generation's training sets would teach: per source, the relative difference of the SFT
+    targets' mean characters from their prompts' candidates' and of the chosen replies' from the rejected ones',
+    before and after the length balance (`training.rewards.length_bias`)."""
     out: dict = {}
     if lake.exists("eval_style"):
         style = lake.read("eval_style", Partition.generation(generation))
         for r in style.iter_rows(named=True):
             out[r["role"]] = {"chars": r["mean_chars"], "words": r["mean_words"]}
-    for kind, key in (("sft", "length_shift_by_source"), ("preference", "length_log_ratio_by_source")):
+    for kind in ("sft", "preference"):
         manifest = home / "models" / generation / "datasets" / kind / "manifest.json"
         if manifest.is_file():
-            out[kind] = json.loads(manifest.read_text()).get(key)
+            out[kind] = json.loads(manifest.read_text()).get("length_shift_by_source")
     return out
 
 

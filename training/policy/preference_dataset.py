@@ -23,7 +23,7 @@ from training.policy.dataset_lineage import (
 from training.policy.datasets_build import PiiCheck, prompt_index, rule_checked, without_length_trend
 from training.policy.models import chat_messages
 from training.policy.steer_data import steer_pairs
-from training.rewards.length_bias import balance_shifts, length_shift, log_chars
+from training.rewards.length_bias import balance_shifts, log_chars, relative_difference, relative_shifts
 
 PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
@@ -64,8 +64,8 @@ class PreferenceBuildConfig:
     length_balance: float | None = field(
         default=0.05,
         metadata={
-            "help": "Per pair source, the mean of log((1 + chosen chars) / (1 + rejected chars)) must lie within +- "
-            "this; the pairs that pull it furthest are left out as length_balance "
+            "help": "Per pair source, the chosen replies' mean characters must lie within this relative difference of "
+            "the rejected ones'; the pairs that pull it furthest are left out as length_balance "
             "(training.rewards.length_bias.balance_shifts), so DPO does not learn shorter or longer. None keeps all."
         },
     )
@@ -117,14 +117,19 @@ def _with_deltas(pair: dict) -> dict:
 
 
 def _balance_pairs(pairs: list[dict], tolerance: float | None, drop_rows: list[dict]) -> dict:
-    """Mark `length_balance` on the kept pairs, per source, that pull the mean log length ratio chosen / rejected
-    beyond +-`tolerance`; returns each source's mean ratio before and after."""
+    """Mark `length_balance` on the kept pairs, per source, that pull the chosen replies' mean characters more
+    than `tolerance` (relative) from the rejected ones'; returns each source's relative difference before and
+    after."""
     report: dict[str, dict] = {}
     for source in sorted({p["source"] for p in pairs}):
         live = [p for p in pairs if p["source"] == source and p["drop_reason"] is None]
         if not live:
             continue
-        ratios = [length_shift(p["chosen"], math.log1p(len(p["rejected"] or ""))) for p in live]
+        chosen = [float(len(p["chosen"] or "")) for p in live]
+        rejected = [float(len(p["rejected"] or "")) for p in live]
+        ratios = relative_shifts(chosen, rejected)
+        if not ratios:
+            continue
         out = balance_shifts(ratios, tolerance) if tolerance is not None else set()
         for i in sorted(out):
             live[i]["drop_reason"] = "length_balance"
@@ -133,13 +138,14 @@ def _balance_pairs(pairs: list[dict], tolerance: float | None, drop_rows: list[d
                     "day": live[i]["day"],
                     "row_id": live[i]["pair_id"],
                     "reason_code": "length_balance",
-                    "detail": f"log_ratio={ratios[i]:+.3f}",
+                    "detail": f"shift={ratios[i]:+.3f}",
                 }
             )
-        after = [r for i, r in enumerate(ratios) if i not in out]
         report[source] = {
-            "before": float(sum(ratios) / len(ratios)),
-            "after": float(sum(after) / len(after)),
+            "before": relative_difference(chosen, rejected),
+            "after": relative_difference(
+                [v for i, v in enumerate(chosen) if i not in out], [v for i, v in enumerate(rejected) if i not in out]
+            ),
             "left_out": len(out),
         }
     return report
@@ -259,8 +265,9 @@ def build_preference_dataset(
         "rows": len(rows),
         "pairs_considered": len(pairs),
         "length_trend": length_trend,
-        # per source: mean log length ratio chosen / rejected before and after the balance
-        "length_log_ratio_by_source": length_balance,
+        # per source: relative difference of the chosen replies' mean characters from the rejected ones', before
+        # and after the balance
+        "length_shift_by_source": length_balance,
         "rows_by_source": {s: sum(1 for p in kept if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,

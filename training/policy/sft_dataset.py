@@ -5,10 +5,8 @@ annotation rewrites at configured ratios.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import polars as pl
 
 from engine.style import StyleGuards
@@ -29,7 +27,7 @@ from training.policy.datasets_build import (
     style_guards,
     without_length_trend,
 )
-from training.rewards.length_bias import balance_shifts, balanced_order, length_shift, reference_lengths
+from training.rewards.length_bias import balance_shifts, balanced_order, relative_difference, relative_shifts
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
@@ -97,8 +95,9 @@ class SFTBuildConfig:
     length_balance: float | None = field(
         default=0.05,
         metadata={
-            "help": "Each source's mean length shift (a reply's log(1 + chars) minus the mean over its prompt's "
-            "candidates, i.e. what the policy being trained already writes there) must lie within +- this; the rows "
+            "help": "Each source's mean length in characters must lie within this relative difference of its "
+            "references' (the mean over each row's prompt of the candidates, i.e. what the policy being trained "
+            "already writes there; on a card whose rules bound the length, the candidates that keep them); the rows "
             "that pull it furthest are left out as length_balance (training.rewards.length_bias.balance_shifts), so "
             "SFT does not move reply length. None keeps every row."
         },
@@ -205,34 +204,53 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
                 drop_rows.append({"day": day, "row_id": cid, "reason_code": reason})
 
 
+# On a card whose rules bound the length, a rule-keeping reply is short because the rule asks it to be.
+LENGTH_RULES = ("max_words", "max_chars")
+
+
 def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
-    """A row's length shift against what the policy being trained writes for its prompt: its candidates there,
-    or, for a prompt without candidates, its candidates on every prompt of the same kind (card or traffic)."""
-    per_prompt, _ = reference_lengths(candidates)
+    """A row's reference length: the mean characters of what the policy being trained writes for its prompt (its
+    candidates there; on a card whose rules bound the length, those that keep those rules), or, for a prompt
+    without candidates, of its candidates on every prompt of the same kind (card or traffic)."""
+    chars = candidates.with_columns(pl.col("text").fill_null("").str.len_chars().cast(pl.Float64).alias("_chars"))
+    per_prompt = dict(chars.group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
+    if "violated" in chars.columns:
+        keeps = (
+            pl.col("violated").is_null() | ~pl.col("violated").list.eval(pl.element().is_in(LENGTH_RULES)).list.any()
+        )
+        per_prompt |= dict(chars.filter(keeps).group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
     card_ids = [pid for pid, p in by_id.items() if p.get("instructions")]
     is_card = pl.col("prompt_id").is_in(card_ids)
-    _, card_all = reference_lengths(candidates.filter(is_card)) if card_ids else ({}, float("nan"))
-    _, traffic_all = reference_lengths(candidates.filter(~is_card))
+    card_all = chars.filter(is_card)["_chars"].mean() if card_ids else None
+    traffic_all = chars.filter(~is_card)["_chars"].mean()
 
-    def shift_of(row: dict) -> float | None:
+    def reference(row: dict) -> float | None:
         card = bool(by_id.get(row["prompt_id"], {}).get("instructions"))
         ref = per_prompt.get(row["prompt_id"], card_all if card else traffic_all)
-        return None if ref is None or math.isnan(ref) else length_shift(row["response"], ref)
+        return float(ref) if ref is not None and ref > 0 else None
 
-    return shift_of
+    return reference
 
 
-def _balance_pools(pools: dict[str, list[dict]], shift_of, tolerance: float | None, drop_rows: list[dict]) -> dict:
-    """Leave out, per source, the rows that pull its mean length shift beyond +-`tolerance` (length_balance
-    drops); returns each source's mean shift before and after."""
+def _shifts(rows: list[dict], reference) -> tuple[list[float], list[float], list[float]] | None:
+    """The rows' lengths, references and relative shifts; None when a row has no reference."""
+    refs = [reference(r) for r in rows]
+    if not rows or None in refs:
+        return None
+    lengths = [float(len(r["response"] or "")) for r in rows]
+    return lengths, refs, relative_shifts(lengths, refs)
+
+
+def _balance_pools(pools: dict[str, list[dict]], reference, tolerance: float | None, drop_rows: list[dict]) -> dict:
+    """Leave out, per source, the rows that pull its mean length more than `tolerance` (relative) from its
+    references' (length_balance drops); returns each source's relative difference before and after."""
     report: dict[str, dict] = {}
     for source, rows in pools.items():
-        shifts = [shift_of(r) for r in rows]
-        usable = [i for i, v in enumerate(shifts) if v is not None]
-        if not usable:
+        measured = _shifts(rows, reference)
+        if measured is None:
             continue
-        values = [shifts[i] for i in usable]
-        out = {usable[j] for j in balance_shifts(values, tolerance)} if tolerance is not None else set()
+        lengths, refs, shifts = measured
+        out = balance_shifts(shifts, tolerance) if tolerance is not None else set()
         for i in sorted(out):
             r = rows[i]
             drop_rows.append(
@@ -244,8 +262,13 @@ def _balance_pools(pools: dict[str, list[dict]], shift_of, tolerance: float | No
                 }
             )
         pools[source] = [r for i, r in enumerate(rows) if i not in out]
-        after = [shifts[i] for i in usable if i not in out]
-        report[source] = {"before": float(np.mean(values)), "after": float(np.mean(after)), "left_out": len(out)}
+        report[source] = {
+            "before": relative_difference(lengths, refs),
+            "after": relative_difference(
+                [v for i, v in enumerate(lengths) if i not in out], [v for i, v in enumerate(refs) if i not in out]
+            ),
+            "left_out": len(out),
+        }
     return report
 
 
@@ -334,19 +357,20 @@ def build_sft_dataset(
                 }
             )
 
-    shift_of = _length_reference(raw_candidates, by_id)
-    length_balance = _balance_pools(pools, shift_of, cfg.length_balance, drop_rows)
+    reference = _length_reference(candidates, by_id)
+    length_balance = _balance_pools(pools, reference, cfg.length_balance, drop_rows)
     for source, rows in pools.items():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
-        shifts = [shift_of(r) for r in rows]
-        if cfg.length_balance is not None and rows and None not in shifts:
+        measured = _shifts(rows, reference)
+        if cfg.length_balance is not None and measured is not None:
             # the mixture keeps the first rows of a source: order them so that any such prefix is balanced too
-            pools[source] = [rows[i] for i in balanced_order(shifts, cfg.length_balance)]
+            pools[source] = [rows[i] for i in balanced_order(measured[2], cfg.length_balance)]
     kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples, cfg.size)
     drop_rows += surplus
     for source, rows in kept.items():
-        if source in length_balance and rows:
-            length_balance[source]["kept"] = float(np.mean([shift_of(r) for r in rows]))
+        measured = _shifts(rows, reference) if source in length_balance else None
+        if measured is not None:
+            length_balance[source]["kept"] = relative_difference(measured[0], measured[1])
     rows = sorted(
         (
             {
@@ -375,8 +399,8 @@ def build_sft_dataset(
         "ratios_achieved": {s: (len(kept[s]) / total if total else 0.0) for s in SFT_SOURCES},
         "missing_sources": [s for s, v in cfg.mix.items() if v > 0 and not pools[s]],
         "length_trend": length_trend,
-        # per source: mean length shift of its rows against their prompts' candidates, before and after the
-        # balance, and of the rows the mixture kept (None where no candidate gives a reference)
+        # per source: relative difference of its rows' mean characters from their references' (their prompts'
+        # candidates), before and after the balance, and of the rows the mixture kept
         "length_shift_by_source": length_balance,
         "drops_by_reason": counts_by_reason(drops),
         "pii_guard": pii_check is not None,

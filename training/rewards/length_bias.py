@@ -89,28 +89,32 @@ def length_adjusted(scores: np.ndarray, replies: list[str], slope: float) -> np.
 # Length balance of a training set
 #
 # Taking the linear trend out of the reward is not enough: the reply a best-of-n keeps and the pair DPO sees are
-# the extremes of a few candidates, and rule-keeping replies to a card are shorter than the others. Measured on
-# the default flywheel, the kept SFT targets were 0.1 to 0.5 shorter in log(1 + chars) than their prompts' own
-# candidates and DPO's chosen replies 0.4 to 0.7 shorter than the rejected ones, and each generation's replies
-# moved 20 to 26% in length. So each training source is also balanced: a row's length shift is measured against
-# what the policy it trains already writes for that prompt, and the rows that pull the mean shift away from 0
-# are left out (reason `length_balance`) until it is within a tolerance. Those rows are the most extreme on the
-# side the mean leans to, so what is kept still teaches everything but the length.
+# the extremes of a few candidates, and rule-keeping replies to a card are shorter than the others. So each
+# training source is also balanced: a row's length is compared with a reference (what the policy being trained
+# already writes for that prompt; for a pair, its rejected reply), and the rows that pull the source away from
+# it are left out (reason `length_balance`) until the source's mean length is within a tolerance of the
+# references' mean. Those rows are the most extreme on the side the source leans to, so what is kept still
+# teaches everything but the length. Lengths are compared in mean characters, the statistic the artifact gate
+# watches: balanced in log length instead, the SFT sets still came out shorter in mean characters (the policy's
+# own replies have a long tail of long ones, which a best-of-n rarely keeps), and so did the next generation.
 
 
-def reference_lengths(candidates: pl.DataFrame, text: str = "text", group: str = "prompt_id") -> tuple[dict, float]:
-    """The mean log(1 + chars) of the candidates per `group` (what the parent writes for that prompt), and over
-    every candidate (for rows whose prompt has none); (empty, nan) without candidates."""
-    if candidates.is_empty() or text not in candidates.columns:
-        return {}, float("nan")
-    per = candidates.group_by(group).agg(log_chars(text).mean().alias("_m"))
-    overall = candidates.select(log_chars(text).mean()).item()
-    return dict(per.iter_rows()), float(overall)
+def relative_shifts(lengths: list[float], references: list[float]) -> list[float]:
+    """Per row, (length - reference) / the references' mean: their mean is the relative difference of the
+    mean length from the mean reference (mean(lengths) / mean(references) - 1), the quantity a balance holds
+    near 0. Empty when there are no rows or the references' mean is not positive."""
+    if len(lengths) != len(references):
+        raise ValueError(f"{len(lengths)} lengths but {len(references)} references")
+    scale = float(np.mean(references)) if references else 0.0
+    if scale <= 0:
+        return []
+    return [(a - b) / scale for a, b in zip(lengths, references, strict=True)]
 
 
-def length_shift(reply: str | None, reference: float) -> float:
-    """log(1 + chars) of `reply` minus `reference` (a mean log(1 + chars)): about the relative length change."""
-    return float(np.log1p(len(reply or ""))) - reference
+def relative_difference(lengths: list[float], references: list[float]) -> float | None:
+    """mean(lengths) / mean(references) - 1, or None without rows."""
+    total = float(np.sum(references)) if references else 0.0
+    return float(np.sum(lengths)) / total - 1.0 if total > 0 else None
 
 
 # A source never loses more than this share of its rows to the balance: where nearly every row is shorter (a card

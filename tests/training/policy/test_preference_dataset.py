@@ -99,7 +99,7 @@ def test_the_balance_leaves_out_the_pairs_that_would_teach_shorter_replies():
         best, worst = (short, long_) if i < 14 else (long_, short)
         rows += [(f"p{i}", 0, best, 0.9), (f"p{i}", 1, worst, 0.1)]
     res = build_preference_dataset(prompts, cands(rows), PreferenceBuildConfig(length_balance=0.05))
-    ratio = res.manifest["length_log_ratio_by_source"]["candidates"]
+    ratio = res.manifest["length_shift_by_source"]["candidates"]
     assert ratio["before"] < -0.1 and abs(ratio["after"]) <= 0.05
     left_out = {r for r, why in drop_reasons(res).items() if why == "length_balance"}
     assert len(left_out) == ratio["left_out"] == 6  # 8 shorter-chosen and 6 longer-chosen pairs remain

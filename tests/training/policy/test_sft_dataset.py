@@ -170,9 +170,10 @@ def test_rejection_sampling_leaves_out_the_targets_that_would_shorten_the_replie
     shift = res.manifest["length_shift_by_source"]["rejection_sampled"]
     assert shift["before"] < -0.1 and abs(shift["after"]) <= 0.05 and abs(shift["kept"]) <= 0.05
     left_out = {r for r, why in drop_reasons(res).items() if why == "length_balance" and "/gen1/" in r}
-    assert len(left_out) == shift["left_out"] == 3
+    # a target of 20 characters is 47% below its prompt's mean of 37.5, one of 80 is 113% above: five short ones go
+    assert len(left_out) == shift["left_out"] == 5
     assert all(int(r.split("/")[0][1:]) < 10 for r in left_out)  # only short targets go
-    assert len(res.dataset) == 9
+    assert len(res.dataset) == 7
     unbalanced = build_sft_dataset(
         prompts, cands(rows), SFTBuildConfig(min_score=0.0, mix=mix, length_neutral=False, length_balance=None)
     )
@@ -182,3 +183,22 @@ def test_rejection_sampling_leaves_out_the_targets_that_would_shorten_the_replie
     )
     with pytest.raises(ValueError, match="length_balance"):
         SFTBuildConfig(length_balance=-1.0)
+
+
+def test_on_a_card_that_bounds_the_length_the_reference_is_what_keeps_that_bound():
+    from training.policy.sft_dataset import _length_reference
+
+    frame = pl.DataFrame(
+        {
+            "prompt_id": ["steer:c", "steer:c", "steer:c", "p0", "p0"],
+            "text": ["x" * 10, "x" * 100, "x" * 20, "x" * 30, "x" * 50],
+            "violated": [[], ["max_words"], ["case"], None, None],
+        },
+        schema_overrides={"violated": pl.List(pl.Utf8)},
+    )
+    by_id = {"steer:c": {"prompt_id": "steer:c", "instructions": "[]"}, "p0": {"prompt_id": "p0"}}
+    reference = _length_reference(frame, by_id)
+    # the 100-character reply broke the word limit: the card asks for the length of the other two
+    assert reference({"prompt_id": "steer:c"}) == pytest.approx(15.0)
+    assert reference({"prompt_id": "p0"}) == pytest.approx(40.0)
+    assert reference({"prompt_id": "served-only"}) == pytest.approx(40.0)  # traffic prompts' candidates

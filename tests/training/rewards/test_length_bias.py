@@ -8,8 +8,8 @@ from training.rewards.length_bias import (
     balanced_order,
     fit_length_trend,
     length_adjusted,
-    length_shift,
-    reference_lengths,
+    relative_difference,
+    relative_shifts,
     remove_length_trend,
 )
 
@@ -109,14 +109,16 @@ def test_the_balance_never_takes_more_than_its_share_of_rows():
     assert balance_shifts([-0.5, -0.4], 0.05) == {0}  # at least one row stays
 
 
-def test_reference_lengths_are_the_candidates_mean_log_length_per_prompt():
-    frame = pl.DataFrame({"prompt_id": ["a", "a", "b"], "text": ["x" * 9, "x" * 99, "x" * 19]})
-    per, overall = reference_lengths(frame)
-    assert per["a"] == pytest.approx((np.log(10) + np.log(100)) / 2)
-    assert per["b"] == pytest.approx(np.log(20)) and overall == pytest.approx(np.log(20000) / 3)
-    assert length_shift("x" * 19, per["b"]) == pytest.approx(0.0)
-    assert length_shift("x" * 39, per["b"]) == pytest.approx(np.log(2))
-    assert reference_lengths(frame.clear())[0] == {}
+def test_relative_shifts_average_to_the_relative_difference_of_the_means():
+    lengths, refs = [10.0, 50.0, 30.0], [20.0, 40.0, 30.0]
+    shifts = relative_shifts(lengths, refs)
+    assert shifts == pytest.approx([-10 / 30, 10 / 30, 0.0])
+    assert np.mean(shifts) == pytest.approx(relative_difference(lengths, refs)) == pytest.approx(0.0)
+    # one long reply weighs as much as it adds to the mean length, which is what the artifact gate compares
+    assert relative_difference([10.0, 10.0, 100.0], [40.0, 40.0, 40.0]) == pytest.approx(0.0)
+    assert relative_shifts([], []) == [] and relative_difference([], []) is None
+    with pytest.raises(ValueError, match="references"):
+        relative_shifts([1.0], [])
 
 
 def test_a_balanced_order_keeps_every_prefix_near_zero_and_the_best_rows_first():
