@@ -97,7 +97,7 @@ class SFTBuildConfig:
         metadata={
             "help": "Each source's mean length in characters must lie within this relative difference of its "
             "references' (the mean over each row's prompt of the candidates, i.e. what the policy being trained "
-            "already writes there; on a card whose rules bound the length, the candidates that keep them); the rows "
+            "already writes there); the rows "
             "that pull it furthest are left out as length_balance (training.rewards.length_bias.balance_shifts), so "
             "SFT does not move reply length. None keeps every row."
         },
@@ -204,29 +204,26 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
                 drop_rows.append({"day": day, "row_id": cid, "reason_code": reason})
 
 
-# On a card whose rules bound the length, a rule-keeping reply is short because the rule asks it to be.
-LENGTH_RULES = ("max_words", "max_chars")
-
-
 def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
     """A row's reference length: the mean characters of what the policy being trained writes for its prompt (its
-    candidates there; on a card whose rules bound the length, those that keep those rules), or, for a prompt
-    without candidates, of its candidates on every prompt of the same kind (card or traffic)."""
+    candidates there), or, for a prompt without candidates (or only empty ones), of its candidates on every
+    prompt of the same kind (card or traffic).
+
+    On a card whose rules bound the length, the rule-keeping replies are short because the rule asks it, and
+    they are still held to the card's candidates: measured, a reference of only the rule-keeping candidates
+    there let the mixture's card half teach brevity that the next generation carried to traffic prompts, past
+    the artifact gate's band."""
     chars = candidates.with_columns(pl.col("text").fill_null("").str.len_chars().cast(pl.Float64).alias("_chars"))
     per_prompt = dict(chars.group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
-    if "violated" in chars.columns:
-        keeps = (
-            pl.col("violated").is_null() | ~pl.col("violated").list.eval(pl.element().is_in(LENGTH_RULES)).list.any()
-        )
-        per_prompt |= dict(chars.filter(keeps).group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
     card_ids = [pid for pid, p in by_id.items() if p.get("instructions")]
     is_card = pl.col("prompt_id").is_in(card_ids)
     card_all = chars.filter(is_card)["_chars"].mean() if card_ids else None
     traffic_all = chars.filter(~is_card)["_chars"].mean()
 
     def reference(row: dict) -> float | None:
-        card = bool(by_id.get(row["prompt_id"], {}).get("instructions"))
-        ref = per_prompt.get(row["prompt_id"], card_all if card else traffic_all)
+        fallback = card_all if by_id.get(row["prompt_id"], {}).get("instructions") else traffic_all
+        ref = per_prompt.get(row["prompt_id"])
+        ref = ref if ref is not None and ref > 0 else fallback
         return float(ref) if ref is not None and ref > 0 else None
 
     return reference

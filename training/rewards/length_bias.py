@@ -153,20 +153,19 @@ def balance_shifts(shifts: list[float], tolerance: float, max_left_out: float = 
 
 def balanced_order(shifts: list[float], tolerance: float) -> list[int]:
     """An order of the rows (given best-first) in which every prefix keeps its mean shift near 0: the next row is
-    the best remaining one whenever it leaves the prefix's mean within +-`tolerance`, else the best remaining one
-    on the other side of 0. A mixture that keeps the first n rows of a source then keeps a length-balanced n, as
-    close to the best n as that allows. Linear in the rows."""
+    the best remaining one whenever it leaves the prefix's mean within +-`tolerance`, else whichever of the best
+    remaining longer and shorter rows brings that mean closer to 0. A mixture that keeps the first n rows of a
+    source then keeps a length-balanced n, as close to the best n as that allows. Linear in the rows."""
     longer = [i for i, v in enumerate(shifts) if v > 0]
     shorter = [i for i, v in enumerate(shifts) if v <= 0]
     order: list[int] = []
     total, a, b = 0.0, 0, 0
     while a < len(longer) or b < len(shorter):
-        heads = [longer[a] if a < len(longer) else None, shorter[b] if b < len(shorter) else None]
-        best = min(i for i in heads if i is not None)
+        heads = [i for i in (longer[a] if a < len(longer) else None, shorter[b] if b < len(shorter) else None)]
+        live = [i for i in heads if i is not None]
+        best = min(live)
         if abs((total + shifts[best]) / (len(order) + 1)) > tolerance:
-            # the best one would lean the prefix too far: the best one from the other side instead, if any
-            other = heads[1] if best == heads[0] else heads[0]
-            best = other if other is not None else best
+            best = min(live, key=lambda i: (abs((total + shifts[i]) / (len(order) + 1)), i))
         order.append(best)
         total += shifts[best]
         if a < len(longer) and best == longer[a]:

@@ -185,20 +185,25 @@ def test_rejection_sampling_leaves_out_the_targets_that_would_shorten_the_replie
         SFTBuildConfig(length_balance=-1.0)
 
 
-def test_on_a_card_that_bounds_the_length_the_reference_is_what_keeps_that_bound():
+def test_a_rows_reference_is_its_prompts_candidates_else_those_of_its_kind():
     from training.policy.sft_dataset import _length_reference
 
     frame = pl.DataFrame(
         {
-            "prompt_id": ["steer:c", "steer:c", "steer:c", "p0", "p0"],
-            "text": ["x" * 10, "x" * 100, "x" * 20, "x" * 30, "x" * 50],
-            "violated": [[], ["max_words"], ["case"], None, None],
-        },
-        schema_overrides={"violated": pl.List(pl.Utf8)},
+            "prompt_id": ["steer:c", "steer:c", "steer:c", "p0", "p0", "p1"],
+            "text": ["x" * 10, "x" * 100, "x" * 19, "x" * 30, "x" * 50, ""],
+        }
     )
-    by_id = {"steer:c": {"prompt_id": "steer:c", "instructions": "[]"}, "p0": {"prompt_id": "p0"}}
+    by_id = {
+        "steer:c": {"prompt_id": "steer:c", "instructions": "[]"},
+        "steer:d": {"prompt_id": "steer:d", "instructions": "[]"},
+        "p0": {"prompt_id": "p0"},
+    }
     reference = _length_reference(frame, by_id)
-    # the 100-character reply broke the word limit: the card asks for the length of the other two
-    assert reference({"prompt_id": "steer:c"}) == pytest.approx(15.0)
+    # a card that bounds the length is held to all its candidates: its brevity would reach traffic prompts
+    assert reference({"prompt_id": "steer:c"}) == pytest.approx(43.0)
+    assert reference({"prompt_id": "steer:d"}) == pytest.approx(43.0)  # no candidates: the cards' mean
     assert reference({"prompt_id": "p0"}) == pytest.approx(40.0)
-    assert reference({"prompt_id": "served-only"}) == pytest.approx(40.0)  # traffic prompts' candidates
+    # only empty candidates, or none: the traffic prompts' mean
+    assert reference({"prompt_id": "p1"}) == pytest.approx(80 / 3)
+    assert reference({"prompt_id": "served-only"}) == pytest.approx(80 / 3)

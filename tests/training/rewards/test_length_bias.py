@@ -129,3 +129,12 @@ def test_a_balanced_order_keeps_every_prefix_near_zero_and_the_best_rows_first()
     assert sorted(order) == list(range(6))
     assert balanced_order(shifts, 10.0) == list(range(6))  # nothing leans too far: rank order
     assert balanced_order([], 0.05) == []
+
+
+def test_a_balanced_order_spreads_a_few_long_rows_among_many_short_ones():
+    shifts = [-0.3, -0.3, -0.3, 1.5, 1.5, -0.3, -0.3, -0.3, -0.3, -0.3]  # mean 0.06: long replies are rare
+    order = balanced_order(shifts, 0.05)
+    means = [np.mean([shifts[i] for i in order[:k]]) for k in range(1, len(order) + 1)]
+    # one long row comes in as soon as it helps, and the second not right after it
+    assert order[:4] == [0, 1, 2, 3] and order.index(4) > 5
+    assert max(abs(m) for m in means[3:]) <= 0.15 + 1e-9 and means[-1] == pytest.approx(0.06)
