@@ -69,6 +69,13 @@ class PreferenceBuildConfig:
             "(training.rewards.length_bias.balance_shifts), so DPO does not learn shorter or longer. None keeps all."
         },
     )
+    length_balance_exempt: tuple[str, ...] = field(
+        default=("steerability",),
+        metadata={
+            "help": "Pair sources the length balance leaves as they are: a card's rules set the length of the reply "
+            "that keeps them, and its pairs are matched by length already (`steer_max_length_delta`)."
+        },
+    )
     length_neutral: bool = field(
         default=True,
         metadata={
@@ -83,6 +90,7 @@ class PreferenceBuildConfig:
 
     def __post_init__(self) -> None:
         self.train_splits = tuple(self.train_splits)
+        self.length_balance_exempt = tuple(self.length_balance_exempt)
         if self.min_margin < 0:
             raise ValueError(f"min_margin={self.min_margin} must be >= 0")
         if min(self.max_length_delta, self.max_emoji_delta, self.steer_max_length_delta) < 0:
@@ -116,7 +124,9 @@ def _with_deltas(pair: dict) -> dict:
     return dict(pair, delta_len=len(chosen) - len(rejected), delta_emoji=count_emoji(chosen) - count_emoji(rejected))
 
 
-def _balance_pairs(pairs: list[dict], tolerance: float | None, drop_rows: list[dict]) -> dict:
+def _balance_pairs(
+    pairs: list[dict], tolerance: float | None, drop_rows: list[dict], exempt: tuple[str, ...] = ()
+) -> dict:
     """Mark `length_balance` on the kept pairs, per source, that pull the chosen replies' mean characters more
     than `tolerance` (relative) from the rejected ones'; returns each source's relative difference before and
     after."""
@@ -130,7 +140,7 @@ def _balance_pairs(pairs: list[dict], tolerance: float | None, drop_rows: list[d
         ratios = relative_shifts(chosen, rejected)
         if not ratios:
             continue
-        out = balance_shifts(ratios, tolerance) if tolerance is not None else set()
+        out = balance_shifts(ratios, tolerance) if tolerance is not None and source not in exempt else set()
         for i in sorted(out):
             live[i]["drop_reason"] = "length_balance"
             drop_rows.append(
@@ -243,7 +253,7 @@ def build_preference_dataset(
                     "detail": f"delta_len={pair['delta_len']} delta_emoji={pair['delta_emoji']}",
                 }
             )
-    length_balance = _balance_pairs(pairs, cfg.length_balance, drop_rows)
+    length_balance = _balance_pairs(pairs, cfg.length_balance, drop_rows, cfg.length_balance_exempt)
     kept = [p for p in pairs if p["drop_reason"] is None]
     rows = [
         {

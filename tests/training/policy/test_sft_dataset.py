@@ -207,3 +207,29 @@ def test_a_rows_reference_is_its_prompts_candidates_else_those_of_its_kind():
     # only empty candidates, or none: the traffic prompts' mean
     assert reference({"prompt_id": "p1"}) == pytest.approx(80 / 3)
     assert reference({"prompt_id": "served-only"}) == pytest.approx(80 / 3)
+
+
+def test_rule_keeping_card_replies_are_exempt_from_the_length_balance_by_default():
+    from training.policy.steer_data import steer_prompts
+
+    card = "steer:bramble:compost"
+    prompts = pl.concat([prompts_frame(2), steer_prompts().filter(pl.col("prompt_id") == card)], how="diagonal_relaxed")
+    long_breaker = "you could try turning the heap every single week and keeping it damp " * 3
+    c = cands(
+        [
+            (card, 0, "Turn it weekly. What do you grow?", 0.9),
+            (card, 1, "Keep it damp. Got a bin?", 0.8),
+            (card, 2, long_breaker, 0.7),
+            (card, 3, long_breaker + "really", 0.6),
+        ]
+    )
+    mix = {"steerability": 1.0}
+    kept = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix))
+    assert not any(r.startswith("steer:") for r, why in drop_reasons(kept).items() if why == "length_balance")
+    assert len(kept.dataset) == 2
+    shift = kept.manifest["length_shift_by_source"]["steerability"]
+    assert shift["exempt"] is True and shift["kept"] < -0.5  # what the card teaches is on the record
+    balanced = build_sft_dataset(prompts, c, SFTBuildConfig(min_score=0.0, mix=mix, length_balance_exempt=()))
+    assert sum(why == "length_balance" for why in drop_reasons(balanced).values()) == 1  # at most half goes
+    with pytest.raises(ValueError, match="length_balance_exempt"):
+        SFTBuildConfig(length_balance_exempt=("web",))
