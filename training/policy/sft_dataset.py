@@ -218,12 +218,7 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
 def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
     """A row's reference length: the mean characters of what the policy being trained writes for its prompt (its
     candidates there), or, for a prompt without candidates (or only empty ones), of its candidates on every
-    prompt of the same kind (card or traffic).
-
-    On a card whose rules bound the length, the rule-keeping replies are short because the rule asks it, and
-    they are still held to the card's candidates: measured, a reference of only the rule-keeping candidates
-    there let the mixture's card half teach brevity that the next generation carried to traffic prompts, past
-    the artifact gate's band."""
+    prompt of the same kind (card or traffic)."""
     chars = candidates.with_columns(pl.col("text").fill_null("").str.len_chars().cast(pl.Float64).alias("_chars"))
     per_prompt = dict(chars.group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
     card_ids = [pid for pid, p in by_id.items() if p.get("instructions")]
