@@ -90,9 +90,9 @@ def length_adjusted(scores: np.ndarray, replies: list[str], slope: float) -> np.
 #
 # Taking the linear trend out of the reward is not enough: the reply a best-of-n keeps and the pair DPO sees are
 # the extremes of a few candidates. So each training source is also balanced (the builders exempt the
-# character-card ones, whose rules set the length): a row's length is compared with a reference (what the policy being trained
-# already writes for that prompt; for a pair, its rejected reply), and the rows that pull the source away from
-# it are left out (reason `length_balance`) until the source's mean length is within a tolerance of the
+# character-card ones, whose rules set the length): a row's length is compared with a reference (what the
+# policy being trained already writes for that prompt; for a pair, its rejected reply), and the rows that pull
+# the source away from it are left out (reason `length_balance`) until the source's mean length is within a tolerance of the
 # references' mean. Those rows are the most extreme on the side the source leans to, so what is kept still
 # teaches everything but the length. Lengths are compared in mean characters, the statistic the artifact gate
 # watches: balanced in log length instead (commit 9e7fc4c), the SFT sets still came out shorter in mean
