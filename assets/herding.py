@@ -209,12 +209,8 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "path": dg.MetadataValue.path(str(target)),
         "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
         # per source, the mean length shift the rows would teach, before and after the length balance
-        **({"length_balance": dg.MetadataValue.json(balance)} if (balance := _length_balance(m)) else {}),
+        **({"length_balance": dg.MetadataValue.json(balance)} if (balance := m.get("length_shift_by_source")) else {}),
     }
-
-
-def _length_balance(manifest: dict) -> dict | None:
-    return manifest.get("length_shift_by_source")
 
 
 def sft_rows(build) -> pl.DataFrame:

@@ -230,9 +230,7 @@ def print_run(run: dict, verdict: dict) -> None:
             shifts = length.get(kind) or {}
             if shifts:
                 parts = ", ".join(
-                    f"{s} exempt, kept {v.get('kept', 0.0):+.2f}"
-                    if v.get("exempt")
-                    else f"{s} {v['before']:+.2f} -> {v['after']:+.2f}"
+                    f"{s} {v['before']:+.2f} -> {v['after']:+.2f}{' (exempt)' if v.get('exempt') else ''}"
                     for s, v in shifts.items()
                 )
                 print(f"    {kind} length shift by source, before -> after the balance: {parts}")

@@ -39,6 +39,11 @@ def check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name}={value} must be in [0, 1]; set `{name}` to a fraction")
 
 
+def check_length_balance(value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"length_balance={value} must be >= 0, or None to keep every row")
+
+
 def style_guards(value: StyleGuards | dict) -> StyleGuards:
     return StyleGuards(**value) if isinstance(value, dict) else value
 

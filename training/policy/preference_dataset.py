@@ -20,10 +20,16 @@ from training.policy.dataset_lineage import (
     split_filter,
     to_dataset,
 )
-from training.policy.datasets_build import PiiCheck, prompt_index, rule_checked, without_length_trend
+from training.policy.datasets_build import (
+    PiiCheck,
+    check_length_balance,
+    prompt_index,
+    rule_checked,
+    without_length_trend,
+)
 from training.policy.models import chat_messages
 from training.policy.steer_data import steer_pairs
-from training.rewards.length_bias import balance_shifts, log_chars, relative_difference, relative_shifts
+from training.rewards.length_bias import balance_lengths, log_chars
 
 PREFERENCE_PAIRS = schema.PREFERENCE_PAIRS
 
@@ -97,8 +103,7 @@ class PreferenceBuildConfig:
             raise ValueError("max_length_delta, max_emoji_delta and steer_max_length_delta must be >= 0")
         if not self.max_length_ratio >= 1.0:
             raise ValueError(f"max_length_ratio={self.max_length_ratio} must be >= 1 (e.g. 1.5)")
-        if self.length_balance is not None and self.length_balance < 0:
-            raise ValueError(f"length_balance={self.length_balance} must be >= 0, or None to keep every pair")
+        check_length_balance(self.length_balance)
 
 
 def _pair_reason(pair: dict, cfg: PreferenceBuildConfig, pii_check: PiiCheck | None) -> str | None:
@@ -137,10 +142,7 @@ def _balance_pairs(
             continue
         chosen = [float(len(p["chosen"] or "")) for p in live]
         rejected = [float(len(p["rejected"] or "")) for p in live]
-        ratios = relative_shifts(chosen, rejected)
-        if not ratios:
-            continue
-        out = balance_shifts(ratios, tolerance) if tolerance is not None and source not in exempt else set()
+        out, shifts, report[source] = balance_lengths(chosen, rejected, tolerance, source in exempt)
         for i in sorted(out):
             live[i]["drop_reason"] = "length_balance"
             drop_rows.append(
@@ -148,16 +150,9 @@ def _balance_pairs(
                     "day": live[i]["day"],
                     "row_id": live[i]["pair_id"],
                     "reason_code": "length_balance",
-                    "detail": f"shift={ratios[i]:+.3f}",
+                    "detail": f"shift={shifts[i]:+.3f}",
                 }
             )
-        report[source] = {
-            "before": relative_difference(chosen, rejected),
-            "after": relative_difference(
-                [v for i, v in enumerate(chosen) if i not in out], [v for i, v in enumerate(rejected) if i not in out]
-            ),
-            "left_out": len(out),
-        }
     return report
 
 

@@ -21,13 +21,14 @@ from training.policy.dataset_lineage import (
 from training.policy.datasets_build import (
     PiiCheck,
     check_fraction,
+    check_length_balance,
     prompt_context,
     prompt_index,
     rule_checked,
     style_guards,
     without_length_trend,
 )
-from training.rewards.length_bias import balance_shifts, balanced_order, relative_difference, relative_shifts
+from training.rewards.length_bias import balance_lengths, balanced_order, relative_difference
 
 SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
 
@@ -119,8 +120,7 @@ class SFTBuildConfig:
         self.length_balance_exempt = tuple(self.length_balance_exempt)
         if set(self.length_balance_exempt) - set(SFT_SOURCES):
             raise ValueError(f"length_balance_exempt={self.length_balance_exempt} names sources not in {SFT_SOURCES}")
-        if self.length_balance is not None and self.length_balance < 0:
-            raise ValueError(f"length_balance={self.length_balance} must be >= 0, or None to keep every row")
+        check_length_balance(self.length_balance)
         self.train_splits = tuple(self.train_splits)
         check_fraction("min_score_quantile", self.min_score_quantile)
         unknown = set(self.mix) - set(SFT_SOURCES)
@@ -235,25 +235,25 @@ def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
     return reference
 
 
-def _shifts(rows: list[dict], reference) -> tuple[list[float], list[float], list[float]] | None:
-    """The rows' lengths, references and relative shifts; None when a row has no reference."""
+def _lengths(rows: list[dict], reference) -> tuple[list[float], list[float]] | None:
+    """The rows' lengths and references; None when a row has no reference."""
     refs = [reference(r) for r in rows]
     if not rows or None in refs:
         return None
-    lengths = [float(len(r["response"] or "")) for r in rows]
-    return lengths, refs, relative_shifts(lengths, refs)
+    return [float(len(r["response"] or "")) for r in rows], refs
 
 
-def _balance_pools(pools: dict[str, list[dict]], reference, tolerance: float | None, drop_rows: list[dict]) -> dict:
-    """Leave out, per source, the rows that pull its mean length more than `tolerance` (relative) from its
-    references' (length_balance drops); returns each source's relative difference before and after."""
+def _balance_pools(pools: dict[str, list[dict]], reference, cfg: SFTBuildConfig, drop_rows: list[dict]) -> dict:
+    """Per source (rows best-first): leave out the rows that pull its mean length more than `length_balance`
+    (relative) from its references' (length_balance drops), then order the rest so that the first rows the mixture
+    keeps are balanced too; returns each source's relative difference before and after."""
     report: dict[str, dict] = {}
     for source, rows in pools.items():
-        measured = _shifts(rows, reference)
+        measured = _lengths(rows, reference)
         if measured is None:
             continue
-        lengths, refs, shifts = measured
-        out = balance_shifts(shifts, tolerance) if tolerance is not None else set()
+        exempt = source in cfg.length_balance_exempt
+        out, shifts, report[source] = balance_lengths(*measured, cfg.length_balance, exempt)
         for i in sorted(out):
             r = rows[i]
             drop_rows.append(
@@ -264,14 +264,10 @@ def _balance_pools(pools: dict[str, list[dict]], reference, tolerance: float | N
                     "detail": f"shift={shifts[i]:+.3f}",
                 }
             )
-        pools[source] = [r for i, r in enumerate(rows) if i not in out]
-        report[source] = {
-            "before": relative_difference(lengths, refs),
-            "after": relative_difference(
-                [v for i, v in enumerate(lengths) if i not in out], [v for i, v in enumerate(refs) if i not in out]
-            ),
-            "left_out": len(out),
-        }
+        kept = [i for i in range(len(rows)) if i not in out]
+        if cfg.length_balance is not None and not exempt:
+            kept = [kept[k] for k in balanced_order([shifts[i] for i in kept], cfg.length_balance)]
+        pools[source] = [rows[i] for i in kept]
     return report
 
 
@@ -360,23 +356,16 @@ def build_sft_dataset(
                 }
             )
 
-    reference = _length_reference(candidates, by_id)
-    balanced = {s: rows for s, rows in pools.items() if s not in cfg.length_balance_exempt}
-    length_balance = _balance_pools(balanced, reference, cfg.length_balance, drop_rows)
-    pools.update(balanced)
-    for source, rows in pools.items():
+    for rows in pools.values():
         rows.sort(key=lambda r: (r["rank"], r["row_id"]))
-        measured = _shifts(rows, reference) if source in balanced else None
-        if cfg.length_balance is not None and measured is not None:
-            # the mixture keeps the first rows of a source: order them so that any such prefix is balanced too
-            pools[source] = [rows[i] for i in balanced_order(measured[2], cfg.length_balance)]
+    reference = _length_reference(candidates, by_id)
+    length_balance = _balance_pools(pools, reference, cfg, drop_rows)
     kept, targets, surplus = _mix(pools, cfg.mix, cfg.max_examples, cfg.size)
     drop_rows += surplus
     for source, rows in kept.items():
-        measured = _shifts(rows, reference)
-        if measured is not None:
-            # exempt sources too: what they teach is on the record
-            length_balance.setdefault(source, {"exempt": True})["kept"] = relative_difference(*measured[:2])
+        measured = _lengths(rows, reference)
+        if source in length_balance and measured is not None:
+            length_balance[source]["kept"] = relative_difference(*measured)
     rows = sorted(
         (
             {

@@ -92,8 +92,8 @@ def length_adjusted(scores: np.ndarray, replies: list[str], slope: float) -> np.
 # the extremes of a few candidates. So each training source is also balanced (the builders exempt the
 # character-card ones, whose rules set the length): a row's length is compared with a reference (what the
 # policy being trained already writes for that prompt; for a pair, its rejected reply), and the rows that pull
-# the source away from it are left out (reason `length_balance`) until the source's mean length is within a tolerance of the
-# references' mean. Those rows are the most extreme on the side the source leans to, so what is kept still
+# the source away from it are left out (reason `length_balance`) until the source's mean length is within a
+# tolerance of the references' mean. Those rows are the most extreme on the side the source leans to, so what is kept still
 # teaches everything but the length. Lengths are compared in mean characters, the statistic the artifact gate
 # watches: balanced in log length instead (commit 9e7fc4c), the SFT sets still came out shorter in mean
 # characters (the policy's own replies have a long tail of long ones, which a best-of-n rarely keeps).
@@ -161,8 +161,11 @@ def balanced_order(shifts: list[float], tolerance: float) -> list[int]:
     order: list[int] = []
     total, a, b = 0.0, 0, 0
     while a < len(longer) or b < len(shorter):
-        heads = [i for i in (longer[a] if a < len(longer) else None, shorter[b] if b < len(shorter) else None)]
-        live = [i for i in heads if i is not None]
+        live = [
+            i
+            for i in (longer[a] if a < len(longer) else None, shorter[b] if b < len(shorter) else None)
+            if i is not None
+        ]
         best = min(live)
         if abs((total + shifts[best]) / (len(order) + 1)) > tolerance:
             best = min(live, key=lambda i: (abs((total + shifts[i]) / (len(order) + 1)), i))
@@ -173,3 +176,21 @@ def balanced_order(shifts: list[float], tolerance: float) -> list[int]:
         else:
             b += 1
     return order
+
+
+def balance_lengths(
+    lengths: list[float], references: list[float], tolerance: float | None, exempt: bool = False
+) -> tuple[set[int], list[float], dict]:
+    """One source's balance: (indices to leave out, each row's relative shift, a report of the source's relative
+    difference `before` and `after`, `left_out`, and `exempt` when it was left as it is). `tolerance` None or
+    `exempt` leaves every row in."""
+    shifts = relative_shifts(lengths, references)
+    out = balance_shifts(shifts, tolerance) if shifts and tolerance is not None and not exempt else set()
+    kept = [i for i in range(len(lengths)) if i not in out]
+    report = {
+        "before": relative_difference(lengths, references),
+        "after": relative_difference([lengths[i] for i in kept], [references[i] for i in kept]),
+        "left_out": len(out),
+        **({"exempt": True} if exempt else {}),
+    }
+    return out, shifts, report

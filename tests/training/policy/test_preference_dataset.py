@@ -106,6 +106,9 @@ def test_the_balance_leaves_out_the_pairs_that_would_teach_shorter_replies():
     assert left_out <= {f"p{i}/pair" for i in range(14)}  # only pairs whose chosen reply is the shorter
     kept = [np.log1p(len(r["chosen"][0]["content"])) - np.log1p(len(r["rejected"][0]["content"])) for r in res.dataset]
     assert abs(np.mean(kept)) <= 0.05 and len(kept) == 14
-    assert PreferenceBuildConfig(length_balance=None).length_balance is None
+    unbalanced = build_preference_dataset(prompts, cands(rows), PreferenceBuildConfig(length_balance=None))
+    assert (
+        len(unbalanced.dataset) == 20 and "preference_data/length_balance" not in unbalanced.manifest["drops_by_reason"]
+    )
     with pytest.raises(ValueError, match="length_balance"):
         PreferenceBuildConfig(length_balance=-0.1)
