@@ -25,6 +25,9 @@ an email is one `[URL]`, not a URL with an `[EMAIL]` inside):
 - HANDLE: `@name` mentions (a letter or underscore first; dots inside allowed), not `@ 5pm`,
   not `@5pm`, not the `@` of an email.
 
+Detectors read the text's normalised view (`pipeline.pii_view`: NFKC, format characters left out, digits of
+any script as ASCII), so full-width or Arabic-Indic digits and a `＠` are found as their ASCII forms.
+
 Not covered (documented limits): obfuscated addresses ("john at gmail dot com"), street addresses,
 names, national ids; phone numbers written with an international call prefix other than `+` or the
 configured region's (e.g. `0044…` under region US).
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
@@ -158,10 +162,10 @@ _CARD_RE = re.compile(
 
 
 def luhn_ok(digits: str) -> bool:
-    """The Luhn checksum every payment card number carries."""
+    """The Luhn checksum every payment card number carries; a decimal digit of any script counts as its value."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = unicodedata.decimal(ch)
         if i % 2:
             d *= 2
             if d > 9:
@@ -174,7 +178,7 @@ def _find_cards(text: str, config: PrivacyConfig) -> list[Span]:
     spans = []
     for m in _CARD_RE.finditer(text):
         digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
+        if 13 <= len(digits) <= 19 and unicodedata.decimal(digits[0]) in (2, 3, 4, 5, 6) and luhn_ok(digits):
             spans.append(m.span())
     return spans
 

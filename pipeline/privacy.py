@@ -26,21 +26,27 @@ import polars as pl
 
 from pipeline import schema
 from pipeline.pii_detectors import DETECTORS
+from pipeline.pii_view import TextView
 from pipeline.privacy_config import PII_TYPES, PrivacyConfig
 from pipeline.step import StepCounters, StepResult
 
 
 def scrub_text_with_types(text: str, config: PrivacyConfig) -> tuple[str, dict[str, int]]:
-    """`text` with every enabled PII type replaced, and how many items of each type were replaced."""
+    """`text` with every enabled PII type replaced, and how many items of each type were replaced.
+
+    Detectors read the normalised view of the text (`pipeline.pii_view`), so PII written in another script's
+    digits, in full-width forms or with zero-width characters inside is found; the spans they find are
+    replaced in the text as written, which keeps its own characters elsewhere."""
     found: dict[str, int] = {}
     for pii_type in PII_TYPES:
         if pii_type not in config.types:
             continue
-        spans = DETECTORS[pii_type](text, config)
+        view = TextView(text)
+        spans = DETECTORS[pii_type](view.view, config)
         if not spans:
             continue
         placeholder = config.placeholder.format(type=pii_type)
-        for start, end in sorted(spans, reverse=True):
+        for start, end in sorted((view.span(s, e) for s, e in spans), reverse=True):
             text = text[:start] + placeholder + text[end:]
         found[pii_type] = len(spans)
     return text, found
@@ -51,8 +57,10 @@ def scrub_text(text: str, config: PrivacyConfig | None = None) -> str:
     return scrub_text_with_types(text, config or PrivacyConfig())[0]
 
 
-# rows that can hold any PII type: a digit, an '@', or a link
-_PREFILTER = r"[0-9@]|://|(?i:www\.)"
+# rows that can hold any PII type: a digit of any script (or a number sign such as a circled digit), an '@'
+# (full-width and small forms too), or a link; a format character (a zero-width space) sends a row through
+# the detectors as well
+_PREFILTER = r"\p{N}|[@\x{FF20}\x{FE6B}]|[:\x{FF1A}\x{FE55}\x{FE13}][/\x{FF0F}]|(?i:[wｗ][wｗ][wｗ][.．。｡])|\p{Cf}"
 
 
 def scrub_frame(
