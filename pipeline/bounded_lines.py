@@ -18,11 +18,13 @@ _CHUNK = 1 << 16
 _BOM = b"\xef\xbb\xbf"
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]")
+_EOL = re.compile(rb"\r\n?|\n")
 
 
 class LineReader:
     """Splits a byte stream into lines, reading bounded chunks: a line is never held beyond `max_line` + 1
-    bytes, and reading stops after `max_bytes` (a gzip bomb's single line is never decompressed whole)."""
+    bytes, and reading stops after `max_bytes` (a gzip bomb's single line is never decompressed whole). A line
+    ends at LF, CRLF or a lone CR (old Mac files): JSON text holds none of them unescaped."""
 
     def __init__(self, stream: IO[bytes], max_line: int, max_bytes: int):
         self.stream, self.max_line, self.max_bytes = stream, max_line, max_bytes
@@ -34,6 +36,7 @@ class LineReader:
         """(line number, the line's first `max_line` + 1 bytes at most, its whole length) for each line."""
         head = bytearray()
         lineno = 0
+        skip_lf = False  # the last chunk ended in CR: a LF opening the next one ends the same line
         while True:
             room = self.max_bytes - self.bytes_read
             if room <= 0:
@@ -45,20 +48,22 @@ class LineReader:
             if not chunk:
                 break
             self.bytes_read += len(chunk)
-            start = 0
+            start = 1 if skip_lf and chunk[:1] == b"\n" else 0
+            skip_lf = False
             while True:
-                nl = chunk.find(b"\n", start)
-                stop = nl if nl >= 0 else len(chunk)
+                eol = _EOL.search(chunk, start)
+                stop = eol.start() if eol else len(chunk)
                 if len(head) <= self.max_line:
                     head += chunk[start : min(stop, start + self.max_line + 1 - len(head))]
                 self.pending += stop - start
-                if nl < 0:
+                if eol is None:
                     break
                 lineno += 1
                 yield lineno, bytes(head), self.pending
                 head.clear()
                 self.pending = 0
-                start = nl + 1
+                start = eol.end()
+                skip_lf = eol.group() == b"\r" and start == len(chunk)
         if self.pending:
             length, self.pending = self.pending, 0
             yield lineno + 1, bytes(head), length

@@ -14,7 +14,8 @@ from datetime import date
 from pathlib import Path
 
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
-_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+# what names a data file, in any letter case; what the file holds is read from its bytes (`pipeline.file_sniff`)
+_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
 # A file-level problem is one record at line 0 (lines count from 1): a file refused before it is read,
@@ -27,6 +28,7 @@ FILE_REFUSED = {
     "unsupported_file": "not a file the folder source reads",
     "unreadable_file": "could not be opened or read at all",
     "day_too_large": "the day's byte limit was spent by the files before it: not read",
+    "empty_file": "holds no record: no bytes, an empty gzip stream, an empty array or only blank lines",
 }
 FILE_CUT = {
     "truncated_file": "could not be read to its end; the lines before the break are kept",
@@ -59,7 +61,7 @@ def _refusal(path: Path, root: Path) -> tuple[str, str] | None:
     if not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, socket or device)"
         return "unsupported_file", f"{kind}: the folder source reads only files, and day folders named day=YYYY-MM-DD"
-    if not path.name.endswith(_SUFFIXES):
+    if not path.name.lower().endswith(_SUFFIXES):
         return "unsupported_file", f"the folder source reads {', '.join(_SUFFIXES)} files; this one is not read"
     return None
 

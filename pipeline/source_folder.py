@@ -1,6 +1,9 @@
-"""The folder source: a day's JSONL and Parquet files read within the day's and each file's byte limits.
+"""The folder source: a day's files read within the day's and each file's byte limits.
 
-What was read before a break or a limit stays read; the file's problem is one record at line 0.
+A file is read by what it holds (`pipeline.file_sniff`), not by its name: gzip by its magic bytes, Parquet by
+its own, text in UTF-8 or (by byte-order mark or zero bytes) UTF-16 / UTF-32, as JSON lines or as one JSON array
+of records. What was read before a break or a limit stays read; the file's problem is one record at line 0,
+and so is a file that holds no record at all (`empty_file`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from datetime import date
 from pathlib import Path
 
 from pipeline.bounded_lines import LineReader, parse_line
+from pipeline.file_sniff import FileKind, open_text, sniff
 from pipeline.folder_scan import FILE_REFUSED, scan_day
+from pipeline.json_array import ArrayReader
 from pipeline.maybe_gzip import open_maybe_gzip
 from pipeline.source_config import Record, SourceConfig, jsonable
 
@@ -48,22 +53,28 @@ def _open_failure(label: str, e: OSError) -> Record:
     return _file_record(label, "unreadable_file", f"cannot be opened: {_why(e)}")
 
 
-def _read_jsonl(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) -> Iterator[Record]:
+def _read_text(path: Path, label: str, kind: FileKind, cfg: SourceConfig, budget: _ByteBudget) -> Iterator[Record]:
     limit, limit_code = budget.for_file()
     lines = 0
-    stack = contextlib.ExitStack()
+    records = 0
+    unit = "records" if kind.format == "array" else "lines"
     try:
-        f = stack.enter_context(open_maybe_gzip(path, "rb", follow_symlinks=False))
+        f = open_text(path, kind.encoding)
     except OSError as e:
         yield _open_failure(label, e)
         return
-    reader = LineReader(f, cfg.max_line_bytes, limit)
-    with stack:
+    except Exception as e:  # a gzip stream broken in its first bytes
+        yield _file_record(label, "unreadable_file", f"nothing could be read: {_why(e)}")
+        return
+    split = ArrayReader if kind.format == "array" else LineReader
+    reader = split(f, cfg.max_line_bytes, limit)
+    with f:
         try:
             for lineno, raw, length in reader:
                 lines = lineno
                 rec = parse_line(label, lineno, raw, length, cfg)
                 if rec is not None:
+                    records += 1
                     yield rec
         except Exception as e:  # any read error: what was read before it stays read
             budget.left -= reader.bytes_read
@@ -73,8 +84,8 @@ def _read_jsonl(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) 
             yield _file_record(
                 label,
                 "truncated_file",
-                f"{_why(e)} after {reader.bytes_read} bytes: the {lines} lines before the break are kept, "
-                f"the incomplete line after them ({reader.pending} bytes) is dropped",
+                f"{_why(e)} after {reader.bytes_read} bytes: the {lines} {unit} before the break are kept, "
+                f"the incomplete one after them ({reader.pending} bytes) is dropped",
             )
             return
     budget.left -= reader.bytes_read
@@ -83,9 +94,18 @@ def _read_jsonl(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) 
         yield _file_record(
             label,
             limit_code,
-            f"longer than {limit} bytes decompressed ({setting}): the {lines} lines before the limit are kept, "
+            f"longer than {limit} bytes decompressed ({setting}): the {lines} {unit} before the limit are kept, "
             "the rest of the file is not read",
         )
+    elif not records:
+        yield _file_record(label, "empty_file", _empty_detail(reader.bytes_read, kind))
+
+
+def _empty_detail(size: int, kind: FileKind) -> str:
+    if not size:
+        return "no bytes (decompressed): nothing to read"
+    what = "an empty JSON array" if kind.format == "array" else "only blank lines"
+    return f"{size} bytes (decompressed) holding {what}: no record"
 
 
 def _read_parquet(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget) -> Iterator[Record]:
@@ -133,6 +153,8 @@ def _read_parquet(path: Path, label: str, cfg: SourceConfig, budget: _ByteBudget
             yield _file_record(label, code, f"{_why(e)} after {row} rows: the rows before the break are kept")
             return
     budget.left -= spent
+    if not row:
+        yield _file_record(label, "empty_file", "a Parquet file with no rows: no record")
 
 
 def read_folder(cfg: SourceConfig, day: date) -> Iterator[Record]:
@@ -145,7 +167,19 @@ def read_folder(cfg: SourceConfig, day: date) -> Iterator[Record]:
         label = path.relative_to(folder).as_posix()
         if budget.left <= 0:
             yield _file_record(label, "day_too_large", FILE_REFUSED["day_too_large"] + " (max_day_bytes)")
-        elif path.name.endswith(".parquet"):
+            continue
+        try:
+            kind = sniff(path)
+        except OSError as e:
+            if e.errno is None:  # not gzip after all, or a stream cut in its first bytes
+                yield _file_record(label, "unreadable_file", f"nothing could be read: {_why(e)}")
+            else:
+                yield _open_failure(label, e)
+            continue
+        except Exception as e:  # a gzip stream broken in its first bytes
+            yield _file_record(label, "unreadable_file", f"nothing could be read: {_why(e)}")
+            continue
+        if kind.format == "parquet":
             yield from _read_parquet(path, label, cfg, budget)
         else:
-            yield from _read_jsonl(path, label, cfg, budget)
+            yield from _read_text(path, label, kind, cfg, budget)

@@ -47,3 +47,13 @@ def test_closing_the_gzip_stream_closes_the_file_under_it(tmp_path):
     raw = f.myfileobj
     f.close()
     assert raw.closed
+
+
+def test_gzip_is_known_by_its_bytes_not_its_name(tmp_path):
+    packed, plain = tmp_path / "packed.jsonl", tmp_path / "plain.jsonl.gz"
+    packed.write_bytes(gzip.compress(b"inside\n"))
+    plain.write_bytes(b"as is\n")
+    with open_maybe_gzip(packed, "rb") as f:
+        assert f.read() == b"inside\n"
+    with open_maybe_gzip(plain, "rb") as f:
+        assert f.read() == b"as is\n"
