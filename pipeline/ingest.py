@@ -28,13 +28,18 @@ missing_field               a required field is absent (conversation_id, role, t
 empty_id                    an id is present but null or blank (conversation_id; message_id, user_id)
 wrong_type                  a field has the wrong type (text not a string, unparseable timestamp, ...)
 bad_value                   a field is outside its value set (source, feedback, negative turn_index)
-out_of_range                a number does not fit its column (turn_index beyond a 32-bit integer)
+out_of_range                a number does not fit its column (turn_index beyond a 32-bit integer, given or
+                            counted on from the message before)
+id_too_long                 an identifier is longer than `max_id_chars`
+id_chars                    an identifier holds a character that is not printable (control, format, bidi,
+                            zero-width, line break, a space other than U+0020)
 lone_surrogate              a string holds a lone UTF-16 surrogate (UTF-8 cannot encode it)
 unknown_role                role is not one of user / assistant / system
 empty_conversation          a conversation record with an empty `messages` list
 empty_text                  text is empty or whitespace only
 control_chars               text holds NUL or another control character (tab/newline/CR are fine)
 text_too_long               text is longer than `max_text_chars`
+ambiguous_user              a message that names no user, in a conversation id that several users send under
 duplicate_message_id        a message id already seen in the same conversation (the first one is kept)
 ts_out_of_order             a timestamp earlier than the previous accepted message of its conversation
 ts_outside_day              a timestamp outside the partition's day (plus `late_grace_minutes` after it)
@@ -47,8 +52,11 @@ Per file (line 0; a refused file is never opened, a cut one keeps the lines befo
 symlink                     a symbolic link inside the source folder: refused
 outside_source              a path that resolves outside the source folder: refused
 hidden_file                 a name starting with '.' (an upload in progress, editor files): not read
-unsupported_file            not a .jsonl / .jsonl.gz / .json / .parquet file, or not a regular file
-unreadable_file             cannot be opened, or nothing could be read (not gzip, not Parquet)
+unsupported_file            not named .jsonl / .jsonl.gz / .json / .json.gz / .parquet (any letter case), or
+                            not a regular file
+unreadable_file             cannot be opened, or nothing could be read (a broken gzip or Parquet file, text
+                            its encoding cannot decode from the start)
+empty_file                  holds no record: no bytes, an empty gzip stream, an empty array, blank lines
 truncated_file              breaks before its end (a cut-off gzip stream, a corrupt page)
 file_too_large              longer than `max_file_bytes` decompressed: the rest is not read
 day_too_large               the day's files passed `max_day_bytes`: the rest is not read
@@ -60,7 +68,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import PurePath
 from typing import Any
 
 import polars as pl
@@ -68,15 +75,16 @@ import polars as pl
 from pipeline import schema
 from pipeline.folder_scan import FILE_CUT, FILE_REFUSED
 from pipeline.ingest_fields import (
+    INT32_MAX,
     Reject,
+    check_id,
     check_text,
-    has_surrogate,
     id_field,
     str_field,
     ts_field,
     turn_index_field,
 )
-from pipeline.privacy import ScrubCounters, scrub_step
+from pipeline.privacy import ScrubCounters, scrub_step, scrub_text
 from pipeline.privacy_config import PrivacyConfig
 from pipeline.redact import Redactor
 from pipeline.seeded_uniform import seeded_uniform
@@ -94,12 +102,15 @@ REASON_CODES = (
     "wrong_type",
     "bad_value",
     "out_of_range",
+    "id_too_long",
+    "id_chars",
     "lone_surrogate",
     "unknown_role",
     "empty_conversation",
     "empty_text",
     "control_chars",
     "text_too_long",
+    "ambiguous_user",
     "duplicate_message_id",
     "ts_out_of_order",
     "ts_outside_day",
@@ -125,10 +136,16 @@ class IngestConfig:
     )
     default_surface: str = field(default="chat", metadata={"help": "surface recorded when a record names none"})
     default_served_by: str = field(default="gen-0", metadata={"help": "served_by recorded when a record names none"})
+    max_id_chars: int = field(
+        default=256,
+        metadata={"help": "longer identifiers (conversation, message, user, character ...) are quarantined"},
+    )
 
     def __post_init__(self) -> None:
         if self.max_text_chars < 1:
             raise ValueError(f"ingest `max_text_chars` must be >= 1, got {self.max_text_chars}")
+        if self.max_id_chars < 1:
+            raise ValueError(f"ingest `max_id_chars` must be >= 1, got {self.max_id_chars}")
         if self.late_grace_minutes < 0:
             raise ValueError(f"ingest `late_grace_minutes` must be >= 0, got {self.late_grace_minutes}")
 
@@ -186,9 +203,12 @@ class _DayIngest:
         self.end = self.start + timedelta(days=1, minutes=cfg.late_grace_minutes)
         self.records_read = 0
         self.quarantine: list[dict] = []
-        # conversation_id -> list of (order, candidate row, record, payload) in input order
+        # raw conversation_id -> list of (order, candidate row, record, payload) in input order; split by user
+        # in `finish`, so that two users sending under one id keep two conversations
         self.conversations: dict[str, list[tuple[int, dict, Record, Any]]] = {}
         self._order = 0
+        # character_id, surface and served_by take few values a day: each is scrubbed once
+        self._labels: dict[str, str] = {}
 
     def reject(self, rec: Record, code: str, detail: str, payload: Any = None) -> None:
         """Quarantine `rec` (or `payload`, the part of it that was rejected), redacted."""
@@ -201,7 +221,8 @@ class _DayIngest:
         self.quarantine.append(
             {
                 "day": self.day,
-                "source_file": rec.source_file,
+                # a file is named by whoever wrote it: its name is scrubbed like text
+                "source_file": self.redactor.label(rec.source_file),
                 "line": rec.line,
                 "reason_code": code,
                 # a reader's detail is its own wording; a check's may quote the record
@@ -239,8 +260,8 @@ class _DayIngest:
             return
         meta = {k: v for k, v in conv.items() if k != "messages"}
         if "conversation_id" not in meta and "id" not in meta:
-            stem = PurePath(rec.source_file).name.split(".")[0]
-            meta["conversation_id"] = f"{stem}:{rec.line}"
+            # the file and line name the conversation; the id is pseudonymised like any other
+            meta["conversation_id"] = f"{rec.source_file}:{rec.line}"
         for i, m in enumerate(messages):
             self.records_read += 1
             if not isinstance(m, dict):
@@ -263,13 +284,29 @@ class _DayIngest:
         self._order += 1
         self.conversations.setdefault(cand["conversation_id"], []).append((self._order, cand, rec, payload))
 
+    def _label(self, value: str | None) -> str | None:
+        """A label-like identifier (character, surface, served_by) as the lake stores it: scrubbed like text."""
+        if value is None:
+            return None
+        if value not in self._labels:
+            self._labels[value] = scrub_text(value, self.privacy)
+        return self._labels[value]
+
     def _candidate(self, m: dict, meta: dict, position: int | None) -> dict:
+        max_id = self.cfg.max_id_chars
+
+        def ident(obj: dict, name: str, **kw: Any) -> str | None:
+            v = id_field(obj, name, **kw)
+            return None if v is None else check_id(v, name, max_id)
+
         def pick(name: str) -> str | None:
             # a message's own field wins over its conversation's metadata
             v = str_field(m, name, required=False)
-            return v if v is not None or m is meta else str_field(meta, name, required=False)
+            if v is None and m is not meta:
+                v = str_field(meta, name, required=False)
+            return None if v is None else check_id(v, name, max_id)
 
-        conversation_id = id_field(meta, "conversation_id", aliases=() if m is meta else ("id",))
+        conversation_id = ident(meta, "conversation_id", aliases=() if m is meta else ("id",))
         if conversation_id is None:  # a conversation record's id was defaulted when absent
             raise Reject("missing_field", "required field `conversation_id` is missing")
         role = str_field(m, "role", required=True)
@@ -297,80 +334,102 @@ class _DayIngest:
         if feedback is not None and feedback not in schema.FEEDBACK:
             raise Reject("bad_value", f"feedback {feedback!r} is not one of {schema.FEEDBACK}")
 
-        user_id = id_field(m, "user_id", null_is_absent=True)
+        user_id = ident(m, "user_id", null_is_absent=True)
         if user_id is None and m is not meta:
-            user_id = id_field(meta, "user_id", null_is_absent=True)
-        user_id = user_id or conversation_id  # no user id: each conversation counts as its own user
-        if has_surrogate(user_id):
-            raise Reject("lone_surrogate", "`user_id` holds a lone surrogate")
-        user_hash = self.hasher(user_id)
-        if source is None:
-            source = "internal" if seeded_uniform(user_hash) < self.cfg.internal_user_fraction else "external"
-        cand = {
-            "message_id": id_field(m, "message_id", aliases=("id",), null_is_absent=True),
+            user_id = ident(meta, "user_id", null_is_absent=True)
+        served_by = pick("served_by")
+        return {
+            # raw until `finish` pseudonymises them, knowing the conversation's user
+            "message_id": ident(m, "message_id", aliases=("id",), null_is_absent=True),
             "conversation_id": conversation_id,
             "turn_index": turn_index,
             "role": role,
             "text": text,
             "ts": ts,
-            "user_hash": user_hash,
-            "character_id": pick("character_id") or "default",
+            # None: the message names no user, it takes its conversation's (`finish`)
+            "user_hash": None if user_id is None else self.hasher(user_id),
+            "character_id": self._label(pick("character_id")) or "default",
             "source": source,
-            "served_by": (pick("served_by") or self.cfg.default_served_by) if role == "assistant" else None,
-            "surface": pick("surface") or self.cfg.default_surface,
+            "served_by": (self._label(served_by) or self.cfg.default_served_by) if role == "assistant" else None,
+            "surface": self._label(pick("surface")) or self.cfg.default_surface,
             "feedback": feedback,
             "day": self.day,
         }
-        # text and user_id are checked above; role, source and feedback are from fixed sets
-        for key in ("conversation_id", "message_id", "character_id", "served_by", "surface"):
-            if cand[key] is not None and has_surrogate(cand[key]):
-                raise Reject(
-                    "lone_surrogate", f"`{key}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
-                )
-        return cand
 
     # -- per conversation ----------------------------------------------------------------------
+    def _by_user(self, cid: str, items: list) -> list[tuple[str, list]]:
+        """The messages sent under one raw conversation id, split into one conversation per user.
+
+        A message naming no user joins the one user its id is sent under (or, with none, the id itself counts
+        as the user); under an id several users send under it cannot be placed and is quarantined."""
+        users = sorted({it[1]["user_hash"] for it in items if it[1]["user_hash"] is not None})
+        if len(users) <= 1:
+            return [(users[0] if users else self.hasher(cid), items)]
+        parts: dict[str, list] = {u: [] for u in users}
+        for it in items:
+            if it[1]["user_hash"] is None:
+                detail = f"the message names no user, and {len(users)} users send under its conversation id"
+                self.reject(it[2], "ambiguous_user", detail, it[3])
+            else:
+                parts[it[1]["user_hash"]].append(it)
+        return list(parts.items())
+
+    def _conversation(self, cid: str, user_hash: str, items: list) -> list[dict]:
+        """One user's conversation: ordered, checked across its messages, its ids pseudonymised."""
+        conv_id = self.hasher.pseudonym("c", user_hash, cid)
+        # canonical message lines may arrive in any order: order them by turn_index, then input
+        items.sort(key=lambda it: (it[1]["turn_index"] if it[1]["turn_index"] is not None else 1 << 40, it[0]))
+        next_index = 0
+        seen_ids: set[str] = set()
+        kept: list[tuple[dict, Record, Any]] = []
+        last_ts: datetime | None = None
+        for _, cand, rec, raw in items:
+            if cand["turn_index"] is None:
+                if next_index > INT32_MAX:
+                    detail = f"no `turn_index`, and the one after the previous message's is beyond {INT32_MAX:_}"
+                    self.reject(rec, "out_of_range", detail + ", the column's largest", raw)
+                    continue
+                cand["turn_index"] = next_index
+            next_index = cand["turn_index"] + 1
+            mid = cand["message_id"] if cand["message_id"] is not None else f"{cid}:{cand['turn_index']}"
+            if mid in seen_ids:
+                detail = f"message id repeats in conversation {conv_id} (turn {cand['turn_index']:_})"
+                self.reject(rec, "duplicate_message_id", detail, raw)
+                continue
+            seen_ids.add(mid)
+            if last_ts is not None and cand["ts"] < last_ts:
+                self.reject(
+                    rec,
+                    "ts_out_of_order",
+                    f"ts {cand['ts'].isoformat()} is earlier than the previous message's {last_ts.isoformat()}",
+                    raw,
+                )
+                continue
+            last_ts = cand["ts"]
+            cand["message_id"] = self.hasher.pseudonym("m", conv_id, mid)
+            cand["conversation_id"] = conv_id
+            cand["user_hash"] = user_hash
+            if cand["source"] is None:
+                internal = seeded_uniform(user_hash) < self.cfg.internal_user_fraction
+                cand["source"] = "internal" if internal else "external"
+            kept.append((cand, rec, raw))
+        if kept and not any(c["role"] == "user" for c, _, _ in kept):
+            for _, rec, raw in kept:
+                self.reject(rec, "no_user_turn", f"conversation {conv_id} has no accepted user message", raw)
+            return []
+        return [c for c, _, _ in kept]
+
     def finish(self) -> IngestResult:
         accepted: list[dict] = []
         for cid, items in self.conversations.items():
-            # canonical message lines may arrive in any order: order them by turn_index, then input
-            items.sort(key=lambda it: (it[1]["turn_index"] if it[1]["turn_index"] is not None else 1 << 40, it[0]))
-            next_index = 0
-            seen_ids: set[str] = set()
-            kept: list[tuple[dict, Record, Any]] = []
-            last_ts: datetime | None = None
-            for _, cand, rec, raw in items:
-                if cand["turn_index"] is None:
-                    cand["turn_index"] = next_index
-                next_index = cand["turn_index"] + 1
-                if cand["message_id"] is None:
-                    cand["message_id"] = f"{cid}:{cand['turn_index']}"
-                mid = cand["message_id"]
-                if mid in seen_ids:
-                    self.reject(rec, "duplicate_message_id", f"message id {mid!r} repeats in conversation {cid!r}", raw)
-                    continue
-                seen_ids.add(mid)
-                if last_ts is not None and cand["ts"] < last_ts:
-                    self.reject(
-                        rec,
-                        "ts_out_of_order",
-                        f"ts {cand['ts'].isoformat()} is earlier than the previous message's {last_ts.isoformat()}",
-                        raw,
-                    )
-                    continue
-                last_ts = cand["ts"]
-                kept.append((cand, rec, raw))
-            if kept and not any(c["role"] == "user" for c, _, _ in kept):
-                for _, rec, raw in kept:
-                    self.reject(rec, "no_user_turn", f"conversation {cid!r} has no accepted user message", raw)
-                continue
-            accepted.extend(c for c, _, _ in kept)
-
+            for user_hash, part in self._by_user(cid, items):
+                accepted.extend(self._conversation(cid, user_hash, part))
+        accepted.sort(key=lambda c: (c["conversation_id"], c["turn_index"]))
         conversations = (
             pl.DataFrame(accepted, schema=schema.CONVERSATIONS, orient="row")
             if accepted
             else schema.empty(schema.CONVERSATIONS)
-        ).sort(["conversation_id", "turn_index"])
+        )
         quarantine = (
             pl.DataFrame(self.quarantine, schema=schema.QUARANTINE, orient="row")
             if self.quarantine

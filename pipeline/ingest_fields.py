@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
-_INT32_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1
 _TS_KEYS = ("ts", "timestamp", "created_at")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -72,6 +72,22 @@ def id_field(obj: dict, name: str, aliases: tuple[str, ...] = (), *, null_is_abs
     return None
 
 
+def check_id(value: str, key: str, max_chars: int) -> str:
+    """An identifier as it may be stored: no lone surrogate, at most `max_chars` characters, and printable only
+    (no control, format, bidi-override or zero-width character, no line break, no space but U+0020). The
+    detail names the offending character by code point, never the value: an id may carry a person."""
+    if has_surrogate(value):
+        raise Reject("lone_surrogate", f"`{key}` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode")
+    if len(value) > max_chars:
+        raise Reject("id_too_long", f"`{key}` has {len(value)} characters, the limit is {max_chars} (max_id_chars)")
+    if not value.isprintable():
+        at, bad = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+        raise Reject(
+            "id_chars", f"`{key}` holds U+{ord(bad):04X} ({unicodedata.category(bad)}) at offset {at}: not printable"
+        )
+    return value
+
+
 def has_surrogate(s: str) -> bool:
     return not s.isascii() and _SURROGATE.search(s) is not None
 
@@ -111,10 +127,10 @@ def turn_index_field(m: dict, position: int | None) -> int | None:
         raise Reject("wrong_type", f"`turn_index` is {type(ti).__name__}, expected an integer")
     if ti < 0:
         raise Reject("bad_value", f"`turn_index` {ti} is negative")
-    if ti > _INT32_MAX:
+    if ti > INT32_MAX:
         # the value itself is left out: a long number reads as a phone number to the scrubber
         raise Reject(
             "out_of_range",
-            f"`turn_index` has {len(str(ti))} digits and is beyond {_INT32_MAX:_}, the column's largest",
+            f"`turn_index` has {len(str(ti))} digits and is beyond {INT32_MAX:_}, the column's largest",
         )
     return ti

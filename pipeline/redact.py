@@ -31,19 +31,61 @@ USER_ID_KEYS = (
     "author",
     "author_id",
 )
+# keys of other identifiers that can carry a person (a conversation id made of a user name, a message id of a
+# phone number): pseudonymised too, with a keyed hash of their own kind
+OTHER_ID_KEYS = ("conversation_id", "message_id", "id")
 RAW_LIMIT = 20_000  # characters of a quarantined payload
 # scrubbing sees this much beyond a cut, so a PII item that straddles the cut is still recognised
 _MARGIN = 256
 _MAX_DEPTH = 64  # deeper parts of a payload are elided, not walked
-_KEYS = "|".join(re.escape(k) for k in sorted(USER_ID_KEYS, key=len, reverse=True))
-_ID_PAIR = re.compile(
-    rf"""(?ix)
-    (["']?(?<![\w])(?:{_KEYS})["']?\s*[:=]\s*)   # the key and its separator, quoted or not
-    ( "(?:[^"\\\n]|\\.)*"?                        # a double-quoted value, perhaps cut off
-    | '[^'\n]*'?                                   # a single-quoted one
-    | [^\s,;}}\]"']+                                # a bare one
-    )"""
-)
+_ID_KEYS = frozenset(USER_ID_KEYS + OTHER_ID_KEYS)
+# a key in a line that could not be parsed, written as JSON allows (escapes included), single-quoted or bare,
+# with its separator
+_KEY = re.compile(r""""((?:[^"\\\n]|\\.)*)"\s*[:=]\s*|'([^'\n]*)'\s*[:=]\s*|(?<![\w"'\\])([A-Za-z_]\w*)\s*[:=]\s*""")
+_BARE = re.compile(r"""[^\s,;}\]"']+""")
+
+
+def _key_name(m: re.Match) -> str:
+    if m.group(1) is not None:
+        try:
+            return str(json.loads(f'"{m.group(1)}"')).lower()
+        except ValueError:
+            return m.group(1).lower()
+    return (m.group(2) if m.group(2) is not None else m.group(3)).lower()
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value opening at `start` ends: a quoted string at its closing quote, a list or object at its
+    closing bracket (strings inside skipped), a bare value at a separator; the end of the line when cut off."""
+    first = text[start : start + 1]
+    if first in ("[", "{"):
+        depth, i, n = 0, start, len(text)
+        while i < n:
+            c = text[i]
+            if c == '"':
+                i += 1
+                while i < n and text[i] != '"':
+                    i += 2 if text[i] == "\\" else 1
+            elif c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return n
+    if first == '"':
+        i, n = start + 1, len(text)
+        while i < n and text[i] not in '"\n':
+            i += 2 if text[i] == "\\" else 1
+        return min(i + 1, n) if i < n and text[i] == '"' else i
+    if first == "'":
+        close = text.find("'", start + 1)
+        newline = text.find("\n", start + 1)
+        ends = [e for e in (close + 1 if close >= 0 else -1, newline) if e >= 0]
+        return min(ends) if ends else len(text)
+    m = _BARE.match(text, start)
+    return m.end() if m else start
 
 
 def _cut(text: str, limit: int) -> str:
@@ -53,6 +95,14 @@ def _cut(text: str, limit: int) -> str:
 def _safe(text: str) -> str:
     """Lone surrogates written as escapes: UTF-8 (and so Parquet) cannot hold them."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _printable(text: str) -> str:
+    """Characters that are not printable (controls, bidi overrides, zero-width ones) written as `\\uXXXX`
+    escapes: a payload shown in a report or a terminal cannot reorder or hide what it holds."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 class Redactor:
@@ -67,19 +117,25 @@ class Redactor:
         # cut before scrubbing so the work stays bounded; a PII item cut in two is cut off by the final cut
         return _cut(scrub_text(_safe(s[: self.max_text_chars + _MARGIN]), self.config), self.max_text_chars)
 
-    def _pseudonym(self, v: Any) -> Any:
+    def _pseudonym(self, v: Any, key: str = "user_id") -> Any:
         if v is None or isinstance(v, bool):
             return v
-        if isinstance(v, (str, int, float)):
-            return self.hasher(_safe(str(v)))
-        return self.hasher(_safe(json.dumps(v, sort_keys=True, default=str, ensure_ascii=False)))
+        text = _safe(str(v)) if isinstance(v, (str, int, float)) else None
+        if text is None:
+            text = _safe(json.dumps(v, sort_keys=True, default=str, ensure_ascii=False))
+        if key in USER_ID_KEYS:
+            return self.hasher(text)
+        pseudonym = getattr(self.hasher, "pseudonym", None)
+        return pseudonym("id", text) if pseudonym else self.hasher("id\x1f" + text)
 
     def _walk(self, v: Any, depth: int) -> Any:
         if depth > _MAX_DEPTH:
             return "[...]"
         if isinstance(v, dict):
             return {
-                self.text(str(k)): self._pseudonym(x) if str(k).lower() in USER_ID_KEYS else self._walk(x, depth + 1)
+                self.text(str(k)): self._pseudonym(x, str(k).lower())
+                if str(k).lower() in _ID_KEYS
+                else self._walk(x, depth + 1)
                 for k, x in v.items()
             }
         if isinstance(v, (list, tuple)):
@@ -94,19 +150,45 @@ class Redactor:
             text = json.dumps(self._walk(v, 0), ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = self.text(repr(v))
-        return _safe(_cut(text, RAW_LIMIT))
+        return _printable(_safe(_cut(text, RAW_LIMIT)))
 
     def line(self, raw: str) -> str:
-        """An unparseable line: values of user id keys pseudonymised, then scrubbed and cut."""
+        """An unparseable line: values of id keys pseudonymised (a key spelled with escapes, a value that is a
+        list or an object included), then scrubbed and cut."""
         raw = _safe(raw[: RAW_LIMIT + _MARGIN])
+        out: list[str] = []
+        pos = 0
+        for m in _KEY.finditer(raw):
+            if m.start() < pos:
+                continue  # inside a value already replaced
+            key = _key_name(m)
+            if key not in _ID_KEYS:
+                continue
+            end = _value_end(raw, m.end())
+            if end == m.end():
+                continue
+            value = raw[m.end() : end]
+            out += [raw[pos : m.end()], self._quoted_pseudonym(value, key)]
+            pos = end
+        out.append(raw[pos:])
+        return _printable(_cut(scrub_text("".join(out), self.config), RAW_LIMIT))
 
-        def pseudonymise(m: re.Match) -> str:
-            value = m.group(2)
-            quote = value[0] if value[:1] in "\"'" else ""
+    def _quoted_pseudonym(self, value: str, key: str) -> str:
+        """The pseudonym of a value as written in a line, quoted as it was (a list or object becomes a string).
+        A value JSON can read is hashed as read, so a whole id hashes as accepted rows carry it."""
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            quote = value[0] if value[0] in "\"'" else ""
             inner = value[1:].removesuffix(quote) if quote else value
-            return f"{m.group(1)}{quote or ''}{self.hasher(inner)}{quote}"
+            return f"{quote}{self._pseudonym(inner, key)}{quote}"
+        return json.dumps(self._pseudonym(parsed, key))
 
-        return _cut(scrub_text(_ID_PAIR.sub(pseudonymise, raw), self.config), RAW_LIMIT)
+    def label(self, name: str) -> str:
+        """A name from outside (a file's): scrubbed like text, characters that are not printable escaped."""
+        return _printable(self.text(name))
 
     def detail(self, detail: str) -> str:
         return _safe(scrub_text(detail, self.config))

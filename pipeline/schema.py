@@ -146,6 +146,12 @@ class UserHasher:
         digest = hmac.new(self.salt.encode(), str(raw_user_id).encode(), hashlib.sha256)
         return "u_" + digest.hexdigest()[:24]
 
+    def pseudonym(self, kind: str, *parts: str) -> str:
+        """A keyed id of another identifier (a conversation, a message), `<kind>_<hex>`. The parts are joined
+        with a separator an accepted id cannot hold and the kind leads, so no pseudonym equals a user hash."""
+        message = "\x1f".join((kind, *parts)).encode("utf-8", "backslashreplace")
+        return f"{kind}_{hmac.new(self.salt.encode(), message, hashlib.sha256).hexdigest()[:24]}"
+
 
 MESSAGE = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
 

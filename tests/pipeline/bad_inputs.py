@@ -132,6 +132,27 @@ LINE_CASES: list[tuple[str, bytes, str, int]] = [
     ("blank user_id", json.dumps(msg("c-nouid", 0, "user", "hi") | {"user_id": ""}).encode(), "empty_id", 1),
     ("line over max_line_bytes", json.dumps(msg("c-huge", 0, "user", "y" * (512 << 10))).encode(), "line_too_long", 1),
     ("byte-order mark mid-file", b"\xef\xbb\xbf" + json.dumps(msg("c-bom", 0, "user", "hi")).encode(), "stray_bom", 1),
+    # identifiers have a charset and a length
+    ("NUL in conversation_id", json.dumps(msg("c-\x00nul", 0, "user", "hi")).encode(), "id_chars", 1),
+    (
+        "right-to-left override in character_id",
+        json.dumps(msg("c-rlo", 0, "user", "hi", character_id="pi\u202erate")).encode(),
+        "id_chars",
+        1,
+    ),
+    ("ESC in surface", json.dumps(msg("c-esc", 0, "user", "hi", surface="app\x1b[31m")).encode(), "id_chars", 1),
+    (
+        "50,000-character character_id",
+        json.dumps(msg("c-longid", 0, "user", "hi", character_id="p" * 50_000)).encode(),
+        "id_too_long",
+        1,
+    ),
+    (
+        "30,000-character conversation_id",
+        json.dumps(msg("c" * 30_000, 0, "user", "hi", user_id="user-long")).encode(),
+        "id_too_long",
+        1,
+    ),
 ]
 # classes that need several lines: (name, lines, code, how many of their records get it, records in all)
 GROUP_CASES: list[tuple[str, list[bytes], str, int, int]] = [
@@ -178,6 +199,29 @@ GROUP_CASES: list[tuple[str, list[bytes], str, int, int]] = [
         "no_user_turn",
         2,
         2,
+    ),
+    (
+        "implicit turn_index past Int32",
+        [
+            json.dumps(msg("c-implicit", 2_147_483_647, "user", "the last index there is", sec=0)).encode(),
+            json.dumps(
+                {k: v for k, v in msg("c-implicit", 0, "user", "and one more", sec=1).items() if k != "turn_index"}
+            ).encode(),
+        ],
+        "out_of_range",
+        1,
+        2,
+    ),
+    (
+        "a message naming no user under an id two users send under",
+        [
+            json.dumps(msg("c-shared", 0, "user", "mine", user_id="user-a")).encode(),
+            json.dumps(msg("c-shared", 0, "user", "mine too", user_id="user-b")).encode(),
+            json.dumps({k: v for k, v in msg("c-shared", 1, "assistant", "whose?").items() if k != "user_id"}).encode(),
+        ],
+        "ambiguous_user",
+        1,
+        3,
     ),
 ]
 
@@ -231,8 +275,11 @@ def write_bad_day(folder: Path, outside: Path) -> tuple[list[Case], int]:
     big = [line for k in range(4_000) for line in good_lines(f"big-{k}")]
     (day_dir / "d-big.jsonl").write_bytes(b"\n".join(big) + b"\n")
     cases.append(Case("file over max_file_bytes", "file_too_large", f"day={DAY}/d-big.jsonl", 0))
+    # a file is read by what it holds: plain text named .gz is read as it is
     (day_dir / "e-not-gzip.jsonl.gz").write_bytes(b"\n".join(good_lines("plain")))
-    cases.append(Case("not gzip", "unreadable_file", f"day={DAY}/e-not-gzip.jsonl.gz", 0))
+    accepted += 3
+    (day_dir / "e-empty.jsonl").write_bytes(b"")
+    cases.append(Case("an empty file", "empty_file", f"day={DAY}/e-empty.jsonl", 0))
     (day_dir / "f-broken.parquet").write_bytes(b"PAR1" + os.urandom(256))
     cases.append(Case("broken Parquet", "unreadable_file", f"day={DAY}/f-broken.parquet", 0))
     (day_dir / "g-table.csv").write_text("conversation_id,role,text\nc1,user,hi\n")

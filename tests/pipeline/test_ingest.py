@@ -19,9 +19,18 @@ NEWER_RECORD_CODES = {
     "int_too_long",
     "empty_id",
     "out_of_range",
+    "id_too_long",
+    "id_chars",
+    "ambiguous_user",
     "lone_surrogate",
 }
 T = "2026-01-05T10:00:{:02d}Z"
+H = schema.UserHasher("s")
+
+
+def cid(raw: str, user: str | None = None) -> str:
+    """The stored id of conversation `raw` of `user` (the tests' own `user-<id>` when None)."""
+    return H.pseudonym("c", H(user or f"user-{raw}"), raw)
 
 
 def msg(cid, i, role, text, sec=None, **kw):
@@ -159,8 +168,17 @@ def test_accepted_rows_follow_the_contract(mixed_folder):
     conv = run(mixed_folder).conversations
     # the contract, plus the PII types scrubbing at ingest replaced in each row
     assert conv.schema == schema.SCRUBBED_CONVERSATIONS
-    assert set(conv["conversation_id"]) == {"good-0", "good-1", "good-2", "c-dup", "c-order"}
-    assert conv.filter(pl.col("conversation_id") == "c-dup")["message_id"].to_list() == ["m1", "m2"]
+    # a conversation without a user id counts as its own user
+    assert set(conv["conversation_id"]) == {
+        *(cid(f"good-{k}") for k in range(3)),
+        cid("c-dup", "u9"),
+        cid("c-order", "c-order"),
+    }
+    dup = cid("c-dup", "u9")
+    assert conv.filter(pl.col("conversation_id") == dup)["message_id"].to_list() == [
+        H.pseudonym("m", dup, "m1"),
+        H.pseudonym("m", dup, "m2"),
+    ]
     assert (conv["day"] == DAY).all()
     assert not conv["user_hash"].str.contains("user-").any()  # raw ids never reach the lake
     assert conv.filter(pl.col("role") == "assistant")["served_by"].null_count() == 0
@@ -202,7 +220,7 @@ def test_messages_format_with_metadata(tmp_path):
         )
     )
     conv = run(tmp_path).conversations
-    assert conv["conversation_id"].unique().to_list() == ["conv-7"]
+    assert conv["conversation_id"].unique().to_list() == [cid("conv-7", "alice")]
     assert conv["role"].to_list() == ["system", "user", "assistant"]
     assert conv["character_id"].unique().to_list() == ["pirate"]
     assert conv["source"].unique().to_list() == ["internal"]
