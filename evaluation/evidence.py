@@ -24,6 +24,8 @@ from typing import Any
 
 import polars as pl
 
+from training.rewards.judge_minimums import NOT_TRAINED_ROW
+
 OUTCOMES = ("pass", "fail", "insufficient")
 # the held-out metric that decides whether a judge may judge, best first: stratified by turn position, then plain
 JUDGE_METRICS = {"pointwise": ("auc_within_turn", "auc"), "pairwise": ("pair_accuracy",)}
@@ -37,13 +39,24 @@ def outcome(severity: str) -> str:
 def judge_evidence(metrics: pl.DataFrame, margin: float, min_heldout: int) -> dict[str, dict[str, Any]]:
     """Per judge (the `model` column of the `reward_model_metrics` table: pointwise, pairwise): its held-out
     validation (`metric`, `value`, `length_baseline`, `n`) and whether it is `sufficient` to judge, with the
-    `reason` when it is not. A judge without a validation row is insufficient."""
+    `reason` when it is not. A judge without a validation row is insufficient; one the traffic had too little data
+    to train (`training.rewards.judge_minimums`) says so, with its count (`n`)."""
     out: dict[str, dict[str, Any]] = {}
     if metrics.is_empty() or not {"model", "section", "metric", "value", "length_baseline", "n"} <= set(
         metrics.columns
     ):
         return out
     for judge, names in JUDGE_METRICS.items():
+        unmade = metrics.filter(
+            (pl.col("model") == judge)
+            & (pl.col("section") == NOT_TRAINED_ROW[0])
+            & (pl.col("metric") == NOT_TRAINED_ROW[1])
+        )
+        if unmade.height:
+            row = unmade.row(0, named=True)
+            reason = str(row.get("detail") or "not trained").split(";")[0]
+            out[judge] = {"sufficient": False, "trained": False, "n": int(row["n"] or 0), "reason": reason}
+            continue
         rows = metrics.filter((pl.col("model") == judge) & (pl.col("section") == judge) & pl.col("value").is_not_null())
         found = next((r for name in names for r in rows.filter(pl.col("metric") == name).iter_rows(named=True)), None)
         if found is None:

@@ -12,10 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # bottom up: a module imports from its own floor and the ones below it, never from one above
 FLOORS = ("pipeline", "quality", "engine", "training", "evaluation", "assets")
-# Evaluation judges with the reward models training fits: it may load them (and read its command line as the
-# training stages read theirs), and reaches nothing else of training; what both need lives in `engine`.
+# Evaluation judges with the reward models training fits: it may load them, read the record a judge leaves when the
+# traffic had too little data to train it (its minimums, fixes and metrics row), and read its command line as the
+# training stages read theirs; it reaches nothing else of training; what both need lives in `engine`.
 EVALUATION_USES_OF_TRAINING = {
     "training.rewards.reward_model": {"load_reward_model"},
+    "training.rewards.judge_minimums": {"NOT_TRAINED_ROW", "JudgeMinimums", "PAIRWISE_FIX", "POINTWISE_FIX"},
     "training.policy.stage_config": {"parse_config"},
 }
 WHOLE_MODULE = "*"

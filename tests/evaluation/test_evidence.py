@@ -170,3 +170,18 @@ def test_a_simulator_trained_on_4_users_gives_insufficient_evidence_never_a_ship
     plan = {"generation": "gen-1", "number": 1, "parent": "gen-0", "created_at": "t", "days": ["2026-01-01"]}
     row = generation_row(plan, "t", gates, {"ab": ab}, {}, {})
     assert row["released"] and row["ab_verdict"] == "insufficient" and row["insufficient"] == ["ab_readout"]
+
+
+def test_a_judge_without_training_data_is_insufficient_with_its_count():
+    from training.rewards.judge_minimums import JudgeMinimums, not_trained_row, pairwise_shortfall
+
+    row = not_trained_row(pairwise_shortfall(2, JudgeMinimums()))
+    metrics = pl.DataFrame([row], schema=EVAL_METRICS).with_columns(pl.lit("pairwise").alias("model"))
+    judges = evidence.judge_evidence(metrics, margin=0.02, min_heldout=50)
+    assert judges["pairwise"] == {
+        "sufficient": False,
+        "trained": False,
+        "n": 2,
+        "reason": "not trained: 2 preference pairs (minimum 10)",
+    }
+    assert "judge pairwise: not trained: 2 preference pairs" in evidence.describe({"judges": judges})
