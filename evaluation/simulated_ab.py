@@ -34,6 +34,7 @@ from scipy import stats
 from evaluation import ab_test
 from evaluation.ab_simulator import ExperimentConfig, experiment_logs
 from evaluation.user_simulator import UserSimulator
+from pipeline import schema
 
 
 @dataclass
@@ -244,3 +245,12 @@ def _total_interval(lifts: pl.DataFrame, alpha: float) -> list[pl.Expr]:
     model_se = pl.col("model_sd").fill_null(0.0) if "model_sd" in lifts.columns else pl.lit(0.0)
     se = (pl.col("delta_se") ** 2 + prompt_se**2 + model_se**2).sqrt()
     return [(pl.col("lift") - z * se).alias("total_ci_low"), (pl.col("lift") + z * se).alias("total_ci_high")]
+
+
+def no_readout(analysis: ab_test.AbConfig) -> ab_test.AbReadout:
+    """The readout of an experiment that could not be simulated (the traffic trained no user simulator): both arms
+    without users, a row per metric without a lift; with the simulator's reason `ab_test.ab_decision` calls it
+    insufficient evidence, which neither ships nor rejects."""
+    users = pl.DataFrame(schema={"user_hash": pl.Utf8, "arm": pl.Utf8, "messages": pl.Int64})
+    lifts, arms, srm = ab_test.analyze(users, analysis)
+    return ab_test.AbReadout(lifts, arms, srm, users, schema.empty(schema.DROPS), {"users_simulated": 0})

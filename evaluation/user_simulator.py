@@ -48,7 +48,12 @@ class UserSimulatorConfig:
     )
     max_features: int = field(default=30_000, metadata={"help": "Vocabulary size of each TF-IDF vectorizer."})
     c: float = field(default=1.0, metadata={"help": "Inverse L2 regularisation strength of the logistic regression."})
-    min_rows: int = field(default=50, metadata={"help": "Fewest training turns; fewer fail with a clear error."})
+    min_rows: int = field(
+        default=50,
+        metadata={
+            "help": "Fewest training turns; with fewer the simulator is not trained and its readout insufficient."
+        },
+    )
     min_per_class: int = field(default=5, metadata={"help": "Fewest turns of each label (continued / not)."})
     holdout_fraction: float = field(
         default=0.2, metadata={"help": "Share of the simulator's users held out to report its AUC (split by user)."}
@@ -98,6 +103,48 @@ class UserSimulatorConfig:
             raise ValueError(f"base_continue={self.base_continue} must be in (0, 1), e.g. 0.6, or None")
         if not 0.5 < self.p_max < 1:
             raise ValueError(f"p_max={self.p_max} must be in (0.5, 1), e.g. 0.95")
+
+
+SIMULATOR_FIX = (
+    "widen the generation's window of days (`window_days`) or let it read more earlier days (`max_earlier_days`, "
+    "0 = every one)"
+)
+
+
+class TooFewTurns(ValueError):
+    """The traffic offers the user simulator fewer usable turns than it is trained on: the A/B readout it would
+    drive has no evidence (`evidence()`), and the generation goes on without it."""
+
+    def __init__(self, rows: int, per_class: dict, config: UserSimulatorConfig, counters: dict[str, int]) -> None:
+        self.rows, self.per_class, self.config, self.counters = rows, dict(per_class), config, dict(counters)
+        super().__init__(
+            f"the user simulator has {rows} usable turns ({self.per_class}) after dropping excluded users and "
+            f"replayed conversations; it needs >= {config.min_rows} with >= {config.min_per_class} of each label: "
+            + SIMULATOR_FIX
+        )
+
+    def evidence(self) -> dict:
+        """The simulator's evidence document, as a trained one records it, marked not trained."""
+        went_on, stopped = self.per_class.get(True, 0), self.per_class.get(False, 0)
+        if self.rows < self.config.min_rows:
+            reason = f"not trained: {self.rows} usable turns (minimum {self.config.min_rows})"
+        else:
+            least = "stopped" if stopped < went_on else "went on"
+            reason = (
+                f"not trained: {min(went_on, stopped)} turns after which the user {least} "
+                f"(minimum {self.config.min_per_class})"
+            )
+        return {
+            "trained": False,
+            "turns": self.rows,
+            "continued": went_on,
+            "stopped": stopped,
+            "min_rows": self.config.min_rows,
+            "min_per_class": self.config.min_per_class,
+            "sufficient": False,
+            "reason": reason,
+            "fix": SIMULATOR_FIX,
+        }
 
 
 def _length_features(texts: list[str]) -> sp.csr_matrix:
@@ -209,12 +256,7 @@ def fit_user_simulator(
     counts = frame["continued"].value_counts()
     per_class = dict(zip(counts["continued"].to_list(), counts["count"].to_list()))
     if frame.height < config.min_rows or min(per_class.get(True, 0), per_class.get(False, 0)) < config.min_per_class:
-        raise ValueError(
-            f"the user simulator has {frame.height} usable turns ({per_class}) after dropping excluded users and "
-            f"replayed conversations; it needs >= {config.min_rows} with >= {config.min_per_class} of each "
-            "label: widen the generation's window of days or let it read more earlier days (`max_earlier_days`, "
-            "0 = every one)"
-        )
+        raise TooFewTurns(frame.height, per_class, config, counters)
     if validation is not None:
         train = frame
         test = (

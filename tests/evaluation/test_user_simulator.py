@@ -49,3 +49,20 @@ def test_too_few_turns_fail_with_the_fix():
         fit_user_simulator(engagement_turns(n_users=10), config=UserSimulatorConfig(min_rows=100))
     with pytest.raises(ValueError, match="lack the columns"):
         fit_user_simulator(pl.DataFrame({"reply": ["x"]}))
+
+
+def test_too_few_turns_leave_a_readout_with_insufficient_evidence():
+    from evaluation import ab_test
+    from evaluation.ab_config import AbConfig
+    from evaluation.simulated_ab import no_readout
+    from evaluation.user_simulator import TooFewTurns
+
+    with pytest.raises(TooFewTurns) as caught:
+        fit_user_simulator(engagement_turns(n_users=10), config=UserSimulatorConfig(min_rows=100))
+    ev = caught.value.evidence()
+    assert ev["trained"] is False and ev["sufficient"] is False and ev["min_rows"] == 100
+    assert ev["reason"] == f"not trained: {ev['turns']} usable turns (minimum 100)"
+    readout = no_readout(AbConfig())
+    assert readout.lifts["lift"].is_null().all() and readout.arms["users"].to_list() == [0, 0]
+    verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm, insufficient=f"the user simulator {ev['reason']}")
+    assert verdict == "insufficient" and "not trained" in reason
