@@ -19,6 +19,7 @@ import polars as pl
 from evaluation import evidence, style_monitor
 from evaluation.generations_table import run_chart_columns
 from pipeline.digest import dir_digest, files_digest
+from training.rewards.judge_minimums import NOT_TRAINED_ROW
 
 METRICS_TABLES = (
     "eval_win_rates",
@@ -99,6 +100,13 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
         metrics["reward_models"] = {
             m: dict(zip(g["metric"], g["value"])) for (m,), g in rows.group_by("model", maintain_order=True)
         }
+        unmade = rm.filter((pl.col("section") == NOT_TRAINED_ROW[0]) & (pl.col("metric") == NOT_TRAINED_ROW[1]))
+        if unmade.height:
+            # judges the traffic had too little data to train: what they counted and why they are not judges
+            metrics["judges_not_trained"] = {
+                r["model"]: {"count": r["n"], "reason": str(r["detail"] or "not trained").split(";")[0]}
+                for r in unmade.iter_rows(named=True)
+            }
     if get("ab_lifts").height:
         metrics["ab"] = _ab(get("ab_lifts"), get("ab_arms"), get("ab_srm"))
     samples = get("eval_samples")
@@ -178,7 +186,8 @@ def generation_row(
         "ab_verdict": ab["verdict"] if ab else None,
         "ab_source": ab["source"] if ab else None,
         **run_chart_columns(metrics, blocked_by),
-        "insufficient": sorted(insufficient + (["ab_readout"] if ab and ab["verdict"] == "insufficient" else [])),
+        "insufficient": sorted(insufficient + (["ab_readout"] if ab and ab["verdict"] == "insufficient" else []))
+        + [f"{judge} judge {v['reason']}" for judge, v in sorted((metrics.get("judges_not_trained") or {}).items())],
     }
 
 

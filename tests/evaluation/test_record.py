@@ -92,3 +92,19 @@ def test_fluency_reaches_the_metrics_the_table_and_the_report():
     assert dict(zip(long["series"], long["value"])) == {"mean_slor/new": 1.9, "mean_slor/parent": 1.5}
     # not measured (an older record, or fluency switched off): empty, not zero
     assert fluency_of(collect_metrics({}), "new") is None
+
+
+def test_a_judge_the_traffic_could_not_train_is_named_insufficient_with_its_count():
+    from training.rewards.judge_minimums import JudgeMinimums, not_trained_row, pairwise_shortfall
+    from training.rewards.reward_eval import EVAL_METRICS
+
+    short = pairwise_shortfall(2, JudgeMinimums())
+    rm = pl.DataFrame([not_trained_row(short)], schema=EVAL_METRICS).with_columns(pl.lit("pairwise").alias("model"))
+    metrics = collect_metrics({"ab_lifts": _ab("inconclusive"), "reward_model_metrics": rm})
+    assert metrics["judges_not_trained"] == {
+        "pairwise": {"count": 2, "reason": "not trained: 2 preference pairs (minimum 10)"}
+    }
+    row = generation_row(PLAN, "t1", _gates("ok", "insufficient"), metrics, {}, {})
+    frame = pl.DataFrame([row], schema=GENERATIONS)
+    assert frame["released"][0]
+    assert frame["insufficient"][0].to_list() == ["g1", "pairwise judge not trained: 2 preference pairs (minimum 10)"]
