@@ -22,7 +22,7 @@ from pipeline.sources import read_day
 from quality.row_counts import row_count_history
 
 GROUP = "ingest"
-INGEST_VERSION = "ingest-3"
+INGEST_VERSION = "ingest-4"
 
 
 def _table_spec(key: str, contract: pl.Schema, description: str) -> dg.AssetSpec:

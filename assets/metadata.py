@@ -3,6 +3,8 @@
 import dagster as dg
 import polars as pl
 
+from quality.markdown import plain_text
+
 
 def counts_table(counts: dict[str, int], key: str = "reason", total: int | None = None) -> dg.MetadataValue:
     """Counts per key (e.g. drops per reason code) as a typed Dagster table, largest first."""
@@ -41,7 +43,8 @@ def column_schema(schema: pl.Schema | dict, descriptions: dict[str, str] | None 
 def _cell(value: object, max_chars: int = 120) -> object:
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    s = str(value).replace("\n", " ")
+    # a cell from the data is shown on one line, with no control, bidi or zero-width character
+    s = plain_text(value)
     return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
 
 

@@ -30,7 +30,7 @@ def _report_inputs(lake: Lake, day: date) -> list:
     partitions_def=daily,
     group_name="quality",
     kinds={"html"},
-    code_version="report-1",
+    code_version="report-2",
     description="The day's data-quality report: counts in and out per stage, quarantine reasons, PII by type, "
     "dup rates, topic shares, drift against the previous day and every check's status.",
 )

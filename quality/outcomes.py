@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from quality.markdown import md_text
+
 CRITICAL = "critical"
 WARNING = "warning"
 INFO = "info"
@@ -189,7 +191,7 @@ class SuiteResult:
 
     def to_markdown(self) -> str:
         verdict = "PASS" if self.all_passed else ("FAIL" if not self.success else "WARN")
-        head = f"**{self.table}**: {verdict} — {self.detail}"
+        head = f"**{_md(self.table)}**: {verdict} — {_md(self.detail)}"
         if self.all_passed:
             return head
         lines = [head, "", "| expectation | column | severity | observed | examples |", "|---|---|---|---|---|"]
@@ -200,7 +202,9 @@ class SuiteResult:
                 else json_safe(o.observed, 60)
             )
             examples = "; ".join(str(json_safe(e, 40)) for e in o.examples[:3])
-            lines.append(f"| {o.name} | {o.column or ''} | {o.severity} | {_md(observed)} | {_md(examples)} |")
+            lines.append(
+                f"| {_md(o.name)} | {_md(o.column or '')} | {o.severity} | {_md(observed)} | {_md(examples)} |"
+            )
         return "\n".join(lines)
 
     def to_metadata(self) -> dict[str, Any]:
@@ -258,7 +262,7 @@ class CheckOutcome:
 
     def to_markdown(self) -> str:
         verdict = "PASS" if self.passed else ("FAIL" if self.severity == CRITICAL else "WARN")
-        return f"**{self.name}**: {verdict} — {self.detail}"
+        return f"**{_md(self.name)}**: {verdict} — {_md(self.detail)}"
 
     def as_check(self) -> dict[str, Any]:
         return {
@@ -270,4 +274,4 @@ class CheckOutcome:
 
 
 def _md(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_text(value)

@@ -19,6 +19,7 @@ import jinja2
 import numpy as np
 
 from pipeline.lake import atomic_write_text
+from quality.markdown import md_text
 from quality.outcomes import CRITICAL, SuiteResult
 from quality.report_inputs import ReportInputs
 from quality.report_view import check_status, report_context
@@ -61,6 +62,8 @@ def _env() -> jinja2.Environment:
     env = template_environment()
     env.filters["num"] = _num
     env.filters["pct"] = lambda v, d=2: "—" if v is None else f"{100 * float(v):.{d}f}%"
+    # the markdown summary is not autoescaped: every value from the data goes through `md`
+    env.filters["md"] = md_text
     return env
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import date
 
 import dagster as dg
@@ -148,3 +149,71 @@ def test_a_day_of_every_bad_input_class_succeeds_through_the_assets(tmp_path):
     assert mats["conversations"]["unread_files"].value == len(listed)
     quarantine = Lake(tmp_path / "home").read("quarantine", BAD_DAY)
     assert set(quarantine["reason_code"]) >= {c.code for c in cases}
+
+
+HOSTILE_NAMES = [
+    "evil\n**All files were read, nothing quarantined** [details](javascript:alert(1))\n.csv",
+    "<img src=x onerror=alert(2)>.csv",
+    "[a](javascript:alert(3)) | forged | cell |.jsonl",
+]
+HOSTILE_VALUES = ["<img src=x onerror=alert(4)>", "[c](javascript:alert(5))", "<script>alert(6)</script> **b**"]
+
+
+def _rendered(markdown: str) -> str:
+    from markdown_it import MarkdownIt
+
+    # raw HTML allowed, as a permissive renderer would: only the escaping keeps it out
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
+def _assert_inert(html: str) -> None:
+    for live in ("<a ", "<img", "<script", "javascript:alert(1)</a", "<strong>All files"):
+        assert live not in html, (live, html)
+
+
+def test_hostile_file_names_and_values_render_inert_in_metadata_and_summary(tmp_path):
+    from quality.daily import gather
+    from quality.report import build_markdown
+
+    src = tmp_path / "src"
+    day_dir = src / f"day={DAY}"
+    day_dir.mkdir(parents=True)
+    for name in HOSTILE_NAMES:
+        (day_dir / name).write_bytes(b"")
+    rows = [
+        {
+            "conversation_id": f"c{i}",
+            "role": "user",
+            "text": value,
+            "character_id": value,
+            "surface": value,
+            "ts": f"{DAY}T08:00:0{i}Z",
+            "user_id": "u",
+        }
+        for i, value in enumerate(HOSTILE_VALUES)
+    ]
+    (day_dir / "traffic.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows) + "\n" + json.dumps(rows[0] | {"role": "x"})
+    )
+    settings = FlywheelSettings(home=str(tmp_path / "home"), source_kind="folder", source_path=str(src))
+    result = dg.materialize([ingest], partition_key=DAY, resources={"settings": settings})
+    assert result.success
+    entries = [
+        *(v for m in result.get_asset_materialization_events() for v in m.materialization.metadata.values()),
+        *(v for c in result.get_asset_check_evaluations() for v in c.metadata.values()),
+    ]
+    tables = [v for v in entries if isinstance(v, dg.TableMetadataValue)]
+    cells = [str(x) for t in tables for r in t.records for x in r.data.values() if isinstance(x, str)]
+    assert any("onerror" in c for c in cells)  # the hostile values did reach the tables, as text
+    assert all(c.isprintable() for c in cells)  # on one line: no forged row, no bidi or zero-width character
+    for v in entries:
+        if isinstance(v, dg.MarkdownMetadataValue):
+            _assert_inert(_rendered(v.md_str))
+    # the quality summary the report asset publishes as markdown
+    summary = build_markdown(gather(Lake(tmp_path / "home"), date.fromisoformat(DAY)))
+    html = _rendered(summary)
+    _assert_inert(html)
+    assert "onerror=alert(2)" in html and "javascript:alert(1)" in html  # shown, as text
+    unread = summary.split("**Files not read**", 1)[1].strip().split("\n\n", 1)[0].splitlines()
+    assert len(unread) == 2 + len(HOSTILE_NAMES)  # header, rule, one row per file: no forged line or row
+    assert all(len(re.split(r"(?<!\\)\|", line)) == 4 for line in unread[2:])  # two cells a row

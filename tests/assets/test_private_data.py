@@ -21,8 +21,16 @@ from quality.daily import gather
 from tests.assets.traffic import DAY, write_traffic
 
 SALT = "planted-salt-5c0ffee-91d2"
-RAW_IDS = [f"rawuser-{k}" for k in range(20)] + ["outside-user-77"]
+RAW_IDS = [f"rawuser-{k}" for k in range(20)] + ["outside-user-77", "rawuser-esc", "rawuser-list", "rawuser-obj"]
 PII = ["jane.roe@example.org", "+1 415 555 0199", "415-555-0142", "sam.doe+tag@mail.example.com"]
+# the same kinds of PII in other scripts and spellings
+OTHER_SCRIPTS = [
+    "415-555-0142".translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+    "415-555-0142".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
+    "jane\u200b.roe@example.org",
+    "jane.roe＠example.org",
+]
+PII += OTHER_SCRIPTS
 BOM = "\ufeff"
 
 
@@ -54,6 +62,10 @@ def _bad_lines() -> list[bytes]:
         json.dumps(
             {"conversation_id": "q11", "user_id": "rawuser-18", "role": "user", "text": f"{PII[3]} \ud800", "ts": ts}
         ),
+        # unparseable, the user id key spelled with an escape, its value a list or an object
+        f'{{"user\\u005fid": "rawuser-esc", "text": "{PII[0]}',
+        f'{{"user_id": ["rawuser-list"], "text": "{PII[1]}',
+        f'{{"user_id": {{"id": "rawuser-obj"}}, "text": "{PII[2]}',
     ]
     return [line.encode("utf-8", "surrogatepass") for line in lines] + [
         f'{{"conversation_id": "q12", "user_id": "rawuser-19", "text": "caf\xe9 {PII[0]}"}}'.encode("latin-1")
@@ -70,7 +82,16 @@ def _write_day(tmp_path):
         r["user_id"] = "rawuser-" + r["user_id"].split("-")[1]
         if r["conversation_id"] in ("conv-1", "conv-2") and r["turn_index"] == 0:
             r["text"] += f" reach me at {PII[0]} or {PII[1]}"
+        if r["conversation_id"] == "conv-3":
+            # identifiers that carry a person, and PII in other scripts
+            r["conversation_id"] = f"x-pii-{r['user_id']}:session-1"
+            r["message_id"] = f"msg-{PII[2]}-{r['turn_index']}"
+            r |= {"character_id": PII[0], "surface": f"tel:{PII[1]}", "served_by": f"gen-{PII[3]}"}
+            r["text"] += " or " + OTHER_SCRIPTS[r["turn_index"] % len(OTHER_SCRIPTS)]
     path.write_bytes(b"\n".join([json.dumps(r).encode() for r in rows] + _bad_lines()) + b"\n")
+    # a file named for a person: its name is stored scrubbed
+    named = {"conversation_id": "n1", "user_id": "rawuser-5", "role": "user", "text": "hi", "ts": f"{DAY}T09:00:00Z"}
+    (src / f"{PII[0]}-{DAY}.jsonl").write_text(json.dumps(named) + "\n" + json.dumps(named | {"role": "bot"}))
     outside = tmp_path / "outside.jsonl"
     outside.write_text(json.dumps({"user_id": "outside-user-77", "text": PII[3]}))
     (src / f"link-{DAY}.jsonl").symlink_to(outside)
@@ -144,9 +165,10 @@ def test_no_raw_id_salt_or_pii_in_the_lake_or_the_event_log(planted_day):
     conversations = lake.read("conversations", day)
     assert quarantine.height >= 13 and conversations.height > 100
     # the planted PII did arrive, in accepted and rejected records, so the scans below can see it
-    assert _hits(b"".join(p.read_bytes() for p in src.glob("*.jsonl")), PII) == PII
+    sent = b"".join(p.read_bytes() for p in src.glob("*.jsonl")).decode("unicode_escape", "replace")
+    assert _hits(sent.encode("utf-8", "surrogatepass"), PII) == PII
     # ... and was replaced at ingest, before the landing table was written, and counted there
-    planted = conversations.filter(pl.col("conversation_id").is_in(["conv-1", "conv-2"]) & (pl.col("turn_index") == 0))
+    planted = conversations.filter(pl.col("text").str.contains("reach me at") & (pl.col("turn_index") == 0))
     assert planted["text"].str.contains(r"reach me at \[EMAIL\] or \[PHONE\]").all() and planted.height == 2
     assert planted["pii_types"].to_list() == [["EMAIL", "PHONE"]] * 2
     counts = dict(lake.read("pii_counts", day).select("pii_type", "items").iter_rows())
@@ -170,6 +192,11 @@ def test_no_raw_id_salt_or_pii_in_the_lake_or_the_event_log(planted_day):
     for k in (8, 10, 11, 15, 17):
         assert UserHasher(SALT)(f"rawuser-{k}") in raw, k
     assert "[EMAIL]" in raw and "[PHONE]" in raw
+    assert any(f.startswith("[EMAIL]") for f in quarantine["source_file"].to_list())
+    # identifiers that carry a person were pseudonymised or scrubbed, and the other scripts' PII replaced
+    person = conversations.filter(pl.col("character_id") == "[EMAIL]")
+    assert person.height > 1 and (person["surface"] == "tel:[PHONE]").all()
+    assert person["conversation_id"].str.starts_with("c_").all() and person["message_id"].str.starts_with("m_").all()
 
 
 def test_dataset_and_model_cards_of_the_day_hold_nothing_private(planted_day, tmp_path):
