@@ -155,8 +155,21 @@ def ab_readout(
     plan, lake, seed = current_plan(settings), settings.lake(), generation.seed
     config, simulated = ab.ab_config(seed=seed), ab.source != "lake"
     simulator, extra, evidence = None, {}, {}
+    short = None
     if ab.source == "users":
-        out, sim_summary = simulate_from_users(lake, plan, ab, curation, seed, generation.judge_data_config())
+        try:
+            out, sim_summary = simulate_from_users(lake, plan, ab, curation, seed, generation.judge_data_config())
+        except user_simulator.TooFewTurns as error:
+            short = error
+    if short is not None:
+        # traffic too thin to train the simulator gives no readout: insufficient evidence, and the generation is
+        # recorded on its gates alone
+        context.log.warning(f"A/B readout not simulated: {short}")
+        evidence, simulated = short.evidence(), False
+        readout = simulated_ab.no_readout(config)
+        exposures, events = None, None
+        extra = {"simulator": dg.MetadataValue.json({**short.counters, **evidence})}
+    elif ab.source == "users":
         exposures, events, readout, simulator = out.exposures, out.events, out.readout, out.model
         evidence = out.evidence
         write_generation_table(lake, "ab_sim_scores", plan, out.scores)
@@ -184,8 +197,8 @@ def ab_readout(
             write_generation_table(lake, table, plan, frame.with_columns(pl.lit(True).alias("simulated")))
     if not evidence:  # logged or planted experiments: the users each arm's estimate rests on
         evidence = {"users_per_arm": dict(zip(readout.arms["arm"], readout.arms["users"]))}
-    short = f"the user simulator {evidence['reason']}" if evidence.get("sufficient") is False else None
-    verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm, insufficient=short)
+    lacking = f"the user simulator {evidence['reason']}" if evidence.get("sufficient") is False else None
+    verdict, reason = ab_test.ab_decision(readout.lifts, readout.srm, insufficient=lacking)
     label = (
         pl.lit(ab.source).alias("source"),
         pl.lit(simulated).alias("simulated"),

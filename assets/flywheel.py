@@ -90,6 +90,8 @@ def verdict_lines(settings: FlywheelSettings) -> list[str]:
         parts = [f"{g.get('gate')} {g.get('outcome') or evidence.outcome(g.get('severity') or '')}" for g in gates]
         if r.get("ab_verdict"):
             parts.append(f"A/B {r['ab_verdict']}")
+        # judges the traffic had too little data to train, with their counts (insufficient evidence)
+        parts += [v for v in r.get("insufficient") or [] if " judge not trained" in v]
         out.append(f"{r['generation']}: " + (", ".join(parts) or "no gate recorded"))
     return out
 

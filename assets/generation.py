@@ -27,6 +27,7 @@ from pipeline.judge_data import JudgeDataConfig
 from pipeline.lake import Lake, Partition, atomic_write_text
 from training.generation_plan import BASE, GenerationPlan, plan_generation
 from training.policy.policy_cache import default_cache_root
+from training.rewards.judge_minimums import JudgeMinimums
 
 GROUP_PRE = "pre_herding"
 GROUP_HERD = "herding"
@@ -91,6 +92,9 @@ class GenerationSettings(dg.ConfigurableResource):
     )
     min_fresh_prompts: int = Field(default=5000, description="sensor: fresh pool prompts that start a generation")
     max_earlier_days: int = library_field(JudgeDataConfig, "max_earlier_days")
+    min_pairs: int = library_field(JudgeMinimums, "min_pairs")
+    min_pointwise_rows: int = library_field(JudgeMinimums, "min_pointwise_rows")
+    min_pointwise_per_class: int = library_field(JudgeMinimums, "min_pointwise_per_class")
     seed: int = Field(
         default_factory=lambda: int(os.environ.get("FLYWHEEL_SEED") or 0),
         description="one seed for every random choice of the models: gen-0's pre-training, reply sampling, the "
@@ -98,6 +102,14 @@ class GenerationSettings(dg.ConfigurableResource):
         "simulations (never the traffic's user split, which is part of the data) (env FLYWHEEL_SEED, `make "
         "flywheel SEED=n`)",
     )
+
+    def judge_minimums(self) -> JudgeMinimums:
+        """The least training data of each judge: below it the judge is recorded as not trained."""
+        return JudgeMinimums(
+            min_pairs=self.min_pairs,
+            min_pointwise_rows=self.min_pointwise_rows,
+            min_pointwise_per_class=self.min_pointwise_per_class,
+        )
 
     def judge_data_config(self, min_slice_users: int | None = None) -> JudgeDataConfig:
         """The judges' data settings; `min_slice_users` is the release's (the minimum its win-rate gates ask for),

@@ -30,7 +30,7 @@ from assets.generation import (
 )
 from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
-from assets.reward_models import load_scorer
+from assets.reward_models import load_scorer, training_reward
 from assets.training_launcher import TrainingLauncher
 from engine.sampling import CandidateConfig
 from pipeline import schema
@@ -60,7 +60,8 @@ def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, pl
 
 
 @dg.asset(
-    deps=["generation_plan"],
+    # after the judges: a traffic that can train none of them stops the generation before its costliest step
+    deps=["generation_plan", "reward_model_pointwise", "reward_model_pairwise"],
     group_name=GROUP_HERD,
     kinds={"pytorch", "huggingface"},
     description="gen-0, the policy the flywheel starts from: a small Llama-architecture model built offline "
@@ -151,7 +152,8 @@ def candidates(
     train = pool_prompts(settings, plan)
     if train.height > generation.candidate_prompts:
         train = train.sample(generation.candidate_prompts, seed=run_seed(plan, generation.seed)).sort("prompt_id")
-    scorer = load_scorer(settings, plan.generation, "pointwise", curation)
+    reward = training_reward(settings, plan.generation)
+    scorer = load_scorer(settings, plan.generation, reward, curation)
     generators = {plan.parent: parent_policy(settings, generation, plan)}
     sampling = {
         "max_new_tokens": generation.max_new_tokens,
@@ -180,6 +182,8 @@ def candidates(
             "card_prompts": steer.height,
             "card_rules_kept_rate": float(steer_frame["rules_kept"].mean() or 0.0) if steer_frame.height else 0.0,
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
+            # the pairwise model's utility when the traffic had too little to train the pointwise one
+            "reward_model": reward,
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
             "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
             "preview": preview_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
@@ -370,7 +374,9 @@ def _batches(settings: FlywheelSettings, generation: GenerationSettings, plan: G
 
 def _rl_rewards(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> dict:
     return {
-        "reward_model_path": str(reward_model_dir(settings, plan.generation, "pointwise")),
+        "reward_model_path": str(
+            reward_model_dir(settings, plan.generation, training_reward(settings, plan.generation))
+        ),
         # the same length trend the SFT and preference sets were ranked without
         "length_slope": _length_slope(settings, plan),
         "max_completion_length": generation.max_new_tokens,

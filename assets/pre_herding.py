@@ -1,5 +1,5 @@
-"""Pre-herding assets: engagement labels, the two reward models (`assets.reward_models`) and their validation
-report."""
+"""Pre-herding assets: the traffic's profile (what it offers each judge), engagement labels, the two reward models
+(`assets.reward_models`) and their validation report."""
 
 from pathlib import Path
 
@@ -7,15 +7,97 @@ import dagster as dg
 import polars as pl
 
 from assets.checks import result
-from assets.generation import GROUP_PRE, current_plan, write_generation_table
+from assets.curation import CurationSettings
+from assets.generation import GROUP_PRE, GenerationSettings, current_plan, write_generation_table
 from assets.metadata import png_markdown, preview_table, schema_metadata
-from assets.resources import FlywheelSettings
-from assets.reward_models import reward_model_pairwise, reward_model_pointwise
+from assets.release import held_out_slices
+from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
+from assets.reward_models import preference_pairs, reward_model_pairwise, reward_model_pointwise
+from evaluation import traffic_profile as profiles
+from evaluation.user_simulator import UserSimulatorConfig, turns_from_prompts
 from pipeline.lake import Partition
 from quality.outcomes import WARNING, CheckOutcome
-from training.generation_plan import read_window
+from training.generation_plan import capped_sample, judge_rows, read_window
 from training.rewards.engagement import USER_DAY_ENGAGEMENT, check_labels, user_day_engagement
-from training.rewards.reward_eval import EVAL_METRICS
+from training.rewards.reward_eval import EVAL_METRICS, RewardEvalConfig
+
+
+@dg.asset(
+    deps=["generation_plan"],
+    group_name=GROUP_PRE,
+    kinds={"polars", "parquet"},
+    metadata=schema_metadata(profiles.PROFILE, generation=pl.Utf8),
+    description="What the generation's traffic offers each judge, before anything is trained: preference pairs "
+    "(pairwise judge), replies the user went on or stopped after (pointwise judge), the user simulator's turns and "
+    "users (A/B readout), held-out users per slice (win-rate gates), thumbs and topic sizes; each against its "
+    "minimum, with what follows below it and the fix.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "judges_have_data",
+            asset="traffic_profile",
+            blocking=True,
+            description="At least one reward model can be trained (else nothing ranks the candidates the policy "
+            "learns from, and the generation stops here); a judge below its minimum warns as insufficient evidence.",
+        )
+    ],
+)
+def traffic_profile(
+    context: dg.AssetExecutionContext,
+    settings: FlywheelSettings,
+    generation: GenerationSettings,
+    curation: CurationSettings,
+    release: ReleaseSettings,
+    ab: AbSettings,
+):
+    plan, lake = current_plan(settings), settings.lake()
+    judge = generation.judge_data_config(release.min_slice_users)
+    rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
+    pairs, held_out, _, _ = preference_pairs(rows, generation)
+    pool = read_window(lake, "prompts", plan)
+    slice_users = {}
+    if pool.height:
+        users = held_out_slices(lake, plan, pool, curation.sampling_config(), judge).users_per_slice()
+        slice_users = {s: v["window"] + v["pooled"] for s, v in users.items()}
+    counts = profiles.TrafficCounts(
+        pairs=pairs.height,
+        held_out_pairs=held_out.height,
+        pointwise_labels=capped_sample(rows.train, generation.reward_train_rows, generation.seed)["continued"],
+        simulator_turns=turns_from_prompts(rows.train),
+        slice_users=slice_users,
+        pool=pool,
+    )
+    simulator = UserSimulatorConfig(min_rows=ab.simulator_min_rows, min_users=ab.min_simulator_users)
+    profile = profiles.traffic_profile(
+        counts, generation.judge_minimums(), simulator, release.min_slice_users, RewardEvalConfig().min_eval_pairs
+    )
+    write_generation_table(lake, "traffic_profile", plan, profile)
+    line = profiles.summary(profile)
+    context.log.info(f"traffic profile of {plan.generation} ({plan.days[0]} .. {plan.days[-1]}): {line}")
+    yield dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "summary": line,
+            "profile": preview_table(profile, max_rows=40),
+            "lacking": dg.MetadataValue.json(profiles.lacking(profile)),
+            "training_data": dg.MetadataValue.json(rows.counters),
+        }
+    )
+    untrainable = profiles.reward_models_lacking_data(profile)
+    if len(untrainable) == len(profiles.REWARD_MODELS):
+        outcome = CheckOutcome(
+            "judges_have_data",
+            False,
+            f"no reward model can be trained on this traffic, so nothing would rank the replies the policy learns "
+            f"from: {line}. The generation stops before building any policy",
+        )
+    else:
+        outcome = CheckOutcome(
+            "judges_have_data",
+            not profiles.lacking(profile),
+            line + ("; the generation goes on with the judges that have their data" if untrainable else ""),
+            severity=WARNING,
+        )
+    yield result("traffic_profile", "judges_have_data", outcome)
 
 
 @dg.asset(
@@ -110,4 +192,10 @@ def reward_model_report(context: dg.AssetExecutionContext, settings: FlywheelSet
     )
 
 
-PRE_HERDING_ASSETS = [engagement_labels, reward_model_pointwise, reward_model_pairwise, reward_model_report]
+PRE_HERDING_ASSETS = [
+    traffic_profile,
+    engagement_labels,
+    reward_model_pointwise,
+    reward_model_pairwise,
+    reward_model_report,
+]

@@ -32,7 +32,7 @@ from assets.generation import (
 from assets.herding import parent_policy
 from assets.metadata import counts_table, preview_table, schema_metadata, table_metadata
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
-from assets.reward_models import load_scorer
+from assets.reward_models import load_judges
 from assets.tables import gen_table, write_drops
 from evaluation import release_gates
 from evaluation.generation_report import write_generation_report
@@ -118,8 +118,9 @@ def offline_eval(
     slices = held_out_slices(lake, plan, pool, curation.sampling_config(), judge)
     held_out = slices.rows
     write_generation_table(lake, "eval_slice_users", plan, slices.users)
-    # the judges embed with the embedder their features were trained on (the curation's)
-    judges = tuple(load_scorer(settings, plan.generation, k, curation) for k in ("pointwise", "pairwise"))
+    # the judges embed with the embedder their features were trained on (the curation's); a judge the traffic had
+    # too little data to train is None and judges nothing (its gates read it as insufficient evidence)
+    judges = load_judges(settings, plan.generation, curation)
     result = evaluate(
         plan.generation,
         {"new": str(policy_dir(settings, plan.generation)), "parent": parent_policy(settings, generation, plan)},

@@ -215,6 +215,8 @@ class AbSettings(dg.ConfigurableResource):
         return self.sim_config(last_day, seed, AbSimConfig, **lifts)
 
     def describe_source(self, simulator: str | None = None) -> str:
+        if self.source == "users" and simulator is None:
+            return "not simulated: the traffic had too little data to train the user simulator"
         if self.source == "users":
             return f"SIMULATED users ({self.simulated_users}), simulated from {simulator}, not real traffic"
         if self.source == "simulate":

@@ -20,6 +20,14 @@ from training.cards import write_model_card
 from training.generation_plan import capped_sample, judge_rows
 from training.rewards.annotations import read_annotation_source
 from training.rewards.engagement_label import TARGET, choose_label, with_target
+from training.rewards.judge_minimums import (
+    Shortfall,
+    not_trained,
+    not_trained_row,
+    pairwise_shortfall,
+    pointwise_shortfall,
+    write_not_trained,
+)
 from training.rewards.reward_embedding import EmbeddingHeadConfig, EmbeddingRewardModel
 from training.rewards.reward_eval import EVAL_METRICS, RewardEvalConfig, evaluate_reward_model
 from training.rewards.reward_model import EngagementPairsConfig, engagement_pairs, load_reward_model
@@ -52,7 +60,38 @@ def cached_embed_fn(settings: FlywheelSettings, curation: CurationSettings | Non
 
 
 def load_scorer(settings: FlywheelSettings, generation: str, kind: str, curation: CurationSettings | None = None):
-    return load_reward_model(reward_model_dir(settings, generation, kind), embed_fn=cached_embed_fn(settings, curation))
+    directory = reward_model_dir(settings, generation, kind)
+    missing = not_trained(directory)
+    if missing is not None:
+        raise ValueError(f"{generation}'s {kind} reward model was {missing['reason']}: {missing['fix']}")
+    return load_reward_model(directory, embed_fn=cached_embed_fn(settings, curation))
+
+
+def load_judges(settings: FlywheelSettings, generation: str, curation: CurationSettings | None = None) -> tuple:
+    """(pointwise, pairwise) scorers of a generation; a judge the traffic had too little data to train is None."""
+    return tuple(
+        None
+        if not_trained(reward_model_dir(settings, generation, kind)) is not None
+        else load_scorer(settings, generation, kind, curation)
+        for kind in ("pointwise", "pairwise")
+    )
+
+
+def training_reward(settings: FlywheelSettings, generation: str) -> str:
+    """The judge whose scores rank candidates and reward GRPO: the pointwise engagement model, or, when the
+    traffic had too little to train it, the pairwise model's Bradley-Terry utility (a score of a reply in its
+    context as well). Refused when neither was trained: nothing would say which replies are better."""
+    reasons = {}
+    for kind in ("pointwise", "pairwise"):
+        missing = not_trained(reward_model_dir(settings, generation, kind))
+        if missing is None:
+            return kind
+        reasons[kind] = missing["reason"]
+    raise ValueError(
+        f"{generation} has no reward model to train the policy with: "
+        + "; ".join(f"{k} {r}" for k, r in reasons.items())
+        + " (the `traffic_profile` asset says what the traffic offers each judge)"
+    )
 
 
 def _save(model, target: Path) -> Path:
@@ -105,6 +144,48 @@ def _write_metrics(lake: Lake, plan: GenerationPlan, kind: str, metrics: pl.Data
 MIN_VALIDATION_ROWS = 20
 
 
+def record_not_trained(
+    settings: FlywheelSettings, plan: GenerationPlan, shortfall: Shortfall, training_data: dict, **extra
+) -> dg.MaterializeResult:
+    """A judge below its minimum: its folder records the shortfall instead of weights, `reward_model_metrics` a
+    `training` row (which `evaluation.evidence.judge_evidence` reads as insufficient), and the asset's metadata
+    the count, the minimum and the fix."""
+    target = reward_model_dir(settings, plan.generation, shortfall.judge)
+    tmp = staging_dir(target)
+    write_not_trained(tmp, shortfall)
+    replace_dir(tmp, target)
+    _write_metrics(
+        settings.lake(), plan, shortfall.judge, pl.DataFrame([not_trained_row(shortfall)], schema=EVAL_METRICS)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "generation": plan.generation,
+            "trained": False,
+            "reason": shortfall.reason,
+            "count": shortfall.count,
+            "minimum": shortfall.minimum,
+            "unit": shortfall.unit,
+            "fix": shortfall.fix,
+            "training_data": dg.MetadataValue.json(training_data),
+            "path": dg.MetadataValue.path(str(target)),
+            **extra,
+        }
+    )
+
+
+def not_trained_check(asset: str, shortfall: Shortfall, plan: GenerationPlan) -> dg.AssetCheckResult:
+    """A judge without its data is insufficient evidence: the check warns and blocks nothing."""
+    outcome = CheckOutcome(
+        "beats_length_baseline",
+        False,
+        f"insufficient evidence: {plan.generation}'s {shortfall.judge} model was {shortfall.reason}; it does not "
+        f"count as a judge. To train it: {shortfall.fix}",
+        metadata={"count": shortfall.count, "minimum": shortfall.minimum},
+        severity=WARNING,
+    )
+    return result(asset, "beats_length_baseline", outcome)
+
+
 def label_rows(measurements: pl.DataFrame) -> pl.DataFrame:
     """The engagement-label measurements as `EVAL_METRICS` rows (section `label`): each candidate's AUC within
     turn-position strata next to a length-only scorer's, flagged when it does not beat it."""
@@ -131,7 +212,7 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
 
 
 @dg.asset(
-    deps=["engagement_labels"],
+    deps=["engagement_labels", "traffic_profile"],
     group_name=GROUP_PRE,
     kinds={"pytorch"},
     description="Pointwise engagement reward model: p(engaged) and expected reply length of a response in its "
@@ -143,7 +224,8 @@ def _headline(metrics: pl.DataFrame, section: str, metric: str) -> dict:
             "beats_length_baseline",
             asset="reward_model_pointwise",
             blocking=True,
-            description="Held-out AUC above a length-only model's.",
+            description="Held-out AUC above a length-only model's (it is the training reward); a model the traffic "
+            "had too little data to train warns as insufficient evidence instead.",
         )
     ],
 )
@@ -157,6 +239,12 @@ def reward_model_pointwise(
     seed = generation.seed
     rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
     train, held_out = capped_sample(rows.train, generation.reward_train_rows, seed), rows.validation
+    shortfall = pointwise_shortfall(train["continued"], generation.judge_minimums())
+    if shortfall is not None:
+        context.log.warning(f"pointwise reward model {shortfall.reason}: {shortfall.fix}")
+        yield record_not_trained(settings, plan, shortfall, rows.counters)
+        yield not_trained_check("reward_model_pointwise", shortfall, plan)
+        return
     validation = "the window's held-out users"
     if held_out.height < MIN_VALIDATION_ROWS or held_out["continued"].drop_nulls().n_unique() < 2:
         # too few held-out users in the window to measure on: the training users' latest day (or a seeded
@@ -213,7 +301,8 @@ def reward_model_pointwise(
 
 
 @dg.asset(
-    deps=["engagement_labels"],
+    # after the pointwise model: when that one could not be trained, this one is the training reward
+    deps=["engagement_labels", "traffic_profile", "reward_model_pointwise"],
     group_name=GROUP_PRE,
     kinds={"pytorch"},
     description="Pairwise Bradley-Terry preference model, trained on engagement-derived pairs (responses to "
@@ -238,25 +327,16 @@ def reward_model_pairwise(
     plan, lake = current_plan(settings), settings.lake()
     seed = generation.seed
     rows = judge_rows(lake, plan, curation.sampling_config(), generation.judge_data_config())
-    # topics are fitted per day, so a cluster id means nothing across days: pair over all the days
-    prompts = capped_sample(rows.train, generation.pair_mining_rows, seed).drop("cluster_id", strict=False)
-    pairs = engagement_pairs(prompts, EngagementPairsConfig())
-    held_out = engagement_pairs(rows.validation.drop("cluster_id", strict=False), EngagementPairsConfig())
-    sources = {"engagement": pairs.height, "engagement_held_out_users": held_out.height}
-    annotations = None
-    if generation.annotations_path:
-        annotations = read_annotation_source(generation.annotations_path)
-        sources["annotation"] = annotations.pairs.height
-        # annotations carry no user: a seeded fifth of their prompts validates
-        annotated_train, annotated_held = split_pairs(annotations.pairs, eval_fraction=0.2)
-        pairs = pl.concat([pairs, annotated_train], how="diagonal_relaxed")
-        held_out = pl.concat([held_out, annotated_held], how="diagonal_relaxed")
-    if pairs.height < 10:
-        raise ValueError(
-            f"only {pairs.height} preference pairs in the days up to the window {plan.days}: raise "
-            "`max_earlier_days` (0 = every earlier day), widen `window_days` or add annotation pairs "
-            "(`annotations_path`)"
+    pairs, held_out, sources, annotations = preference_pairs(rows, generation)
+    shortfall = pairwise_shortfall(pairs.height, generation.judge_minimums())
+    if shortfall is not None:
+        context.log.warning(f"pairwise reward model {shortfall.reason} in the days up to {plan.days[-1]}")
+        training_reward(settings, plan.generation)  # refuses when the pointwise model was not trained either
+        yield record_not_trained(
+            settings, plan, shortfall, rows.counters, pairs_by_source=dg.MetadataValue.json(sources)
         )
+        yield not_trained_check("reward_model_pairwise", shortfall, plan)
+        return
     config, embed_fn = RewardEvalConfig(seed=seed), cached_embed_fn(settings, curation)
 
     def fit(rows: pl.DataFrame) -> EmbeddingRewardModel:
@@ -304,11 +384,36 @@ def reward_model_pairwise(
     if annotations is not None:
         meta["annotation_quarantine"] = annotations.quarantine.height
     outcome = beats_length(metrics, "pairwise", "pair_accuracy", "beats_length_baseline")
+    if not outcome.passed and training_reward(settings, plan.generation) == "pairwise":
+        raise ValueError(
+            f"{plan.generation} has no reward model to train the policy with: the pointwise model was not trained "
+            f"and the pairwise model does not beat the length-only baseline ({outcome.detail})"
+        )
     if not outcome.passed:
         outcome = not_a_judge(outcome, plan)
     meta["counts_as_judge"] = outcome.passed
     yield dg.MaterializeResult(metadata=meta)
     yield result("reward_model_pairwise", "beats_length_baseline", outcome)
+
+
+def preference_pairs(rows, generation: GenerationSettings) -> tuple[pl.DataFrame, pl.DataFrame, dict, object]:
+    """(training pairs, held-out pairs, pairs by source, the annotation source or None) of the pairwise judge:
+    engagement pairs mined from the training users' prompts (`rows.train`, capped at `pair_mining_rows`) and from
+    the window's held-out users', plus annotation pairs, of which a seeded fifth validates."""
+    # topics are fitted per day, so a cluster id means nothing across days: pair over all the days
+    prompts = capped_sample(rows.train, generation.pair_mining_rows, generation.seed).drop("cluster_id", strict=False)
+    pairs = engagement_pairs(prompts, EngagementPairsConfig())
+    held_out = engagement_pairs(rows.validation.drop("cluster_id", strict=False), EngagementPairsConfig())
+    sources = {"engagement": pairs.height, "engagement_held_out_users": held_out.height}
+    annotations = None
+    if generation.annotations_path:
+        annotations = read_annotation_source(generation.annotations_path)
+        sources["annotation"] = annotations.pairs.height
+        # annotations carry no user: a seeded fifth of their prompts validates
+        annotated_train, annotated_held = split_pairs(annotations.pairs, eval_fraction=0.2)
+        pairs = pl.concat([pairs, annotated_train], how="diagonal_relaxed")
+        held_out = pl.concat([held_out, annotated_held], how="diagonal_relaxed")
+    return pairs, held_out, sources, annotations
 
 
 def not_a_judge(failed: CheckOutcome, plan: GenerationPlan) -> CheckOutcome:

@@ -130,12 +130,12 @@ class Evaluation:
 
     def judge(self, pointwise, pairwise, n_resamples: int = 2000, seed: int = 0, min_cluster_users: int = 20) -> None:
         """Win rates by both reward models (`n_resamples` bootstrap resamples), steerability scores and style
-        monitors of both sides."""
+        monitors of both sides; a judge that is None (not trained) judges nothing."""
         self.wr = winrate.win_rate(
             self.sides["new"],
             self.sides["parent"],
-            pointwise={JUDGES[0]: pointwise_judge(pointwise)},
-            pairwise={JUDGES[1]: utility_judge(pairwise)},
+            pointwise={JUDGES[0]: pointwise_judge(pointwise)} if pointwise is not None else {},
+            pairwise={JUDGES[1]: utility_judge(pairwise)} if pairwise is not None else {},
             config=winrate_config.WinRateConfig(
                 slices=SLICES,
                 pairwise_output="utilities",

@@ -1,0 +1,110 @@
+"""Traffic unlike the default turns the whole loop: a judge the traffic offers too little data is recorded as not
+trained (insufficient evidence), and the generation goes on with the judges that have their data."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import flywheel
+from assets.curation import CURATION_ASSETS, CurationSettings
+from assets.generation import GenerationSettings, generation_plan
+from assets.ingest import ingest
+from assets.pre_herding import PRE_HERDING_ASSETS
+from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
+from pipeline.lake import Lake, Partition
+from tests.assets import traffic_shapes
+
+DAYS = ["2026-01-05", "2026-01-06"]
+TOY_GENERATION = {
+    "pretrain_steps": 5,
+    "candidate_prompts": 6,
+    "samples_per_prompt": 2,
+    "steer_samples": 2,
+    "max_new_tokens": 8,
+    "sft_steps": 2,
+    "dpo_steps": 2,
+    "grpo_steps": 1,
+    "reward_train_rows": 2000,
+    "pair_mining_rows": 2000,
+    "eval_prompts": 3,
+}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
+def test_traffic_without_minable_pairs_records_both_generations(tmp_path, capsys):
+    """One conversation per user, no thumbs, no prompt asked twice: no engagement pair to mine."""
+    src = tmp_path / "src"
+    src.mkdir()
+    traffic_shapes.specific_questions(src, DAYS, per_day=120)
+    home = tmp_path / "home"
+    resources = {
+        "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
+        "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
+        "generation": TOY_GENERATION,
+        "release": {"steerability_samples": 1, "bootstrap_resamples": 200},
+        "ab": {"simulated_users": 4000, "n_bootstrap": 200},
+    }
+    assert flywheel.run_flywheel(2, 1, instance=dg.DagsterInstance.ephemeral(), resources=resources) == 0
+
+    lake = Lake(home)
+    table = lake.scan("generations").collect().sort("number")
+    assert table["generation"].to_list() == ["gen-1", "gen-2"]
+    for row in table.iter_rows(named=True):
+        named = [v for v in row["insufficient"] if v.startswith("pairwise judge not trained")]
+        assert len(named) == 1 and "preference pairs (minimum 10)" in named[0], row["insufficient"]
+        profile = lake.read("traffic_profile", Partition.generation(row["generation"]))
+        pairs = profile.filter(pl.col("measure").str.starts_with("preference pairs")).row(0, named=True)
+        assert not pairs["enough"] and f"not trained: {pairs['value']} preference pairs" in named[0]
+        # the pointwise judge had its data: it trained the policy and judged the slices
+        rm = lake.read("reward_model_metrics", Partition.generation(row["generation"]))
+        assert rm.filter((pl.col("model") == "pointwise") & (pl.col("section") == "pointwise")).height
+    out = capsys.readouterr().out
+    assert "pairwise judge not trained" in out
+    report = (home / "reports" / "generations" / "index.html").read_text()
+    assert "pairwise judge not trained" in report
+
+
+def _judges_on(src, home, day):
+    settings = FlywheelSettings(home=str(home), source_kind="folder", source_path=str(src))
+    resources = {
+        "settings": settings,
+        "curation": CurationSettings(
+            topics=4, retain_fraction=0.9, eval_fraction=0.2, embed_backend="torch", history_start=day
+        ),
+        "generation": GenerationSettings(window_days=1, window_end=day, **TOY_GENERATION),
+        "release": ReleaseSettings(),
+        "ab": AbSettings(),
+    }
+    assert dg.materialize([ingest, *CURATION_ASSETS], partition_key=day, resources=resources).success
+    assets = [generation_plan, *PRE_HERDING_ASSETS]
+    return dg.materialize(
+        [dg.AssetSpec("prompts"), *assets],
+        selection=[a.key for a in assets],
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("shape", ["long_topical", "persona_chats"])
+def test_other_traffic_shapes_profile_and_train_the_judges_they_can(shape, tmp_path, request):
+    src = tmp_path / "src"
+    src.mkdir()
+    if shape == "persona_chats":
+        traffic_shapes.persona_chats(src, DAYS[:1], request.getfixturevalue("shared_data"))
+    else:
+        traffic_shapes.long_topical(src, DAYS[:1])
+    result = _judges_on(src, tmp_path / "home", DAYS[0])
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+    profile = checks[("traffic_profile", "judges_have_data")]
+    assert profile.passed == (mats["traffic_profile"]["lacking"].value == {})
+    for judge in ("pointwise", "pairwise"):
+        meta = mats[f"reward_model_{judge}"]
+        check = checks[(f"reward_model_{judge}", "beats_length_baseline")]
+        if "trained" in meta:  # not trained: the count, the minimum and the fix, and a warning, never a failure
+            assert meta["trained"].value is False and meta["count"].value < meta["minimum"].value
+            assert check.severity == dg.AssetCheckSeverity.WARN and "insufficient evidence" in check.description
+            assert judge in mats["traffic_profile"]["lacking"].value
