@@ -9,6 +9,7 @@ count their limits on them.
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,7 @@ _BOMS = (
 )
 _HEAD = 1 << 16  # bytes looked at to tell JSON lines from a JSON array
 _WHITESPACE = b" \t\r\n"
+_EOL = re.compile(rb"\r\n?|\n")
 
 
 def _encoding(head: bytes) -> tuple[str | None, int]:
@@ -153,7 +155,7 @@ def sniff(path: Path) -> FileKind:
         return FileKind("lines", encoding)
     # a line that is a whole list is a (wrong) JSON line; an array spread over lines, or a `.json` file, is read
     # record by record
-    first_line = body.split(b"\n", 1)[0].rstrip(_WHITESPACE)
-    whole_line = b"\n" in body and first_line.endswith(b"]")
+    first_line, *rest = _EOL.split(body, maxsplit=1)
+    whole_line = bool(rest) and first_line.rstrip(_WHITESPACE).endswith(b"]")
     json_name = path.name.lower().removesuffix(".gz").endswith(".json")
     return FileKind("array" if json_name or not whole_line else "lines", encoding)

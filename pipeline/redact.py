@@ -38,20 +38,61 @@ RAW_LIMIT = 20_000  # characters of a quarantined payload
 # scrubbing sees this much beyond a cut, so a PII item that straddles the cut is still recognised
 _MARGIN = 256
 _MAX_DEPTH = 64  # deeper parts of a payload are elided, not walked
-_ID_KEYS = frozenset(USER_ID_KEYS + OTHER_ID_KEYS)
+# keys compared by their letters and digits only, lower-cased: `userId`, `User-ID` and a key a bad byte landed
+# in (`"\\xffuser_id"` once decoded with escapes) name the same field as `user_id`
+_NOT_KEY_CHARS = re.compile(r"\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|[^a-z0-9]")
+
+
+def _norm_key(key: str) -> str:
+    return _NOT_KEY_CHARS.sub("", key.lower())
+
+
+_USER_KEYS = frozenset(_norm_key(k) for k in USER_ID_KEYS)
+_ID_KEYS = _USER_KEYS | frozenset(_norm_key(k) for k in OTHER_ID_KEYS)
 # a key in a line that could not be parsed, written as JSON allows (escapes included), single-quoted or bare,
 # with its separator
 _KEY = re.compile(r""""((?:[^"\\\n]|\\.)*)"\s*[:=]\s*|'([^'\n]*)'\s*[:=]\s*|(?<![\w"'\\])([A-Za-z_]\w*)\s*[:=]\s*""")
+# a surrogate pair, or one escape of a character beyond ASCII that is no surrogate
+_NON_ASCII_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|\\u(?![dD][89a-fA-F])(?!00[0-7])([0-9a-fA-F]{4})"
+)
 _BARE = re.compile(r"""[^\s,;}\]"']+""")
 
 
 def _key_name(m: re.Match) -> str:
     if m.group(1) is not None:
         try:
-            return str(json.loads(f'"{m.group(1)}"')).lower()
+            return _norm_key(str(json.loads(f'"{m.group(1)}"')))
         except ValueError:
-            return m.group(1).lower()
-    return (m.group(2) if m.group(2) is not None else m.group(3)).lower()
+            return _norm_key(m.group(1))
+    return _norm_key(m.group(2) if m.group(2) is not None else m.group(3))
+
+
+def _non_ascii_unescaped(text: str) -> str:
+    """`\\uXXXX` escapes of characters beyond ASCII written as the characters, so that PII written as escapes
+    (`\\uff14\\uff11...`) is scrubbed like PII written plainly. ASCII escapes stay: one could be a quote."""
+    if "\\u" not in text:
+        return text
+
+    def one(m: re.Match) -> str:
+        if m.group(1):
+            hi, lo = int(m.group(1), 16), int(m.group(2), 16)
+            return chr(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+        return chr(int(m.group(3), 16))
+
+    return _NON_ASCII_ESCAPE.sub(one, text)
+
+
+def _merged(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Spans in order, each overlapping run merged into one (named by its first key)."""
+    merged: list[tuple[int, int, str]] = []
+    for start, end, key in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]), merged[-1][2])
+        else:
+            merged.append((start, end, key))
+    return merged
 
 
 def _value_end(text: str, start: int) -> int:
@@ -76,13 +117,13 @@ def _value_end(text: str, start: int) -> int:
         return n
     if first == '"':
         i, n = start + 1, len(text)
-        while i < n and text[i] not in '"\n':
+        while i < n and text[i] not in '"\r\n':
             i += 2 if text[i] == "\\" else 1
         return min(i + 1, n) if i < n and text[i] == '"' else i
     if first == "'":
         close = text.find("'", start + 1)
-        newline = text.find("\n", start + 1)
-        ends = [e for e in (close + 1 if close >= 0 else -1, newline) if e >= 0]
+        breaks = [text.find(c, start + 1) for c in "\r\n"]
+        ends = [e for e in (close + 1 if close >= 0 else -1, *breaks) if e >= 0]
         return min(ends) if ends else len(text)
     m = _BARE.match(text, start)
     return m.end() if m else start
@@ -117,13 +158,13 @@ class Redactor:
         # cut before scrubbing so the work stays bounded; a PII item cut in two is cut off by the final cut
         return _cut(scrub_text(_safe(s[: self.max_text_chars + _MARGIN]), self.config), self.max_text_chars)
 
-    def _pseudonym(self, v: Any, key: str = "user_id") -> Any:
+    def _pseudonym(self, v: Any, key: str = "userid") -> Any:
         if v is None or isinstance(v, bool):
             return v
         text = _safe(str(v)) if isinstance(v, (str, int, float)) else None
         if text is None:
             text = _safe(json.dumps(v, sort_keys=True, default=str, ensure_ascii=False))
-        if key in USER_ID_KEYS:
+        if key in _USER_KEYS:
             return self.hasher(text)
         pseudonym = getattr(self.hasher, "pseudonym", None)
         return pseudonym("id", text) if pseudonym else self.hasher("id\x1f" + text)
@@ -133,8 +174,8 @@ class Redactor:
             return "[...]"
         if isinstance(v, dict):
             return {
-                self.text(str(k)): self._pseudonym(x, str(k).lower())
-                if str(k).lower() in _ID_KEYS
+                self.text(str(k)): self._pseudonym(x, _norm_key(str(k)))
+                if _norm_key(str(k)) in _ID_KEYS
                 else self._walk(x, depth + 1)
                 for k, x in v.items()
             }
@@ -155,20 +196,18 @@ class Redactor:
     def line(self, raw: str) -> str:
         """An unparseable line: values of id keys pseudonymised (a key spelled with escapes, a value that is a
         list or an object included), then scrubbed and cut."""
-        raw = _safe(raw[: RAW_LIMIT + _MARGIN])
+        raw = _non_ascii_unescaped(_safe(raw[: RAW_LIMIT + _MARGIN]))
+        # every key found, even inside another's value: quotes in a broken line may pair up wrongly, so a value
+        # that seems to swallow the next key must not hide it; nested and overlapping values are merged
+        spans: list[tuple[int, int, str]] = []
+        for m in _KEY.finditer(raw):
+            key = _key_name(m)
+            if key in _ID_KEYS and (end := _value_end(raw, m.end())) > m.end():
+                spans.append((m.end(), end, key))
         out: list[str] = []
         pos = 0
-        for m in _KEY.finditer(raw):
-            if m.start() < pos:
-                continue  # inside a value already replaced
-            key = _key_name(m)
-            if key not in _ID_KEYS:
-                continue
-            end = _value_end(raw, m.end())
-            if end == m.end():
-                continue
-            value = raw[m.end() : end]
-            out += [raw[pos : m.end()], self._quoted_pseudonym(value, key)]
+        for start, end, key in _merged(spans):
+            out += [raw[pos:start], self._quoted_pseudonym(raw[start:end], key)]
             pos = end
         out.append(raw[pos:])
         return _printable(_cut(scrub_text("".join(out), self.config), RAW_LIMIT))

@@ -114,3 +114,12 @@ def test_text_an_encoding_cannot_decode_is_a_cut_file(tmp_path):
     res = ingest(tmp_path)
     assert res.quarantine.filter(pl.col("line") == 0)["reason_code"].to_list() == ["truncated_file"]
     assert res.conversations["conversation_id"].n_unique() >= 299
+
+
+def test_a_list_on_the_first_of_cr_only_lines_is_one_line_not_an_array(tmp_path):
+    day_dir = tmp_path / f"day={DAY}"
+    day_dir.mkdir()
+    (day_dir / "cr.jsonl").write_bytes(("[1]\r" + "\r".join(lines("crl", 2))).encode())
+    res = ingest(tmp_path)
+    assert res.quarantine.select("line", "reason_code").rows() == [(1, "wrong_type")]
+    assert res.conversations["conversation_id"].n_unique() == 2

@@ -149,6 +149,10 @@ def test_identifiers_that_can_carry_a_person_are_pseudonymised_or_scrubbed(tmp_p
         '{"user_id": {"id": ["rawuser-deep"]',
         '{"conversation_id": "x-rawuser-conv", "text": "cut',
         '{"author" : [ "rawuser-spaced" ], "text": "cut',
+        # found by the fuzzer: a bad byte in the key, a quote that pairs with the next line's, camelCase
+        '{"\\xffconversation_id": "x-pii-rawuser-bad:s", "text": "cut',
+        '{"conversation_id": "\r{"user_id": "rawuser-swallowed", "text": "cut',
+        '{"userId": "rawuser-camel", "text": "cut',
     ],
 )
 def test_the_redactor_finds_every_json_spelling_of_an_id_key(line):
@@ -160,3 +164,9 @@ def test_the_redactor_finds_every_json_spelling_of_an_id_key(line):
 def test_an_escaped_id_hashes_as_accepted_rows_carry_it():
     out = Redactor(H).line('{"user\\u005fid": "rawuser-esc", "text": "cut')
     assert H("rawuser-esc") in out
+
+
+def test_pii_behind_json_escapes_in_a_line_that_cannot_be_parsed_is_scrubbed():
+    escaped = json.dumps("４１５-５５５-０１３２")[1:-1]  # as a writer with ASCII output spells it
+    out = Redactor(H).line('{"text": "call ' + escaped + ' now", "x": "cut')
+    assert "[PHONE]" in out and "\\uff14" not in out
