@@ -20,7 +20,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 export DAGSTER_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install install-smollm2 lock demo flywheel test lint ui validate bench bench-robustness clean
+.PHONY: install install-smollm2 lock demo flywheel test fuzz lint ui validate bench bench-robustness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ flywheel: install-smollm2
 test: export OMP_NUM_THREADS ?= 1
 test: install lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The ingest fuzzer at a longer budget than `make test` gives it (profiles in tests/pipeline/fuzz_days.py).
+fuzz: export OMP_NUM_THREADS ?= 1
+fuzz: install
+	FLYWHEEL_FUZZ=long $(BIN)/pytest -q tests/pipeline/test_ingest_fuzz.py tests/assets/test_ingest_fuzz.py
 
 lint: install
 	$(BIN)/ruff check .
