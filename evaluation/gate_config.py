@@ -43,7 +43,10 @@ class GateConfig:
     )
     steerability_tolerance: float = field(
         default=0.02,
-        metadata={"help": "Largest allowed drop of the instruction-following rate (and rise of a violation rate)."},
+        metadata={
+            "help": "Largest allowed drop of the instruction-following rate, and rise of a rule's violation rate; "
+            "beyond it the gate fails when the paired interval over the card prompts excludes no change, else warns."
+        },
     )
     artifact_bands: dict[str, tuple[str, float]] = field(
         default_factory=_default_bands,

@@ -75,6 +75,21 @@ def _gate_row(g: Mapping[str, Any]) -> dict[str, Any]:
         "outcome": outcome,
         "detail": g.get("detail") or "",
         "evidence_text": evidence.describe(g.get("evidence")),
+        "rules": [_rule_row(x) for x in g.get("rules") or [] if isinstance(x, dict)],
+    }
+
+
+def _rule_row(r: Mapping[str, Any]) -> dict[str, str]:
+    """A rule's violation rate, parent and new, and the rise with its paired interval, as display text."""
+    lo, hi, rise = as_number(r.get("ci_low")), as_number(r.get("ci_high")), as_number(r.get("rise"))
+    return {
+        "rule": str(r.get("rule") or "—"),
+        "parent": _fmt(r.get("parent")),
+        "new": _fmt(r.get("new")),
+        "rise": f"{rise:+.3f}" if rise is not None else "—",
+        "interval": f"[{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else "—",
+        "prompts": str(r.get("n_prompts") if r.get("n_prompts") is not None else "—"),
+        "forgotten": lo is not None and lo > 0,
     }
 
 

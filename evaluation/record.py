@@ -204,6 +204,8 @@ def gate_verdicts(gates: pl.DataFrame) -> list[dict]:
                 "outcome": evidence.outcome(r["severity"]),
                 "detail": r["detail"],
                 "evidence": meta.get("evidence"),
+                # the steerability gate's per-rule violation rates, new and parent, with their paired intervals
+                **({"rules": meta["rules"]} if meta.get("rules") else {}),
             }
         )
     return out

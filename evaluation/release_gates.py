@@ -189,10 +189,12 @@ def steerability_regression(
     prev_rows: pl.DataFrame | None = None,
 ) -> GateResult:
     """Compare two `evaluation.steerability` summaries (levels overall / instruction). With both sides' per-reply
-    rows (`prompt_id`, `all_followed`; a prompt's samples suffixed `#k`), the drop also gets a paired bootstrap
-    interval over the card prompts: a drop beyond the tolerance fails when the interval excludes no drop at all,
-    and warns when it is within that noise (a few dozen card prompts move the rate by several points between
-    two samplings of the same policy, so a drop the evidence cannot tell from zero is not a verdict)."""
+    rows (`prompt_id`, `all_followed`, and `checks` for the rules; a prompt's samples suffixed `#k`), each change
+    also gets a paired bootstrap interval over the card prompts: the overall following rate's drop and each rule's
+    violation-rate rise beyond the tolerance fail when the interval excludes no change at all, and warn when they
+    are within that noise (a few dozen card prompts move a rate by several points between two samplings of the
+    same policy, so a change the evidence cannot tell from zero is not a verdict). A generation that keeps the
+    overall rate while forgetting one rule (asked for lowercase, it writes capitals) fails on that rule."""
     config = config or GateConfig()
     new_all = _rates(new_summary, "overall", "following_rate")
     prev_all = _rates(prev_summary, "overall", "following_rate")
@@ -205,27 +207,45 @@ def steerability_regression(
         k: new_v[k] - prev_v[k] for k in new_v if k in prev_v and new_v[k] - prev_v[k] > config.steerability_tolerance
     }
     interval = _following_interval(new_rows, prev_rows)
+    rules = rule_intervals(new_rows, prev_rows)
     tol = config.steerability_tolerance + 1e-12
     fell = f"instruction-following rate fell {drop:.3f} (> {config.steerability_tolerance})"
+    levels, notes = [], []
     if drop > tol and interval is not None and interval["ci_high"] >= 0:
-        severity = "warn"
-        detail = (
+        levels.append("warn")
+        notes.append(
             f"{fell}, within noise: paired 95% interval of new - parent [{interval['ci_low']:+.3f}, "
             f"{interval['ci_high']:+.3f}] over {interval['n_prompts']} card prompts includes no drop"
         )
     elif drop > tol:
-        severity = "error"
-        detail = fell + (
-            f", paired 95% interval [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}] over "
-            f"{interval['n_prompts']} card prompts"
-            if interval is not None
-            else ""
+        levels.append("error")
+        notes.append(
+            fell
+            + (
+                f", paired 95% interval [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}] over "
+                f"{interval['n_prompts']} card prompts"
+                if interval is not None
+                else ""
+            )
         )
-    elif rises:
-        rose = ", ".join(f"{k} +{v:.3f}" for k, v in sorted(rises.items()))
-        severity, detail = "warn", f"violation rates rose: {rose}"
-    else:
-        severity, detail = "ok", f"instruction-following rate {new_all['all']:.3f} (previous {prev_all['all']:.3f})"
+    rule_by_name = {r["rule"]: r for r in rules}
+    forgotten = sorted(
+        k
+        for k in rises
+        if k in rule_by_name and (rule_by_name[k]["ci_low"] is not None and rule_by_name[k]["ci_low"] > 0)
+    )
+    noisy = sorted(k for k in rises if k not in forgotten)
+    if forgotten:
+        levels.append("error")
+        notes.append("rules forgotten: " + ", ".join(_rule_text(k, rises[k], rule_by_name.get(k)) for k in forgotten))
+    if noisy:
+        levels.append("warn")
+        within = " within noise" if any(k in rule_by_name for k in noisy) else ""
+        notes.append(
+            f"violation rates rose{within}: " + ", ".join(_rule_text(k, rises[k], rule_by_name.get(k)) for k in noisy)
+        )
+    severity = worst_severity(levels) if levels else "ok"
+    detail = "; ".join(notes) or f"instruction-following rate {new_all['all']:.3f} (previous {prev_all['all']:.3f})"
     return gate_result(
         "steerability",
         severity,
@@ -236,12 +256,74 @@ def steerability_regression(
         ci_low=None if interval is None else interval["ci_low"],
         ci_high=None if interval is None else interval["ci_high"],
         violation_rises=rises,
+        forgotten_rules=forgotten,
+        rules=rules,
         tolerance=config.steerability_tolerance,
         evidence={
             "replies": {"new": _overall_n(new_summary), "parent": _overall_n(prev_summary)},
             **({"card_prompts": interval["n_prompts"]} if interval is not None else {}),
         },
     )
+
+
+def _rule_text(rule: str, rise: float, interval: dict | None) -> str:
+    if interval is None or interval["ci_low"] is None:
+        return f"{rule} +{rise:.3f}"
+    return (
+        f"{rule} +{rise:.3f} (paired 95% interval [{interval['ci_low']:+.3f}, {interval['ci_high']:+.3f}] over "
+        f"{interval['n_prompts']} card prompts)"
+    )
+
+
+def rule_intervals(new_rows: pl.DataFrame | None, prev_rows: pl.DataFrame | None) -> list[dict]:
+    """Per rule type: its violation rate on each side, the rise (new - parent) and a paired bootstrap interval over
+    the card prompts that carry the rule (a prompt's samples averaged); the interval is None with fewer than 2
+    shared prompts. Empty without both sides' per-reply `checks`."""
+    if new_rows is None or prev_rows is None or "checks" not in new_rows.columns or "checks" not in prev_rows.columns:
+        return []
+
+    def per_prompt(rows: pl.DataFrame) -> pl.DataFrame:
+        if rows.is_empty():
+            return pl.DataFrame(schema={"prompt_id": pl.Utf8, "instruction": pl.Utf8, "value": pl.Float64})
+        return (
+            rows.select(pl.col("prompt_id").str.replace(r"#\d+$", ""), "checks")
+            .explode("checks")
+            .unnest("checks")
+            .group_by("prompt_id", "instruction")
+            .agg((1.0 - pl.col("passed").cast(pl.Float64)).mean().alias("value"))
+        )
+
+    prev, new = per_prompt(prev_rows), per_prompt(new_rows)
+    out = []
+    for rule in sorted(set(prev["instruction"].drop_nulls()) & set(new["instruction"].drop_nulls())):
+        a, b = prev.filter(pl.col("instruction") == rule), new.filter(pl.col("instruction") == rule)
+        shared = a.join(b, on="prompt_id").height
+        if shared < 2:
+            out.append(
+                {
+                    "rule": rule,
+                    "parent": None,
+                    "new": None,
+                    "rise": None,
+                    "ci_low": None,
+                    "ci_high": None,
+                    "n_prompts": shared,
+                }
+            )
+            continue
+        d = following_difference(a, b)
+        out.append(
+            {
+                "rule": rule,
+                "parent": d["base"],
+                "new": d["new"],
+                "rise": d["difference"],
+                "ci_low": d["ci_low"],
+                "ci_high": d["ci_high"],
+                "n_prompts": d["n_prompts"],
+            }
+        )
+    return out
 
 
 def _following_interval(new_rows: pl.DataFrame | None, prev_rows: pl.DataFrame | None) -> dict | None:

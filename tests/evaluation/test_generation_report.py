@@ -239,3 +239,34 @@ def test_report_shows_each_verdict_with_its_evidence_and_replies_side_by_side(tm
     # gen-1 recorded none: said, not hidden
     assert "No sample replies recorded" in replies
     assert files.markdown.splitlines()[-3].endswith("| win_rate_ceiling |")
+
+
+def test_report_shows_each_rule_of_the_steerability_gate_with_its_interval(tmp_path):
+    rules = [
+        {"rule": "case", "parent": 0.125, "new": 0.625, "rise": 0.5, "ci_low": 0.39, "ci_high": 0.61, "n_prompts": 40},
+        {
+            "rule": "no_emoji",
+            "parent": 0.25,
+            "new": 0.25,
+            "rise": 0.0,
+            "ci_low": -0.06,
+            "ci_high": 0.06,
+            "n_prompts": 40,
+        },
+    ]
+    detail = [
+        {
+            "gate": "steerability_regression",
+            "severity": "error",
+            "outcome": "fail",
+            "detail": "rules forgotten: case +0.500",
+            "evidence": None,
+            "rules": rules,
+        }
+    ]
+    frame = _generations().with_columns(pl.lit(json.dumps(detail)).alias("gate_detail"))
+    html = write_generation_report(frame, tmp_path).index.read_text()
+    verdicts = html[html.index('id="verdicts"') : html.index('id="replies"')]
+    assert "violation rate per rule" in verdicts
+    assert '<td class="mono">case</td><td class="num">0.125</td><td class="num">0.625</td>' in verdicts
+    assert "[+0.390, +0.610]" in verdicts and "[-0.060, +0.060]" in verdicts

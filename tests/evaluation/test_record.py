@@ -108,3 +108,19 @@ def test_a_judge_the_traffic_could_not_train_is_named_insufficient_with_its_coun
     frame = pl.DataFrame([row], schema=GENERATIONS)
     assert frame["released"][0]
     assert frame["insufficient"][0].to_list() == ["g1", "pairwise judge not trained: 2 preference pairs (minimum 10)"]
+
+
+def test_the_steerability_gate_keeps_its_per_rule_intervals_in_the_record():
+    from evaluation.record import gate_verdicts
+
+    rules = [{"rule": "case", "parent": 0.1, "new": 0.6, "rise": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n_prompts": 40}]
+    gates = pl.DataFrame(
+        {
+            "gate": ["steerability_regression", "artifact_drift"],
+            "severity": ["error", "ok"],
+            "detail": ["rules forgotten: case +0.500", "ok"],
+            "metadata": [json.dumps({"rules": rules}), json.dumps({})],
+        }
+    )
+    verdicts = {v["gate"]: v for v in gate_verdicts(gates)}
+    assert verdicts["steerability_regression"]["rules"] == rules and "rules" not in verdicts["artifact_drift"]

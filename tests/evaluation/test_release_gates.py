@@ -151,3 +151,40 @@ def test_release_decision_and_report():
     results.append(slice_divergence(_wr(0.40, 0.62)))
     assert not release_decision(results).passed
     assert not release_decision([]).passed
+
+
+def _rule_rows(violations: dict[str, list[int]], samples: int = 4) -> pl.DataFrame:
+    """Per-reply rows with their rule checks: on prompt k, `violations[rule][k]` of the `samples` replies break
+    `rule`; every prompt's card carries every rule."""
+    n = len(next(iter(violations.values())))
+    rows = []
+    for k in range(n):
+        for j in range(samples):
+            checks = [{"instruction": r, "passed": j >= v[k], "detail": ""} for r, v in violations.items()]
+            rows.append(
+                {"prompt_id": f"card{k}#{j}", "all_followed": all(c["passed"] for c in checks), "checks": checks}
+            )
+    return pl.DataFrame(rows)
+
+
+def test_a_rule_forgotten_beyond_its_noise_fails_though_the_overall_rate_holds():
+    # 40 card prompts, 4 samples: the parent breaks `case` on 1 reply in 8, the new policy on 5 in 8
+    parent = _rule_rows({"case": [1, 0] * 20, "no_emoji": [1, 1] * 20})
+    forgot = _rule_rows({"case": [3, 2] * 20, "no_emoji": [1, 1] * 20})
+    prev = _steer(0.80, {"case": 0.125, "no_emoji": 0.25})
+    new = _steer(0.80, {"case": 0.625, "no_emoji": 0.25})
+    gate = steerability_regression(new, prev, None, forgot, parent)
+    assert not gate.passed and gate.severity == "error" and gate.metadata["forgotten_rules"] == ["case"]
+    assert "rules forgotten: case +0.500" in gate.detail and "over 40 card prompts" in gate.detail
+    rules = {r["rule"]: r for r in gate.metadata["rules"]}
+    assert rules["case"]["ci_low"] > 0 and rules["case"]["rise"] == pytest.approx(0.5)
+    assert rules["no_emoji"]["rise"] == pytest.approx(0.0)
+
+
+def test_a_rule_rise_within_its_noise_warns():
+    # two of 40 prompts break `case` on all their replies: a rise of 0.05 whose interval over the prompts holds 0
+    parent = _rule_rows({"case": [0] * 40})
+    noisy = _rule_rows({"case": [4, 4] + [0] * 38})
+    gate = steerability_regression(_steer(0.80, {"case": 0.05}), _steer(0.80, {"case": 0.0}), None, noisy, parent)
+    assert gate.passed and gate.severity == "warn" and "violation rates rose within noise: case" in gate.detail
+    assert gate.metadata["forgotten_rules"] == [] and gate.metadata["rules"][0]["ci_low"] <= 0
