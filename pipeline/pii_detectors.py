@@ -205,9 +205,7 @@ def _accept_phone(raw: str, number: phonenumbers.PhoneNumber) -> bool:
     return phonenumbers.is_valid_number(number) or (len(str(number.national_number)) >= 9 and len(shape) <= 4)
 
 
-def _find_phones(text: str, config: PrivacyConfig) -> list[Span]:
-    if not _PHONE_HINT_RE.search(text):
-        return []
+def _matched_phones(text: str, offset: int, config: PrivacyConfig) -> list[Span]:
     spans = []
     for m in PhoneNumberMatcher(text, config.phone_region, leniency=Leniency.POSSIBLE):
         raw, start = m.raw_string, m.start
@@ -215,7 +213,46 @@ def _find_phones(text: str, config: PrivacyConfig) -> list[Span]:
             # "(+33 6 12 34 57 63)": the matcher takes the opening bracket of the prose along
             raw, start = raw[1:], start + 1
         if _accept_phone(raw, m.number):
-            spans.append((start, m.end))
+            spans.append((offset + start, offset + m.end))
+    return spans
+
+
+def _digits_in(text: str, spans: list[Span], lo: int, hi: int) -> int:
+    return sum(text[max(s, lo) : min(e, hi)].count(d) for s, e in spans for d in "0123456789")
+
+
+def _unglued(text: str, hint: re.Match, spans: list[Span], config: PrivacyConfig) -> list[Span] | None:
+    """A phone glued to a number before or after it ("+1 415 555 0177 0") reads as no phone, or as a shorter
+    one, to the matcher: the hint's digit groups are tried in shorter runs, longest first, and the run that
+    finds the most digits of a phone replaces what was found (None when none finds more)."""
+    groups = list(_DIGIT_GROUPS_RE.finditer(text, hint.start(), hint.end()))
+    have = _digits_in(text, spans, hint.start(), hint.end())
+    for size in range(len(groups) - 1, 0, -1):
+        for first in range(len(groups) - size + 1):
+            run = groups[first : first + size]
+            if sum(len(g.group()) for g in run) < 7:
+                continue
+            start, end = run[0].start(), run[-1].end()
+            if start > 0 and text[start - 1] in "+(":
+                start -= 1
+            found = _matched_phones(text[start:end], start, config)
+            if _digits_in(text, found, start, end) > have:
+                return found
+    return None
+
+
+def _find_phones(text: str, config: PrivacyConfig) -> list[Span]:
+    if not _PHONE_HINT_RE.search(text):
+        return []
+    spans = _matched_phones(text, 0, config)
+    for hint in _PHONE_HINT_RE.finditer(text):
+        inside = [(s, e) for s, e in spans if s < hint.end() and hint.start() < e]
+        digits = sum(text.count(d, hint.start(), hint.end()) for d in "0123456789")
+        if digits - _digits_in(text, inside, hint.start(), hint.end()) < 3:
+            continue  # the hint is a phone, give or take a digit of prose
+        unglued = _unglued(text, hint, inside, config)
+        if unglued is not None:
+            spans = [sp for sp in spans if sp not in inside] + unglued
     return spans
 
 

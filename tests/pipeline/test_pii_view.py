@@ -28,6 +28,11 @@ DEVANAGARI = str.maketrans("0123456789", "०१२३४५६७८९")
         # the text keeps its own characters where nothing was found
         ("ｈｅｌｌｏ ٣ cats, café\u200b ok", "ｈｅｌｌｏ ٣ cats, café\u200b ok"),
         ("emoji 😀 and a mail bob@example.org 😀", "emoji 😀 and a mail [EMAIL] 😀"),
+        # a phone glued to a number after it (found by the fuzzer), in any script
+        ("call me at +1 415 555 0177 0", "call me at [PHONE] 0"),
+        ("call me at (415) 555-0163 1", "call me at [PHONE] 1"),
+        ("call me at " + "+1 415 555 0177 05".translate(FULL_WIDTH), "call me at [PHONE] ０５"),
+        ("4 8 15 16 23 42", "4 8 15 16 23 42"),
     ],
 )
 def test_pii_in_other_scripts_is_scrubbed_and_the_rest_kept(text, expected):
