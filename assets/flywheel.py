@@ -56,8 +56,9 @@ TABLE = (
     "sim_breadth_lift",
     "sim_depth_lift",
 )
-# the new policy's style on the held-out prompts, which the artifact-drift gate bounds
-ARTIFACT_RATES = ("mean_chars", "emoji_rate", "list_rate")
+# the new policy's style on the held-out prompts, which the artifact-drift gate bounds (lengths of the replies that
+# ended on their own; cut_off_rate: the share that ran into the token limit)
+ARTIFACT_RATES = ("mean_chars", "cut_off_rate", "emoji_rate", "list_rate")
 # mean SLOR of the new policy's and its parent's held-out replies (gen-0's shows as gen-1's parent), which the
 # fluency gate compares
 FLUENCY = {"fluency": "new", "fluency_parent": "parent"}

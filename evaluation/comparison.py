@@ -43,6 +43,15 @@ def utility_judge(model) -> Callable:
     return judge
 
 
+def _token_columns(counts: list[int | None], max_new_tokens: int | None) -> list[pl.Series]:
+    """`n_tokens` of each reply and whether it `ended` on its own (fewer tokens than the limit; a reply whose end
+    token fell on the last allowed token counts as cut off). Unknown (null) without counts or a limit."""
+    n = pl.Series("n_tokens", counts, dtype=pl.Int64)
+    if max_new_tokens is None:
+        return [n, pl.Series("ended", [None] * len(counts), dtype=pl.Boolean)]
+    return [n, pl.Series("ended", [None if c is None else c < max_new_tokens for c in counts], dtype=pl.Boolean)]
+
+
 def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:
     rows = []
     for role, frame in sides.items():
@@ -90,7 +99,9 @@ def compare(new: dict, parent: dict, keys: Sequence[str]) -> pl.DataFrame:
 class Evaluation:
     """Everything an offline evaluation measured, before it is written and gated.
 
-    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, ifeval)`, in that order.
+    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, ifeval)`, in that order, and
+    `tokens[role]` (when the sampler counted them) each reply's token count: a reply of `max_new_tokens` tokens
+    ran into the limit (it was cut off) and did not end on its own.
     """
 
     def __init__(
@@ -100,9 +111,13 @@ class Evaluation:
         steer: pl.DataFrame,
         replies: dict[str, list[str]],
         names: dict[str, str],
+        tokens: dict[str, list[int]] | None = None,
+        max_new_tokens: int | None = None,
     ):
         self.generation, self.evals, self.steer, self.names = generation, evals, steer, names
         n_eval, n_steer = evals.height, steer.height
+        counts = {role: (tokens or {}).get(role) or [None] * len(texts) for role, texts in replies.items()}
+        self.tokens, self.max_new_tokens = {role: list(c) for role, c in counts.items()}, max_new_tokens
         ctx = [
             json.dumps(chat_messages(r["system"], r["history"]), ensure_ascii=False)
             for r in evals.select("system", "history").iter_rows(named=True)
@@ -119,6 +134,7 @@ class Evaluation:
                 pl.Series("context", ctx, dtype=pl.Utf8),
                 pl.Series("response", texts[:n_eval], dtype=pl.Utf8),
                 pl.lit(names[role]).alias("policy"),
+                *_token_columns(counts[role][:n_eval], max_new_tokens),
             )
             for role, texts in replies.items()
         }
@@ -254,6 +270,7 @@ class Evaluation:
         )
 
     def responses(self) -> pl.DataFrame:
+        n_eval = self.evals.height
         steer = [
             self.steer.select(
                 "prompt_id",
@@ -261,12 +278,12 @@ class Evaluation:
                 pl.lit(self.names[r]).alias("policy"),
                 pl.lit(None, pl.Utf8).alias("context"),
                 pl.Series("response", texts, dtype=pl.Utf8),
+                *_token_columns(self.tokens[r][n_eval : n_eval + len(texts)], self.max_new_tokens),
             )
             for r, texts in self.steer_replies.items()
         ]
-        return pl.concat(
-            [s.select("prompt_id", "slice", "policy", "context", "response") for s in self.sides.values()] + steer
-        )
+        cols = ("prompt_id", "slice", "policy", "context", "response", "n_tokens", "ended")
+        return pl.concat([s.select(cols) for s in self.sides.values()] + [s.select(cols) for s in steer])
 
     def samples(self, n: int = 3) -> pl.DataFrame:
         """`n` held-out card prompts and `n` pool prompts, parent and new replies side by side, with the rules each

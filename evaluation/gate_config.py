@@ -15,6 +15,8 @@ def _default_bands() -> dict[str, tuple[str, float]]:
     return {
         "mean_chars": ("relative", 0.20),
         "mean_words": ("relative", 0.20),
+        # replies that ramble into the token limit: only a rise counts (learning to end a reply is no drift)
+        "cut_off_rate": ("rise", 0.10),
         "list_rate": ("absolute", 0.10),
         "emoji_rate": ("absolute", 0.05),
         "mean_emoji": ("absolute", 0.10),
@@ -50,7 +52,10 @@ class GateConfig:
     )
     artifact_bands: dict[str, tuple[str, float]] = field(
         default_factory=_default_bands,
-        metadata={"help": "Style metric -> ('relative' | 'absolute', allowed drift from the previous generation)."},
+        metadata={
+            "help": "Style metric -> ('relative' | 'absolute' | 'rise', allowed drift from the previous generation; "
+            "'rise' bounds an increase only)."
+        },
     )
     artifact_warn_fraction: float = field(default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."})
     fluency_margin: float = field(
@@ -113,8 +118,10 @@ class GateConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
         for metric, band in self.artifact_bands.items():
-            if len(band) != 2 or band[0] not in ("relative", "absolute") or band[1] < 0:
-                raise ValueError(f"artifact_bands[{metric!r}]={band!r}: use ('relative' | 'absolute', width >= 0)")
+            if len(band) != 2 or band[0] not in ("relative", "absolute", "rise") or band[1] < 0:
+                raise ValueError(
+                    f"artifact_bands[{metric!r}]={band!r}: use ('relative' | 'absolute' | 'rise', width >= 0)"
+                )
         if not 0 < self.artifact_warn_fraction <= 1:
             raise ValueError("artifact_warn_fraction must be in (0, 1]")
         if self.fluency_margin < 0 or self.min_fluency_replies < 1:

@@ -254,9 +254,9 @@ def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFram
 
 def sample_policy_replies(
     policy: str, contexts: list[list[dict]], config: OfflineEvalConfig, segments: list[int] | None = None
-) -> tuple[list[str], dict]:
-    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`; each of `segments`
-    (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
+) -> tuple[list[str], list[int], dict]:
+    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`, with its token count;
+    each of `segments` (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
     cfg = CandidateConfig(
         num_samples=1,
         max_new_tokens=config.max_new_tokens,
@@ -265,13 +265,13 @@ def sample_policy_replies(
         device=config.device,
         cpu_threads=config.cpu_threads,
     )
-    texts, _, stats = sample_replies(
+    texts, n_tokens, stats = sample_replies(
         PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads),
         contexts,
         cfg,
         segments,
     )
-    return [t[0] for t in texts], stats
+    return [t[0] for t in texts], [n[0] for n in n_tokens], stats
 
 
 # ---- one run ----------------------------------------------------------------------------------------------
@@ -340,11 +340,11 @@ def evaluate(
     # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
     # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
     segments = [evals.height, steer.height, len(contexts) - evals.height - steer.height]
-    replies, speed = {}, {}
+    replies, tokens, speed = {}, {}, {}
     for role, path in policies.items():  # one model load per policy, same seed: paired samples
-        replies[role], stats = sample_policy_replies(path, contexts, config, segments)
+        replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
-    ev = Evaluation(generation, evals, steer, replies, names)
+    ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens)
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
     )

@@ -350,7 +350,9 @@ def _overall_n(summary: pl.DataFrame) -> int | None:
 
 def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: GateConfig | None = None) -> GateResult:
     """Compare two one-row `evaluation.style_monitor.monitor` outputs (or metric dicts) band by band.
-    A metric missing on either side is an error: a monitor that stopped reporting is not a pass."""
+    A metric missing on either side is an error: a monitor that stopped reporting is not a pass. Lengths are
+    those of the replies that ended on their own; `cut_off_rate` (replies run into the token limit) has a band
+    of its own that bounds its rise."""
     config = config or GateConfig()
     new = new.row(0, named=True) if isinstance(new, pl.DataFrame) else dict(new)
     prev = prev.row(0, named=True) if isinstance(prev, pl.DataFrame) else dict(prev)
@@ -363,6 +365,8 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
             continue
         if kind == "relative":
             drift = abs(a - b) / abs(b) if b else (0.0 if a == b else math.inf)
+        elif kind == "rise":
+            drift = max(a - b, 0.0)
         else:
             drift = abs(a - b)
         drifts[metric] = drift
@@ -377,7 +381,14 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         "; ".join(notes) or "all style metrics within their bands",
         drifts=drifts,
         bands=dict(config.artifact_bands),
-        evidence={"replies": {"new": new.get("n"), "parent": prev.get("n")}},
+        evidence={
+            "replies": {"new": new.get("n"), "parent": prev.get("n")},
+            **(
+                {"ended": {"new": new.get("n_ended"), "parent": prev.get("n_ended")}}
+                if new.get("n_ended") is not None
+                else {}
+            ),
+        },
     )
 
 

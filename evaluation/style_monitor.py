@@ -191,9 +191,12 @@ def response_features(texts: Sequence[str | None], config: StyleMonitorConfig | 
     )
 
 
+# lengths are of the replies that ended on their own: a reply cut off at the token limit says how long the limit
+# is, not how long the policy writes, so a policy that learns to end its replies does not read as length drift
 _SUMMARY = [
-    pl.col("n_chars").mean().alias("mean_chars"),
-    pl.col("n_words").mean().alias("mean_words"),
+    pl.col("n_chars").filter(pl.col("_ended")).mean().alias("mean_chars"),
+    pl.col("n_words").filter(pl.col("_ended")).mean().alias("mean_words"),
+    (1.0 - pl.col("_ended").cast(pl.Float64).mean()).alias("cut_off_rate"),
     pl.col("has_list").mean().alias("list_rate"),
     pl.col("has_emoji").mean().alias("emoji_rate"),
     pl.col("n_emoji").mean().alias("mean_emoji"),
@@ -203,6 +206,7 @@ _SUMMARY = [
 MONITOR_METRICS = (
     "mean_chars",
     "mean_words",
+    "cut_off_rate",
     "list_rate",
     "emoji_rate",
     "mean_emoji",
@@ -218,11 +222,24 @@ def monitor(
     config: StyleMonitorConfig | None = None,
 ) -> pl.DataFrame:
     """Style metrics of the responses in `frame[text_col]`, one row per group of `by` (e.g. a
-    checkpoint column), or one row overall: n, mean_chars, mean_words, list_rate, emoji_rate,
-    mean_emoji, stock_phrase_rate, refusal_rate."""
+    checkpoint column), or one row overall: n, n_ended, mean_chars, mean_words (of the replies that ended on
+    their own, by the frame's `ended` column when it has one; without it every reply counts as ended),
+    cut_off_rate (the share that ran into the token limit), list_rate, emoji_rate, mean_emoji,
+    stock_phrase_rate, refusal_rate."""
     keys = [by] if isinstance(by, str) else list(by or [])
-    feats = pl.concat([frame.select(keys), response_features(frame[text_col].to_list(), config)], how="horizontal")
-    aggs = [pl.len().cast(pl.Int64).alias("n"), *_SUMMARY]
+    ended = (
+        frame["ended"].fill_null(True)
+        if "ended" in frame.columns
+        else pl.Series([True] * frame.height, dtype=pl.Boolean)
+    )
+    feats = pl.concat(
+        [
+            frame.select(keys).with_columns(ended.alias("_ended")),
+            response_features(frame[text_col].to_list(), config),
+        ],
+        how="horizontal",
+    )
+    aggs = [pl.len().cast(pl.Int64).alias("n"), pl.col("_ended").sum().cast(pl.Int64).alias("n_ended"), *_SUMMARY]
     return feats.group_by(keys, maintain_order=True).agg(aggs).sort(keys) if keys else feats.select(aggs)
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 
 import polars as pl
+import pytest
 
 from evaluation.ab_test import ab_decision
 from evaluation.offline_eval import select_eval_prompts
@@ -111,6 +112,12 @@ def test_evaluate_two_policies_gates_and_tables(tmp_path):
     assert result.gates["train_eval_disjoint"].passed
     tables = result.tables()
     assert set(tables["eval_responses"]["policy"]) == {"a", "b"}
+    # each reply's token count, and whether it ended before the 6-token limit
+    responses = tables["eval_responses"]
+    assert responses["n_tokens"].is_between(1, 6).all() and responses["n_tokens"].null_count() == 0
+    assert (responses["ended"] == (responses["n_tokens"] < 6)).all()
+    style = result.evaluation.style.row(0, named=True)
+    assert style["cut_off_rate"] == pytest.approx(1 - style["n_ended"] / style["n"])
     assert tables["release_gates"]["gate"].to_list() == list(result.gates)
     # a few replies of both policies side by side: card prompts with the card's rules, pool prompts with the style's
     samples = tables["eval_samples"]

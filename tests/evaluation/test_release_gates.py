@@ -188,3 +188,13 @@ def test_a_rule_rise_within_its_noise_warns():
     gate = steerability_regression(_steer(0.80, {"case": 0.05}), _steer(0.80, {"case": 0.0}), None, noisy, parent)
     assert gate.passed and gate.severity == "warn" and "violation rates rose within noise: case" in gate.detail
     assert gate.metadata["forgotten_rules"] == [] and gate.metadata["rules"][0]["ci_low"] <= 0
+
+
+def test_learning_to_end_replies_is_no_drift_but_rambling_into_the_limit_is():
+    parent = {"mean_chars": 60.0, "cut_off_rate": 0.14}
+    bands = GateConfig(artifact_bands={"mean_chars": ("relative", 0.20), "cut_off_rate": ("rise", 0.10)})
+    assert artifact_drift({"mean_chars": 58.0, "cut_off_rate": 0.03}, parent, bands).severity == "ok"
+    rambling = artifact_drift({"mean_chars": 58.0, "cut_off_rate": 0.30}, parent, bands)
+    assert rambling.severity == "error" and "cut_off_rate: 0.14 -> 0.3" in rambling.detail
+    with pytest.raises(ValueError, match="'rise'"):
+        GateConfig(artifact_bands={"cut_off_rate": ("up", 0.1)})

@@ -100,3 +100,19 @@ def test_false_refusal_rate():
 def test_stock_phrase_list_is_documented_and_matches_curly_apostrophes():
     assert len(STOCK_PHRASES) >= 10
     assert stock_phrases("I’d be happy to help!") == ["happy_to_help"]
+
+
+def test_lengths_are_of_the_replies_that_ended_and_cut_offs_are_counted():
+    frame = pl.DataFrame(
+        {
+            "response": ["Short and done.", "This one ran on and on until the limit cut it", "Also done."],
+            "ended": [True, False, True],
+        }
+    )
+    row = monitor(frame).row(0, named=True)
+    assert row["n"] == 3 and row["n_ended"] == 2
+    assert row["mean_chars"] == (len("Short and done.") + len("Also done.")) / 2
+    assert row["cut_off_rate"] == pytest.approx(1 / 3)
+    # without token counts every reply counts as ended
+    plain = monitor(frame.drop("ended")).row(0, named=True)
+    assert plain["cut_off_rate"] == 0.0 and plain["n_ended"] == 3
