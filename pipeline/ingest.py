@@ -15,6 +15,11 @@ it to see what went wrong, and no more: user ids replaced by the salted hash the
 strings scrubbed of PII and cut like accepted text, the payload cut to 20,000 characters
 (`pipeline.redact`).
 
+Identifiers are untrusted like text: each has a charset and a length (`pipeline.ingest_fields.check_id`).
+Conversation and message ids are stored as keyed hashes (`UserHasher.pseudonym`), a conversation's keyed by
+its user, so that the same id sent by two users stays two conversations; character, surface and served_by
+are scrubbed like text.
+
 Reason codes (the `quarantine.reason_code` column), per line or record:
 
 ==========================  ==========================================================================

@@ -1,11 +1,12 @@
-"""What a quarantine row may keep of a rejected record: user ids pseudonymised, text scrubbed and cut.
+"""What a quarantine row may keep of a rejected record: ids pseudonymised, text scrubbed and cut.
 
 A rejected record is kept so that a person can see why it was rejected, not who sent it. So it gets
 what an accepted row gets: the value of a user id key becomes the same salted hash the accepted rows
-carry, every string is scrubbed of PII (`pipeline.privacy`) and cut to the accepted text length, and the
-whole payload is cut to a size a report can show. A line that could not be parsed is text, not a
-record: its user ids are found by a tolerant pattern (a known key, a separator, a quoted or bare
-value), so a half-written or badly encoded line loses its ids too.
+carry, a conversation or message id a keyed hash of its own, every string is scrubbed of PII
+(`pipeline.privacy`) and cut to the accepted text length, and the whole payload is cut to a size a report
+can show. A line that could not be parsed is text, not a record: its ids are found by a tolerant pattern
+(a key however JSON spells it, a separator, a quoted, bare, list or object value), so a half-written or
+badly encoded line loses its ids too.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ Three kinds, chosen by `SourceConfig.kind`:
   either one canonical message (``conversation_id, role, text, ts, ...``) or one conversation in the
   common ``{"messages": [{"role", "content"}, ...]}`` format with optional metadata fields.
   Only regular files inside the folder are read (never through a symbolic link); other entries that
-  name the day are refused with a reason. Lines and files are read in bounded chunks under byte limits
-  counted decompressed, and a line is checked for nesting depth and integer length before it is parsed.
+  name the day are refused with a reason. A file is read by what it holds, not by its name (gzip, Parquet,
+  UTF-8/16/32 text, JSON lines or one JSON array: `pipeline.file_sniff`). Lines and files are read in bounded
+  chunks under byte limits counted decompressed, and a line is checked for nesting depth and integer length
+  before it is parsed.
 - ``hf_dataset``: a Hugging Face `datasets` dataset with a messages column, from a ``save_to_disk``
   folder or (only when the machine is online and the user asks for it) a hub name. Rows with a
   timestamp column keep their day; rows without one are replayed like the default corpus.

@@ -35,7 +35,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=600,
+    max_examples=3000,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
