@@ -8,7 +8,8 @@ The flywheel turns until `--generations` generations are recorded in FLYWHEEL_HO
 replayed days of the next window (days already in the lake are kept: that is the set-up a re-run skips),
 then generation k learns from the k-th window of days, is evaluated against its parent on the
 held-out checks, gated, A/B-read and recorded. A generation its release gates block is recorded as
-blocked (never built upon), and the next one starts again from the last released generation. A run that
+blocked (never built upon), and the next one starts again from the last generation built upon (released and
+decided better than its parent; `training.generation_plan.built_upon`). A run that
 was killed part-way is finished by running the command again: the generation in progress is redone under
 the same name (its checkpoints are only ever renamed into place whole), then the rest follow.
 
@@ -31,7 +32,7 @@ from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
 from evaluation.generations_table import fluency_of
 from pipeline.sources import available_days
-from training.generation_plan import BASE, last_released, windows
+from training.generation_plan import BASE, built_upon, last_built_upon, windows
 from training.policy import smollm2
 
 DEFAULT_GENERATIONS = 3
@@ -73,7 +74,11 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
     frame = lake.scan("generations").collect().sort("number")
     metrics = [json.loads(m or "{}") for m in frame["metrics"]]
     style = [(m.get("style") or {}).get("new") or {} for m in metrics]
-    return frame.select([c for c in TABLE if c in frame.columns]).with_columns(
+    table = frame.select([c for c in TABLE if c in frame.columns])
+    if "released" in table.columns:
+        # later generations start from it: released, not rejected by its A/B test, and decided better than its parent
+        table = table.insert_column(table.columns.index("released") + 1, built_upon(frame))
+    return table.with_columns(
         *(pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES),
         *(pl.Series(k, [fluency_of(m, role) for m in metrics], dtype=pl.Float64) for k, role in FLUENCY.items()),
     )
@@ -93,16 +98,19 @@ def verdict_lines(settings: FlywheelSettings) -> list[str]:
             parts.append(f"A/B {r['ab_verdict']}")
         # judges the traffic had too little data to train, with their counts (insufficient evidence)
         parts += [v for v in r.get("insufficient") or [] if " judge not trained" in v]
+        reason = ((json.loads(r.get("metrics") or "{}") or {}).get("improvement") or {}).get("reason")
+        if reason:
+            parts.append(reason)
         out.append(f"{r['generation']}: " + (", ".join(parts) or "no gate recorded"))
     return out
 
 
 def heldout_progress(settings: FlywheelSettings) -> dict | None:
-    """Held-out instruction following of the last released generation (the one the next generation builds on:
-    its gates passed and its A/B readout did not reject it) against gen-0, with a paired bootstrap interval over
-    the held-out prompts; None before a generation is released."""
+    """Held-out instruction following of the last generation built upon (the one the next generation builds on:
+    its gates passed, its A/B readout did not reject it and it was decided better than its parent) against gen-0,
+    with a paired bootstrap interval over the held-out prompts; None before one is built upon."""
     lake = settings.lake()
-    last = last_released(lake.scan("generations").collect()) if lake.exists("generations") else BASE
+    last = last_built_upon(lake.scan("generations").collect()) if lake.exists("generations") else BASE
     if last == BASE or not lake.exists("eval_records"):
         return None
     records = lake.scan("eval_records").filter(pl.col("metric") == "steerability/all_followed").collect()
@@ -282,7 +290,7 @@ RECORD = ("generation_record", "generation_report")
 
 def run_one(instance: dg.DagsterInstance, resources: dict[str, dict], label: str) -> bool:
     """One generation, one line per step; a generation its release gates blocked is then recorded as blocked
-    (the record and the report alone), so the next one starts from the last released generation."""
+    (the record and the report alone), so the next one starts from the last generation built upon."""
     from assets.definitions import defs
 
     view = ProgressView()

@@ -5,11 +5,12 @@ default flywheel (`python -m assets.flywheel`, as `make flywheel` does) once per
 FLYWHEEL_HOME and DAGSTER_HOME. The replayed days are consolidated once (`--consolidate-only`: the consolidation
 never depends on the models' seed) and every run starts from a copy of that home. It prints for every run:
 - each generation's verdict per release gate (pass, warn, fail, or insufficient evidence) and the A/B verdict;
-- which generations were released and built upon;
-- the held-out instruction-following gain of the last released generation over gen-0, with its interval.
+- which generations were released and built upon (released, not rejected by the A/B readout, and decided better
+  than their parent: `training.generation_plan.built_upon`);
+- the held-out instruction-following gain of the last generation built upon over gen-0, with its interval.
 
 It ends with the robustness targets, counted over the runs:
-- runs where at least 2 of the generations were released and built upon, and the last one's held-out gain is
+- runs where at least 2 of the generations were built upon, and the last one's held-out gain is
   at least `--min-gain` with an interval above 0;
 - runs where the steerability, artifact and train/eval gates always had the evidence to decide.
 
@@ -43,6 +44,7 @@ from assets.flywheel import heldout_progress  # noqa: E402
 from assets.generation import BASE  # noqa: E402
 from assets.resources import FlywheelSettings  # noqa: E402
 from pipeline.lake import Partition  # noqa: E402
+from training.generation_plan import built_upon  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 # the gates whose evidence never depends on how many users a window has: they must always decide
@@ -107,9 +109,11 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
                 "steer_if_heldout": r.get("steer_if_heldout"),
             }
         )
-    parents = {row["parent"] for row in rows}
+    # built upon: released, not rejected by its A/B readout and decided better than its parent (the last generation
+    # of a run has no child to show it, so the rule itself decides)
+    kept = dict(zip(frame["generation"], built_upon(frame))) if frame.height else {}
     for row in rows:
-        row["built_upon"] = row["generation"] in parents
+        row["built_upon"] = bool(kept.get(row["generation"]))
     fluency = fluency_against_gen0(lake, rows) if rows else {}
     for row in rows:
         row["fluency"] = fluency.get(row["generation"])
@@ -184,8 +188,7 @@ def fluency_against_gen0(lake, rows: list[dict], resamples: int = 2000) -> dict[
 
 def targets(run: dict, generations: int, min_gain: float) -> dict:
     rows = run["generations"]
-    # the last generation cannot be built upon within the run: it counts when released
-    kept = [r for r in rows if r["released"] and (r["built_upon"] or r is rows[-1])]
+    kept = [r for r in rows if r["built_upon"]]
     gain = run["heldout"] or {}
     decided = all(
         r["gates"].get(g) not in (None, "insufficient") for r in rows for g in ALWAYS_DECIDED if g in r["gates"]

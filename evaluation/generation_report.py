@@ -116,6 +116,8 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
                 "wr_user_evidence": evidence.describe_win_rate(_win_rate(m, "eval_user", "pointwise")),
                 "wr_internal_evidence": evidence.describe_win_rate(_win_rate(m, "eval_internal", "pointwise")),
                 "insufficient": list(r.get("insufficient") or []),
+                # later generations start from it only when it was decided better than its parent
+                "built_upon": _built_upon_text(r, as_dict(m.get("improvement"))),
                 "ab_reason": ab.get("reason") or "—",
                 "ab_evidence": evidence.describe_readout(as_dict(ab.get("evidence"))),
                 "samples": [x for x in m.get("samples") or [] if isinstance(x, dict)],
@@ -135,6 +137,16 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
     return out
 
 
+def _built_upon_text(r: Mapping[str, Any], improvement: Mapping[str, Any]) -> str:
+    if r.get("released") is False:
+        return "no (blocked)"
+    if str(r.get("ab_verdict") or "").startswith("no-ship"):
+        return "no (A/B no-ship)"
+    if not improvement:
+        return "yes"  # recorded before the rule: released was enough
+    return ("yes: " if improvement.get("improved") else "no: ") + str(improvement.get("reason") or "")
+
+
 def _status(gate: str) -> str:
     return {"passed": "pass", "passed_with_warnings": "warn", "failed": "fail"}.get(gate, "unknown")
 
@@ -152,14 +164,15 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
     lines = [
         f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.",
         "",
-        "| generation | parent | gate | A/B | win rate user (pointwise) | win rate internal | "
+        "| generation | parent | gate | A/B | built upon | win rate user (pointwise) | win rate internal | "
         "steerability new / parent | fluency new / parent | breadth lift | depth lift | insufficient evidence |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         verdict = t["verdict"] + (" (simulated)" if t["simulated"] else "")
         lines.append(
-            f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['wr_user']} | {t['wr_internal']} | "
+            f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['built_upon']} | {t['wr_user']} | "
+            f"{t['wr_internal']} | "
             f"{t['steer_new']} / {t['steer_parent']} | {t['fluency_new']} / {t['fluency_parent']} | {t['breadth']} | {t['depth']} | "
             f"{', '.join(t['insufficient']) or '—'} |"
         )

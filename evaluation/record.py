@@ -168,6 +168,7 @@ def generation_row(
         raise ValueError(f"{name}'s A/B readout is invalid ({ab['reason']}): fix the experiment first")
     if blocked_by:
         metrics = {k: v for k, v in metrics.items() if k != "ab"}  # a blocked generation is never A/B tested
+    metrics = {**metrics, "improvement": improvement(gates, ab, bool(blocked_by))}
     gate = "failed" if blocked_by else "passed_with_warnings" if (gates["severity"] == "warn").any() else "passed"
     return {
         "generation": name,
@@ -189,6 +190,46 @@ def generation_row(
         "insufficient": sorted(insufficient + (["ab_readout"] if ab and ab["verdict"] == "insufficient" else []))
         + [f"{judge} judge {v['reason']}" for judge, v in sorted((metrics.get("judges_not_trained") or {}).items())],
     }
+
+
+def improvement(gates: pl.DataFrame, ab: Mapping | None, blocked: bool) -> dict:
+    """Whether the evidence decides that the generation improves on its parent, and on what: its held-out
+    instruction following with the paired interval over the card prompts (new - parent) above 0, or an A/B
+    readout that ships. Only an improved, released generation is built upon (`training.generation_plan`)."""
+    steer = gates.filter(pl.col("gate") == "steerability_regression") if "gate" in gates.columns else gates
+    meta = (
+        json.loads(steer["metadata"][0])
+        if steer.height and "metadata" in steer.columns and steer["metadata"][0]
+        else {}
+    )
+    new, parent = meta.get("following_rate"), meta.get("previous_following_rate")
+    low, high = meta.get("ci_low"), meta.get("ci_high")
+    following = {
+        "new": new,
+        "parent": parent,
+        "difference": None if new is None or parent is None else new - parent,
+        "ci_low": low,
+        "ci_high": high,
+    }
+    by = []
+    if low is not None and low > 0:
+        by.append("held-out following")
+    if ab is not None and ab.get("verdict") == "ship":
+        by.append("A/B readout")
+    improved = not blocked and bool(by)
+    if blocked:
+        reason = "blocked by its release gates"
+    elif improved:
+        reason = "better than its parent on " + " and ".join(by)
+    else:
+        interval = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else " (no interval)"
+        reason = (
+            "not shown better than its parent: held-out following "
+            + (f"{following['difference']:+.3f}" if following["difference"] is not None else "unknown")
+            + interval
+            + f", A/B {ab.get('verdict') if ab else 'not read'}"
+        )
+    return {"improved": improved, "by": by, "reason": reason, "following": following}
 
 
 def gate_verdicts(gates: pl.DataFrame) -> list[dict]:

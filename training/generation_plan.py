@@ -3,11 +3,13 @@
 A generation is one turn of the flywheel. Its window is the last `window_days` curated days on or before
 a chosen end (the newest day by default); the flywheel gives consecutive generations consecutive windows
 (`windows`), so generation k learns from days that come after those of generation k-1. A new generation
-starts from the newest recorded one that was released (`last_released`); gen-0 is the base policy.
+starts from the newest recorded one that is built upon (`last_built_upon`): released, not rejected by its A/B
+test, and decided better than its parent; gen-0 is the base policy.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -60,14 +62,31 @@ def windows(days: Sequence[Day], generations: int, window_days: int) -> list[lis
     return [window(days, window_days, end) for end in ends]
 
 
-def last_released(recorded: pl.DataFrame) -> str:
-    """The generation a new one starts from: the newest recorded one that passed its release gates and that the
-    A/B test did not reject; gen-0 when there is none. A blocked generation is recorded but never built upon."""
-    usable = recorded
-    if usable.height and "released" in usable.columns:
-        usable = usable.filter(pl.col("released").fill_null(True))
-    if usable.height and "ab_verdict" in usable.columns:
-        usable = usable.filter(~pl.col("ab_verdict").fill_null("").str.starts_with("no-ship"))
+def built_upon(recorded: pl.DataFrame) -> pl.Series:
+    """Per recorded generation, whether later ones may build on it: it passed its release gates, the A/B test did
+    not reject it, and the evidence decided it improves on its parent (`improvement.improved` of its metrics; a
+    generation recorded before that was recorded counts as improved). A released generation that is merely not
+    worse than its parent is served, but the flywheel goes on from the better model."""
+    n = recorded.height
+    released = recorded["released"].fill_null(True) if "released" in recorded.columns else pl.Series([True] * n)
+    rejected = (
+        recorded["ab_verdict"].fill_null("").str.starts_with("no-ship")
+        if "ab_verdict" in recorded.columns
+        else pl.Series([False] * n)
+    )
+    improved = [
+        bool(((json.loads(m or "{}") or {}).get("improvement") or {}).get("improved", True))
+        for m in (recorded["metrics"] if "metrics" in recorded.columns else [None] * n)
+    ]
+    return (released & ~rejected & pl.Series(improved, dtype=pl.Boolean)).alias("built_upon")
+
+
+def last_built_upon(recorded: pl.DataFrame) -> str:
+    """The generation a new one starts from: the newest recorded one that is `built_upon`; gen-0 when there is
+    none. A blocked generation, or one no better than its parent, is recorded but never built upon."""
+    if recorded.is_empty():
+        return BASE
+    usable = recorded.filter(built_upon(recorded))
     return str(usable.sort("number")["generation"][-1]) if usable.height else BASE
 
 
@@ -88,7 +107,7 @@ def plan_generation(
             "or set `window_end` (env FLYWHEEL_WINDOW_END) to a later day"
         )
     number = (int(recorded["number"].max()) + 1) if recorded.height else 1
-    return GenerationPlan(f"gen-{number}", number, last_released(recorded), [d.isoformat() for d in days], now)
+    return GenerationPlan(f"gen-{number}", number, last_built_upon(recorded), [d.isoformat() for d in days], now)
 
 
 def read_window(lake: Lake, table: str, plan: GenerationPlan) -> pl.DataFrame:

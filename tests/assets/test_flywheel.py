@@ -11,7 +11,7 @@ from assets import flywheel
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 from tests.assets.test_generation_assets import _annotations
-from training.generation_plan import last_released
+from training.generation_plan import built_upon, last_built_upon
 
 DAYS = ("2026-01-05", "2026-01-06")
 
@@ -64,7 +64,7 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     assert first["days"] == [DAYS[0]] and second["days"] == [DAYS[1]]
     assert first["parent"] == "gen-0"
     # a blocked generation is never built upon
-    assert second["parent"] == ("gen-1" if first["released"] else "gen-0")
+    assert second["parent"] == ("gen-1" if built_upon(table)[0] else "gen-0")
     for row in (first, second):
         assert row["released"] == (row["blocked_by"] == [])
         assert 0.0 <= row["steer_if_heldout"] <= 1.0 and 0.0 <= row["steer_violation_heldout"] <= 1.0
@@ -81,7 +81,7 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     assert "gen-1 (window 2026-01-05 .. 2026-01-05):" in out and "offline_eval" in out
     assert "steer_if_heldout" in out and "generations report:" in out
     # the difference is printed for the generation the flywheel builds on: released and not rejected by its A/B
-    assert ("held-out instruction following, gen-0 -> " in out) == (last_released(table) != "gen-0")
+    assert ("held-out instruction following, gen-0 -> " in out) == (last_built_upon(table) != "gen-0")
     assert "ab_verdict" in out
     assert "DEBUG" not in out
     assert Path(home / "reports" / "generations" / "index.html").is_file()
@@ -155,7 +155,7 @@ def test_the_table_names_the_verdicts_with_insufficient_evidence(tmp_path, capsy
     assert "gen-1: win_rate_ceiling insufficient, artifact_drift pass, A/B insufficient" in out
     assert "gen-2: win_rate_ceiling pass, artifact_drift fail" in out
     # a generation whose A/B readout had too little evidence is still built upon: it was not rejected
-    assert last_released(lake.scan("generations").collect()) == "gen-1"
+    assert last_built_upon(lake.scan("generations").collect()) == "gen-1"
 
 
 def test_the_table_shows_the_fluency_of_each_generation_and_its_parent(tmp_path):

@@ -141,7 +141,7 @@ def test_missing_and_corrupt_documents_do_not_break_the_page(tmp_path):
     assert rows[1]["metrics"] == {} and rows[0]["inputs"] == {} and rows[0]["gate_detail"] == []
     files = write_generation_report(frame, tmp_path)
     assert "gen-2" in files.index.read_text()
-    assert "| gen-2 | gen-1 | passed_with_warnings | ship | — |" in files.markdown
+    assert "| gen-2 | gen-1 | passed_with_warnings | ship | yes | — |" in files.markdown
     empty = write_generation_report(pl.DataFrame(schema=GENERATIONS), tmp_path / "empty")
     assert empty.generations == 0 and "No generation recorded yet" in empty.index.read_text()
     assert empty.markdown == "_no generation recorded yet_"
@@ -270,3 +270,15 @@ def test_report_shows_each_rule_of_the_steerability_gate_with_its_interval(tmp_p
     assert "violation rate per rule" in verdicts
     assert '<td class="mono">case</td><td class="num">0.125</td><td class="num">0.625</td>' in verdicts
     assert "[+0.390, +0.610]" in verdicts and "[-0.060, +0.060]" in verdicts
+
+
+def test_overview_says_whether_each_generation_was_built_upon_and_why():
+    frame = _generations()
+    metrics = json.loads(frame.filter(pl.col("number") == 2)["metrics"][0])
+    metrics["improvement"] = {"improved": False, "reason": "not shown better than its parent: held-out following"}
+    frame = frame.with_columns(
+        pl.when(pl.col("number") == 2).then(pl.lit(json.dumps(metrics))).otherwise(pl.col("metrics")).alias("metrics")
+    )
+    markdown = build_markdown(parse_generations(frame))
+    assert "| no: not shown better than its parent: held-out following |" in markdown
+    assert "| gen-1 | gen-0 | passed | ship (simulated) | yes |" in markdown

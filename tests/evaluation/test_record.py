@@ -124,3 +124,35 @@ def test_the_steerability_gate_keeps_its_per_rule_intervals_in_the_record():
     )
     verdicts = {v["gate"]: v for v in gate_verdicts(gates)}
     assert verdicts["steerability_regression"]["rules"] == rules and "rules" not in verdicts["artifact_drift"]
+
+
+def _steer_gate(ci_low: float, ci_high: float) -> pl.DataFrame:
+    meta = {"following_rate": 0.30, "previous_following_rate": 0.20, "ci_low": ci_low, "ci_high": ci_high}
+    return pl.DataFrame(
+        {
+            "gate": ["steerability_regression", "artifact_drift"],
+            "severity": ["ok", "ok"],
+            "detail": ["d", "d"],
+            "metadata": [json.dumps(meta), json.dumps({})],
+        }
+    )
+
+
+def test_a_generation_is_built_upon_only_when_the_evidence_decides_it_improves():
+    better = generation_row(
+        PLAN, "t1", _steer_gate(0.04, 0.16), collect_metrics({"ab_lifts": _ab("inconclusive")}), {}, {}
+    )
+    improvement = json.loads(better["metrics"])["improvement"]
+    assert improvement["improved"] and improvement["by"] == ["held-out following"]
+    assert improvement["following"]["difference"] == pytest.approx(0.10)
+    flat = generation_row(
+        PLAN, "t1", _steer_gate(-0.05, 0.25), collect_metrics({"ab_lifts": _ab("inconclusive")}), {}, {}
+    )
+    improvement = json.loads(flat["metrics"])["improvement"]
+    assert not improvement["improved"] and flat["released"]
+    assert (
+        improvement["reason"]
+        == "not shown better than its parent: held-out following +0.100 [-0.050, +0.250], A/B inconclusive"
+    )
+    shipped = generation_row(PLAN, "t1", _steer_gate(-0.05, 0.25), collect_metrics({"ab_lifts": _ab("ship")}), {}, {})
+    assert json.loads(shipped["metrics"])["improvement"]["by"] == ["A/B readout"]

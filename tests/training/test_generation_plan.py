@@ -1,3 +1,4 @@
+import json
 from datetime import date
 
 import polars as pl
@@ -9,7 +10,8 @@ from pipeline.user_split import assign_split
 from training.generation_plan import (
     BASE,
     GenerationPlan,
-    last_released,
+    built_upon,
+    last_built_upon,
     plan_generation,
     read_window,
     training_prompts,
@@ -41,7 +43,7 @@ def test_the_flywheel_windows_are_the_windows_each_generation_plans():
         windows(DAYS, 4, 2)
 
 
-def test_a_plan_builds_on_the_last_released_generation():
+def test_a_plan_builds_on_the_last_generation_built_upon():
     recorded = pl.DataFrame(
         {
             "generation": ["gen-1", "gen-2", "gen-3"],
@@ -50,8 +52,8 @@ def test_a_plan_builds_on_the_last_released_generation():
             "ab_verdict": [None, "no-ship: depth fell", None],
         }
     )
-    assert last_released(recorded) == "gen-1"
-    assert last_released(pl.DataFrame()) == BASE
+    assert last_built_upon(recorded) == "gen-1"
+    assert last_built_upon(pl.DataFrame()) == BASE
     plan = plan_generation(DAYS, recorded, 7, None, "now")
     assert (plan.generation, plan.number, plan.parent, plan.days[0]) == ("gen-4", 4, "gen-1", "2026-01-01")
     with pytest.raises(ValueError, match="window_end=2025-12-31"):
@@ -84,3 +86,22 @@ def test_training_prompts_are_the_windows_training_users_only(tmp_path):
     assert training_prompts(lake, plan, cap=10).height == 10
     with pytest.raises(ValueError, match="no unique_prompts"):
         training_prompts(lake, GenerationPlan("gen-1", 1, BASE, ["2026-02-01"], "now"), cap=10)
+
+
+def test_a_released_generation_no_better_than_its_parent_is_not_built_upon():
+    def metrics(improved):
+        return json.dumps({"improvement": {"improved": improved}}) if improved is not None else None
+
+    recorded = pl.DataFrame(
+        {
+            "generation": ["gen-1", "gen-2", "gen-3"],
+            "number": [1, 2, 3],
+            "released": [True, True, True],
+            "ab_verdict": ["inconclusive", "inconclusive", "inconclusive"],
+            # gen-1 was recorded before improvement was: released was enough then
+            "metrics": [metrics(None), metrics(True), metrics(False)],
+        }
+    )
+    assert built_upon(recorded).to_list() == [True, True, False]
+    assert last_built_upon(recorded) == "gen-2"
+    assert plan_generation(DAYS, recorded, 7, None, "now").parent == "gen-2"
