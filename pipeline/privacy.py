@@ -38,10 +38,10 @@ def scrub_text_with_types(text: str, config: PrivacyConfig) -> tuple[str, dict[s
     digits, in full-width forms or with zero-width characters inside is found; the spans they find are
     replaced in the text as written, which keeps its own characters elsewhere."""
     found: dict[str, int] = {}
+    view = TextView(text)
     for pii_type in PII_TYPES:
         if pii_type not in config.types:
             continue
-        view = TextView(text)
         spans = DETECTORS[pii_type](view.view, config)
         if not spans:
             continue
@@ -49,6 +49,7 @@ def scrub_text_with_types(text: str, config: PrivacyConfig) -> tuple[str, dict[s
         for start, end in sorted((view.span(s, e) for s, e in spans), reverse=True):
             text = text[:start] + placeholder + text[end:]
         found[pii_type] = len(spans)
+        view = TextView(text)  # the next detector sees what this one left
     return text, found
 
 
