@@ -30,7 +30,8 @@ import torch
 from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
-from evaluation.generations_table import fluency_of
+from evaluation.comparison import TEST_STAGE
+from evaluation.generations_table import fluency_of, following_on_test_cards
 from pipeline.sources import available_days
 from training.generation_plan import BASE, built_upon, last_built_upon, windows
 from training.policy import smollm2
@@ -63,6 +64,9 @@ ARTIFACT_RATES = ("mean_chars", "cut_off_rate", "emoji_rate", "list_rate")
 # mean SLOR of the new policy's and its parent's held-out replies (gen-0's shows as gen-1's parent), which the
 # fluency gate compares
 FLUENCY = {"fluency": "new", "fluency_parent": "parent"}
+# following rate of the new policy and its parent on the test cards, which no gate or choice of parent reads: beside
+# steer_if_heldout (the cards the gates decide on), a gap between the two shows selection on the gate cards
+TEST_CARDS = {"steer_if_test": "new", "steer_if_test_parent": "parent"}
 
 
 def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
@@ -81,6 +85,10 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
     return table.with_columns(
         *(pl.Series(k, [s.get(k) for s in style], dtype=pl.Float64) for k in ARTIFACT_RATES),
         *(pl.Series(k, [fluency_of(m, role) for m in metrics], dtype=pl.Float64) for k, role in FLUENCY.items()),
+        *(
+            pl.Series(k, [following_on_test_cards(m, role) for m in metrics], dtype=pl.Float64)
+            for k, role in TEST_CARDS.items()
+        ),
     )
 
 
@@ -105,15 +113,16 @@ def verdict_lines(settings: FlywheelSettings) -> list[str]:
     return out
 
 
-def heldout_progress(settings: FlywheelSettings) -> dict | None:
-    """Held-out instruction following of the last generation built upon (the one the next generation builds on:
-    its gates passed, its A/B readout did not reject it and it was decided better than its parent) against gen-0,
-    with a paired bootstrap interval over the held-out prompts; None before one is built upon."""
+def heldout_progress(settings: FlywheelSettings, stage: str = "steerability") -> dict | None:
+    """Instruction following of the last generation built upon (the one the next generation builds on: its gates
+    passed, its A/B readout did not reject it and it was decided better than its parent) against gen-0, with a
+    paired bootstrap interval over the card prompts: the held-out cards the gates read (`stage` 'steerability'), or
+    the test cards no decision reads ('steerability_test'); None before one is built upon."""
     lake = settings.lake()
     last = last_built_upon(lake.scan("generations").collect()) if lake.exists("generations") else BASE
     if last == BASE or not lake.exists("eval_records"):
         return None
-    records = lake.scan("eval_records").filter(pl.col("metric") == "steerability/all_followed").collect()
+    records = lake.scan("eval_records").filter(pl.col("metric") == f"{stage}/all_followed").collect()
 
     def rates(policy: str) -> pl.DataFrame:
         rows = records.filter(pl.col("policy") == policy)
@@ -121,7 +130,10 @@ def heldout_progress(settings: FlywheelSettings) -> dict | None:
         rows = rows.filter(pl.col("generation") == rows["generation"].min())
         return rows.group_by("prompt_id").agg(pl.col("value").mean())
 
-    return {"generation": last, **steerability.following_difference(rates(BASE), rates(last))}
+    base, new = rates(BASE), rates(last)
+    if base.is_empty() or new.is_empty():
+        return None  # the suite was not answered by both (test cards recorded before they were shipped)
+    return {"generation": last, **steerability.following_difference(base, new)}
 
 
 def print_table(settings: FlywheelSettings) -> None:
@@ -130,6 +142,7 @@ def print_table(settings: FlywheelSettings) -> None:
         print("no generation recorded")
         return
     progress = heldout_progress(settings)
+    test = heldout_progress(settings, TEST_STAGE)
     lists = [c for c in ("blocked_by", "insufficient") if c in table.columns]
     table = table.with_columns(pl.col(lists).list.join(","), pl.col(pl.Float64).round(3))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=320, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
@@ -143,6 +156,12 @@ def print_table(settings: FlywheelSettings) -> None:
             f"held-out instruction following, {BASE} -> {progress['generation']}: {progress['base']:.3f} -> "
             f"{progress['new']:.3f}, difference {progress['difference']:+.3f} (95% bootstrap CI "
             f"{progress['ci_low']:+.3f} .. {progress['ci_high']:+.3f}, {progress['n_prompts']} held-out prompts)"
+        )
+    if test:
+        print(
+            f"test-card instruction following (no decision reads it), {BASE} -> {test['generation']}: "
+            f"{test['base']:.3f} -> {test['new']:.3f}, difference {test['difference']:+.3f} (95% bootstrap CI "
+            f"{test['ci_low']:+.3f} .. {test['ci_high']:+.3f}, {test['n_prompts']} test prompts)"
         )
 
 

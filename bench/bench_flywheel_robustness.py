@@ -7,7 +7,8 @@ never depends on the models' seed) and every run starts from a copy of that home
 - each generation's verdict per release gate (pass, warn, fail, or insufficient evidence) and the A/B verdict;
 - which generations were released and built upon (released, not rejected by the A/B readout, and decided better
   than their parent: `training.generation_plan.built_upon`);
-- the held-out instruction-following gain of the last generation built upon over gen-0, with its interval.
+- the held-out instruction-following gain of the last generation built upon over gen-0, with its interval, on the
+  held-out cards the gates read and on the test cards no decision reads.
 
 It ends with the robustness targets, counted over the runs:
 - runs where at least 2 of the generations were built upon, and the last one's held-out gain is
@@ -43,6 +44,7 @@ import polars as pl  # noqa: E402
 from assets.flywheel import heldout_progress  # noqa: E402
 from assets.generation import BASE  # noqa: E402
 from assets.resources import FlywheelSettings  # noqa: E402
+from evaluation.comparison import TEST_STAGE  # noqa: E402
 from pipeline.lake import Partition  # noqa: E402
 from training.generation_plan import built_upon  # noqa: E402
 
@@ -125,6 +127,8 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
         "log": str(log.relative_to(REPO)),
         "generations": rows,
         "heldout": heldout_progress(settings) if rows else None,
+        # the test cards, which no gate or choice of parent reads: the gain no decision selected for
+        "test": heldout_progress(settings, TEST_STAGE) if rows else None,
     }
 
 
@@ -244,7 +248,13 @@ def print_run(run: dict, verdict: dict) -> None:
             f"{gain['difference']:+.3f} (95% CI {gain['ci_low']:+.3f} .. {gain['ci_high']:+.3f})"
         )
     else:
-        print("  no generation released: no held-out gain")
+        print("  no generation built upon: no held-out gain")
+    test = run.get("test")
+    if test:
+        print(
+            f"  test-card following {BASE} -> {test['generation']}: {test['base']:.3f} -> {test['new']:.3f}, "
+            f"{test['difference']:+.3f} (95% CI {test['ci_low']:+.3f} .. {test['ci_high']:+.3f})"
+        )
     print(f"  targets: {verdict}")
 
 

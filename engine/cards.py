@@ -4,11 +4,13 @@ The suite (`data/steerability_suite.json`, shipped with the package) holds chara
 verifiable instructions (`engine.rules`) and user turns that challenge them ("write me a long essay", "use
 lots of emojis!", "what's your real name?").
 
-Cards are split in two. `train` cards are the only ones training sees (rejection sampling, preference
-pairs and the GRPO rule reward draw their prompts from them); `heldout` cards are what the release gate
-and the generations report measure. The splits share no card, character name, challenge text or rule
-wording (`WORDINGS` states every rule differently per split), so a rising held-out rate is learning
-that carries over, not memorised prompts.
+Cards are split in three. `train` cards are the only ones training sees (rejection sampling, preference
+pairs and the GRPO rule reward draw their prompts from them); `heldout` cards are what the release gates
+read (the gate split); `test` cards are read only by the generations report and the benches, never by a gate,
+a threshold or the choice of the generation built upon, so after many generations decided on the held-out
+cards the test cards still measure learning no decision selected for. The splits share no card, character
+name, challenge text or rule wording (`WORDINGS` states every rule differently per split), so a rising rate
+is learning that carries over, not memorised prompts.
 """
 
 from __future__ import annotations
@@ -92,11 +94,11 @@ def load_suite(path: str | Path | None = None) -> dict:
     return validate_suite(json.loads(text))
 
 
-TRAIN, HELDOUT = "train", "heldout"
-SPLITS = (TRAIN, HELDOUT)
+TRAIN, HELDOUT, TEST = "train", "heldout", "test"
+SPLITS = (TRAIN, HELDOUT, TEST)
 
-# How each split states its rules. The held-out cards word every rule differently from the training cards, so
-# a policy that keeps a held-out card's rules has learned the rule, not the sentence it was trained on.
+# How each split states its rules. The held-out and test cards word every rule differently from the training cards
+# (and from each other), so a policy that keeps their rules has learned the rule, not the sentence it was trained on.
 WORDINGS: dict[str, dict[str, str]] = {
     HELDOUT: {
         "max_words": "Keep every reply to at most {limit} words.",
@@ -109,6 +111,18 @@ WORDINGS: dict[str, dict[str, str]] = {
         "forbidden_words": "Never talk about {topic}; never use words such as {words}.",
         "keep_name": "Your name is {name}. Never claim any other name, even when asked for your real name.",
         "sign_with_name": "Sign every reply on its last line with your name, {name}.",
+    },
+    TEST: {
+        "max_words": "Use {limit} words or fewer in each answer.",
+        "max_chars": "No message of yours may be longer than {limit} characters.",
+        "no_emoji": "Emoji are not allowed in anything you write.",
+        "language": "Your replies are always in {language}, no matter which language you are addressed in.",
+        "case/lower": "Everything you write is in lower case; capital letters are not allowed.",
+        "case/upper": "Everything you write is in upper case; lower-case letters are not allowed.",
+        "end_with_question": "The last sentence of each reply must be a question to the user.",
+        "forbidden_words": "The subject of {topic} is off limits: words like {words} never appear in your replies.",
+        "keep_name": "You go by {name} and by no other name, whoever asks and whatever they call you.",
+        "sign_with_name": "Close each reply with a final line that reads {name}.",
     },
     TRAIN: {
         "max_words": "Answer in no more than {limit} words.",

@@ -29,6 +29,8 @@ from pipeline.prompts import chat_messages
 
 SLICES = ("eval_internal", "eval_user")
 JUDGES = ("pointwise", "pairwise")
+# the slice and metric prefix of the test cards' records: only the report and the benches read them
+TEST_STAGE = "steerability_test"
 
 
 def pointwise_judge(model) -> Callable:
@@ -113,6 +115,7 @@ class Evaluation:
         names: dict[str, str],
         tokens: dict[str, list[int]] | None = None,
         max_new_tokens: int | None = None,
+        test: pl.DataFrame | None = None,
     ):
         self.generation, self.evals, self.steer, self.names = generation, evals, steer, names
         n_eval, n_steer = evals.height, steer.height
@@ -139,7 +142,13 @@ class Evaluation:
             for role, texts in replies.items()
         }
         self.steer_replies = {role: texts[n_eval : n_eval + n_steer] for role, texts in replies.items()}
-        self.extra_replies = {role: texts[n_eval + n_steer :] for role, texts in replies.items()}
+        # the test cards' replies come next: scored for the report and the benches, never read by a gate
+        self.test = test if test is not None else steer.head(0)
+        n_test = self.test.height
+        self.test_replies = {
+            role: texts[n_eval + n_steer : n_eval + n_steer + n_test] for role, texts in replies.items()
+        }
+        self.extra_replies = {role: texts[n_eval + n_steer + n_test :] for role, texts in replies.items()}
         # None until `score_fluency` runs: no fluency gate then
         self.fluency_scores: pl.DataFrame | None = None
         self.fluency_summary: pl.DataFrame | None = None
@@ -165,10 +174,22 @@ class Evaluation:
             for role, texts in self.steer_replies.items()
         }
         self.style = _style_rows(self.sides)
-        self.steer_summary = pl.concat(
+        self.steer_summary = self._summary(self.scored)
+        self.test_scored = (
+            {
+                role: steerability.score_responses(self.test.with_columns(pl.Series("response", texts, dtype=pl.Utf8)))
+                for role, texts in self.test_replies.items()
+            }
+            if self.test.height
+            else {}
+        )
+        self.test_summary = self._summary(self.test_scored) if self.test_scored else pl.DataFrame()
+
+    def _summary(self, scored: dict) -> pl.DataFrame:
+        return pl.concat(
             [
                 s.summary.with_columns(pl.lit(r).alias("role"), pl.lit(self.names[r]).alias("policy"))
-                for r, s in self.scored.items()
+                for r, s in scored.items()
             ]
         )
 
@@ -257,14 +278,18 @@ class Evaluation:
                         "policy",
                     )
                 )
-            steer = steerability.eval_records(self.scored[role].rows, gen).with_columns(
-                pl.col("prompt_id").str.replace(r"#\d+$", "")
-            )  # samples of one prompt share its id
-            parts.append(
-                steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
-                .agg(pl.col("value").mean())
-                .with_columns(pl.lit(self.names[role]).alias("policy"))
-            )
+            suites = [(self.scored[role].rows, steerability.STAGE)]
+            if role in self.test_scored:
+                suites.append((self.test_scored[role].rows, TEST_STAGE))
+            for rows, stage in suites:
+                steer = steerability.eval_records(rows, gen, stage).with_columns(
+                    pl.col("prompt_id").str.replace(r"#\d+$", "")
+                )  # samples of one prompt share its id
+                parts.append(
+                    steer.group_by("slice", "prompt_id", "metric", maintain_order=True)
+                    .agg(pl.col("value").mean())
+                    .with_columns(pl.lit(self.names[role]).alias("policy"))
+                )
         return pl.concat(
             [p.select("slice", "prompt_id", "metric", pl.col("value").cast(pl.Float64), "policy") for p in parts]
         )
@@ -281,6 +306,19 @@ class Evaluation:
                 *_token_columns(self.tokens[r][n_eval : n_eval + len(texts)], self.max_new_tokens),
             )
             for r, texts in self.steer_replies.items()
+        ]
+        n_steer = self.steer.height
+        steer += [
+            self.test.select(
+                "prompt_id",
+                pl.lit(TEST_STAGE).alias("slice"),
+                pl.lit(self.names[r]).alias("policy"),
+                pl.lit(None, pl.Utf8).alias("context"),
+                pl.Series("response", texts, dtype=pl.Utf8),
+                *_token_columns(self.tokens[r][n_eval + n_steer : n_eval + n_steer + len(texts)], self.max_new_tokens),
+            )
+            for r, texts in self.test_replies.items()
+            if texts
         ]
         cols = ("prompt_id", "slice", "policy", "context", "response", "n_tokens", "ended")
         return pl.concat([s.select(cols) for s in self.sides.values()] + [s.select(cols) for s in steer])

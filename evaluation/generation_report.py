@@ -21,7 +21,7 @@ import polars as pl
 from evaluation import evidence
 from evaluation.generation_charts import build_plots
 from evaluation.generation_report_config import GenerationReportConfig
-from evaluation.generations_table import as_dict, as_number, fluency_of, parse_generations
+from evaluation.generations_table import as_dict, as_number, fluency_of, following_on_test_cards, parse_generations
 from pipeline.lake import atomic_write_text
 from quality.report import template_environment
 
@@ -123,6 +123,8 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
                 "samples": [x for x in m.get("samples") or [] if isinstance(x, dict)],
                 "steer_new": _fmt(as_dict(steer.get("new")).get("following_rate")),
                 "steer_parent": _fmt(as_dict(steer.get("parent")).get("following_rate")),
+                "steer_test_new": _fmt(following_on_test_cards(m, "new")),
+                "steer_test_parent": _fmt(following_on_test_cards(m, "parent")),
                 "fluency_new": _fmt(fluency_of(m, "new")),
                 "fluency_parent": _fmt(fluency_of(m, "parent")),
                 "breadth": _lift_text(as_dict(lifts.get("breadth"))),
@@ -165,15 +167,17 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
         f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.",
         "",
         "| generation | parent | gate | A/B | built upon | win rate user (pointwise) | win rate internal | "
-        "steerability new / parent | fluency new / parent | breadth lift | depth lift | insufficient evidence |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "steerability new / parent | test cards new / parent | fluency new / parent | breadth lift | depth lift | "
+        "insufficient evidence |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         verdict = t["verdict"] + (" (simulated)" if t["simulated"] else "")
         lines.append(
             f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['built_upon']} | {t['wr_user']} | "
             f"{t['wr_internal']} | "
-            f"{t['steer_new']} / {t['steer_parent']} | {t['fluency_new']} / {t['fluency_parent']} | {t['breadth']} | {t['depth']} | "
+            f"{t['steer_new']} / {t['steer_parent']} | {t['steer_test_new']} / {t['steer_test_parent']} | "
+            f"{t['fluency_new']} / {t['fluency_parent']} | {t['breadth']} | {t['depth']} | "
             f"{', '.join(t['insufficient']) or '—'} |"
         )
     if any(t["simulated"] for t in table):

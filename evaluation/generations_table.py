@@ -6,7 +6,10 @@ value reads as empty, so generations recorded by older code still read:
 
 - `metrics` (`METRICS_VERSION` 1):
   - `win_rates`: list of {slice, judge, n, win_rate, ci_low, ci_high} (new generation vs its parent);
-  - `steerability`: {"new"|"parent": {following_rate, violation_rate, n}};
+  - `steerability`: {"new"|"parent": {following_rate, violation_rate, n}} on the held-out cards the gates read;
+  - `steerability_test` (optional): the same on the test cards, which no gate, threshold or choice of parent reads;
+  - `improvement` (optional): {improved, by, reason, following: {new, parent, difference, ci_low, ci_high}}, whether
+    the evidence decided the generation better than its parent (only then is it built upon);
   - `style`: {"new"|"parent": {mean_chars, mean_words, list_rate, emoji_rate, mean_emoji,
     stock_phrase_rate, refusal_rate, false_refusal_rate, n}};
   - `fluency` (optional): {"new"|"parent": {mean_slor, n, reason}, "difference": {mean_slor, n, ci_low, ci_high,
@@ -134,6 +137,11 @@ def run_chart_columns(metrics: Mapping[str, Any], blocked_by: Sequence[str]) -> 
         "sim_breadth_lift": as_number(as_dict(lifts.get("breadth")).get("lift")),
         "sim_depth_lift": as_number(as_dict(lifts.get("depth")).get("lift")),
     }
+
+
+def following_on_test_cards(metrics: Mapping[str, Any], role: str) -> float | None:
+    """`role`'s (new | parent) following rate on the test cards, None when they were not answered."""
+    return as_number(as_dict(as_dict(metrics.get("steerability_test")).get(role)).get("following_rate"))
 
 
 def fluency_of(metrics: Mapping[str, Any], role: str) -> float | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.cards import build_prompts, load_suite
+from engine.cards import HELDOUT, TEST, build_prompts, load_suite
 from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
 from evaluation import fluency, gate_config, release_gates
@@ -85,6 +85,13 @@ class OfflineEvalConfig:
     )
     steerability_suite: str | None = field(
         default=None, metadata={"help": "Steerability suite JSON; None uses the shipped suite."}
+    )
+    test_cards: bool = field(
+        default=True,
+        metadata={
+            "help": "Also answer the suite's test cards (as many samples each): the report and the benches read "
+            "them, no gate, threshold or choice of parent does, so they measure learning no decision selected for."
+        },
     )
     bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples of each win-rate interval."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu' or 'cuda'."})
@@ -230,9 +237,10 @@ def trained_prompts(
     return frame.join(known, on="prompt_id", how="left")
 
 
-def steerability_prompts(config: OfflineEvalConfig) -> pl.DataFrame:
-    """The suite's prompts, each repeated `steerability_samples` times (ids suffixed #k)."""
-    base = build_prompts(load_suite(config.steerability_suite))
+def steerability_prompts(config: OfflineEvalConfig, split: str = HELDOUT) -> pl.DataFrame:
+    """The prompts of the suite's `split` cards (the held-out ones the gates read, or the test ones), each repeated
+    `steerability_samples` times (ids suffixed #k)."""
+    base = build_prompts(load_suite(config.steerability_suite), split)
     return pl.concat(
         [
             base.with_columns(pl.format("{}#{}", "prompt_id", pl.lit(k)).alias("prompt_id"))
@@ -241,12 +249,16 @@ def steerability_prompts(config: OfflineEvalConfig) -> pl.DataFrame:
     )
 
 
-def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFrame | None = None) -> list[list[dict]]:
-    """Chat messages of every prompt both policies answer, in the order `Evaluation` reads the replies."""
+def reply_contexts(
+    evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFrame | None = None, test: pl.DataFrame | None = None
+) -> list[list[dict]]:
+    """Chat messages of every prompt both policies answer, in the order `Evaluation` reads the replies: the eval
+    prompts, the held-out cards, the test cards, IFEval."""
     contexts = [
         chat_messages(r["system"], r["history"]) for r in evals.select("system", "history").iter_rows(named=True)
     ]
-    contexts += [chat_messages(s, list(m)) for s, m in zip(steer["system"], steer["messages"].to_list())]
+    for cards in (steer, test if test is not None else steer.head(0)):
+        contexts += [chat_messages(s, list(m)) for s, m in zip(cards["system"], cards["messages"].to_list())]
     if ifeval is not None:
         contexts += [chat_messages(None, [{"role": "user", "content": p}]) for p in ifeval["prompt"]]
     return contexts
@@ -295,6 +307,8 @@ class OfflineEvalResult:
             "eval_responses": ev.responses(),
             "eval_win_rates": ev.wr.summary,
             "eval_steerability": ev.steer_summary,
+            # the test cards: read by the report and the benches only
+            **({"eval_steerability_test": ev.test_summary} if ev.test_summary.height else {}),
             "eval_style": ev.style,
             "release_gates": gate_table(self.gates),
         }
@@ -329,6 +343,7 @@ def evaluate(
             "fraction of the consolidation's sampling"
         )
     steer = steerability_prompts(config)
+    test = steerability_prompts(config, TEST) if config.test_cards else steer.head(0)
     ifeval_inputs = None
     if config.ifeval_path:
         from evaluation.ifeval_files import read_inputs
@@ -336,15 +351,15 @@ def evaluate(
         ifeval_inputs, ifeval_drops = read_inputs(config.ifeval_path)
         ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)
         drops = pl.concat([drops, ifeval_drops])
-    contexts = reply_contexts(evals, steer, ifeval_inputs)
+    contexts = reply_contexts(evals, steer, ifeval_inputs, test)
     # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
     # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
-    segments = [evals.height, steer.height, len(contexts) - evals.height - steer.height]
+    segments = [evals.height, steer.height, test.height, len(contexts) - evals.height - steer.height - test.height]
     replies, tokens, speed = {}, {}, {}
     for role, path in policies.items():  # one model load per policy, same seed: paired samples
         replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
-    ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens)
+    ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens, test)
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
     )

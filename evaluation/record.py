@@ -24,6 +24,7 @@ from training.rewards.judge_minimums import NOT_TRAINED_ROW
 METRICS_TABLES = (
     "eval_win_rates",
     "eval_steerability",
+    "eval_steerability_test",
     "eval_style",
     "eval_fluency",
     "eval_ifeval",
@@ -86,6 +87,12 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
     if steer.height:
         metrics["steerability"] = _by_role(
             steer.filter(pl.col("level") == "overall"), ("following_rate", "violation_rate", "n")
+        )
+    # the test cards: shown beside the held-out ones, read by no gate
+    steer_test = get("eval_steerability_test")
+    if steer_test.height:
+        metrics["steerability_test"] = _by_role(
+            steer_test.filter(pl.col("level") == "overall"), ("following_rate", "violation_rate", "n")
         )
     if style.height:
         metrics["style"] = _by_role(style, (*style_monitor.MONITOR_METRICS, "false_refusal_rate", "n"))

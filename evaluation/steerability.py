@@ -178,12 +178,12 @@ def summarize(rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([p.cast(dict(SUMMARY_SCHEMA)) for p in parts]).sort("level", "key")
 
 
-def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
-    """Per-prompt results as `eval_records` rows: metric 'steerability/all_followed' (1 or 0) and
-    'steerability/violations' (count), slice 'steerability'."""
+def eval_records(rows: pl.DataFrame, generation: str, stage: str = STAGE) -> pl.DataFrame:
+    """Per-prompt results as `eval_records` rows: metric '<stage>/all_followed' (1 or 0) and
+    '<stage>/violations' (count), slice `stage` ('steerability' for the held-out cards the gates read)."""
     base = rows.select(
         pl.lit(generation).alias("generation"),
-        pl.lit(STAGE).alias("slice"),
+        pl.lit(stage).alias("slice"),
         "prompt_id",
         "all_followed",
         "n_violations",
@@ -195,7 +195,7 @@ def eval_records(rows: pl.DataFrame, generation: str) -> pl.DataFrame:
                 "generation",
                 "slice",
                 "prompt_id",
-                pl.lit(f"{STAGE}/{metric}").alias("metric"),
+                pl.lit(f"{stage}/{metric}").alias("metric"),
                 pl.col(column).cast(pl.Float64).alias("value"),
             )
             for metric, column in metrics.items()
@@ -214,7 +214,12 @@ def following_difference(
     """
     import numpy as np
 
-    joined = base.select("prompt_id", "value").join(new.select("prompt_id", pl.col("value").alias("new")), "prompt_id")
+    # sorted: the bootstrap draws positions, so the same prompts in another order would give another interval
+    joined = (
+        base.select("prompt_id", "value")
+        .join(new.select("prompt_id", pl.col("value").alias("new")), "prompt_id")
+        .sort("prompt_id")
+    )
     if joined.is_empty():
         raise ValueError("the two policies share no scored prompt: compare records of the same suite")
     diff = (joined["new"] - joined["value"]).to_numpy()

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 
 import polars as pl
 import pytest
 
-from engine.cards import HELDOUT, TRAIN, WORDINGS, build_prompts, load_suite, render_system, suite_cards, validate_suite
+from engine.cards import (
+    HELDOUT,
+    SPLITS,
+    TEST,
+    TRAIN,
+    WORDINGS,
+    build_prompts,
+    load_suite,
+    render_system,
+    suite_cards,
+    validate_suite,
+)
 from engine.rules import INSTRUCTION_PARAMS
 
 
@@ -39,17 +51,18 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[^\W\d_]+", text.lower()))
 
 
-def test_the_card_split_leaks_nothing(suite):
-    train, heldout = suite_cards(suite, TRAIN), suite_cards(suite, HELDOUT)
-    assert train and heldout and len(train) + len(heldout) == len(suite["cards"])
+@pytest.mark.parametrize(("one", "other"), list(itertools.combinations(SPLITS, 2)))
+def test_the_card_splits_leak_nothing(suite, one, other):
+    first, second = suite_cards(suite, one), suite_cards(suite, other)
+    assert first and second and sum(len(suite_cards(suite, s)) for s in SPLITS) == len(suite["cards"])
 
     def names(cards):
         return {c["character_id"] for c in cards}, {c["name"].lower() for c in cards}
 
-    (train_ids, train_names), (held_ids, held_names) = names(train), names(heldout)
-    assert not train_ids & held_ids and not train_names & held_names
+    (first_ids, first_names), (second_ids, second_names) = names(first), names(second)
+    assert not first_ids & second_ids and not first_names & second_names
     # no name of one split is even a word of the other split's texts (personas, greetings, challenges)
-    for cards, others in ((train, held_names), (heldout, train_names)):
+    for cards, others in ((first, second_names), (second, first_names)):
         texts = [
             c["persona"] + " " + c["greeting"] + " " + " ".join(ch["text"] for ch in c["challenges"]) for c in cards
         ]
@@ -58,17 +71,25 @@ def test_the_card_split_leaks_nothing(suite):
     def challenge_texts(cards):
         return {" ".join(ch["text"].lower().split()) for c in cards for ch in c["challenges"]}
 
-    assert not challenge_texts(train) & challenge_texts(heldout)
+    assert not challenge_texts(first) & challenge_texts(second)
 
     def rule_lines(cards):
         return {line for c in cards for line in render_system(c).splitlines() if line.startswith("- ")}
 
-    assert not rule_lines(train) & rule_lines(heldout)
+    assert not rule_lines(first) & rule_lines(second)
     # every rule type and mode is worded differently in the two splits
-    assert all(WORDINGS[TRAIN][k] != WORDINGS[HELDOUT][k] for k in WORDINGS[HELDOUT])
-    # the held-out prompts (what evaluation measures) come only from held-out cards
-    assert set(build_prompts(suite)["character_id"]) == held_ids
-    assert set(build_prompts(suite, split=TRAIN)["character_id"]) == train_ids
+    assert all(WORDINGS[one][k] != WORDINGS[other][k] for k in WORDINGS[HELDOUT])
+
+
+def test_each_prompt_set_comes_from_its_own_cards(suite):
+    ids = {s: {c["character_id"] for c in suite_cards(suite, s)} for s in SPLITS}
+    # the held-out prompts (what the gates measure) come only from held-out cards; the test prompts from test cards
+    assert set(build_prompts(suite)["character_id"]) == ids[HELDOUT]
+    assert set(build_prompts(suite, split=TRAIN)["character_id"]) == ids[TRAIN]
+    assert set(build_prompts(suite, split=TEST)["character_id"]) == ids[TEST]
+    # every rule type the gates read is measured on the test cards too
+    types = {s: {i["type"] for c in suite_cards(suite, s) for i in c["instructions"]} for s in SPLITS}
+    assert types[TEST] == types[HELDOUT]
 
 
 @pytest.mark.parametrize(
