@@ -71,6 +71,7 @@ class FlywheelSettings(dg.ConfigurableResource):
     max_json_depth: int = library_field(SourceConfig, "max_json_depth")
     max_int_digits: int = library_field(SourceConfig, "max_int_digits")
     max_text_chars: int = library_field(IngestConfig, "max_text_chars")
+    max_id_chars: int = library_field(IngestConfig, "max_id_chars")
     late_grace_minutes: int = library_field(IngestConfig, "late_grace_minutes")
     production: bool = Field(
         default_factory=lambda: _env("FLYWHEEL_PRODUCTION", "0").lower() in ("1", "true", "yes"),
@@ -102,7 +103,10 @@ class FlywheelSettings(dg.ConfigurableResource):
 
     def ingest_config(self) -> IngestConfig:
         return IngestConfig.for_source(
-            self.source_config(), max_text_chars=self.max_text_chars, late_grace_minutes=self.late_grace_minutes
+            self.source_config(),
+            max_text_chars=self.max_text_chars,
+            max_id_chars=self.max_id_chars,
+            late_grace_minutes=self.late_grace_minutes,
         )
 
     def hasher(self) -> UserHasher:

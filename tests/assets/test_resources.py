@@ -22,6 +22,7 @@ FORWARDED = {
         "replay_days": (SourceConfig, "replay_days"),
         "internal_user_fraction": (SourceConfig, "internal_user_fraction"),
         "max_text_chars": (IngestConfig, "max_text_chars"),
+        "max_id_chars": (IngestConfig, "max_id_chars"),
         "late_grace_minutes": (IngestConfig, "late_grace_minutes"),
     },
     ReleaseSettings: {
