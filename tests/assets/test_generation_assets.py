@@ -12,7 +12,7 @@ from assets.generation import GenerationSettings, current_plan, generation_plan,
 from assets.herding import HERDING_ASSETS
 from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
-from assets.resources import FlywheelSettings
+from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
@@ -73,6 +73,9 @@ def test_tiny_generation_end_to_end(tmp_path):
             pair_mining_rows=2000,
             annotations_path=str(_annotations(tmp_path / "annotations.jsonl")),
         ),
+        # the traffic profile counts what the release gates and the A/B readout need
+        "release": ReleaseSettings(),
+        "ab": AbSettings(),
         "launcher": TrainingLauncher(),
     }
     for day in DAYS:

@@ -14,7 +14,7 @@ from tests.training.tiny_policy import one_cpu_thread, tiny_policy_dir  # noqa: 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assets import release  # noqa: E402
+from assets import release, reward_models  # noqa: E402
 from assets.curation import CurationSettings  # noqa: E402
 from assets.generation import (  # noqa: E402
     GenerationPlan,
@@ -109,8 +109,9 @@ def _materialize(settings: FlywheelSettings, **ab) -> dg.ExecuteInProcessResult:
 
 @pytest.fixture(autouse=True)
 def hashing_scorers(monkeypatch):
+    # the judges offline_eval loads (`load_judges`, which leaves out a judge recorded as not trained)
     monkeypatch.setattr(
-        release,
+        reward_models,
         "load_scorer",
         lambda settings, gen, kind, curation=None: load_reward_model(
             reward_model_dir(settings, gen, kind), embed_fn=hashing_embed
@@ -149,7 +150,7 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert wr.height == 4 and wr["win_rate"].to_list() == [0.5] * 4 and (wr["ties"] == wr["n"]).all()
     assert set(wr["n"]) == {3}  # eval_prompts per slice
     records = lake.read("eval_records", gen)
-    assert set(records["slice"]) == {"eval_internal", "eval_user", "steerability"}
+    assert set(records["slice"]) == {"eval_internal", "eval_user", "steerability", "steerability_test"}
     assert {
         "winrate/pointwise",
         "winrate/pairwise",
