@@ -348,6 +348,10 @@ def _overall_n(summary: pl.DataFrame) -> int | None:
     return int(rows["n"][0]) if "n" in rows.columns and rows.height and rows["n"][0] is not None else None
 
 
+# the monitors measured on the replies that ended on their own (`style_monitor.monitor`)
+ENDED_LENGTHS = ("mean_chars", "mean_words")
+
+
 def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: GateConfig | None = None) -> GateResult:
     """Compare two one-row `evaluation.style_monitor.monitor` outputs (or metric dicts) band by band.
     A metric missing on either side is an error: a monitor that stopped reporting is not a pass. Lengths are
@@ -359,6 +363,12 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
     levels, drifts, notes = [], {}, []
     for metric, (kind, width) in config.artifact_bands.items():
         a, b = new.get(metric), prev.get(metric)
+        unended = [side for side, row in (("new", new), ("parent", prev)) if row.get("n_ended") == 0]
+        if metric in ENDED_LENGTHS and unended:
+            # every reply ran into the token limit: no length to compare, and cut_off_rate's band decides
+            levels.append("warn")
+            notes.append(f"{metric}: not compared, no reply of the {' or '.join(unended)} ended on its own")
+            continue
         if a is None or b is None or math.isnan(a) or math.isnan(b):
             levels.append("error")
             notes.append(f"{metric}: missing")

@@ -198,3 +198,15 @@ def test_learning_to_end_replies_is_no_drift_but_rambling_into_the_limit_is():
     assert rambling.severity == "error" and "cut_off_rate: 0.14 -> 0.3" in rambling.detail
     with pytest.raises(ValueError, match="'rise'"):
         GateConfig(artifact_bands={"cut_off_rate": ("up", 0.1)})
+
+
+def test_lengths_are_not_compared_when_no_reply_ended():
+    parent = {"mean_chars": 60.0, "mean_words": 12.0, "cut_off_rate": 0.2, "n_ended": 8}
+    bands = GateConfig(
+        artifact_bands={"mean_chars": ("relative", 0.2), "mean_words": ("relative", 0.2), "cut_off_rate": ("rise", 0.1)}
+    )
+    all_cut = {"mean_chars": None, "mean_words": None, "cut_off_rate": 1.0, "n_ended": 0}
+    gate = artifact_drift(all_cut, parent, bands)
+    assert gate.severity == "error" and "cut_off_rate" in gate.detail  # the rise to 1.0 still fails
+    same = artifact_drift(all_cut, {**parent, "n_ended": 0, "cut_off_rate": 1.0}, bands)
+    assert same.severity == "warn" and "mean_chars: not compared, no reply of the new or parent ended" in same.detail
