@@ -21,6 +21,19 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]")
 _EOL = re.compile(rb"\r\n?|\n")
 
 
+def read_chunk(reader) -> bytes:
+    """The next chunk of `reader.stream` within `reader.max_bytes`, counted in `reader.bytes_read`; b"" at the end
+    of the stream or at the limit, where `reader.over_limit` says whether more bytes followed. What was decompressed
+    before a break in the stream is returned first."""
+    room = reader.max_bytes - reader.bytes_read
+    if room <= 0:
+        reader.over_limit = bool(reader.stream.read(1))
+        return b""
+    chunk = reader.stream.read1(min(_CHUNK, room))
+    reader.bytes_read += len(chunk)
+    return chunk
+
+
 class LineReader:
     """Splits a byte stream into lines, reading bounded chunks: a line is never held beyond `max_line` + 1
     bytes, and reading stops after `max_bytes` (a gzip bomb's single line is never decompressed whole). A line
@@ -38,16 +51,11 @@ class LineReader:
         lineno = 0
         skip_lf = False  # the last chunk ended in CR: a LF opening the next one ends the same line
         while True:
-            room = self.max_bytes - self.bytes_read
-            if room <= 0:
-                self.over_limit = bool(self.stream.read(1))
+            chunk = read_chunk(self)
+            if not chunk:
                 if self.over_limit:
                     return
                 break
-            chunk = self.stream.read1(min(_CHUNK, room))  # what was decompressed before a break is returned
-            if not chunk:
-                break
-            self.bytes_read += len(chunk)
             start = 1 if skip_lf and chunk[:1] == b"\n" else 0
             skip_lf = False
             while True:

@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterator
 from typing import IO
 
-_CHUNK = 1 << 16
+from pipeline.bounded_lines import read_chunk
+
 _STRUCTURE = re.compile(rb'["\[\]{},]')
 _IN_STRING = re.compile(rb'["\\]')
 _BOM = b"\xef\xbb\xbf"
@@ -49,16 +50,11 @@ class ArrayReader:
         depth = 0
         first = True
         while True:
-            room = self.max_bytes - self.bytes_read
-            if room <= 0:
-                self.over_limit = bool(self.stream.read(1))
+            chunk = read_chunk(self)
+            if not chunk:
                 if self.over_limit:
                     return
                 break
-            chunk = self.stream.read1(min(_CHUNK, room))
-            if not chunk:
-                break
-            self.bytes_read += len(chunk)
             if first:
                 chunk = chunk.removeprefix(_BOM)
                 first = False

@@ -11,6 +11,7 @@ from assets import flywheel
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
 from tests.assets.test_generation_assets import _annotations
+from tests.assets.traffic import TOY_GENERATION
 from training.generation_plan import built_upon, last_built_upon
 
 DAYS = ("2026-01-05", "2026-01-06")
@@ -36,20 +37,7 @@ def test_two_generations_in_a_row(tmp_path, capsys):
         "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
         "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
         # no window_days here: the flywheel gives each generation its own window whatever the default
-        "generation": {
-            "pretrain_steps": 5,
-            "candidate_prompts": 6,
-            "samples_per_prompt": 2,
-            "steer_samples": 2,
-            "max_new_tokens": 8,
-            "sft_steps": 2,
-            "dpo_steps": 2,
-            "grpo_steps": 1,
-            "reward_train_rows": 2000,
-            "pair_mining_rows": 2000,
-            "eval_prompts": 3,
-            "annotations_path": str(_annotations(tmp_path / "annotations.jsonl")),
-        },
+        "generation": {**TOY_GENERATION, "annotations_path": str(_annotations(tmp_path / "annotations.jsonl"))},
         "release": {"steerability_samples": 1, "bootstrap_resamples": 200},
         "ab": {"simulated_users": 4000, "n_bootstrap": 200},
     }

@@ -14,21 +14,9 @@ from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from pipeline.lake import Lake, Partition
 from tests.assets import traffic_shapes
+from tests.assets.traffic import TOY_GENERATION
 
 DAYS = ["2026-01-05", "2026-01-06"]
-TOY_GENERATION = {
-    "pretrain_steps": 5,
-    "candidate_prompts": 6,
-    "samples_per_prompt": 2,
-    "steer_samples": 2,
-    "max_new_tokens": 8,
-    "sft_steps": 2,
-    "dpo_steps": 2,
-    "grpo_steps": 1,
-    "reward_train_rows": 2000,
-    "pair_mining_rows": 2000,
-    "eval_prompts": 3,
-}
 
 
 @pytest.mark.integration

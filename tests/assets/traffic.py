@@ -3,6 +3,20 @@
 import json
 
 DAY = "2026-01-05"
+# a generation at toy sizes: every step runs, in seconds
+TOY_GENERATION = {
+    "pretrain_steps": 5,
+    "candidate_prompts": 6,
+    "samples_per_prompt": 2,
+    "steer_samples": 2,
+    "max_new_tokens": 8,
+    "sft_steps": 2,
+    "dpo_steps": 2,
+    "grpo_steps": 1,
+    "reward_train_rows": 2000,
+    "pair_mining_rows": 2000,
+    "eval_prompts": 3,
+}
 
 
 def write_traffic(folder, n_conversations=60, max_messages=8, day=DAY, offset=0):
