@@ -9,8 +9,8 @@ import pytest
 
 from assets import flywheel
 from pipeline.lake import Lake, Partition
+from tests.assets import traffic_shapes
 from tests.assets.test_curation_assets import write_traffic
-from tests.assets.test_generation_assets import _annotations
 from tests.assets.traffic import TOY_GENERATION
 from training.generation_plan import built_upon, last_built_upon
 
@@ -28,16 +28,17 @@ def test_windows_are_consecutive_blocks_ending_at_the_last_day():
 # two consolidated days and two whole generations: a few minutes on an idle 2-core machine, far more on a busy one
 @pytest.mark.timeout(1800)
 def test_two_generations_in_a_row(tmp_path, capsys):
+    """On traffic unlike the default: each user in one conversation, no thumbs, no prompt asked twice, so no
+    engagement pair can be mined and the pairwise judge is not trained; both generations are recorded anyway."""
     src = tmp_path / "src"
     src.mkdir()
-    for k, day in enumerate(DAYS):
-        write_traffic(src, n_conversations=120, max_messages=10, day=day, offset=120 * k)
+    traffic_shapes.specific_questions(src, list(DAYS), per_day=120)
     home = tmp_path / "home"
     resources = {
         "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
         "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
         # no window_days here: the flywheel gives each generation its own window whatever the default
-        "generation": {**TOY_GENERATION, "annotations_path": str(_annotations(tmp_path / "annotations.jsonl"))},
+        "generation": TOY_GENERATION,
         "release": {"steerability_samples": 1, "bootstrap_resamples": 200},
         "ab": {"simulated_users": 4000, "n_bootstrap": 200},
     }
@@ -54,6 +55,12 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     # a blocked generation is never built upon
     assert second["parent"] == ("gen-1" if built_upon(table)[0] else "gen-0")
     for row in (first, second):
+        # the judge the traffic could not train is named, with its count, beside the gates it left insufficient
+        named = [v for v in row["insufficient"] if v.startswith("pairwise judge not trained")]
+        assert len(named) == 1 and "preference pairs (minimum 10)" in named[0], row["insufficient"]
+        profile = lake.read("traffic_profile", Partition.generation(row["generation"]))
+        pairs = profile.filter(pl.col("measure").str.starts_with("preference pairs")).row(0, named=True)
+        assert not pairs["enough"] and f"not trained: {pairs['value']} preference pairs" in named[0]
         assert row["released"] == (row["blocked_by"] == [])
         assert 0.0 <= row["steer_if_heldout"] <= 1.0 and 0.0 <= row["steer_violation_heldout"] <= 1.0
         assert row["win_rate_user"] is not None and row["win_rate_internal"] is not None
@@ -66,6 +73,8 @@ def test_two_generations_in_a_row(tmp_path, capsys):
     assert steer.height and steer["prompt_id"].str.starts_with("steer:").all()
 
     out = capsys.readouterr().out
+    assert "pairwise judge not trained" in out
+    assert "pairwise judge not trained" in (home / "reports" / "generations" / "index.html").read_text()
     assert "gen-1 (window 2026-01-05 .. 2026-01-05):" in out and "offline_eval" in out
     assert "steer_if_heldout" in out and "generations report:" in out
     # the difference is printed for the generation the flywheel builds on: released and not rejected by its A/B

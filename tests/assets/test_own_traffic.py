@@ -1,57 +1,20 @@
 """Traffic unlike the default turns the whole loop: a judge the traffic offers too little data is recorded as not
-trained (insufficient evidence), and the generation goes on with the judges that have their data."""
+trained (insufficient evidence), and the generation goes on with the judges that have their data. Two whole
+generations on traffic with no minable pairs are `tests/assets/test_flywheel.py::test_two_generations_in_a_row`."""
 
 import dagster as dg
-import polars as pl
 import pytest
 
-from assets import flywheel
 from assets.curation import CURATION_ASSETS, CurationSettings
 from assets.generation import GenerationSettings, generation_plan
 from assets.herding import policy_base
 from assets.ingest import ingest
 from assets.pre_herding import PRE_HERDING_ASSETS
 from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
-from pipeline.lake import Lake, Partition
 from tests.assets import traffic_shapes
 from tests.assets.traffic import TOY_GENERATION
 
 DAYS = ["2026-01-05", "2026-01-06"]
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(1800)
-def test_traffic_without_minable_pairs_records_both_generations(tmp_path, capsys):
-    """One conversation per user, no thumbs, no prompt asked twice: no engagement pair to mine."""
-    src = tmp_path / "src"
-    src.mkdir()
-    traffic_shapes.specific_questions(src, DAYS, per_day=120)
-    home = tmp_path / "home"
-    resources = {
-        "settings": {"home": str(home), "source_kind": "folder", "source_path": str(src)},
-        "curation": {"topics": 4, "retain_fraction": 0.9, "eval_fraction": 0.2, "embed_backend": "torch"},
-        "generation": TOY_GENERATION,
-        "release": {"steerability_samples": 1, "bootstrap_resamples": 200},
-        "ab": {"simulated_users": 4000, "n_bootstrap": 200},
-    }
-    assert flywheel.run_flywheel(2, 1, instance=dg.DagsterInstance.ephemeral(), resources=resources) == 0
-
-    lake = Lake(home)
-    table = lake.scan("generations").collect().sort("number")
-    assert table["generation"].to_list() == ["gen-1", "gen-2"]
-    for row in table.iter_rows(named=True):
-        named = [v for v in row["insufficient"] if v.startswith("pairwise judge not trained")]
-        assert len(named) == 1 and "preference pairs (minimum 10)" in named[0], row["insufficient"]
-        profile = lake.read("traffic_profile", Partition.generation(row["generation"]))
-        pairs = profile.filter(pl.col("measure").str.starts_with("preference pairs")).row(0, named=True)
-        assert not pairs["enough"] and f"not trained: {pairs['value']} preference pairs" in named[0]
-        # the pointwise judge had its data: it trained the policy and judged the slices
-        rm = lake.read("reward_model_metrics", Partition.generation(row["generation"]))
-        assert rm.filter((pl.col("model") == "pointwise") & (pl.col("section") == "pointwise")).height
-    out = capsys.readouterr().out
-    assert "pairwise judge not trained" in out
-    report = (home / "reports" / "generations" / "index.html").read_text()
-    assert "pairwise judge not trained" in report
 
 
 def _judges_on(src, home, day, extra=()):
