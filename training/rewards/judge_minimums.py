@@ -82,11 +82,6 @@ class Shortfall:
     def reason(self) -> str:
         return f"not trained: {self.count} {self.unit} (minimum {self.minimum})"
 
-    @property
-    def short(self) -> str:
-        """The shortfall in a few words, for a table cell: `pairwise judge (2/10 pairs)`."""
-        return f"{self.judge} judge ({self.count}/{self.minimum} {self.unit.split()[-1]})"
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"trained": False, "reason": self.reason}
 
