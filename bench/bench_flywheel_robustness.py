@@ -54,6 +54,7 @@ from evaluation.comparison import TEST_STAGE  # noqa: E402
 from evaluation.gate_config import GateConfig  # noqa: E402
 from pipeline.lake import Partition  # noqa: E402
 from training.generation_plan import built_upon  # noqa: E402
+from training.policy.steer_data import REPAIRED  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 # the gates whose evidence never depends on how many users a window has: they must always decide
@@ -139,12 +140,34 @@ def read_run(home: Path) -> dict:
     for row in rows:
         row["fluency"] = fluency.get(row["generation"])
         row["length"] = length_record(lake, home, row["generation"])
+        row["rule_data"] = rule_data(lake, home, row["generation"])
     return {
         "generations": rows,
         "heldout": heldout_progress(settings) if rows else None,
         # the test cards, which no gate or choice of parent reads: the gain no decision selected for
         "test": heldout_progress(settings, TEST_STAGE) if rows else None,
     }
+
+
+def rule_data(lake, home: Path, generation: str) -> dict:
+    """What the generation had to learn its training cards' rules from: the sampled replies to them, how many kept
+    every rule, how many more a change of form repaired (`engine.rule_repair`), and the distinct rule-keeping
+    replies the SFT set could use and used."""
+    out: dict = {}
+    if lake.exists("candidates"):
+        cands = lake.read("candidates", Partition.generation(generation))
+        if "rules_kept" in cands.columns:
+            cards = cands.filter(pl.col("rules_kept").is_not_null())
+            repaired = cards["generator"].str.ends_with(REPAIRED)
+            out["sampled"] = int((~repaired).sum())
+            out["kept"] = int(cards.filter(~repaired)["rules_kept"].sum())
+            out["repaired"] = int(repaired.sum())
+    manifest = home / "models" / generation / "datasets" / "sft" / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        out["sft_available"] = (m.get("available_by_source") or {}).get("steerability")
+        out["sft_rows"] = (m.get("rows_by_source") or {}).get("steerability")
+    return out
 
 
 def length_record(lake, home: Path, generation: str) -> dict:
@@ -266,6 +289,13 @@ def print_run(run: dict, verdict: dict) -> None:
             )
             lost = forgotten(r["rules"])
             print(f"    violation rate per rule, parent -> new: {rates}" + (f"; forgotten: {lost}" if lost else ""))
+        data = r.get("rule_data") or {}
+        if "sampled" in data:
+            print(
+                f"    training cards: {data['kept']} of {data['sampled']} sampled replies kept every rule, "
+                f"{data['repaired']} more repaired; SFT rule-keeping rows {data.get('sft_rows')} "
+                f"({data.get('sft_available')} distinct available)"
+            )
         f = r.get("fluency") or {}
         if "mean_slor" in f:
             print(
