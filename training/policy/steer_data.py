@@ -42,8 +42,10 @@ REPAIRED = "+repaired"
 
 @dataclass(frozen=True)
 class SteerDataConfig:
+    # no_emoji is kept by every policy the suite has seen (its violation rate is 0 from gen-0 on): repairing it
+    # would only add rows that teach nothing
     repair_rules: tuple[str, ...] = field(
-        default=REPAIRABLE,
+        default=("case", "sign_with_name"),
         metadata={
             "help": "rules of form (among case, sign_with_name, no_emoji) that a sampled training-card reply is "
             "repaired to keep, as a candidate of its own; () samples only (see engine.rule_repair)"
@@ -177,7 +179,13 @@ def steer_pairs(
     for (pid,), group in checked.sort("prompt_id", "generator", "sample_idx").group_by(
         "prompt_id", maintain_order=True
     ):
-        keep = group.filter(pl.col("rules_kept")).sort("rm_pointwise", descending=True, nulls_last=True)
+        # a sampled keeper first: a repaired one would put the pair on a rule of form where the policy had
+        # already shown it can keep the rule of content the card asks too
+        keep = (
+            group.filter(pl.col("rules_kept"))
+            .with_columns(repaired=pl.col("generator").str.ends_with(REPAIRED))
+            .sort("repaired", "rm_pointwise", descending=[False, True], nulls_last=True)
+        )
         broke = group.filter(~pl.col("rules_kept"))
         row_id = f"{pid}/steer_pair"
         if keep.is_empty() or broke.is_empty():

@@ -156,8 +156,23 @@ def test_a_reply_that_breaks_only_rules_of_form_is_repaired_into_a_scored_candid
     pairs = build_preference_dataset(prompts, out, PreferenceBuildConfig()).frame
     pair = pairs.filter(pl.col("prompt_id") == NOVA).row(0, named=True)
     assert (pair["chosen"], pair["rejected"]) == ("have you seen the launch?", CAPITALS)
-    sft = build_sft_dataset(prompts, out, SFTBuildConfig(min_score=0.1, mix={"steerability": 1})).dataset
-    assert [m[-1]["content"] for m in sft.to_polars()["messages"]] == ["have you seen the launch?"]
+    # a source of its own in the SFT mixture, so it never displaces the sampled rule-keepers
+    sft = build_sft_dataset(prompts, out, SFTBuildConfig(min_score=0.1, mix={"steerability": 1, "repaired": 1}))
+    rows = sft.dataset.to_polars()
+    assert rows["source"].to_list() == ["repaired"]
+    assert [m[-1]["content"] for m in rows["messages"]] == ["have you seen the launch?"]
+    assert sft.manifest["available_by_source"]["steerability"] == 0
+
+
+def test_a_sampled_rule_keeper_is_chosen_before_a_repaired_one():
+    prompts = _prompts()
+    sampled = "did you watch it go up?"
+    frame = check_candidates(cands([(NOVA, 0, CAPITALS, 0.9), (NOVA, 1, sampled, 0.2)]), prompts)
+    out, _ = with_repairs(frame, prompts, lambda c, t: [0.95] * len(t))
+    pair = build_preference_dataset(prompts, out, PreferenceBuildConfig()).frame.row(0, named=True)
+    assert pair["chosen"] == sampled  # though the repaired reply scores higher
+    sft = build_sft_dataset(prompts, out, SFTBuildConfig(min_score=0.1, mix={"steerability": 1, "repaired": 1}))
+    assert sft.manifest["available_by_source"]["steerability"] == 1
 
 
 def test_repairs_can_be_turned_off_and_an_unknown_rule_fails_fast():
