@@ -162,6 +162,9 @@ def rule_data(lake, home: Path, generation: str) -> dict:
             out["sampled"] = int((~repaired).sum())
             out["kept"] = int(cards.filter(~repaired)["rules_kept"].sum())
             out["repaired"] = int(repaired.sum())
+            # per training card: sampled replies that kept every rule (a card at 0 gives nothing to learn from)
+            per_card = cards.filter(~repaired).group_by(pl.col("prompt_id").str.split(":").list.get(1).alias("card"))
+            out["kept_by_card"] = dict(per_card.agg(pl.col("rules_kept").sum()).sort("card").iter_rows())
     manifest = home / "models" / generation / "datasets" / "sft" / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
@@ -295,6 +298,9 @@ def print_run(run: dict, verdict: dict) -> None:
                 f"    training cards: {data['kept']} of {data['sampled']} sampled replies kept every rule, "
                 f"{data['repaired']} more repaired; SFT rule-keeping rows {data.get('sft_rows')} "
                 f"({data.get('sft_available')} distinct available)"
+            )
+            print(
+                "    sampled rule-keepers per card: " + ", ".join(f"{k} {v}" for k, v in data["kept_by_card"].items())
             )
         f = r.get("fluency") or {}
         if "mean_slor" in f:
