@@ -72,15 +72,20 @@ def weights_digest(policy) -> str | None:
     return dir_digest(folder, exclude=("policy_manifest.json",))
 
 
-def checkpoint_eos(policy) -> list[int]:
-    """The end tokens of a checkpoint's generation config (from its config when it has none)."""
+def generation_config(path: str | Path, trust_remote_code: bool = False):
+    """A checkpoint's generation config (derived from its model config when it has none)."""
     from transformers import AutoConfig, GenerationConfig
 
     try:
-        gen = GenerationConfig.from_pretrained(policy.model_name_or_path)
+        return GenerationConfig.from_pretrained(str(path))
     except OSError:
-        config = AutoConfig.from_pretrained(policy.model_name_or_path, trust_remote_code=policy.trust_remote_code)
-        gen = GenerationConfig.from_model_config(config)
+        return GenerationConfig.from_model_config(
+            AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        )
+
+
+def eos_of(gen) -> list[int]:
+    """The end tokens a generation config names."""
     ids = gen.eos_token_id
     return [ids] if isinstance(ids, int) else list(ids or [])
 

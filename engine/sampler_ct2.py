@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from engine.policy import PolicyConfig, load_tokenizer
-from engine.sampler import checkpoint_eos, local_folder, weights_digest
+from engine.sampler import eos_of, generation_config, local_folder, weights_digest
 from pipeline.lake import replace_dir, staging_dir
 
 MANIFEST = "engine_manifest.json"
@@ -31,6 +31,8 @@ def _merged_adapter(folder: Path, out: Path) -> Path:
     from peft import AutoPeftModelForCausalLM
 
     AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype="float32").merge_and_unload().save_pretrained(out)
+    # the converter writes the vocabulary from the tokenizer beside the weights
+    load_tokenizer(PolicyConfig(model_name_or_path=str(folder))).save_pretrained(out)
     return out
 
 
@@ -52,6 +54,7 @@ def converted(policy: PolicyConfig) -> Path:
         source = _merged_adapter(folder, tmp / "merged")
     out = tmp / "model"
     TransformersConverter(str(source), trust_remote_code=policy.trust_remote_code).convert(str(out), force=True)
+    generation_config(source, policy.trust_remote_code).save_pretrained(tmp)
     for item in out.iterdir():
         item.rename(tmp / item.name)
     out.rmdir()
@@ -82,7 +85,8 @@ class Ct2Sampler:
         self.threads = settings.cpu_threads or policy.cpu_threads or torch.get_num_threads()
         self.compute_type = settings.ct2_compute_type
         self.weights_digest = json.loads((self.path / MANIFEST).read_text())["weights_digest"]
-        self.eos_token_ids = checkpoint_eos(policy)
+        # the conversion keeps the checkpoint's generation config (an adapter-only folder has none of its own)
+        self.eos_token_ids = eos_of(generation_config(self.path))
         self.tokenizer = load_tokenizer(policy)
         self.generator = None
         self.reseed(settings.seed)

@@ -10,7 +10,7 @@ or the reward model that shares it.
 from __future__ import annotations
 
 from engine.policy import PolicyConfig
-from engine.sampler import checkpoint_eos, trim_at_end, weights_digest
+from engine.sampler import eos_of, generation_config, trim_at_end, weights_digest
 
 
 class VllmSampler:
@@ -30,7 +30,7 @@ class VllmSampler:
             enable_prefix_caching=True,
         )
         self.weights_digest = weights_digest(policy)
-        self.eos_token_ids = checkpoint_eos(policy)
+        self.eos_token_ids = eos_of(generation_config(policy.model_name_or_path, policy.trust_remote_code))
         self.seed, self.calls = settings.seed, 0
 
     def reseed(self, seed: int) -> None:
