@@ -31,7 +31,14 @@ def test_sizes_map_onto_the_generation_and_release_settings():
     cpu_sizes = smollm2.Smollm2Sizes()
     # a GPU runs every size larger, fine-tuning every weight
     assert gpu["generation"]["use_lora"] is False
-    for name in ("candidate_prompts", "samples_per_prompt", "max_new_tokens", "sft_steps", "grpo_steps", "eval_prompts"):
+    for name in (
+        "candidate_prompts",
+        "samples_per_prompt",
+        "max_new_tokens",
+        "sft_steps",
+        "grpo_steps",
+        "eval_prompts",
+    ):
         assert gpu["generation"][name] > getattr(cpu_sizes, name)
 
 
