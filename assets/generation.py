@@ -80,6 +80,12 @@ class GenerationSettings(dg.ConfigurableResource):
     candidate_prompts: int = Field(default=96, description="train prompts that get sampled candidates")
     samples_per_prompt: int = Field(default=4, description="candidates per prompt (rejection sampling N)")
     max_new_tokens: int = Field(default=48, description="longest sampled reply, in tokens")
+    sampling_backend: str | None = Field(
+        default=None,
+        description="engine of the candidates and the offline evaluation, one of engine.sampler.BACKENDS; None: "
+        "'hf' for the tiny built-in policy, 'auto' for a configured `policy_model` (CTranslate2 on a CPU, vLLM on a "
+        "GPU where installed)",
+    )
     sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
     dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
     train_batch_size: int = Field(default=8, description="examples per SFT and DPO step")

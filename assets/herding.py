@@ -32,6 +32,7 @@ from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
 from assets.reward_models import load_scorer, training_reward
 from assets.training_launcher import TrainingLauncher
+from engine.sampler import policy_backend
 from engine.sampling import CandidateConfig
 from pipeline import schema
 from pipeline.device import policy_cpu_threads
@@ -159,6 +160,7 @@ def candidates(
         "max_new_tokens": generation.max_new_tokens,
         "seed": run_seed(plan, generation.seed),
         "cpu_threads": policy_cpu_threads(generation.policy_model),
+        "backend": generation.sampling_backend or policy_backend(generation.policy_model),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -186,6 +188,12 @@ def candidates(
             "card_replies_repaired": repairs["repaired"],
             "card_replies_not_repairable": repairs["not_repairable"],
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
+            "sampling_engines": dg.MetadataValue.json(
+                {
+                    name: {k: s.get(k) for k in ("backend", "weights_digest")}
+                    for name, s in res.stats["generators"].items()
+                }
+            ),
             # the pairwise model's utility when the traffic had too little to train the pointwise one
             "reward_model": reward,
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
