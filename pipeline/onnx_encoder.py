@@ -212,7 +212,9 @@ class OnnxEncoder:
         # longest first: the pool's last tasks are short ones, so its threads finish together
         order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-pertext") as pool:
-            for j, vector in zip(order, tqdm(pool.map(one, order), total=len(order), disable=not progress)):
+            for j, vector in zip(
+                order, tqdm(pool.map(one, order), desc="Texts", total=len(order), disable=not progress)
+            ):
                 out[j] = vector
         return out
 
