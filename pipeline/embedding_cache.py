@@ -23,6 +23,7 @@ index existed (parts only) is indexed on first use, reading each part's hashes o
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -60,9 +61,17 @@ class EmbeddingCache:
         self.index_dir = self.dir / "index"
 
     def files(self) -> list[Path]:
-        if not self.dir.is_dir():
+        return [self.dir / f"{name}.parquet" for name in self._part_names()]
+
+    def _part_names(self) -> list[str]:
+        """Names of the parts on disk, sorted. A writer lists them to index any the manifest misses: names
+        only (one directory read, microseconds per part), never a part's content."""
+        try:
+            with os.scandir(self.dir) as entries:
+                names = [e.name[: -len(".parquet")] for e in entries if e.name.endswith(".parquet")]
+        except FileNotFoundError:
             return []
-        return sorted(p for p in self.dir.glob("*.parquet") if not p.name.startswith("."))
+        return sorted(n for n in names if not n.startswith("."))
 
     def count(self) -> int:
         """Rows stored (duplicates from concurrent writers included)."""
@@ -189,7 +198,7 @@ class EmbeddingCache:
         with writer_lock(self.index_dir, "embedding-cache", "index"):
             manifest = self._manifest() or {"format": INDEX_FORMAT, "parts": [], "indexes": []}
             listed = set(manifest["parts"])
-            new = [p.stem for p in self.files() if p.stem not in listed]
+            new = [name for name in self._part_names() if name not in listed]
             if new:
                 columns = []
                 for name in new:
