@@ -203,7 +203,7 @@ def bench_agreement(args) -> None:
     first = days[0][0]
     cache_root = Path(args.cache_dir or tempfile.mkdtemp(prefix="bench-embed-cache-"))
     kept = {(n, e): set() for n in names for e in eps_list}
-    total = 0
+    total, chars = 0, 0
     timing = {n: [0, 0.0, 0.0] for n in names}  # texts encoded, wall s, cpu s
     with tempfile.TemporaryDirectory(prefix="bench-agreement-") as tmp:
         root = Path(tmp)
@@ -215,6 +215,7 @@ def bench_agreement(args) -> None:
             near = near_dedup(exact.kept, near_cfg, history=near_history)
             texts = tail_text(near.kept, 3)
             total += near.kept.height
+            chars += int(texts.str.len_chars().sum())
             line = f"  {d}: {prompts.height} prompts, {near.kept.height} after exact and near dedup; kept so far"
             for n, emb in embedders.items():
                 cache = EmbeddingCache(cache_root, emb.model_id)
@@ -237,7 +238,10 @@ def bench_agreement(args) -> None:
                     kept[n, e] |= set(sem.kept["row_id"].to_list())
                 line += f" {n} {'/'.join(str(len(kept[n, e])) for e in eps_list)}"
             print(line, flush=True)
-    print(f"\nagreement with torch fp32 over {len(days)} replayed days ({total} prompts after exact and near dedup):")
+    print(
+        f"\nagreement with torch fp32 over {len(days)} replayed days ({total} prompts after exact and near dedup, "
+        f"embedded texts of {chars / max(total, 1):.0f} characters on average):"
+    )
     for e in eps_list:
         ref = kept["torch", e]
         print(
