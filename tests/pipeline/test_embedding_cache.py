@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
 from pipeline import embedding_cache
+from pipeline.crash import ENV as CRASH_ENV
 from pipeline.embedding_cache import MERGE_FANIN, EmbeddingCache
 from pipeline.text_hash import raw_text_hashes
 
 DIM = 8
+REPO = Path(__file__).resolve().parents[2]
 
 
 def frame(lo: int, hi: int) -> pl.DataFrame:
@@ -138,3 +146,42 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path):
         cache.add(frame(5, 10), part="day-1")
     with pytest.raises(ValueError, match="text_hash and vector"):
         cache.add(pl.DataFrame({"vector": [[0.0] * DIM]}))
+
+
+@pytest.mark.parametrize("point", ["embedding_cache_part", "embedding_cache_index"])
+def test_a_writer_killed_mid_add_leaves_a_cache_the_next_writer_repairs(tmp_path, point):
+    cache = EmbeddingCache(tmp_path, "toy|torch")
+    cache.add(frame(0, 10))
+    child = f"""
+import polars as pl, numpy as np
+from pipeline.embedding_cache import EmbeddingCache
+from pipeline.text_hash import raw_text_hashes
+h = raw_text_hashes([f"t{{i}}" for i in range(10, 20)])
+v = np.arange(80, 160, dtype=np.float32).reshape(-1, {DIM})
+EmbeddingCache({str(tmp_path)!r}, "toy|torch").add(pl.DataFrame({{"text_hash": h, "vector": v}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), CRASH_ENV: f"{point}:1"}
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert set(by_hash(cache.lookup(hashes_of(5, 15)))) == set(hashes_of(5))  # the old index, whole
+    cache.add(frame(20, 30))
+    got = by_hash(cache.lookup(hashes_of(5, 15, 25)))
+    assert set(got) == set(hashes_of(5, 15, 25))
+    np.testing.assert_array_equal(got[hashes_of(15)[0]], vectors(15, 16)[0])
+    listed = {e["file"] for e in json.loads((cache.index_dir / "manifest.json").read_text())["indexes"]}
+    assert {p.name for p in cache.index_dir.glob("keys-*.npy")} == listed  # no key file left behind
+
+
+def test_a_reader_whose_key_file_was_merged_away_reads_the_manifest_again(tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path, "toy|torch")
+    cache.add(frame(0, 10))
+    real, calls = cache._probe, []
+
+    def merged_meanwhile(manifest, words):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("keys-gone.npy")
+        return real(manifest, words)
+
+    monkeypatch.setattr(cache, "_probe", merged_meanwhile)
+    assert cache.lookup(hashes_of(3)).height == 1 and len(calls) == 2
