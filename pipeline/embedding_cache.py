@@ -11,7 +11,8 @@ Layout under ``<root>/model=<slug>/``:
 A lookup binary-searches each key file for the wanted hashes (memory-mapped: it touches only the pages
 its keys land on) and then reads the vectors of the row groups that hold hits, so its cost follows the
 number of hashes asked for and found, not the history: no part's hash column is scanned. Key files merge
-four of a size into one (size tiers), so a history of H rows has O(log H) of them.
+four of a size into one (size tiers), so a history of H rows has O(log H) of them, up to a merged size
+(`MAX_MERGED_ROWS`, 8.4M rows) past which a merge's memory would grow with the history.
 
 Writers of different days can run at once: a part is written under a fresh name first, then indexed
 under a lock (the manifest is replaced by rename), and key files that a merge replaced are removed only
@@ -46,6 +47,10 @@ _HEX128 = re.compile(r"^[0-9a-f]{32}$")
 INDEX_FORMAT = 1
 # key files merge `MERGE_FANIN` at a time once that many share a size tier (tiers grow by this factor)
 MERGE_FANIN = 4
+# a merge holds its key files in memory (32 bytes a row, about three times over while sorting): past this
+# size, key files stay apart, so a merge's memory is bounded whatever the history, and a lookup searches
+# one more file per this many rows
+MAX_MERGED_ROWS = 1 << 23
 _TIER_BASE_ROWS = 4096
 # a manifest read while a merge removes the key files it names is read again, this many times at most
 _READ_RETRIES = 5
@@ -227,15 +232,21 @@ class EmbeddingCache:
         return {"file": path.name, "rows": int(columns.shape[1])}
 
     def _merge_tiers(self, indexes: list[dict]) -> list[dict]:
-        """Merge MERGE_FANIN key files of one size tier into one, until no tier holds that many."""
+        """Merge MERGE_FANIN key files of one size tier into one, until no tier holds that many (files
+        that would merge past MAX_MERGED_ROWS stay apart)."""
         while True:
             tiers: dict[int, list[int]] = {}
             for i, entry in enumerate(indexes):
                 tiers.setdefault(_tier(entry["rows"]), []).append(i)
-            full = next((ids for _, ids in sorted(tiers.items()) if len(ids) >= MERGE_FANIN), None)
-            if full is None:
+            # the smallest files of a tier merge first: a file at the cap never blocks its smaller tier-mates
+            groups = (
+                sorted(ids, key=lambda i: indexes[i]["rows"])[:MERGE_FANIN]
+                for _, ids in sorted(tiers.items())
+                if len(ids) >= MERGE_FANIN
+            )
+            group = next((g for g in groups if sum(indexes[i]["rows"] for i in g) <= MAX_MERGED_ROWS), None)
+            if group is None:
                 return indexes
-            group = full[:MERGE_FANIN]
             merged = np.hstack([np.asarray(keyfile.load(self.index_dir / indexes[i]["file"])) for i in group])
             entry = self._write_keys(merged)
             indexes = [e for i, e in enumerate(indexes) if i not in group] + [entry]

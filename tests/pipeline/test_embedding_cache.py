@@ -185,3 +185,14 @@ def test_a_reader_whose_key_file_was_merged_away_reads_the_manifest_again(tmp_pa
 
     monkeypatch.setattr(cache, "_probe", merged_meanwhile)
     assert cache.lookup(hashes_of(3)).height == 1 and len(calls) == 2
+
+
+def test_key_files_stop_merging_at_the_size_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_cache, "MAX_MERGED_ROWS", 1300)
+    cache = EmbeddingCache(tmp_path, "toy|torch")
+    for day in range(12):
+        cache.add(frame(day * 300, day * 300 + 300))
+    rows = sorted(e["rows"] for e in json.loads((cache.index_dir / "manifest.json").read_text())["indexes"])
+    # four files of 300 merge; a merged file and three more would pass the cap, so the next four small ones merge
+    assert rows == [1200, 1200, 1200]
+    assert cache.lookup(hashes_of(*range(0, 3600, 7))).height == len(range(0, 3600, 7))
