@@ -81,8 +81,10 @@ demo: install-smollm2
 GENERATIONS ?= 3
 POLICY ?= tiny
 SEED ?= 0
+# IFEval's input_data.jsonl: each generation answers its held-out half and the IFEval gate reads it
+IFEVAL ?=
 flywheel: install-smollm2
-	FLYWHEEL_POLICY=$(POLICY) FLYWHEEL_SEED=$(SEED) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
+	FLYWHEEL_POLICY=$(POLICY) FLYWHEEL_SEED=$(SEED) FLYWHEEL_IFEVAL=$(IFEVAL) $(BIN)/python -m assets.flywheel --generations $(GENERATIONS) $(FLYWHEEL_ARGS)
 
 test: export OMP_NUM_THREADS ?= 1
 test: install lint

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -31,7 +32,7 @@ from assets.progress import ProgressView, quiet_libraries
 from assets.resources import FlywheelSettings
 from evaluation import evidence, steerability
 from evaluation.comparison import TEST_STAGE
-from evaluation.generations_table import fluency_of, following_on_test_cards
+from evaluation.generations_table import fluency_of, following_on_test_cards, ifeval_of
 from pipeline.sources import available_days
 from training.generation_plan import BASE, built_upon, last_built_upon, windows
 from training.policy import smollm2
@@ -67,6 +68,8 @@ FLUENCY = {"fluency": "new", "fluency_parent": "parent"}
 # following rate of the new policy and its parent on the test cards, which no gate or choice of parent reads: beside
 # steer_if_heldout (the cards the gates decide on), a gap between the two shows selection on the gate cards
 TEST_CARDS = {"steer_if_test": "new", "steer_if_test_parent": "parent"}
+# instruction-strict accuracy of the new policy and its parent on the held-out IFEval prompts (when configured)
+IFEVAL = {"ifeval_instr": "new", "ifeval_instr_parent": "parent"}
 
 
 def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
@@ -88,6 +91,11 @@ def generations_table(settings: FlywheelSettings) -> pl.DataFrame:
         *(
             pl.Series(k, [following_on_test_cards(m, role) for m in metrics], dtype=pl.Float64)
             for k, role in TEST_CARDS.items()
+        ),
+        *(
+            pl.Series(k, [ifeval_of(m, role) for m in metrics], dtype=pl.Float64)
+            for k, role in IFEVAL.items()
+            if any(ifeval_of(m, role) is not None for m in metrics)
         ),
     )
 
@@ -193,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
         help="consolidate the history and every window's days, then stop (a home to copy for runs that differ only "
         "in the models' seed: the consolidation never depends on it)",
     )
+    parser.add_argument(
+        "--ifeval",
+        default=os.environ.get("FLYWHEEL_IFEVAL") or None,
+        help="IFEval input JSONL: each generation's evaluation answers its held-out half and the IFEval gate reads it "
+        "(env FLYWHEEL_IFEVAL, `make flywheel IFEVAL=path`; default: no IFEval)",
+    )
     args = parser.parse_args(argv)
+    if args.ifeval and not Path(args.ifeval).is_file():
+        parser.error(f"--ifeval {args.ifeval}: no such file (IFEval's input_data.jsonl, or leave it unset)")
     quiet_libraries()
     resources = run_resources(os.environ.get("FLYWHEEL_POLICY"), args.seed, cpu=not torch.cuda.is_available())
+    if args.ifeval:
+        resources["release"] = {**resources.get("release", {}), "ifeval_path": str(Path(args.ifeval).resolve())}
     return run_flywheel(
         args.generations,
         args.window_days,

@@ -152,6 +152,9 @@ def offline_eval(
     }
     if result.ifeval is not None:
         meta["ifeval"] = preview_table(result.ifeval)
+    if result.ifeval_differences is not None:
+        # new - parent on the held-out IFEval prompts, the paired intervals the IFEval gate read
+        meta["ifeval_difference"] = preview_table(result.ifeval_differences)
     for r in ev.wr.summary.filter(pl.col("win_rate").is_not_null()).iter_rows(named=True):
         meta[f"win_rate/{r['slice']}/{r['judge']}"] = float(r["win_rate"])
     yield dg.MaterializeResult(metadata=meta)

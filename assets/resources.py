@@ -131,8 +131,13 @@ class ReleaseSettings(dg.ConfigurableResource):
         description="torch CPU threads while sampling; None: one for the tiny built-in policy (fastest, "
         "and no thread spinning on a busy machine), torch's default for a configured `policy_model`",
     )
-    ifeval_path: str | None = library_field(OfflineEvalConfig, "ifeval_path")
+    ifeval_path: str | None = library_field(OfflineEvalConfig, "ifeval_path", env="FLYWHEEL_IFEVAL")
     ifeval_max_prompts: int = library_field(OfflineEvalConfig, "ifeval_max_prompts")
+    ifeval_max_new_tokens: int = library_field(OfflineEvalConfig, "ifeval_max_new_tokens")
+    ifeval_heldout_fraction: float = library_field(OfflineEvalConfig, "ifeval_heldout_fraction")
+    ifeval_split_salt: str = library_field(OfflineEvalConfig, "ifeval_split_salt")
+    ifeval_margin: float = library_field(OfflineEvalConfig, "ifeval_margin")
+    min_ifeval_prompts: int = library_field(OfflineEvalConfig, "min_ifeval_prompts")
     win_rate_error: float = library_field(OfflineEvalConfig, "win_rate_error")
     win_rate_warn: float = library_field(OfflineEvalConfig, "win_rate_warn")
     slice_divergence_max: float = library_field(OfflineEvalConfig, "slice_divergence_max")

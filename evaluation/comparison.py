@@ -101,7 +101,7 @@ def compare(new: dict, parent: dict, keys: Sequence[str]) -> pl.DataFrame:
 class Evaluation:
     """Everything an offline evaluation measured, before it is written and gated.
 
-    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, ifeval)`, in that order, and
+    `replies[role]` holds one reply per context of `reply_contexts(evals, steer, test)`, in that order, and
     `tokens[role]` (when the sampler counted them) each reply's token count: a reply of `max_new_tokens` tokens
     ran into the limit (it was cut off) and did not end on its own.
     """
@@ -148,7 +148,6 @@ class Evaluation:
         self.test_replies = {
             role: texts[n_eval + n_steer : n_eval + n_steer + n_test] for role, texts in replies.items()
         }
-        self.extra_replies = {role: texts[n_eval + n_steer + n_test :] for role, texts in replies.items()}
         # None until `score_fluency` runs: no fluency gate then
         self.fluency_scores: pl.DataFrame | None = None
         self.fluency_summary: pl.DataFrame | None = None
@@ -210,10 +209,14 @@ class Evaluation:
         training: pl.DataFrame | None,
         config: gate_config.GateConfig,
         judge_validation: pl.DataFrame | None = None,
+        ifeval: pl.DataFrame | None = None,
+        ifeval_prompts: pl.DataFrame | None = None,
     ) -> dict[str, gate_config.GateResult]:
         """Every release gate, then the evidence rule over them; `training` None (nothing known of the training
         prompts) skips the disjoint gate; `judge_validation` (the judges' `reward_model_metrics` rows) decides
-        which judges have the evidence to judge (None: every judge counts, as nothing says otherwise)."""
+        which judges have the evidence to judge (None: every judge counts, as nothing says otherwise).
+        `ifeval` (`ifeval_heldout.paired_differences`) adds the IFEval gate, and `ifeval_prompts` (prompt_id,
+        text) the held-out IFEval prompts to the prompts no training set may contain."""
         style = {r["role"]: r for r in self.style.iter_rows(named=True)}
         judges = None
         if judge_validation is not None:
@@ -233,9 +236,14 @@ class Evaluation:
         }
         if self.fluency_summary is not None:
             gates["fluency_regression"] = release_gates.fluency_regression(self.fluency_summary, config)
+        if ifeval is not None:
+            gates["ifeval_regression"] = release_gates.ifeval_regression(ifeval, config)
         if training is not None:
+            held_out = [self.evals.select("prompt_id", "text")]
+            if ifeval_prompts is not None:
+                held_out.append(ifeval_prompts.select("prompt_id", "text"))
             gates["train_eval_disjoint"] = release_gates.train_eval_disjoint(
-                training, self.evals.select("prompt_id", "text"), config
+                training, pl.concat(held_out, how="vertical_relaxed"), config
             )
         gates["slice_divergence"].metadata.update(
             n_per_slice={s: int((self.evals["split"] == s).sum()) for s in SLICES},
@@ -372,25 +380,38 @@ class Evaluation:
 
 
 def score_ifeval(
-    inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """IFEval summary per policy and its eval_records rows."""
+    inputs: pl.DataFrame, replies: dict[str, list[str]], names: dict[str, str], n_resamples: int = 2000, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+    """IFEval summary per policy, its eval_records rows (prompt- and instruction-strict per prompt), new - parent
+    on both accuracies with paired intervals (`ifeval_heldout.paired_differences`; None without both policies)
+    and the prompts a policy's scoring dropped, with the reason."""
     from evaluation.ifeval import score_ifeval as score
+    from evaluation.ifeval_heldout import paired_differences, per_prompt
 
-    summaries, records = [], []
+    summaries, records, rows, drops = [], [], {}, []
     for role, texts in replies.items():
         res = score(inputs, pl.DataFrame({"prompt": inputs["prompt"], "response": texts}))
+        rows[role] = res.rows
+        drops.append(res.drops)
         summaries.append(res.summary.with_columns(pl.lit(role).alias("role"), pl.lit(names[role]).alias("policy")))
-        records.append(
-            res.rows.select(
-                pl.lit("ifeval").alias("slice"),
-                pl.col("key").cast(pl.Utf8).alias("prompt_id"),
-                pl.lit("ifeval/prompt_strict").alias("metric"),
-                pl.col("prompt_strict").cast(pl.Float64).alias("value"),
-                pl.lit(names[role]).alias("policy"),
+        scored = per_prompt(res.rows).with_columns(pl.col("key").cast(pl.Utf8).alias("prompt_id"))
+        for metric, value in {
+            "ifeval/prompt_strict": pl.col("prompt_followed").cast(pl.Float64),
+            "ifeval/instruction_strict": pl.col("followed") / pl.col("instructions"),
+        }.items():
+            records.append(
+                scored.select(
+                    pl.lit("ifeval").alias("slice"),
+                    "prompt_id",
+                    pl.lit(metric).alias("metric"),
+                    value.cast(pl.Float64).alias("value"),
+                    pl.lit(names[role]).alias("policy"),
+                )
             )
-        )
-    return pl.concat(summaries), pl.concat(records)
+    differences = (
+        paired_differences(rows["parent"], rows["new"], n_resamples, seed) if {"new", "parent"} <= rows.keys() else None
+    )
+    return pl.concat(summaries), pl.concat(records), differences, pl.concat(drops)
 
 
 def gate_table(gates: dict[str, gate_config.GateResult]) -> pl.DataFrame:

@@ -75,6 +75,21 @@ class GateConfig:
             "insufficient evidence)."
         },
     )
+    ifeval_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "The IFEval gate fails when instruction-strict or prompt-strict accuracy on the held-out IFEval "
+            "prompts is below the parent's with the whole paired interval below -this margin: 0 blocks any drop "
+            "the evidence decides; a drop whose interval reaches 0 warns."
+        },
+    )
+    min_ifeval_prompts: int = field(
+        default=30,
+        metadata={
+            "help": "Fewest held-out IFEval prompts scored for both policies for the IFEval gate to decide (fewer: "
+            "insufficient evidence)."
+        },
+    )
     max_train_eval_overlap: int = field(
         default=0, metadata={"help": "Eval prompts allowed to also be training prompts (0: disjoint)."}
     )
@@ -126,6 +141,8 @@ class GateConfig:
             raise ValueError("artifact_warn_fraction must be in (0, 1]")
         if self.fluency_margin < 0 or self.min_fluency_replies < 1:
             raise ValueError("fluency_margin must be >= 0 (default 0.1) and min_fluency_replies >= 1 (default 20)")
+        if not 0 <= self.ifeval_margin < 1 or self.min_ifeval_prompts < 1:
+            raise ValueError("ifeval_margin must be in [0, 1) (default 0) and min_ifeval_prompts >= 1 (default 30)")
         if self.max_train_eval_overlap < 0:
             raise ValueError("max_train_eval_overlap must be >= 0")
         if self.min_slice_users < 1 or self.min_judge_heldout < 1 or self.min_decided_gates < 0:

@@ -21,7 +21,15 @@ import polars as pl
 from evaluation import evidence
 from evaluation.generation_charts import build_plots
 from evaluation.generation_report_config import GenerationReportConfig
-from evaluation.generations_table import as_dict, as_number, fluency_of, following_on_test_cards, parse_generations
+from evaluation.generations_table import (
+    as_dict,
+    as_number,
+    fluency_of,
+    following_on_test_cards,
+    ifeval_difference,
+    ifeval_of,
+    parse_generations,
+)
 from pipeline.lake import atomic_write_text
 from quality.report import template_environment
 
@@ -125,6 +133,7 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
                 "steer_parent": _fmt(as_dict(steer.get("parent")).get("following_rate")),
                 "steer_test_new": _fmt(following_on_test_cards(m, "new")),
                 "steer_test_parent": _fmt(following_on_test_cards(m, "parent")),
+                "ifeval": _ifeval_text(m),
                 "fluency_new": _fmt(fluency_of(m, "new")),
                 "fluency_parent": _fmt(fluency_of(m, "parent")),
                 "breadth": _lift_text(as_dict(lifts.get("breadth"))),
@@ -137,6 +146,20 @@ def summary_rows(rows: Sequence[Mapping[str, Any]], config: GenerationReportConf
             }
         )
     return out
+
+
+def _ifeval_text(m: Mapping[str, Any]) -> str:
+    """Instruction-strict accuracy on the held-out IFEval prompts, new / parent, and the paired difference with its
+    interval; '—' when IFEval was not answered."""
+    new, parent = ifeval_of(m, "new"), ifeval_of(m, "parent")
+    if new is None or parent is None:
+        return "—"
+    d = ifeval_difference(m)
+    diff, lo, hi = (as_number(d.get(k)) for k in ("difference", "ci_low", "ci_high"))
+    text = f"{_fmt(new)} / {_fmt(parent)}"
+    if diff is not None and lo is not None and hi is not None:
+        text += f" ({diff:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+    return text
 
 
 def _built_upon_text(r: Mapping[str, Any], improvement: Mapping[str, Any]) -> str:
@@ -167,9 +190,9 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
         f"**{len(table)} generation{'s' if len(table) != 1 else ''}**, latest `{table[-1]['generation']}`.",
         "",
         "| generation | parent | gate | A/B | built upon | win rate user (pointwise) | win rate internal | "
-        "steerability new / parent | test cards new / parent | fluency new / parent | breadth lift | depth lift | "
-        "insufficient evidence |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "steerability new / parent | test cards new / parent | IFEval held-out new / parent | fluency new / parent | "
+        "breadth lift | depth lift | insufficient evidence |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in table:
         verdict = t["verdict"] + (" (simulated)" if t["simulated"] else "")
@@ -177,7 +200,7 @@ def build_markdown(rows: Sequence[Mapping[str, Any]], config: GenerationReportCo
             f"| {t['generation']} | {t['parent']} | {t['gate']} | {verdict} | {t['built_upon']} | {t['wr_user']} | "
             f"{t['wr_internal']} | "
             f"{t['steer_new']} / {t['steer_parent']} | {t['steer_test_new']} / {t['steer_test_parent']} | "
-            f"{t['fluency_new']} / {t['fluency_parent']} | {t['breadth']} | {t['depth']} | "
+            f"{t['ifeval']} | {t['fluency_new']} / {t['fluency_parent']} | {t['breadth']} | {t['depth']} | "
             f"{', '.join(t['insufficient']) or '—'} |"
         )
     if any(t["simulated"] for t in table):

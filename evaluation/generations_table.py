@@ -17,7 +17,9 @@ value reads as empty, so generations recorded by older code still read:
   - `reward_models`: {"pointwise"|"pairwise": {metric: value}} (held-out AUC, pair accuracy, ...);
   - `ab`: {source, simulated, verdict, lifts: {breadth|depth: {lift, delta_ci_low, delta_ci_high,
     boot_ci_low, boot_ci_high, delta_p_value, boot_p_value}}, srm: {p_value, srm, ...}, arms: [...]};
-  - `ifeval` (optional): {"new"|"parent": {prompt_strict_acc, ...}};
+  - `ifeval` (optional): {"new"|"parent": {prompt_strict_acc, instruction_strict_acc, ..., n_prompts},
+    "difference": {"instruction_strict"|"prompt_strict": {parent, new, difference, ci_low, ci_high, n_prompts}}}
+    on the held-out half of the IFEval prompts (`evaluation.ifeval_heldout`);
 - `inputs`: window days with content hashes, dataset content hashes, reward-model folders and hashes;
 - `checkpoints`: paths of the generation's checkpoints;
 - `gate_detail`: list of {gate, severity, detail}.
@@ -144,6 +146,17 @@ def following_on_test_cards(metrics: Mapping[str, Any], role: str) -> float | No
     return as_number(as_dict(as_dict(metrics.get("steerability_test")).get(role)).get("following_rate"))
 
 
+def ifeval_of(metrics: Mapping[str, Any], role: str, accuracy: str = "instruction_strict_acc") -> float | None:
+    """`role`'s (new | parent) IFEval `accuracy` on the held-out IFEval prompts, None when they were not answered."""
+    return as_number(as_dict(as_dict(metrics.get("ifeval")).get(role)).get(accuracy))
+
+
+def ifeval_difference(metrics: Mapping[str, Any], metric: str = "instruction_strict") -> dict[str, Any]:
+    """new - parent on the held-out IFEval prompts for `metric` (instruction_strict | prompt_strict), with its
+    paired interval; empty when not measured."""
+    return as_dict(as_dict(as_dict(metrics.get("ifeval")).get("difference")).get(metric))
+
+
 def fluency_of(metrics: Mapping[str, Any], role: str) -> float | None:
     """Mean SLOR of `role`'s (new | parent) eval replies, None when it was not measured."""
     return as_number(as_dict(as_dict(metrics.get("fluency")).get(role)).get("mean_slor"))
@@ -185,6 +198,8 @@ def metrics_long(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
             for metric in STYLE_METRICS:
                 add(row, "style", f"{metric}/{role}", style.get(metric))
             add(row, "fluency", f"mean_slor/{role}", fluency_of(m, role))
+            for accuracy in ("instruction_strict", "prompt_strict"):
+                add(row, "ifeval", f"{accuracy}/{role}", ifeval_of(m, role, f"{accuracy}_acc"))
         for metric, lift in as_dict(as_dict(m.get("ab")).get("lifts")).items():
             lift = as_dict(lift)
             add(row, "ab_lift", metric, lift.get("lift"), lift.get("delta_ci_low"), lift.get("delta_ci_high"))

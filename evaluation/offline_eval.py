@@ -1,7 +1,8 @@
 """Offline evaluation of a policy against its parent: the numbers behind the release gates.
 
 Both policies answer the same held-out prompts (the two eval slices of a prompt pool, the steerability
-suite and, when given, IFEval prompts) with the same seed, so the replies are paired. This generation's
+suite and, when given, the held-out half of the IFEval prompts, greedily) with the same seed, so the replies are
+paired. This generation's
 reward models judge the pairs (win rates per slice with bootstrap CIs), the steerability checkers score
 the suite, the style monitors compare the replies' artifacts, and the release gates read all of it.
 
@@ -35,6 +36,7 @@ from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
 from evaluation import fluency, gate_config, release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
+from evaluation.ifeval_heldout import IFEvalSplitConfig, eval_prompt_texts, heldout_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
 from pipeline.seeded_uniform import seeded_uniforms
@@ -51,8 +53,11 @@ GATES = {
     "fluency_regression": "The new generation's replies are not less fluent than the parent's: mean SLOR under a "
     "reference language model (SmolLM2-135M-Instruct, independent of the policy and the judges), paired interval "
     "of new - parent not entirely below -`fluency_margin`; insufficient without the reference model.",
-    "train_eval_disjoint": "No eval prompt is among this generation's training prompts (SFT, preference and RL rows, "
-    "candidate prompts), by id or by normalised text.",
+    "ifeval_regression": "With IFEval prompts configured: instruction-strict and prompt-strict accuracy on the "
+    "held-out IFEval half not below the parent's with the whole paired interval below -`ifeval_margin`; "
+    "insufficient below `min_ifeval_prompts` prompts.",
+    "train_eval_disjoint": "No eval prompt (held-out IFEval prompts included) is among this generation's training "
+    "prompts (SFT, preference and RL rows, candidate prompts), by id or by normalised text.",
     "evidence_rule": "The release rule: no gate failed, and at least `min_decided_gates` gates had the evidence to "
     "decide (a gate with insufficient evidence neither passes nor blocks on its own).",
 }
@@ -69,6 +74,8 @@ _GATE_FIELDS = (
     "min_decided_gates",
     "fluency_margin",
     "min_fluency_replies",
+    "ifeval_margin",
+    "min_ifeval_prompts",
 )
 
 
@@ -106,11 +113,26 @@ class OfflineEvalConfig:
     ifeval_path: str | None = field(
         default=None,
         metadata={
-            "help": "IFEval input JSONL to score both policies on; None skips it (a tiny model cannot follow "
-            "IFEval's instructions)."
+            "help": "IFEval input JSONL (google-research's instruction_following_eval `input_data.jsonl`, or a file "
+            "of its shape) whose held-out half both policies answer and the IFEval gate reads; None skips it (the "
+            "tiny policy cannot follow IFEval's instructions)."
         },
     )
-    ifeval_max_prompts: int = field(default=100, metadata={"help": "IFEval prompts scored (the first ones)."})
+    ifeval_max_prompts: int = field(
+        default=100,
+        metadata={
+            "help": "Held-out IFEval prompts answered: a seeded sample of the half (`evaluation.ifeval_heldout`)."
+        },
+    )
+    ifeval_max_new_tokens: int = field(
+        default=320,
+        metadata={
+            "help": "Longest IFEval reply, in tokens. IFEval replies are greedy, as its reference protocol: both "
+            "policies' replies are then deterministic, and the paired interval is over the prompts."
+        },
+    )
+    ifeval_heldout_fraction: float = forwarded(IFEvalSplitConfig, "heldout_fraction")
+    ifeval_split_salt: str = forwarded(IFEvalSplitConfig, "salt")
     win_rate_error: float = forwarded(gate_config.GateConfig, "win_rate_error")
     win_rate_warn: float = forwarded(gate_config.GateConfig, "win_rate_warn")
     slice_divergence_max: float = forwarded(gate_config.GateConfig, "slice_divergence_max")
@@ -132,6 +154,8 @@ class OfflineEvalConfig:
     fluency_on_missing: str = forwarded(fluency.FluencyConfig, "on_missing")
     fluency_margin: float = forwarded(gate_config.GateConfig, "fluency_margin")
     min_fluency_replies: int = forwarded(gate_config.GateConfig, "min_fluency_replies")
+    ifeval_margin: float = forwarded(gate_config.GateConfig, "ifeval_margin")
+    min_ifeval_prompts: int = forwarded(gate_config.GateConfig, "min_ifeval_prompts")
     sample_prompts: int = field(
         default=3,
         metadata={"help": "Held-out card prompts and pool prompts (each) whose replies the report shows side by side."},
@@ -144,8 +168,19 @@ class OfflineEvalConfig:
             raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1 (default 150)")
         if self.sample_prompts < 0:
             raise ValueError(f"sample_prompts={self.sample_prompts} must be >= 0 (default 3)")
+        if self.ifeval_max_prompts < 1 or self.ifeval_max_new_tokens < 1:
+            raise ValueError("ifeval_max_prompts and ifeval_max_new_tokens must be >= 1 (defaults 100 and 320)")
+        if self.ifeval_path is not None and not Path(self.ifeval_path).is_file():
+            raise ValueError(
+                f"ifeval_path={self.ifeval_path!r} is not a file: point it at IFEval's input_data.jsonl (JSONL, "
+                "gzipped or not) or leave it unset to skip IFEval"
+            )
         self.gate_config()  # fails fast on bad gate limits
         self.fluency_config()
+        self.ifeval_split()
+
+    def ifeval_split(self) -> IFEvalSplitConfig:
+        return IFEvalSplitConfig(heldout_fraction=self.ifeval_heldout_fraction, salt=self.ifeval_split_salt)
 
     def fluency_config(self) -> fluency.FluencyConfig:
         """The fluency measure: the reference model on the CPU threads of sampling, the bootstraps' seed."""
@@ -250,34 +285,38 @@ def steerability_prompts(config: OfflineEvalConfig, split: str = HELDOUT) -> pl.
     )
 
 
-def reply_contexts(
-    evals: pl.DataFrame, steer: pl.DataFrame, ifeval: pl.DataFrame | None = None, test: pl.DataFrame | None = None
-) -> list[list[dict]]:
+def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, test: pl.DataFrame | None = None) -> list[list[dict]]:
     """Chat messages of every prompt both policies answer, in the order `Evaluation` reads the replies: the eval
-    prompts, the held-out cards, the test cards, IFEval."""
+    prompts, the held-out cards, the test cards."""
     contexts = [
         chat_messages(r["system"], r["history"]) for r in evals.select("system", "history").iter_rows(named=True)
     ]
     for cards in (steer, test if test is not None else steer.head(0)):
         contexts += [chat_messages(s, list(m)) for s, m in zip(cards["system"], cards["messages"].to_list())]
-    if ifeval is not None:
-        contexts += [chat_messages(None, [{"role": "user", "content": p}]) for p in ifeval["prompt"]]
     return contexts
 
 
 def sample_policy_replies(
-    policy: str, contexts: list[list[dict]], config: OfflineEvalConfig, segments: list[int] | None = None
+    policy: str,
+    contexts: list[list[dict]],
+    config: OfflineEvalConfig,
+    segments: list[int] | None = None,
+    *,
+    max_new_tokens: int | None = None,
+    greedy: bool = False,
 ) -> tuple[list[str], list[int], dict]:
     """One reply per context from `policy` (a model folder or name), seeded by `config.seed`, with its token count;
-    each of `segments` (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
+    each of `segments` (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`).
+    `max_new_tokens` overrides the config's; `greedy` decodes greedily (IFEval's protocol)."""
     cfg = CandidateConfig(
         num_samples=1,
-        max_new_tokens=config.max_new_tokens,
+        max_new_tokens=max_new_tokens or config.max_new_tokens,
         temperature=config.temperature,
         seed=config.seed,
         device=config.device,
         cpu_threads=config.cpu_threads,
         backend=config.sampling_backend,
+        greedy=greedy,
     )
     texts, n_tokens, stats = sample_replies(
         PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads),
@@ -302,6 +341,8 @@ class OfflineEvalResult:
     samples: pl.DataFrame | None = None
     # per role: the engine that sampled it and the digest of the weights it served
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # new - parent on the held-out IFEval prompts (`ifeval_heldout.paired_differences`)
+    ifeval_differences: pl.DataFrame | None = None
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The result tables by their lake names."""
@@ -318,6 +359,8 @@ class OfflineEvalResult:
         }
         if self.ifeval is not None:
             out["eval_ifeval"] = self.ifeval
+        if self.ifeval_differences is not None:
+            out["eval_ifeval_difference"] = self.ifeval_differences
         if self.samples is not None:
             out["eval_samples"] = self.samples
         if ev.fluency_summary is not None:
@@ -348,35 +391,53 @@ def evaluate(
         )
     steer = steerability_prompts(config)
     test = steerability_prompts(config, TEST) if config.test_cards else steer.head(0)
-    ifeval_inputs = None
+    ifeval_inputs, ifeval_prompts = None, None
     if config.ifeval_path:
         from evaluation.ifeval_files import read_inputs
 
-        ifeval_inputs, ifeval_drops = read_inputs(config.ifeval_path)
-        ifeval_inputs = ifeval_inputs.head(config.ifeval_max_prompts)
+        every, ifeval_drops = read_inputs(config.ifeval_path)
+        ifeval_inputs = heldout_ifeval(every, config.ifeval_max_prompts, config.ifeval_split())
+        ifeval_prompts = eval_prompt_texts(ifeval_inputs)
         drops = pl.concat([drops, ifeval_drops])
-    contexts = reply_contexts(evals, steer, ifeval_inputs, test)
+    contexts = reply_contexts(evals, steer, test)
     # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
     # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
-    segments = [evals.height, steer.height, test.height, len(contexts) - evals.height - steer.height - test.height]
-    replies, tokens, speed, engines = {}, {}, {}, {}
-    for role, path in policies.items():  # one model load per policy, same seed: paired samples
+    segments = [evals.height, steer.height, test.height]
+    ifeval_contexts = (
+        [chat_messages(None, [{"role": "user", "content": p}]) for p in ifeval_inputs["prompt"]]
+        if ifeval_inputs is not None
+        else []
+    )
+    replies, tokens, speed, engines, ifeval_replies = {}, {}, {}, {}, {}
+    for role, path in policies.items():  # same seed: paired samples
         replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
         engines[role] = {"backend": stats.get("backend"), "weights_digest": stats.get("weights_digest")}
+        if ifeval_contexts:
+            ifeval_replies[role], _, ifeval_stats = sample_policy_replies(
+                path, ifeval_contexts, config, max_new_tokens=config.ifeval_max_new_tokens, greedy=True
+            )
+            speed[f"{role}_ifeval"] = ifeval_stats.get("tokens_per_s")
+        elif ifeval_inputs is not None:
+            ifeval_replies[role] = []
     ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens, test)
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
     )
     if config.measure_fluency:
         ev.score_fluency(config.fluency_config())
-    gates = ev.gates(training, config.gate_config(), judge_validation)
-    records, ifeval = ev.records(), None
+    records, ifeval, differences = ev.records(), None, None
     if ifeval_inputs is not None:
-        ifeval, ifeval_records = score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
+        ifeval, ifeval_records, differences, ifeval_dropped = score_ifeval(
+            ifeval_inputs, ifeval_replies, names, config.bootstrap_resamples, config.seed
+        )
         records = pl.concat([records, ifeval_records])
+        drops = pl.concat([drops, ifeval_dropped])
+    gates = ev.gates(training, config.gate_config(), judge_validation, differences, ifeval_prompts)
     samples = ev.samples(config.sample_prompts)
-    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples, engines)
+    return OfflineEvalResult(
+        ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples, engines, differences
+    )
 
 
 def _read_parquet(path: str) -> pl.DataFrame:

@@ -28,6 +28,7 @@ METRICS_TABLES = (
     "eval_style",
     "eval_fluency",
     "eval_ifeval",
+    "eval_ifeval_difference",
     "reward_model_metrics",
     "ab_lifts",
     "ab_arms",
@@ -121,8 +122,15 @@ def collect_metrics(tables: Mapping[str, pl.DataFrame]) -> dict:
         metrics["samples"] = samples.drop("generation", strict=False).to_dicts()
     if ifeval.height:
         metrics["ifeval"] = {
-            r["role"]: {k: v for k, v in r.items() if k.endswith("_acc")} for r in ifeval.iter_rows(named=True)
+            r["role"]: {k: v for k, v in r.items() if k.endswith("_acc") or k == "n_prompts"}
+            for r in ifeval.iter_rows(named=True)
         }
+        # new - parent on the held-out IFEval prompts, with the paired interval the IFEval gate read
+        differences = get("eval_ifeval_difference")
+        if differences.height:
+            metrics["ifeval"]["difference"] = {
+                r["metric"]: {k: v for k, v in r.items() if k != "metric"} for r in differences.iter_rows(named=True)
+            }
     return metrics
 
 

@@ -20,8 +20,11 @@ They block the failure modes of a flywheel that optimizes against its own judges
   a reference LM (`evaluation.fluency`) with the paired interval of new - parent entirely below
   -`fluency_margin` fails; a mean difference below it whose interval reaches above warns. Insufficient with
   fewer than `min_fluency_replies` paired replies, or without the reference model.
-- `train_eval_disjoint`: no eval prompt may appear in the training prompts, by id or by normalized
-  text (case and whitespace folded).
+- `ifeval_regression` (when IFEval prompts are configured): instruction-strict or prompt-strict accuracy on the
+  held-out IFEval half (`evaluation.ifeval_heldout`) with its paired interval entirely below -`ifeval_margin`
+  fails; a lower mean whose interval reaches the margin warns. Insufficient below `min_ifeval_prompts`.
+- `train_eval_disjoint`: no eval prompt (the held-out IFEval prompts included) may appear in the training
+  prompts, by id or by normalized text (case and whitespace folded).
 
 Each gate returns a `GateResult` (passed, severity, detail, metadata); severity is "ok", "warn",
 "insufficient" or "error". Only "error" fails the gate; "insufficient" means the evidence falls below a
@@ -446,7 +449,53 @@ def fluency_regression(summary: pl.DataFrame, config: GateConfig | None = None) 
     )
 
 
-def _text_key(expr: pl.Expr) -> pl.Expr:
+IFEVAL_METRICS = ("instruction_strict", "prompt_strict")
+
+
+def ifeval_regression(differences: pl.DataFrame, config: GateConfig | None = None) -> GateResult:
+    """Read `evaluation.ifeval_heldout.paired_differences` (one row per accuracy: parent, new, difference and
+    its paired interval over the held-out IFEval prompts). Either accuracy decided lower (whole interval below
+    -`ifeval_margin`) fails; a lower mean whose interval reaches the margin warns."""
+    config = config or GateConfig()
+    rows = {r["metric"]: r for r in differences.iter_rows(named=True)}
+    n = max((int(r["n_prompts"]) for r in rows.values()), default=0)
+    ev = {"paired_prompts": n, "min_prompts": config.min_ifeval_prompts, "interval_by": "prompt"}
+    accuracies = {m: {k: rows[m][k] for k in ("parent", "new", "difference", "ci_low", "ci_high")} for m in rows}
+    if n < config.min_ifeval_prompts or any(m not in rows for m in IFEVAL_METRICS):
+        return gate_result(
+            "ifeval_regression",
+            "insufficient",
+            f"insufficient evidence: {n} held-out IFEval prompts scored for both policies "
+            f"(< {config.min_ifeval_prompts})",
+            evidence=ev,
+            accuracies=accuracies,
+        )
+    limit = -config.ifeval_margin
+    texts, decided, lower = [], [], []
+    for m in IFEVAL_METRICS:
+        r = rows[m]
+        texts.append(
+            f"{m} {r['parent']:.3f} -> {r['new']:.3f} ({r['difference']:+.3f} "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}])"
+        )
+        if r["ci_high"] < limit:
+            decided.append(m)
+        elif r["difference"] < limit:
+            lower.append(m)
+    text = f"{'; '.join(texts)} over {n} held-out prompts"
+    if decided:
+        severity, detail = "error", f"IFEval lower: {text}; {', '.join(decided)} interval below {limit:+.3f}"
+    elif lower:
+        severity, detail = "warn", f"{text}: {', '.join(lower)} lower, interval reaches {limit:+.3f}"
+    else:
+        severity, detail = "ok", text
+    return gate_result(
+        "ifeval_regression", severity, detail, margin=config.ifeval_margin, evidence=ev, accuracies=accuracies
+    )
+
+
+def text_key(expr: pl.Expr) -> pl.Expr:
+    """A prompt's text as the train/eval gate compares it: lower case, runs of white space as one space."""
     return expr.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
@@ -458,8 +507,8 @@ def train_eval_disjoint(
     ids = set(train["prompt_id"].to_list()) & set(eval_["prompt_id"].to_list())
     by_text = set()
     if text_col in train.columns and text_col in eval_.columns:
-        tkeys = set(train.select(_text_key(pl.col(text_col)).alias("k"))["k"].drop_nulls().to_list())
-        ev = eval_.select("prompt_id", _text_key(pl.col(text_col)).alias("k")).drop_nulls("k")
+        tkeys = set(train.select(text_key(pl.col(text_col)).alias("k"))["k"].drop_nulls().to_list())
+        ev = eval_.select("prompt_id", text_key(pl.col(text_col)).alias("k")).drop_nulls("k")
         by_text = {r["prompt_id"] for r in ev.iter_rows(named=True) if r["k"] in tkeys}
     overlap = sorted(ids | by_text)
     ok = len(overlap) <= config.max_train_eval_overlap

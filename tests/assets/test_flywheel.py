@@ -204,6 +204,25 @@ def test_one_seed_reaches_the_generation_settings(monkeypatch):
     assert run_seed(plan, 0) == 2 and len({run_seed(plan, s) for s in range(4)}) == 4
 
 
+def test_ifeval_prompts_reach_the_release_settings(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        flywheel,
+        "run_flywheel",
+        lambda g, w, resources=None, history_days=0, consolidate_only=False: seen.update(resources=resources) or 0,
+    )
+    inputs = tmp_path / "input_data.jsonl"
+    inputs.write_text('{"key": 1, "prompt": "hi", "instruction_id_list": [], "kwargs": []}\n')
+    monkeypatch.setenv("FLYWHEEL_IFEVAL", str(inputs))  # what `make flywheel IFEVAL=path` sets
+    assert flywheel.main(["--generations", "1"]) == 0
+    assert seen["resources"]["release"] == {"ifeval_path": str(inputs.resolve())}
+    # a path that is not a file stops the run before anything starts, naming the setting
+    with pytest.raises(SystemExit):
+        flywheel.main(["--generations", "1", "--ifeval", str(tmp_path / "missing.jsonl")])
+    monkeypatch.setenv("FLYWHEEL_IFEVAL", "")  # `make flywheel` without IFEVAL: no IFEval
+    assert flywheel.main(["--generations", "1"]) == 0 and "release" not in (seen["resources"] or {})
+
+
 def test_history_days_are_consolidated_before_the_first_window(tmp_path, monkeypatch, capsys):
     src = tmp_path / "src"
     src.mkdir()

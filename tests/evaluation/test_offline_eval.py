@@ -105,7 +105,7 @@ def test_evaluate_two_policies_gates_and_tables(tmp_path):
     result = evaluate(
         "b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, training, config
     )
-    assert set(result.gates) == set(GATES)
+    assert set(result.gates) == set(GATES) - {"ifeval_regression"}  # no IFEval prompts configured
     # the same weights and seed answer identically: every pair ties, so the win rate is one half
     wr = result.evaluation.wr.summary
     assert wr["win_rate"].to_list() == [0.5] * wr.height
@@ -139,6 +139,77 @@ def test_evaluate_two_policies_gates_and_tables(tmp_path):
     assert other.evaluation.steer_replies["new"] == result.evaluation.steer_replies["new"]
 
 
+def test_the_held_out_ifeval_half_is_answered_gated_and_kept_out_of_training(tmp_path):
+    import json
+
+    from evaluation.ifeval_files import read_inputs
+    from evaluation.ifeval_heldout import ID_PREFIX, heldout_ifeval
+    from evaluation.offline_eval import OfflineEvalConfig, evaluate
+    from tests.evaluation.eval_pool import fit_reward_models, hashing_embed
+    from tests.training.tiny_policy import tiny_policy_dir
+    from training.rewards.reward_model import load_reward_model
+
+    path = tmp_path / "input_data.jsonl"
+    lines = [
+        {
+            "key": k,
+            "prompt": f"Tell me about day {k} in lowercase letters only.",
+            "instruction_id_list": ["change_case:english_lowercase"],
+            "kwargs": [{}],
+        }
+        for k in range(12)
+    ]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    pool = pl.concat([eval_pool(d) for d in DAYS])
+    fit_reward_models(pool, tmp_path / "pointwise", tmp_path / "pairwise")
+    judges = tuple(load_reward_model(tmp_path / k, embed_fn=hashing_embed) for k in ("pointwise", "pairwise"))
+    config = OfflineEvalConfig(
+        eval_prompts=2,
+        max_new_tokens=4,
+        steerability_samples=1,
+        test_cards=False,
+        measure_fluency=False,
+        bootstrap_resamples=100,
+        cpu_threads=1,
+        ifeval_path=str(path),
+        ifeval_max_prompts=4,
+        ifeval_max_new_tokens=5,
+        min_ifeval_prompts=3,
+    )
+    held = heldout_ifeval(read_inputs(path)[0], 4)
+    policy = tiny_policy_dir()
+    training = pool.filter(pl.col("split") == "train").select("prompt_id", "text")
+    result = evaluate(
+        "b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, training, config
+    )
+    tables = result.tables()
+    # both policies answered the held-out half (the capped sample of it), greedily: the same weights answer alike
+    assert set(tables["eval_ifeval"]["role"]) == {"new", "parent"}
+    assert tables["eval_ifeval"]["n_prompts"].to_list() == [held.height] * 2
+    records = tables["eval_records"].filter(pl.col("slice") == "ifeval")
+    assert set(records["prompt_id"]) == {str(k) for k in held["key"]}
+    assert set(records["metric"]) == {"ifeval/prompt_strict", "ifeval/instruction_strict"}
+    assert tables["eval_ifeval_difference"]["difference"].to_list() == [0.0, 0.0]
+    assert result.gates["ifeval_regression"].severity == "ok"
+    assert "bad_input_record" in result.drops["reason_code"].to_list()  # the unreadable line, counted
+    # a held-out IFEval prompt among the training prompts fails the disjoint gate
+    leaked = pl.concat([training, pl.DataFrame({"prompt_id": ["t-leak"], "text": [held["prompt"][0]]})])
+    again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, leaked, config)
+    gate = again.gates["train_eval_disjoint"]
+    assert gate.severity == "error" and gate.metadata["examples"] == [f"{ID_PREFIX}{held['key'][0]}"]
+    # too few held-out prompts for the gate to decide
+    few = evaluate(
+        "b",
+        {"new": policy, "parent": policy},
+        {"new": "b", "parent": "a"},
+        pool,
+        judges,
+        None,
+        dataclasses.replace(config, ifeval_max_prompts=2),
+    )
+    assert few.gates["ifeval_regression"].severity == "insufficient"
+
+
 def test_command_line_lists_every_setting():
     import subprocess
     import sys
@@ -160,3 +231,9 @@ def test_offline_eval_config_fails_fast_on_bad_settings():
         OfflineEvalConfig(steerability_samples=0)
     with pytest.raises(ValueError, match="win_rate_warn"):
         OfflineEvalConfig(win_rate_warn=0.7, win_rate_error=0.65)
+    with pytest.raises(ValueError, match="ifeval_path=.*not a file"):
+        OfflineEvalConfig(ifeval_path="no/such/input_data.jsonl")
+    with pytest.raises(ValueError, match="ifeval_heldout_fraction"):
+        OfflineEvalConfig(ifeval_heldout_fraction=1.5)
+    with pytest.raises(ValueError, match="ifeval_margin"):
+        OfflineEvalConfig(ifeval_margin=-0.1)
