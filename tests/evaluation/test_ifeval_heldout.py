@@ -161,3 +161,16 @@ def test_the_generations_report_shows_ifeval_beside_the_cards():
     assert "IFEval held-out" in markdown and "0.310 / 0.250 (+0.060 [+0.010, +0.110])" in markdown
     without = build_markdown([{**row, "metrics": {"version": 1}}])
     assert "0.310" not in without
+
+
+def test_the_public_ifeval_prompts_split_in_halves(shared_data):
+    from evaluation.ifeval_files import read_inputs
+
+    inputs, drops = read_inputs(shared_data / "ifeval_input_data.jsonl")
+    assert inputs.height == 541 and drops.height == 0
+    split = split_ifeval(inputs)
+    held = split.filter(pl.col("split") == HELDOUT)
+    assert 240 < held.height < 300
+    # the evaluation's sample is the same from the file in another order
+    sample = heldout_ifeval(inputs, 100)
+    assert sample.height == 100 and sample.equals(heldout_ifeval(inputs.reverse(), 100))
