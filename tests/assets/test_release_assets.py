@@ -142,6 +142,8 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     failed = {name: c.description for (_, name), c in checks.items() if not c.passed}
     assert set(failed) == short and all(d.startswith("insufficient") for d in failed.values()), failed
     assert all(checks[("offline_eval", n)].severity == dg.AssetCheckSeverity.WARN for n in short)
+    # no IFEval prompts configured: its check says it did not run, and no verdict names it
+    assert checks[("offline_eval", "ifeval_regression")].description.startswith("not run: no IFEval prompts")
 
     lake = Lake(tmp_path / "home")
     gen = Partition.generation("gen-1")
@@ -169,6 +171,7 @@ def test_release_records_a_generation_and_reports_it(tmp_path):
     assert (record["released"], record["blocked_by"]) == (True, [])
     assert record["insufficient"] == sorted(short)
     verdicts = {g["gate"]: g for g in json.loads(record["gate_detail"])}
+    assert "ifeval_regression" not in verdicts
     assert verdicts["win_rate_ceiling"]["outcome"] == "insufficient" and verdicts["artifact_drift"]["outcome"] == "pass"
     assert verdicts["win_rate_ceiling"]["evidence"]["slices"]["eval_user"]["prompts"] == 3
     steer = lake.read("eval_steerability", gen).filter((pl.col("level") == "overall") & (pl.col("role") == "new"))
