@@ -8,9 +8,11 @@ trained on its eval prompts is never recorded (and the next run re-does it). A g
 fails its check at WARN severity, which shows in the UI and blocks nothing.
 """
 
+import dataclasses
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -77,6 +79,8 @@ def held_out_slices(
     return pooled_slices(held_out, earlier, sampling, judge, trained_users=trained)
 
 
+# where greedy replies are kept by the weights that wrote them (`evaluation.greedy_replies`)
+REPLY_CACHE = "cache/greedy_replies"
 # why a declared gate may not run in an evaluation
 NOT_RUN = {
     "ifeval_regression": "no IFEval prompts configured (set `ifeval_path` of the release resource, or IFEVAL)",
@@ -135,7 +139,8 @@ def offline_eval(
         held_out,
         judges,
         _training_prompts(settings, lake, plan, pool),
-        release.eval_config(generation),
+        # greedy IFEval replies kept in the home: a parent's are read back from its own evaluation
+        dataclasses.replace(release.eval_config(generation), reply_cache_dir=str(Path(settings.home) / REPLY_CACHE)),
         # the judges' own held-out validation decides whether they may judge
         gen_table(lake, "reward_model_metrics", plan),
     )

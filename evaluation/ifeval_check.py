@@ -25,7 +25,7 @@ from evaluation.comparison import score_ifeval
 from evaluation.gate_config import GateConfig
 from evaluation.ifeval_files import read_inputs
 from evaluation.ifeval_heldout import IFEvalSplitConfig, heldout_ifeval
-from evaluation.offline_eval import OfflineEvalConfig, sample_policy_replies
+from evaluation.offline_eval import OfflineEvalConfig, ifeval_replies
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
 
@@ -47,6 +47,7 @@ class IFEvalCheckRun:
     bootstrap_resamples: int = forwarded(OfflineEvalConfig, "bootstrap_resamples")
     ifeval_margin: float = forwarded(GateConfig, "ifeval_margin")
     min_ifeval_prompts: int = forwarded(GateConfig, "min_ifeval_prompts")
+    reply_cache_dir: str | None = forwarded(OfflineEvalConfig, "reply_cache_dir")
     output_dir: str | None = field(default=None, metadata={"help": "Where the scored prompts are written; None: not."})
 
     def __post_init__(self) -> None:
@@ -68,6 +69,7 @@ class IFEvalCheckRun:
             bootstrap_resamples=self.bootstrap_resamples,
             ifeval_margin=self.ifeval_margin,
             min_ifeval_prompts=self.min_ifeval_prompts,
+            reply_cache_dir=self.reply_cache_dir,
         )
 
 
@@ -84,10 +86,9 @@ def check(run: IFEvalCheckRun) -> dict[str, pl.DataFrame | release_gates.GateRes
     replies, speed = {}, {}
     for role, path in policies.items():
         started = time.perf_counter()
-        replies[role], _, stats = sample_policy_replies(
-            path, contexts, config, max_new_tokens=config.ifeval_max_new_tokens, greedy=True
-        )
-        speed[role] = (stats.get("backend"), stats.get("tokens_per_s"), time.perf_counter() - started)
+        replies[role], stats = ifeval_replies(path, contexts, config)
+        engine = "read back" if stats["read_back"] else stats.get("backend")
+        speed[role] = (engine, stats.get("tokens_per_s"), time.perf_counter() - started)
     names = {role: Path(p).name for role, p in policies.items()}
     summary, _, differences, dropped = score_ifeval(held, replies, names, config.bootstrap_resamples, config.seed)
     gate = release_gates.ifeval_regression(differences, config.gate_config()) if differences is not None else None
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = parse_config(IFEvalCheckRun, argv)
     out = check(run)
     for role, (backend, tok_s, seconds) in out["speed"].items():
-        print(f"{role}: sampled by {backend} in {seconds:.0f} s ({tok_s or 0:.1f} tokens/s)")
+        rate = f" ({tok_s:.1f} tokens/s)" if tok_s else ""
+        print(f"{role}: {backend} in {seconds:.0f} s{rate}")
     cols = ["role", "policy", "n_prompts", "n_instructions"] + [c for c in out["summary"].columns if c.endswith("_acc")]
     with pl.Config(tbl_rows=10, tbl_width_chars=140, float_precision=3):
         print(out["summary"].select([c for c in cols if c in out["summary"].columns]))

@@ -36,6 +36,7 @@ from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
 from evaluation import fluency, gate_config, release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
+from evaluation.greedy_replies import keep_replies, read_replies, reply_key
 from evaluation.ifeval_heldout import IFEvalSplitConfig, eval_prompt_texts, heldout_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
@@ -129,6 +130,14 @@ class OfflineEvalConfig:
         metadata={
             "help": "Longest IFEval reply, in tokens. IFEval replies are greedy, as its reference protocol: both "
             "policies' replies are then deterministic, and the paired interval is over the prompts."
+        },
+    )
+    reply_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder where greedy IFEval replies are kept by the weights, engine and settings that wrote "
+            "them: a policy answers once as the new generation and is read back as the next one's parent. None: "
+            "not kept."
         },
     )
     ifeval_heldout_fraction: float = forwarded(IFEvalSplitConfig, "heldout_fraction")
@@ -296,19 +305,12 @@ def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, test: pl.DataFrame 
     return contexts
 
 
-def sample_policy_replies(
-    policy: str,
-    contexts: list[list[dict]],
-    config: OfflineEvalConfig,
-    segments: list[int] | None = None,
-    *,
-    max_new_tokens: int | None = None,
-    greedy: bool = False,
-) -> tuple[list[str], list[int], dict]:
-    """One reply per context from `policy` (a model folder or name), seeded by `config.seed`, with its token count;
-    each of `segments` (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`).
-    `max_new_tokens` overrides the config's; `greedy` decodes greedily (IFEval's protocol)."""
-    cfg = CandidateConfig(
+def sampling_config(
+    config: OfflineEvalConfig, max_new_tokens: int | None = None, greedy: bool = False
+) -> CandidateConfig:
+    """One reply per context, seeded by `config.seed`; `max_new_tokens` overrides the config's; `greedy` decodes
+    greedily (IFEval's protocol)."""
+    return CandidateConfig(
         num_samples=1,
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         temperature=config.temperature,
@@ -318,6 +320,20 @@ def sample_policy_replies(
         backend=config.sampling_backend,
         greedy=greedy,
     )
+
+
+def sample_policy_replies(
+    policy: str,
+    contexts: list[list[dict]],
+    config: OfflineEvalConfig,
+    segments: list[int] | None = None,
+    *,
+    max_new_tokens: int | None = None,
+    greedy: bool = False,
+) -> tuple[list[str], list[int], dict]:
+    """One reply per context from `policy` (a model folder or name) under `sampling_config`, with its token count;
+    each of `segments` (consecutive parts of `contexts`) is sampled as if alone (see `sample_replies`)."""
+    cfg = sampling_config(config, max_new_tokens, greedy)
     texts, n_tokens, stats = sample_replies(
         PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads),
         contexts,
@@ -325,6 +341,23 @@ def sample_policy_replies(
         segments,
     )
     return [t[0] for t in texts], [n[0] for n in n_tokens], stats
+
+
+def ifeval_replies(policy: str, contexts: list[list[dict]], config: OfflineEvalConfig) -> tuple[list[str], dict]:
+    """`policy`'s greedy replies to the IFEval contexts: read back from `config.reply_cache_dir` when the same
+    weights answered them under the same settings before (as the previous generation), else sampled and kept."""
+    cfg = sampling_config(config, config.ifeval_max_new_tokens, greedy=True)
+    settings = {k: v for k, v in asdict(cfg).items() if k != "cpu_threads"}
+    key = reply_key(policy, contexts, settings) if config.reply_cache_dir else None
+    kept = read_replies(config.reply_cache_dir, key, len(contexts)) if key else None
+    if kept is not None:
+        return kept[0], {"read_back": True, "tokens_per_s": None}
+    replies, n_tokens, stats = sample_policy_replies(
+        policy, contexts, config, max_new_tokens=config.ifeval_max_new_tokens, greedy=True
+    )
+    if key:
+        keep_replies(config.reply_cache_dir, key, replies, n_tokens)
+    return replies, {**stats, "read_back": False}
 
 
 # ---- one run ----------------------------------------------------------------------------------------------
@@ -408,18 +441,16 @@ def evaluate(
         if ifeval_inputs is not None
         else []
     )
-    replies, tokens, speed, engines, ifeval_replies = {}, {}, {}, {}, {}
+    replies, tokens, speed, engines, ifeval_answers = {}, {}, {}, {}, {}
     for role, path in policies.items():  # same seed: paired samples
         replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
         engines[role] = {"backend": stats.get("backend"), "weights_digest": stats.get("weights_digest")}
         if ifeval_contexts:
-            ifeval_replies[role], _, ifeval_stats = sample_policy_replies(
-                path, ifeval_contexts, config, max_new_tokens=config.ifeval_max_new_tokens, greedy=True
-            )
-            speed[f"{role}_ifeval"] = ifeval_stats.get("tokens_per_s")
+            ifeval_answers[role], ifeval_stats = ifeval_replies(path, ifeval_contexts, config)
+            speed[f"{role}_ifeval"] = "read back" if ifeval_stats["read_back"] else ifeval_stats.get("tokens_per_s")
         elif ifeval_inputs is not None:
-            ifeval_replies[role] = []
+            ifeval_answers[role] = []
     ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens, test)
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
@@ -429,7 +460,7 @@ def evaluate(
     records, ifeval, differences = ev.records(), None, None
     if ifeval_inputs is not None:
         ifeval, ifeval_records, differences, ifeval_dropped = score_ifeval(
-            ifeval_inputs, ifeval_replies, names, config.bootstrap_resamples, config.seed
+            ifeval_inputs, ifeval_answers, names, config.bootstrap_resamples, config.seed
         )
         records = pl.concat([records, ifeval_records])
         drops = pl.concat([drops, ifeval_dropped])

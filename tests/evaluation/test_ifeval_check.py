@@ -37,6 +37,16 @@ def test_scores_a_policy_against_its_parent_on_the_held_out_half(tmp_path, capsy
     # only held-out prompts, answered alike by the same weights (greedy)
     assert 0 < rows.height < 8 and rows["response_new"].to_list() == rows["response_parent"].to_list()
     assert pl.read_parquet(tmp_path / "out" / "ifeval_difference.parquet")["difference"].to_list() == [0.0, 0.0]
+    # kept replies: the new policy's are sampled and kept, and its parent, the same weights, reads them back; a
+    # second run reads both back
+    kept = ["--reply_cache_dir", str(tmp_path / "kept")]
+    assert main([*args, *kept]) == 0
+    first = capsys.readouterr().out
+    assert "new: read back" not in first and "parent: read back" in first
+    assert main([*args, *kept, "--output_dir", str(tmp_path / "again")]) == 0
+    assert capsys.readouterr().out.count("read back") == 2
+    again = pl.read_parquet(tmp_path / "again" / "ifeval_rows.parquet")
+    assert again["response_new"].to_list() == rows["response_new"].to_list()
 
 
 def test_bad_command_lines_fail_fast(tmp_path):

@@ -197,6 +197,11 @@ def test_the_held_out_ifeval_half_is_answered_gated_and_kept_out_of_training(tmp
     again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, leaked, config)
     gate = again.gates["train_eval_disjoint"]
     assert gate.severity == "error" and gate.metadata["examples"] == [f"{ID_PREFIX}{held['key'][0]}"]
+    # kept greedy replies: the parent (the same weights) reads back what the new policy wrote, with equal scores
+    kept = dataclasses.replace(config, reply_cache_dir=str(tmp_path / "kept"))
+    read = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, None, kept)
+    assert read.tokens_per_s["parent_ifeval"] == "read back" and read.tokens_per_s["new_ifeval"] != "read back"
+    assert read.ifeval.drop("policy").equals(tables["eval_ifeval"].drop("policy"))
     # too few held-out prompts for the gate to decide
     few = evaluate(
         "b",
