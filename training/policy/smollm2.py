@@ -129,6 +129,10 @@ def build_smollm2(models_root: str | Path, force: bool = False) -> dict[str, Any
     return manifest
 
 
+# the sizes that belong to the `release` resource (the offline evaluation); the others are the `generation`'s
+RELEASE_SIZES = ("steerability_samples", "ifeval_max_prompts", "ifeval_max_new_tokens")
+
+
 @dataclass
 class Smollm2Sizes:
     """Per-generation sizes of a SmolLM2 run on a 2-core CPU; each maps onto the `generation` or `release`
@@ -148,11 +152,19 @@ class Smollm2Sizes:
     train_max_length: int = field(default=256, metadata={"help": "Longest SFT / DPO example in tokens."})
     eval_prompts: int = field(default=24, metadata={"help": "Held-out prompts per slice in offline evaluation."})
     steerability_samples: int = field(default=1, metadata={"help": "Replies per steerability prompt and policy."})
+    ifeval_max_prompts: int = field(
+        default=32,
+        metadata={
+            "help": "Held-out IFEval prompts each policy answers when IFEval is configured: greedy replies of up to "
+            "`ifeval_max_new_tokens`, the costliest sampling of a CPU generation (a parent's are read back)."
+        },
+    )
+    ifeval_max_new_tokens: int = field(default=256, metadata={"help": "Longest IFEval reply, in tokens."})
 
     def resources(self) -> dict[str, dict[str, Any]]:
         """Run-config overrides of the `generation` and `release` resources for a SmolLM2 generation."""
         sizes = asdict(self)
-        release = {"steerability_samples": sizes.pop("steerability_samples")}
+        release = {k: sizes.pop(k) for k in RELEASE_SIZES}
         return {"generation": {"policy_model": NAME, **sizes}, "release": release}
 
 
@@ -174,6 +186,10 @@ class Smollm2GpuSizes(Smollm2Sizes):
     train_max_length: int = field(default=512, metadata={"help": "Longest SFT / DPO example in tokens."})
     eval_prompts: int = field(default=150, metadata={"help": "Held-out prompts per slice in offline evaluation."})
     steerability_samples: int = field(default=8, metadata={"help": "Replies per steerability prompt and policy."})
+    ifeval_max_prompts: int = field(
+        default=300, metadata={"help": "Held-out IFEval prompts each policy answers: the whole held-out half."}
+    )
+    ifeval_max_new_tokens: int = field(default=320, metadata={"help": "Longest IFEval reply, in tokens."})
 
 
 def sizes_for(gpu: bool) -> Smollm2Sizes:

@@ -40,6 +40,8 @@ def test_sizes_map_onto_the_generation_and_release_settings():
         "eval_prompts",
     ):
         assert gpu["generation"][name] > getattr(cpu_sizes, name)
+    for name in ("ifeval_max_prompts", "ifeval_max_new_tokens"):
+        assert gpu["release"][name] > getattr(cpu_sizes, name)
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
