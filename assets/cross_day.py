@@ -167,7 +167,7 @@ def day_vectors(
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata(schema.PROMPTS),
-    code_version="semdedup-2",
+    code_version="semdedup-3",
     description="Prompts without semantic duplicates (SemDeDup: k-means, then cosine >= 1 - eps within a "
     "cluster), also against the vectors kept on earlier days. Depends on its own previous day: the days of "
     "a backfill run in order.",

@@ -128,7 +128,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata({k: v for k, v in clusters_schema(1).items() if k != "centroid"}, day=pl.Date),
-    code_version="topics-1",
+    code_version="topics-2",
     description="Topic clusters of the day's unique prompts (FAISS k-means), each labelled by its most "
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],
