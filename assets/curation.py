@@ -19,8 +19,9 @@ import dagster as dg
 import polars as pl
 
 from assets.checks import conservation_spec, result, run_suite, suite_spec
-from assets.cross_day import day_vectors, deduped_prompts, embedded_texts, prompt_embeddings, unique_prompts
+from assets.cross_day import day_vectors, deduped_prompts, embedded_texts, unique_prompts
 from assets.curation_steps import GROUP, CurationSettings, finish, partition_day, step_memo
+from assets.embedding_shards import prompt_embeddings
 from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
