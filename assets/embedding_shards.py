@@ -117,7 +117,7 @@ def embed_shard(context: dg.OpExecutionContext, settings: FlywheelSettings, cura
     config = dataclasses.replace(config, num_threads=curation.shard_config().threads_per_worker())
     embedder = get_embedder(config)
     vectors = encode_batches(batches, embedder.encode, embedder.dim)
-    crash_point("embed_shard")
+    crash_point(f"embed_shard_{shard}")
     shuffle.write(f"vectors-{shard}", vectors)
     yield dg.Output(None, metadata={"texts": vectors.height, "batches": batches["batch"].n_unique()})
 

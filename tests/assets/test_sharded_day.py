@@ -1,0 +1,137 @@
+"""A day consolidated in shards gives the lake of one process: every table, drop row (kept id and reason),
+topic, the embedding cache and the cross-day history are the same at 1, 2, 3 and 4 shards, with one worker
+(in process) or two (Dagster's multiprocess executor), when the input files arrive in another order, and when a
+shard step is killed and the run re-executed from its failure."""
+
+import json
+import os
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.curation import CURATION_ASSETS, CurationSettings
+from assets.executors import consolidation_executor
+from assets.ingest import ingest
+from assets.resources import FlywheelSettings
+from tests.assets.day_runs import snapshot
+from tests.assets.traffic import DAY, write_traffic
+
+DAYS = [DAY, (date.fromisoformat(DAY) + timedelta(days=1)).isoformat()]
+
+
+def _traffic(folder: Path, files: int, seed: int | None) -> Path:
+    """Two days of real conversations (the second repeats part of the first: cross-day duplicates), each day
+    dealt over `files` files of a day folder; with `seed`, conversations are dealt and lines ordered at random."""
+    folder.mkdir(parents=True)
+    scratch = folder.parent / f"{folder.name}-whole"
+    scratch.mkdir()
+    for day, offset in zip(DAYS, (0, 40)):
+        write_traffic(scratch, n_conversations=70, day=day, offset=offset)
+        rows = [json.loads(line) for line in (scratch / f"{day}.jsonl").read_text().splitlines()]
+        convs = sorted({r["conversation_id"] for r in rows})
+        rng = random.Random(seed)
+        if seed is not None:
+            rng.shuffle(convs)
+            rng.shuffle(rows)
+        target = {c: i % files for i, c in enumerate(convs)}
+        day_dir = folder / f"day={day}"
+        day_dir.mkdir()
+        for f in range(files):
+            lines = [json.dumps(r) for r in rows if target[r["conversation_id"]] == f]
+            (day_dir / f"part-{f}.jsonl").write_text("\n".join(lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sharded")
+    return {"given": _traffic(root / "given", 3, None), "shuffled": _traffic(root / "shuffled", 3, seed=11)}
+
+
+def _resources(home: Path, src: Path, shards: int) -> dict:
+    return {
+        "settings": FlywheelSettings(home=str(home), source_kind="folder", source_path=str(src)),
+        # a day's few hundred prompts make several embedding batches: shards get different ones
+        "curation": CurationSettings(history_start=DAY, shards=shards, workers=1, topics=4),
+    }
+
+
+def _consolidate(home: Path, src: Path, shards: int) -> dict[str, bytes]:
+    for day in DAYS:
+        result = dg.materialize([ingest, *CURATION_ASSETS], partition_key=day, resources=_resources(home, src, shards))
+        assert result.success
+    assert not any((home / "shuffle").rglob("*.parquet")), "the collect step removes the run's shuffle files"
+    return snapshot(home, records_by_identity=True)
+
+
+@pytest.fixture(scope="module")
+def one_process(traffic, tmp_path_factory):
+    """The lake of one shard, the reference every other run is compared with."""
+    return _consolidate(tmp_path_factory.mktemp("n1") / "home", traffic["given"], 1)
+
+
+def _differences(a: dict[str, bytes], b: dict[str, bytes]) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("shards", [2, 3, 4])
+def test_any_number_of_shards_gives_the_lake_of_one(shards, traffic, one_process, tmp_path):
+    lake = _consolidate(tmp_path / "home", traffic["given"], shards)
+    assert any(k.startswith("lake/drops/") for k in lake) and any(k.startswith("lake/clusters/") for k in lake)
+    assert any(k.startswith("state/semantic_dedup/") for k in lake) and "lake/embeddings" in lake
+    assert _differences(one_process, lake) == []
+
+
+@pytest.mark.integration
+def test_another_input_file_order_gives_the_same_lake(traffic, one_process, tmp_path):
+    assert _differences(one_process, _consolidate(tmp_path / "home", traffic["shuffled"], 2)) == []
+
+
+def consolidation_job() -> dg.JobDefinition:
+    """The code location's consolidation job on the executor the environment asks for (FLYWHEEL_WORKERS)."""
+    from assets.definitions import defs
+
+    return defs.resolve_job_def("consolidation").with_executor_def(consolidation_executor())
+
+
+@pytest.mark.integration
+def test_two_workers_and_a_killed_shard_give_the_same_lake(traffic, one_process, tmp_path, monkeypatch):
+    """The embedding shards run as steps of Dagster's multiprocess executor, two at a time; shard 1 is killed
+    (SIGKILL) after encoding, before its file is written, and the run is re-executed from its failure."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLYWHEEL_WORKERS", "2")
+    run_config = {
+        "resources": {
+            "settings": {"config": {"home": str(home), "source_kind": "folder", "source_path": str(traffic["given"])}},
+            "curation": {"config": {"history_start": DAY, "shards": 3, "workers": 2, "topics": 4}},
+        }
+    }
+    job = dg.reconstructable(consolidation_job)
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for day in DAYS:
+            tags = {"dagster/partition": day}
+            if day == DAYS[-1]:
+                monkeypatch.setenv("FLYWHEEL_CRASH_AT", "embed_shard_1:1")
+                with dg.execute_job(job, instance, run_config=run_config, tags=tags) as failed:
+                    assert not failed.success
+                    steps = {e.step_key for e in failed.all_events if e.is_step_failure}
+                    assert steps == {"prompt_embeddings.embed_shard[shard_1]"}, steps
+                monkeypatch.delenv("FLYWHEEL_CRASH_AT")
+                options = dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+                with dg.execute_job(job, instance, run_config=run_config, reexecution_options=options) as again:
+                    assert again.success
+                    ran = {e.step_key for e in again.all_events if e.is_step_success}
+                    assert "prompt_embeddings.embed_shard[shard_0]" not in ran
+                    assert "prompt_embeddings.embed_shard[shard_1]" in ran
+            else:
+                with dg.execute_job(job, instance, run_config=run_config, tags=tags) as result:
+                    assert result.success
+    assert os.environ.get("FLYWHEEL_CRASH_AT") is None
+    lake = snapshot(home, records_by_identity=True)
+    # the job also runs the quality report, no part of the in-process reference: compare what the reference has
+    assert set(one_process) <= set(lake)
+    assert _differences(one_process, {k: lake[k] for k in one_process}) == []
