@@ -2,10 +2,10 @@
 Job executor (one Job per step, dagster-k8s) on a cluster. `FLYWHEEL_EXECUTOR` picks one when the code location
 loads; both run at most `workers` steps at once (the curation settings' `workers`, env FLYWHEEL_WORKERS).
 
-On a cluster the step pods are shaped like the run pods: the Kubernetes executor is configured from the run
-launcher's section of the Helm values the image carries (`deploy/values.yaml`, or FLYWHEEL_K8S_VALUES): the same
-Secret, env, FLYWHEEL_HOME volume, resources and security contexts. A step pod starts nothing, so it gets no
-service-account token.
+On a cluster the step pods are shaped like the run pods: dagster-k8s gives them the run launcher's image, env,
+Secret, FLYWHEEL_HOME volume and resources, and the executor adds the run pods' security contexts from the Helm
+values the image carries (`deploy/values.yaml`, or FLYWHEEL_K8S_VALUES). A step pod starts nothing, so it gets
+no service-account token.
 """
 
 import os
@@ -35,23 +35,19 @@ def configured_workers() -> int:
 
 
 def k8s_executor_config(values: dict, workers: int) -> dict:
-    """The `k8s_job_executor` config of step Jobs shaped like the run pods of the chart `values`."""
+    """The `k8s_job_executor` config of the chart `values`: step Jobs take the run launcher's image, env, Secret,
+    volumes and resources from it (dagster-k8s carries them over); this adds what it does not: at most `workers`
+    steps at once, the run pods' security contexts, and no service-account token."""
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     pod_spec = launcher.get("runK8sConfig", {}).get("podSpecConfig", {})
     return {
         "max_concurrent": ShardConfig(workers=workers).workers,
-        "image_pull_policy": launcher["imagePullPolicy"],
-        "env_config_maps": list(launcher.get("envConfigMaps") or []),
-        "env_secrets": [s["name"] for s in launcher.get("envSecrets") or []],
-        "env_vars": list(launcher.get("envVars") or []),
-        "volumes": list(launcher.get("volumes") or []),
-        "volume_mounts": list(launcher.get("volumeMounts") or []),
-        "resources": launcher.get("resources") or {},
-        "security_context": launcher.get("securityContext") or {},
         "step_k8s_config": {
+            # the chart's spelling (camelCase), so these replace the keys the run pod config carries over
+            "container_config": {"securityContext": launcher.get("securityContext") or {}},
             "pod_spec_config": {
-                "security_context": pod_spec.get("securityContext") or {},
-                "automount_service_account_token": False,
+                "securityContext": pod_spec.get("securityContext") or {},
+                "automountServiceAccountToken": False,
             },
         },
     }
