@@ -64,6 +64,9 @@ class CurationSettings(dg.ConfigurableResource):
         default_factory=lambda: int_from_env("shards", "FLYWHEEL_SHARDS", field_default(ShardConfig, "shards")),
         description=f"{field_help(ShardConfig, 'shards')} (env FLYWHEEL_SHARDS)",
     )
+    worker_threads: int = Field(
+        default=field_default(ShardConfig, "threads"), description=field_help(ShardConfig, "threads")
+    )
     topics: int = Field(default=0, description="topic clusters per day; 0 = automatic (about sqrt(n / 2))")
     retain_fraction: float = Field(default=0.5, description="share of unique prompts kept in the pool")
     sampling_mode: str = Field(default="cluster_balanced", description="cluster_balanced or stratified")
@@ -85,7 +88,7 @@ class CurationSettings(dg.ConfigurableResource):
         )
 
     def shard_config(self) -> ShardConfig:
-        return ShardConfig(workers=self.workers, shards=self.shards)
+        return ShardConfig(workers=self.workers, shards=self.shards, threads=self.worker_threads)
 
     def near_config(self) -> NearDedupConfig:
         return NearDedupConfig(threshold=self.near_threshold, lookback_days=self.near_lookback_days or None)

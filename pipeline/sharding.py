@@ -36,16 +36,24 @@ class ShardConfig:
             "number: more shards than workers only evens out the work"
         },
     )
+    threads: int = field(
+        default=0,
+        metadata={"help": "encoder threads of each worker; 0 = the machine's cores shared out among the workers"},
+    )
 
     def __post_init__(self) -> None:
-        for name in ("workers", "shards"):
+        settings = {"workers": "`workers` (FLYWHEEL_WORKERS)", "shards": "`shards` (FLYWHEEL_SHARDS)"}
+        for name in ("workers", "shards", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(
-                    f"`{name}`={value!r} must be an integer: set it (or FLYWHEEL_{name.upper()}) to e.g. 2"
-                )
+                label = settings.get(name, "`worker_threads`")
+                raise ValueError(f"{label}={value!r} must be an integer: set it to a whole number, e.g. 2")
         if self.workers < 1:
             raise ValueError(f"`workers`={self.workers} must be >= 1: set it (or FLYWHEEL_WORKERS) to e.g. 1 or 2")
+        if self.threads < 0:
+            raise ValueError(
+                f"`worker_threads`={self.threads} must be >= 0 (0 = the cores shared out among the workers)"
+            )
         if self.shards < 0:
             raise ValueError(f"`shards`={self.shards} must be >= 0 (0 = one per worker): set it (or FLYWHEEL_SHARDS)")
 
@@ -54,8 +62,8 @@ class ShardConfig:
         return self.shards or self.workers
 
     def threads_per_worker(self, cores: int | None = None) -> int:
-        """Threads each worker's encoder uses: the machine's cores shared out, at least one."""
-        return max(1, (cores or machine_cores()) // self.workers)
+        """Threads each worker's encoder uses: `threads`, or the machine's cores shared out, at least one."""
+        return self.threads or max(1, (cores or machine_cores()) // self.workers)
 
 
 def int_from_env(name: str, env: str, default: int) -> int:
