@@ -55,6 +55,12 @@ def _replay(memo: StepMemo, settings: FlywheelSettings, day) -> list | None:
     return None if events is None else list(events)
 
 
+def _worker_config(settings: FlywheelSettings, curation: CurationSettings):
+    """The encoder of a worker: its share of the cores, so W encoders at once never oversubscribe the machine."""
+    config = curation.embed_config(Path(settings.home))
+    return dataclasses.replace(config, num_threads=curation.shard_config().threads_per_worker())
+
+
 def _shuffle(context: dg.OpExecutionContext, settings: FlywheelSettings) -> Shuffle:
     root = context.run.root_run_id or context.run_id
     return Shuffle(settings.home, root, ASSET, partition_day(context))
@@ -82,6 +88,9 @@ def plan_embeddings(context: dg.OpExecutionContext, settings: FlywheelSettings, 
         batch_size=config.resolved_batch_size(),
         shards=shards,
     )
+    if plan.batches.height:
+        # loaded (and, in a fresh home, exported) once here, so the shards that start together only read it
+        get_embedder(_worker_config(settings, curation))
     shuffle = _shuffle(context, settings)
     for shard in range(shards):
         shuffle.write(f"plan-{shard}", plan.shard(shard))
@@ -112,10 +121,7 @@ def embed_shard(context: dg.OpExecutionContext, settings: FlywheelSettings, cura
         shuffle.write(f"vectors-{shard}", pl.DataFrame(schema={"text_hash": pl.Utf8}))
         yield dg.Output(None, metadata={"texts": 0})
         return
-    config = curation.embed_config(Path(settings.home))
-    # each worker gets its share of the cores: W encoders at once never oversubscribe the machine
-    config = dataclasses.replace(config, num_threads=curation.shard_config().threads_per_worker())
-    embedder = get_embedder(config)
+    embedder = get_embedder(_worker_config(settings, curation))
     vectors = encode_batches(batches, embedder.encode, embedder.dim)
     crash_point(f"embed_shard_{shard}")
     shuffle.write(f"vectors-{shard}", vectors)
