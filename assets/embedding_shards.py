@@ -142,6 +142,8 @@ def collect_embeddings(context: dg.OpExecutionContext, settings: FlywheelSetting
             published = _publish(context, settings, curation)
             memo.save(published)
             replayed = [published.materialization]
+    # a run that found the table already published (a second run of the day) leaves no files behind either
+    _shuffle(context, settings).clear()
     for event in replayed:
         with warnings.catch_warnings():
             # an op's Output is the only way the last step of a graph asset reports the table's data version
