@@ -3,8 +3,8 @@
 A vector can depend on its batch: ONNX int8 quantizes each batch with its own scales, and every backend pads
 a batch to its longest text. So the batches are planned once for the whole day, on keys every shard agrees
 on: the distinct texts the cache does not hold, longest first (a batch pads little), ties by text hash, cut
-into batches of the encoder's batch size. Batch b is encoded by shard b mod N, as one call of the encoder
-(one unit). One shard or many, and a shard run again after a failure, encode the same batches and so get the
+into batches of the encoder's batch size. The batches are dealt to the N shards in a snake (so no shard gets the
+longest batch of every round), and each is encoded as one call of the encoder (one unit). One shard or many, and a shard run again after a failure, encode the same batches and so get the
 same vectors: one code path for N = 1 and N > 1.
 """
 
@@ -74,7 +74,11 @@ def plan_embedding(
         .drop("_len")
     )
     batch = pl.int_range(pl.len(), dtype=pl.Int64) // batch_size
-    todo = todo.with_columns(batch=batch).with_columns(shard=pl.col("batch") % shards)
+    # dealt like cards in a snake (0, 1, .., N-1, N-1, .., 0, 0, ..): batches come longest first, and a plain
+    # round would give shard 0 the longest batch of every round
+    rank, round_ = pl.col("batch") % shards, pl.col("batch") // shards
+    snake = pl.when(round_ % 2 == 0).then(rank).otherwise(shards - 1 - rank)
+    todo = todo.with_columns(batch=batch).with_columns(shard=snake)
     return EmbedPlan(index, todo.match_to_schema(BATCHES_SCHEMA), distinct.height, len(hits))
 
 
