@@ -36,7 +36,7 @@ def test_any_shard_count_and_row_order_gives_the_same_vectors():
 def test_batches_follow_a_global_order_and_cached_texts_are_not_encoded():
     cached = set(raw_text_hashes(TEXTS[:10]))
     plan = plan_embedding(
-        [f"p{i}" for i in range(len(TEXTS))], TEXTS, lambda hs: cached & set(hs), batch_size=8, shards=3
+        [f"p{i}" for i in range(len(TEXTS))], TEXTS, lambda hs: cached & set(hs), batch_size=4, shards=3
     )
     assert plan.cache_hits == 10 and plan.batches.height == plan.n_distinct - 10
     lengths = plan.batches["text"].str.len_chars().to_list()
