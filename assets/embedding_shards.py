@@ -56,9 +56,12 @@ def _replay(memo: StepMemo, settings: FlywheelSettings, day) -> list | None:
 
 
 def _worker_config(settings: FlywheelSettings, curation: CurationSettings):
-    """The encoder of a worker: its share of the cores, so W encoders at once never oversubscribe the machine."""
-    config = curation.embed_config(Path(settings.home))
-    return dataclasses.replace(config, num_threads=curation.shard_config().threads_per_worker())
+    """The encoder of a worker: its share of the cores, so W encoders at once never oversubscribe the machine
+    (one worker alone keeps the encoder's own default, every core, as a one-process day always had)."""
+    config, shards = curation.embed_config(Path(settings.home)), curation.shard_config()
+    if shards.workers == 1 and not shards.threads:
+        return config
+    return dataclasses.replace(config, num_threads=shards.threads_per_worker())
 
 
 def _shuffle(context: dg.OpExecutionContext, settings: FlywheelSettings) -> Shuffle:
