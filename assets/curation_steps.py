@@ -35,8 +35,9 @@ class CurationSettings(dg.ConfigurableResource):
     )
     embed_backend: str = Field(
         default="auto",
-        description="auto (torch on a GPU, onnx-int8 on a CPU), onnx-int8 "
-        "(fastest on CPU; cosine >= 0.99 to torch), onnx (fp32) or torch",
+        description="auto (torch fp16 on a GPU; on a CPU onnx-int8-pertext: int8 with scales per text, so a "
+        "vector never depends on its batch), onnx-int8-pertext, onnx-int8 (scales per batch), onnx (fp32) or "
+        "torch; `pipeline.embed_config.EmbedConfig` resolves 'auto'",
     )
     embed_device: str = Field(default="auto", description="auto (cuda when present), cpu, cuda")
     embed_turns: int = Field(default=3, description="last turns of a history that are embedded")
@@ -73,14 +74,9 @@ class CurationSettings(dg.ConfigurableResource):
     eval_fraction: float = Field(default=0.1, description="share of users held out for evaluation")
 
     def embed_config(self, home: Path) -> EmbedConfig:
-        backend = self.embed_backend
-        if backend == "auto":
-            import torch
-
-            backend = "torch" if torch.cuda.is_available() else "onnx-int8"
         return EmbedConfig(
             model=self.embed_model,
-            backend=backend,
+            backend=self.embed_backend,
             device=self.embed_device,
             model_dir=str(home / "models" / "embedding"),
             # a bar in a terminal run, unless the terminal view asked the libraries for quiet (TQDM_DISABLE)

@@ -206,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_resources(policy: str | None, seed: int | None, *, cpu: bool) -> dict[str, dict]:
-    """The resource settings of every run: SmolLM2 on a CPU takes the sizes that fit one (`Smollm2Sizes`: a
-    generation of the default sizes would take many hours there), and `seed` sets the one seed."""
-    resources = smollm2.Smollm2Sizes().resources() if policy == smollm2.NAME and cpu else {}
+    """The resource settings of every run: SmolLM2 takes the sizes of its device (`Smollm2Sizes` on a CPU, where a
+    generation of the default sizes would take many hours; `Smollm2GpuSizes` on a GPU), and `seed` sets the one
+    seed."""
+    resources = smollm2.sizes_for(gpu=not cpu).resources() if policy == smollm2.NAME else {}
     if seed is not None:
         resources["generation"] = {**resources.get("generation", {}), "seed": seed}
     return resources

@@ -23,10 +23,12 @@ import torch
 from pydantic import Field
 
 from assets.resources import FlywheelSettings, library_field
+from pipeline.config_fields import field_default, field_help
 from pipeline.judge_data import JudgeDataConfig
 from pipeline.lake import Lake, Partition, atomic_write_text
 from training.generation_plan import BASE, GenerationPlan, plan_generation
 from training.policy.policy_cache import default_cache_root
+from training.policy.steer_data import SteerDataConfig
 from training.rewards.judge_minimums import JudgeMinimums
 
 GROUP_PRE = "pre_herding"
@@ -71,9 +73,19 @@ class GenerationSettings(dg.ConfigurableResource):
     steer_samples: int = Field(
         default=8, description="candidates per training-card prompt (rejection sampling against the card's rules)"
     )
+    steer_repair_rules: list[str] = Field(
+        default=list(field_default(SteerDataConfig, "repair_rules")),
+        description=field_help(SteerDataConfig, "repair_rules") or "",
+    )
     candidate_prompts: int = Field(default=96, description="train prompts that get sampled candidates")
     samples_per_prompt: int = Field(default=4, description="candidates per prompt (rejection sampling N)")
     max_new_tokens: int = Field(default=48, description="longest sampled reply, in tokens")
+    sampling_backend: str | None = Field(
+        default=None,
+        description="engine of the candidates and the offline evaluation, one of engine.sampler.BACKENDS; None: "
+        "'hf' for the tiny built-in policy, 'auto' for a configured `policy_model` (CTranslate2 on a CPU, vLLM on a "
+        "GPU where installed)",
+    )
     sft_steps: int = Field(default=30, description="SFT optimizer steps (-1 = one epoch)")
     dpo_steps: int = Field(default=10, description="DPO optimizer steps (-1 = one epoch)")
     train_batch_size: int = Field(default=8, description="examples per SFT and DPO step")
@@ -102,6 +114,10 @@ class GenerationSettings(dg.ConfigurableResource):
         "simulations (never the traffic's user split, which is part of the data) (env FLYWHEEL_SEED, `make "
         "flywheel SEED=n`)",
     )
+
+    def steer_data_config(self) -> SteerDataConfig:
+        """How training-card candidates are turned into rule-keeping targets (fails fast on an unknown rule)."""
+        return SteerDataConfig(repair_rules=tuple(self.steer_repair_rules))
 
     def judge_minimums(self) -> JudgeMinimums:
         """The least training data of each judge: below it the judge is recorded as not trained."""

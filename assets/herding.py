@@ -32,6 +32,7 @@ from assets.metadata import counts_table, preview_table, schema_metadata
 from assets.resources import FlywheelSettings
 from assets.reward_models import load_scorer, training_reward
 from assets.training_launcher import TrainingLauncher
+from engine.sampler import policy_backend
 from engine.sampling import CandidateConfig
 from pipeline import schema
 from pipeline.device import policy_cpu_threads
@@ -47,7 +48,7 @@ from training.policy.policy_cache import cached_tiny_policy
 from training.policy.preference_dataset import PREFERENCE_PAIRS, PreferenceBuildConfig, build_preference_dataset
 from training.policy.rl_pool import RL_POOL, RLPoolConfig, select_rl_prompts
 from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
-from training.policy.steer_data import check_candidates, steer_prompts
+from training.policy.steer_data import REPAIRED, check_candidates, steer_prompts, with_repairs
 
 
 def parent_policy(settings: FlywheelSettings, generation: GenerationSettings, plan: GenerationPlan) -> str:
@@ -159,6 +160,7 @@ def candidates(
         "max_new_tokens": generation.max_new_tokens,
         "seed": run_seed(plan, generation.seed),
         "cpu_threads": policy_cpu_threads(generation.policy_model),
+        "backend": generation.sampling_backend or policy_backend(generation.policy_model),
     }
     res = generate_candidates(
         train, generators, scorer.score, None, CandidateConfig(num_samples=generation.samples_per_prompt, **sampling)
@@ -169,19 +171,29 @@ def candidates(
         steer, generators, scorer.score, None, CandidateConfig(num_samples=generation.steer_samples, **sampling)
     )
     frame = check_candidates(pl.concat([res.frame, steer_res.frame]), steer)
+    # replies that break only rules of form become rule-keeping candidates of their own (engine.rule_repair)
+    frame, repairs = with_repairs(frame, steer, scorer.score, generation.steer_data_config())
     write_generation_table(lake, "candidates", plan, frame)
     write_generation_table(lake, "candidate_prompts", plan, pl.concat([train, steer], how="diagonal_relaxed"))
     drops = pl.concat([res.drops, steer_res.drops])
     lake.write("drops", Partition.generation(plan.generation), drops, part="candidates", replace=False)
-    steer_frame = frame.filter(pl.col("rules_kept").is_not_null())
+    sampled_steer = frame.filter(pl.col("rules_kept").is_not_null() & ~pl.col("generator").str.ends_with(REPAIRED))
     return dg.MaterializeResult(
         metadata={
             "generation": plan.generation,
             "dagster/row_count": frame.height,
             "prompts": train.height,
             "card_prompts": steer.height,
-            "card_rules_kept_rate": float(steer_frame["rules_kept"].mean() or 0.0) if steer_frame.height else 0.0,
+            "card_rules_kept_rate": float(sampled_steer["rules_kept"].mean() or 0.0) if sampled_steer.height else 0.0,
+            "card_replies_repaired": repairs["repaired"],
+            "card_replies_not_repairable": repairs["not_repairable"],
             "tokens_per_s": float(res.stats.get("tokens_per_s") or 0.0),
+            "sampling_engines": dg.MetadataValue.json(
+                {
+                    name: {k: s.get(k) for k in ("backend", "weights_digest")}
+                    for name, s in res.stats["generators"].items()
+                }
+            ),
             # the pairwise model's utility when the traffic had too little to train the pointwise one
             "reward_model": reward,
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,

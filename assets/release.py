@@ -148,6 +148,7 @@ def offline_eval(
         "following_rate/new": ev.following_rate("new"),
         "drops_by_reason": counts_table(dict(result.drops.group_by("reason_code").len().iter_rows())),
         "tokens_per_s": dg.MetadataValue.json(result.tokens_per_s),
+        "sampling_engines": dg.MetadataValue.json(result.engines),
     }
     if result.ifeval is not None:
         meta["ifeval"] = preview_table(result.ifeval)

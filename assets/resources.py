@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from engine.sampler import policy_backend
 from evaluation.ab_config import AbConfig
 from evaluation.ab_simulator import AbSimConfig
 from evaluation.offline_eval import OfflineEvalConfig
@@ -162,6 +163,7 @@ class ReleaseSettings(dg.ConfigurableResource):
             eval_prompts=generation.eval_prompts,
             max_new_tokens=generation.max_new_tokens,
             seed=generation.seed,
+            sampling_backend=generation.sampling_backend or policy_backend(generation.policy_model),
         )
 
 

@@ -35,8 +35,9 @@ from training.rewards.reward_splits import split_by_day, split_pairs
 
 
 def embed_config(settings: FlywheelSettings, curation: CurationSettings | None = None) -> EmbedConfig:
-    """The embedder of reward-model features: the curation's (int8 ONNX on a CPU, torch on a GPU by
-    default). A subprocess (GRPO's reward) rebuilds the same one from the model's recorded backend."""
+    """The embedder of reward-model features: the curation's (int8 ONNX with scales per text on a CPU,
+    torch on a GPU by default). A subprocess (GRPO's reward) rebuilds the same one from the model's
+    recorded backend."""
     config = (curation or CurationSettings()).embed_config(Path(settings.home))
     return EmbedConfig(
         model=config.model, backend=config.backend, device=config.device, model_dir=config.model_dir, progress=False

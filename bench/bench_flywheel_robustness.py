@@ -10,9 +10,15 @@ never depends on the models' seed) and every run starts from a copy of that home
 - the held-out instruction-following gain of the last generation built upon over gen-0, with its interval, on the
   held-out cards the gates read and on the test cards no decision reads.
 
+- per generation, each card rule's violation rate on the held-out cards, new against parent, as the steerability
+  gate read it (a rule risen beyond its tolerance with its interval above 0 is forgotten).
+
 It ends with the robustness targets, counted over the runs:
-- runs where at least 2 of the generations were built upon, and the last one's held-out gain is
-  at least `--min-gain` with an interval above 0;
+- runs with a chain of at least 2 generations built upon, each beating its parent's held-out following (the gate
+  split) with its paired interval above 0;
+- runs whose last generation built upon beats gen-0 on the test cards by at least `--min-test-gain`, with its
+  interval above 0;
+- runs where no generation built upon forgot a rule;
 - runs where the steerability, artifact and train/eval gates always had the evidence to decide.
 
     .venv/bin/python bench/bench_flywheel_robustness.py                    # seeds 0 1 2 3, 3 generations
@@ -45,8 +51,10 @@ from assets.flywheel import heldout_progress  # noqa: E402
 from assets.generation import BASE  # noqa: E402
 from assets.resources import FlywheelSettings  # noqa: E402
 from evaluation.comparison import TEST_STAGE  # noqa: E402
+from evaluation.gate_config import GateConfig  # noqa: E402
 from pipeline.lake import Partition  # noqa: E402
 from training.generation_plan import built_upon  # noqa: E402
+from training.policy.steer_data import REPAIRED  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 # the gates whose evidence never depends on how many users a window has: they must always decide
@@ -91,16 +99,26 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
     shutil.copytree(consolidated, home)
     log = OUT / f"robustness-seed{seed}.log"
     rc, wall = flywheel(home, workdir / f"dagster-{seed}", [*flywheel_args, "--seed", str(seed)], log)
+    return {
+        "seed": seed,
+        "returncode": rc,
+        "wall_s": round(wall, 1),
+        "log": str(log.relative_to(REPO)),
+        **read_run(home),
+    }
+
+
+def read_run(home: Path) -> dict:
+    """What a flywheel home recorded: its generations, their gate verdicts and the held-out and test-card gains
+    (also for a home an earlier run kept: `python bench/bench_flywheel_robustness.py --read HOME`)."""
     settings = FlywheelSettings(home=str(home))
     lake = settings.lake()
     frame = lake.scan("generations").collect().sort("number") if lake.exists("generations") else pl.DataFrame()
     rows = []
     for r in frame.iter_rows(named=True):
-        gates = {
-            g.get("gate"): g.get("outcome") or g.get("severity")
-            for g in json.loads(r.get("gate_detail") or "[]")
-            if isinstance(g, dict)
-        }
+        detail = [g for g in json.loads(r.get("gate_detail") or "[]") if isinstance(g, dict)]
+        gates = {g.get("gate"): g.get("outcome") or g.get("severity") for g in detail}
+        steer = next((g for g in detail if g.get("gate") == "steerability_regression"), {})
         rows.append(
             {
                 "generation": r["generation"],
@@ -109,6 +127,8 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
                 "ab_verdict": r.get("ab_verdict"),
                 "gates": gates,
                 "steer_if_heldout": r.get("steer_if_heldout"),
+                "improvement": json.loads(r.get("metrics") or "{}").get("improvement"),
+                "rules": steer.get("rules") or [],
             }
         )
     # built upon: released, not rejected by its A/B readout and decided better than its parent (the last generation
@@ -120,16 +140,37 @@ def run_seed(seed: int, flywheel_args: list[str], workdir: Path, consolidated: P
     for row in rows:
         row["fluency"] = fluency.get(row["generation"])
         row["length"] = length_record(lake, home, row["generation"])
+        row["rule_data"] = rule_data(lake, home, row["generation"])
     return {
-        "seed": seed,
-        "returncode": rc,
-        "wall_s": round(wall, 1),
-        "log": str(log.relative_to(REPO)),
         "generations": rows,
         "heldout": heldout_progress(settings) if rows else None,
         # the test cards, which no gate or choice of parent reads: the gain no decision selected for
         "test": heldout_progress(settings, TEST_STAGE) if rows else None,
     }
+
+
+def rule_data(lake, home: Path, generation: str) -> dict:
+    """What the generation had to learn its training cards' rules from: the sampled replies to them, how many kept
+    every rule, how many more a change of form repaired (`engine.rule_repair`), and the distinct rule-keeping
+    replies the SFT set could use and used."""
+    out: dict = {}
+    if lake.exists("candidates"):
+        cands = lake.read("candidates", Partition.generation(generation))
+        if "rules_kept" in cands.columns:
+            cards = cands.filter(pl.col("rules_kept").is_not_null())
+            repaired = cards["generator"].str.ends_with(REPAIRED)
+            out["sampled"] = int((~repaired).sum())
+            out["kept"] = int(cards.filter(~repaired)["rules_kept"].sum())
+            out["repaired"] = int(repaired.sum())
+            # per training card: sampled replies that kept every rule (a card at 0 gives nothing to learn from)
+            per_card = cards.filter(~repaired).group_by(pl.col("prompt_id").str.split(":").list.get(1).alias("card"))
+            out["kept_by_card"] = dict(per_card.agg(pl.col("rules_kept").sum()).sort("card").iter_rows())
+    manifest = home / "models" / generation / "datasets" / "sft" / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        out["sft_available"] = (m.get("available_by_source") or {}).get("steerability")
+        out["sft_rows"] = (m.get("rows_by_source") or {}).get("steerability")
+    return out
 
 
 def length_record(lake, home: Path, generation: str) -> dict:
@@ -190,18 +231,37 @@ def fluency_against_gen0(lake, rows: list[dict], resamples: int = 2000) -> dict[
     return out
 
 
-def targets(run: dict, generations: int, min_gain: float) -> dict:
-    rows = run["generations"]
+def forgotten(rules: list[dict], tolerance: float = GateConfig().steerability_tolerance) -> list[str]:
+    """The rules whose violation rate rose beyond the tolerance with the paired interval above 0."""
+    return [r["rule"] for r in rules if r.get("rise", 0) > tolerance and (r.get("ci_low") or 0) > 0]
+
+
+def chain(rows: list[dict]) -> list[dict]:
+    """The generations built upon, from gen-0's first child to the last one built upon (each one's parent is the
+    one before it)."""
+    by_name = {r["generation"]: r for r in rows}
     kept = [r for r in rows if r["built_upon"]]
-    gain = run["heldout"] or {}
+    out = []
+    node = kept[-1] if kept else None
+    while node is not None:
+        out.append(node)
+        node = by_name.get(node["parent"])
+    return out[::-1]
+
+
+def targets(run: dict, min_test_gain: float) -> dict:
+    rows = run["generations"]
+    better = [r for r in chain(rows) if ((r.get("improvement") or {}).get("following") or {}).get("ci_low", 0) > 0]
+    test = run.get("test") or {}
     decided = all(
         r["gates"].get(g) not in (None, "insufficient") for r in rows for g in ALWAYS_DECIDED if g in r["gates"]
     )
     released = [r for r in rows if r["released"]]
     return {
-        "released_and_built_upon": len(kept),
-        "enough_released": len(kept) >= min(2, generations),
-        "gain_met": bool(gain) and gain["difference"] >= min_gain and gain["ci_low"] > 0,
+        "chain_better_on_gate_cards": len(better),
+        "chain_met": len(better) >= 2,
+        "test_gain_met": bool(test) and test["difference"] >= min_test_gain and test["ci_low"] > 0,
+        "no_rule_forgotten": not any(forgotten(r["rules"]) for r in rows if r["built_upon"]),
         "fixed_gates_decided": decided,
         # "at least gen-0's": no released generation's fluency is below gen-0's with its interval under 0
         "fluency_kept": all(
@@ -212,13 +272,36 @@ def targets(run: dict, generations: int, min_gain: float) -> dict:
 
 
 def print_run(run: dict, verdict: dict) -> None:
-    print(f"\n== seed {run['seed']}: exit {run['returncode']}, {run['wall_s']:.0f}s (log {run['log']})")
+    if "seed" in run:
+        print(f"\n== seed {run['seed']}: exit {run['returncode']}, {run['wall_s']:.0f}s (log {run['log']})")
     for r in run["generations"]:
         status = "released" if r["released"] else "blocked"
         status += ", built upon" if r["built_upon"] else ""
         gates = ", ".join(f"{g} {v}" for g, v in r["gates"].items())
         print(f"  {r['generation']} (parent {r['parent']}): {status}; A/B {r['ab_verdict'] or '-'}")
         print(f"    {gates}")
+        following = (r.get("improvement") or {}).get("following")
+        if following:
+            print(
+                f"    held-out following {following['parent']:.3f} -> {following['new']:.3f}, "
+                f"{following['difference']:+.3f} (95% CI {following['ci_low']:+.3f} .. {following['ci_high']:+.3f})"
+            )
+        if r["rules"]:
+            rates = ", ".join(
+                f"{x['rule']} {x['parent']:.2f}->{x['new']:.2f}" for x in r["rules"] if x["new"] or x["parent"]
+            )
+            lost = forgotten(r["rules"])
+            print(f"    violation rate per rule, parent -> new: {rates}" + (f"; forgotten: {lost}" if lost else ""))
+        data = r.get("rule_data") or {}
+        if "sampled" in data:
+            print(
+                f"    training cards: {data['kept']} of {data['sampled']} sampled replies kept every rule, "
+                f"{data['repaired']} more repaired; SFT rule-keeping rows {data.get('sft_rows')} "
+                f"({data.get('sft_available')} distinct available)"
+            )
+            print(
+                "    sampled rule-keepers per card: " + ", ".join(f"{k} {v}" for k, v in data["kept_by_card"].items())
+            )
         f = r.get("fluency") or {}
         if "mean_slor" in f:
             print(
@@ -264,12 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--window-days", type=int, default=2)
     parser.add_argument("--history-days", type=int, default=4, help="as `python -m assets.flywheel --history-days`")
-    parser.add_argument("--min-gain", type=float, default=0.15, help="held-out following gain the target asks for")
+    parser.add_argument(
+        "--min-test-gain", type=float, default=0.20, help="test-card following gain over gen-0 the target asks for"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the runs' homes (printed) instead of removing them")
     parser.add_argument(
         "--consolidated", type=Path, default=None, help="a consolidated home an earlier `--keep` run left, to reuse"
     )
+    parser.add_argument("--read", type=Path, default=None, help="only print what a kept flywheel home recorded")
     args = parser.parse_args(argv)
+    if args.read is not None:
+        run = read_run(args.read)
+        print_run(run, targets(run, args.min_test_gain))
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="flywheel-robustness-"))
     runs = []
     flywheel_args = ["--generations", str(args.generations), "--window-days", str(args.window_days)]
@@ -279,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"consolidation, once for every run: {setup:.0f}s")
         for seed in args.seeds:
             run = run_seed(seed, flywheel_args, workdir, consolidated)
-            run["targets"] = targets(run, args.generations, args.min_gain)
+            run["targets"] = targets(run, args.min_test_gain)
             print_run(run, run["targets"])
             runs.append(run)
     finally:
@@ -287,14 +377,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nhomes kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    met = sum(r["targets"]["enough_released"] and r["targets"]["gain_met"] for r in runs)
-    decided = sum(r["targets"]["fixed_gates_decided"] for r in runs)
-    fluent = sum(r["targets"]["fluency_kept"] for r in runs)
+    count = {k: sum(bool(r["targets"][k]) for r in runs) for k in runs[0]["targets"]} if runs else {}
+    n = len(runs)
     print(
-        f"\nruns with >= 2 generations released and built upon and a held-out gain >= {args.min_gain} above 0: "
-        f"{met} of {len(runs)}; runs whose steerability, artifact and train/eval gates always decided: "
-        f"{decided} of {len(runs)}; runs whose released generations are no less fluent than {BASE}: "
-        f"{fluent} of {len(runs)}"
+        f"\nruns with a chain of >= 2 generations built upon, each better than its parent on the held-out cards "
+        f"(interval above 0): {count.get('chain_met', 0)} of {n}; runs whose last generation built upon beats "
+        f"{BASE} on the test cards by >= {args.min_test_gain} (interval above 0): {count.get('test_gain_met', 0)} of "
+        f"{n}; runs where no generation built upon forgot a rule: {count.get('no_rule_forgotten', 0)} of {n}; runs "
+        f"whose steerability, artifact and train/eval gates always decided: {count.get('fixed_gates_decided', 0)} of "
+        f"{n}; runs whose released generations are no less fluent than {BASE}: {count.get('fluency_kept', 0)} of {n}"
     )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_flywheel_robustness.json").write_text(json.dumps(runs, indent=2, default=str))

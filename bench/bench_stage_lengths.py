@@ -1,7 +1,7 @@
-"""Which training stage moves reply length? Each checkpoint of one generation answers that generation's held-out
-pool prompts, sampled as the offline evaluation samples them.
+"""Which training stage moves reply length, and which one learns or forgets a card's rules? Each checkpoint of one
+generation answers that generation's held-out pool prompts, sampled as the offline evaluation samples them.
 
-    python bench/bench_stage_lengths.py [--home HOME] [--generation gen-1] [--threads 1] [--seed N]
+    python bench/bench_stage_lengths.py [--home HOME] [--generation gen-1] [--threads 1] [--seed N] [--cards]
 
 HOME is a flywheel home whose generation kept its checkpoints: by default FLYWHEEL_HOME, else `data/` (where
 `make demo` and `make flywheel` write), or a home that `make bench-robustness BENCH_ARGS=--keep` printed. The prompts are the contexts of the generation's `eval_responses` on
@@ -11,7 +11,10 @@ evaluation's temperature, reply length and seed (`OfflineEvalConfig`), so the pa
 
 Prints, per checkpoint, the mean and median characters of its replies and the mean's change against the
 parent's, the share of replies cut off at the token limit (they did not end on their own) and the mean length of
-the others. All are figures of sampled replies: rerun with another `--seed` to see how much they move.
+the others. With `--cards`, each checkpoint also answers the held-out (gate) and test character cards as the
+offline evaluation does (`steerability_samples` replies per card prompt), and the bench prints its share of replies
+keeping every rule and each rule's violation rate: where along SFT -> DPO -> GRPO a rule is learnt or forgotten.
+All are figures of sampled replies: rerun with another `--seed` to see how much they move.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation", default="gen-1")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed; default: the evaluation's")
+    parser.add_argument("--cards", action="store_true", help="also score each checkpoint on the character cards")
     args = parser.parse_args(argv)
 
     eval_cfg = OfflineEvalConfig()
@@ -90,7 +94,34 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<18} mean {mean:6.1f} chars ({mean / base - 1:+.1%}), median {np.median(lengths):5.1f}; "
             f"cut off at {cfg.max_new_tokens} tokens {cut.mean():5.1%}, mean of the replies that ended {ended}"
         )
+    if args.cards:
+        card_rules(checkpoints(args.home, args.generation, parent), eval_cfg, cfg)
     return 0
+
+
+def card_rules(models: list[tuple[str, Path]], eval_cfg, cfg) -> None:
+    """Per checkpoint and card split: the share of replies keeping every rule, and each rule's violation rate."""
+    import polars as pl
+
+    from engine.cards import HELDOUT, TEST
+    from engine.policy import PolicyConfig
+    from engine.sampling import sample_replies
+    from evaluation import steerability
+    from evaluation.offline_eval import steerability_prompts
+    from pipeline.prompts import chat_messages
+
+    for split in (HELDOUT, TEST):
+        cards = steerability_prompts(eval_cfg, split)
+        contexts = [chat_messages(s, list(m)) for s, m in zip(cards["system"], cards["messages"].to_list())]
+        print(f"{split} cards: {cards.height} replies per checkpoint (violation rate per rule, share of checks failed)")
+        for name, folder in models:
+            texts, _, _ = sample_replies(PolicyConfig(model_name_or_path=str(folder)), contexts, cfg)
+            scores = steerability.score_responses(cards.with_columns(response=pl.Series([t[0] for t in texts])))
+            summary = scores.summary
+            overall = summary.filter(pl.col("level") == "overall")["following_rate"][0]
+            rules = summary.filter(pl.col("level") == "instruction").sort("key")
+            rates = ", ".join(f"{k} {v:.2f}" for k, v in rules.select("key", "violation_rate").iter_rows())
+            print(f"  {name:<18} every rule kept {overall:.3f}; {rates}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ class OfflineEvalConfig:
             "policy on a busy machine)."
         },
     )
+    sampling_backend: str = forwarded(CandidateConfig, "backend")
     ifeval_path: str | None = field(
         default=None,
         metadata={
@@ -276,6 +277,7 @@ def sample_policy_replies(
         seed=config.seed,
         device=config.device,
         cpu_threads=config.cpu_threads,
+        backend=config.sampling_backend,
     )
     texts, n_tokens, stats = sample_replies(
         PolicyConfig(model_name_or_path=policy, device=cfg.device, cpu_threads=cfg.cpu_threads),
@@ -298,6 +300,8 @@ class OfflineEvalResult:
     ifeval: pl.DataFrame | None
     tokens_per_s: dict[str, Any]
     samples: pl.DataFrame | None = None
+    # per role: the engine that sampled it and the digest of the weights it served
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """The result tables by their lake names."""
@@ -355,10 +359,11 @@ def evaluate(
     # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
     # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
     segments = [evals.height, steer.height, test.height, len(contexts) - evals.height - steer.height - test.height]
-    replies, tokens, speed = {}, {}, {}
+    replies, tokens, speed, engines = {}, {}, {}, {}
     for role, path in policies.items():  # one model load per policy, same seed: paired samples
         replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)
         speed[role] = stats.get("tokens_per_s")
+        engines[role] = {"backend": stats.get("backend"), "weights_digest": stats.get("weights_digest")}
     ev = Evaluation(generation, evals, steer, replies, names, tokens, config.max_new_tokens, test)
     ev.judge(
         *judges, n_resamples=config.bootstrap_resamples, seed=config.seed, min_cluster_users=config.min_slice_users
@@ -371,7 +376,7 @@ def evaluate(
         ifeval, ifeval_records = score_ifeval(ifeval_inputs, ev.extra_replies, ev.names)
         records = pl.concat([records, ifeval_records])
     samples = ev.samples(config.sample_prompts)
-    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples)
+    return OfflineEvalResult(ev, gates, records, pl.concat([drops, ev.drops()]), ifeval, speed, samples, engines)
 
 
 def _read_parquet(path: str) -> pl.DataFrame:

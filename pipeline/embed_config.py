@@ -18,7 +18,13 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # names that mean the packaged copy of the default model
 PACKAGED_NAMES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2", "all-minilm-l6-v2"})
 PACKAGED_DIRNAME = "all-MiniLM-L6-v2"
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "onnx-int8-pertext")
+# What `backend`='auto' means on a CPU: the fastest backend whose vector of a text does not depend on the
+# batch it is encoded in (int8 with activation scales of the text alone), and whose dedup decisions on the
+# replayed days agree with torch fp32 (`bench/bench_embed.py --agreement`). A GPU keeps torch (fp16).
+CPU_BACKEND = "onnx-int8-pertext"
+# backends that run on the CPU only: their int8 kernels have no GPU version in ONNX Runtime
+CPU_ONLY_BACKENDS = ("onnx-int8-pertext",)
 PRECISIONS = ("auto", "fp32", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _POOL_DEVICE_RE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -34,10 +40,12 @@ class EmbedConfig:
         },
     )
     backend: str = field(
-        default="torch",
+        default="auto",
         metadata={
-            "help": "'torch' (sentence-transformers), 'onnx' (ONNX Runtime fp32) or 'onnx-int8' "
-            "(ONNX Runtime, int8 dynamic quantization: fastest on CPU)"
+            "help": f"'auto' (torch on a GPU, {CPU_BACKEND!r} on a CPU; resolved when the config is made), "
+            "'torch' (sentence-transformers), 'onnx' (ONNX Runtime fp32), 'onnx-int8' (int8 with activation "
+            "scales per batch: a vector depends on its batch neighbours) or 'onnx-int8-pertext' (int8 with "
+            "scales per text, each text its own forward pass: a vector depends on its text alone)"
         },
     )
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"})
@@ -71,7 +79,12 @@ class EmbedConfig:
             "$FLYWHEEL_HOME/models/embedding (./data/models/embedding)"
         },
     )
-    num_threads: int = field(default=0, metadata={"help": "ONNX Runtime intra-op threads; 0 = one per core"})
+    num_threads: int = field(
+        default=0,
+        metadata={
+            "help": "ONNX Runtime threads (intra-op; for 'onnx-int8-pertext', texts encoded at once); 0 = one per core"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar while encoding"})
 
     def __post_init__(self) -> None:
@@ -81,6 +94,23 @@ class EmbedConfig:
             raise ValueError(f"embed `backend`={self.backend!r} is unknown: use one of {list(BACKENDS)}")
         if not _DEVICE_RE.match(self.device):
             raise ValueError(f"embed `device`={self.device!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.backend == "auto":
+            # resolved once, here: the model id, the cache and a reward head's recorded backend then name
+            # the backend that made the vectors, not the rule that chose it
+            on_cpu = self.device == "cpu" or (self.device == "auto" and resolve_device("auto") == "cpu")
+            # a device pool (`devices`) is a torch feature: asking for one asks for torch
+            backend = CPU_BACKEND if on_cpu and not self.devices.strip() else "torch"
+            object.__setattr__(self, "backend", backend)
+        if self.backend in CPU_ONLY_BACKENDS and self.device not in ("auto", "cpu"):
+            raise ValueError(
+                f"embed `backend`={self.backend!r} runs on the CPU only, but `device`={self.device!r}: "
+                "set `backend`='auto' (torch fp16 on a GPU) or `device`='cpu'"
+            )
+        if self.precision == "fp16" and self.backend != "torch":
+            raise ValueError(
+                f"embed `precision`='fp16' applies to the torch backend, not {self.backend!r}: "
+                "set `precision`='auto' or `backend`='torch'"
+            )
         if self.batch_size < 1 or self.gpu_batch_size < 1:
             raise ValueError(
                 f"embed `batch_size`={self.batch_size} and `gpu_batch_size`={self.gpu_batch_size} must be >= 1"

@@ -1,11 +1,12 @@
 """The encoder: texts to normalized float32 vectors with one configured model and backend.
 
-Two backends:
+Two kinds of backend:
 - ``torch``: sentence-transformers (CUDA when present, fp16 there, with larger batches). Texts are sorted
   by length and cut into batches here, and each batch is encoded as a unit, so the batches, and
   therefore the vectors, are the same on one device and when the batches are shared over every visible
   GPU (a multi-process pool, one process per device: `pipeline.embed_pool`).
-- ``onnx`` / ``onnx-int8``: ONNX Runtime (`pipeline.onnx_encoder`).
+- ``onnx`` / ``onnx-int8`` / ``onnx-int8-pertext``: ONNX Runtime (`pipeline.onnx_encoder`); the last one,
+  the default on a CPU, encodes each text alone, so its vector of a text never depends on the batch.
 
 Vectors are float32 and L2-normalized, so a dot product is a cosine.
 """
@@ -56,9 +57,10 @@ class Embedder:
             self._onnx = OnnxEncoder.from_sentence_transformer(
                 st,
                 export_dir=self.config.resolved_model_dir() / f"{slug(source, Path(source).name)}-onnx",
-                quantize=self.config.backend == "onnx-int8",
+                quantize=self.config.backend in ("onnx-int8", "onnx-int8-pertext"),
                 device=self.device,
                 num_threads=self.config.num_threads,
+                per_text=self.config.backend == "onnx-int8-pertext",
             )
             self.dim = self._onnx.dim
             del st

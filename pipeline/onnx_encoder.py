@@ -1,7 +1,16 @@
-"""The ONNX Runtime embedding backend (``onnx`` / ``onnx-int8``).
+"""The ONNX Runtime embedding backends (``onnx``, ``onnx-int8``, ``onnx-int8-pertext``).
 
 The model's transformer is exported with ``torch.onnx.export`` (once, kept beside the model) and run by
 ONNX Runtime, with the model's own tokenizer, pooling and normalization (see ``OnnxEncoder``).
+
+Two ways to feed it:
+- in batches of length-sorted texts, padded to the longest and masked (``onnx``, ``onnx-int8``). With
+  int8 dynamic quantization the activation scales are computed over the whole batch, padding included,
+  so a text's vector depends on its neighbours and on the batch size;
+- one text per forward pass, unpadded (``onnx-int8-pertext``): the scales, and every other number of
+  the pass, come from the text alone, so a vector is the same in any batch, order or thread count.
+  Texts run side by side on a thread pool, each pass on one thread. On a CPU this is also the faster
+  way: one text's activations stay in the core's cache, a batch's do not (`bench/bench_embed.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import logging
 import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -115,19 +125,26 @@ class _DropLogLine(logging.Filter):
 class OnnxEncoder:
     """A sentence-transformers model run by ONNX Runtime: tokenizer -> transformer -> pooling -> L2.
 
-    Batches are cut from texts sorted by token count, so padding stays small.
+    Batches are cut from texts sorted by token count, so padding stays small; with `per_text`, each text
+    is its own unpadded pass, `workers` of them at once.
     """
 
-    def __init__(self, session, tokenizer, pooling: str, max_length: int, dim: int):
+    def __init__(
+        self, session, tokenizer, pooling: str, max_length: int, dim: int, per_text: bool = False, workers: int = 1
+    ):
         self.session = session
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
         self.dim = dim
+        self.per_text = per_text
+        self.workers = max(1, workers)
         self.input_names = [i.name for i in session.get_inputs()]
 
     @classmethod
-    def from_sentence_transformer(cls, st, export_dir: Path, quantize: bool, device: str, num_threads: int = 0):
+    def from_sentence_transformer(
+        cls, st, export_dir: Path, quantize: bool, device: str, num_threads: int = 0, per_text: bool = False
+    ):
         import onnxruntime as ort
 
         mods = list(st)
@@ -155,9 +172,10 @@ class OnnxEncoder:
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = num_threads
+        # per text, the parallelism is across texts: each pass runs on the thread that called it
+        options.intra_op_num_threads = 1 if per_text else num_threads
         providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and not per_text:
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
             else:
@@ -167,14 +185,42 @@ class OnnxEncoder:
                     device,
                 )
         session = ort.InferenceSession(str(path), options, providers=providers)
-        return cls(session, st.tokenizer, pooling, int(st.max_seq_length), embedding_dim(st))
+        workers = (num_threads or len(os.sched_getaffinity(0))) if per_text else 1
+        return cls(session, st.tokenizer, pooling, int(st.max_seq_length), embedding_dim(st), per_text, workers)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
-
+        """Unit vectors of `texts`, in order; `batch_size` is ignored per text."""
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids = enc["input_ids"]
         types = enc.get("token_type_ids")
+        if self.per_text:
+            return self._encode_each(ids, types, progress)
+        return self._encode_batches(ids, types, batch_size, progress)
+
+    def _encode_each(self, ids: list, types: list | None, progress: bool) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        def one(j: int) -> np.ndarray:
+            input_ids = np.asarray(ids[j], dtype=np.int64)[None, :]
+            mask = np.ones_like(input_ids)
+            token_types = np.asarray(types[j], dtype=np.int64)[None, :] if types is not None else 0 * mask
+            feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_types}
+            hidden = self.session.run(None, {n: feed[n] for n in self.input_names})[0]
+            return _unit(self._pool(hidden, mask))[0]
+
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        # longest first: the pool's last tasks are short ones, so its threads finish together
+        order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-pertext") as pool:
+            for j, vector in zip(
+                order, tqdm(pool.map(one, order), desc="Texts", total=len(order), disable=not progress)
+            ):
+                out[j] = vector
+        return out
+
+    def _encode_batches(self, ids: list, types: list | None, batch_size: int, progress: bool) -> np.ndarray:
+        from tqdm.auto import tqdm
+
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
@@ -192,8 +238,7 @@ class OnnxEncoder:
             feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": token_types}
             hidden = self.session.run(None, {n: feed[n] for n in self.input_names})[0]
             out[rows] = self._pool(hidden, mask)
-        # same epsilon as torch.nn.functional.normalize, which the Normalize module uses
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return _unit(out)
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self.pooling == "cls":
@@ -202,3 +247,8 @@ class OnnxEncoder:
         if self.pooling == "max":
             return np.where(m > 0, hidden, -1e9).max(axis=1)
         return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    # same epsilon as torch.nn.functional.normalize, which the Normalize module uses
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

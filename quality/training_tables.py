@@ -15,8 +15,8 @@ from quality.outcomes import WARNING
 from quality.suite_config import SuiteConfig
 from quality.tables import TableSuite, register, why
 
-SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
-SEVERAL_PER_PROMPT = ("rewrite", "steerability")
+SFT_SOURCES = ("rejection_sampled", "steerability", "repaired", "served_engaged", "rewrite")
+SEVERAL_PER_PROMPT = ("rewrite", "steerability", "repaired")
 PAIR_MAX_LENGTH_DELTA = 200  # PreferenceBuildConfig.max_length_delta
 PAIR_MAX_EMOJI_DELTA = 2  # PreferenceBuildConfig.max_emoji_delta
 MESSAGES = pl.List(schema.MESSAGE)

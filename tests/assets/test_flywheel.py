@@ -179,7 +179,8 @@ def test_smollm2_on_a_cpu_runs_at_its_cpu_sizes():
     sizes = flywheel.run_resources("smollm2", 5, cpu=True)
     assert sizes["generation"]["sft_steps"] == Smollm2Sizes().sft_steps and sizes["generation"]["seed"] == 5
     assert sizes["release"] == {"steerability_samples": Smollm2Sizes().steerability_samples}
-    assert flywheel.run_resources("smollm2", None, cpu=False) == {}
+    on_gpu = flywheel.run_resources("smollm2", None, cpu=False)
+    assert on_gpu["generation"]["use_lora"] is False and on_gpu["generation"]["candidate_prompts"] == 512
     assert flywheel.run_resources("tiny", None, cpu=True) == {}
 
 

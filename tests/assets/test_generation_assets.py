@@ -16,7 +16,7 @@ from assets.resources import AbSettings, FlywheelSettings, ReleaseSettings
 from assets.training_launcher import TrainingLauncher
 from pipeline.lake import Lake, Partition
 from tests.assets.test_curation_assets import write_traffic
-from training.policy.steer_data import steer_prompts
+from training.policy.steer_data import REPAIRED, steer_prompts
 
 DAYS = ("2026-01-05", "2026-01-06")
 
@@ -105,16 +105,25 @@ def test_tiny_generation_end_to_end(tmp_path):
     candidates = lake.read("candidates", Partition.generation("gen-1"))
     traffic = candidates.filter(pl.col("rules_kept").is_null())
     assert traffic.height == 6 * 2 and candidates["rm_pointwise"].null_count() == 0
-    # the training character cards' prompts, two rule-checked candidates each
+    # the training character cards' prompts, two rule-checked candidates each, and the replies repaired to keep
+    # their card's rules of form (each keeps every rule, and its original is among the sampled ones)
     cards = candidates.filter(pl.col("rules_kept").is_not_null())
-    assert cards.height == 2 * steer_prompts().height and cards["prompt_id"].str.starts_with("steer:").all()
-    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert cards["prompt_id"].str.starts_with("steer:").all()
+    repaired = cards["generator"].str.ends_with(REPAIRED)
+    assert (~repaired).sum() == 2 * steer_prompts().height
+    assert cards.filter(repaired)["rules_kept"].all()
+    assert mats_of(result)["candidates"]["card_replies_repaired"].value == repaired.sum()
+    mats = mats_of(result)
     assert mats["sft_checkpoint"]["steps"].value == 2  # reported back through Pipes
     assert "content_hash" in mats["sft_dataset"]
     annotated = mats["reward_model_pairwise"]["annotations"].value
     assert annotated["records_read"] == annotated["pairs"] == 60 and annotated["quarantined"] == 0
     metrics = lake.read("reward_model_metrics", Partition.generation("gen-1"))
     assert {"pointwise", "pairwise"} == set(metrics["model"])
+
+
+def mats_of(result) -> dict:
+    return {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
 
 
 def test_gen_0_built_with_another_seed_is_not_mixed_with_this_one(tmp_path):

@@ -14,7 +14,7 @@ from tests.training.tiny_policy import cands, prompts_frame
 from training.policy import sft_dataset
 from training.policy.preference_dataset import PreferenceBuildConfig, build_preference_dataset
 from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
-from training.policy.steer_data import steer_prompts
+from training.policy.steer_data import check_candidates, steer_prompts, with_repairs
 
 pytestmark = pytest.mark.usefixtures("gx_runtime")
 
@@ -22,13 +22,16 @@ pytestmark = pytest.mark.usefixtures("gx_runtime")
 def _sft_frame() -> pl.DataFrame:
     """Kept SFT rows from every source, one prompt both sampled and served, a character card's prompt with two
     rule-keeping replies, with their messages."""
-    card = "steer:bramble:compost"
-    prompts = pl.concat([prompts_frame(6), steer_prompts().filter(pl.col("prompt_id") == card)], how="diagonal_relaxed")
+    card, lower = "steer:bramble:compost", "steer:nova:bored"
+    cards = steer_prompts().filter(pl.col("prompt_id").is_in([card, lower]))
+    prompts = pl.concat([prompts_frame(6), cards], how="diagonal_relaxed")
     keeping = [(card, 0, "Turn it weekly. What do you grow?", 0.9), (card, 1, "Keep it damp. Got a bin?", 0.8)]
     c = cands(
         [(f"p{i}", j, f"reply {i} number {j}" + "!" * j, 0.1 * i + 0.3 * j) for i in range(6) for j in range(2)]
         + keeping
+        + [(lower, 0, "Have You Tried Stargazing?", 0.5)]  # repaired into lowercase: the `repaired` source
     )
+    c, _ = with_repairs(check_candidates(c, prompts), prompts, lambda ctx, texts: [0.6] * len(texts))
     rewrites = pl.DataFrame(
         {
             "prompt_id": ["p0", "elsewhere"],

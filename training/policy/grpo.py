@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from engine.sampler import ROLLOUT_BACKENDS, rollout_backend
+from engine.sampling import CandidateConfig
 from engine.style import count_emoji
+from pipeline.config_fields import forwarded
+from pipeline.device import resolve_device
 from training.policy.pipes_report import StageReporter
 from training.policy.stage_config import StageConfig
 from training.policy.stage_runner import stage_main
@@ -53,6 +57,14 @@ class GRPORunConfig(StageConfig):
     num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt (the GRPO group)."})
     max_completion_length: int = field(default=64, metadata={"help": "Longest sampled completion, in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    rollout_backend: str = field(
+        default="auto",
+        metadata={
+            "help": f"Engine of the rollouts, one of {ROLLOUT_BACKENDS}: 'auto' is vLLM colocated with the trainer "
+            "on a GPU where vLLM is installed, else the trainer's own generate ('hf')."
+        },
+    )
+    vllm_gpu_memory_utilization: float = forwarded(CandidateConfig, "vllm_gpu_memory_utilization")
     beta: float = field(
         default=0.04, metadata={"help": "KL pull toward the starting policy; 0 drops the reference model."}
     )
@@ -84,6 +96,7 @@ class GRPORunConfig(StageConfig):
         super().__post_init__()
         if ":" not in self.reward_loader:
             raise ValueError(f"reward_loader={self.reward_loader!r} must look like 'package.module:function'")
+        rollout_backend(self.rollout_backend, resolve_device(self.device).type)
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations} must be >= 2: GRPO compares within a group")
         if self.per_device_train_batch_size % self.num_generations:
@@ -175,6 +188,17 @@ class RuleChecks:
         return out
 
 
+def rollout_settings(cfg: GRPORunConfig) -> dict[str, Any]:
+    """TRL's GRPO settings of the rollout engine: vLLM in the trainer's process, sharing its GPU, or none."""
+    if rollout_backend(cfg.rollout_backend, resolve_device(cfg.device).type) == "vllm":
+        return {
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+        }
+    return {"use_vllm": False}
+
+
 def reward_functions(
     cfg: GRPORunConfig, score_fn: ScoreFn, with_rules: bool = False
 ) -> tuple[list[Callable], list[float]]:
@@ -225,7 +249,7 @@ def run_grpo(
                 "temperature": cfg.temperature,
                 "beta": cfg.beta,
                 "reward_weights": weights,
-                "use_vllm": False,
+                **rollout_settings(cfg),
             },
             curves=("loss", "reward", "reward_std", "kl", "completions/mean_length", *reward_keys),
             trainer={"reward_funcs": funcs},

@@ -28,9 +28,10 @@ from training.policy.datasets_build import (
     style_guards,
     without_length_trend,
 )
+from training.policy.steer_data import REPAIRED
 from training.rewards.length_bias import balance_lengths, balanced_order, relative_difference
 
-SFT_SOURCES = ("rejection_sampled", "steerability", "served_engaged", "rewrite")
+SFT_SOURCES = ("rejection_sampled", "steerability", "repaired", "served_engaged", "rewrite")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -55,11 +56,14 @@ class SFTBuildConfig:
     )
     # Rule-keeping card replies are the scarcest source (a few dozen per generation early on) and the one the
     # held-out instruction-following rate moves with, so they get half the mix; the other sources fill the rest.
+    # Repaired card replies (training.policy.steer_data.with_repairs) are a source of their own: mixed into the
+    # sampled rule-keepers they displaced them, and the rule the policy was learning from those was learnt less.
     mix: dict[str, float] = field(
         default_factory=lambda: {
             "steerability": 0.5,
-            "rejection_sampled": 0.3,
-            "served_engaged": 0.15,
+            "repaired": 0.15,
+            "rejection_sampled": 0.2,
+            "served_engaged": 0.1,
             "rewrite": 0.05,
         },
         metadata={
@@ -89,8 +93,9 @@ class SFTBuildConfig:
     steer_per_prompt: int = field(
         default=4,
         metadata={
-            "help": "Distinct rule-keeping replies kept per training-card prompt (the `steerability` source); "
-            "such prompts are rare successes early on, so more than the single best one is kept."
+            "help": "Distinct rule-keeping replies kept per training-card prompt and source (`steerability`, "
+            "sampled; `repaired`, brought to keep rules of form); such prompts are rare successes early on, so "
+            "more than the single best one is kept."
         },
     )
     length_balance: float | None = field(
@@ -108,7 +113,7 @@ class SFTBuildConfig:
     # it halved that source, seed 0's one-generation held-out gain was +0.085 with it against +0.165 without,
     # and gen-1's replies shortened about as much either way (most of that is replies no longer cut off).
     length_balance_exempt: tuple[str, ...] = field(
-        default=("steerability",),
+        default=("steerability", "repaired"),
         metadata={"help": f"Sources of {SFT_SOURCES} the length balance leaves as they are."},
     )
     train_splits: tuple[str, ...] = field(
@@ -189,18 +194,22 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
         prompt = by_id.get(pid)
         day = prompt["day"] if prompt else None
         steer = bool(prompt and prompt.get("instructions"))
-        pool = pools["steerability" if steer else "rejection_sampled"]
         wanted = cfg.steer_per_prompt if steer else 1
-        kept_ids: list[str] = []
+        kept_ids: dict[str, list[str]] = {}
         kept_texts: set[str] = set()
         for cand in group.iter_rows(named=True):
             cid = f"{pid}/{cand['generator']}/{cand['sample_idx']}"
-            if len(kept_ids) >= wanted or (cand["text"] in kept_texts and prompt is not None):
-                drop_rows.append({"day": day, "row_id": cid, "reason_code": "not_best", "kept_id": kept_ids[0]})
+            source = "rejection_sampled"
+            if steer:
+                source = "repaired" if cand["generator"].endswith(REPAIRED) else "steerability"
+            pool, kept = pools[source], kept_ids.setdefault(source, [])
+            if len(kept) >= wanted or (cand["text"] in kept_texts and prompt is not None):
+                first = kept[0] if kept else next(ids[0] for ids in kept_ids.values() if ids)
+                drop_rows.append({"day": day, "row_id": cid, "reason_code": "not_best", "kept_id": first})
                 continue
             reason = _candidate_reason(cand, prompt, floor, cfg.guards, pii_check, split_dropped)
             if reason is None:
-                kept_ids.append(cid)
+                kept.append(cid)
                 kept_texts.add(cand["text"])
                 pool.append(
                     {

@@ -154,3 +154,28 @@ class Smollm2Sizes:
         sizes = asdict(self)
         release = {"steerability_samples": sizes.pop("steerability_samples")}
         return {"generation": {"policy_model": NAME, **sizes}, "release": release}
+
+
+@dataclass
+class Smollm2GpuSizes(Smollm2Sizes):
+    """Per-generation sizes of a SmolLM2 run on one GPU: full fine-tuning, more candidates, longer replies, more
+    steps and the evaluation's full prompt counts. Sampling goes through vLLM where it is installed (candidates,
+    evaluation, and GRPO's rollouts colocated with the trainer); `bench/bench_gpu.py` times one generation's
+    sampling and training at these sizes."""
+
+    use_lora: bool = field(default=False, metadata={"help": "LoRA adapters; off: a GPU fine-tunes every weight."})
+    candidate_prompts: int = field(default=512, metadata={"help": "Train prompts that get sampled candidates."})
+    samples_per_prompt: int = field(default=8, metadata={"help": "Candidates per prompt (rejection sampling N)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest sampled reply, in tokens."})
+    sft_steps: int = field(default=200, metadata={"help": "SFT optimizer steps."})
+    dpo_steps: int = field(default=100, metadata={"help": "DPO optimizer steps."})
+    grpo_steps: int = field(default=50, metadata={"help": "GRPO optimizer steps."})
+    train_batch_size: int = field(default=16, metadata={"help": "Examples per SFT and DPO step."})
+    train_max_length: int = field(default=512, metadata={"help": "Longest SFT / DPO example in tokens."})
+    eval_prompts: int = field(default=150, metadata={"help": "Held-out prompts per slice in offline evaluation."})
+    steerability_samples: int = field(default=8, metadata={"help": "Replies per steerability prompt and policy."})
+
+
+def sizes_for(gpu: bool) -> Smollm2Sizes:
+    """The sizes of a SmolLM2 generation on this kind of device."""
+    return Smollm2GpuSizes() if gpu else Smollm2Sizes()

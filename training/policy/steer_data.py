@@ -11,20 +11,54 @@ with (`engine.rules`):
   them (`steer_pairs`), so DPO learns the rule rather than a length difference;
 - the GRPO rule reward (`RuleChecks` in `training.policy.grpo`) reads the card's instructions that
   `steer_rl_rows` puts next to each training-card prompt.
+
+A sampled reply that breaks only rules of form (letter case, a signature, emoji) is also repaired
+(`engine.rule_repair`) into a candidate of its own (`with_repairs`): without it a small policy, which almost
+never writes a whole reply in lowercase or signs it, has nothing to learn those rules from, and the one
+generation that samples a few such replies teaches a rule the next one forgets. The repaired reply against its
+own sampled original is the closest preference pair there is: the same words, one rule apart.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from engine.cards import TRAIN, build_prompts
+from engine.rule_repair import REPAIRABLE, repair_reply
 from engine.rules import check_instruction
+from engine.style import style_features
 from pipeline.prompts import chat_messages
 
 # Prompt ids of training-card prompts start with this, so any table shows where a row came from.
 PREFIX = "steer:"
+# A repaired candidate's generator is its original's with this suffix (its sample_idx is the original's).
+REPAIRED = "+repaired"
+
+
+@dataclass(frozen=True)
+class SteerDataConfig:
+    # no_emoji is kept by every policy the suite has seen (its violation rate is 0 from gen-0 on): repairing it
+    # would only add rows that teach nothing
+    repair_rules: tuple[str, ...] = field(
+        default=("case", "sign_with_name"),
+        metadata={
+            "help": "rules of form (among case, sign_with_name, no_emoji) that a sampled training-card reply is "
+            "repaired to keep, as a candidate of its own; () samples only (see engine.rule_repair)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.repair_rules) - set(REPAIRABLE))
+        if unknown:
+            raise ValueError(
+                f"repair_rules has {unknown}, which no change of form can keep; set `repair_rules` to a subset of "
+                f"{list(REPAIRABLE)} (or () to learn from sampled replies only)"
+            )
 
 
 def steer_prompts(suite: dict | None = None) -> pl.DataFrame:
@@ -67,6 +101,69 @@ def check_candidates(candidates: pl.DataFrame, prompts: pl.DataFrame) -> pl.Data
     ).with_columns(rules_kept=pl.col("violated").list.len() == 0)
 
 
+def with_repairs(
+    candidates: pl.DataFrame,
+    prompts: pl.DataFrame,
+    score_fn: Callable[[list[list[dict]], list[str]], Sequence[float] | np.ndarray] | None,
+    cfg: SteerDataConfig | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """`candidates` (checked by `check_candidates`) with a repaired candidate for every training-card reply that a
+    change of form (`cfg.repair_rules`) brings to keep every rule of its card, and counts per outcome.
+
+    A repaired candidate keeps its original's `sample_idx`, gets the generator `<original's>+repaired`, its own
+    style features and reward-model score (`score_fn`, as sampled candidates get theirs), and no token count: it
+    was not sampled. A reply whose broken rules include one no change of form keeps stays as it is."""
+    cfg = cfg or SteerDataConfig()
+    counts = {"repaired": 0, "not_repairable": 0, "still_broken": 0}
+    if not cfg.repair_rules or "rules_kept" not in candidates.columns or candidates.is_empty():
+        return candidates, counts
+    by_id = (
+        {r["prompt_id"]: r for r in prompts.filter(pl.col("instructions").is_not_null()).iter_rows(named=True)}
+        if "instructions" in prompts.columns
+        else {}
+    )
+    broken = candidates.filter((pl.col("rules_kept") == False) & pl.col("prompt_id").is_in(list(by_id)))  # noqa: E712
+    rows, contexts = [], []
+    repairable = set(cfg.repair_rules)
+    for cand in broken.iter_rows(named=True):
+        if not set(cand["violated"]) <= repairable:
+            counts["not_repairable"] += 1
+            continue
+        prompt = by_id[cand["prompt_id"]]
+        text = repair_reply(json.loads(prompt["instructions"]), cand["text"], cfg.repair_rules)
+        if violations(prompt["instructions"], text):
+            counts["still_broken"] += 1
+            continue
+        counts["repaired"] += 1
+        style = style_features(text)
+        rows.append(
+            {
+                **{k: cand[k] for k in candidates.columns},
+                "generator": f"{cand['generator']}{REPAIRED}",
+                "text": text,
+                "p_continue": None,
+                "n_tokens": None,
+                "n_chars": style["n_chars"],
+                "n_emoji": style["n_emoji"],
+                "has_list": style["has_list"],
+                "violated": [],
+                "rules_kept": True,
+            }
+        )
+        contexts.append(chat_messages(prompt["system"], prompt["history"]))
+    if not rows:
+        return candidates, counts
+    if score_fn is not None:
+        scores = np.asarray(score_fn(contexts, [r["text"] for r in rows]), dtype=np.float64).reshape(-1)
+        for r, s in zip(rows, scores, strict=True):
+            r["rm_pointwise"] = float(s) if np.isfinite(s) else None
+    else:
+        for r in rows:
+            r["rm_pointwise"] = None
+    repaired = pl.DataFrame(rows, schema=candidates.schema)
+    return pl.concat([candidates, repaired]), counts
+
+
 def steer_pairs(
     prompts: pl.DataFrame, candidates: pl.DataFrame, max_length_delta: int = 80
 ) -> tuple[list[dict], list[dict]]:
@@ -82,7 +179,13 @@ def steer_pairs(
     for (pid,), group in checked.sort("prompt_id", "generator", "sample_idx").group_by(
         "prompt_id", maintain_order=True
     ):
-        keep = group.filter(pl.col("rules_kept")).sort("rm_pointwise", descending=True, nulls_last=True)
+        # a sampled keeper first: a repaired one would put the pair on a rule of form where the policy had
+        # already shown it can keep the rule of content the card asks too
+        keep = (
+            group.filter(pl.col("rules_kept"))
+            .with_columns(repaired=pl.col("generator").str.ends_with(REPAIRED))
+            .sort("repaired", "rm_pointwise", descending=[False, True], nulls_last=True)
+        )
         broke = group.filter(~pl.col("rules_kept"))
         row_id = f"{pid}/steer_pair"
         if keep.is_empty() or broke.is_empty():

@@ -107,3 +107,19 @@ def test_reward_functions_and_loader_resolution():
 def test_grpo_settings_fail_fast(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GRPORunConfig(**kwargs)
+
+
+def test_rollouts_go_through_vllm_colocated_only_on_a_gpu(tmp_path, data, monkeypatch):
+    import torch
+
+    import engine.sampler
+    import training.policy.grpo as grpo
+
+    assert grpo.rollout_settings(_cfg(tmp_path, data)) == {"use_vllm": False}  # CPU: the trainer's generate
+    with pytest.raises(ValueError, match="`rollout_backend`"):
+        _cfg(tmp_path, data, rollout_backend="vllm")
+    monkeypatch.setattr(engine.sampler, "installed", lambda module: True)
+    monkeypatch.setattr(grpo, "resolve_device", lambda device: torch.device("cuda"))
+    on_gpu = grpo.rollout_settings(_cfg(tmp_path, data, vllm_gpu_memory_utilization=0.3))
+    assert on_gpu == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}
+    assert grpo.rollout_settings(_cfg(tmp_path, data, rollout_backend="hf")) == {"use_vllm": False}

@@ -64,9 +64,15 @@ def test_sft_mixture_meets_ratios_and_records_surplus():
     res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
     m = res.manifest
     # rewrites (2 rows at 20%) bound the mixture at 10 rows: 5 sampled, 3 served, 2 rewrites
-    assert m["rows_by_source"] == {"rejection_sampled": 5, "steerability": 0, "served_engaged": 3, "rewrite": 2}
+    assert m["rows_by_source"] == {
+        "rejection_sampled": 5,
+        "steerability": 0,
+        "repaired": 0,
+        "served_engaged": 3,
+        "rewrite": 2,
+    }
     assert m["ratios_achieved"] == pytest.approx(
-        {"rejection_sampled": 0.5, "steerability": 0.0, "served_engaged": 0.3, "rewrite": 0.2}
+        {"rejection_sampled": 0.5, "steerability": 0.0, "repaired": 0.0, "served_engaged": 0.3, "rewrite": 0.2}
     )
     assert m["drops_by_reason"]["sft_data/mix_ratio_cap"] == 5 + 7
     assert drop_reasons(res)["nope/rewrite/2"] == "unknown_prompt"
@@ -136,8 +142,20 @@ def test_a_mixture_of_a_given_size_repeats_the_scarce_source_instead_of_thinning
     res = build_sft_dataset(prompts, c, cfg, rewrites=rewrites)
     m = res.manifest
     # 20 rows: all 10 sampled replies, 6 of the 10 served ones, and the 2 rewrites twice each
-    assert m["rows_by_source"] == {"rejection_sampled": 10, "steerability": 0, "served_engaged": 6, "rewrite": 4}
-    assert m["repeated_by_source"] == {"rejection_sampled": 0, "steerability": 0, "served_engaged": 0, "rewrite": 2}
+    assert m["rows_by_source"] == {
+        "rejection_sampled": 10,
+        "steerability": 0,
+        "repaired": 0,
+        "served_engaged": 6,
+        "rewrite": 4,
+    }
+    assert m["repeated_by_source"] == {
+        "rejection_sampled": 0,
+        "steerability": 0,
+        "repaired": 0,
+        "served_engaged": 0,
+        "rewrite": 2,
+    }
     assert m["ratios_achieved"]["rewrite"] == pytest.approx(0.2)
     rewrite_ids = sorted(res.frame.filter(pl.col("source") == "rewrite")["row_id"])
     assert rewrite_ids == ["p0/rewrite/0", "p0/rewrite/0#r1", "p1/rewrite/1", "p1/rewrite/1#r1"]

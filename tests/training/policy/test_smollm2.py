@@ -26,6 +26,20 @@ def test_sizes_map_onto_the_generation_and_release_settings():
     assert set(res["generation"]) <= set(GenerationSettings.model_fields)
     assert set(res["release"]) <= set(ReleaseSettings.model_fields)
     assert len(res["generation"]) + len(res["release"]) == len(fields(smollm2.Smollm2Sizes)) + 1
+    gpu = smollm2.sizes_for(gpu=True).resources()
+    assert set(gpu["generation"]) == set(res["generation"]) and set(gpu["release"]) == set(res["release"])
+    cpu_sizes = smollm2.Smollm2Sizes()
+    # a GPU runs every size larger, fine-tuning every weight
+    assert gpu["generation"]["use_lora"] is False
+    for name in (
+        "candidate_prompts",
+        "samples_per_prompt",
+        "max_new_tokens",
+        "sft_steps",
+        "grpo_steps",
+        "eval_prompts",
+    ):
+        assert gpu["generation"][name] > getattr(cpu_sizes, name)
 
 
 def test_missing_package_says_how_to_install(monkeypatch):

@@ -11,7 +11,15 @@ from training.policy.grpo import GRPORunConfig, RuleChecks, reward_functions
 from training.policy.preference_dataset import PreferenceBuildConfig, build_preference_dataset
 from training.policy.rl_pool import select_rl_prompts
 from training.policy.sft_dataset import SFTBuildConfig, build_sft_dataset
-from training.policy.steer_data import PREFIX, check_candidates, steer_prompts, violations
+from training.policy.steer_data import (
+    PREFIX,
+    REPAIRED,
+    SteerDataConfig,
+    check_candidates,
+    steer_prompts,
+    violations,
+    with_repairs,
+)
 
 # bramble: at most 50 words, ends with a question, no emoji
 BRAMBLE = f"{PREFIX}bramble:compost"
@@ -117,3 +125,69 @@ def test_rl_pool_carries_the_card_rules_and_grpo_rewards_them():
     assert got == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
     funcs, weights = reward_functions(GRPORunConfig(), lambda c, r: [0.0] * len(r), with_rules=True)
     assert [type(f).__name__ for f in funcs] == ["RewardModelScore", "RuleChecks"] and weights == [1.0, 1.0]
+
+
+# nova: lowercase, at most 180 characters, ends with a question
+NOVA = f"{PREFIX}nova:bored"
+CAPITALS = "Have You Seen The Launch?"
+NO_QUESTION_CAPS = "The Launch Was Great."
+
+
+def test_a_reply_that_breaks_only_rules_of_form_is_repaired_into_a_scored_candidate_of_its_own():
+    prompts = _prompts()
+    frame = check_candidates(
+        cands([(NOVA, 0, CAPITALS, 0.7), (NOVA, 1, NO_QUESTION_CAPS, 0.9), ("p0", 0, "Hi There?", 0.5)]), prompts
+    )
+    scored = []
+
+    def score(contexts, texts):
+        scored.extend(texts)
+        assert all(c[0]["role"] == "system" for c in contexts)  # scored in the card's context
+        return [0.4] * len(texts)
+
+    out, counts = with_repairs(frame, prompts, score)
+    assert counts == {"repaired": 1, "not_repairable": 1, "still_broken": 0}
+    repaired = out.filter(pl.col("generator").str.ends_with(REPAIRED)).row(0, named=True)
+    assert repaired["text"] == "have you seen the launch?" and scored == [repaired["text"]]
+    assert (repaired["prompt_id"], repaired["sample_idx"], repaired["generator"]) == (NOVA, 0, f"gen1{REPAIRED}")
+    assert repaired["rules_kept"] and repaired["rm_pointwise"] == 0.4 and repaired["n_tokens"] is None
+    assert out.height == frame.height + 1 and out.schema == frame.schema
+    # the sampled originals are kept as they are: the repaired reply and its original make a preference pair
+    pairs = build_preference_dataset(prompts, out, PreferenceBuildConfig()).frame
+    pair = pairs.filter(pl.col("prompt_id") == NOVA).row(0, named=True)
+    assert (pair["chosen"], pair["rejected"]) == ("have you seen the launch?", CAPITALS)
+    # a source of its own in the SFT mixture, so it never displaces the sampled rule-keepers
+    sft = build_sft_dataset(prompts, out, SFTBuildConfig(min_score=0.1, mix={"steerability": 1, "repaired": 1}))
+    rows = sft.dataset.to_polars()
+    assert rows["source"].to_list() == ["repaired"]
+    assert [m[-1]["content"] for m in rows["messages"]] == ["have you seen the launch?"]
+    assert sft.manifest["available_by_source"]["steerability"] == 0
+
+
+def test_a_sampled_rule_keeper_is_chosen_before_a_repaired_one():
+    prompts = _prompts()
+    sampled = "did you watch it go up?"
+    frame = check_candidates(cands([(NOVA, 0, CAPITALS, 0.9), (NOVA, 1, sampled, 0.2)]), prompts)
+    out, _ = with_repairs(frame, prompts, lambda c, t: [0.95] * len(t))
+    pair = build_preference_dataset(prompts, out, PreferenceBuildConfig()).frame.row(0, named=True)
+    assert pair["chosen"] == sampled  # though the repaired reply scores higher
+    sft = build_sft_dataset(prompts, out, SFTBuildConfig(min_score=0.1, mix={"steerability": 1, "repaired": 1}))
+    assert sft.manifest["available_by_source"]["steerability"] == 1
+
+
+def test_repairs_can_be_turned_off_and_an_unknown_rule_fails_fast():
+    prompts = _prompts()
+    frame = check_candidates(cands([(NOVA, 0, CAPITALS, 0.7)]), prompts)
+    out, counts = with_repairs(frame, prompts, None, SteerDataConfig(repair_rules=()))
+    assert out.equals(frame) and counts["repaired"] == 0
+    # only the case rule: a lowercase reply that also lacks its signature stays broken
+    marisol = f"{PREFIX}marisol:unsigned"
+    frame = check_candidates(cands([(marisol, 0, "Waves are big today", 0.7)]), prompts)
+    out, counts = with_repairs(frame, prompts, None, SteerDataConfig(repair_rules=("case",)))
+    assert counts["not_repairable"] == 1 and out.height == 1
+    out, _ = with_repairs(frame, prompts, None)
+    assert out.filter(pl.col("generator").str.ends_with(REPAIRED))["text"].to_list() == [
+        "Waves are big today\n— Marisol"
+    ]
+    with pytest.raises(ValueError, match="repair_rules.*end_with_question"):
+        SteerDataConfig(repair_rules=("case", "end_with_question"))
