@@ -9,11 +9,15 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 
+from assets.cross_day import day_vectors, embedded_texts
 from assets.curation import CURATION_ASSETS, CurationSettings
 from assets.ingest import ingest
 from assets.resources import FlywheelSettings
+from pipeline.embed import embed_texts
+from pipeline.embed_config import CPU_BACKEND
 from tests.assets.day_runs import snapshot
 from tests.assets.traffic import DAY, write_traffic
 
@@ -66,9 +70,35 @@ def _consolidate(home: Path, src: Path, shards: int) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def one_process(traffic, tmp_path_factory):
+def one_process_home(traffic, tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("n1") / "home"
+    _consolidate(home, traffic["given"], 1)
+    return home
+
+
+@pytest.fixture(scope="module")
+def one_process(one_process_home):
     """The lake of one shard, the reference every other run is compared with."""
-    return _consolidate(tmp_path_factory.mktemp("n1") / "home", traffic["given"], 1)
+    return snapshot(one_process_home, records_by_identity=True)
+
+
+@pytest.mark.integration
+def test_the_shards_encode_as_the_one_process_stage_does(traffic, one_process_home):
+    """The shard steps use the curation's own embedding config (on a CPU the per-text int8 default, whose vector of
+    a text does not depend on its batch), so the day's vectors are those of the embedding stage called once on
+    all its texts, which is what makes every number of shards give the same lake."""
+    curation = _resources(one_process_home, traffic["given"], 1)["curation"]
+    settings = FlywheelSettings(home=str(one_process_home))
+    config = curation.embed_config(one_process_home)
+    assert config.backend == CPU_BACKEND
+    lake = settings.lake()
+    for day in DAYS:
+        index, vectors = day_vectors(lake, date.fromisoformat(day), curation, settings)
+        assert index["model_id"].unique().to_list() == [config.model_id]
+        prompts = lake.read("deduped_prompts", date.fromisoformat(day))
+        texts = embedded_texts(prompts, curation)
+        assert index["prompt_id"].to_list() == prompts["prompt_id"].to_list()
+        assert np.array_equal(vectors, embed_texts(texts, config)), day
 
 
 def _differences(a: dict[str, bytes], b: dict[str, bytes]) -> list[str]:
