@@ -90,10 +90,10 @@ def plan_embeddings(context: dg.OpExecutionContext, settings: FlywheelSettings, 
         lambda hashes: set(cache.lookup(hashes)["text_hash"].to_list()),
         batch_size=config.resolved_batch_size(),
         shards=shards,
+        # batches cut by the encoder's tokens, as one call of the encoder cuts them; the encoder is loaded (and,
+        # in a fresh home, exported) here only when there is something to encode, so the shards only read it
+        lengths=lambda texts: get_embedder(_worker_config(settings, curation)).token_counts(texts),
     )
-    if plan.batches.height:
-        # loaded (and, in a fresh home, exported) once here, so the shards that start together only read it
-        get_embedder(_worker_config(settings, curation))
     shuffle = _shuffle(context, settings)
     for shard in range(shards):
         shuffle.write(f"plan-{shard}", plan.shard(shard))

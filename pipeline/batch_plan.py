@@ -2,8 +2,10 @@
 
 A vector can depend on its batch: ONNX int8 quantizes each batch with its own scales, and every backend pads
 a batch to its longest text. So the batches are planned once for the whole day, on keys every shard agrees
-on: the distinct texts the cache does not hold, longest first (a batch pads little), ties by text hash, cut
-into batches of the encoder's batch size. The batches are dealt to the N shards in a snake (so no shard gets the
+on: the distinct texts the cache does not hold, longest first in the encoder's tokens (`lengths`: a batch then
+pads little, and its widths only shrink from one batch to the next, as in one call of the encoder), ties by
+text hash, cut into batches of the encoder's batch size. Characters are a poor stand-in for tokens: batches cut
+by characters pad the default day's texts to 1.19x their tokens, against 1.01x by tokens. The batches are dealt to the N shards in a snake (so no shard gets the
 longest batch of every round), and each is encoded as one call of the encoder (one unit). One shard or many, and a shard run again after a failure, encode the same batches and so get the
 same vectors: one code path for N = 1 and N > 1.
 """
@@ -53,8 +55,11 @@ def plan_embedding(
     *,
     batch_size: int,
     shards: int,
+    lengths: Callable[[list[str]], Sequence[int]] | None = None,
 ) -> EmbedPlan:
-    """The plan of one day: `cached(hashes)` names the hashes the cache already holds (they are not encoded)."""
+    """The plan of one day: `cached(hashes)` names the hashes the cache already holds (they are not encoded);
+    `lengths(texts)` gives what a batch of them pads to (the encoder's token counts; characters without it),
+    asked only of the texts to encode."""
     check_shards(shards)
     if batch_size < 1:
         raise ValueError(f"embedding `batch_size`={batch_size} must be >= 1")
@@ -67,12 +72,15 @@ def plan_embedding(
     distinct = pl.DataFrame({"text_hash": hashes, "text": items}, schema={"text_hash": pl.Utf8, "text": pl.Utf8})
     distinct = distinct.unique("text_hash", keep="any")
     hits = cached(distinct["text_hash"].to_list()) if distinct.height else set()
-    todo = (
-        distinct.filter(~pl.col("text_hash").is_in(list(hits)))
-        .with_columns(_len=pl.col("text").str.len_chars())
-        .sort(["_len", "text_hash"], descending=[True, False])
-        .drop("_len")
-    )
+    todo = distinct.filter(~pl.col("text_hash").is_in(list(hits)))
+    if lengths is None:
+        todo = todo.with_columns(_len=pl.col("text").str.len_chars().cast(pl.Int64))
+    else:
+        sizes = list(lengths(todo["text"].to_list())) if todo.height else []
+        if len(sizes) != todo.height:
+            raise ValueError(f"plan_embedding's lengths gave {len(sizes)} lengths for {todo.height} texts")
+        todo = todo.with_columns(_len=pl.Series(sizes, dtype=pl.Int64))
+    todo = todo.sort(["_len", "text_hash"], descending=[True, False]).drop("_len")
     batch = pl.int_range(pl.len(), dtype=pl.Int64) // batch_size
     # dealt like cards in a snake (0, 1, .., N-1, N-1, .., 0, 0, ..): batches come longest first, and a plain
     # round would give shard 0 the longest batch of every round

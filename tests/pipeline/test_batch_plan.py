@@ -51,3 +51,25 @@ def test_bad_settings_fail_fast_naming_them():
         plan_embedding(["a"], ["x"], lambda hs: set(), batch_size=8, shards=0)
     with pytest.raises(ValueError, match="batch_size"):
         plan_embedding(["a"], ["x"], lambda hs: set(), batch_size=0, shards=1)
+
+
+def test_batches_are_cut_by_the_lengths_given_not_by_characters():
+    """A batch pads to its longest text in the encoder's tokens: the plan sorts by the `lengths` it is given
+    (here the reverse of the characters' order), so each batch holds texts of neighbouring lengths and the widths
+    only shrink from one batch to the next."""
+    texts = [f"t{i:02d} " + "x" * i for i in range(40)]
+    tokens = {t: 100 - i for i, t in enumerate(texts)}  # the shortest in characters is the longest in tokens
+    plan = plan_embedding(
+        [f"p{i}" for i in range(len(texts))],
+        texts,
+        lambda hs: set(),
+        batch_size=8,
+        shards=2,
+        lengths=lambda ts: [tokens[t] for t in ts],
+    )
+    planned = [tokens[t] for t in plan.batches["text"].to_list()]
+    assert planned == sorted(tokens.values(), reverse=True)
+    widths = [max(tokens[t] for t in g["text"]) for _, g in plan.batches.group_by("batch", maintain_order=True)]
+    assert widths == sorted(widths, reverse=True)
+    with pytest.raises(ValueError, match="lengths"):
+        plan_embedding(["a", "b"], ["x", "y"], lambda hs: set(), batch_size=8, shards=1, lengths=lambda ts: [1])
