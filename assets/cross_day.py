@@ -1,5 +1,5 @@
-"""The cross-day curation assets: exact and near dedup (`deduped_prompts`), the embeddings, and semantic
-dedup (`unique_prompts`). Each compares a day with the days before it, so each depends on its own previous
+"""The cross-day curation assets: exact and near dedup (`deduped_prompts`) and semantic dedup
+(`unique_prompts`), with what they share with the embedding step (`assets.embedding_shards`). Each compares a day with the days before it, so each depends on its own previous
 day's partition, and a backfill runs their days in order."""
 
 from datetime import date
@@ -17,7 +17,6 @@ from assets.curation_steps import (
     finish,
     partition_day,
     report_stale,
-    step_memo,
 )
 from assets.metadata import schema_metadata
 from assets.partitions import PREVIOUS_DAY, daily
@@ -26,13 +25,11 @@ from assets.steps import one_writer, publish
 from pipeline import schema
 from pipeline.dedup_exact import ExactDedupConfig, exact_dedup
 from pipeline.dedup_near import near_dedup
-from pipeline.embed import embed_with_stats
 from pipeline.embedding_cache import EmbeddingCache
 from pipeline.lake import Lake
 from pipeline.prompts import tail_text
 from pipeline.semdedup import history_kind, semantic_dedup
-from pipeline.step import StepCounters, StepResult
-from pipeline.text_hash import raw_text_hashes
+from pipeline.step import StepResult
 
 
 @dg.asset(
@@ -89,51 +86,6 @@ def embedded_texts(prompts: pl.DataFrame, curation: CurationSettings) -> pl.Seri
     return tail_text(prompts, curation.embed_turns)
 
 
-@dg.asset(
-    deps=["deduped_prompts"],
-    partitions_def=daily,
-    group_name=GROUP,
-    kinds={"sentence-transformers", "parquet"},
-    metadata=schema_metadata({"prompt_id": pl.Utf8, "text_hash": pl.Utf8, "model_id": pl.Utf8, "day": pl.Date}),
-    code_version="embed-1",
-    description="Sentence embeddings of each prompt's last turns. Vectors live in the `embeddings` cache "
-    "(text hash x model): a text is embedded once per model, ever.",
-)
-@one_writer
-def prompt_embeddings(context: dg.AssetExecutionContext, settings: FlywheelSettings, curation: CurationSettings):
-    day, lake = partition_day(context), settings.lake()
-    config = curation.embed_config(Path(settings.home))
-    memo, replayed = step_memo(
-        context, settings, lake, "prompt_embeddings", ["deduped_prompts"], (config.model_id, curation.embed_turns)
-    )
-    if replayed is not None:
-        yield from replayed
-        return
-    prompts = lake.read("deduped_prompts", day)
-    cache = EmbeddingCache(lake.table_dir("embeddings"), config.model_id)
-    texts = embedded_texts(prompts, curation)
-    vectors, stats = embed_with_stats(texts, config, cache)
-    index = pl.DataFrame(
-        {
-            "prompt_id": prompts["prompt_id"],
-            "text_hash": raw_text_hashes(texts.to_list()),
-            "model_id": [config.model_id] * prompts.height,
-            "day": [day] * prompts.height,
-        },
-    )
-    meta = {k: v for k, v in stats.as_metadata().items() if isinstance(v, (int, float, str))}
-    step = StepResult(index, schema.empty(schema.DROPS), StepCounters(prompts.height, index.height))
-    published = publish(
-        lake,
-        day,
-        "prompt_embeddings",
-        {"embed": step},
-        contract=schema.PROMPT_EMBEDDINGS,
-        metadata={"dim": int(vectors.shape[1]), **meta},
-    )
-    yield from finish(memo, published)
-
-
 def day_vectors(
     lake: Lake, day: date, curation: CurationSettings, settings: FlywheelSettings
 ) -> tuple[pl.DataFrame, np.ndarray]:
@@ -167,7 +119,7 @@ def day_vectors(
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata(schema.PROMPTS),
-    code_version="semdedup-2",
+    code_version="semdedup-3",
     description="Prompts without semantic duplicates (SemDeDup: k-means, then cosine >= 1 - eps within a "
     "cluster), also against the vectors kept on earlier days. Depends on its own previous day: the days of "
     "a backfill run in order.",

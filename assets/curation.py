@@ -19,8 +19,9 @@ import dagster as dg
 import polars as pl
 
 from assets.checks import conservation_spec, result, run_suite, suite_spec
-from assets.cross_day import day_vectors, deduped_prompts, embedded_texts, prompt_embeddings, unique_prompts
+from assets.cross_day import day_vectors, deduped_prompts, embedded_texts, unique_prompts
 from assets.curation_steps import GROUP, CurationSettings, finish, partition_day, step_memo
+from assets.embedding_shards import prompt_embeddings
 from assets.metadata import counts_table, png_markdown, preview_table, schema_metadata
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
@@ -128,7 +129,7 @@ def static_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings
     group_name=GROUP,
     kinds={"faiss", "parquet"},
     metadata=schema_metadata({k: v for k, v in clusters_schema(1).items() if k != "centroid"}, day=pl.Date),
-    code_version="topics-1",
+    code_version="topics-2",
     description="Topic clusters of the day's unique prompts (FAISS k-means), each labelled by its most "
     "distinctive terms (c-TF-IDF), with size, share, examples and a 2-D map.",
     check_specs=[suite_spec("topics", "clusters", blocking=False)],

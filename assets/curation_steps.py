@@ -13,12 +13,14 @@ from assets.jobs import IN_FLIGHT
 from assets.partitions import PARTITIONS_START
 from assets.resources import FlywheelSettings
 from assets.versions import StepMemo
+from pipeline.config_fields import field_default, field_help
 from pipeline.dedup_near import NearDedupConfig
 from pipeline.embed_config import EmbedConfig
 from pipeline.history import DayChain, HistoryOrderError
 from pipeline.lake import Lake
 from pipeline.sampling import SamplingConfig
 from pipeline.semdedup import SemDedupConfig
+from pipeline.sharding import ShardConfig, int_from_env
 from pipeline.topics import TopicConfig
 
 GROUP = "curation"
@@ -54,6 +56,18 @@ class CurationSettings(dg.ConfigurableResource):
         description="FLYWHEEL_HISTORY_START: first day (YYYY-MM-DD) of the cross-day dedup history; earlier days "
         "are never looked at, and every later day needs the day before it deduplicated first",
     )
+    workers: int = Field(
+        default_factory=lambda: int_from_env("workers", "FLYWHEEL_WORKERS", field_default(ShardConfig, "workers")),
+        description=f"{field_help(ShardConfig, 'workers')} (env FLYWHEEL_WORKERS, read when the code location "
+        "loads: it also sets the consolidation job's executor)",
+    )
+    shards: int = Field(
+        default_factory=lambda: int_from_env("shards", "FLYWHEEL_SHARDS", field_default(ShardConfig, "shards")),
+        description=f"{field_help(ShardConfig, 'shards')} (env FLYWHEEL_SHARDS)",
+    )
+    worker_threads: int = Field(
+        default=field_default(ShardConfig, "threads"), description=field_help(ShardConfig, "threads")
+    )
     topics: int = Field(default=0, description="topic clusters per day; 0 = automatic (about sqrt(n / 2))")
     retain_fraction: float = Field(default=0.5, description="share of unique prompts kept in the pool")
     sampling_mode: str = Field(default="cluster_balanced", description="cluster_balanced or stratified")
@@ -68,6 +82,9 @@ class CurationSettings(dg.ConfigurableResource):
             # a bar in a terminal run, unless the terminal view asked the libraries for quiet (TQDM_DISABLE)
             progress=os.environ.get("TQDM_DISABLE", "") in ("", "0"),
         )
+
+    def shard_config(self) -> ShardConfig:
+        return ShardConfig(workers=self.workers, shards=self.shards, threads=self.worker_threads)
 
     def near_config(self) -> NearDedupConfig:
         return NearDedupConfig(threshold=self.near_threshold, lookback_days=self.near_lookback_days or None)

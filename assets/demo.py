@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     job = defs.resolve_job_def("consolidation")
     # the demo's days start the cross-day dedup history, unless a history start is configured
     start = os.environ.get("FLYWHEEL_HISTORY_START") or min(days)
-    run_config = {"resources": {"curation": {"config": {"history_start": start}}}}
+    # in process one step runs at a time: one worker, whose encoder uses every core, as before the shards
+    run_config = {"resources": {"curation": {"config": {"history_start": start, "workers": 1}}}}
     for day in days:
         result = ProgressView(steps=False).run(
             job, f"consolidation {day}", partition_key=day, instance=instance, run_config=run_config

@@ -249,7 +249,10 @@ def consolidate(days: list[str], instance: dg.DagsterInstance, resources: dict[s
             f"consolidation {day}",
             partition_key=day,
             instance=instance,
-            run_config=_run_config(resources, ("settings", "curation")),
+            # in process one step runs at a time: one worker, with every core (unless the settings say otherwise)
+            run_config=_run_config(
+                {**resources, "curation": {"workers": 1, **resources.get("curation", {})}}, ("settings", "curation")
+            ),
         )
         if not result.success:
             return False

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from assets.executors import consolidation_executor
 from assets.generation import GROUP_HERD, GROUP_PRE, GROUP_RELEASE, GenerationSettings, recorded_generations
 from assets.partitions import daily
 from assets.resources import FlywheelSettings
@@ -11,6 +12,8 @@ consolidation_job = dg.define_asset_job(
     "consolidation",
     selection=dg.AssetSelection.groups("ingest", "curation", "quality"),
     partitions_def=daily,
+    # a launched run spreads its steps (the embedding shards among them) over `workers` processes or Jobs
+    executor_def=consolidation_executor(),
     description="The daily data consolidation: ingest, then every curation step of the day, then its report.",
 )
 

@@ -4,7 +4,7 @@ Set ``FLYWHEEL_CRASH_AT=<point>:<n>`` and the process kills itself (SIGKILL: no 
 `finally`) the n-th time it reaches `crash_point(<point>)`. Unset, a crash point costs one
 dictionary lookup. The points sit where a write is half done: a temp file written but not renamed
 (`parquet`), a history run written but its manifest not (`commit`), a table written but its drops
-not (`publish`).
+not (`publish`), a shard's vectors encoded but not written (`embed_shard_<n>`: shard n only).
 """
 
 from __future__ import annotations

@@ -78,6 +78,21 @@ class Embedder:
             vecs = self._onnx.encode(texts, batch_size=self.batch_size, progress=self.config.progress)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
+    def token_counts(self, texts: Sequence[str], chunk: int = 4096) -> list[int]:
+        """Tokens of each text as the encoder feeds it (cut at the model's limit): the width a batch pads to.
+
+        Tokenized `chunk` texts at a time, so a day of any size holds one chunk's token ids at once."""
+        if self._st is not None:
+            tokenizer, limit = self._st.tokenizer, self._st.max_seq_length
+        else:
+            tokenizer, limit = self._onnx.tokenizer, self._onnx.max_length
+        items = ["" if t is None else str(t) for t in texts]
+        counts: list[int] = []
+        for start in range(0, len(items), chunk):
+            enc = tokenizer(items[start : start + chunk], truncation=True, max_length=limit)
+            counts.extend(len(ids) for ids in enc["input_ids"])
+        return counts
+
     def _encode_torch(self, texts: list[str]) -> np.ndarray:
         """Length-sorted batches, each encoded as a unit, on one device or shared over the pool's devices.
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.embed_model import embedding_dim
+from pipeline.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,23 @@ _ONNX_POOLING = ("mean", "cls", "max")
 
 
 def _atomic_export(path: Path, write) -> Path:
-    """Run `write(tmp_path)` and rename the result onto `path` (a crash leaves no half file)."""
+    """Run `write(tmp_path)` and rename the result onto `path` (a crash leaves no half file).
+
+    One writer at a time: processes that load the model at once (the steps of two runs of one day) wait for the
+    first one's file instead of exporting beside it (the quantizer writes a scratch file of a fixed name beside
+    its input)."""
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}.onnx")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writer_lock(path.parent, "onnx-export", path.stem):
+        if path.is_file():
+            return path
+        tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}.onnx")
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -38,6 +38,7 @@ import polars as pl
 from pipeline import schema
 from pipeline.faiss_gpu import kmeans_gpu_arg, to_gpus
 from pipeline.history import DayChain, days_covered
+from pipeline.row_order import id_order, is_id_ordered
 from pipeline.semindex import (
     assign_lists,
     centroids,
@@ -272,7 +273,7 @@ def semantic_dedup(
     """Drop semantic duplicates of one day's rows; with `history`, also of rows kept on earlier days,
     and commit this day's kept rows there (replacing an earlier run of the same day).
 
-    `kept` holds (row_id, cluster_id) of the kept rows, in input order."""
+    `kept` holds (row_id, cluster_id) of the kept rows, in input order; nothing depends on that order."""
     config = config or SemDedupConfig()
     ids = [str(i) for i in (ids.to_list() if isinstance(ids, pl.Series) else ids)]
     texts = texts.to_list() if isinstance(texts, pl.Series) else texts
@@ -283,6 +284,23 @@ def semantic_dedup(
         )
     if len(set(ids)) != len(ids):
         raise ValueError("semantic_dedup needs unique row ids (kept_id must name one row)")
+    order = id_order(ids)
+    if not is_id_ordered(order):
+        # k-means samples and seeds by position, and the history stores rows in the order given: run on the
+        # rows in their global order, so any order of the same rows (a shuffled read, collected shards) gives
+        # the same drops, clusters and history
+        res = semantic_dedup(
+            [ids[i] for i in order],
+            np.asarray(vectors)[order],
+            config,
+            day=day,
+            texts=None if texts is None else [texts[i] for i in order],
+            history=history,
+            stage=stage,
+        )
+        position = {row: i for i, row in enumerate(ids)}
+        kept = res.kept.sort(pl.col("row_id").replace_strict(position, return_dtype=pl.Int64))
+        return StepResult(kept=kept, drops=res.drops, counters=res.counters)
     n = len(ids)
     x = unit_rows(vectors) if n else np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 1), np.float32)
     threshold = 1.0 - config.eps

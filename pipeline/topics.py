@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.row_order import id_order, is_id_ordered
 from pipeline.semdedup import spherical_kmeans, unit_rows
 
 # chat transcripts are rendered as "user: ..." / "assistant: ..." lines: role names say nothing of topic
@@ -129,6 +130,13 @@ def fit_topics(
         raise ValueError(
             f"fit_topics got {len(vectors)} vectors, {len(texts)} texts and {len(ids)} ids: they must align"
         )
+    order = id_order(ids)
+    if not is_id_ordered(order):
+        # k-means samples and seeds by position: fit on the rows in their global order (any order of the same
+        # rows gives the same topics), and hand the assignments back in the caller's order
+        assignments, clusters = fit_topics(vectors[order], [texts[i] for i in order], [ids[i] for i in order], config)
+        position = {row: i for i, row in enumerate(ids)}
+        return assignments.sort(pl.col("row_id").replace_strict(position, return_dtype=pl.Int64)), clusters
     n = len(ids)
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     if n == 0:

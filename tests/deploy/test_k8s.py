@@ -26,6 +26,12 @@ def _run_worker_labels() -> dict:
     return dict(job.spec.template.metadata.labels)
 
 
+def _step_worker_labels() -> dict:
+    config = DagsterK8sJobConfig(job_image="x@sha256:" + "0" * 64, dagster_home="/opt/dagster/dagster_home")
+    job = construct_dagster_k8s_job(config, ["dagster"], "dagster-step-1", component="step_worker")
+    return dict(job.spec.template.metadata.labels)
+
+
 def _training_labels() -> dict:
     body = build_pod_body(
         pod_name="dagster-sft",
@@ -44,6 +50,7 @@ PODS = {
     "daemon": (NS, {**CHART, "component": "dagster-daemon"}),
     "code server": (NS, {**CHART, "component": "user-deployments", "deployment": "characterflywheel"}),
     "run worker": (NS, _run_worker_labels()),
+    "step worker": (NS, _step_worker_labels()),
     "training": (NS, _training_labels()),
     "ingress controller": (INGRESS_NS, {"app.kubernetes.io/name": "ingress-nginx"}),
     "other pod in the namespace": (NS, {"app": "something-else"}),
@@ -131,7 +138,7 @@ def test_only_dagsters_own_pods_reach_the_code_server():
 
 def test_only_dagsters_own_pods_reach_postgres_and_training_never():
     reach = {name for name in PODS if name != "postgres" and allowed(name, "postgres", PG_PORT)}
-    assert reach == {"webserver", "daemon", "code server", "run worker"}
+    assert reach == {"webserver", "daemon", "code server", "run worker", "step worker"}
 
 
 def test_training_pods_reach_only_each_other_and_dns():
@@ -143,12 +150,12 @@ def test_training_pods_reach_only_each_other_and_dns():
 
 
 def test_nothing_else_in_the_namespace_accepts_connections():
-    for target in ("daemon", "run worker", "other pod in the namespace"):
+    for target in ("daemon", "run worker", "step worker", "other pod in the namespace"):
         assert not any(allowed(name, target, 8080) for name in PODS if name != target), target
 
 
 def test_role_grants_only_the_verbs_a_training_stage_uses():
-    role = next(d for d in RBAC if d["kind"] == "Role")
+    role = next(d for d in RBAC if d["kind"] == "Role" and d["metadata"]["name"] == "flywheel-training-pods")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert all(rule["apiGroups"] == [""] for rule in role["rules"])
     # PipesK8sClient: create the pod, read it, list it, follow its log, read events on failure, delete it
@@ -160,7 +167,7 @@ def test_role_grants_only_the_verbs_a_training_stage_uses():
         ("pods/log", "get"),
         ("events", "list"),
     }
-    binding = next(d for d in RBAC if d["kind"] == "RoleBinding")
+    binding = next(d for d in RBAC if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == role["metadata"]["name"])
     account = next(d for d in RBAC if d["kind"] == "ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert [s["name"] for s in binding["subjects"]] == [account["metadata"]["name"]]
@@ -178,3 +185,20 @@ def test_the_example_salt_is_one_production_refuses():
     secrets = list(yaml.safe_load_all((DEPLOY / "k8s" / "secret.example.yaml").read_text()))
     example = next(s["stringData"][SALT_ENV] for s in secrets if SALT_ENV in s["stringData"])
     assert example in PLACEHOLDER_SALTS
+
+
+def test_step_jobs_role_grants_only_what_the_job_executor_uses():
+    role = next(d for d in RBAC if d["kind"] == "Role" and d["metadata"]["name"] == "flywheel-step-jobs")
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    # k8s_job_executor: create a step's Job, read its status, delete it when the step ends or the run is stopped
+    assert granted == {
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "delete"),
+        ("batch", "jobs/status", "get"),
+    }
+    binding = next(d for d in RBAC if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "flywheel-step-jobs")
+    pod_spec = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]
+    assert [s["name"] for s in binding["subjects"]] == [pod_spec["serviceAccountName"]]

@@ -152,6 +152,71 @@ def test_run_worker_job_runs_locked_down_under_its_service_account():
     assert {m.mount_path for m in container.volume_mounts} >= {"/flywheel", "/tmp"}
 
 
+def test_step_jobs_of_the_k8s_executor_run_locked_down_beside_the_lake():
+    """FLYWHEEL_EXECUTOR=k8s: the consolidation job's executor config, built from these values, is valid for
+    dagster-k8s, and a step Job (what dagster-k8s builds: the run launcher's env, Secret, volumes and resources,
+    its run pod config, then the executor's step config) runs non-root, read-only, without a token, with the
+    lake's volume mounted."""
+    from dagster._config import validate_config
+    from dagster_k8s import k8s_job_executor
+
+    from assets.executors import k8s_executor_config
+
+    values = _pinned(VALUES_TEXT)
+    config = k8s_executor_config(values, workers=8)
+    assert validate_config(k8s_job_executor.config_schema.config_type, config).success
+    assert config["max_concurrent"] == 8
+    cfg = values["runLauncher"]["config"]["k8sRunLauncher"]
+    image = "registry.example.com/characterflywheel:0.1.0@" + DIGEST
+    job_config = DagsterK8sJobConfig(
+        job_image=image,
+        dagster_home="/opt/dagster/dagster_home",
+        image_pull_policy=cfg["imagePullPolicy"],
+        instance_config_map="dagster-instance",
+        env_secrets=[s["name"] for s in cfg["envSecrets"]],
+        env_vars=cfg["envVars"],
+        volume_mounts=cfg["volumeMounts"],
+        volumes=cfg["volumes"],
+        resources=cfg["resources"],
+    )
+    step = config["step_k8s_config"]
+    user_config = UserDefinedDagsterK8sConfig(
+        container_config={"securityContext": cfg["securityContext"], **step["container_config"]},
+        pod_spec_config={**cfg["runK8sConfig"]["podSpecConfig"], **step["pod_spec_config"]},
+    )
+    job = construct_dagster_k8s_job(
+        job_config, ["dagster", "api", "execute_step", "{}"], "dagster-step-abc", user_config, component="step_worker"
+    )
+    pod = job.spec.template
+    assert pod.metadata.labels["app.kubernetes.io/component"] == "step_worker"  # what the NetworkPolicies select
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.security_context.run_as_non_root and pod.spec.security_context.run_as_user == 10001
+    (container,) = pod.spec.containers
+    sc = container.security_context
+    assert sc.read_only_root_filesystem and sc.allow_privilege_escalation is False and sc.capabilities.drop == ["ALL"]
+    assert {m.mount_path for m in container.volume_mounts} >= {"/flywheel", "/tmp"}
+    assert "FLYWHEEL_HOME" in {e.name for e in container.env} and container.env_from[0].secret_ref.name
+
+
+def test_the_executor_is_chosen_by_configuration(monkeypatch):
+    from assets.executors import consolidation_executor
+
+    monkeypatch.setenv("FLYWHEEL_WORKERS", "3")
+    assert consolidation_executor().name == "multiprocess"
+    monkeypatch.setenv("FLYWHEEL_EXECUTOR", "k8s")
+    assert consolidation_executor().name == "k8s"
+    monkeypatch.setenv("FLYWHEEL_EXECUTOR", "ray")
+    with pytest.raises(ValueError, match="FLYWHEEL_EXECUTOR='ray'"):
+        consolidation_executor()
+    monkeypatch.setenv("FLYWHEEL_EXECUTOR", "multiprocess")
+    monkeypatch.setenv("FLYWHEEL_WORKERS", "two")
+    with pytest.raises(ValueError, match="`workers`"):
+        consolidation_executor()
+    monkeypatch.setenv("FLYWHEEL_WORKERS", "0")
+    with pytest.raises(ValueError, match="FLYWHEEL_WORKERS"):
+        consolidation_executor()
+
+
 def test_the_image_runs_as_a_non_root_user_and_installs_from_the_lock():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)

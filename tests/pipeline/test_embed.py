@@ -84,6 +84,15 @@ def test_packaged_model_is_extracted_once_without_leftovers(model_dir, embedder)
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]
 
 
+def test_token_counts_are_the_widths_the_encoder_pads_to(embedder, real_sentences):
+    tokenizer, limit = embedder._st.tokenizer, embedder._st.max_seq_length
+    counts = embedder.token_counts([*real_sentences, "word " * 2000, None])
+    assert counts[:-2] == [len(tokenizer(t)["input_ids"]) for t in real_sentences]
+    assert counts[-2] == limit  # cut at the model's limit, as the encoder cuts it
+    assert counts[-1] == len(tokenizer("")["input_ids"])
+    assert embedder.token_counts(real_sentences, chunk=7) == counts[:-2]
+
+
 def test_cache_embeds_each_distinct_text_once(tmp_path, config):
     emb = Embedder(config)  # fresh counters
     cache = EmbeddingCache(tmp_path / "embeddings", config.model_id)

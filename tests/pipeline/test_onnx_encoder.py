@@ -73,3 +73,27 @@ def test_cached_vectors_are_the_encoded_ones(pertext, texts, tmp_path):
     assert s1.encoded == 20 and s2.cache_hits == 20 and s2.encoded == len(texts) - 20
     np.testing.assert_array_equal(again, pertext.encode(texts))
     np.testing.assert_array_equal(again[:20], first)
+
+
+def test_an_export_is_written_once_when_two_loaders_race(tmp_path):
+    """Two loaders of one model at once: the second waits for the first one's file instead of writing beside it."""
+    import threading
+    import time
+
+    from pipeline.onnx_encoder import _atomic_export
+
+    calls = []
+
+    def write(tmp: Path) -> None:
+        calls.append(tmp)
+        time.sleep(0.3)
+        tmp.write_bytes(b"model")
+
+    target = tmp_path / "export" / "model-int8.onnx"
+    threads = [threading.Thread(target=_atomic_export, args=(target, write)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and target.read_bytes() == b"model"
+    assert [p.name for p in target.parent.iterdir() if p.suffix == ".onnx"] == ["model-int8.onnx"]

@@ -214,3 +214,19 @@ def test_compacted_ivf_segments_still_find_earlier_days(tmp_path):
     # days 1-2 are read as one merged segment, day 3 as its own run
     assert len(list(tmp_path.glob("seg-2024-05-01-2024-05-02-*.faiss"))) == 1
     assert res.counters.history_days == 3 and res.counters.dropped_earlier_days >= 95
+
+
+def test_any_order_of_the_same_rows_gives_the_same_result(planted, tmp_path):
+    ids, x, _ = planted
+    cfg = SemDedupConfig(n_clusters=12, min_rows_for_kmeans=0, max_points_per_centroid=40)  # k-means samples rows
+    runs = []
+    for name, perm in [("given", np.arange(len(ids))), ("shuffled", np.random.default_rng(5).permutation(len(ids)))]:
+        history = DayChain(tmp_path / name, D1, history_kind(x.shape[1]))
+        res = semantic_dedup([ids[i] for i in perm], x[perm], cfg, day=D1, history=history)
+        assert res.kept["row_id"].to_list() == [ids[i] for i in perm if ids[i] in set(res.kept["row_id"])]
+        stored = (tmp_path / name).rglob("*.parquet")
+        runs.append((res, {p.relative_to(tmp_path / name): p.read_bytes() for p in stored}))
+    (a, stored_a), (b, stored_b) = runs
+    assert a.drops.equals(b.drops) and a.counters == b.counters
+    assert a.kept.sort("row_id").equals(b.kept.sort("row_id"))
+    assert stored_a == stored_b

@@ -94,3 +94,12 @@ def test_empty_and_bad_inputs(tmp_path):
         TopicConfig(n_clusters=0)
     a, c = fit_topics(np.eye(3, 8), [None, "", "hello world"], ["a", "b", "c"], TopicConfig(n_clusters=2))
     assert a.height == 3 and c["size"].sum() == 3
+
+
+def test_any_order_of_the_same_rows_gives_the_same_topics(corpus):
+    vectors, texts, ids, _ = corpus
+    perm = np.random.default_rng(9).permutation(len(ids))
+    a1, c1 = fit_topics(vectors, texts, ids, TopicConfig(n_clusters=4))
+    a2, c2 = fit_topics(vectors[perm], [texts[i] for i in perm], [ids[i] for i in perm], TopicConfig(n_clusters=4))
+    assert a2["row_id"].to_list() == [ids[i] for i in perm]
+    assert a1.sort("row_id").equals(a2.sort("row_id")) and c1.equals(c2)
