@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job
+from dagster_k8s.job import construct_dagster_k8s_job
 from dagster_k8s.pipes import build_pod_body
 
 from assets.training_launcher import TrainingLauncher, TrainingPod, training_pod_spec
+from tests.deploy.test_values import launcher_job_config
 
 REPO = Path(__file__).resolve().parents[2]
 VALUES = yaml.safe_load((REPO / "deploy" / "values.yaml").read_text())
@@ -88,17 +89,7 @@ def test_run_worker_job_from_the_helm_values_gets_the_salt_from_a_secret():
     deployment = VALUES["dagster-user-deployments"]["deployments"][0]
     image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
     # the chart turns these values into the run launcher's config; the same fields build the Job here
-    job_config = DagsterK8sJobConfig(
-        job_image=image,
-        dagster_home="/opt/dagster/dagster_home",
-        image_pull_policy=cfg["imagePullPolicy"],
-        instance_config_map="dagster-instance",
-        env_secrets=[s["name"] for s in cfg["envSecrets"]],
-        env_vars=cfg["envVars"],
-        volume_mounts=cfg["volumeMounts"],
-        volumes=cfg["volumes"],
-        resources=cfg["resources"],
-    )
+    job_config = launcher_job_config(cfg, image)
     args = ["dagster", "api", "execute_run", "{}"]
     job = construct_dagster_k8s_job(job_config, args, "dagster-run-abc", component="run_worker")
     (container,) = job.spec.template.spec.containers

@@ -117,12 +117,9 @@ def test_the_check_refuses_a_tag_alone_latest_and_a_training_image_that_is_not_t
     assert main([str(shipped)]) == 0
 
 
-def test_run_worker_job_runs_locked_down_under_its_service_account():
-    values = _pinned(VALUES_TEXT)
-    cfg = values["runLauncher"]["config"]["k8sRunLauncher"]
-    code = values["dagster-user-deployments"]["deployments"][0]
-    image = f"{code['image']['repository']}:{code['image']['tag']}"
-    job_config = DagsterK8sJobConfig(
+def launcher_job_config(cfg: dict, image: str) -> DagsterK8sJobConfig:
+    """The Job config the chart's run launcher values (`runLauncher.config.k8sRunLauncher`) give a pod of `image`."""
+    return DagsterK8sJobConfig(
         job_image=image,
         dagster_home="/opt/dagster/dagster_home",
         image_pull_policy=cfg["imagePullPolicy"],
@@ -133,6 +130,14 @@ def test_run_worker_job_runs_locked_down_under_its_service_account():
         volumes=cfg["volumes"],
         resources=cfg["resources"],
     )
+
+
+def test_run_worker_job_runs_locked_down_under_its_service_account():
+    values = _pinned(VALUES_TEXT)
+    cfg = values["runLauncher"]["config"]["k8sRunLauncher"]
+    code = values["dagster-user-deployments"]["deployments"][0]
+    image = f"{code['image']['repository']}:{code['image']['tag']}"
+    job_config = launcher_job_config(cfg, image)
     # the launcher hands its `security_context` over as container config, as the run's container context does
     user_config = UserDefinedDagsterK8sConfig(
         container_config={"security_context": cfg["securityContext"]},
@@ -168,17 +173,7 @@ def test_step_jobs_of_the_k8s_executor_run_locked_down_beside_the_lake():
     assert config["max_concurrent"] == 8
     cfg = values["runLauncher"]["config"]["k8sRunLauncher"]
     image = "registry.example.com/characterflywheel:0.1.0@" + DIGEST
-    job_config = DagsterK8sJobConfig(
-        job_image=image,
-        dagster_home="/opt/dagster/dagster_home",
-        image_pull_policy=cfg["imagePullPolicy"],
-        instance_config_map="dagster-instance",
-        env_secrets=[s["name"] for s in cfg["envSecrets"]],
-        env_vars=cfg["envVars"],
-        volume_mounts=cfg["volumeMounts"],
-        volumes=cfg["volumes"],
-        resources=cfg["resources"],
-    )
+    job_config = launcher_job_config(cfg, image)
     step = config["step_k8s_config"]
     user_config = UserDefinedDagsterK8sConfig(
         container_config={"securityContext": cfg["securityContext"], **step["container_config"]},
