@@ -193,26 +193,19 @@ def test_the_held_out_ifeval_half_is_answered_gated_and_kept_out_of_training(tmp
     assert result.gates["ifeval_regression"].severity == "ok"
     assert "bad_input_record" in result.drops["reason_code"].to_list()  # the unreadable line, counted
     # a held-out IFEval prompt among the training prompts fails the disjoint gate
+    from evaluation.ifeval_heldout import eval_prompt_texts
+
     leaked = pl.concat([training, pl.DataFrame({"prompt_id": ["t-leak"], "text": [held["prompt"][0]]})])
-    again = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, leaked, config)
-    gate = again.gates["train_eval_disjoint"]
+    gates = result.evaluation.gates(
+        leaked, config.gate_config(), None, result.ifeval_differences, eval_prompt_texts(held)
+    )
+    gate = gates["train_eval_disjoint"]
     assert gate.severity == "error" and gate.metadata["examples"] == [f"{ID_PREFIX}{held['key'][0]}"]
     # kept greedy replies: the parent (the same weights) reads back what the new policy wrote, with equal scores
     kept = dataclasses.replace(config, reply_cache_dir=str(tmp_path / "kept"))
     read = evaluate("b", {"new": policy, "parent": policy}, {"new": "b", "parent": "a"}, pool, judges, None, kept)
     assert read.tokens_per_s["parent_ifeval"] == "read back" and read.tokens_per_s["new_ifeval"] != "read back"
     assert read.ifeval.drop("policy").equals(tables["eval_ifeval"].drop("policy"))
-    # too few held-out prompts for the gate to decide
-    few = evaluate(
-        "b",
-        {"new": policy, "parent": policy},
-        {"new": "b", "parent": "a"},
-        pool,
-        judges,
-        None,
-        dataclasses.replace(config, ifeval_max_prompts=2),
-    )
-    assert few.gates["ifeval_regression"].severity == "insufficient"
 
 
 def test_command_line_lists_every_setting():
