@@ -10,7 +10,6 @@ never kept.
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def reply_key(policy: str, contexts: list[list[dict]], settings: dict[str, Any])
     device = resolve_device(settings.get("device", "auto"))
     engine = resolve_backend(settings.get("backend", "auto"), device.type, PolicyConfig(model_name_or_path=policy))
     versions = {name: _version(name) for name in _LIBRARIES}
-    return digest(weights, engine, device.type, json.dumps(settings, sort_keys=True), versions, contexts)[:32]
+    return digest(weights, engine, device.type, settings, versions, contexts)[:32]
 
 
 def read_replies(folder: str | Path, key: str, n: int) -> tuple[list[str], list[int]] | None:

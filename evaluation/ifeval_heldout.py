@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from evaluation.release_gates import text_key
+from pipeline.prompts import chat_messages
 from pipeline.seeded_uniform import seeded_uniforms
 
 HELDOUT, OPEN = "heldout", "open"
@@ -75,6 +76,11 @@ def heldout_ifeval(inputs: pl.DataFrame, max_prompts: int, config: IFEvalSplitCo
     the half rather than the file's first lines; in key order."""
     held = split_ifeval(inputs, config).filter(pl.col("split") == HELDOUT)
     return held.sort("draw", "key").head(max_prompts).sort("key").drop("split", "draw")
+
+
+def chat_contexts(heldout: pl.DataFrame) -> list[list[dict]]:
+    """Each prompt as a chat of one user turn, the way both policies are asked it."""
+    return [chat_messages(None, [{"role": "user", "content": p}]) for p in heldout["prompt"]]
 
 
 def eval_prompt_texts(heldout: pl.DataFrame) -> pl.DataFrame:

@@ -37,7 +37,7 @@ from engine.sampling import CandidateConfig, sample_replies, valid_prompts
 from evaluation import fluency, gate_config, release_gates
 from evaluation.comparison import SLICES, Evaluation, gate_table, score_ifeval
 from evaluation.greedy_replies import keep_replies, read_replies, reply_key
-from evaluation.ifeval_heldout import IFEvalSplitConfig, eval_prompt_texts, heldout_ifeval
+from evaluation.ifeval_heldout import IFEvalSplitConfig, chat_contexts, eval_prompt_texts, heldout_ifeval
 from pipeline.config_fields import forwarded
 from pipeline.prompts import chat_messages
 from pipeline.seeded_uniform import seeded_uniforms
@@ -294,6 +294,15 @@ def steerability_prompts(config: OfflineEvalConfig, split: str = HELDOUT) -> pl.
     )
 
 
+def heldout_ifeval_inputs(config: OfflineEvalConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The held-out IFEval prompts both policies answer (the seeded sample of `config.ifeval_path`'s held-out
+    half), and the file's unreadable lines as drops."""
+    from evaluation.ifeval_files import read_inputs
+
+    every, drops = read_inputs(config.ifeval_path)
+    return heldout_ifeval(every, config.ifeval_max_prompts, config.ifeval_split()), drops
+
+
 def reply_contexts(evals: pl.DataFrame, steer: pl.DataFrame, test: pl.DataFrame | None = None) -> list[list[dict]]:
     """Chat messages of every prompt both policies answer, in the order `Evaluation` reads the replies: the eval
     prompts, the held-out cards, the test cards."""
@@ -426,21 +435,14 @@ def evaluate(
     test = steerability_prompts(config, TEST) if config.test_cards else steer.head(0)
     ifeval_inputs, ifeval_prompts = None, None
     if config.ifeval_path:
-        from evaluation.ifeval_files import read_inputs
-
-        every, ifeval_drops = read_inputs(config.ifeval_path)
-        ifeval_inputs = heldout_ifeval(every, config.ifeval_max_prompts, config.ifeval_split())
+        ifeval_inputs, ifeval_drops = heldout_ifeval_inputs(config)
         ifeval_prompts = eval_prompt_texts(ifeval_inputs)
         drops = pl.concat([drops, ifeval_drops])
     contexts = reply_contexts(evals, steer, test)
     # each part sampled as if alone: a policy's replies to the fixed suites are the same in every evaluation it
     # takes part in (as the new generation, then as the next one's parent), whatever the window's prompts
     segments = [evals.height, steer.height, test.height]
-    ifeval_contexts = (
-        [chat_messages(None, [{"role": "user", "content": p}]) for p in ifeval_inputs["prompt"]]
-        if ifeval_inputs is not None
-        else []
-    )
+    ifeval_contexts = chat_contexts(ifeval_inputs) if ifeval_inputs is not None else []
     replies, tokens, speed, engines, ifeval_answers = {}, {}, {}, {}, {}
     for role, path in policies.items():  # same seed: paired samples
         replies[role], tokens[role], stats = sample_policy_replies(path, contexts, config, segments)

@@ -28,7 +28,7 @@ def test_scores_a_policy_against_its_parent_on_the_held_out_half(tmp_path, capsy
 
     policy = tiny_policy_dir()
     inputs = _inputs(tmp_path / "input_data.jsonl")
-    args = ["--inputs", str(inputs), "--policy", policy, "--parent", policy, "--max_new_tokens", "4"]
+    args = ["--ifeval_path", str(inputs), "--policy", policy, "--parent", policy, "--ifeval_max_new_tokens", "4"]
     args += ["--cpu_threads", "1", "--bootstrap_resamples", "50", "--min_ifeval_prompts", "2"]
     assert main([*args, "--output_dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
@@ -51,6 +51,6 @@ def test_scores_a_policy_against_its_parent_on_the_held_out_half(tmp_path, capsy
 
 def test_bad_command_lines_fail_fast(tmp_path):
     with pytest.raises(ValueError, match="--policy"):
-        IFEvalCheckRun(inputs=str(_inputs(tmp_path / "in.jsonl")))
-    with pytest.raises(ValueError, match="no such file"):
-        IFEvalCheckRun(inputs=str(tmp_path / "missing.jsonl"), policy="p")
+        IFEvalCheckRun(ifeval_path=str(_inputs(tmp_path / "in.jsonl")))
+    with pytest.raises(ValueError, match="not a file"):
+        IFEvalCheckRun(ifeval_path=str(tmp_path / "missing.jsonl"), policy="p")

@@ -5,8 +5,6 @@ backend has its own module (`test_onnx_encoder.py`)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from pipeline.embed_model import ensure_packaged_model
 from pipeline.embedder import Embedder
 from pipeline.embedding_cache import EmbeddingCache
 from pipeline.text_hash import raw_text_hashes
+from tests.pipeline.chitchat_texts import conversations
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +47,12 @@ def embedder(config) -> Embedder:
 @pytest.fixture(scope="module")
 def real_sentences() -> list[str]:
     """~50 distinct real chat messages from the BYU Chit-Chat data the chitchat-dataset package ships."""
-    spec = importlib.util.find_spec("chitchat_dataset")
-    data = json.loads((Path(list(spec.submodule_search_locations)[0]) / "dataset.json").read_text())
     texts: list[str] = []
-    for conv in data.values():
-        for turn in conv["messages"]:
-            for msg in turn:
-                t = msg["text"].strip()
-                if len(t) > 15 and t not in texts:
-                    texts.append(t)
+    for messages in conversations():
+        for msg in messages:
+            t = msg.strip()
+            if len(t) > 15 and t not in texts:
+                texts.append(t)
         if len(texts) >= 50:
             break
     return texts[:50]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 
 from pipeline.embed_config import EmbedConfig
 from pipeline.embedder import Embedder
+from tests.pipeline.chitchat_texts import conversations
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 needs_two_gpus = pytest.mark.skipif(
@@ -27,11 +26,9 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     """Real chat messages of many lengths (BYU Chit-Chat from the chitchat-dataset package), with repeats."""
-    spec = importlib.util.find_spec("chitchat_dataset")
-    data = json.loads((Path(list(spec.submodule_search_locations)[0]) / "dataset.json").read_text())
     out: list[str] = []
-    for conv in data.values():
-        out += [msg["text"] for turn in conv["messages"] for msg in turn]
+    for messages in conversations():
+        out += messages
         if len(out) >= 60:
             break
     return out[:60] + out[:5] + [""]

@@ -3,8 +3,6 @@ thread count, and close to torch fp32's."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from pipeline.embed import embed_with_stats
 from pipeline.embed_config import CPU_BACKEND, EmbedConfig
 from pipeline.embedder import Embedder
 from pipeline.embedding_cache import EmbeddingCache
+from tests.pipeline.chitchat_texts import conversations
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,9 @@ def pertext(model_dir) -> Embedder:
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     """Real chat messages of many lengths (BYU Chit-Chat from the chitchat-dataset package), one empty."""
-    spec = importlib.util.find_spec("chitchat_dataset")
-    data = json.loads((Path(list(spec.submodule_search_locations)[0]) / "dataset.json").read_text())
     out: list[str] = []
-    for conv in data.values():
-        out += [m["text"] for turn in conv["messages"] for m in turn if m["text"] not in out]
+    for messages in conversations():
+        out += [m for m in messages if m not in out]
         if len(out) >= 40:
             break
     return out[:40] + [""]
