@@ -328,11 +328,15 @@ def rl_prompts(context: dg.AssetExecutionContext, settings: FlywheelSettings):
 # ---- training through Pipes -------------------------------------------------------------------
 
 
-def _length_slope(settings: FlywheelSettings, plan: GenerationPlan) -> float:
-    """The reward model's within-prompt length trend, as the SFT set's manifest recorded it (0 when it has none)."""
+def _length_slopes(settings: FlywheelSettings, plan: GenerationPlan) -> dict[str, float]:
+    """The reward model's within-prompt length trends on traffic and on character-card prompts, as the SFT set's
+    manifest recorded them (0 where it has none)."""
     manifest = dataset_dir(settings, plan.generation, "sft") / "manifest.json"
-    trend = json.loads(manifest.read_text()).get("length_trend") if manifest.is_file() else None
-    return float((trend or {}).get("slope") or 0.0)
+    trend = (json.loads(manifest.read_text()).get("length_trend") if manifest.is_file() else None) or {}
+    return {
+        "length_slope": float(trend.get("slope") or 0.0),
+        "card_length_slope": float((trend.get("cards") or {}).get("slope") or 0.0),
+    }
 
 
 def _stage_dir(settings: FlywheelSettings, plan: GenerationPlan, stage: str) -> str:
@@ -390,7 +394,7 @@ def _rl_rewards(settings: FlywheelSettings, generation: GenerationSettings, plan
             reward_model_dir(settings, plan.generation, training_reward(settings, plan.generation))
         ),
         # the same length trend the SFT and preference sets were ranked without
-        "length_slope": _length_slope(settings, plan),
+        **_length_slopes(settings, plan),
         "max_completion_length": generation.max_new_tokens,
     }
 

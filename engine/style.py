@@ -113,3 +113,12 @@ class StyleGuards:
         if pii_check is not None and pii_check(text):
             return "pii"
         return None
+
+
+def ended_flags(counts: Sequence[int | None], max_new_tokens: int | None) -> list[bool | None]:
+    """Whether each reply ended on its own: fewer tokens than the limit (a reply whose end token fell on the last
+    allowed token counts as cut off, since nothing tells the two apart). Unknown (None) without a count or a
+    limit. One rule for every table that records it (candidates, evaluation replies)."""
+    if max_new_tokens is None:
+        return [None] * len(counts)
+    return [None if c is None else c < max_new_tokens for c in counts]

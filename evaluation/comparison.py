@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
+from engine.style import ended_flags
 from evaluation import (
     evidence,
     fluency,
@@ -46,12 +47,11 @@ def utility_judge(model) -> Callable:
 
 
 def _token_columns(counts: list[int | None], max_new_tokens: int | None) -> list[pl.Series]:
-    """`n_tokens` of each reply and whether it `ended` on its own (fewer tokens than the limit; a reply whose end
-    token fell on the last allowed token counts as cut off). Unknown (null) without counts or a limit."""
-    n = pl.Series("n_tokens", counts, dtype=pl.Int64)
-    if max_new_tokens is None:
-        return [n, pl.Series("ended", [None] * len(counts), dtype=pl.Boolean)]
-    return [n, pl.Series("ended", [None if c is None else c < max_new_tokens for c in counts], dtype=pl.Boolean)]
+    """`n_tokens` of each reply and whether it `ended` on its own (`engine.sampling.ended_flags`)."""
+    return [
+        pl.Series("n_tokens", counts, dtype=pl.Int64),
+        pl.Series("ended", ended_flags(counts, max_new_tokens), dtype=pl.Boolean),
+    ]
 
 
 def _style_rows(sides: dict[str, pl.DataFrame]) -> pl.DataFrame:

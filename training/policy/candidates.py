@@ -20,7 +20,7 @@ import polars as pl
 
 from engine.policy import PolicyConfig
 from engine.sampling import CandidateConfig, sample_replies, valid_prompts
-from engine.style import style_features
+from engine.style import ended_flags, style_features
 from pipeline import schema
 from pipeline.prompts import chat_messages
 
@@ -40,6 +40,8 @@ CANDIDATES = pl.Schema(
         "n_emoji": pl.Int32,
         "has_list": pl.Boolean,
         "n_tokens": pl.Int32,
+        # False: run into `max_new_tokens`, cut off mid-reply (never a training target); None: not sampled here
+        "ended": pl.Boolean,
     }
 )
 
@@ -129,8 +131,9 @@ def generate_candidates(
                     "n_emoji": [s["n_emoji"] for s in style],
                     "has_list": [s["has_list"] for s in style],
                     "n_tokens": [n for ns in n_tokens for n in ns],
+                    "ended": ended_flags([n for ns in n_tokens for n in ns], cfg.max_new_tokens),
                 },
-                schema_overrides={"rm_pointwise": pl.Float64, "p_continue": pl.Float64},
+                schema_overrides={"rm_pointwise": pl.Float64, "p_continue": pl.Float64, "ended": pl.Boolean},
             )
         )
         stats[name] = gen_stats

@@ -11,14 +11,14 @@ preference pairs) and `training.policy.rl_pool` (the RL prompt pool); on a chara
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import polars as pl
 
 from engine.style import StyleGuards
 from training.policy.models import chat_messages
 from training.policy.steer_data import check_candidates
-from training.rewards.length_bias import fit_length_trend, remove_length_trend
+from training.rewards.length_bias import fit_length_trend, log_chars
 
 PiiCheck = Callable[[str], bool]  # True when the text holds personal data
 
@@ -64,9 +64,20 @@ def prompt_context(prompt: dict) -> list[dict]:
     return chat_messages(prompt["system"], prompt["history"])
 
 
-def without_length_trend(candidates: pl.DataFrame, enabled: bool) -> tuple[pl.DataFrame, dict | None]:
-    """Candidates whose `rm_pointwise` has the within-prompt length trend taken out, and that trend."""
+def without_length_trend(
+    candidates: pl.DataFrame, enabled: bool, card_ids: Collection[str] = ()
+) -> tuple[pl.DataFrame, dict | None]:
+    """Candidates whose `rm_pointwise` has the within-prompt length trend taken out, and that trend.
+
+    The trend is fitted, and taken out, per kind of prompt: on the traffic prompts (the manifest's `slope`) and on
+    the character-card prompts in `card_ids` (its `cards`). A card's rules bound a reply's length and the reward
+    model scores rule-keeping replies its own way, so a trend pooled over both kinds is the card prompts' more than
+    the traffic's: fitted on one window's candidates together it came out 2.6 times the traffic prompts' own, and
+    taken out of the traffic scores it made the best-of-n keep replies 39% shorter than the policy's."""
     if not enabled or "rm_pointwise" not in candidates.columns:
         return candidates, None
-    trend = fit_length_trend(candidates)
-    return remove_length_trend(candidates, trend.slope), trend.as_dict()
+    is_card = pl.col("prompt_id").is_in(list(card_ids))
+    trend, card_trend = fit_length_trend(candidates.filter(~is_card)), fit_length_trend(candidates.filter(is_card))
+    slope = pl.when(is_card).then(pl.lit(card_trend.slope)).otherwise(pl.lit(trend.slope))
+    adjusted = candidates.with_columns(pl.col("rm_pointwise").cast(pl.Float64) - slope * log_chars("text"))
+    return adjusted, {**trend.as_dict(), "cards": card_trend.as_dict()}

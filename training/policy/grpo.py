@@ -72,8 +72,16 @@ class GRPORunConfig(StageConfig):
     length_slope: float = field(
         default=0.0,
         metadata={
-            "help": "The reward model's within-prompt length trend, per unit of log(1 + chars), taken out of its "
-            "score (training.rewards.length_bias; the dataset manifests record it); 0 uses the raw score."
+            "help": "The reward model's within-prompt length trend on traffic prompts, per unit of log(1 + chars), "
+            "taken out of its score (training.rewards.length_bias; the dataset manifests record it); 0 uses the raw "
+            "score."
+        },
+    )
+    card_length_slope: float = field(
+        default=0.0,
+        metadata={
+            "help": "The same trend on the character-card prompts (those with `instructions`), fitted apart: a "
+            "card's rules bound the length, and the reward model scores rule-keeping replies its own way."
         },
     )
     length_band_min_chars: int = field(default=1, metadata={"help": "Shortest reply not penalised by the band."})
@@ -141,16 +149,19 @@ def _reply(completion: Any) -> str:
 class RewardModelScore:
     """GRPO reward: the pointwise reward model's score of each completion in its conversation."""
 
-    def __init__(self, score_fn: ScoreFn, length_slope: float = 0.0) -> None:
-        self.score_fn, self.length_slope = score_fn, length_slope
+    def __init__(self, score_fn: ScoreFn, length_slope: float = 0.0, card_length_slope: float = 0.0) -> None:
+        self.score_fn, self.length_slope, self.card_length_slope = score_fn, length_slope, card_length_slope
 
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+    def __call__(self, prompts, completions, instructions=None, **kwargs) -> list[float]:
         contexts = [list(p) if not isinstance(p, str) else [{"role": "user", "content": p}] for p in prompts]
         replies = [_reply(c) for c in completions]
         scores = np.asarray(self.score_fn(contexts, replies), dtype=np.float64).reshape(-1)
         if len(scores) != len(completions):
             raise ValueError(f"the reward model returned {len(scores)} scores for {len(completions)} completions")
-        scores = length_adjusted(scores, replies, self.length_slope)
+        # each prompt's kind has its own trend: a card prompt carries its `instructions`
+        specs = instructions or [None] * len(completions)
+        slopes = np.array([self.card_length_slope if spec else self.length_slope for spec in specs])
+        scores = length_adjusted(scores, replies, slopes)
         return [float(s) if np.isfinite(s) else None for s in scores]
 
 
@@ -203,7 +214,7 @@ def reward_functions(
     cfg: GRPORunConfig, score_fn: ScoreFn, with_rules: bool = False
 ) -> tuple[list[Callable], list[float]]:
     """The weighted reward functions; `with_rules` when the prompts carry card instructions."""
-    funcs: list[Callable] = [RewardModelScore(score_fn, cfg.length_slope)]
+    funcs: list[Callable] = [RewardModelScore(score_fn, cfg.length_slope, cfg.card_length_slope)]
     weights = [cfg.rm_weight]
     if with_rules and cfg.rule_weight > 0:
         funcs.append(RuleChecks())

@@ -178,7 +178,10 @@ def build_preference_dataset(
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
     candidates = rule_checked(prompts, candidates)
     raw_candidates = candidates  # lineage hashes the scores as the reward model gave them
-    candidates, length_trend = without_length_trend(candidates, cfg.length_neutral)
+    card_ids = (
+        prompts.filter(pl.col("instructions").is_not_null())["prompt_id"] if "instructions" in prompts.columns else []
+    )
+    candidates, length_trend = without_length_trend(candidates, cfg.length_neutral, card_ids)
     by_id = prompt_index(prompts)
     pairs: list[dict] = []
     steer_ids = {pid for pid, p in by_id.items() if p.get("instructions")}
@@ -198,10 +201,18 @@ def build_preference_dataset(
             drop_rows.append({"day": p["day"], "row_id": f"{pid}/pair", "reason_code": "too_few_candidates"})
             continue
         ranked = group.sort("rm_pointwise", descending=True, maintain_order=True)
-        best = ranked.row(0, named=True)
+        # a reply run into the token limit is never the chosen one: DPO would learn to stop mid-sentence
+        ended = ranked.filter(pl.col("ended").fill_null(True)) if "ended" in ranked.columns else ranked
+        if ended.is_empty():
+            drop_rows.append({"day": p["day"], "row_id": f"{pid}/pair", "reason_code": "cut_off"})
+            continue
+        best = ended.row(0, named=True)
         # the worst-scored reply of about the chosen one's length: the extremes of a few candidates differ in
         # length as much as in anything else, and DPO would learn that difference
-        matched = ranked.slice(1).filter(
+        others = ranked.filter(
+            (pl.col("generator") != best["generator"]) | (pl.col("sample_idx") != best["sample_idx"])
+        )
+        matched = others.filter(
             (log_chars("text") - math.log1p(len(best["text"] or ""))).abs() <= math.log(cfg.max_length_ratio)
         )
         if matched.is_empty():

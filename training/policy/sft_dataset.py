@@ -177,6 +177,9 @@ def _candidate_reason(cand: dict, prompt: dict | None, floor: float, guards, pii
     # a reply to a character card must keep every rule of the card, whatever the reward model thinks of it
     if prompt.get("instructions") and not cand.get("rules_kept"):
         return "breaks_instructions"
+    # a reply run into the token limit stops mid-sentence: as a target it would teach ending there
+    if cand.get("ended") is False:
+        return "cut_off"
     if cand["rm_pointwise"] < floor:
         return "below_score_floor"
     return guards.reason(cand["text"], pii_check)
@@ -226,14 +229,23 @@ def _rejection_sample(candidates, by_id, split_dropped, floor, cfg, pii_check, p
 
 def _length_reference(candidates: pl.DataFrame, by_id: dict[str, dict]):
     """A row's reference length: the mean characters of what the policy being trained writes for its prompt (its
-    candidates there), or, for a prompt without candidates (or only empty ones), of its candidates on every
-    prompt of the same kind (card or traffic)."""
-    chars = candidates.with_columns(pl.col("text").fill_null("").str.len_chars().cast(pl.Float64).alias("_chars"))
-    per_prompt = dict(chars.group_by("prompt_id").agg(pl.col("_chars").mean()).iter_rows())
+    candidates there that ended on their own, all of them when none did), or, for a prompt without candidates,
+    of those on every prompt of the same kind (card or traffic). The artifact gate compares the lengths of the
+    replies that ended, so the cut-off ones, run into the token limit, do not count."""
+    ended = pl.col("ended").fill_null(True) if "ended" in candidates.columns else pl.lit(True)
+    chars = candidates.with_columns(
+        pl.col("text").fill_null("").str.len_chars().cast(pl.Float64).alias("_chars"), ended.alias("_ended")
+    )
+    per_prompt = dict(
+        chars.group_by("prompt_id")
+        .agg(pl.col("_chars").filter(pl.col("_ended")).mean().fill_null(pl.col("_chars").mean()))
+        .iter_rows()
+    )
     card_ids = [pid for pid, p in by_id.items() if p.get("instructions")]
     is_card = pl.col("prompt_id").is_in(card_ids)
-    card_all = chars.filter(is_card)["_chars"].mean() if card_ids else None
-    traffic_all = chars.filter(~is_card)["_chars"].mean()
+    ended_chars = chars.filter(pl.col("_ended"))
+    card_all = ended_chars.filter(is_card)["_chars"].mean() if card_ids else None
+    traffic_all = ended_chars.filter(~is_card)["_chars"].mean()
 
     def reference(row: dict) -> float | None:
         fallback = card_all if by_id.get(row["prompt_id"], {}).get("instructions") else traffic_all
@@ -302,7 +314,10 @@ def build_sft_dataset(
     prompts, drop_rows = split_filter(prompts, cfg.train_splits)
     candidates = rule_checked(prompts, candidates)
     raw_candidates = candidates  # lineage hashes the scores as the reward model gave them
-    candidates, length_trend = without_length_trend(candidates, cfg.length_neutral)
+    card_ids = (
+        prompts.filter(pl.col("instructions").is_not_null())["prompt_id"] if "instructions" in prompts.columns else []
+    )
+    candidates, length_trend = without_length_trend(candidates, cfg.length_neutral, card_ids)
     split_dropped = {r["row_id"] for r in drop_rows}
     by_id = prompt_index(prompts)
     pools: dict[str, list[dict]] = {s: [] for s in SFT_SOURCES}

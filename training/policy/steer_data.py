@@ -111,8 +111,9 @@ def with_repairs(
     change of form (`cfg.repair_rules`) brings to keep every rule of its card, and counts per outcome.
 
     A repaired candidate keeps its original's `sample_idx`, gets the generator `<original's>+repaired`, its own
-    style features and reward-model score (`score_fn`, as sampled candidates get theirs), and no token count: it
-    was not sampled. A reply whose broken rules include one no change of form keeps stays as it is."""
+    style features and reward-model score (`score_fn`, as sampled candidates get theirs), no token count (it
+    was not sampled) and its original's `ended`: a reply cut off at the token limit stays cut off when repaired.
+    A reply whose broken rules include one no change of form keeps stays as it is."""
     cfg = cfg or SteerDataConfig()
     counts = {"repaired": 0, "not_repairable": 0, "still_broken": 0}
     if not cfg.repair_rules or "rules_kept" not in candidates.columns or candidates.is_empty():

@@ -77,12 +77,13 @@ def remove_length_trend(
     return frame.with_columns((pl.col(score).cast(pl.Float64) - slope * log_chars(text)).alias(out or score))
 
 
-def length_adjusted(scores: np.ndarray, replies: list[str], slope: float) -> np.ndarray:
-    """The same correction on an array of scores and their replies (for online rewards)."""
-    if slope == 0.0:
+def length_adjusted(scores: np.ndarray, replies: list[str], slope: float | np.ndarray) -> np.ndarray:
+    """The same correction on an array of scores and their replies (for online rewards); `slope` is one for all
+    or one per reply (each prompt's kind has its own)."""
+    if np.all(np.asarray(slope) == 0.0):
         return scores
     lengths = np.log1p(np.fromiter((len(r or "") for r in replies), dtype=np.float64, count=len(replies)))
-    return scores - slope * lengths
+    return scores - np.asarray(slope, dtype=np.float64) * lengths
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -55,6 +55,28 @@ def test_rejection_sampling_does_not_learn_the_reward_models_length_preference()
     assert raw.manifest["length_trend"] is None
 
 
+def test_the_length_trend_is_fitted_and_taken_out_per_kind_of_prompt():
+    from training.policy.datasets_build import without_length_trend
+
+    # traffic replies scored with no length trend at all, card replies whose score falls steeply with length
+    traffic = _short_loving_candidates(30).with_columns(
+        rm_pointwise=pl.when(pl.col("n_chars").is_in([24, 48])).then(1.0).otherwise(0.0)
+    )
+    cards = _short_loving_candidates(30).with_columns(pl.col("prompt_id").str.replace("p", "steer:c"))
+    c = pl.concat([traffic, cards])
+    card_ids = cards["prompt_id"].unique().to_list()
+    adjusted, trend = without_length_trend(c, True, card_ids)
+    assert trend["slope"] == pytest.approx(0.0, abs=0.05) and trend["prompts"] == 30
+    assert trend["cards"]["slope"] == pytest.approx(-1.0, abs=0.25) and trend["cards"]["prompts"] == 30
+    # the traffic scores are left as they were, in their order: a pooled trend would have favoured long replies
+    assert adjusted["prompt_id"].to_list() == c["prompt_id"].to_list()
+    np.testing.assert_allclose(adjusted.head(traffic.height)["rm_pointwise"], traffic["rm_pointwise"], atol=0.2)
+    best = adjusted.sort("rm_pointwise", descending=True).group_by("prompt_id").first()
+    assert set(best["n_chars"]) <= {24, 48}
+    _, pooled = without_length_trend(c, True)
+    assert pooled["slope"] < -0.3  # what one fit over both kinds would have taken out of the traffic scores
+
+
 def test_preference_pairs_are_chosen_without_the_length_trend():
     prompts, c = prompts_frame(30), _short_loving_candidates()
     # which reply is chosen is under test, not the length pairing or balance that follow it

@@ -84,8 +84,12 @@ def test_reward_functions_and_loader_resolution():
     texts = [[{"role": "assistant", "content": "x" * n}] for n in (3, 30, 300)]
     assert np.diff(RewardModelScore(brevity)([["u"]] * 3, texts)).max() < 0
     np.testing.assert_allclose(RewardModelScore(brevity, length_slope=-1.0)([["u"]] * 3, texts), 0.0, atol=1e-12)
-    funcs, _ = reward_functions(GRPORunConfig(length_slope=-0.5), brevity)
-    assert funcs[0].length_slope == -0.5
+    funcs, _ = reward_functions(GRPORunConfig(length_slope=-0.5, card_length_slope=-1.0), brevity)
+    assert funcs[0].length_slope == -0.5 and funcs[0].card_length_slope == -1.0
+    # a card prompt (it carries `instructions`) has its own trend taken out, a traffic prompt the traffic one
+    mixed = funcs[0]([["u"]] * 3, texts, instructions=['[{"type": "no_emoji"}]', None, '[{"type": "no_emoji"}]'])
+    expected = -np.log1p([3, 30, 300]) - np.array([-1.0, -0.5, -1.0]) * np.log1p([3, 30, 300])
+    np.testing.assert_allclose(mixed, expected, atol=1e-12)
     assert load_reward_loader("tests.training.toy_reward:load_scorer") is toy_reward.load_scorer
     with pytest.raises(ValueError, match="cannot import"):
         load_reward_loader("no.such.module:load")

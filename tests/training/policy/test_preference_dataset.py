@@ -90,6 +90,23 @@ def test_the_rejected_reply_is_the_worst_of_about_the_chosen_ones_length():
         PreferenceBuildConfig(max_length_ratio=0.5)
 
 
+def test_a_reply_cut_off_at_the_token_limit_is_never_the_chosen_one():
+    prompts = prompts_frame(2)
+    c = cands(
+        [
+            ("p0", 0, "a warm and kind answer that ran", 0.9),  # the best scored, but cut off
+            ("p0", 1, "a rather good answer!", 0.6),
+            ("p0", 2, "a so-so kind answer", 0.4),
+            ("p1", 0, "a long answer that ran into", 0.9),
+            ("p1", 1, "another that ran into the", 0.5),
+        ]
+    ).with_columns(ended=pl.Series([False, True, True, False, False]))
+    res = build_preference_dataset(prompts, c, PreferenceBuildConfig(length_balance=None, length_neutral=False))
+    pair = res.frame.filter(pl.col("pair_id") == "p0/pair").row(0, named=True)
+    assert (pair["chosen"], pair["rejected"]) == ("a rather good answer!", "a so-so kind answer")
+    assert drop_reasons(res)["p1/pair"] == "cut_off"
+
+
 def test_the_balance_leaves_out_the_pairs_that_would_teach_shorter_replies():
     prompts = prompts_frame(20)
     rows = []

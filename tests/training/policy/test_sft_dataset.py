@@ -227,6 +227,35 @@ def test_a_rows_reference_is_its_prompts_candidates_else_those_of_its_kind():
     assert reference({"prompt_id": "served-only"}) == pytest.approx(80 / 3)
 
 
+def test_a_reference_is_the_length_of_the_replies_that_ended_on_their_own():
+    from training.policy.sft_dataset import _length_reference
+
+    frame = pl.DataFrame(
+        {
+            "prompt_id": ["p0", "p0", "p0", "p1", "p1"],
+            "text": ["x" * 20, "x" * 40, "x" * 300, "x" * 250, "x" * 290],
+            "ended": [True, None, False, False, False],  # None: not sampled here (a repair's original unknown)
+        }
+    )
+    reference = _length_reference(frame, {"p0": {"prompt_id": "p0"}, "p1": {"prompt_id": "p1"}})
+    assert reference({"prompt_id": "p0"}) == pytest.approx(30.0)  # the reply run into the limit does not count
+    assert reference({"prompt_id": "p1"}) == pytest.approx(270.0)  # none ended: all of them
+
+
+def test_a_reply_cut_off_at_the_token_limit_is_never_a_target():
+    prompts = prompts_frame(2)
+    c = cands(
+        [("p0", 0, "a long reply that ran into the", 0.9), ("p0", 1, "A short one.", 0.5), ("p1", 0, "Fine.", 0.4)]
+    )
+    c = c.with_columns(ended=pl.Series([False, True, None]))
+    res = build_sft_dataset(
+        prompts, c, SFTBuildConfig(min_score=0.0, mix={"rejection_sampled": 1.0}, length_balance=None)
+    )
+    why = drop_reasons(res)
+    assert why["p0/gen1/0"] == "cut_off"
+    assert sorted(r["messages"][-1]["content"] for r in res.dataset) == ["A short one.", "Fine."]
+
+
 def test_rule_keeping_card_replies_are_exempt_from_the_length_balance_by_default():
     from training.policy.steer_data import steer_prompts
 
