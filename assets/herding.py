@@ -198,6 +198,8 @@ def candidates(
             "reward_model": reward,
             "mean_rm": float(frame["rm_pointwise"].mean() or 0.0) if frame.height else 0.0,
             "mean_chars": float(frame["n_chars"].mean() or 0.0) if frame.height else 0.0,
+            # sampled replies run into `max_new_tokens`: never a training target, nor the chosen reply of a pair
+            "cut_off_rate": float((~frame["ended"]).mean() or 0.0) if frame["ended"].count() else 0.0,
             "preview": preview_table(frame.select("prompt_id", "sample_idx", "text", pl.col("rm_pointwise").round(3))),
         }
     )
@@ -226,6 +228,8 @@ def _dataset_meta(build, target: Path, plan: GenerationPlan) -> dict:
         "dataset_card": dg.MetadataValue.path(str(target / "README.md")),
         # per source, the mean length shift the rows would teach, before and after the length balance
         **({"length_balance": dg.MetadataValue.json(balance)} if (balance := m.get("length_shift_by_source")) else {}),
+        # the reward model's length trend taken out of the ranking, on traffic and on character-card prompts
+        **({"length_trend": dg.MetadataValue.json(trend)} if (trend := m.get("length_trend")) else {}),
     }
 
 

@@ -113,7 +113,18 @@ def test_tiny_generation_end_to_end(tmp_path):
     assert (~repaired).sum() == 2 * steer_prompts().height
     assert cards.filter(repaired)["rules_kept"].all()
     assert mats_of(result)["candidates"]["card_replies_repaired"].value == repaired.sum()
+    # every sampled reply says whether it ended on its own, and a repaired one says what its original did
+    assert candidates["ended"].null_count() == 0
+    originals = cards.filter(~repaired).select("prompt_id", "sample_idx", pl.col("ended").alias("original"))
+    assert (
+        cards.filter(repaired)
+        .join(originals, on=["prompt_id", "sample_idx"])
+        .select((pl.col("ended") == pl.col("original")).all())
+        .item()
+    )
     mats = mats_of(result)
+    assert mats["candidates"]["cut_off_rate"].value == pytest.approx(float((~candidates["ended"]).mean()))
+    assert {"slope", "cards"} <= set(mats["sft_dataset"]["length_trend"].value)
     assert mats["sft_checkpoint"]["steps"].value == 2  # reported back through Pipes
     assert "content_hash" in mats["sft_dataset"]
     annotated = mats["reward_model_pairwise"]["annotations"].value
