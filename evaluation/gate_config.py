@@ -58,6 +58,14 @@ class GateConfig:
         },
     )
     artifact_warn_fraction: float = field(default=0.8, metadata={"help": "Drift beyond this fraction of a band warns."})
+    min_artifact_replies: int = field(
+        default=30,
+        metadata={
+            "help": "Fewest held-out replies from each policy for the artifact-drift gate to decide (fewer: "
+            "insufficient evidence): over a handful of replies a single stock phrase or emoji is a rate far "
+            "outside any band."
+        },
+    )
     fluency_margin: float = field(
         default=0.1,
         metadata={

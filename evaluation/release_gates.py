@@ -363,6 +363,27 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
     config = config or GateConfig()
     new = new.row(0, named=True) if isinstance(new, pl.DataFrame) else dict(new)
     prev = prev.row(0, named=True) if isinstance(prev, pl.DataFrame) else dict(prev)
+    evidence = {
+        "replies": {"new": new.get("n"), "parent": prev.get("n")},
+        "min_replies": config.min_artifact_replies,
+        **(
+            {"ended": {"new": new.get("n_ended"), "parent": prev.get("n_ended")}}
+            if new.get("n_ended") is not None
+            else {}
+        ),
+    }
+    few = [
+        f"{side} {row['n']}"
+        for side, row in (("new", new), ("parent", prev))
+        if (row.get("n") or 0) < config.min_artifact_replies and row.get("n") is not None
+    ]
+    if few:
+        return gate_result(
+            "artifact_drift",
+            "insufficient",
+            f"insufficient evidence: {', '.join(few)} replies (< {config.min_artifact_replies})",
+            evidence=evidence,
+        )
     levels, drifts, notes = [], {}, []
     for metric, (kind, width) in config.artifact_bands.items():
         a, b = new.get(metric), prev.get(metric)
@@ -394,14 +415,7 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
         "; ".join(notes) or "all style metrics within their bands",
         drifts=drifts,
         bands=dict(config.artifact_bands),
-        evidence={
-            "replies": {"new": new.get("n"), "parent": prev.get("n")},
-            **(
-                {"ended": {"new": new.get("n_ended"), "parent": prev.get("n_ended")}}
-                if new.get("n_ended") is not None
-                else {}
-            ),
-        },
+        evidence=evidence,
     )
 
 

@@ -120,16 +120,30 @@ def test_a_steerability_drop_within_the_card_prompts_noise_warns_and_a_clear_one
 def test_artifact_drift_on_monitor_output():
     prev_replies = pl.DataFrame({"response": ["A fine answer of some length."] * 10})
     same = monitor(prev_replies)
-    assert artifact_drift(same, monitor(prev_replies)).severity == "ok"
+    ten = GateConfig(min_artifact_replies=10)
+    assert artifact_drift(same, monitor(prev_replies), ten).severity == "ok"
     longer = monitor(pl.DataFrame({"response": ["A fine answer of some length, now padded a lot longer."] * 10}))
-    res = artifact_drift(longer, same)
+    res = artifact_drift(longer, same, ten)
     assert not res.passed and "mean_chars" in res.detail
     one_emoji = ["A fine answer of some length 🎉"] + ["A fine answer of some lengt."] * 9
     emoji = monitor(pl.DataFrame({"response": one_emoji}))
-    res = artifact_drift(emoji, same, GateConfig(artifact_bands={"emoji_rate": ("absolute", 0.11)}))
+    res = artifact_drift(
+        emoji, same, GateConfig(artifact_bands={"emoji_rate": ("absolute", 0.11)}, min_artifact_replies=10)
+    )
     assert res.passed and res.severity == "warn"  # 0.10 drift is past 80% of the 0.11 band
     missing = artifact_drift({"mean_chars": 10.0}, {"mean_chars": 10.0})
     assert not missing.passed and "missing" in missing.detail
+
+
+def test_artifact_drift_over_a_handful_of_replies_is_insufficient_evidence():
+    # one stock phrase in four replies is a rate of 0.25, far past any band: a handful of replies decides nothing
+    parent = monitor(pl.DataFrame({"response": ["A fine answer of some length."] * 4}))
+    new = monitor(pl.DataFrame({"response": ["As an AI, I cannot say."] + ["A fine answer of some length."] * 3}))
+    gate = artifact_drift(new, parent)
+    assert gate.severity == "insufficient"
+    assert "new 4, parent 4 replies (< 30)" in gate.detail
+    assert gate.metadata["evidence"]["min_replies"] == 30
+    assert artifact_drift(new, parent, GateConfig(min_artifact_replies=4)).severity != "insufficient"
 
 
 def test_train_eval_disjoint():
