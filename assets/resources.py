@@ -148,6 +148,7 @@ class ReleaseSettings(dg.ConfigurableResource):
     judge_margin: float = library_field(OfflineEvalConfig, "judge_margin")
     min_judge_heldout: int = library_field(OfflineEvalConfig, "min_judge_heldout")
     min_decided_gates: int = library_field(OfflineEvalConfig, "min_decided_gates")
+    min_artifact_replies: int = library_field(OfflineEvalConfig, "min_artifact_replies")
     measure_fluency: bool = library_field(OfflineEvalConfig, "measure_fluency")
     fluency_reference_model: str = library_field(OfflineEvalConfig, "fluency_reference_model")
     fluency_on_missing: str = library_field(OfflineEvalConfig, "fluency_on_missing")

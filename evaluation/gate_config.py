@@ -147,6 +147,8 @@ class GateConfig:
                 )
         if not 0 < self.artifact_warn_fraction <= 1:
             raise ValueError("artifact_warn_fraction must be in (0, 1]")
+        if self.min_artifact_replies < 1:
+            raise ValueError(f"min_artifact_replies={self.min_artifact_replies} must be >= 1 (default 30)")
         if self.fluency_margin < 0 or self.min_fluency_replies < 1:
             raise ValueError("fluency_margin must be >= 0 (default 0.1) and min_fluency_replies >= 1 (default 20)")
         if not 0 <= self.ifeval_margin < 1 or self.min_ifeval_prompts < 1:

@@ -73,6 +73,7 @@ _GATE_FIELDS = (
     "judge_margin",
     "min_judge_heldout",
     "min_decided_gates",
+    "min_artifact_replies",
     "fluency_margin",
     "min_fluency_replies",
     "ifeval_margin",
@@ -161,6 +162,7 @@ class OfflineEvalConfig:
     )
     fluency_reference_model: str = forwarded(fluency.FluencyConfig, "reference_model")
     fluency_on_missing: str = forwarded(fluency.FluencyConfig, "on_missing")
+    min_artifact_replies: int = forwarded(gate_config.GateConfig, "min_artifact_replies")
     fluency_margin: float = forwarded(gate_config.GateConfig, "fluency_margin")
     min_fluency_replies: int = forwarded(gate_config.GateConfig, "min_fluency_replies")
     ifeval_margin: float = forwarded(gate_config.GateConfig, "ifeval_margin")

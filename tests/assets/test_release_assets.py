@@ -92,7 +92,8 @@ def _resources(settings: FlywheelSettings, **ab) -> dict:
         "settings": settings,
         "curation": CurationSettings(),
         "generation": GenerationSettings(eval_prompts=3, max_new_tokens=6),
-        "release": ReleaseSettings(steerability_samples=1, bootstrap_resamples=200),
+        # six replies a side: the artifact gate decides at this toy size only with its minimum lowered to match
+        "release": ReleaseSettings(steerability_samples=1, bootstrap_resamples=200, min_artifact_replies=6),
         "ab": AbSettings(**{"source": "simulate", "simulated_users": 4000, "n_bootstrap": 200, **ab}),
     }
 
