@@ -17,7 +17,8 @@ from its parent, with the generation's own SFT settings (steps, batch, learning 
 
 Each SFT checkpoint, and the parent, answer the generation's held-out pool prompts (the `eval_responses`
 contexts the artifact-drift gate reads) with the evaluation's temperature and reply length, two replies per
-prompt under each of two sampling seeds. The bench prints, per variant, the mixture's mean characters, then the
+prompt under each of two sampling seeds. The bench prints, per variant, the mixture's mean characters (and each
+source's, with its rows), then the
 checkpoint's mean characters of the replies that ended on their own (the gate's statistic), its change against
 the parent's, and the share cut off at the token limit; with `--cards`, also the share of held-out and test card
 replies keeping every rule and the letter-case and question-ending violation rates. Candidates recorded before
@@ -159,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             import datasets
 
             rows = datasets.load_from_disk(str(data_path))
-            mix_chars = float(np.mean([len(m[-1]["content"] or "") for m in rows["messages"]]))
+            reply_chars = [len(m[-1]["content"] or "") for m in rows["messages"]]
+            mix_chars = float(np.mean(reply_chars))
+            by_source: dict[str, list[int]] = {}
+            for source, n in zip(rows["source"], reply_chars, strict=True):
+                by_source.setdefault(source, []).append(n)
+            sources = ", ".join(f"{k} {np.mean(v):.1f} x{len(v)}" for k, v in sorted(by_source.items()))
             command = [sys.executable, "-m", "training.policy.sft", "--model_name_or_path", str(parent_dir)]
             command += ["--dataset_path", str(data_path), "--output_dir", str(folder / "sft")]
             command += ["--learning_rate", str(lr), "--max_steps", str(trained["max_steps"])]
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             chars, cut = lengths(folder / "sft")
             print(
                 f"  {variant:<11} mixture {mix_chars:5.1f}  ended {chars:5.1f} chars ({chars / parent_chars - 1:+6.1%})"
-                f"  cut off {cut:5.1%}",
+                f"  cut off {cut:5.1%}   ({sources})",
                 flush=True,
             )
             if args.cards:
