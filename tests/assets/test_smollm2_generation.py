@@ -60,7 +60,9 @@ def test_one_smollm2_generation_with_lora(tmp_path):
             annotations_path=str(_annotations(tmp_path / "annotations.jsonl")),
             **sizes["generation"],
         ),
-        "release": ReleaseSettings(bootstrap_resamples=200, **sizes["release"]),
+        # two prompts a slice: only the replies-only gates (steerability, train/eval) can decide at this size, and
+        # what is under test is that a generation runs through and is recorded, not its verdicts
+        "release": ReleaseSettings(bootstrap_resamples=200, min_decided_gates=2, **sizes["release"]),
         "ab": AbSettings(source="users", simulated_users=4000, n_bootstrap=200),
         "launcher": TrainingLauncher(),
     }
