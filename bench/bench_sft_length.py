@@ -155,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                 elif variant == "no-balance":
                     cfg = replace(base, length_balance=None)
                 build = build_sft_dataset(prompts, candidates, cfg, pii_check=privacy_pii_check())
+                if variant == "default":
+                    trend = build.manifest["length_trend"] or {}
+                    print(
+                        f"  the reward's within-prompt length trend, per log-character: traffic prompts "
+                        f"{trend.get('slope', 0.0):.4f}, card prompts {(trend.get('cards') or {}).get('slope', 0.0):.4f}"
+                        f" (kept set: {(manifest.get('length_trend') or {}).get('slope', 0.0):.4f})"
+                    )
                 data_path = folder / "dataset"
                 build.dataset.save_to_disk(str(data_path))
             import datasets
