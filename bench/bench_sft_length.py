@@ -1,9 +1,10 @@
 """What in an SFT step moves reply length: its mixture's sources, its targets' length, or its learning rate?
 
-    python bench/bench_sft_length.py [--home HOME] [--generation gen-2] [--variants kept default ...] [--cards]
+    python bench/bench_sft_length.py [--home HOME] [--generation gen-N] [--variants kept default ...] [--cards]
 
 HOME is a flywheel home whose generation kept its checkpoints and datasets (`make bench-robustness
-BENCH_ARGS=--keep` prints one; default FLYWHEEL_HOME, else `data/`). The generation's SFT step is trained again
+BENCH_ARGS=--keep` prints one; default FLYWHEEL_HOME, else `data/`; by default its latest generation with an SFT
+checkpoint). The generation's SFT step is trained again
 from its parent, with the generation's own SFT settings (steps, batch, learning rate, seed; its
 `sft/metrics.json`), on the mixture of each variant:
 
@@ -86,13 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_home = Path(os.environ.get("FLYWHEEL_HOME") or REPO / "data")
     parser.add_argument("--home", type=Path, default=default_home, help="a flywheel home (default: %(default)s)")
-    parser.add_argument("--generation", default="gen-2")
+    parser.add_argument("--generation", default=None, help="default: the latest generation with an SFT checkpoint")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cards", action="store_true", help="also score each checkpoint on the character cards")
     args = parser.parse_args(argv)
 
     home, gen = args.home, args.generation
+    if gen is None:
+        kept = sorted(
+            (int(p.parent.parent.name.split("-")[1]), p.parent.parent.name)
+            for p in (home / "models").glob("gen-*/sft/metrics.json")
+            if p.parent.parent.name.split("-")[1].isdigit()
+        )
+        gen = kept[-1][1] if kept else "gen-1"
     sft_dir = home / "models" / gen / "sft"
     responses = home / "lake" / "eval_responses" / f"generation={gen}"
     if not (sft_dir / "metrics.json").is_file() or not responses.is_dir():
