@@ -22,7 +22,7 @@ prompt under each of two sampling seeds. The bench prints, per variant, the mixt
 source's, with its rows), then the
 checkpoint's mean characters of the replies that ended on their own (the gate's statistic), its change against
 the parent's, and the share cut off at the token limit; with `--cards`, also the share of held-out and test card
-replies keeping every rule and the letter-case and question-ending violation rates. Candidates recorded before
+replies keeping every rule and each rule's violation rate, per sampling seed (`bench_stage_lengths.card_rules`). Candidates recorded before
 they carried `ended` count a reply of `max_new_tokens` tokens as cut off.
 """
 
@@ -201,39 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(folder / "sft", keep)
                 checkpoints.append((variant, keep))
         if args.cards:
-            card_rules(checkpoints, eval_cfg, sampling)
-    return 0
+            from bench_stage_lengths import card_rules  # this folder is the script's: its sibling bench
 
-
-def card_rules(models: list[tuple[str, Path]], eval_cfg, sampling) -> None:
-    """Per checkpoint: the share of held-out and test card replies keeping every rule, and two rules' rates."""
-    import polars as pl
-
-    from engine.cards import HELDOUT, TEST
-    from engine.policy import PolicyConfig
-    from engine.sampling import sample_replies
-    from evaluation import steerability
-    from evaluation.offline_eval import steerability_prompts
-    from pipeline.prompts import chat_messages
-
-    for split in (HELDOUT, TEST):
-        cards = steerability_prompts(eval_cfg, split)
-        contexts = [chat_messages(s, list(m)) for s, m in zip(cards["system"], cards["messages"].to_list())]
-        print(f"{split} cards ({cards.height} prompts x seeds {SEEDS}): every rule kept; case; question ending")
-        for name, folder in models:
-            kept, rates = [], []
             for seed in SEEDS:
-                texts, _, _ = sample_replies(
-                    PolicyConfig(model_name_or_path=str(folder)), contexts, replace(sampling, num_samples=1, seed=seed)
-                )
-                summary = steerability.score_responses(
-                    cards.with_columns(response=pl.Series([t[0] for t in texts]))
-                ).summary
-                kept.append(summary.filter(pl.col("level") == "overall")["following_rate"][0])
-                rules = dict(summary.filter(pl.col("level") == "instruction").select("key", "violation_rate").rows())
-                rates.append((rules.get("case", float("nan")), rules.get("end_with_question", float("nan"))))
-            case, question = (sum(r[i] for r in rates) / len(rates) for i in (0, 1))
-            print(f"  {name:<11} {sum(kept) / len(kept):.3f}; case {case:.2f}; question ending {question:.2f}")
+                print(f"card rules, sampling seed {seed}")
+                card_rules(checkpoints, eval_cfg, replace(sampling, num_samples=1, seed=seed))
+    return 0
 
 
 if __name__ == "__main__":
