@@ -59,8 +59,10 @@ def candidates_with_ended(candidates, max_new_tokens: int):
 
     if "ended" in candidates.columns and candidates["ended"].null_count() < candidates.height:
         return candidates
-    sampled = (pl.col("n_tokens") < max_new_tokens).alias("ended")
-    frame = candidates.with_columns(sampled)
+    from engine.style import ended_flags
+
+    ended = ended_flags(candidates["n_tokens"].to_list(), max_new_tokens)
+    frame = candidates.with_columns(pl.Series("ended", ended, dtype=pl.Boolean))
     originals = frame.filter(pl.col("n_tokens").is_not_null()).select(
         "prompt_id", "sample_idx", pl.col("generator").alias("_origin"), pl.col("ended").alias("_ended")
     )
@@ -73,11 +75,13 @@ def candidates_with_ended(candidates, max_new_tokens: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import datasets
     import numpy as np
     import polars as pl
 
     from engine.policy import PolicyConfig
     from engine.sampling import CandidateConfig, sample_replies
+    from engine.style import ended_flags
     from evaluation.offline_eval import OfflineEvalConfig
     from pipeline.lake import Lake, Partition
     from training.generation_plan import GenerationPlan, read_window
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 PolicyConfig(model_name_or_path=str(folder)), contexts, replace(sampling, seed=seed)
             )
             chars += [len(t) for replies in texts for t in replies]
-            cut += [n >= sampling.max_new_tokens for counts in tokens for n in counts]
+            cut += [not e for e in ended_flags([n for c in tokens for n in c], sampling.max_new_tokens)]
         c, k = np.array(chars, dtype=float), np.array(cut)
         return float(c[~k].mean()) if (~k).any() else float("nan"), float(k.mean())
 
@@ -172,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 data_path = folder / "dataset"
                 build.dataset.save_to_disk(str(data_path))
-            import datasets
-
             rows = datasets.load_from_disk(str(data_path))
             reply_chars = [len(m[-1]["content"] or "") for m in rows["messages"]]
             mix_chars = float(np.mean(reply_chars))

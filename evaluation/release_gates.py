@@ -375,7 +375,7 @@ def artifact_drift(new: pl.DataFrame | dict, prev: pl.DataFrame | dict, config: 
     few = [
         f"{side} {row['n']}"
         for side, row in (("new", new), ("parent", prev))
-        if (row.get("n") or 0) < config.min_artifact_replies and row.get("n") is not None
+        if row.get("n") is not None and row["n"] < config.min_artifact_replies
     ]
     if few:
         return gate_result(
